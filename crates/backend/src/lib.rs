@@ -1,1 +1,603 @@
-//! placeholder
+//! Hearth's storage backend: a thin layer over [redb] with named buckets, batched durable
+//! commits and read snapshots.
+//!
+//! # Buckets
+//!
+//! A [`Bucket`] is a redb table with byte keys and byte values. `key` holds the MVCC data
+//! (written by the `mvcc` crate), `meta` holds the Raft consistent index, the term and the
+//! compaction marks; `lease`, `auth`, `authUsers`, `authRoles`, `members` and `alarm` are reserved
+//! for the layers that will need them. Every bucket is created when the backend is opened, so
+//! read snapshots can always open every bucket.
+//!
+//! # Batched commits and where durability comes from
+//!
+//! Every write transaction ([`WriteTxn`]) commits with [`redb::Durability::None`]: the commit is
+//! visible to readers as soon as [`WriteTxn::commit`] returns, but nothing is fsynced. A commit is
+//! made durable ([`redb::Durability::Immediate`], an fsync) when, at commit time:
+//!
+//! * `batch_interval` has passed since the last durable commit, or
+//! * `batch_limit` operations (puts and deletes) have accumulated since the last durable commit,
+//! * or when the caller asks for it with [`Backend::force_commit`], [`WriteTxn::commit_durable`]
+//!   or [`Backend::close`] (dropping the backend also makes pending commits durable).
+//!
+//! There is no background thread and no timer here: the time rule is checked only when some
+//! write commits. A server that wants an upper bound on how long a commit may stay volatile
+//! while no writes arrive calls [`Backend::commit_if_due`] (or `force_commit`) from its own timer.
+//!
+//! **Tradeoff.** redb never fsyncs on the request path (except for the one commit per
+//! `batch_interval` / `batch_limit` that happens to cross the threshold). After a crash the file
+//! is at its last durable commit, which may be up to `batch_interval` (or `batch_limit` ops)
+//! behind what readers saw. This is safe only because the server writes the Raft consistent
+//! index into the `meta` bucket *in the same transaction* as the data it applied: the file is
+//! always at some consistent index, and the server replays its write-ahead log from there. The
+//! WAL, not this file, is the durability point; nothing here may be acknowledged to a client on
+//! the strength of a [`Durability::None`](redb::Durability::None) commit alone.
+//!
+//! # Snapshots
+//!
+//! [`Backend::read`] opens a redb read transaction: a consistent, immutable snapshot of the last
+//! commit (durable or not) that never blocks writers and is never blocked by them.
+//! [`Backend::write`] opens the single redb write transaction; a second writer waits until the
+//! first one commits or is dropped (aborted).
+//!
+//! # Corruption
+//!
+//! The file is opened with redb's integrity check (`set_check_integrity_on_open`), which
+//! verifies every page checksum, so a damaged or foreign file is reported as
+//! [`BackendError::Corrupt`] (or another error) instead of a panic; as a last line of defence a
+//! panic inside redb while opening is caught and reported as `Corrupt` too. The check reads the
+//! whole file, so opening costs O(file size).
+
+use std::fmt;
+use std::ops::Bound;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use redb::{
+    Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+
+/// Errors of the backend. Nothing in this crate panics on bad input or a bad file.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// An I/O error from the file system.
+    #[error("backend I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The file is not a valid database, or its contents failed a checksum.
+    #[error("backend database is corrupt: {0}")]
+    Corrupt(String),
+    /// Another handle (in this or another process) has the file open.
+    #[error("backend database is already open by another handle")]
+    AlreadyOpen,
+    /// Any other error reported by redb.
+    #[error("backend storage error: {0}")]
+    Storage(String),
+}
+
+impl From<redb::Error> for BackendError {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::Corrupted(msg) => BackendError::Corrupt(msg),
+            redb::Error::DatabaseAlreadyOpen => BackendError::AlreadyOpen,
+            // redb reports a file that is not a database at all as invalid data.
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                BackendError::Corrupt(io.to_string())
+            }
+            redb::Error::Io(io) => BackendError::Io(io),
+            other => BackendError::Storage(other.to_string()),
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for BackendError {
+            fn from(e: $t) -> Self {
+                BackendError::from(redb::Error::from(e))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// Result type of this crate.
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// A named bucket (a redb table of byte keys and byte values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Bucket {
+    /// MVCC data: revision bytes -> `mvccpb.KeyValue`.
+    Key,
+    /// Consistent index, term, compaction marks.
+    Meta,
+    /// Reserved for leases.
+    Lease,
+    /// Reserved for the auth store.
+    Auth,
+    /// Reserved for auth users.
+    AuthUsers,
+    /// Reserved for auth roles.
+    AuthRoles,
+    /// Reserved for cluster membership.
+    Members,
+    /// Reserved for alarms.
+    Alarm,
+}
+
+impl Bucket {
+    /// Every bucket, in a fixed order.
+    pub const ALL: [Bucket; 8] = [
+        Bucket::Key,
+        Bucket::Meta,
+        Bucket::Lease,
+        Bucket::Auth,
+        Bucket::AuthUsers,
+        Bucket::AuthRoles,
+        Bucket::Members,
+        Bucket::Alarm,
+    ];
+
+    /// The bucket's name, as etcd names it (and as the redb table is named).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Bucket::Key => "key",
+            Bucket::Meta => "meta",
+            Bucket::Lease => "lease",
+            Bucket::Auth => "auth",
+            Bucket::AuthUsers => "authUsers",
+            Bucket::AuthRoles => "authRoles",
+            Bucket::Members => "members",
+            Bucket::Alarm => "alarm",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn def(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+        TableDefinition::new(self.name())
+    }
+}
+
+impl fmt::Display for Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Tuning of the batched durable commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// A commit is made durable once this long has passed since the last durable commit.
+    pub batch_interval: Duration,
+    /// A commit is made durable once this many puts/deletes accumulated since the last one.
+    pub batch_limit: usize,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            batch_interval: Duration::from_millis(100),
+            batch_limit: 10_000,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BatchState {
+    /// When the last durable commit finished (or the backend was opened).
+    last_durable: Instant,
+    /// Puts and deletes committed non-durably since the last durable commit.
+    pending_ops: usize,
+    /// Non-durable commits since the last durable commit.
+    pending_commits: usize,
+}
+
+/// The storage backend. `Send + Sync`; share it as `Arc<Backend>`.
+pub struct Backend {
+    db: redb::Database,
+    path: PathBuf,
+    config: BackendConfig,
+    batch: Mutex<BatchState>,
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("path", &self.path)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+impl Backend {
+    /// Opens (or creates) the database file at `path` and makes sure every bucket exists.
+    ///
+    /// An empty or missing file becomes a new database. Anything that is not a valid redb file,
+    /// or whose pages fail their checksums, is an error.
+    pub fn open(path: impl AsRef<Path>, config: BackendConfig) -> Result<Backend> {
+        let path = path.as_ref().to_path_buf();
+        let opened = catch_unwind(AssertUnwindSafe(|| {
+            redb::Database::builder()
+                .set_check_integrity_on_open(true)
+                .create(&path)
+        }));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(p) => {
+                return Err(BackendError::Corrupt(format!(
+                    "opening {} panicked: {}",
+                    path.display(),
+                    panic_message(p.as_ref())
+                )))
+            }
+        };
+        // Create the buckets, durably, so every read snapshot can open all of them.
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        for b in Bucket::ALL {
+            txn.open_table(b.def())?;
+        }
+        txn.commit()?;
+        tracing::debug!(path = %path.display(), "backend opened");
+        Ok(Backend {
+            db,
+            path,
+            config,
+            batch: Mutex::new(BatchState {
+                last_durable: Instant::now(),
+                pending_ops: 0,
+                pending_commits: 0,
+            }),
+        })
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The batching configuration.
+    pub fn config(&self) -> &BackendConfig {
+        &self.config
+    }
+
+    fn batch(&self) -> MutexGuard<'_, BatchState> {
+        // The state is a few counters that are always consistent; a poisoned lock is harmless.
+        self.batch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a read snapshot of the latest commit (durable or not). Never blocks on writers.
+    pub fn read(&self) -> Result<ReadTxn> {
+        Ok(ReadTxn {
+            txn: self.db.begin_read()?,
+            tables: Default::default(),
+        })
+    }
+
+    /// Opens the write transaction. Waits while another write transaction is open.
+    /// Dropping the returned [`WriteTxn`] without committing aborts it.
+    pub fn write(&self) -> Result<WriteTxn<'_>> {
+        Ok(WriteTxn {
+            txn: self.db.begin_write()?,
+            backend: self,
+            ops: 0,
+        })
+    }
+
+    /// Makes every commit so far durable (fsync). Does nothing if there is nothing pending.
+    pub fn force_commit(&self) -> Result<()> {
+        if self.batch().pending_commits == 0 {
+            return Ok(());
+        }
+        self.write()?.commit_durable()
+    }
+
+    /// Makes pending commits durable if `batch_interval` has passed since the last durable
+    /// commit; for a server timer. Returns whether a durable commit was made.
+    pub fn commit_if_due(&self) -> Result<bool> {
+        {
+            let st = self.batch();
+            if st.pending_commits == 0 || st.last_durable.elapsed() < self.config.batch_interval {
+                return Ok(false);
+            }
+        }
+        self.write()?.commit_durable()?;
+        Ok(true)
+    }
+
+    /// Number of non-durable commits since the last durable one (0 = everything is on disk).
+    pub fn pending_commits(&self) -> usize {
+        self.batch().pending_commits
+    }
+
+    /// Size of the database file in bytes.
+    pub fn size(&self) -> Result<u64> {
+        Ok(std::fs::metadata(&self.path)?.len())
+    }
+
+    /// Best estimate of the bytes holding live data: the pages (leaf and branch) of every
+    /// bucket's B-tree in the latest snapshot. Unlike [`size`](Self::size) this shrinks when
+    /// data is deleted (the file itself does not shrink; freed pages are reused). Walks the
+    /// trees' pages (O(pages)), without blocking writers.
+    pub fn size_in_use(&self) -> Result<u64> {
+        let r = self.read()?;
+        let mut pages = 0u64;
+        for b in Bucket::ALL {
+            if let Some(t) = r.table(b)? {
+                let s = t.stats()?;
+                pages += s.leaf_pages() + s.branch_pages();
+            }
+        }
+        // redb's page size is fixed at 4 KiB for files it creates.
+        Ok(pages * 4096)
+    }
+
+    /// Makes pending commits durable and closes the file.
+    pub fn close(self) -> Result<()> {
+        self.force_commit()?;
+        self.db.close()?;
+        Ok(())
+    }
+}
+
+type ByteTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
+type ByteRange<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+fn bounds<'a>(start: &'a [u8], end: Option<&'a [u8]>) -> Option<ByteRange<'a>> {
+    match end {
+        None => Some((Bound::Included(start), Bound::Unbounded)),
+        Some(e) if e <= start => None,
+        Some(e) => Some((Bound::Included(start), Bound::Excluded(e))),
+    }
+}
+
+fn scan<T, F>(table: &T, start: &[u8], end: Option<&[u8]>, mut f: F) -> Result<()>
+where
+    T: ReadableTable<&'static [u8], &'static [u8]>,
+    F: FnMut(&[u8], &[u8]) -> bool,
+{
+    let Some(range) = bounds(start, end) else {
+        return Ok(());
+    };
+    for item in table.range::<&[u8]>(range)? {
+        let (k, v) = item?;
+        if !f(k.value(), v.value()) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Read access shared by read snapshots and the write transaction.
+///
+/// Ranges are `[start, end)`; `end: None` means "to the end of the bucket", and an `end` that is
+/// not after `start` gives nothing. Keys come in ascending byte order.
+pub trait Reader {
+    /// The value stored under `key`, if any.
+    fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Calls `f` on each pair in `[start, end)` in key order until it returns `false`.
+    fn for_each(
+        &self,
+        bucket: Bucket,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()>;
+
+    /// Up to `limit` pairs (`0` = no limit) in `[start, end)`, in key order.
+    fn range(
+        &self,
+        bucket: Bucket,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.for_each(bucket, start, end, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            limit == 0 || out.len() < limit
+        })?;
+        Ok(out)
+    }
+}
+
+/// A read snapshot: every read sees the same committed state.
+pub struct ReadTxn {
+    txn: ReadTransaction,
+    tables: [OnceLock<Option<ByteTable>>; Bucket::ALL.len()],
+}
+
+impl ReadTxn {
+    fn table(&self, bucket: Bucket) -> Result<Option<&ByteTable>> {
+        let cell = &self.tables[bucket.index()];
+        if let Some(t) = cell.get() {
+            return Ok(t.as_ref());
+        }
+        let t = match self.txn.open_table(bucket.def()) {
+            Ok(t) => Some(t),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(cell.get_or_init(|| t).as_ref())
+    }
+}
+
+impl fmt::Debug for ReadTxn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadTxn").finish_non_exhaustive()
+    }
+}
+
+impl Reader for ReadTxn {
+    fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.table(bucket)? {
+            None => Ok(None),
+            Some(t) => Ok(t.get(key)?.map(|v| v.value().to_vec())),
+        }
+    }
+
+    fn for_each(
+        &self,
+        bucket: Bucket,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        match self.table(bucket)? {
+            None => Ok(()),
+            Some(t) => scan(t, start, end, f),
+        }
+    }
+}
+
+/// The write transaction. Commit with [`commit`](Self::commit); dropping it aborts.
+pub struct WriteTxn<'a> {
+    txn: WriteTransaction,
+    backend: &'a Backend,
+    ops: usize,
+}
+
+impl fmt::Debug for WriteTxn<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteTxn")
+            .field("ops", &self.ops)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a commit did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// The commit was fsynced (it and every commit before it survive a crash).
+    pub durable: bool,
+}
+
+impl WriteTxn<'_> {
+    /// Stores `value` under `key`.
+    pub fn put(&mut self, bucket: Bucket, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut t = self.txn.open_table(bucket.def())?;
+        t.insert(key, value)?;
+        self.ops += 1;
+        Ok(())
+    }
+
+    /// Removes `key`; returns whether it was present.
+    pub fn delete(&mut self, bucket: Bucket, key: &[u8]) -> Result<bool> {
+        let mut t = self.txn.open_table(bucket.def())?;
+        let existed = t.remove(key)?.is_some();
+        self.ops += 1;
+        Ok(existed)
+    }
+
+    /// Removes every key in `[start, end)` (`end: None` = to the end); returns how many.
+    pub fn delete_range(
+        &mut self,
+        bucket: Bucket,
+        start: &[u8],
+        end: Option<&[u8]>,
+    ) -> Result<u64> {
+        let Some(range) = bounds(start, end) else {
+            return Ok(0);
+        };
+        let mut t = self.txn.open_table(bucket.def())?;
+        let mut n = 0u64;
+        t.retain_in::<&[u8], _>(range, |_, _| {
+            n += 1;
+            false
+        })?;
+        self.ops += usize::try_from(n).unwrap_or(usize::MAX);
+        Ok(n)
+    }
+
+    /// Puts and deletes made in this transaction so far.
+    pub fn ops(&self) -> usize {
+        self.ops
+    }
+
+    /// Commits. Durable (fsync) only if the batch rules say so (see the crate docs); visible to
+    /// new readers either way.
+    pub fn commit(self) -> Result<CommitInfo> {
+        self.commit_with(false)
+    }
+
+    /// Commits durably: this commit and every earlier one are fsynced before it returns.
+    pub fn commit_durable(self) -> Result<()> {
+        self.commit_with(true).map(|_| ())
+    }
+
+    fn commit_with(mut self, force: bool) -> Result<CommitInfo> {
+        let backend = self.backend;
+        let mut st = backend.batch();
+        let ops = st.pending_ops.saturating_add(self.ops);
+        let durable = force
+            || ops >= backend.config.batch_limit
+            || st.last_durable.elapsed() >= backend.config.batch_interval;
+        self.txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        self.txn.commit()?;
+        if durable {
+            st.last_durable = Instant::now();
+            st.pending_ops = 0;
+            st.pending_commits = 0;
+        } else {
+            st.pending_ops = ops;
+            st.pending_commits += 1;
+        }
+        Ok(CommitInfo { durable })
+    }
+
+    /// Discards every change of this transaction (same as dropping it).
+    pub fn abort(self) -> Result<()> {
+        self.txn.abort()?;
+        Ok(())
+    }
+}
+
+impl Reader for WriteTxn<'_> {
+    fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let t = self.txn.open_table(bucket.def())?;
+        let v = t.get(key)?.map(|v| v.value().to_vec());
+        Ok(v)
+    }
+
+    fn for_each(
+        &self,
+        bucket: Bucket,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let t = self.txn.open_table(bucket.def())?;
+        scan(&t, start, end, f)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,300 @@
+use super::*;
+
+use std::io::Write as _;
+
+/// A config under which nothing becomes durable unless asked for.
+fn lazy() -> BackendConfig {
+    BackendConfig {
+        batch_interval: Duration::from_secs(3600),
+        batch_limit: usize::MAX,
+    }
+}
+
+/// Copies the database file as it is on disk right now: what a crash at this moment would
+/// leave behind (non-durable commits live only in memory until a durable commit).
+fn crash_image(b: &Backend, dir: &Path, name: &str) -> PathBuf {
+    let dst = dir.join(name);
+    std::fs::copy(b.path(), &dst).unwrap();
+    dst
+}
+
+#[test]
+fn buckets_exist_and_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
+    let r = b.read().unwrap();
+    for bucket in Bucket::ALL {
+        assert_eq!(r.get(bucket, b"x").unwrap(), None, "{bucket}");
+    }
+    drop(r);
+    let mut w = b.write().unwrap();
+    w.put(Bucket::Key, b"a", b"1").unwrap();
+    w.put(Bucket::Key, b"b", b"2").unwrap();
+    w.put(Bucket::Meta, b"a", b"meta").unwrap();
+    assert_eq!(
+        w.get(Bucket::Key, b"a").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(w.ops(), 3);
+    w.commit().unwrap();
+    let r = b.read().unwrap();
+    assert_eq!(
+        r.get(Bucket::Key, b"a").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        r.get(Bucket::Meta, b"a").unwrap().as_deref(),
+        Some(&b"meta"[..])
+    );
+    assert_eq!(r.get(Bucket::Lease, b"a").unwrap(), None);
+}
+
+#[test]
+fn ranges_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
+    let mut w = b.write().unwrap();
+    for k in [b"a", b"b", b"c", b"d", b"e"] {
+        w.put(Bucket::Key, k, k).unwrap();
+    }
+    w.commit().unwrap();
+    let r = b.read().unwrap();
+    let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(
+        keys(r.range(Bucket::Key, b"b", Some(b"d"), 0).unwrap()),
+        vec![b"b".to_vec(), b"c".to_vec()]
+    );
+    assert_eq!(keys(r.range(Bucket::Key, b"b", None, 0).unwrap()).len(), 4);
+    assert_eq!(keys(r.range(Bucket::Key, b"a", None, 2).unwrap()).len(), 2);
+    assert!(r
+        .range(Bucket::Key, b"d", Some(b"b"), 0)
+        .unwrap()
+        .is_empty());
+    assert!(r
+        .range(Bucket::Key, b"b", Some(b"b"), 0)
+        .unwrap()
+        .is_empty());
+    drop(r);
+
+    let mut w = b.write().unwrap();
+    assert!(w.delete(Bucket::Key, b"a").unwrap());
+    assert!(!w.delete(Bucket::Key, b"zz").unwrap());
+    assert_eq!(w.delete_range(Bucket::Key, b"c", Some(b"e")).unwrap(), 2);
+    assert_eq!(w.delete_range(Bucket::Key, b"e", Some(b"c")).unwrap(), 0);
+    assert_eq!(
+        keys(w.range(Bucket::Key, b"", None, 0).unwrap()),
+        vec![b"b".to_vec(), b"e".to_vec()]
+    );
+    w.commit().unwrap();
+    let r = b.read().unwrap();
+    assert_eq!(
+        keys(r.range(Bucket::Key, b"", None, 0).unwrap()),
+        vec![b"b".to_vec(), b"e".to_vec()]
+    );
+}
+
+#[test]
+fn snapshot_is_isolated_and_abort_discards() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
+    let mut w = b.write().unwrap();
+    w.put(Bucket::Key, b"k", b"v1").unwrap();
+    w.commit().unwrap();
+
+    let snap = b.read().unwrap();
+    let mut w = b.write().unwrap();
+    w.put(Bucket::Key, b"k", b"v2").unwrap();
+    // Not committed yet: nobody else sees it.
+    assert_eq!(
+        b.read().unwrap().get(Bucket::Key, b"k").unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
+    w.commit().unwrap();
+    assert_eq!(
+        snap.get(Bucket::Key, b"k").unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
+    assert_eq!(
+        b.read().unwrap().get(Bucket::Key, b"k").unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
+
+    let mut w = b.write().unwrap();
+    w.put(Bucket::Key, b"k", b"v3").unwrap();
+    drop(w);
+    let mut w = b.write().unwrap();
+    w.put(Bucket::Key, b"k", b"v4").unwrap();
+    w.abort().unwrap();
+    assert_eq!(
+        b.read().unwrap().get(Bucket::Key, b"k").unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
+}
+
+#[test]
+fn non_durable_commits_are_lost_in_a_crash_until_force_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(dir.path().join("db"), lazy()).unwrap();
+    let mut w = b.write().unwrap();
+    w.put(Bucket::Key, b"durable", b"1").unwrap();
+    w.commit_durable().unwrap();
+    assert_eq!(b.pending_commits(), 0);
+
+    let mut w = b.write().unwrap();
+    w.put(Bucket::Key, b"volatile", b"2").unwrap();
+    let info = w.commit().unwrap();
+    assert!(!info.durable);
+    assert_eq!(b.pending_commits(), 1);
+    // Visible at once ...
+    assert!(b
+        .read()
+        .unwrap()
+        .get(Bucket::Key, b"volatile")
+        .unwrap()
+        .is_some());
+    // ... but not on disk.
+    let img = crash_image(&b, dir.path(), "crash1");
+    {
+        let c = Backend::open(&img, lazy()).unwrap();
+        let r = c.read().unwrap();
+        assert!(r.get(Bucket::Key, b"durable").unwrap().is_some());
+        assert_eq!(r.get(Bucket::Key, b"volatile").unwrap(), None);
+    }
+
+    b.force_commit().unwrap();
+    assert_eq!(b.pending_commits(), 0);
+    let img = crash_image(&b, dir.path(), "crash2");
+    let c = Backend::open(&img, lazy()).unwrap();
+    assert!(c
+        .read()
+        .unwrap()
+        .get(Bucket::Key, b"volatile")
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn batch_limit_and_interval_trigger_durable_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(
+        dir.path().join("db"),
+        BackendConfig {
+            batch_interval: Duration::from_secs(3600),
+            batch_limit: 3,
+        },
+    )
+    .unwrap();
+    let put = |k: &[u8]| {
+        let mut w = b.write().unwrap();
+        w.put(Bucket::Key, k, b"v").unwrap();
+        w.commit().unwrap().durable
+    };
+    assert!(!put(b"1"));
+    assert!(!put(b"2"));
+    assert!(put(b"3"), "third op reaches batch_limit");
+    assert!(!put(b"4"));
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let b2 = Backend::open(
+        dir2.path().join("db"),
+        BackendConfig {
+            batch_interval: Duration::from_millis(30),
+            batch_limit: usize::MAX,
+        },
+    )
+    .unwrap();
+    let mut w = b2.write().unwrap();
+    w.put(Bucket::Key, b"a", b"v").unwrap();
+    assert!(!w.commit().unwrap().durable);
+    assert!(!b2.commit_if_due().unwrap());
+    std::thread::sleep(Duration::from_millis(40));
+    let mut w = b2.write().unwrap();
+    w.put(Bucket::Key, b"b", b"v").unwrap();
+    assert!(w.commit().unwrap().durable, "interval elapsed");
+    assert_eq!(b2.pending_commits(), 0);
+
+    let mut w = b2.write().unwrap();
+    w.put(Bucket::Key, b"c", b"v").unwrap();
+    assert!(!w.commit().unwrap().durable);
+    std::thread::sleep(Duration::from_millis(40));
+    assert!(b2.commit_if_due().unwrap());
+    assert_eq!(b2.pending_commits(), 0);
+}
+
+#[test]
+fn close_and_reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let b = Backend::open(&path, lazy()).unwrap();
+    let mut w = b.write().unwrap();
+    w.put(Bucket::Auth, b"k", b"v").unwrap();
+    w.commit().unwrap();
+    b.close().unwrap();
+    let b = Backend::open(&path, lazy()).unwrap();
+    assert!(b.read().unwrap().get(Bucket::Auth, b"k").unwrap().is_some());
+    // A second handle on the same file is refused.
+    assert!(Backend::open(&path, lazy()).is_err());
+}
+
+#[test]
+fn size_and_size_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
+    let empty_use = b.size_in_use().unwrap();
+    let mut w = b.write().unwrap();
+    let value = vec![7u8; 1000];
+    for i in 0..2000u32 {
+        w.put(Bucket::Key, &i.to_be_bytes(), &value).unwrap();
+    }
+    w.commit_durable().unwrap();
+    let full_use = b.size_in_use().unwrap();
+    assert!(full_use >= 2000 * 1000, "{full_use}");
+    assert!(b.size().unwrap() >= full_use);
+    let mut w = b.write().unwrap();
+    w.delete_range(Bucket::Key, b"", None).unwrap();
+    w.commit_durable().unwrap();
+    let after = b.size_in_use().unwrap();
+    assert!(after < full_use / 10, "{after} vs {full_use}");
+    assert!(after <= empty_use + 4096 * 4);
+}
+
+#[test]
+fn garbage_file_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let mut x: u32 = 12345;
+    let mut junk = Vec::with_capacity(1 << 16);
+    for _ in 0..(1 << 16) {
+        x = x.wrapping_mul(1664525).wrapping_add(1013904223);
+        junk.push((x >> 24) as u8);
+    }
+    f.write_all(&junk).unwrap();
+    drop(f);
+    let e = Backend::open(&path, BackendConfig::default()).unwrap_err();
+    assert!(matches!(e, BackendError::Corrupt(_)), "{e}");
+}
+
+#[test]
+fn damaged_pages_are_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let b = Backend::open(&path, BackendConfig::default()).unwrap();
+        let mut w = b.write().unwrap();
+        for i in 0..500u32 {
+            w.put(Bucket::Key, &i.to_be_bytes(), &[1u8; 200]).unwrap();
+        }
+        w.commit_durable().unwrap();
+        b.close().unwrap();
+    }
+    // Scribble over the data pages (keep the header so the file still looks like redb).
+    let mut bytes = std::fs::read(&path).unwrap();
+    let len = bytes.len();
+    for byte in &mut bytes[len / 4..] {
+        *byte ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let e = Backend::open(&path, BackendConfig::default()).unwrap_err();
+    assert!(matches!(e, BackendError::Corrupt(_)), "{e}");
+}
