@@ -1,0 +1,569 @@
+//! The in-memory key index: for every user key, the revisions at which it changed, grouped into
+//! generations (etcd's `keyIndex` / `treeIndex`).
+//!
+//! A generation is one lifetime of a key: it starts with the put that created the key and, unless
+//! it is the last generation, ends with the tombstone that deleted it. After a tombstone an empty
+//! generation is appended, which the next put fills. Example, for put(1.0), put(2.0),
+//! tombstone(3.0), put(4.0), tombstone(5.0):
+//!
+//! ```text
+//! {empty}
+//! {4.0, 5.0(t)}
+//! {1.0, 2.0, 3.0(t)}
+//! ```
+//!
+//! Compacting at revision `r` keeps, per key, the newest revision with `main <= r` and everything
+//! after it, and drops whole generations whose tombstone is older than `r`; a tombstone at exactly
+//! `r` is kept (as etcd >= 3.5.16 does). A key left with only an empty generation is removed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
+
+use crate::revision::Revision;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Generation {
+    /// Number of puts in this generation, including ones already compacted away.
+    ver: i64,
+    /// Revision of the put that created this generation.
+    created: Revision,
+    /// Revisions in ascending order; the last one of a non-last generation is a tombstone.
+    revs: Vec<Revision>,
+}
+
+impl Generation {
+    fn is_empty(&self) -> bool {
+        self.revs.is_empty()
+    }
+
+    /// Index of the last revision with `main <= at`, if any.
+    fn find_rev_index(&self, at: i64) -> Option<usize> {
+        self.revs.partition_point(|r| r.main <= at).checked_sub(1)
+    }
+}
+
+/// Why an index operation was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IndexError {
+    /// The key does not exist (at the latest revision), so it cannot be deleted.
+    NotFound,
+    /// A revision not newer than the key's last modification.
+    NotIncreasing,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KeyIndex {
+    modified: Revision,
+    generations: Vec<Generation>,
+}
+
+/// What `get` returns: the revision visible at the asked revision, the generation's creation
+/// revision, and the key's version at that revision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub(crate) modified: Revision,
+    pub(crate) created: Revision,
+    pub(crate) version: i64,
+}
+
+impl KeyIndex {
+    fn is_empty(&self) -> bool {
+        self.generations.is_empty()
+            || (self.generations.len() == 1 && self.generations[0].is_empty())
+    }
+
+    pub(crate) fn put(&mut self, rev: Revision) -> Result<(), IndexError> {
+        if !self.generations.is_empty() && rev <= self.modified {
+            return Err(IndexError::NotIncreasing);
+        }
+        if self.generations.is_empty() {
+            self.generations.push(Generation::default());
+        }
+        let g = self.generations.last_mut().expect("a generation exists");
+        if g.revs.is_empty() {
+            g.created = rev;
+        }
+        g.revs.push(rev);
+        g.ver += 1;
+        self.modified = rev;
+        Ok(())
+    }
+
+    /// Starts the index of a key whose first surviving revision (after compaction) is a put.
+    fn restore(&mut self, created: Revision, modified: Revision, ver: i64) {
+        self.modified = modified;
+        self.generations = vec![Generation {
+            ver,
+            created,
+            revs: vec![modified],
+        }];
+    }
+
+    /// Starts the index of a key whose first surviving revision is a tombstone.
+    fn restore_tombstone(&mut self, rev: Revision) {
+        self.restore(Revision::default(), rev, 1);
+        self.generations.push(Generation::default());
+    }
+
+    pub(crate) fn tombstone(&mut self, rev: Revision) -> Result<(), IndexError> {
+        match self.generations.last() {
+            None => return Err(IndexError::NotFound),
+            Some(g) if g.is_empty() => return Err(IndexError::NotFound),
+            Some(_) => {}
+        }
+        self.put(rev)?;
+        self.generations.push(Generation::default());
+        Ok(())
+    }
+
+    /// The generation alive at `at`, if the key existed then.
+    fn find_generation(&self, at: i64) -> Option<&Generation> {
+        let last = self.generations.len().checked_sub(1)?;
+        for (i, g) in self.generations.iter().enumerate().rev() {
+            let Some(first) = g.revs.first() else {
+                continue;
+            };
+            if i != last {
+                let tomb = g.revs.last().expect("non-empty");
+                if tomb.main <= at {
+                    return None;
+                }
+            }
+            if first.main <= at {
+                return Some(g);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn get(&self, at: i64) -> Option<Found> {
+        let g = self.find_generation(at)?;
+        let n = g.find_rev_index(at)?;
+        Some(Found {
+            modified: g.revs[n],
+            created: g.created,
+            version: g.ver - (g.revs.len() - n - 1) as i64,
+        })
+    }
+
+    /// The generation compaction at `at` starts from, and the index of the revision kept in it,
+    /// which is added to `available`.
+    fn do_compact(&self, at: i64, available: &mut HashSet<Revision>) -> (usize, Option<usize>) {
+        let mut gi = 0;
+        while gi + 1 < self.generations.len() {
+            match self.generations[gi].revs.last() {
+                Some(tomb) if tomb.main >= at => break,
+                _ => gi += 1,
+            }
+        }
+        let ri = self.generations[gi].find_rev_index(at);
+        if let Some(ri) = ri {
+            available.insert(self.generations[gi].revs[ri]);
+        }
+        (gi, ri)
+    }
+
+    /// Drops the revisions compaction at `at` makes unreachable; records the kept one.
+    fn compact(&mut self, at: i64, available: &mut HashSet<Revision>) {
+        if self.is_empty() {
+            return;
+        }
+        let (gi, ri) = self.do_compact(at, available);
+        if let Some(ri) = ri {
+            self.generations[gi].revs.drain(..ri);
+        }
+        self.generations.drain(..gi);
+    }
+
+    /// Records which revision compaction at `at` would keep, without changing anything; a
+    /// tombstone is not recorded (this feeds the hash, which must match etcd's).
+    fn keep(&self, at: i64, available: &mut HashSet<Revision>) {
+        if self.is_empty() {
+            return;
+        }
+        let (gi, ri) = self.do_compact(at, available);
+        let g = &self.generations[gi];
+        if let Some(ri) = ri {
+            if ri + 1 == g.revs.len() && gi + 1 != self.generations.len() {
+                available.remove(&g.revs[ri]);
+            }
+        }
+    }
+
+    /// Reverts the latest `put` (for a write transaction that did not commit).
+    fn undo_put(&mut self, prev_modified: Revision) {
+        if let Some(g) = self.generations.last_mut() {
+            if g.revs.pop().is_some() {
+                g.ver -= 1;
+            }
+            if g.revs.is_empty() {
+                g.created = Revision::default();
+            }
+        }
+        self.modified = prev_modified;
+    }
+
+    /// Reverts the latest `tombstone`.
+    fn undo_tombstone(&mut self, prev_modified: Revision) {
+        self.generations.pop();
+        self.undo_put(prev_modified);
+    }
+}
+
+/// How to revert one index change.
+#[derive(Debug)]
+pub(crate) struct Undo {
+    key: Vec<u8>,
+    prev_modified: Revision,
+    created_key: bool,
+    tombstone: bool,
+}
+
+/// All keys' indexes, ordered by key.
+#[derive(Debug, Default)]
+pub(crate) struct TreeIndex {
+    tree: BTreeMap<Vec<u8>, KeyIndex>,
+}
+
+impl TreeIndex {
+    pub(crate) fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub(crate) fn get(&self, key: &[u8], at: i64) -> Option<Found> {
+        self.tree.get(key)?.get(at)
+    }
+
+    /// Calls `f` on each key's index in the range, in key order.
+    /// `end`: `None` = just `key`; `Some(b"")` = every key `>= key`; else `[key, end)`.
+    fn visit<'a>(
+        &'a self,
+        key: &[u8],
+        end: Option<&[u8]>,
+        mut f: impl FnMut(&'a [u8], &'a KeyIndex),
+    ) {
+        match end {
+            None => {
+                if let Some((k, ki)) = self.tree.get_key_value(key) {
+                    f(k, ki);
+                }
+            }
+            Some([]) => {
+                for (k, ki) in self
+                    .tree
+                    .range::<[u8], _>((Bound::Included(key), Bound::Unbounded))
+                {
+                    f(k, ki);
+                }
+            }
+            Some(e) if e <= key => {}
+            Some(e) => {
+                for (k, ki) in self
+                    .tree
+                    .range::<[u8], _>((Bound::Included(key), Bound::Excluded(e)))
+                {
+                    f(k, ki);
+                }
+            }
+        }
+    }
+
+    /// Up to `limit` (`0` = all) visible revisions in the range at `at`, and how many there are.
+    pub(crate) fn revisions(
+        &self,
+        key: &[u8],
+        end: Option<&[u8]>,
+        at: i64,
+        limit: usize,
+    ) -> (Vec<Revision>, usize) {
+        let mut revs = Vec::new();
+        let mut total = 0;
+        self.visit(key, end, |_, ki| {
+            if let Some(found) = ki.get(at) {
+                if limit == 0 || revs.len() < limit {
+                    revs.push(found.modified);
+                }
+                total += 1;
+            }
+        });
+        (revs, total)
+    }
+
+    /// How many keys in the range exist at `at`.
+    pub(crate) fn count_revisions(&self, key: &[u8], end: Option<&[u8]>, at: i64) -> usize {
+        let mut total = 0;
+        self.visit(key, end, |_, ki| {
+            if ki.get(at).is_some() {
+                total += 1;
+            }
+        });
+        total
+    }
+
+    /// The keys in the range that exist at `at`, with their visible revisions.
+    pub(crate) fn range(
+        &self,
+        key: &[u8],
+        end: Option<&[u8]>,
+        at: i64,
+    ) -> (Vec<Vec<u8>>, Vec<Revision>) {
+        let (mut keys, mut revs) = (Vec::new(), Vec::new());
+        self.visit(key, end, |k, ki| {
+            if let Some(found) = ki.get(at) {
+                keys.push(k.to_vec());
+                revs.push(found.modified);
+            }
+        });
+        (keys, revs)
+    }
+
+    /// Records a put of `key` at `rev`; returns how to undo it.
+    pub(crate) fn put(&mut self, key: &[u8], rev: Revision) -> Result<Undo, IndexError> {
+        let (ki, created_key) = match self.tree.get_mut(key) {
+            Some(ki) => (ki, false),
+            None => (self.tree.entry(key.to_vec()).or_default(), true),
+        };
+        let prev_modified = ki.modified;
+        if let Err(e) = ki.put(rev) {
+            if created_key {
+                self.tree.remove(key);
+            }
+            return Err(e);
+        }
+        Ok(Undo {
+            key: key.to_vec(),
+            prev_modified,
+            created_key,
+            tombstone: false,
+        })
+    }
+
+    /// Records a deletion of `key` at `rev`; returns how to undo it.
+    pub(crate) fn tombstone(&mut self, key: &[u8], rev: Revision) -> Result<Undo, IndexError> {
+        let ki = self.tree.get_mut(key).ok_or(IndexError::NotFound)?;
+        let prev_modified = ki.modified;
+        ki.tombstone(rev)?;
+        Ok(Undo {
+            key: key.to_vec(),
+            prev_modified,
+            created_key: false,
+            tombstone: true,
+        })
+    }
+
+    /// Reverts a change; changes must be undone newest first.
+    pub(crate) fn undo(&mut self, u: Undo) {
+        if u.created_key {
+            self.tree.remove(&u.key);
+            return;
+        }
+        if let Some(ki) = self.tree.get_mut(&u.key) {
+            if u.tombstone {
+                ki.undo_tombstone(u.prev_modified);
+            } else {
+                ki.undo_put(u.prev_modified);
+            }
+        }
+    }
+
+    /// Restores one backend record while rebuilding the index (records must come in revision
+    /// order). Problems are reported, not fatal, as etcd does.
+    pub(crate) fn restore_record(
+        &mut self,
+        key: &[u8],
+        rev: Revision,
+        tombstone: bool,
+        create_revision: i64,
+        version: i64,
+    ) -> Result<(), IndexError> {
+        match self.tree.get_mut(key) {
+            Some(ki) => {
+                if tombstone {
+                    ki.tombstone(rev)
+                } else {
+                    ki.put(rev)
+                }
+            }
+            None => {
+                let mut ki = KeyIndex::default();
+                if tombstone {
+                    ki.restore_tombstone(rev);
+                } else {
+                    ki.restore(Revision::new(create_revision, 0), rev, version);
+                }
+                self.tree.insert(key.to_vec(), ki);
+                Ok(())
+            }
+        }
+    }
+
+    /// Compacts up to `max_keys` keys after `after` (all keys if `after` is `None` at the start)
+    /// at `at`, adding the kept revisions to `available`. Returns the last key visited, or
+    /// `None` when the end was reached.
+    pub(crate) fn compact_chunk(
+        &mut self,
+        at: i64,
+        after: Option<&[u8]>,
+        max_keys: usize,
+        available: &mut HashSet<Revision>,
+    ) -> Option<Vec<u8>> {
+        let lower = match after {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Unbounded,
+        };
+        let mut empty = Vec::new();
+        let mut last = None;
+        let mut n = 0;
+        for (k, ki) in self.tree.range_mut::<[u8], _>((lower, Bound::Unbounded)) {
+            if n == max_keys {
+                break;
+            }
+            ki.compact(at, available);
+            if ki.is_empty() {
+                empty.push(k.clone());
+            }
+            last = Some(k.clone());
+            n += 1;
+        }
+        for k in empty {
+            self.tree.remove(&k);
+        }
+        if n < max_keys {
+            None
+        } else {
+            last
+        }
+    }
+
+    /// The revisions a compaction at `at` would keep (etcd's `Keep`, used by the hash).
+    pub(crate) fn keep(&self, at: i64) -> HashSet<Revision> {
+        let mut available = HashSet::new();
+        for ki in self.tree.values() {
+            ki.keep(at, &mut available);
+        }
+        available
+    }
+
+    #[cfg(test)]
+    pub(crate) fn key_index(&self, key: &[u8]) -> Option<&KeyIndex> {
+        self.tree.get(key)
+    }
+}
+
+#[cfg(test)]
+impl KeyIndex {
+    /// The generations as lists of main revisions (for tests).
+    pub(crate) fn shape(&self) -> Vec<Vec<i64>> {
+        self.generations
+            .iter()
+            .map(|g| g.revs.iter().map(|r| r.main).collect())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(main: i64) -> Revision {
+        Revision::new(main, 0)
+    }
+
+    /// put(1) put(2) tombstone(3) put(4) tombstone(5), as in etcd's documentation.
+    fn example() -> KeyIndex {
+        let mut ki = KeyIndex::default();
+        ki.put(r(1)).unwrap();
+        ki.put(r(2)).unwrap();
+        ki.tombstone(r(3)).unwrap();
+        ki.put(r(4)).unwrap();
+        ki.tombstone(r(5)).unwrap();
+        ki
+    }
+
+    #[test]
+    fn get_follows_generations() {
+        let ki = example();
+        assert_eq!(ki.get(0), None);
+        let f = ki.get(1).unwrap();
+        assert_eq!((f.modified, f.created, f.version), (r(1), r(1), 1));
+        let f = ki.get(2).unwrap();
+        assert_eq!((f.modified, f.created, f.version), (r(2), r(1), 2));
+        assert_eq!(ki.get(3), None, "deleted at 3");
+        let f = ki.get(4).unwrap();
+        assert_eq!((f.modified, f.created, f.version), (r(4), r(4), 1));
+        assert_eq!(ki.get(5), None);
+        assert_eq!(ki.get(100), None);
+    }
+
+    #[test]
+    fn tombstone_of_missing_key_is_refused() {
+        let mut ki = example();
+        assert_eq!(ki.tombstone(r(6)), Err(IndexError::NotFound));
+        assert_eq!(ki.put(r(5)), Err(IndexError::NotIncreasing));
+    }
+
+    #[test]
+    fn compaction_matches_etcd_examples() {
+        let shape = |at: i64| {
+            let mut ki = example();
+            let mut avail = HashSet::new();
+            ki.compact(at, &mut avail);
+            let mut kept: Vec<i64> = avail.iter().map(|r| r.main).collect();
+            kept.sort();
+            (ki.shape(), kept, ki.is_empty())
+        };
+        assert_eq!(
+            shape(2),
+            (vec![vec![2, 3], vec![4, 5], vec![]], vec![2], false)
+        );
+        assert_eq!(shape(4), (vec![vec![4, 5], vec![]], vec![4], false));
+        // A tombstone at exactly the compaction revision is kept.
+        assert_eq!(shape(5), (vec![vec![5], vec![]], vec![5], false));
+        assert_eq!(shape(6), (vec![vec![]], vec![], true));
+    }
+
+    #[test]
+    fn keep_skips_a_tombstone_at_the_revision() {
+        let ki = example();
+        let mut avail = HashSet::new();
+        ki.keep(5, &mut avail);
+        assert!(avail.is_empty());
+        ki.keep(4, &mut avail);
+        assert_eq!(avail.into_iter().collect::<Vec<_>>(), vec![r(4)]);
+    }
+
+    #[test]
+    fn undo_reverts_exactly() {
+        let mut t = TreeIndex::default();
+        t.put(b"a", r(2)).unwrap();
+        t.tombstone(b"a", r(3)).unwrap();
+        let before = t.key_index(b"a").unwrap().clone();
+        let u1 = t.put(b"a", Revision::new(4, 0)).unwrap();
+        let u2 = t.put(b"a", Revision::new(4, 1)).unwrap();
+        let u3 = t.tombstone(b"a", Revision::new(4, 2)).unwrap();
+        let u4 = t.put(b"b", Revision::new(4, 3)).unwrap();
+        for u in [u4, u3, u2, u1] {
+            t.undo(u);
+        }
+        assert_eq!(t.key_index(b"a").unwrap(), &before);
+        assert!(t.key_index(b"b").is_none());
+    }
+
+    #[test]
+    fn range_end_conventions() {
+        let mut t = TreeIndex::default();
+        for (i, k) in [&b"a"[..], b"b", b"c", b"d"].iter().enumerate() {
+            t.put(k, r(i as i64 + 2)).unwrap();
+        }
+        assert_eq!(t.count_revisions(b"b", None, 10), 1);
+        assert_eq!(t.count_revisions(b"bb", None, 10), 0);
+        assert_eq!(t.count_revisions(b"b", Some(b""), 10), 3);
+        assert_eq!(t.count_revisions(b"b", Some(b"d"), 10), 2);
+        assert_eq!(t.count_revisions(b"d", Some(b"b"), 10), 0);
+        assert_eq!(t.count_revisions(b"b", Some(b"b"), 10), 0);
+        let (revs, total) = t.revisions(b"a", Some(b""), 10, 2);
+        assert_eq!((revs, total), (vec![r(2), r(3)], 4));
+        // Historical: at 3 only a and b exist.
+        assert_eq!(t.count_revisions(b"", Some(b""), 3), 2);
+    }
+}

@@ -1,0 +1,934 @@
+//! The store: read views, write transactions, compaction, hashing, restore.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use api::mvccpb::{event::EventType, Event, KeyValue};
+use backend::{Backend, Bucket, ReadTxn, Reader, WriteTxn};
+use prost::Message as _;
+
+use crate::index::{TreeIndex, Undo};
+use crate::revision::{BucketKey, Revision};
+use crate::{crc32c, MvccError};
+
+/// `meta` key of the consistent index (8 bytes, big endian), as etcd names it.
+pub(crate) const META_CONSISTENT_INDEX: &[u8] = b"consistent_index";
+/// `meta` key of the Raft term (8 bytes, big endian).
+pub(crate) const META_TERM: &[u8] = b"term";
+/// `meta` key of the last scheduled compaction (a 17-byte revision), as etcd names it.
+pub(crate) const META_SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
+/// `meta` key of the last finished compaction (a 17-byte revision).
+pub(crate) const META_FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
+
+/// Options of a range read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RangeOptions {
+    /// At most this many keys are returned; `<= 0` means no limit.
+    pub limit: i64,
+    /// Read at this revision; `<= 0` means the current one.
+    pub rev: i64,
+    /// Return only the count, no key-values.
+    pub count_only: bool,
+}
+
+/// The result of a range read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeResult {
+    /// The key-values, ascending by key (empty for `count_only`).
+    pub kvs: Vec<KeyValue>,
+    /// The store's current revision as seen by the reader (not the revision read at), as etcd
+    /// returns it in the response header.
+    pub rev: i64,
+    /// How many keys matched, before `limit`.
+    pub count: i64,
+}
+
+/// Tuning of the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Records examined per physical compaction batch (one backend transaction each).
+    pub compaction_batch_limit: usize,
+    /// Pause between two physical compaction batches, to let writers in.
+    pub compaction_sleep_interval: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            compaction_batch_limit: 1000,
+            compaction_sleep_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    index: TreeIndex,
+    /// Revision of the last completed write transaction.
+    current_rev: i64,
+    /// Main revision of the last compaction; -1 if there was none (as etcd's compactMainRev).
+    compact_main_rev: i64,
+}
+
+struct Inner {
+    backend: Arc<Backend>,
+    config: StoreConfig,
+    state: RwLock<State>,
+    writer: Mutex<()>,
+    /// Set when the store is dropped: the compactor stops after its current batch.
+    stopping: AtomicBool,
+}
+
+impl Inner {
+    fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().expect("mvcc state lock poisoned")
+    }
+
+    fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().expect("mvcc state lock poisoned")
+    }
+
+    fn writer(&self) -> MutexGuard<'_, ()> {
+        // The guarded value is (); a panic while it was held cannot leave it inconsistent.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Job {
+    inner: Arc<Inner>,
+    rev: i64,
+    keep: HashSet<Revision>,
+    done: Arc<Completion>,
+}
+
+struct Worker {
+    tx: mpsc::Sender<Job>,
+    thread: JoinHandle<()>,
+}
+
+/// The multi-version store. `Send + Sync`; share it as `Arc<KvStore>`.
+pub struct KvStore {
+    inner: Arc<Inner>,
+    worker: Mutex<Option<Worker>>,
+}
+
+impl fmt::Debug for KvStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KvStore")
+            .field("rev", &self.rev())
+            .field("compact_rev", &self.compact_rev())
+            .finish_non_exhaustive()
+    }
+}
+
+fn decode_kv(bytes: &[u8]) -> Result<KeyValue, MvccError> {
+    KeyValue::decode(bytes).map_err(|e| MvccError::Corrupt(format!("undecodable KeyValue: {e}")))
+}
+
+fn read_u64(r: &dyn Reader, key: &[u8]) -> Result<Option<u64>, MvccError> {
+    match r.get(Bucket::Meta, key)? {
+        None => Ok(None),
+        Some(v) => {
+            let b: [u8; 8] = v.as_slice().try_into().map_err(|_| {
+                MvccError::Corrupt(format!(
+                    "meta {} is {} bytes",
+                    String::from_utf8_lossy(key),
+                    v.len()
+                ))
+            })?;
+            Ok(Some(u64::from_be_bytes(b)))
+        }
+    }
+}
+
+fn read_compact_mark(r: &dyn Reader, key: &[u8]) -> Result<Option<i64>, MvccError> {
+    match r.get(Bucket::Meta, key)? {
+        None => Ok(None),
+        Some(v) => Ok(Some(BucketKey::from_bytes(&v)?.rev.main)),
+    }
+}
+
+fn compact_mark(rev: i64) -> [u8; crate::REV_BYTES_LEN] {
+    Revision::new(rev, 0).to_bytes()
+}
+
+/// etcd's rangeKeys: the shared read path of views and write transactions.
+fn range_keys(
+    inner: &Inner,
+    reader: &dyn Reader,
+    key: &[u8],
+    end: Option<&[u8]>,
+    cur_rev: i64,
+    opts: RangeOptions,
+) -> Result<RangeResult, MvccError> {
+    if opts.rev > cur_rev {
+        return Err(MvccError::FutureRev);
+    }
+    let rev = if opts.rev <= 0 { cur_rev } else { opts.rev };
+    let limit = usize::try_from(opts.limit).unwrap_or(0);
+    let (revs, total) = {
+        let st = inner.state();
+        if rev < st.compact_main_rev {
+            return Err(MvccError::Compacted);
+        }
+        if opts.count_only {
+            let count = st.index.count_revisions(key, end, rev);
+            return Ok(RangeResult {
+                kvs: Vec::new(),
+                rev: cur_rev,
+                count: count as i64,
+            });
+        }
+        st.index.revisions(key, end, rev, limit)
+    };
+    let mut kvs = Vec::with_capacity(revs.len());
+    for r in revs {
+        let Some(bytes) = reader.get(Bucket::Key, &r.to_bytes())? else {
+            return Err(MvccError::Corrupt(format!(
+                "revision {}.{} is in the index but not in the backend",
+                r.main, r.sub
+            )));
+        };
+        kvs.push(decode_kv(&bytes)?);
+    }
+    Ok(RangeResult {
+        kvs,
+        rev: cur_rev,
+        count: total as i64,
+    })
+}
+
+impl KvStore {
+    /// Opens the store on `backend` with the default [`StoreConfig`].
+    pub fn open(backend: Arc<Backend>) -> Result<KvStore, MvccError> {
+        KvStore::open_with_config(backend, StoreConfig::default())
+    }
+
+    /// Opens the store: rebuilds the index from the `key` bucket, restores the revision and the
+    /// compaction revision, and finishes an interrupted compaction before returning.
+    pub fn open_with_config(
+        backend: Arc<Backend>,
+        config: StoreConfig,
+    ) -> Result<KvStore, MvccError> {
+        let snap = backend.read()?;
+        let finished = read_compact_mark(&snap, META_FINISHED_COMPACT)?;
+        let scheduled = read_compact_mark(&snap, META_SCHEDULED_COMPACT)?;
+        let mut compact_main_rev = finished.unwrap_or(-1);
+
+        let mut index = TreeIndex::default();
+        let mut current_rev = 1i64;
+        let mut failure = None;
+        let start = Revision::new(1, 0).to_bytes();
+        snap.for_each(Bucket::Key, &start, None, &mut |k, v| {
+            let mut step = || -> Result<(), MvccError> {
+                let bk = BucketKey::from_bytes(k)?;
+                let kv = decode_kv(v)?;
+                current_rev = bk.rev.main;
+                if let Err(e) = index.restore_record(
+                    &kv.key,
+                    bk.rev,
+                    bk.tombstone,
+                    kv.create_revision,
+                    kv.version,
+                ) {
+                    tracing::warn!(
+                        key = %String::from_utf8_lossy(&kv.key),
+                        rev = bk.rev.main,
+                        "restoring key index: {e:?}"
+                    );
+                }
+                Ok(())
+            };
+            match step() {
+                Ok(()) => true,
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        drop(snap);
+
+        // Compaction may have removed the newest records; the revision never goes back.
+        current_rev = current_rev.max(compact_main_rev);
+        if let Some(s) = scheduled {
+            current_rev = current_rev.max(s);
+        }
+
+        let inner = Arc::new(Inner {
+            backend,
+            config,
+            state: RwLock::new(State {
+                index,
+                current_rev,
+                compact_main_rev,
+            }),
+            writer: Mutex::new(()),
+            stopping: AtomicBool::new(false),
+        });
+
+        if let Some(s) = scheduled.filter(|&s| s > compact_main_rev) {
+            tracing::info!(
+                scheduled = s,
+                finished = compact_main_rev,
+                "resuming interrupted compaction"
+            );
+            compact_main_rev = s;
+            inner.state_mut().compact_main_rev = s;
+            let keep = compact_index(&inner, s);
+            run_physical(&inner, s, &keep, Duration::ZERO)?;
+        }
+        tracing::info!(current_rev, compact_main_rev, "mvcc store opened");
+
+        Ok(KvStore {
+            inner,
+            worker: Mutex::new(None),
+        })
+    }
+
+    /// The backend this store writes to.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.inner.backend
+    }
+
+    /// The store's configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// The current revision (of the last write transaction that changed something).
+    pub fn rev(&self) -> i64 {
+        self.inner.state().current_rev
+    }
+
+    /// The revision of the last compaction, or 0 if there was none. Reads below it fail with
+    /// [`MvccError::Compacted`]; a read at exactly it succeeds.
+    pub fn compact_rev(&self) -> i64 {
+        self.inner.state().compact_main_rev.max(0)
+    }
+
+    /// Number of keys in the index (live or with history not yet compacted).
+    pub fn index_len(&self) -> usize {
+        self.inner.state().index.len()
+    }
+
+    /// A consistent read-only snapshot at the current revision.
+    pub fn read(&self) -> ReadView<'_> {
+        let (rev, snap) = {
+            let st = self.inner.state();
+            (
+                st.current_rev,
+                self.inner.backend.read().map_err(|e| e.to_string()),
+            )
+        };
+        ReadView {
+            inner: &self.inner,
+            snap,
+            rev,
+        }
+    }
+
+    /// The write transaction: exclusive (a second caller waits), and everything it changes
+    /// forms one revision. Finish it with [`TxnWrite::end`]; dropping it discards it.
+    pub fn write(&self) -> TxnWrite<'_> {
+        let guard = self.inner.writer();
+        let begin_rev = self.inner.state().current_rev;
+        let (txn, error) = match self.inner.backend.write() {
+            Ok(t) => (Some(t), None),
+            Err(e) => (None, Some(MvccError::from(e))),
+        };
+        TxnWrite {
+            inner: &self.inner,
+            _guard: guard,
+            txn,
+            begin_rev,
+            changes: Vec::new(),
+            undo: Vec::new(),
+            error,
+            finished: false,
+        }
+    }
+
+    /// The consistent index stored in `meta` (0 if none was ever written).
+    pub fn consistent_index(&self) -> u64 {
+        match self.consistent_index_and_term() {
+            Ok((ci, _)) => ci,
+            Err(e) => {
+                tracing::error!("reading the consistent index: {e}");
+                0
+            }
+        }
+    }
+
+    /// The consistent index and term stored in `meta` (0 for either if never written).
+    pub fn consistent_index_and_term(&self) -> Result<(u64, u64), MvccError> {
+        let snap = self.inner.backend.read()?;
+        Ok((
+            read_u64(&snap, META_CONSISTENT_INDEX)?.unwrap_or(0),
+            read_u64(&snap, META_TERM)?.unwrap_or(0),
+        ))
+    }
+
+    /// Makes every backend commit so far durable.
+    pub fn force_commit(&self) -> Result<(), MvccError> {
+        Ok(self.inner.backend.force_commit()?)
+    }
+
+    /// Compacts at `rev`: reads below `rev` fail from now on, and records no longer visible at
+    /// any revision `>= rev` are removed.
+    ///
+    /// Fails with [`MvccError::Compacted`] if `rev` is not above the last compaction and with
+    /// [`MvccError::FutureRev`] if it is above the current revision. Before returning, it records
+    /// the compaction durably in `meta` and compacts the index; the physical deletion from the
+    /// backend then runs on the store's compactor thread, in batches. Wait for it with
+    /// [`CompactHandle::wait`] (a blocking call); dropping the handle does not cancel it.
+    pub fn compact(&self, rev: i64) -> Result<CompactHandle, MvccError> {
+        let keep = {
+            let _w = self.inner.writer();
+            {
+                let st = self.inner.state();
+                if rev <= st.compact_main_rev {
+                    return Err(MvccError::Compacted);
+                }
+                if rev > st.current_rev {
+                    return Err(MvccError::FutureRev);
+                }
+            }
+            let mut t = self.inner.backend.write()?;
+            t.put(Bucket::Meta, META_SCHEDULED_COMPACT, &compact_mark(rev))?;
+            t.commit_durable()?;
+            self.inner.state_mut().compact_main_rev = rev;
+            compact_index(&self.inner, rev)
+        };
+        let done = Arc::new(Completion::default());
+        let job = Job {
+            inner: self.inner.clone(),
+            rev,
+            keep,
+            done: done.clone(),
+        };
+        let mut worker = self.worker.lock().unwrap_or_else(|p| p.into_inner());
+        if worker.is_none() {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let thread = std::thread::Builder::new()
+                .name("mvcc-compactor".into())
+                .spawn(move || {
+                    for job in rx {
+                        let result = if job.inner.stopping.load(Ordering::SeqCst) {
+                            Err(MvccError::CompactionInterrupted)
+                        } else {
+                            run_physical(
+                                &job.inner,
+                                job.rev,
+                                &job.keep,
+                                job.inner.config.compaction_sleep_interval,
+                            )
+                        };
+                        if let Err(e) = &result {
+                            tracing::warn!(rev = job.rev, "physical compaction: {e}");
+                        }
+                        job.done.finish(result);
+                    }
+                })
+                .map_err(|e| MvccError::Backend(backend::BackendError::Io(e)))?;
+            *worker = Some(Worker { tx, thread });
+        }
+        if let Some(w) = worker.as_ref() {
+            if let Err(mpsc::SendError(job)) = w.tx.send(job) {
+                job.done.finish(Err(MvccError::CompactionInterrupted));
+            }
+        }
+        Ok(CompactHandle { rev, done })
+    }
+
+    /// etcd's `HashKV`: a CRC-32C over the `key` bucket's records of revisions `<= rev` (0 =
+    /// current) that survive compaction, so members at the same revision can be compared.
+    /// Returns the hash and the compaction revision it was computed against (-1 if the store
+    /// was never compacted, as etcd reports it).
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64), MvccError> {
+        let (compact, at, keep, snap) = {
+            let st = self.inner.state();
+            let (compact, cur) = (st.compact_main_rev, st.current_rev);
+            if rev > 0 && rev < compact {
+                return Err(MvccError::Compacted);
+            }
+            if rev > 0 && rev > cur {
+                return Err(MvccError::FutureRev);
+            }
+            let at = if rev == 0 { cur } else { rev };
+            (compact, at, st.index.keep(at), self.inner.backend.read()?)
+        };
+        let mut h = crc32c::append(0, Bucket::Key.name().as_bytes());
+        let mut failure = None;
+        snap.for_each(Bucket::Key, &[], None, &mut |k, v| {
+            let bk = match BucketKey::from_bytes(k) {
+                Ok(bk) => bk,
+                Err(e) => {
+                    failure = Some(e);
+                    return false;
+                }
+            };
+            if bk.rev.main > at {
+                // Keys are in revision order: nothing after this one counts.
+                return false;
+            }
+            if bk.rev.main <= compact && !keep.is_empty() && !keep.contains(&bk.rev) {
+                return true;
+            }
+            if bk.rev.main == compact && bk.tombstone {
+                return true;
+            }
+            h = crc32c::append(h, k);
+            h = crc32c::append(h, v);
+            true
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok((h, compact)),
+        }
+    }
+}
+
+impl Drop for KvStore {
+    fn drop(&mut self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let worker = self
+            .worker
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(Worker { tx, thread }) = worker {
+            drop(tx);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Compacts the index at `rev` in chunks (each under the state write lock, so readers are not
+/// held up by one long pause); returns the revisions to keep. The caller excludes writers.
+fn compact_index(inner: &Inner, rev: i64) -> HashSet<Revision> {
+    const CHUNK_KEYS: usize = 10_000;
+    let mut keep = HashSet::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let mut st = inner.state_mut();
+        after = st
+            .index
+            .compact_chunk(rev, after.as_deref(), CHUNK_KEYS, &mut keep);
+        if after.is_none() {
+            return keep;
+        }
+    }
+}
+
+/// Deletes from the backend every record with `main <= rev` that is not in `keep`, in batches
+/// of `compaction_batch_limit` records; the last batch records `finishedCompactRev`.
+fn run_physical(
+    inner: &Inner,
+    rev: i64,
+    keep: &HashSet<Revision>,
+    pause: Duration,
+) -> Result<(), MvccError> {
+    let batch = inner.config.compaction_batch_limit.max(1);
+    let end = Revision::new(rev.saturating_add(1), 0).to_bytes();
+    let mut last = Revision::new(0, 0).to_bytes().to_vec();
+    let mut deleted = 0usize;
+    loop {
+        let mut t = inner.backend.write()?;
+        let mut keys = Vec::with_capacity(batch);
+        t.for_each(Bucket::Key, &last, Some(&end), &mut |k, _| {
+            keys.push(k.to_vec());
+            keys.len() < batch
+        })?;
+        let mut last_rev = None;
+        for k in &keys {
+            let bk = BucketKey::from_bytes(k)?;
+            if !keep.contains(&bk.rev) {
+                t.delete(Bucket::Key, k)?;
+                deleted += 1;
+            }
+            last_rev = Some(bk.rev);
+        }
+        if keys.len() < batch {
+            // Compactions run in order, but never let the mark go backwards.
+            let prev = read_compact_mark(&t, META_FINISHED_COMPACT)?.unwrap_or(-1);
+            if rev > prev {
+                t.put(Bucket::Meta, META_FINISHED_COMPACT, &compact_mark(rev))?;
+            }
+            t.commit()?;
+            tracing::info!(rev, deleted, "finished compaction");
+            return Ok(());
+        }
+        t.commit()?;
+        if let Some(r) = last_rev {
+            last = Revision::new(r.main, r.sub + 1).to_bytes().to_vec();
+        }
+        if inner.stopping.load(Ordering::SeqCst) {
+            return Err(MvccError::CompactionInterrupted);
+        }
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Completion {
+    result: Mutex<Option<Result<(), MvccError>>>,
+    done: AtomicBool,
+    cv: Condvar,
+}
+
+impl Completion {
+    fn finish(&self, r: Result<(), MvccError>) {
+        let mut slot = self.result.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(r);
+        self.done.store(true, Ordering::SeqCst);
+        self.cv.notify_all();
+    }
+}
+
+/// A scheduled compaction. The index is already compacted; the physical deletion runs on the
+/// store's compactor thread. [`wait`](Self::wait) blocks until it is done.
+pub struct CompactHandle {
+    rev: i64,
+    done: Arc<Completion>,
+}
+
+impl fmt::Debug for CompactHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompactHandle")
+            .field("rev", &self.rev)
+            .field("done", &self.is_done())
+            .finish()
+    }
+}
+
+impl CompactHandle {
+    /// The compaction revision.
+    pub fn rev(&self) -> i64 {
+        self.rev
+    }
+
+    /// Whether the physical compaction has finished (successfully or not).
+    pub fn is_done(&self) -> bool {
+        self.done.done.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until the physical compaction has finished; returns its outcome.
+    pub fn wait(self) -> Result<(), MvccError> {
+        let mut slot = self.done.result.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(r) = slot.take() {
+                return r;
+            }
+            slot = self.done.cv.wait(slot).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// A consistent read-only view at one revision. Reads in it fail with
+/// [`MvccError::Compacted`] once a compaction passes its revision.
+pub struct ReadView<'a> {
+    inner: &'a Inner,
+    snap: Result<ReadTxn, String>,
+    rev: i64,
+}
+
+impl fmt::Debug for ReadView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadView")
+            .field("rev", &self.rev)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReadView<'_> {
+    /// The store revision this view reads at (and reports).
+    pub fn rev(&self) -> i64 {
+        self.rev
+    }
+
+    /// Reads `key` (`end: None`), every key `>= key` (`end: Some(b"")`), or `[key, end)`.
+    pub fn range(
+        &self,
+        key: &[u8],
+        end: Option<&[u8]>,
+        opts: RangeOptions,
+    ) -> Result<RangeResult, MvccError> {
+        let snap = self
+            .snap
+            .as_ref()
+            .map_err(|e| MvccError::Backend(backend::BackendError::Storage(e.clone())))?;
+        range_keys(self.inner, snap, key, end, self.rev, opts)
+    }
+}
+
+#[derive(Debug)]
+enum Change {
+    Put(KeyValue),
+    Delete(Vec<u8>),
+}
+
+/// The write transaction. All its changes form one revision, `rev() + 1` at the start.
+pub struct TxnWrite<'a> {
+    inner: &'a Inner,
+    txn: Option<WriteTxn<'a>>,
+    begin_rev: i64,
+    changes: Vec<Change>,
+    undo: Vec<Undo>,
+    error: Option<MvccError>,
+    finished: bool,
+    // Last, so it is released after `Drop::drop` and the fields above.
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl fmt::Debug for TxnWrite<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TxnWrite")
+            .field("begin_rev", &self.begin_rev)
+            .field("changes", &self.changes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> TxnWrite<'a> {
+    /// The revision this transaction reads at: the store revision when it began, or that plus
+    /// one once it has changed something (etcd's `Rev` plus pending changes) — the revision to
+    /// report in a response header.
+    pub fn rev(&self) -> i64 {
+        if self.changes.is_empty() {
+            self.begin_rev
+        } else {
+            self.begin_rev + 1
+        }
+    }
+
+    /// The store revision when this transaction began.
+    pub fn begin_rev(&self) -> i64 {
+        self.begin_rev
+    }
+
+    /// Number of changes so far (the next change's sub revision).
+    pub fn changes_len(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// The backend write transaction, to write other buckets (leases, auth, ...) atomically
+    /// with this revision. Do not touch the `key` bucket through it. `None` if the backend
+    /// could not start the transaction (then [`end`](Self::end) fails).
+    pub fn backend_txn(&mut self) -> Option<&mut WriteTxn<'a>> {
+        self.txn.as_mut()
+    }
+
+    fn poison(&mut self, e: MvccError) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+    }
+
+    /// Reads as [`ReadView::range`] does, seeing this transaction's own changes.
+    pub fn range(
+        &self,
+        key: &[u8],
+        end: Option<&[u8]>,
+        opts: RangeOptions,
+    ) -> Result<RangeResult, MvccError> {
+        if let Some(e) = &self.error {
+            return Err(MvccError::Backend(backend::BackendError::Storage(
+                e.to_string(),
+            )));
+        }
+        let txn = self.txn.as_ref().ok_or_else(|| {
+            MvccError::Backend(backend::BackendError::Storage(
+                "no write transaction".into(),
+            ))
+        })?;
+        range_keys(self.inner, txn, key, end, self.rev(), opts)
+    }
+
+    /// Puts `key = value` with `lease` (0 = none); returns the new key-value.
+    pub fn put(&mut self, key: &[u8], value: &[u8], lease: i64) -> KeyValue {
+        let rev = self.begin_rev + 1;
+        let (create_revision, version) = match self.inner.state().index.get(key, rev) {
+            Some(found) => (found.created.main, found.version + 1),
+            None => (rev, 1),
+        };
+        let idx_rev = Revision::new(rev, self.changes.len() as i64);
+        let kv = KeyValue {
+            key: key.to_vec(),
+            create_revision,
+            mod_revision: rev,
+            version,
+            value: value.to_vec(),
+            lease,
+        };
+        if self.error.is_some() {
+            return kv;
+        }
+        let stored = match self.txn.as_mut() {
+            Some(t) => t.put(Bucket::Key, &idx_rev.to_bytes(), &kv.encode_to_vec()),
+            None => return kv,
+        };
+        if let Err(e) = stored {
+            self.poison(e.into());
+            return kv;
+        }
+        match self.inner.state_mut().index.put(key, idx_rev) {
+            Ok(u) => self.undo.push(u),
+            Err(e) => {
+                self.poison(MvccError::Corrupt(format!("index put: {e:?}")));
+                return kv;
+            }
+        }
+        self.changes.push(Change::Put(kv.clone()));
+        kv
+    }
+
+    /// Deletes `key` (`end: None`), every key `>= key` (`end: Some(b"")`), or `[key, end)`.
+    /// Returns how many keys were deleted and their previous key-values. Deleting nothing
+    /// changes nothing.
+    pub fn delete_range(&mut self, key: &[u8], end: Option<&[u8]>) -> (i64, Vec<KeyValue>) {
+        if self.error.is_some() {
+            return (0, Vec::new());
+        }
+        let at = self.rev();
+        let (keys, revs) = self.inner.state().index.range(key, end, at);
+        if keys.is_empty() {
+            return (0, Vec::new());
+        }
+        let mut prev = Vec::with_capacity(keys.len());
+        if let Some(t) = self.txn.as_ref() {
+            for r in &revs {
+                match t.get(Bucket::Key, &r.to_bytes()) {
+                    Ok(Some(bytes)) => match decode_kv(&bytes) {
+                        Ok(kv) => prev.push(kv),
+                        Err(e) => {
+                            self.poison(e);
+                            return (0, Vec::new());
+                        }
+                    },
+                    Ok(None) => {
+                        self.poison(MvccError::Corrupt(format!(
+                            "revision {}.{} is in the index but not in the backend",
+                            r.main, r.sub
+                        )));
+                        return (0, Vec::new());
+                    }
+                    Err(e) => {
+                        self.poison(e.into());
+                        return (0, Vec::new());
+                    }
+                }
+            }
+        }
+        let n = keys.len() as i64;
+        for k in keys {
+            self.delete(k);
+        }
+        (n, prev)
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        if self.error.is_some() {
+            return;
+        }
+        let rev = Revision::new(self.begin_rev + 1, self.changes.len() as i64);
+        let tomb = KeyValue {
+            key: key.clone(),
+            ..Default::default()
+        };
+        let stored = match self.txn.as_mut() {
+            Some(t) => t.put(
+                Bucket::Key,
+                &BucketKey::new(rev, true).to_bytes(),
+                &tomb.encode_to_vec(),
+            ),
+            None => return,
+        };
+        if let Err(e) = stored {
+            self.poison(e.into());
+            return;
+        }
+        match self.inner.state_mut().index.tombstone(&key, rev) {
+            Ok(u) => self.undo.push(u),
+            Err(e) => {
+                self.poison(MvccError::Corrupt(format!("index tombstone: {e:?}")));
+                return;
+            }
+        }
+        self.changes.push(Change::Delete(key));
+    }
+
+    /// Commits: writes `consistent_index` (if not 0) and `term` (if not 0) into `meta` in the
+    /// same backend transaction as the changes, commits it, and publishes the new revision.
+    /// Returns the events, in order: PUT with the new key-value, DELETE with a key-value that
+    /// has only `key` and `mod_revision` (the deletion's revision).
+    pub fn end(mut self, consistent_index: u64, term: u64) -> Result<Vec<Event>, MvccError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let Some(mut txn) = self.txn.take() else {
+            return Err(MvccError::Backend(backend::BackendError::Storage(
+                "no write transaction".into(),
+            )));
+        };
+        if consistent_index != 0 {
+            txn.put(
+                Bucket::Meta,
+                META_CONSISTENT_INDEX,
+                &consistent_index.to_be_bytes(),
+            )?;
+            if term != 0 {
+                txn.put(Bucket::Meta, META_TERM, &term.to_be_bytes())?;
+            }
+        }
+        txn.commit()?;
+        let rev = self.begin_rev + 1;
+        if !self.changes.is_empty() {
+            self.inner.state_mut().current_rev = rev;
+        }
+        self.undo.clear();
+        self.finished = true;
+        let events = std::mem::take(&mut self.changes)
+            .into_iter()
+            .map(|c| match c {
+                Change::Put(kv) => Event {
+                    r#type: EventType::Put as i32,
+                    kv: Some(kv),
+                    prev_kv: None,
+                },
+                Change::Delete(key) => Event {
+                    r#type: EventType::Delete as i32,
+                    kv: Some(KeyValue {
+                        key,
+                        mod_revision: rev,
+                        ..Default::default()
+                    }),
+                    prev_kv: None,
+                },
+            })
+            .collect();
+        Ok(events)
+    }
+}
+
+impl Drop for TxnWrite<'_> {
+    fn drop(&mut self) {
+        if self.finished || self.undo.is_empty() {
+            return;
+        }
+        let mut st = self.inner.state_mut();
+        while let Some(u) = self.undo.pop() {
+            st.index.undo(u);
+        }
+    }
+}

@@ -1,0 +1,880 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backend::{Backend, BackendConfig, Bucket, Reader};
+
+use crate::store::{META_FINISHED_COMPACT, META_SCHEDULED_COMPACT};
+use crate::*;
+
+/// Nothing becomes durable unless asked for (or the backend is closed).
+fn lazy() -> BackendConfig {
+    BackendConfig {
+        batch_interval: Duration::from_secs(3600),
+        batch_limit: usize::MAX,
+    }
+}
+
+/// Small batches so compaction takes several; no pauses.
+fn cfg() -> StoreConfig {
+    StoreConfig {
+        compaction_batch_limit: 3,
+        compaction_sleep_interval: Duration::ZERO,
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        Fixture { _dir: dir, path }
+    }
+
+    fn open(&self) -> (Arc<Backend>, KvStore) {
+        open_at(&self.path)
+    }
+}
+
+fn open_at(path: &Path) -> (Arc<Backend>, KvStore) {
+    let b = Arc::new(Backend::open(path, lazy()).unwrap());
+    let s = KvStore::open_with_config(b.clone(), cfg()).unwrap();
+    (b, s)
+}
+
+fn put(s: &KvStore, k: &str, v: &str) -> KeyValue {
+    let mut w = s.write();
+    let kv = w.put(k.as_bytes(), v.as_bytes(), 0);
+    w.end(0, 0).unwrap();
+    kv
+}
+
+fn del(s: &KvStore, k: &str, end: Option<&str>) -> i64 {
+    let mut w = s.write();
+    let (n, _) = w.delete_range(k.as_bytes(), end.map(str::as_bytes));
+    w.end(0, 0).unwrap();
+    n
+}
+
+fn get_at(s: &KvStore, k: &str, rev: i64) -> Option<KeyValue> {
+    let opts = RangeOptions {
+        rev,
+        ..Default::default()
+    };
+    s.read()
+        .range(k.as_bytes(), None, opts)
+        .unwrap()
+        .kvs
+        .into_iter()
+        .next()
+}
+
+fn get(s: &KvStore, k: &str) -> Option<KeyValue> {
+    get_at(s, k, 0)
+}
+
+fn keys(r: &RangeResult) -> Vec<String> {
+    r.kvs
+        .iter()
+        .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
+        .collect()
+}
+
+fn all(s: &KvStore, rev: i64) -> Result<RangeResult, MvccError> {
+    let opts = RangeOptions {
+        rev,
+        ..Default::default()
+    };
+    s.read().range(b"", Some(b""), opts)
+}
+
+/// Every record of the `key` bucket, as (main, sub, tombstone).
+fn records(b: &Backend) -> Vec<(i64, i64, bool)> {
+    b.read()
+        .unwrap()
+        .range(Bucket::Key, b"", None, 0)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| {
+            let bk = BucketKey::from_bytes(&k).unwrap();
+            (bk.rev.main, bk.rev.sub, bk.tombstone)
+        })
+        .collect()
+}
+
+fn meta_rev(b: &Backend, key: &[u8]) -> Option<i64> {
+    b.read()
+        .unwrap()
+        .get(Bucket::Meta, key)
+        .unwrap()
+        .map(|v| BucketKey::from_bytes(&v).unwrap().rev.main)
+}
+
+#[test]
+fn revision_arithmetic() {
+    let f = Fixture::new();
+    let (_b, s) = f.open();
+    assert_eq!(s.rev(), 1, "an empty store is at revision 1");
+    assert_eq!(s.compact_rev(), 0);
+
+    let kv = put(&s, "a", "1");
+    assert_eq!(s.rev(), 2, "the first write makes 2");
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 2, 1));
+
+    let kv = put(&s, "a", "2");
+    assert_eq!(s.rev(), 3);
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+
+    // A transaction without changes does not bump the revision.
+    let w = s.write();
+    assert_eq!(w.rev(), 3);
+    assert!(w.end(0, 0).unwrap().is_empty());
+    assert_eq!(s.rev(), 3);
+    assert_eq!(del(&s, "missing", None), 0);
+    assert_eq!(s.rev(), 3, "deleting a missing key changes nothing");
+
+    assert_eq!(del(&s, "a", None), 1);
+    assert_eq!(s.rev(), 4);
+}
+
+#[test]
+fn generations_put_delete_recreate() {
+    let f = Fixture::new();
+    let (_b, s) = f.open();
+    put(&s, "a", "v1"); // 2
+    put(&s, "a", "v2"); // 3
+    del(&s, "a", None); // 4
+    assert_eq!(get(&s, "a"), None);
+    let old = get_at(&s, "a", 3).unwrap();
+    assert_eq!((old.value.as_slice(), old.version), (&b"v2"[..], 2));
+    assert_eq!(get_at(&s, "a", 1), None, "did not exist yet");
+
+    let kv = put(&s, "a", "v3"); // 5
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision, kv.version),
+        (5, 5, 1),
+        "a put on a deleted key starts a new generation"
+    );
+    assert_eq!(get_at(&s, "a", 4), None);
+    assert_eq!(get(&s, "a").unwrap(), kv);
+    let kv = put(&s, "a", "v4"); // 6
+    assert_eq!((kv.create_revision, kv.version), (5, 2));
+    assert_eq!(get_at(&s, "a", 2).unwrap().value, b"v1");
+}
+
+#[test]
+fn range_end_conventions_and_limits() {
+    let f = Fixture::new();
+    let (_b, s) = f.open();
+    for k in ["a", "b", "c", "d"] {
+        put(&s, k, k);
+    }
+    let r = s.read();
+    let rng = |k: &str, e: Option<&str>| {
+        keys(
+            &r.range(k.as_bytes(), e.map(str::as_bytes), RangeOptions::default())
+                .unwrap(),
+        )
+    };
+    assert_eq!(rng("b", None), vec!["b"]);
+    assert_eq!(rng("bb", None), Vec::<String>::new());
+    assert_eq!(rng("b", Some("")), vec!["b", "c", "d"]);
+    assert_eq!(rng("", Some("")), vec!["a", "b", "c", "d"]);
+    assert_eq!(rng("b", Some("d")), vec!["b", "c"]);
+    assert_eq!(rng("b", Some("cc")), vec!["b", "c"]);
+    assert_eq!(rng("d", Some("b")), Vec::<String>::new(), "end <= key");
+    assert_eq!(rng("b", Some("b")), Vec::<String>::new());
+
+    let res = r
+        .range(
+            b"a",
+            Some(b""),
+            RangeOptions {
+                limit: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(keys(&res), vec!["a", "b"]);
+    assert_eq!(res.count, 4, "count is the total before the limit");
+    assert_eq!(res.rev, 5, "rev is the current revision");
+    for limit in [0, -1, 10] {
+        let res = r
+            .range(
+                b"a",
+                Some(b""),
+                RangeOptions {
+                    limit,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(res.kvs.len(), 4, "limit {limit}");
+    }
+    let res = r
+        .range(
+            b"a",
+            Some(b"c"),
+            RangeOptions {
+                count_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(res.kvs.is_empty());
+    assert_eq!(res.count, 2);
+    assert_eq!(res.rev, 5);
+    let res = r
+        .range(
+            b"zz",
+            None,
+            RangeOptions {
+                count_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(res.count, 0);
+}
+
+#[test]
+fn historical_reads_and_revision_errors() {
+    let f = Fixture::new();
+    let (_b, s) = f.open();
+    put(&s, "a", "1"); // 2
+    put(&s, "b", "1"); // 3
+    put(&s, "a", "2"); // 4
+    del(&s, "b", None); // 5
+
+    let at = |rev| keys(&all(&s, rev).unwrap());
+    assert_eq!(at(1), Vec::<String>::new());
+    assert_eq!(at(2), vec!["a"]);
+    assert_eq!(at(3), vec!["a", "b"]);
+    assert_eq!(at(4), vec!["a", "b"]);
+    assert_eq!(at(5), vec!["a"]);
+    assert_eq!(
+        all(&s, 4).unwrap().rev,
+        5,
+        "rev reports the current revision"
+    );
+    assert_eq!(get_at(&s, "a", 3).unwrap().value, b"1");
+
+    let e = all(&s, 6).unwrap_err();
+    assert!(matches!(e, MvccError::FutureRev));
+    assert_eq!(
+        e.to_string(),
+        "mvcc: required revision is a future revision"
+    );
+
+    s.compact(3).unwrap().wait().unwrap();
+    let e = all(&s, 2).unwrap_err();
+    assert!(matches!(e, MvccError::Compacted));
+    assert_eq!(e.to_string(), "mvcc: required revision has been compacted");
+    assert_eq!(
+        at(3),
+        vec!["a", "b"],
+        "reading at the compacted revision is allowed"
+    );
+    assert_eq!(get_at(&s, "a", 3).unwrap().value, b"1");
+    assert_eq!(at(0), vec!["a"]);
+}
+
+#[test]
+fn one_transaction_is_one_revision() {
+    let f = Fixture::new();
+    let (b, s) = f.open();
+    put(&s, "c", "old"); // 2
+    let mut w = s.write();
+    assert_eq!(w.begin_rev(), 2);
+    let a1 = w.put(b"a", b"1", 0);
+    let b1 = w.put(b"b", b"1", 7);
+    let (n, prev) = w.delete_range(b"c", None);
+    assert_eq!(n, 1);
+    assert_eq!(prev[0].value, b"old");
+    let a2 = w.put(b"a", b"2", 0);
+    assert_eq!(w.changes_len(), 4);
+    let events = w.end(0, 0).unwrap();
+    assert_eq!(s.rev(), 3, "four changes, one revision");
+    assert_eq!(a1.mod_revision, 3);
+    assert_eq!(b1.mod_revision, 3);
+    assert_eq!(b1.lease, 7);
+    assert_eq!((a2.create_revision, a2.version), (3, 2));
+
+    // Sub revisions count the changes; the delete is a tombstone record.
+    assert_eq!(
+        records(&b),
+        vec![
+            (2, 0, false),
+            (3, 0, false),
+            (3, 1, false),
+            (3, 2, true),
+            (3, 3, false)
+        ]
+    );
+    let types: Vec<EventType> = events
+        .iter()
+        .map(|e| EventType::try_from(e.r#type).unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            EventType::Put,
+            EventType::Put,
+            EventType::Delete,
+            EventType::Put
+        ]
+    );
+    assert_eq!(events[0].kv.as_ref().unwrap(), &a1);
+    assert_eq!(
+        events[2].kv.as_ref().unwrap(),
+        &KeyValue {
+            key: b"c".to_vec(),
+            mod_revision: 3,
+            ..Default::default()
+        }
+    );
+    assert_eq!(get(&s, "a").unwrap(), a2);
+    assert_eq!(get(&s, "c"), None);
+}
+
+#[test]
+fn write_transaction_sees_its_own_writes_readers_do_not() {
+    let f = Fixture::new();
+    let (_b, s) = f.open();
+    put(&s, "a", "1"); // 2
+    let before = s.read();
+    let mut w = s.write();
+    assert_eq!(w.rev(), 2);
+    let r = w.range(b"a", None, RangeOptions::default()).unwrap();
+    assert_eq!((r.kvs[0].value.as_slice(), r.rev), (&b"1"[..], 2));
+    let e = w
+        .range(
+            b"a",
+            None,
+            RangeOptions {
+                rev: 3,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(e, MvccError::FutureRev));
+
+    w.put(b"a", b"2", 0);
+    w.put(b"n", b"new", 0);
+    assert_eq!(w.rev(), 3, "reads at begin+1 once there are changes");
+    let r = w.range(b"", Some(b""), RangeOptions::default()).unwrap();
+    assert_eq!(keys(&r), vec!["a", "n"]);
+    assert_eq!(r.kvs[0].value, b"2");
+    assert_eq!(r.rev, 3);
+    let r = w
+        .range(
+            b"a",
+            None,
+            RangeOptions {
+                rev: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.kvs[0].value, b"1", "historical read inside the txn");
+
+    // Deleting inside the txn sees the txn's own put.
+    let (n, prev) = w.delete_range(b"n", None);
+    assert_eq!((n, prev[0].value.as_slice()), (1, &b"new"[..]));
+    assert!(w
+        .range(b"n", None, RangeOptions::default())
+        .unwrap()
+        .kvs
+        .is_empty());
+
+    // Readers, old and new, still see revision 2 only.
+    let during = s.read();
+    assert_eq!(during.rev(), 2);
+    for v in [&before, &during] {
+        let r = v.range(b"", Some(b""), RangeOptions::default()).unwrap();
+        assert_eq!(keys(&r), vec!["a"]);
+        assert_eq!(r.kvs[0].value, b"1");
+    }
+    w.end(0, 0).unwrap();
+    assert_eq!(s.rev(), 3);
+    // The old view keeps its snapshot.
+    assert_eq!(
+        before
+            .range(b"a", None, RangeOptions::default())
+            .unwrap()
+            .kvs[0]
+            .value,
+        b"1"
+    );
+    assert_eq!(get(&s, "a").unwrap().value, b"2");
+    assert_eq!(get(&s, "n"), None);
+}
+
+#[test]
+fn dropped_transaction_leaves_no_trace() {
+    let f = Fixture::new();
+    let (b, s) = f.open();
+    put(&s, "a", "1"); // 2
+    del(&s, "a", None); // 3
+    put(&s, "b", "1"); // 4
+    let recs = records(&b);
+    {
+        let mut w = s.write();
+        w.put(b"a", b"x", 0);
+        w.put(b"c", b"x", 0);
+        w.delete_range(b"b", None);
+        w.put(b"b", b"y", 0);
+    }
+    assert_eq!(s.rev(), 4);
+    assert_eq!(records(&b), recs);
+    assert_eq!(keys(&all(&s, 0).unwrap()), vec!["b"]);
+    assert_eq!(s.index_len(), 2);
+    // The same revision is used again, with the right versions.
+    let kv = put(&s, "a", "again");
+    assert_eq!((kv.mod_revision, kv.create_revision, kv.version), (5, 5, 1));
+    let kv = put(&s, "b", "2");
+    assert_eq!((kv.create_revision, kv.version), (4, 2));
+}
+
+#[test]
+fn compaction_removes_old_revisions_and_tombstones() {
+    let f = Fixture::new();
+    let (b, s) = f.open();
+    put(&s, "a", "v1"); // 2
+    put(&s, "a", "v2"); // 3
+    put(&s, "b", "v1"); // 4
+    del(&s, "b", None); // 5
+    put(&s, "c", "v1"); // 6
+    put(&s, "a", "v3"); // 7
+    assert_eq!(records(&b).len(), 6);
+
+    assert!(matches!(s.compact(8), Err(MvccError::FutureRev)));
+    let h = s.compact(6).unwrap();
+    assert_eq!(h.rev(), 6);
+    // The index is compacted right away.
+    assert_eq!(s.compact_rev(), 6);
+    assert_eq!(s.index_len(), 2, "b's generation ended before 6: gone");
+    h.wait().unwrap();
+
+    // Physically: a@2 (superseded), b@4 and its tombstone b@5 are gone.
+    assert_eq!(
+        records(&b),
+        vec![(3, 0, false), (6, 0, false), (7, 0, false)]
+    );
+    assert_eq!(meta_rev(&b, META_SCHEDULED_COMPACT), Some(6));
+    assert_eq!(meta_rev(&b, META_FINISHED_COMPACT), Some(6));
+    // The value kept for the compaction revision is still readable there.
+    assert_eq!(get_at(&s, "a", 6).unwrap().value, b"v2");
+    assert_eq!(keys(&all(&s, 6).unwrap()), vec!["a", "c"]);
+    assert!(matches!(all(&s, 5), Err(MvccError::Compacted)));
+    assert_eq!(get(&s, "a").unwrap().value, b"v3");
+    // Versions survive compaction.
+    assert_eq!(get(&s, "a").unwrap().version, 3);
+    let kv = put(&s, "a", "v4");
+    assert_eq!((kv.create_revision, kv.version), (2, 4));
+
+    assert!(matches!(s.compact(6), Err(MvccError::Compacted)));
+    assert!(matches!(s.compact(5), Err(MvccError::Compacted)));
+}
+
+#[test]
+fn compaction_at_a_tombstone_keeps_it() {
+    let f = Fixture::new();
+    let (b, s) = f.open();
+    put(&s, "a", "v1"); // 2
+    del(&s, "a", None); // 3
+    put(&s, "z", "v1"); // 4
+    s.compact(3).unwrap().wait().unwrap();
+    assert_eq!(records(&b), vec![(3, 0, true), (4, 0, false)]);
+    assert_eq!(get_at(&s, "a", 3), None);
+    // The next compaction past it drops it.
+    s.compact(4).unwrap().wait().unwrap();
+    assert_eq!(records(&b), vec![(4, 0, false)]);
+    assert_eq!(s.index_len(), 1);
+    // And a re-created key starts over.
+    let kv = put(&s, "a", "v2");
+    assert_eq!((kv.create_revision, kv.version), (5, 1));
+}
+
+#[test]
+fn compaction_of_many_keys_in_batches() {
+    let f = Fixture::new();
+    let (b, s) = f.open();
+    for round in 0..3 {
+        let mut w = s.write();
+        for i in 0..20 {
+            w.put(
+                format!("k{i:02}").as_bytes(),
+                format!("{round}").as_bytes(),
+                0,
+            );
+        }
+        w.end(0, 0).unwrap();
+    }
+    assert_eq!(records(&b).len(), 60);
+    let rev = s.rev();
+    s.compact(rev).unwrap().wait().unwrap();
+    assert_eq!(records(&b).len(), 20);
+    let r = all(&s, rev).unwrap();
+    assert_eq!(r.count, 20);
+    assert!(r.kvs.iter().all(|kv| kv.value == b"2" && kv.version == 3));
+}
+
+#[test]
+fn restart_keeps_revisions_data_compaction_and_consistent_index() {
+    let f = Fixture::new();
+    let (snapshot, hash) = {
+        let (b, s) = f.open();
+        let mut ci = 10;
+        for (k, v) in [("a", "1"), ("b", "1"), ("a", "2"), ("c", "1")] {
+            let mut w = s.write();
+            w.put(k.as_bytes(), v.as_bytes(), 0);
+            ci += 1;
+            w.end(ci, 3).unwrap();
+        }
+        let mut w = s.write();
+        w.delete_range(b"b", None);
+        w.end(15, 4).unwrap();
+        s.compact(3).unwrap().wait().unwrap();
+        assert_eq!(s.consistent_index(), 15);
+        let snapshot = (s.rev(), all(&s, 0).unwrap(), all(&s, 4).unwrap());
+        let hash = s.hash_kv(0).unwrap();
+        drop(s);
+        drop(b);
+        (snapshot, hash)
+    };
+    let (_b, s) = f.open();
+    assert_eq!(s.rev(), snapshot.0);
+    assert_eq!(s.rev(), 6);
+    assert_eq!(all(&s, 0).unwrap(), snapshot.1);
+    assert_eq!(all(&s, 4).unwrap(), snapshot.2);
+    assert_eq!(s.compact_rev(), 3);
+    assert!(matches!(all(&s, 2), Err(MvccError::Compacted)));
+    assert_eq!(s.consistent_index(), 15);
+    assert_eq!(s.consistent_index_and_term().unwrap(), (15, 4));
+    assert_eq!(s.hash_kv(0).unwrap(), hash);
+    // Versions and create revisions are rebuilt from the records.
+    let a = get(&s, "a").unwrap();
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 4, 2));
+    let kv = put(&s, "a", "3");
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 7, 3));
+    let kv = put(&s, "b", "again");
+    assert_eq!((kv.create_revision, kv.version), (8, 1));
+}
+
+#[test]
+fn revision_never_goes_back_below_compaction_marks() {
+    let f = Fixture::new();
+    {
+        let (b, s) = f.open();
+        put(&s, "a", "1"); // 2
+        drop(s);
+        // As if records up to revision 9 had existed and were compacted away.
+        let mut t = b.write().unwrap();
+        t.put(
+            Bucket::Meta,
+            META_FINISHED_COMPACT,
+            &Revision::new(9, 0).to_bytes(),
+        )
+        .unwrap();
+        t.put(
+            Bucket::Meta,
+            META_SCHEDULED_COMPACT,
+            &Revision::new(9, 0).to_bytes(),
+        )
+        .unwrap();
+        t.commit().unwrap();
+    }
+    {
+        let (_b, s) = f.open();
+        assert_eq!(s.rev(), 9);
+        assert_eq!(s.compact_rev(), 9);
+        assert_eq!(put(&s, "b", "1").mod_revision, 10);
+    }
+    {
+        // A scheduled but unfinished compaction is a floor too.
+        let (b, s) = f.open();
+        drop(s);
+        let mut t = b.write().unwrap();
+        t.delete_range(Bucket::Key, b"", None).unwrap();
+        t.put(
+            Bucket::Meta,
+            META_SCHEDULED_COMPACT,
+            &Revision::new(12, 0).to_bytes(),
+        )
+        .unwrap();
+        t.commit().unwrap();
+    }
+    let (b, s) = f.open();
+    assert_eq!(s.rev(), 12);
+    assert_eq!(s.compact_rev(), 12);
+    assert_eq!(meta_rev(&b, META_FINISHED_COMPACT), Some(12));
+}
+
+#[test]
+fn unfinished_compaction_is_resumed_on_open() {
+    let f = Fixture::new();
+    {
+        let (b, s) = f.open();
+        for i in 0..10 {
+            put(&s, "k", &i.to_string()); // 2..=11
+        }
+        put(&s, "other", "x"); // 12
+        drop(s);
+        // Crash after the compaction was scheduled, before any record was removed.
+        let mut t = b.write().unwrap();
+        t.put(
+            Bucket::Meta,
+            META_SCHEDULED_COMPACT,
+            &Revision::new(8, 0).to_bytes(),
+        )
+        .unwrap();
+        t.commit_durable().unwrap();
+        assert_eq!(records(&b).len(), 11);
+    }
+    let (b, s) = f.open();
+    assert_eq!(s.compact_rev(), 8);
+    assert_eq!(s.rev(), 12);
+    assert_eq!(meta_rev(&b, META_FINISHED_COMPACT), Some(8));
+    let mains: Vec<i64> = records(&b).into_iter().map(|r| r.0).collect();
+    assert_eq!(mains, vec![8, 9, 10, 11, 12]);
+    assert_eq!(get_at(&s, "k", 8).unwrap().value, b"6");
+    assert!(matches!(all(&s, 7), Err(MvccError::Compacted)));
+    assert_eq!(get(&s, "k").unwrap().version, 10);
+}
+
+#[test]
+fn crash_loses_non_durable_commits_back_to_a_consistent_index() {
+    let f = Fixture::new();
+    let (b, s) = f.open();
+    let mut w = s.write();
+    w.put(b"a", b"1", 0);
+    w.end(100, 2).unwrap();
+    s.force_commit().unwrap();
+    let mut w = s.write();
+    w.put(b"b", b"1", 0);
+    w.end(101, 2).unwrap();
+    let mut w = s.write();
+    w.delete_range(b"a", None);
+    w.end(102, 2).unwrap();
+    assert_eq!(s.rev(), 4);
+    assert_eq!(s.consistent_index(), 102);
+    assert!(b.pending_commits() > 0);
+
+    // What a crash now leaves on disk: the file without the non-durable commits.
+    let image = f.path.with_file_name("crash");
+    std::fs::copy(&f.path, &image).unwrap();
+    let (_cb, c) = open_at(&image);
+    assert_eq!(c.rev(), 2);
+    assert_eq!(c.consistent_index_and_term().unwrap(), (100, 2));
+    assert_eq!(keys(&all(&c, 0).unwrap()), vec!["a"]);
+
+    // After force_commit everything survives.
+    s.force_commit().unwrap();
+    let image2 = f.path.with_file_name("crash2");
+    std::fs::copy(&f.path, &image2).unwrap();
+    let (_cb2, c2) = open_at(&image2);
+    assert_eq!(c2.rev(), 4);
+    assert_eq!(c2.consistent_index(), 102);
+    assert_eq!(keys(&all(&c2, 0).unwrap()), vec!["b"]);
+}
+
+/// The same ops on a fresh store; `twist` changes one value.
+fn feed(s: &KvStore, twist: bool) {
+    put(s, "a", "1");
+    put(s, "b", "1");
+    put(s, "a", if twist { "X" } else { "2" });
+    del(s, "b", None);
+    let mut w = s.write();
+    w.put(b"c", b"1", 5);
+    w.put(b"d", b"1", 0);
+    w.end(0, 0).unwrap();
+    put(s, "a", "3");
+}
+
+#[test]
+fn hash_kv_compares_members() {
+    let (f1, f2, f3) = (Fixture::new(), Fixture::new(), Fixture::new());
+    let (b1, s1) = f1.open();
+    let (_b2, s2) = f2.open();
+    let (_b3, s3) = f3.open();
+    feed(&s1, false);
+    feed(&s2, false);
+    feed(&s3, true);
+    assert_eq!(s1.rev(), 7);
+    for rev in [0, 3, 5, 7] {
+        assert_eq!(
+            s1.hash_kv(rev).unwrap(),
+            s2.hash_kv(rev).unwrap(),
+            "rev {rev}"
+        );
+    }
+    assert_eq!(
+        s1.hash_kv(0).unwrap().1,
+        -1,
+        "never compacted, as etcd reports it"
+    );
+    assert_ne!(s1.hash_kv(0).unwrap().0, s3.hash_kv(0).unwrap().0);
+    assert_eq!(
+        s1.hash_kv(3).unwrap(),
+        s3.hash_kv(3).unwrap(),
+        "before the differing write"
+    );
+    assert_ne!(s1.hash_kv(4).unwrap(), s3.hash_kv(4).unwrap());
+    assert!(matches!(s1.hash_kv(8), Err(MvccError::FutureRev)));
+
+    // The hash is a CRC-32C over "key" and every record's key and value, in order.
+    let mut expect = crate::crc32c::append(0, b"key");
+    for (k, v) in b1.read().unwrap().range(Bucket::Key, b"", None, 0).unwrap() {
+        expect = crate::crc32c::append(expect, &k);
+        expect = crate::crc32c::append(expect, &v);
+    }
+    assert_eq!(s1.hash_kv(0).unwrap().0, expect);
+
+    // Compaction keeps hashes equal between members, and does not change the hash of the
+    // revisions it keeps visible.
+    let before = s1.hash_kv(0).unwrap().0;
+    s1.compact(5).unwrap().wait().unwrap();
+    let h2 = s2.compact(5).unwrap();
+    // Whether or not the physical part is done, the hash is the same.
+    let mid = s2.hash_kv(0).unwrap();
+    h2.wait().unwrap();
+    assert_eq!(s1.hash_kv(0).unwrap(), s2.hash_kv(0).unwrap());
+    assert_eq!(mid, s2.hash_kv(0).unwrap());
+    assert_eq!(s1.hash_kv(0).unwrap().1, 5);
+    assert_ne!(s1.hash_kv(0).unwrap().0, before);
+    assert!(matches!(s1.hash_kv(4), Err(MvccError::Compacted)));
+    assert!(s1.hash_kv(5).is_ok());
+}
+
+#[test]
+fn consistent_index_zero_is_not_written() {
+    let f = Fixture::new();
+    let (_b, s) = f.open();
+    assert_eq!(s.consistent_index_and_term().unwrap(), (0, 0));
+    let w = s.write();
+    w.end(7, 0).unwrap();
+    assert_eq!(s.consistent_index_and_term().unwrap(), (7, 0));
+    let w = s.write();
+    w.end(0, 9).unwrap();
+    assert_eq!(s.consistent_index_and_term().unwrap(), (7, 0));
+}
+
+#[test]
+fn garbage_records_are_an_error_not_a_panic() {
+    for (key, value) in [
+        (&b"short"[..], &b""[..]),
+        (&Revision::new(2, 0).to_bytes()[..], &[0xff, 0xff, 0xff][..]),
+    ] {
+        let f = Fixture::new();
+        {
+            let b = Backend::open(&f.path, lazy()).unwrap();
+            let mut t = b.write().unwrap();
+            t.put(Bucket::Key, key, value).unwrap();
+            t.commit_durable().unwrap();
+        }
+        let b = Arc::new(Backend::open(&f.path, lazy()).unwrap());
+        let e = KvStore::open(b).unwrap_err();
+        assert!(matches!(e, MvccError::Corrupt(_)), "{e}");
+    }
+    // A file that is not a database at all.
+    let f = Fixture::new();
+    std::fs::write(&f.path, vec![0x42u8; 64 * 1024]).unwrap();
+    assert!(Backend::open(&f.path, lazy()).is_err());
+}
+
+#[test]
+fn views_are_consistent_under_concurrent_writes() {
+    let f = Fixture::new();
+    let (_b, s) = f.open();
+    let s = Arc::new(s);
+    const KEYS: usize = 8;
+    const ROUNDS: i64 = 200;
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            for round in 0..ROUNDS {
+                let mut w = s.write();
+                for k in 0..KEYS {
+                    w.put(format!("k{k}").as_bytes(), &round.to_be_bytes(), 0);
+                }
+                w.end(0, 0).unwrap();
+            }
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                while seen < ROUNDS - 1 {
+                    let v = s.read();
+                    let r = v.range(b"k", Some(b"l"), RangeOptions::default()).unwrap();
+                    if r.kvs.is_empty() {
+                        continue;
+                    }
+                    assert_eq!(r.kvs.len(), KEYS);
+                    let first = &r.kvs[0];
+                    for kv in &r.kvs {
+                        assert_eq!(kv.value, first.value, "a view mixes revisions");
+                        assert_eq!(kv.mod_revision, v.rev());
+                    }
+                    seen = i64::from_be_bytes(first.value.as_slice().try_into().unwrap());
+                }
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert_eq!(s.rev(), 1 + ROUNDS);
+}
+
+#[test]
+fn compaction_runs_while_writes_continue() {
+    let f = Fixture::new();
+    let (b, s) = f.open();
+    for i in 0..50 {
+        put(&s, &format!("k{}", i % 5), &i.to_string());
+    }
+    let h = s.compact(40).unwrap();
+    for i in 0..20 {
+        put(&s, &format!("k{}", i % 5), "late");
+    }
+    h.wait().unwrap();
+    assert_eq!(s.rev(), 71);
+    let r = all(&s, 40).unwrap();
+    assert_eq!(r.count, 5);
+    // 5 kept at or below 40, plus the 11 puts at 41..=51 and the 20 late ones.
+    assert_eq!(records(&b).len(), 5 + 11 + 20);
+}
+
+#[test]
+fn error_texts_match_etcd() {
+    assert_eq!(
+        MvccError::Compacted.to_string(),
+        "mvcc: required revision has been compacted"
+    );
+    assert_eq!(
+        MvccError::FutureRev.to_string(),
+        "mvcc: required revision is a future revision"
+    );
+}
+
+#[test]
+fn hash_kv_skips_a_tombstone_at_the_compaction_revision() {
+    // etcd keeps such a tombstone on disk (newer versions) or deletes it (older ones), so the
+    // hash must not depend on it.
+    let f = Fixture::new();
+    let (b, s) = f.open();
+    put(&s, "a", "1"); // 2
+    del(&s, "a", None); // 3
+    s.compact(3).unwrap().wait().unwrap();
+    assert_eq!(records(&b), vec![(3, 0, true)]);
+    assert_eq!(s.hash_kv(0).unwrap(), (crate::crc32c::append(0, b"key"), 3));
+}
