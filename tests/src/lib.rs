@@ -1,1 +1,21 @@
-//! End-to-end test harness.
+//! End-to-end test harness for Hearth: real server processes (Hearth, and etcd 3.4 as the
+//! reference), clients for them, and side-by-side comparison of what they answer.
+//!
+//! - [`Server`]: a server process on free loopback ports in a fresh temp dir; `start`,
+//!   `restart` (SIGTERM, same dir and ports), `stop`, `kill9`, `client`, `raw`, `etcdctl`.
+//! - [`wire`]: etcd's KV messages and a raw unary client that sends requests exactly as built.
+//! - [`normalize`]: compares responses/errors of two servers, ignoring header
+//!   `cluster_id`, `member_id` and `raft_term`, and prints them readably.
+//! - [`ctl`]: etcdctl output normalization.
+//! - [`rng`]: a seeded PRNG (`HEARTH_SEED` replays a run).
+//!
+//! `HEARTH_TEST_TARGET=etcd` runs every test that targets Hearth against etcd instead, which is
+//! how the tests themselves are validated against the reference.
+
+pub mod ctl;
+pub mod normalize;
+pub mod rng;
+pub mod server;
+pub mod wire;
+
+pub use server::{Kind, Server};

@@ -1,0 +1,421 @@
+//! Starting, stopping, crashing and restarting a real server process.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server has to answer a Range after being started.
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a server has to exit after SIGTERM.
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The server under test: the `hearth` binary, or etcd when `HEARTH_TEST_TARGET=etcd`.
+    Hearth,
+    /// The reference: Debian's etcd 3.4 at /usr/bin/etcd.
+    Etcd,
+}
+
+impl Kind {
+    /// What `Kind::Hearth` really runs: etcd itself when `HEARTH_TEST_TARGET=etcd`, which is
+    /// how the tests are validated against the reference.
+    fn resolve(self) -> Kind {
+        match (self, std::env::var("HEARTH_TEST_TARGET").as_deref()) {
+            (Kind::Hearth, Ok("etcd")) => Kind::Etcd,
+            (Kind::Hearth, Ok("hearth") | Ok("") | Err(_)) => Kind::Hearth,
+            (Kind::Hearth, Ok(other)) => {
+                panic!("HEARTH_TEST_TARGET={other:?}: expected \"etcd\" or \"hearth\"")
+            }
+            (Kind::Etcd, _) => Kind::Etcd,
+        }
+    }
+}
+
+/// The `hearth` binary: `HEARTH_BIN` if set, else `<workspace>/target/debug/hearth`.
+pub fn hearth_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HEARTH_BIN") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "HEARTH_BIN={} does not exist; build it with `cargo build -p hearth`",
+            p.display()
+        );
+        return p;
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .join("target/debug/hearth");
+    assert!(
+        p.is_file(),
+        "{} does not exist: run `cargo build -p hearth` first (or set HEARTH_BIN)",
+        p.display()
+    );
+    p
+}
+
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+pub const ETCDCTL_BIN: &str = "/usr/bin/etcdctl";
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+fn two_free_ports() -> (u16, u16) {
+    // Hold both at once so they differ; the race with other processes is accepted (and a
+    // failed bind is retried once by `start`).
+    let a = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let b = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
+/// A server process on loopback ports, in its own temporary data dir. Killed (SIGKILL) on
+/// drop; if the test is failing at that point, the tail of its log is printed.
+pub struct Server {
+    kind: Kind,
+    requested: Kind,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+    token: String,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Server {
+    /// Starts a server of `kind` and waits until it answers a Range request.
+    pub async fn start(kind: Kind) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("hearth-e2e-")
+            .tempdir()
+            .expect("create temp dir");
+        let (client_port, peer_port) = two_free_ports();
+        let token = format!(
+            "hearth-e2e-{}-{}",
+            std::process::id(),
+            dir.path().file_name().unwrap().to_string_lossy()
+        );
+        let mut s = Server {
+            kind: kind.resolve(),
+            requested: kind,
+            dir,
+            client_port,
+            peer_port,
+            token,
+            child: None,
+            starts: 0,
+        };
+        s.spawn();
+        if let Err(e) = s.wait_ready().await {
+            // The one accepted race: a port taken between choosing and binding. Retry once
+            // with new ports; anything else fails the test.
+            if s.log().contains("address already in use") {
+                s.kill_child();
+                s.client_port = free_port();
+                s.peer_port = free_port();
+                let _ = std::fs::remove_dir_all(s.data_dir());
+                s.spawn();
+                if let Err(e) = s.wait_ready().await {
+                    s.fail(&e);
+                }
+            } else {
+                s.fail(&e);
+            }
+        }
+        s
+    }
+
+    /// What really runs (`Kind::Hearth` may be etcd, see `HEARTH_TEST_TARGET`).
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// What the test asked for.
+    pub fn requested_kind(&self) -> Kind {
+        self.requested
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn command(&self) -> Command {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let client = self.endpoint();
+        let mut cmd = match self.kind {
+            Kind::Hearth => Command::new(hearth_bin()),
+            Kind::Etcd => Command::new(ETCD_BIN),
+        };
+        cmd.arg("--name")
+            .arg("default")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--listen-client-urls")
+            .arg(&client)
+            .arg("--advertise-client-urls")
+            .arg(&client)
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(format!("default={peer}"))
+            .arg("--initial-cluster-token")
+            .arg(&self.token);
+        if self.kind == Kind::Etcd {
+            cmd.arg("--logger=zap").arg("--log-outputs=stderr");
+        }
+        // Keep the environment from steering either server (hearth reads HEARTH_<FLAG> and
+        // ETCD_<FLAG>; the tests' own HEARTH_* variables are not for it). The log level may
+        // pass, for debugging.
+        for (k, _) in std::env::vars_os() {
+            let k_str = k.to_string_lossy();
+            if (k_str.starts_with("ETCD_") || k_str.starts_with("HEARTH_"))
+                && k_str != "HEARTH_LOG_LEVEL"
+            {
+                cmd.env_remove(k);
+            }
+        }
+        cmd
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "server already running");
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open server log");
+        self.starts += 1;
+        let cmd = self.command();
+        let _ = writeln!(
+            log,
+            "===== harness: start #{} of {:?} ({:?} requested): {:?}",
+            self.starts, self.kind, self.requested, cmd
+        );
+        let mut cmd = cmd;
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?} failed: {e}", cmd.get_program()));
+        self.child = Some(child);
+    }
+
+    /// Polls a Range request until it succeeds, the process exits, or the deadline passes.
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_DEADLINE;
+        let endpoint = self.endpoint();
+        let mut last_err = String::from("no attempt yet");
+        loop {
+            if let Some(child) = &mut self.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(format!("server exited during startup with {status}"));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "server did not answer a Range request within {READY_DEADLINE:?} (last error: {last_err})"
+                ));
+            }
+            match tokio::time::timeout(Duration::from_secs(3), probe(&endpoint)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => last_err = e,
+                Err(_) => last_err = "probe timed out".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn fail(&mut self, msg: &str) -> ! {
+        self.kill_child();
+        panic!(
+            "{:?} server at {}: {msg}\n----- server log tail -----\n{}",
+            self.kind,
+            self.endpoint(),
+            self.log_tail(80)
+        );
+    }
+
+    fn kill_child(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILL: the process dies at once, with whatever it had not made durable.
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().expect("kill9: server not running");
+        c.kill().expect("SIGKILL");
+        c.wait().expect("wait");
+    }
+
+    /// SIGTERM, then waits for the process to exit; a server that does not exit in time
+    /// fails the test.
+    pub fn stop(&mut self) {
+        let mut c = self.child.take().expect("stop: server not running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill -TERM failed");
+        let deadline = Instant::now() + STOP_DEADLINE;
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                let _ = writeln!(
+                    self.log_file(),
+                    "===== harness: exited after SIGTERM: {status}"
+                );
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                self.fail(&format!("did not exit within {STOP_DEADLINE:?} of SIGTERM"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (SIGTERM) if it runs, and starts it again on the same data dir and
+    /// ports; returns once it answers.
+    pub async fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.spawn();
+        if let Err(e) = self.wait_ready().await {
+            self.fail(&e);
+        }
+    }
+
+    fn log_file(&self) -> File {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open server log")
+    }
+
+    /// The whole server log (all starts).
+    pub fn log(&self) -> String {
+        let mut s = Vec::new();
+        if let Ok(mut f) = File::open(self.log_path()) {
+            let _ = f.read_to_end(&mut s);
+        }
+        String::from_utf8_lossy(&s).into_owned()
+    }
+
+    /// The last `lines` lines of the server log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let mut s = Vec::new();
+        if let Ok(mut f) = File::open(self.log_path()) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = f.seek(SeekFrom::Start(len.saturating_sub(256 * 1024)));
+            let _ = f.read_to_end(&mut s);
+        }
+        let s = String::from_utf8_lossy(&s);
+        let all: Vec<&str> = s.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// An `etcd_client::Client` connected to this server.
+    pub async fn client(&self) -> etcd_client::Client {
+        connect(&self.endpoint())
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.endpoint()))
+    }
+
+    /// A raw KV client (requests sent exactly as built).
+    pub async fn raw(&self) -> crate::wire::RawKv {
+        crate::wire::RawKv::connect(&self.endpoint())
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.endpoint()))
+    }
+
+    /// Runs `etcdctl --endpoints=<this server> ARGS` (API v3) and returns its output.
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        self.etcdctl_stdin(args, "")
+    }
+
+    /// Like `etcdctl`, with `stdin` fed to the command.
+    pub fn etcdctl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        etcdctl(&self.endpoint(), args, stdin)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill_child();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- {:?} server ({:?} requested) at {}: log tail ({}) -----\n{}\n----- end of log -----",
+                self.kind,
+                self.requested,
+                self.endpoint(),
+                self.log_path().display(),
+                self.log_tail(60)
+            );
+        }
+    }
+}
+
+/// Runs `/usr/bin/etcdctl --endpoints=ENDPOINT ARGS` with `ETCDCTL_API=3`.
+pub fn etcdctl(endpoint: &str, args: &[&str], stdin: &str) -> Output {
+    let mut cmd = Command::new(ETCDCTL_BIN);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ETCDCTL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(["--dial-timeout=5s", "--command-timeout=20s"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn /usr/bin/etcdctl");
+    {
+        let mut input = child.stdin.take().unwrap();
+        let _ = input.write_all(stdin.as_bytes());
+    }
+    child.wait_with_output().expect("etcdctl output")
+}
+
+/// An `etcd_client::Client` with bounded connect and request times.
+pub async fn connect(endpoint: &str) -> Result<etcd_client::Client, etcd_client::Error> {
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(20));
+    etcd_client::Client::connect([endpoint], Some(opts)).await
+}
+
+async fn probe(endpoint: &str) -> Result<(), String> {
+    let mut c = connect(endpoint).await.map_err(|e| e.to_string())?;
+    c.get("hearth-e2e-readiness-probe", None)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,382 @@
+//! Side-by-side randomized test: a seeded sequence of puts, ranges, deletes, txns (nested,
+//! with random compares) and compactions over a small key space, each sent to etcd and to the
+//! server under test; every response or error must be equal after normalization (header
+//! cluster_id/member_id/raft_term ignored). At the end, the whole keyspace is compared at every
+//! revision still readable.
+//!
+//! The seed is printed; `HEARTH_SEED=<seed>` replays a run, `HEARTH_STEPS=<n>` changes its
+//! length.
+
+use hearth_tests::normalize::{compare, show_request, Outcome};
+use hearth_tests::rng::Rng;
+use hearth_tests::wire::*;
+use hearth_tests::{Kind, Server};
+use std::collections::VecDeque;
+
+/// A small key space so that operations collide. At most 12 keys: etcd sorts with an
+/// insertion sort (stable) only for short slices, and ties in sort order must be
+/// deterministic to be compared.
+const KEYS: &[&[u8]] = &[
+    b"a",
+    b"a/1",
+    b"a/2",
+    b"ab",
+    b"b",
+    b"b\x00",
+    b"c",
+    b"c/x",
+    b"\xff",
+    b"\xff\xff",
+];
+/// Keys that are not in KEYS but fall between them (for range bounds and missing keys).
+const OTHER_KEYS: &[&[u8]] = &[b"a0", b"a/", b"b/", b"\x00", b"d", b"aa"];
+const VALUES: &[&[u8]] = &[b"", b"1", b"2", b"10", b"x", b"\x00\xff"];
+
+const DEFAULT_STEPS: usize = 800;
+
+fn prefix_end(key: &[u8]) -> Vec<u8> {
+    let mut end = key.to_vec();
+    while let Some(&last) = end.last() {
+        if last < 0xff {
+            *end.last_mut().unwrap() = last + 1;
+            return end;
+        }
+        end.pop();
+    }
+    vec![0]
+}
+
+struct Gen {
+    rng: Rng,
+    /// The reference's current revision and compacted revision, to aim revisions well.
+    rev: i64,
+    compacted: i64,
+}
+
+impl Gen {
+    fn key(&mut self) -> Vec<u8> {
+        let r = self.rng.below(100);
+        if r < 85 {
+            self.rng.pick(KEYS).to_vec()
+        } else if r < 98 {
+            self.rng.pick(OTHER_KEYS).to_vec()
+        } else {
+            Vec::new() // an error: "key is not provided"
+        }
+    }
+
+    fn value(&mut self) -> Vec<u8> {
+        self.rng.pick(VALUES).to_vec()
+    }
+
+    /// A (key, range_end) pair using every convention: single key, prefix, from-key ("\0"),
+    /// all keys ("\0", "\0"), an explicit end (possibly before the key), end == key.
+    fn key_range(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let key = self.key();
+        let end = match self.rng.below(100) {
+            0..=34 => Vec::new(),
+            35..=54 => prefix_end(&key),
+            55..=64 => vec![0],
+            65..=69 => return (vec![0], vec![0]),
+            70..=74 => key.clone(),
+            _ => {
+                if self.rng.chance(0.8) {
+                    self.rng.pick(KEYS).to_vec()
+                } else {
+                    self.rng.pick(OTHER_KEYS).to_vec()
+                }
+            }
+        };
+        (key, end)
+    }
+
+    /// 0 (current) most of the time; else anything from below the compacted revision to
+    /// beyond the current one.
+    fn revision(&mut self) -> i64 {
+        if self.rng.chance(0.6) {
+            return 0;
+        }
+        match self.rng.below(10) {
+            0 => -1,
+            1 => self.rev + 1 + self.rng.below(2) as i64, // future
+            2 => (self.compacted - self.rng.below(2) as i64).max(1), // compacted (or its edge)
+            _ => self.rng.range_i64(self.compacted.max(1), self.rev),
+        }
+    }
+
+    fn small_rev(&mut self) -> i64 {
+        self.rng.range_i64(0, self.rev + 1)
+    }
+
+    fn range(&mut self, in_txn: bool) -> RangeRequest {
+        let (key, range_end) = self.key_range();
+        let sorted = self.rng.chance(0.5);
+        RangeRequest {
+            key,
+            range_end,
+            limit: match self.rng.below(10) {
+                0..=4 => 0,
+                5 => -1,
+                _ => self.rng.range_i64(1, 4),
+            },
+            revision: if in_txn && self.rng.chance(0.7) {
+                0
+            } else {
+                self.revision()
+            },
+            sort_order: if sorted {
+                self.rng.range_i64(0, 2) as i32
+            } else {
+                0
+            },
+            sort_target: if sorted {
+                self.rng.range_i64(0, 4) as i32
+            } else {
+                0
+            },
+            serializable: self.rng.chance(0.2),
+            keys_only: self.rng.chance(0.2),
+            count_only: self.rng.chance(0.15),
+            min_mod_revision: if self.rng.chance(0.1) {
+                self.small_rev()
+            } else {
+                0
+            },
+            max_mod_revision: if self.rng.chance(0.1) {
+                self.small_rev()
+            } else {
+                0
+            },
+            min_create_revision: if self.rng.chance(0.1) {
+                self.small_rev()
+            } else {
+                0
+            },
+            max_create_revision: if self.rng.chance(0.1) {
+                self.small_rev()
+            } else {
+                0
+            },
+        }
+    }
+
+    fn put(&mut self) -> PutRequest {
+        let ignore_value = self.rng.chance(0.12);
+        PutRequest {
+            key: self.key(),
+            // With ignore_value, a value is an error ("value is provided"): rarely.
+            value: if ignore_value && !self.rng.chance(0.1) {
+                Vec::new()
+            } else {
+                self.value()
+            },
+            lease: 0,
+            prev_kv: self.rng.chance(0.5),
+            ignore_value,
+            ignore_lease: self.rng.chance(0.12),
+        }
+    }
+
+    fn delete(&mut self) -> DeleteRangeRequest {
+        let (key, range_end) = self.key_range();
+        DeleteRangeRequest {
+            key,
+            range_end,
+            prev_kv: self.rng.chance(0.5),
+        }
+    }
+
+    fn compare(&mut self) -> Compare {
+        let target = self.rng.range_i64(0, 4) as i32;
+        let mut tu = match target {
+            compare_target::VERSION => TargetUnion::Version(self.rng.range_i64(0, 4)),
+            compare_target::CREATE => TargetUnion::CreateRevision(self.small_rev()),
+            compare_target::MOD => TargetUnion::ModRevision(self.small_rev()),
+            compare_target::VALUE => TargetUnion::Value(self.value()),
+            _ => TargetUnion::Lease(self.rng.range_i64(0, 1)),
+        };
+        // Rarely, a target_union that does not match the target (etcd then compares
+        // against the zero value).
+        if self.rng.chance(0.03) {
+            tu = TargetUnion::Version(self.rng.range_i64(0, 2));
+        }
+        let key = self.rng.pick(KEYS).to_vec();
+        let range_end = match self.rng.below(10) {
+            0 => prefix_end(&key),
+            1 => vec![0],
+            2 => self.rng.pick(KEYS).to_vec(),
+            _ => Vec::new(),
+        };
+        Compare {
+            result: self.rng.range_i64(0, 3) as i32,
+            target,
+            key,
+            target_union: Some(tu),
+            range_end,
+        }
+    }
+
+    fn txn(&mut self, depth: u32) -> TxnRequest {
+        let compare = (0..self.rng.below(4)).map(|_| self.compare()).collect();
+        let n_success = self.rng.below(5);
+        let n_failure = self.rng.below(4);
+        let success = (0..n_success).map(|_| self.txn_op(depth)).collect();
+        let failure = (0..n_failure).map(|_| self.txn_op(depth)).collect();
+        TxnRequest {
+            compare,
+            success,
+            failure,
+        }
+    }
+
+    fn txn_op(&mut self, depth: u32) -> RequestOp {
+        let r = match self.rng.below(100) {
+            0..=34 => Request::Range(self.range(true)),
+            35..=69 => Request::Put(self.put()),
+            70..=89 => Request::DeleteRange(self.delete()),
+            _ if depth < 2 => Request::Txn(self.txn(depth + 1)),
+            _ => Request::Range(self.range(true)),
+        };
+        RequestOp::new(r)
+    }
+
+    fn step(&mut self) -> Step {
+        match self.rng.below(100) {
+            0..=29 => Step::Kv(Request::Put(self.put())),
+            30..=59 => Step::Kv(Request::Range(self.range(false))),
+            60..=71 => Step::Kv(Request::DeleteRange(self.delete())),
+            72..=97 => Step::Kv(Request::Txn(self.txn(0))),
+            // Compactions advance slowly, so history stays readable; sometimes at or below
+            // the compacted revision (an error) or beyond the current one (an error).
+            _ => Step::Compact(CompactionRequest {
+                revision: self.compacted - 1
+                    + self.rng.below(((self.rev - self.compacted) / 3 + 3) as u64) as i64,
+                physical: self.rng.chance(0.5),
+            }),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Step {
+    Kv(Request),
+    Compact(CompactionRequest),
+}
+
+fn show_step(s: &Step) -> String {
+    match s {
+        Step::Kv(r) => show_request(r),
+        Step::Compact(c) => format!("Compact revision={} physical={}", c.revision, c.physical),
+    }
+}
+
+fn compaction_outcome(r: Result<CompactionResponse, RpcError>) -> Outcome {
+    // Shown and compared as a header-only range response (the header is all it has).
+    r.map(|c| {
+        Response::Range(RangeResponse {
+            header: c.header,
+            ..Default::default()
+        })
+    })
+}
+
+async fn run(raw: &mut RawKv, step: &Step) -> Outcome {
+    match step {
+        Step::Kv(r) => raw.call(r.clone()).await,
+        Step::Compact(c) => compaction_outcome(raw.compact(c.clone()).await),
+    }
+}
+
+fn header_rev(o: &Outcome) -> Option<i64> {
+    let h = match o.as_ref().ok()? {
+        Response::Range(r) => &r.header,
+        Response::Put(r) => &r.header,
+        Response::DeleteRange(r) => &r.header,
+        Response::Txn(r) => &r.header,
+    };
+    h.as_ref().map(|h| h.revision)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_side_by_side() {
+    let seed = Rng::seed_from_env();
+    let steps: usize = std::env::var("HEARTH_STEPS")
+        .ok()
+        .map(|s| s.parse().expect("HEARTH_STEPS is a number"))
+        .unwrap_or(DEFAULT_STEPS);
+    println!(
+        "randomized_side_by_side: seed {seed} (replay with HEARTH_SEED={seed}), {steps} steps"
+    );
+    let etcd = Server::start(Kind::Etcd).await;
+    let hearth = Server::start(Kind::Hearth).await;
+    let mut e = etcd.raw().await;
+    let mut h = hearth.raw().await;
+    let mut gen = Gen {
+        rng: Rng::new(seed),
+        rev: 1,
+        compacted: 0,
+    };
+    let mut history: VecDeque<String> = VecDeque::new();
+    let mut stats = [0usize; 3]; // ok, error, compactions
+    let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
+    for i in 0..steps {
+        let step = gen.step();
+        let expected = run(&mut e, &step).await;
+        let actual = run(&mut h, &step).await;
+        if let Err(diff) = compare(&expected, &actual) {
+            panic!(
+                "seed {seed} (replay with HEARTH_SEED={seed}): step {i} differs\n  request: {}\n{diff}\n  previous steps (oldest first):\n    {}",
+                show_step(&step),
+                history.iter().cloned().collect::<Vec<_>>().join("\n    ")
+            );
+        }
+        match (&step, &expected) {
+            (Step::Compact(c), Ok(_)) => {
+                gen.compacted = c.revision;
+                stats[2] += 1;
+            }
+            (_, Ok(_)) => stats[0] += 1,
+            (_, Err(e)) => {
+                stats[1] += 1;
+                *errors
+                    .entry(format!("{:?} {}", e.code, e.message))
+                    .or_default() += 1;
+            }
+        }
+        if let Some(r) = header_rev(&expected) {
+            gen.rev = r;
+        }
+        history.push_back(format!("#{i}: {}", show_step(&step)));
+        if history.len() > 8 {
+            history.pop_front();
+        }
+    }
+    println!(
+        "{} ok, {} errors (same on both), {} compactions; final revision {}, compacted {}",
+        stats[0], stats[1], stats[2], gen.rev, gen.compacted
+    );
+    for (e, n) in &errors {
+        println!("  {n:4} x {e}");
+    }
+    // Guard against a generator that stopped exercising anything.
+    assert!(stats[0] > steps / 2, "too few successful steps: {stats:?}");
+    assert!(stats[1] > 0 && gen.rev > 50, "{stats:?} rev {}", gen.rev);
+
+    // Every readable revision, the whole keyspace, both servers.
+    for rev in gen.compacted.max(1)..=gen.rev {
+        let req = Request::Range(RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            revision: rev,
+            ..Default::default()
+        });
+        let expected = e.call(req.clone()).await;
+        let actual = h.call(req.clone()).await;
+        if let Err(diff) = compare(&expected, &actual) {
+            panic!(
+                "seed {seed}: after all steps, the keyspace at revision {rev} differs\n  request: {}\n{diff}",
+                show_request(&req)
+            );
+        }
+    }
+}
