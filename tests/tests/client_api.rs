@@ -1274,3 +1274,47 @@ async fn request_size_limits() {
     assert_eq!(keys(&r), ["big1", "big2"]);
     assert_eq!(r.header.unwrap().revision, 3);
 }
+
+/// Compaction bounds on a fresh store (current revision 1, nothing compacted yet): a revision
+/// at or below the compacted one is "compacted" (checked first; the initial compacted
+/// revision behaves as -1), one above the current is "future".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_bounds_on_a_fresh_store() {
+    let server = Server::start(Kind::Hearth).await;
+    let mut c = server.client().await;
+    assert_err(c.compact(-1, None).await, Code::OutOfRange, COMPACTED);
+    assert_err(c.compact(2, None).await, Code::OutOfRange, FUTURE_REV);
+    let r = c
+        .compact(0, None)
+        .await
+        .expect("compact 0 on a fresh store");
+    assert_eq!(rev(r.header()), 1);
+    assert_err(c.compact(0, None).await, Code::OutOfRange, COMPACTED);
+    c.compact(1, None)
+        .await
+        .expect("compact at the current revision");
+    assert_err(c.compact(1, None).await, Code::OutOfRange, COMPACTED);
+    // Reads at the compacted revision itself work; below it they fail; above, future.
+    let r = get(&mut c, "a", GetOptions::new().with_revision(1)).await;
+    assert_eq!((r.count, r.header.unwrap().revision), (0, 1));
+    assert_err(
+        c.get("a", Some(GetOptions::new().with_revision(2))).await,
+        Code::OutOfRange,
+        FUTURE_REV,
+    );
+    c.put("a", "1", None).await.unwrap();
+    c.compact(2, None).await.unwrap();
+    assert_err(
+        c.get("a", Some(GetOptions::new().with_revision(1))).await,
+        Code::OutOfRange,
+        COMPACTED,
+    );
+    // A future revision is still "future" after compactions; a negative one means current.
+    assert_err(
+        c.get("a", Some(GetOptions::new().with_revision(3))).await,
+        Code::OutOfRange,
+        FUTURE_REV,
+    );
+    let r = get(&mut c, "a", GetOptions::new().with_revision(-5)).await;
+    assert_eq!(kvs(&r), ["a=1"]);
+}
