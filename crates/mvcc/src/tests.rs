@@ -878,3 +878,13 @@ fn hash_kv_skips_a_tombstone_at_the_compaction_revision() {
     assert_eq!(records(&b), vec![(3, 0, true)]);
     assert_eq!(s.hash_kv(0).unwrap(), (crate::crc32c::append(0, b"key"), 3));
 }
+
+#[test]
+fn shared_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<KvStore>();
+    send_sync::<CompactHandle>();
+    send_sync::<Backend>();
+    send_sync::<backend::ReadTxn>();
+    send_sync::<MvccError>();
+}
