@@ -1,0 +1,129 @@
+//! Applies committed Raft entries to the store, in log order, and produces each request's response.
+//!
+//! Entries at or below the store's consistent index are already in the backend (the index is written in the
+//! same backend transaction as the data), so they are skipped: replaying the WAL after a crash is idempotent.
+//! The applier has no clock and no sockets: it is driven entry by entry by the Raft loop, and by tests.
+
+use std::sync::Arc;
+
+use api::etcdserverpb::{
+    CompactionResponse, DeleteRangeResponse, InternalRaftRequest, PutResponse, ResponseHeader,
+    TxnResponse,
+};
+use mvcc::KvStore;
+use prost::Message as _;
+
+use crate::apply::{self, Exec, LeaseLookup};
+use crate::error::ServerError;
+use crate::wait::Wait;
+
+/// A write's outcome, as computed at apply time.
+pub enum Applied {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    /// With the handle to wait on for `physical` compactions.
+    Compaction(CompactionResponse, Option<mvcc::CompactHandle>),
+}
+
+pub type ApplyResult = Result<Applied, ServerError>;
+
+pub struct Applier {
+    kv: Arc<KvStore>,
+    leases: Box<dyn LeaseLookup + Send>,
+    wait: Arc<Wait<ApplyResult>>,
+    consistent_index: u64,
+}
+
+impl Applier {
+    pub fn new(
+        kv: Arc<KvStore>,
+        leases: Box<dyn LeaseLookup + Send>,
+        wait: Arc<Wait<ApplyResult>>,
+    ) -> Applier {
+        let consistent_index = kv.consistent_index();
+        Applier {
+            kv,
+            leases,
+            wait,
+            consistent_index,
+        }
+    }
+
+    pub fn consistent_index(&self) -> u64 {
+        self.consistent_index
+    }
+
+    /// Applies one normal entry's payload (empty for the leader's no-op entries).
+    pub fn apply(&mut self, index: u64, term: u64, data: &[u8]) {
+        if index <= self.consistent_index || data.is_empty() {
+            return;
+        }
+        let req = match InternalRaftRequest::decode(data) {
+            Ok(r) => r,
+            Err(e) => {
+                // Every member sees the same bytes, so every member skips the same entry.
+                tracing::error!(index, "skipping undecodable raft entry: {e}");
+                return;
+            }
+        };
+        let id = req.header.as_ref().map(|h| h.id).unwrap_or(0);
+        let result = self.apply_request(req, index, term);
+        if let Err(ServerError::Internal(e)) = &result {
+            tracing::error!(index, "apply failed: {e}");
+        }
+        self.wait.trigger(id, result);
+    }
+
+    fn apply_request(&mut self, req: InternalRaftRequest, index: u64, term: u64) -> ApplyResult {
+        let kv = Arc::clone(&self.kv);
+        let leases = self.leases.as_ref();
+        if let Some(p) = req.put {
+            let mut w = kv.write();
+            let resp = apply::put(&mut w, leases, &p)?;
+            self.end(w, index, term)?;
+            return Ok(Applied::Put(resp));
+        }
+        if let Some(d) = req.delete_range {
+            let mut w = kv.write();
+            let resp = apply::delete_range(&mut w, &d)?;
+            self.end(w, index, term)?;
+            return Ok(Applied::DeleteRange(resp));
+        }
+        if let Some(t) = req.txn {
+            let compact_rev = self.kv.compact_rev();
+            if apply::txn_is_read_only(&t) {
+                let view = self.kv.read();
+                return apply::txn(&mut Exec::Read(&view), compact_rev, leases, &t)
+                    .map(Applied::Txn);
+            }
+            let mut w = kv.write();
+            let resp = apply::txn(&mut Exec::Write(&mut w), compact_rev, leases, &t)?;
+            self.end(w, index, term)?;
+            return Ok(Applied::Txn(resp));
+        }
+        if let Some(c) = req.compaction {
+            let handle = self.kv.compact(c.revision)?;
+            let header = Some(ResponseHeader {
+                revision: self.kv.rev(),
+                ..Default::default()
+            });
+            let handle = if c.physical { Some(handle) } else { None };
+            return Ok(Applied::Compaction(CompactionResponse { header }, handle));
+        }
+        Err(ServerError::Internal("unsupported raft request".into()))
+    }
+
+    fn end(&mut self, w: mvcc::TxnWrite<'_>, index: u64, term: u64) -> Result<(), ServerError> {
+        w.end(index, term)?;
+        self.consistent_index = index;
+        Ok(())
+    }
+}
+
+impl Applier {
+    /// Answers a request that will never be applied (its proposal was dropped).
+    pub fn fail(&self, id: u64, e: ServerError) {
+        self.wait.trigger(id, Err(e));
+    }
+}

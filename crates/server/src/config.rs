@@ -1,0 +1,259 @@
+//! Server configuration, in etcd's terms. The binary fills it from flags and environment; the server only
+//! reads it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a member needs to start. Field names follow etcd's flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client_urls: Vec<String>,
+    pub advertise_client_urls: Vec<String>,
+    pub listen_peer_urls: Vec<String>,
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// `name=url,name=url,...`
+    pub initial_cluster: String,
+    pub initial_cluster_state: ClusterState,
+    pub initial_cluster_token: String,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub quota_backend_bytes: u64,
+    pub snapshot_count: u64,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+/// etcd's default `--max-request-bytes`: 1.5 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1572864;
+/// etcd's default `--quota-backend-bytes` when the flag is 0: 2 GiB.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// gRPC lets a request this much over `max_request_bytes` through, so that a slightly large request gets
+/// etcd's own "request is too large" error rather than a transport error (etcd uses the same margin).
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: "default".into(),
+            data_dir: PathBuf::from("default.hearth"),
+            listen_client_urls: vec!["http://localhost:2379".into()],
+            advertise_client_urls: vec!["http://localhost:2379".into()],
+            listen_peer_urls: vec!["http://localhost:2380".into()],
+            initial_advertise_peer_urls: vec!["http://localhost:2380".into()],
+            initial_cluster: "default=http://localhost:2380".into(),
+            initial_cluster_state: ClusterState::New,
+            initial_cluster_token: "etcd-cluster".into(),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_txn_ops: 128,
+            quota_backend_bytes: 0,
+            snapshot_count: 10_000,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid URL {0:?}: {1}")]
+    Url(String, &'static str),
+    #[error("invalid --initial-cluster entry {0:?}: expected name=url")]
+    InitialCluster(String),
+    #[error("couldn't find local name {name:?} in the initial cluster configuration")]
+    NameNotInCluster { name: String },
+    #[error(
+        "--initial-cluster has {cluster:?} for {name:?} but --initial-advertise-peer-urls is {advertised:?}"
+    )]
+    PeerUrlMismatch {
+        name: String,
+        cluster: Vec<String>,
+        advertised: Vec<String>,
+    },
+    #[error("--election-timeout[{election:?}] should be at least 5 times as --heartbeat-interval[{heartbeat:?}]")]
+    Timeouts {
+        election: Duration,
+        heartbeat: Duration,
+    },
+    #[error("--initial-cluster-state existing is not supported by this version yet")]
+    ExistingClusterUnsupported,
+}
+
+/// One member of the initial cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialMember {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub id: u64,
+}
+
+impl Config {
+    /// The quota actually in force: etcd treats 0 as its default.
+    pub fn quota_bytes(&self) -> u64 {
+        if self.quota_backend_bytes == 0 {
+            DEFAULT_QUOTA_BACKEND_BYTES
+        } else {
+            self.quota_backend_bytes
+        }
+    }
+
+    /// Parses `--initial-cluster` into members with their etcd-derived ids, sorted by id.
+    pub fn initial_members(&self) -> Result<Vec<InitialMember>, ConfigError> {
+        let mut by_name: Vec<(String, Vec<String>)> = Vec::new();
+        for part in self
+            .initial_cluster
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (name, url) = part
+                .split_once('=')
+                .ok_or_else(|| ConfigError::InitialCluster(part.to_string()))?;
+            let url = normalize_url(url)?;
+            match by_name.iter_mut().find(|(n, _)| n == name) {
+                Some((_, urls)) => urls.push(url),
+                None => by_name.push((name.to_string(), vec![url])),
+            }
+        }
+        let mut members: Vec<InitialMember> = by_name
+            .into_iter()
+            .map(|(name, peer_urls)| {
+                let id = crate::ids::member_id(&peer_urls, &self.initial_cluster_token);
+                InitialMember {
+                    name,
+                    peer_urls,
+                    id,
+                }
+            })
+            .collect();
+        members.sort_by_key(|m| m.id);
+        Ok(members)
+    }
+
+    /// Checks the flags that must agree with each other, as etcd does at start-up.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.election_timeout < self.heartbeat_interval * 5 {
+            return Err(ConfigError::Timeouts {
+                election: self.election_timeout,
+                heartbeat: self.heartbeat_interval,
+            });
+        }
+        if self.initial_cluster_state == ClusterState::Existing {
+            return Err(ConfigError::ExistingClusterUnsupported);
+        }
+        let members = self.initial_members()?;
+        let me = members
+            .iter()
+            .find(|m| m.name == self.name)
+            .ok_or_else(|| ConfigError::NameNotInCluster {
+                name: self.name.clone(),
+            })?;
+        let mut advertised = self
+            .initial_advertise_peer_urls
+            .iter()
+            .map(|u| normalize_url(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        advertised.sort();
+        let mut cluster = me.peer_urls.clone();
+        cluster.sort();
+        if advertised != cluster {
+            return Err(ConfigError::PeerUrlMismatch {
+                name: self.name.clone(),
+                cluster,
+                advertised,
+            });
+        }
+        for u in self.listen_client_urls.iter().chain(&self.listen_peer_urls) {
+            listen_addr(u)?;
+        }
+        Ok(())
+    }
+}
+
+/// Accepts `http://host:port` (or `https://`), without a path; returns it without a trailing slash.
+fn normalize_url(url: &str) -> Result<String, ConfigError> {
+    let url = url.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .or_else(|| url.strip_prefix("unix://"))
+        .ok_or(ConfigError::Url(
+            url.to_string(),
+            "scheme must be http or https",
+        ))?;
+    if rest.is_empty() || rest.contains('/') {
+        return Err(ConfigError::Url(
+            url.to_string(),
+            "expected scheme://host:port",
+        ));
+    }
+    Ok(url.to_string())
+}
+
+/// The socket address to bind for a listen URL. `localhost` binds the IPv4 loopback.
+pub fn listen_addr(url: &str) -> Result<SocketAddr, ConfigError> {
+    let url = normalize_url(url)?;
+    let hostport = url.split_once("://").map(|(_, r)| r).unwrap_or(&url);
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .ok_or(ConfigError::Url(url.clone(), "a port is required"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| ConfigError::Url(url.clone(), "bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = if host == "localhost" {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        host.parse()
+            .map_err(|_| ConfigError::Url(url.clone(), "host must be an IP address or localhost"))?
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid_and_single_member() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let m = c.initial_members().unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].name, "default");
+    }
+
+    #[test]
+    fn rejects_name_missing_from_cluster() {
+        let c = Config {
+            name: "x".into(),
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::NameNotInCluster { .. })
+        ));
+    }
+
+    #[test]
+    fn listen_addr_parses_forms() {
+        assert_eq!(
+            listen_addr("http://localhost:2379").unwrap().to_string(),
+            "127.0.0.1:2379"
+        );
+        assert_eq!(
+            listen_addr("http://[::1]:1/").unwrap().to_string(),
+            "[::1]:1"
+        );
+        assert!(listen_addr("http://host.example:1").is_err());
+        assert!(listen_addr("ftp://127.0.0.1:1").is_err());
+    }
+}

@@ -1,0 +1,105 @@
+//! The server's error type and its one mapping to gRPC status: etcd's exact codes and messages, since
+//! clients (etcdctl, client libraries) match on the message text.
+
+use tonic::{Code, Status};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerError {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: invalid sort option")]
+    InvalidSortOption,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRev,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExist,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    /// A local failure (disk, corrupt state). The text goes to the log; the client sees a generic error.
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+impl ServerError {
+    pub fn code(&self) -> Code {
+        use ServerError::*;
+        match self {
+            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
+            | InvalidSortOption | RequestTooLarge => Code::InvalidArgument,
+            Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
+            NoSpace | TooManyRequests => Code::ResourceExhausted,
+            LeaseNotFound => Code::NotFound,
+            LeaseExist => Code::FailedPrecondition,
+            NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
+            PermissionDenied => Code::PermissionDenied,
+            InvalidAuthToken => Code::Unauthenticated,
+            Internal(_) => Code::Unknown,
+        }
+    }
+}
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Status {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<mvcc::MvccError> for ServerError {
+    fn from(e: mvcc::MvccError) -> ServerError {
+        match e {
+            mvcc::MvccError::Compacted => ServerError::Compacted,
+            mvcc::MvccError::FutureRev => ServerError::FutureRev,
+            other => ServerError::Internal(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_carries_etcd_code_and_text() {
+        let s: Status = ServerError::Compacted.into();
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert_eq!(
+            s.message(),
+            "etcdserver: mvcc: required revision has been compacted"
+        );
+        let s: Status = ServerError::LeaseNotFound.into();
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(s.message(), "etcdserver: requested lease not found");
+    }
+}

@@ -1,0 +1,151 @@
+//! The member as the gRPC services see it: propose a request and wait for its applied result, wait for a
+//! linearizable read point, and fill response headers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::etcdserverpb::{InternalRaftRequest, RequestHeader, ResponseHeader};
+use mvcc::KvStore;
+use prost::Message as _;
+use tokio::sync::{oneshot, watch};
+
+use crate::applier::{Applied, ApplyResult};
+use crate::config::Config;
+use crate::error::ServerError;
+use crate::raft_node::{Command, RaftStatus};
+use crate::wait::Wait;
+
+pub struct EtcdServer {
+    pub cfg: Config,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub kv: Arc<KvStore>,
+    pub backend: Arc<backend::Backend>,
+    pub status: Arc<RaftStatus>,
+    commands: Sender<Command>,
+    wait: Arc<Wait<ApplyResult>>,
+    applied: watch::Receiver<u64>,
+    next_id: AtomicU64,
+    request_timeout: Duration,
+}
+
+impl EtcdServer {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        cfg: Config,
+        member_id: u64,
+        cluster_id: u64,
+        kv: Arc<KvStore>,
+        backend: Arc<backend::Backend>,
+        status: Arc<RaftStatus>,
+        commands: Sender<Command>,
+        wait: Arc<Wait<ApplyResult>>,
+        applied: watch::Receiver<u64>,
+    ) -> EtcdServer {
+        // Request ids: member id in the top 16 bits, start time in ms in the next 40, then a counter, as etcd
+        // does, so ids stay unique across members and restarts.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let next_id = ((member_id & 0xffff) << 48) | ((now_ms & 0xff_ffff_ffff) << 8);
+        // etcd's request timeout: 5 s plus two election timeouts.
+        let request_timeout = Duration::from_secs(5) + cfg.election_timeout * 2;
+        EtcdServer {
+            cfg,
+            member_id,
+            cluster_id,
+            kv,
+            backend,
+            status,
+            commands,
+            wait,
+            applied,
+            next_id: AtomicU64::new(next_id),
+            request_timeout,
+        }
+    }
+
+    pub fn term(&self) -> u64 {
+        self.status.term.load(Ordering::Acquire)
+    }
+
+    pub fn leader(&self) -> u64 {
+        self.status.leader.load(Ordering::Acquire)
+    }
+
+    /// A response header at `revision` (0: the store's current revision).
+    pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision: if revision == 0 {
+                self.kv.rev()
+            } else {
+                revision
+            },
+            raft_term: self.term(),
+        })
+    }
+
+    /// Fills the member fields of a header an applier produced, keeping its revision.
+    pub fn fill(&self, h: &mut Option<ResponseHeader>) {
+        let rev = h.as_ref().map(|h| h.revision).unwrap_or(0);
+        *h = self.header(rev);
+    }
+
+    /// Proposes `req` through Raft and waits until it is applied.
+    pub async fn propose(&self, mut req: InternalRaftRequest) -> Result<Applied, ServerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        req.header = Some(RequestHeader {
+            id,
+            ..Default::default()
+        });
+        let data = req.encode_to_vec();
+        if data.len() > self.cfg.max_request_bytes {
+            return Err(ServerError::RequestTooLarge);
+        }
+        let rx = self.wait.register(id);
+        if self.commands.send(Command::Propose { id, data }).is_err() {
+            self.wait.cancel(id);
+            return Err(ServerError::Stopped);
+        }
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => {
+                self.wait.cancel(id);
+                Err(ServerError::Timeout)
+            }
+        }
+    }
+
+    /// Waits until this member has applied everything committed before the call (Raft ReadIndex), so a read
+    /// served afterwards is linearizable.
+    pub async fn linearizable_read(&self) -> Result<(), ServerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::ReadIndex(tx))
+            .map_err(|_| ServerError::Stopped)?;
+        let wait = async {
+            let index = rx.await.map_err(|_| ServerError::Stopped)??;
+            let mut applied = self.applied.clone();
+            applied
+                .wait_for(|a| *a >= index)
+                .await
+                .map_err(|_| ServerError::Stopped)?;
+            Ok(())
+        };
+        tokio::time::timeout(self.request_timeout, wait)
+            .await
+            .map_err(|_| ServerError::Timeout)?
+    }
+}
+
+impl EtcdServer {
+    pub(crate) fn send(&self, cmd: Command) -> Result<(), ServerError> {
+        self.commands.send(cmd).map_err(|_| ServerError::Stopped)
+    }
+}
