@@ -7,6 +7,7 @@
 
 pub mod applier;
 pub mod apply;
+pub mod authority;
 pub mod config;
 pub mod error;
 pub mod etcdserver;
@@ -224,9 +225,20 @@ async fn serve_client(
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |s| {
+            s.map(|s| {
+                // Requests are small and latency-bound: never let Nagle hold a response back.
+                let _ = s.set_nodelay(true);
+                authority::FixAuthority::new(s)
+            })
+        },
+    );
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+        .layer(tower::util::MapResponseLayer::new(
+            v3rpc::fix_oversize_status,
+        ))
         .add_service(health)
         .add_service(
             KvServer::new(KvService { srv: srv.clone() }).max_decoding_message_size(max_recv),

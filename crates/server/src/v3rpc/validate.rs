@@ -49,11 +49,10 @@ pub fn check_txn(r: &TxnRequest, max_txn_ops: usize) -> Result<(), ServerError> 
     Ok(())
 }
 
+/// A nested txn may use only what its parent left: `max_txn_ops` minus the parent's largest list.
 fn check_txn_ops(r: &TxnRequest, max_txn_ops: usize) -> Result<(), ServerError> {
-    if r.compare.len() > max_txn_ops
-        || r.success.len() > max_txn_ops
-        || r.failure.len() > max_txn_ops
-    {
+    let widest = r.compare.len().max(r.success.len()).max(r.failure.len());
+    if widest > max_txn_ops {
         return Err(ServerError::TooManyOps);
     }
     if r.compare.iter().any(|c| c.key.is_empty()) {
@@ -64,7 +63,7 @@ fn check_txn_ops(r: &TxnRequest, max_txn_ops: usize) -> Result<(), ServerError> 
             Some(request_op::Request::RequestRange(x)) => check_range(x)?,
             Some(request_op::Request::RequestPut(x)) => check_put(x)?,
             Some(request_op::Request::RequestDeleteRange(x)) => check_delete(x)?,
-            Some(request_op::Request::RequestTxn(x)) => check_txn_ops(x, max_txn_ops)?,
+            Some(request_op::Request::RequestTxn(x)) => check_txn_ops(x, max_txn_ops - widest)?,
             // An op with no request is how etcd reports an empty union.
             None => return Err(ServerError::KeyNotFound),
         }
@@ -224,6 +223,16 @@ mod tests {
             check(vec![RequestOp { request: None }]),
             Err(ServerError::KeyNotFound)
         );
+        let nested = |outer: usize, inner: usize| {
+            let mut ops: Vec<RequestOp> = (0..outer - 1).map(|i| put(&format!("o{i}"))).collect();
+            ops.push(txn(
+                (0..inner).map(|i| put(&format!("i{i}"))).collect(),
+                vec![],
+            ));
+            ops
+        };
+        assert_eq!(check(nested(100, 28)), Ok(()));
+        assert_eq!(check(nested(100, 29)), Err(ServerError::TooManyOps));
         let bad_sort = RangeRequest {
             key: "a".into(),
             sort_order: 7,
