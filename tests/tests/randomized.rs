@@ -245,7 +245,13 @@ impl Gen {
             0..=29 => Step::Kv(Request::Put(self.put())),
             30..=59 => Step::Kv(Request::Range(self.range(false))),
             60..=71 => Step::Kv(Request::DeleteRange(self.delete())),
-            72..=97 => Step::Kv(Request::Txn(self.txn(0))),
+            72..=97 => {
+                let mut t = self.txn(0);
+                if has_delete(&t) {
+                    drop_ignore_flags(&mut t);
+                }
+                Step::Kv(Request::Txn(t))
+            }
             // Compactions advance slowly, so history stays readable; sometimes at or below
             // the compacted revision (an error) or beyond the current one (an error).
             _ => Step::Compact(CompactionRequest {
@@ -253,6 +259,36 @@ impl Gen {
                     + self.rng.below(((self.rev - self.compacted) / 3 + 3) as u64) as i64,
                 physical: self.rng.chance(0.5),
             }),
+        }
+    }
+}
+
+/// Whether any op of `t`, at any depth, deletes.
+fn has_delete(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .any(|op| match &op.request {
+            Some(Request::DeleteRange(_)) => true,
+            Some(Request::Txn(inner)) => has_delete(inner),
+            _ => false,
+        })
+}
+
+/// etcd 3.4 checks a txn's ignore_value/ignore_lease puts against the state before the txn, and
+/// panics (the process dies) when an earlier delete in the same txn removed the key. A from-key
+/// delete (`range_end` "\0") even slips past the duplicate-key check. Hearth answers
+/// "key not found" instead; since the reference cannot be compared once it has crashed, txns
+/// with deletes carry no ignore_* puts.
+fn drop_ignore_flags(t: &mut TxnRequest) {
+    for op in t.success.iter_mut().chain(t.failure.iter_mut()) {
+        match &mut op.request {
+            Some(Request::Put(p)) => {
+                p.ignore_value = false;
+                p.ignore_lease = false;
+            }
+            Some(Request::Txn(inner)) => drop_ignore_flags(inner),
+            _ => {}
         }
     }
 }

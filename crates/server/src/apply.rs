@@ -169,9 +169,9 @@ fn reverse_stable(kvs: &mut [KeyValue], target: range_request::SortTarget) {
     use range_request::SortTarget;
     match target {
         SortTarget::Key => kvs.sort_by(|a, b| b.key.cmp(&a.key)),
-        SortTarget::Version => kvs.sort_by(|a, b| b.version.cmp(&a.version)),
-        SortTarget::Create => kvs.sort_by(|a, b| b.create_revision.cmp(&a.create_revision)),
-        SortTarget::Mod => kvs.sort_by(|a, b| b.mod_revision.cmp(&a.mod_revision)),
+        SortTarget::Version => kvs.sort_by_key(|kv| std::cmp::Reverse(kv.version)),
+        SortTarget::Create => kvs.sort_by_key(|kv| std::cmp::Reverse(kv.create_revision)),
+        SortTarget::Mod => kvs.sort_by_key(|kv| std::cmp::Reverse(kv.mod_revision)),
         SortTarget::Value => kvs.sort_by(|a, b| b.value.cmp(&a.value)),
     }
 }

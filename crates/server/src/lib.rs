@@ -102,7 +102,7 @@ impl Hearth {
 
         let (wal_dir, snap_dir) = member_dirs(&cfg.data_dir)?;
         let backend = Arc::new(backend::Backend::open(
-            &snap_dir.join("db"),
+            snap_dir.join("db"),
             backend::BackendConfig::default(),
         )?);
         let kv = Arc::new(mvcc::KvStore::open(backend.clone())?);

@@ -60,7 +60,6 @@ impl Maintenance for MaintenanceService {
             errors: Vec::new(),
             db_size_in_use: db_size_in_use as i64,
             is_learner: false,
-            ..Default::default()
         }))
     }
 
@@ -89,7 +88,6 @@ impl Maintenance for MaintenanceService {
             header: self.srv.header(0),
             hash,
             compact_revision,
-            ..Default::default()
         }))
     }
 
