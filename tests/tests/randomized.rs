@@ -323,6 +323,45 @@ async fn run(raw: &mut RawKv, step: &Step) -> Outcome {
     }
 }
 
+/// Go's `sort.Sort`, which etcd uses for ranges sorted on anything but the key, is stable only up
+/// to 12 elements. Beyond that the order of ties (and, under a limit, which tied keys make the cut)
+/// is an accident of Go's algorithm that no client can rely on, and Hearth does not reproduce it.
+/// For such ranges, compare only what the sort defines: the sequence of sort values, `count` and
+/// `more`.
+fn mask_tie_order(req: &Request, out: &mut Outcome) {
+    if let Ok(resp) = out {
+        mask_response(req, resp);
+    }
+}
+
+fn mask_response(req: &Request, resp: &mut Response) {
+    match (req, resp) {
+        (Request::Range(r), Response::Range(rr)) => {
+            if r.sort_target != sort_target::KEY && rr.count > 12 {
+                for kv in &mut rr.kvs {
+                    let mut only = KeyValue::default();
+                    match r.sort_target {
+                        sort_target::VERSION => only.version = kv.version,
+                        sort_target::CREATE => only.create_revision = kv.create_revision,
+                        sort_target::MOD => only.mod_revision = kv.mod_revision,
+                        _ => only.value = std::mem::take(&mut kv.value),
+                    }
+                    *kv = only;
+                }
+            }
+        }
+        (Request::Txn(t), Response::Txn(tr)) => {
+            let ops = if tr.succeeded { &t.success } else { &t.failure };
+            for (op, rop) in ops.iter().zip(tr.responses.iter_mut()) {
+                if let (Some(q), Some(a)) = (&op.request, &mut rop.response) {
+                    mask_response(q, a);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn header_rev(o: &Outcome) -> Option<i64> {
     let h = match o.as_ref().ok()? {
         Response::Range(r) => &r.header,
@@ -357,8 +396,12 @@ async fn randomized_side_by_side() {
     let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
     for i in 0..steps {
         let step = gen.step();
-        let expected = run(&mut e, &step).await;
-        let actual = run(&mut h, &step).await;
+        let mut expected = run(&mut e, &step).await;
+        let mut actual = run(&mut h, &step).await;
+        if let Step::Kv(req) = &step {
+            mask_tie_order(req, &mut expected);
+            mask_tie_order(req, &mut actual);
+        }
         if let Err(diff) = compare(&expected, &actual) {
             panic!(
                 "seed {seed} (replay with HEARTH_SEED={seed}): step {i} differs\n  request: {}\n{diff}\n  previous steps (oldest first):\n    {}",

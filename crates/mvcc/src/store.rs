@@ -315,6 +315,13 @@ impl KvStore {
         self.inner.state().compact_main_rev.max(0)
     }
 
+    /// etcd's `FirstRev`: the compacted revision, or -1 if the store was never compacted. A txn's range
+    /// at a revision below it fails with [`MvccError::Compacted`] (so a negative revision passes on a
+    /// store that was never compacted, as in etcd).
+    pub fn first_rev(&self) -> i64 {
+        self.inner.state().compact_main_rev
+    }
+
     /// Number of keys in the index (live or with history not yet compacted).
     pub fn index_len(&self) -> usize {
         self.inner.state().index.len()

@@ -91,14 +91,13 @@ impl Applier {
             return Ok(Applied::DeleteRange(resp));
         }
         if let Some(t) = req.txn {
-            let compact_rev = self.kv.compact_rev();
+            let first_rev = self.kv.first_rev();
             if apply::txn_is_read_only(&t) {
                 let view = self.kv.read();
-                return apply::txn(&mut Exec::Read(&view), compact_rev, leases, &t)
-                    .map(Applied::Txn);
+                return apply::txn(&mut Exec::Read(&view), first_rev, leases, &t).map(Applied::Txn);
             }
             let mut w = kv.write();
-            let resp = apply::txn(&mut Exec::Write(&mut w), compact_rev, leases, &t)?;
+            let resp = apply::txn(&mut Exec::Write(&mut w), first_rev, leases, &t)?;
             self.end(w, index, term)?;
             return Ok(Applied::Txn(resp));
         }

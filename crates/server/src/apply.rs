@@ -346,17 +346,18 @@ pub fn txn_is_serializable(req: &TxnRequest) -> bool {
 }
 
 /// Executes a txn on `target`: a read view for read-only txns, else the write transaction, which the caller
-/// ends (with the raft index) only if this returns Ok. `compact_rev` is the store's compacted revision.
+/// ends (with the raft index) only if this returns Ok. `first_rev` is the store's compaction floor
+/// (`mvcc::KvStore::first_rev`).
 pub fn txn(
     target: &mut Exec<'_, '_, '_>,
-    compact_rev: i64,
+    first_rev: i64,
     leases: &dyn LeaseLookup,
     req: &TxnRequest,
 ) -> Result<TxnResponse, ServerError> {
     // Before any op runs, the write transaction sees exactly the pre-txn state.
     let path = match target {
-        Exec::Read(v) => prepare(*v, compact_rev, leases, req, false)?,
-        Exec::Write(w) => prepare(&**w, compact_rev, leases, req, true)?,
+        Exec::Read(v) => prepare(*v, first_rev, leases, req, false)?,
+        Exec::Write(w) => prepare(&**w, first_rev, leases, req, true)?,
     };
     let mut resp = exec(target, req, &path)?;
     let rev = match target {
@@ -370,7 +371,7 @@ pub fn txn(
 /// Decides the branches and runs etcd's pre-checks on the taken path.
 fn prepare(
     r: &impl KvRead,
-    compact_rev: i64,
+    first_rev: i64,
     leases: &dyn LeaseLookup,
     req: &TxnRequest,
     is_write: bool,
@@ -395,7 +396,7 @@ fn prepare(
         request_op::Request::RequestRange(g) if g.revision != 0 => {
             if g.revision > rev {
                 Err(ServerError::FutureRev)
-            } else if g.revision < compact_rev {
+            } else if g.revision < first_rev {
                 Err(ServerError::Compacted)
             } else {
                 Ok(())

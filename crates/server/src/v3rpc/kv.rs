@@ -88,7 +88,7 @@ impl Kv for KvService {
             let view = self.srv.kv.read();
             let mut resp = apply::txn(
                 &mut Exec::Read(&view),
-                self.srv.kv.compact_rev(),
+                self.srv.kv.first_rev(),
                 &NoLeases,
                 &req,
             )?;
