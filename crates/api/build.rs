@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "proto/raft_internal.proto",
     "proto/v3lock.proto",
     "proto/v3election.proto",
+    "proto/lease.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -35,6 +35,11 @@ pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
 }
 
+/// The lessor's persisted lease record and peer-internal time-to-live messages (`leasepb`).
+pub mod leasepb {
+    tonic::include_proto!("leasepb");
+}
+
 /// Encoded `google.protobuf.FileDescriptorSet` of all the files above, imports included,
 /// for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
