@@ -20,7 +20,8 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-const PREFACE_LEN: usize = 24;
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const PREFACE_LEN: usize = PREFACE.len();
 const FRAME_HEADER_LEN: usize = 9;
 const HEADERS: u8 = 0x1;
 const CONTINUATION: u8 = 0x9;
@@ -84,14 +85,31 @@ impl Filter {
                     input.clear();
                     return;
                 }
-                State::Preface(n) | State::Forward(n) => {
+                State::Preface(n) => {
+                    // Not HTTP/2 (e.g. an HTTP/1.1 request for /health): nothing to fix here.
+                    let seen = PREFACE_LEN - n;
+                    let k = n.min(input.len());
+                    if input[..k] != PREFACE[seen..seen + k] {
+                        self.state = State::Verbatim;
+                        continue;
+                    }
+                    out.extend_from_slice(&input[..k]);
+                    input.advance(k);
+                    self.state = if k == n {
+                        State::FrameHeader
+                    } else {
+                        State::Preface(n - k)
+                    };
+                    if k < n {
+                        return;
+                    }
+                }
+                State::Forward(n) => {
                     let k = n.min(input.len());
                     out.extend_from_slice(&input[..k]);
                     input.advance(k);
                     self.state = if k == n {
                         State::FrameHeader
-                    } else if matches!(self.state, State::Preface(_)) {
-                        State::Preface(n - k)
                     } else {
                         State::Forward(n - k)
                     };
@@ -409,8 +427,6 @@ impl tonic::transport::server::Connected for FixAuthority<tokio::net::TcpStream>
 mod tests {
     use super::*;
 
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
     fn headers_frame(stream: u32, flags: u8, block: &[u8]) -> Vec<u8> {
         let mut b = BytesMut::new();
         write_frame_header(&mut b, block.len(), HEADERS, flags, stream);
@@ -524,6 +540,12 @@ mod tests {
         let blocks = decode_all(&run(&input));
         assert_eq!(blocks[0][0].1, b"h:1");
         assert_eq!(blocks[0][1].1.len(), 40_000);
+    }
+
+    #[test]
+    fn http1_requests_pass_untouched() {
+        let req = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:2379\r\n\r\n".to_vec();
+        assert_eq!(run(&req), req);
     }
 
     #[test]

@@ -149,3 +149,29 @@ impl EtcdServer {
         self.commands.send(cmd).map_err(|_| ServerError::Stopped)
     }
 }
+
+impl EtcdServer {
+    /// Updates the gauges that are read from state rather than counted as things happen.
+    pub fn refresh_gauges(&self) {
+        use crate::metrics::*;
+        let leader = self.leader();
+        HAS_LEADER.set(if leader != 0 { 1.0 } else { 0.0 });
+        IS_LEADER.set(if leader == self.member_id { 1.0 } else { 0.0 });
+        let commit = self.status.commit.load(Ordering::Acquire);
+        let applied = self.status.applied.load(Ordering::Acquire);
+        PROPOSALS_COMMITTED.set(commit as f64);
+        PROPOSALS_APPLIED.set(applied as f64);
+        PROPOSALS_PENDING.set(commit.saturating_sub(applied) as f64);
+        CURRENT_REVISION.set(self.kv.rev() as f64);
+        COMPACT_REVISION.set(self.kv.compact_rev() as f64);
+        if let Ok(size) = self.backend.size() {
+            DB_SIZE.set(size as f64);
+        }
+        if let Ok(size) = self.backend.size_in_use() {
+            DB_SIZE_IN_USE.set(size as f64);
+        }
+        SERVER_VERSION
+            .with_label_values(&[crate::v3rpc::maintenance::API_VERSION])
+            .set(1.0);
+    }
+}

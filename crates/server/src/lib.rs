@@ -11,7 +11,9 @@ pub mod authority;
 pub mod config;
 pub mod error;
 pub mod etcdserver;
+mod http;
 pub mod ids;
+pub mod metrics;
 mod raft_log;
 pub mod raft_node;
 pub mod v3rpc;
@@ -235,10 +237,8 @@ async fn serve_client(
             })
         },
     );
-    tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(
-            v3rpc::fix_oversize_status,
-        ))
+    let mut routes = tonic::service::Routes::from(http::router(srv.clone()));
+    routes = routes
         .add_service(health)
         .add_service(
             KvServer::new(KvService { srv: srv.clone() }).max_decoding_message_size(max_recv),
@@ -255,7 +255,14 @@ async fn serve_client(
         .add_service(LeaseServer::new(Unimplemented))
         .add_service(AuthServer::new(Unimplemented))
         .add_service(LockServer::new(Unimplemented))
-        .add_service(ElectionServer::new(Unimplemented))
+        .add_service(ElectionServer::new(Unimplemented));
+    tonic::transport::Server::builder()
+        // etcd answers plain HTTP/1.1 (/health, /metrics) on the same port as gRPC.
+        .accept_http1(true)
+        .layer(tower::util::MapResponseLayer::new(
+            v3rpc::fix_oversize_status,
+        ))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;
         })

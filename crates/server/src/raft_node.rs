@@ -269,6 +269,8 @@ impl RaftNode {
             node.campaign()?;
         }
         status.applied.store(applied, Ordering::Release);
+        status.term.store(node.raft.term, Ordering::Release);
+        status.leader.store(node.raft.leader_id, Ordering::Release);
         applied_tx.send_replace(applied);
         Ok(RaftNode {
             node,
@@ -287,7 +289,7 @@ impl RaftNode {
             pending_reads: Vec::new(),
             inflight_reads: HashMap::new(),
             read_seq: 0,
-            last_leader: 0,
+            last_leader: raft::INVALID_ID,
         })
     }
 
@@ -339,6 +341,7 @@ impl RaftNode {
             Command::Propose { id, data } => {
                 if let Err(e) = self.node.propose(vec![], data) {
                     tracing::debug!(id, "proposal dropped: {e}");
+                    crate::metrics::PROPOSALS_FAILED.inc();
                     self.applier.fail(id, ServerError::NoLeader);
                 }
             }
@@ -427,7 +430,9 @@ impl RaftNode {
                     data,
                 });
             }
+            let started = Instant::now();
             self.wal.save(Some(&hard_bytes), &wal_entries)?;
+            crate::metrics::WAL_FSYNC.observe(started.elapsed().as_secs_f64());
             let mut store = self.node.mut_store().wl();
             store.append(&entries)?;
             if let Some(hs) = hs {
@@ -488,6 +493,9 @@ impl RaftNode {
         if r.leader_id != self.last_leader {
             let had_leader = self.last_leader != raft::INVALID_ID;
             self.last_leader = r.leader_id;
+            if r.leader_id != raft::INVALID_ID {
+                crate::metrics::LEADER_CHANGES.inc();
+            }
             if !had_leader {
                 return;
             }
@@ -504,7 +512,9 @@ impl RaftNode {
     }
 
     fn sync_backend(&mut self) -> Result<(), RaftError> {
+        let started = Instant::now();
         self.backend.force_commit()?;
+        crate::metrics::BACKEND_COMMIT.observe(started.elapsed().as_secs_f64());
         self.backend_dirty = false;
         self.last_backend_sync = Instant::now();
         Ok(())
