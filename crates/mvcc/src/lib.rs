@@ -55,6 +55,11 @@
 //!   physical part is done. Dropping the store stops the thread after the current batch; the
 //!   rest is resumed at the next open.
 //!
+//! # Watch
+//!
+//! [`WatchableStore`] streams the store's changes to watchers with etcd's semantics; every
+//! [`TxnWrite::end`] notifies them. Design, bounds and invariants: the `watchable_store` module.
+//!
 //! # Tradeoffs
 //!
 //! * The index lives in memory: O(keys + revisions since the last compaction).
@@ -68,14 +73,22 @@ mod crc32c;
 mod index;
 mod revision;
 mod store;
+mod watchable_store;
+mod watcher_group;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod watch_tests;
 
 pub use api::mvccpb::{event::EventType, Event, KeyValue};
 pub use revision::{BucketKey, Revision, MARKED_REV_BYTES_LEN, REV_BYTES_LEN};
 pub use store::{
     CompactHandle, KvStore, RangeOptions, RangeResult, ReadView, StoreConfig, TxnWrite,
+};
+pub use watchable_store::{
+    SyncReport, WatchConfig, WatchError, WatchFilter, WatchId, WatchResponse, WatchSink,
+    WatchStream, WatchableStore, WatcherCounts, AUTO_WATCH_ID, INVALID_WATCH_ID,
 };
 
 /// Errors of the MVCC store. The `Display` texts of `Compacted` and `FutureRev` are etcd's.

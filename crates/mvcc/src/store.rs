@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use prost::Message as _;
 
 use crate::index::{TreeIndex, Undo};
 use crate::revision::{BucketKey, Revision};
+use crate::watchable_store::Watchers;
 use crate::{crc32c, MvccError};
 
 /// `meta` key of the consistent index (8 bytes, big endian), as etcd names it.
@@ -82,6 +85,9 @@ struct Inner {
     writer: Mutex<()>,
     /// Set when the store is dropped: the compactor stops after its current batch.
     stopping: AtomicBool,
+    /// The watchers, once a [`crate::WatchableStore`] is attached: [`TxnWrite::end`] publishes
+    /// each new revision and notifies them under the watchers' lock (see `watchable_store`).
+    watchers: OnceLock<Arc<Watchers>>,
 }
 
 impl Inner {
@@ -273,6 +279,7 @@ impl KvStore {
             }),
             writer: Mutex::new(()),
             stopping: AtomicBool::new(false),
+            watchers: OnceLock::new(),
         });
 
         if let Some(s) = scheduled.filter(|&s| s > compact_main_rev) {
@@ -382,6 +389,79 @@ impl KvStore {
             read_u64(&snap, META_CONSISTENT_INDEX)?.unwrap_or(0),
             read_u64(&snap, META_TERM)?.unwrap_or(0),
         ))
+    }
+
+    /// The watchers attached to this store (created on first use; one set per store).
+    pub(crate) fn watchers(&self) -> &Arc<Watchers> {
+        self.inner.watchers.get_or_init(Default::default)
+    }
+
+    /// Reads the events of revisions `[from, to)` from one backend snapshot, in revision order,
+    /// keeping those whose key passes `want` (a DELETE's key-value has only `key` and
+    /// `mod_revision`, as from [`TxnWrite::end`]). Stops after `limit` records were examined,
+    /// but only at a revision boundary, so a revision is never split.
+    ///
+    /// Returns the events, the first revision not read (`to` unless stopped early), and the
+    /// compaction revision read *after* the snapshot was opened (-1 if none): every record of
+    /// a revision above it is in the snapshot, since later compactions had not started then.
+    pub(crate) fn read_events(
+        &self,
+        from: i64,
+        to: i64,
+        limit: usize,
+        want: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(Vec<Event>, i64, i64), MvccError> {
+        let snap = self.inner.backend.read()?;
+        let compact = self.inner.state().compact_main_rev;
+        let start = Revision::new(from.max(0), 0).to_bytes();
+        let end = Revision::new(to.max(0), 0).to_bytes();
+        let mut events = Vec::new();
+        let mut examined = 0usize;
+        let mut last_main = None;
+        let mut stopped_at = None;
+        let mut failure = None;
+        snap.for_each(Bucket::Key, &start, Some(&end), &mut |k, v| {
+            let bk = match BucketKey::from_bytes(k) {
+                Ok(bk) => bk,
+                Err(e) => {
+                    failure = Some(e);
+                    return false;
+                }
+            };
+            if examined >= limit && last_main != Some(bk.rev.main) {
+                stopped_at = Some(bk.rev.main);
+                return false;
+            }
+            examined += 1;
+            last_main = Some(bk.rev.main);
+            let mut kv = match decode_kv(v) {
+                Ok(kv) => kv,
+                Err(e) => {
+                    failure = Some(e);
+                    return false;
+                }
+            };
+            if !want(&kv.key) {
+                return true;
+            }
+            let kind = if bk.tombstone {
+                // A tombstone stores only the key; the watcher needs the deletion's revision.
+                kv.mod_revision = bk.rev.main;
+                EventType::Delete
+            } else {
+                EventType::Put
+            };
+            events.push(Event {
+                r#type: kind as i32,
+                kv: Some(kv),
+                prev_kv: None,
+            });
+            true
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok((events, stopped_at.unwrap_or(to), compact))
     }
 
     /// Makes every backend commit so far durable.
@@ -898,14 +978,10 @@ impl<'a> TxnWrite<'a> {
                 txn.put(Bucket::Meta, META_TERM, &term.to_be_bytes())?;
             }
         }
-        txn.commit()?;
         let rev = self.begin_rev + 1;
-        if !self.changes.is_empty() {
-            self.inner.state_mut().current_rev = rev;
-        }
-        self.undo.clear();
-        self.finished = true;
-        let events = std::mem::take(&mut self.changes)
+        // Built before the commit so they can be handed to the watchers; if the commit fails,
+        // `Drop` still undoes the index from `undo`.
+        let events: Vec<Event> = std::mem::take(&mut self.changes)
             .into_iter()
             .map(|c| match c {
                 Change::Put(kv) => Event {
@@ -924,6 +1000,21 @@ impl<'a> TxnWrite<'a> {
                 },
             })
             .collect();
+        txn.commit()?;
+        self.undo.clear();
+        self.finished = true;
+        let publish = || {
+            if !events.is_empty() {
+                self.inner.state_mut().current_rev = rev;
+            }
+        };
+        match self.inner.watchers.get() {
+            // Publishing the revision and notifying the watchers happen under the watchers'
+            // lock, so a watcher created concurrently sees either the old revision (and gets
+            // these events here) or the new one (and does not): never both, never neither.
+            Some(w) if !events.is_empty() => w.publish(rev, &events, publish),
+            _ => publish(),
+        }
         Ok(events)
     }
 }
