@@ -336,18 +336,18 @@ fn mask_tie_order(req: &Request, out: &mut Outcome) {
 
 fn mask_response(req: &Request, resp: &mut Response) {
     match (req, resp) {
-        (Request::Range(r), Response::Range(rr)) => {
-            if r.sort_target != sort_target::KEY && rr.count > 12 {
-                for kv in &mut rr.kvs {
-                    let mut only = KeyValue::default();
-                    match r.sort_target {
-                        sort_target::VERSION => only.version = kv.version,
-                        sort_target::CREATE => only.create_revision = kv.create_revision,
-                        sort_target::MOD => only.mod_revision = kv.mod_revision,
-                        _ => only.value = std::mem::take(&mut kv.value),
-                    }
-                    *kv = only;
+        (Request::Range(r), Response::Range(rr))
+            if r.sort_target != sort_target::KEY && rr.count > 12 =>
+        {
+            for kv in &mut rr.kvs {
+                let mut only = KeyValue::default();
+                match r.sort_target {
+                    sort_target::VERSION => only.version = kv.version,
+                    sort_target::CREATE => only.create_revision = kv.create_revision,
+                    sort_target::MOD => only.mod_revision = kv.mod_revision,
+                    _ => only.value = std::mem::take(&mut kv.value),
                 }
+                *kv = only;
             }
         }
         (Request::Txn(t), Response::Txn(tr)) => {

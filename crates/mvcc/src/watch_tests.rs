@@ -157,7 +157,10 @@ fn synced_watchers_get_each_revision_once_in_order() {
     // The put's key-value is complete; the delete has only key and revision.
     let first = got.iter().find(|r| r.watch_id == w_key).unwrap();
     let kv = first.events[0].kv.as_ref().unwrap();
-    assert_eq!((kv.value.as_slice(), kv.create_revision, kv.version), (&b"1"[..], 2, 2));
+    assert_eq!(
+        (kv.value.as_slice(), kv.create_revision, kv.version),
+        (&b"1"[..], 2, 2)
+    );
 
     s.cancel(w_key).unwrap();
     put(&fx.kv, "a", "again");
@@ -268,7 +271,12 @@ fn victim_does_not_block_writes_and_later_gets_everything_in_order() {
         rounds += 1;
         assert!(rounds < 10_000);
     }
-    revs.extend(slow_rx.try_iter().flat_map(|r| r.events).map(|e| rev_of(&e)));
+    revs.extend(
+        slow_rx
+            .try_iter()
+            .flat_map(|r| r.events)
+            .map(|e| rev_of(&e)),
+    );
     assert_eq!(revs, (2..=last).collect::<Vec<_>>(), "no gap, no duplicate");
     put(&fx.kv, "v1", "after");
     assert_eq!(rev_of(&slow_rx.try_recv().unwrap().events[0]), last + 1);
@@ -303,7 +311,11 @@ fn concurrent_create_and_write_never_lose_or_duplicate() {
         let last = fx.kv.rev();
         assert_eq!(ws.counts().unsynced + ws.counts().victims, 0);
         for (s, rx, at) in watchers {
-            let revs: Vec<i64> = rx.try_iter().flat_map(|r| r.events).map(|e| rev_of(&e)).collect();
+            let revs: Vec<i64> = rx
+                .try_iter()
+                .flat_map(|r| r.events)
+                .map(|e| rev_of(&e))
+                .collect();
             assert_eq!(
                 revs,
                 (at + 1..=last).collect::<Vec<_>>(),
@@ -346,7 +358,10 @@ fn concurrent_history_watch_with_background_sync_never_loses_or_duplicates() {
             if let Ok(r) = rx.recv_timeout(Duration::from_millis(10)) {
                 revs.extend(r.events.iter().map(|e| rev_of(e)));
             }
-            assert!(Instant::now() < deadline, "round {round}: stuck at {revs:?}");
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: stuck at {revs:?}"
+            );
         }
         assert_eq!(revs, (start..=last).collect::<Vec<_>>(), "round {round}");
     }
@@ -393,7 +408,10 @@ fn compaction_cancels_watchers_behind_it() {
     let got: Vec<WatchResponse> = rx.try_iter().collect();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].watch_id, at_compaction);
-    assert!(!s.request_progress_all(), "a compacted watcher is not synced");
+    assert!(
+        !s.request_progress_all(),
+        "a compacted watcher is not synced"
+    );
     s.cancel(behind).unwrap();
     assert!(s.request_progress_all());
 }
@@ -411,7 +429,11 @@ fn compaction_response_waits_for_room_in_the_sink() {
     let (behind, _) = watch(&s, AUTO_WATCH_ID, "y", None, 2, vec![]);
     fx.kv.compact(4).unwrap().wait().unwrap();
     ws.sync_unsynced(512);
-    assert_eq!(ws.counts().unsynced, 1, "stays unsynced until the response fits");
+    assert_eq!(
+        ws.counts().unsynced,
+        1,
+        "stays unsynced until the response fits"
+    );
     assert_eq!(rx.try_recv().unwrap().watch_id, live);
     ws.sync_unsynced(512);
     let r = rx.try_recv().unwrap();
@@ -480,7 +502,11 @@ fn stream_ids_and_errors_are_etcds() {
     );
     assert_eq!(s.cancel(3), Ok(()));
     assert_eq!(s.cancel(3), Err(WatchError::NotExist));
-    assert_eq!(watch(&s, 3, "a", None, 0, vec![]).0, 3, "a freed id is reusable");
+    assert_eq!(
+        watch(&s, 3, "a", None, 0, vec![]).0,
+        3,
+        "a freed id is reusable"
+    );
     assert_eq!(ws.counts().synced, 5);
     s.close();
     assert_eq!(ws.counts().synced, 0);
@@ -492,7 +518,11 @@ fn stream_ids_and_errors_are_etcds() {
     let (s2, _rx2) = stream(&ws, 1);
     watch(&s2, AUTO_WATCH_ID, "a", None, 0, vec![]);
     drop(s2);
-    assert_eq!(ws.counts(), WatcherCounts::default(), "dropping a stream cancels");
+    assert_eq!(
+        ws.counts(),
+        WatcherCounts::default(),
+        "dropping a stream cancels"
+    );
 }
 
 #[test]

@@ -375,7 +375,14 @@ impl Watchers {
                 place: Place::Compacted,
             },
         );
-        g.place(wk, if synced { Place::Synced } else { Place::Unsynced });
+        g.place(
+            wk,
+            if synced {
+                Place::Synced
+            } else {
+                Place::Unsynced
+            },
+        );
         // Still under the lock: whatever `on_created` sends reaches the sink before any event.
         on_created(cur);
         wk

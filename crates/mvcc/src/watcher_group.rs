@@ -118,7 +118,10 @@ impl WatcherGroup {
         }
         // Every range starting at or before `key`; `(key, Unbounded)` is the largest such entry.
         let upper = (key.to_vec(), End::Unbounded);
-        for ((_, end), set) in self.ranges.range((Bound::Unbounded, Bound::Included(&upper))) {
+        for ((_, end), set) in self
+            .ranges
+            .range((Bound::Unbounded, Bound::Included(&upper)))
+        {
             let inside = match end {
                 End::Unbounded => true,
                 End::Before(e) => key < e.as_slice(),
