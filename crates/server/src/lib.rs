@@ -51,8 +51,8 @@ pub enum StartError {
     Raft(#[from] raft_node::RaftError),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
-    #[error("cannot start the raft thread: {0}")]
-    Thread(std::io::Error),
+    #[error("cannot start the {0} thread: {1}")]
+    Thread(&'static str, std::io::Error),
 }
 
 /// A running member. Dropping it does not stop it: call `stop`.
@@ -158,13 +158,18 @@ impl Hearth {
                 let _ = done_tx.send(true);
                 r
             })
-            .map_err(StartError::Thread)?;
+            .map_err(|e| StartError::Thread("raft", e))?;
+        let watchable = Arc::new(
+            mvcc::WatchableStore::spawn(kv.clone(), mvcc::WatchConfig::default())
+                .map_err(|e| StartError::Thread("watch", e))?,
+        );
 
         let server = Arc::new(etcdserver::EtcdServer::new(
             cfg.clone(),
             member_id,
             cluster_id,
             kv,
+            watchable,
             backend,
             status,
             tx,
