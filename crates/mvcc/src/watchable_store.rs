@@ -395,13 +395,15 @@ impl Watchers {
     /// etcd's `progressIfSync`: if every watcher in `wks` is synced (and not waiting for a
     /// future start revision), sends one empty response with the current revision through the
     /// first one's sink. Returns whether it was sent (etcd also says yes when the sink was
-    /// full; we say no, so the caller can ask again).
+    /// full; we say no, so the caller can ask again). A watcher cancelled by compaction gets
+    /// nothing more, so it does not hold the others' progress back (in etcd it does, forever).
     fn progress(&self, kv: &KvStore, wks: &[WatcherKey], resp_id: WatchId) -> bool {
         let g = self.lock();
         let cur = kv.rev();
         for wk in wks {
             match g.all.get(wk) {
                 Some(w) if w.place == Place::Synced && cur >= w.start_rev => {}
+                Some(w) if w.place == Place::Compacted => {}
                 _ => return false,
             }
         }

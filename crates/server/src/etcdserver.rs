@@ -168,6 +168,9 @@ impl EtcdServer {
         PROPOSALS_PENDING.set(commit.saturating_sub(applied) as f64);
         CURRENT_REVISION.set(self.kv.rev() as f64);
         COMPACT_REVISION.set(self.kv.compact_rev() as f64);
+        let w = self.watchable.counts();
+        WATCHERS.set((w.synced + w.unsynced + w.victims) as f64);
+        SLOW_WATCHERS.set((w.unsynced + w.victims) as f64);
         if let Ok(size) = self.backend.size() {
             DB_SIZE.set(size as f64);
         }
