@@ -556,3 +556,27 @@ fn events_share_one_allocation_across_watchers() {
     assert_eq!(got.len(), 2);
     assert!(Arc::ptr_eq(&got[0].events[0], &got[1].events[0]));
 }
+
+#[test]
+fn negative_start_revision_is_live_or_compacted_as_in_etcd_3_4() {
+    let fx = open();
+    let ws = WatchableStore::new(fx.kv.clone(), WatchConfig::default());
+    for i in 2..=4 {
+        put(&fx.kv, "n", &i.to_string());
+    }
+    let (s, rx) = stream(&ws, 100);
+    // Never compacted: no history, live from the next revision on.
+    let (live, _) = watch(&s, AUTO_WATCH_ID, "n", None, -1, vec![]);
+    let r = ws.sync_unsynced(512);
+    assert_eq!((r.synced, r.remaining), (1, 0));
+    put(&fx.kv, "n", "5");
+    let got: Vec<WatchResponse> = rx.try_iter().collect();
+    assert_eq!(of(&got, live), vec![(5, vec![ev(PUT, "n", 5)])]);
+    // Once compacted, a negative start revision is below the compaction.
+    fx.kv.compact(3).unwrap().wait().unwrap();
+    let (behind, _) = watch(&s, AUTO_WATCH_ID, "n", None, -1, vec![]);
+    ws.sync_unsynced(512);
+    let got: Vec<WatchResponse> = rx.try_iter().collect();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].watch_id, got[0].compact_revision), (behind, 3));
+}

@@ -463,7 +463,9 @@ impl Watchers {
                 return report;
             }
             let cur = kv.rev();
-            let compact = kv.compact_rev();
+            // etcd's compactMainRev: -1 before any compaction. A negative start revision is
+            // below it once the store was compacted, and gets the compaction response.
+            let compact = kv.first_rev();
             let picked = g.unsynced.pick(limit.max(1), g.sync_cursor);
             g.sync_cursor = picked.last().copied();
             let mut chosen = Vec::with_capacity(picked.len());
@@ -481,6 +483,16 @@ impl Watchers {
                         g.place(wk, Place::Compacted);
                         report.compacted += 1;
                     }
+                    continue;
+                }
+                if w.min_rev < 0 {
+                    // etcd 3.4 reads no history for a negative start revision (its range read
+                    // from a negative revision is empty): the watcher goes live from now on.
+                    if let Some(w) = g.all.get_mut(&wk) {
+                        w.min_rev = cur + 1;
+                    }
+                    g.place(wk, Place::Synced);
+                    report.synced += 1;
                     continue;
                 }
                 from = from.min(w.min_rev);
