@@ -312,7 +312,12 @@ impl Gen {
         };
         let start_rev = match self.rng.below(20) {
             0..=8 => 0,
-            9..=16 => self.rng.range_i64(1, self.rev),
+            // Not exactly the compaction revision: Hearth keeps a tombstone there (as etcd
+            // 3.5.16+ does, so such a watcher sees that delete), etcd 3.4 drops it.
+            9..=16 => match self.rng.range_i64(1, self.rev) {
+                r if r == self.compacted => r + 1,
+                r => r,
+            },
             17 | 18 => self.rev + self.rng.range_i64(1, 3),
             _ => -1,
         };
@@ -577,7 +582,8 @@ async fn watch_randomized_side_by_side() {
     }
 
     // Always end with a compaction and a watch from below it (etcd's canceled reply with
-    // compact_revision), and one from exactly the compaction revision (replay with prev_kv).
+    // compact_revision), and one from just after it (replay with prev_kv; see `create` for why
+    // not from exactly the compaction revision).
     let at = g.rev - 1;
     if at > g.compacted {
         let req = CompactionRequest {
@@ -589,7 +595,7 @@ async fn watch_randomized_side_by_side() {
         assert_eq!(e, h, "final compaction");
         g.compacted = at;
     }
-    for start_rev in [1, g.compacted] {
+    for start_rev in [1, g.compacted + 1] {
         for side in [&mut etcd, &mut hearth] {
             let opts = WatchOptions::new()
                 .with_start_revision(start_rev)
