@@ -301,8 +301,9 @@ fn concurrent_create_and_write_never_lose_or_duplicate() {
         };
         // Create watchers back to back while the writes go on, so that some land right
         // between a commit and its notification.
+        // Bounded, so a slow writer (a loaded machine) cannot make the loop eat memory.
         let mut watchers = Vec::new();
-        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        while !done.load(std::sync::atomic::Ordering::SeqCst) && watchers.len() < 500 {
             let (s, rx) = stream(&ws, 64);
             let (_, at) = watch(&s, AUTO_WATCH_ID, "c", None, 0, vec![]);
             watchers.push((s, rx, at));

@@ -45,8 +45,10 @@
 //! # Bounds
 //!
 //! * A catch-up round takes at most `max_watchers_per_sync` (512) unsynced watchers, going round
-//!   the group fairly, and reads at most `max_records_per_sync` backend records (extended to
-//!   the end of the revision in progress). It reads from a backend snapshot *without* the
+//!   the group fairly, and reads at most `max_records_per_sync` backend records and
+//!   `max_bytes_per_sync` bytes of them (extended to the end of the revision in progress); a
+//!   catch-up response holds at most `max_bytes_per_response` of keys and values (again whole
+//!   revisions), so what a round or a victim holds does not grow with value sizes. It reads from a backend snapshot *without* the
 //!   watchers' lock, so writes keep flowing during the read (etcd holds its lock across the
 //!   read); what it learned is applied under the lock afterwards, skipping watchers cancelled
 //!   meanwhile and, if a compaction passed a watcher's revision meanwhile, leaving that watcher
@@ -139,6 +141,12 @@ pub struct WatchConfig {
     pub max_records_per_sync: usize,
     /// Revisions per catch-up response (etcd's `watchBatchMaxRevs`).
     pub max_revs_per_response: usize,
+    /// Bytes of backend records read per catch-up round, rounded up to a whole revision (etcd
+    /// has no such bound; it keeps a round's memory independent of value sizes).
+    pub max_bytes_per_sync: usize,
+    /// Bytes of keys and values per catch-up response, rounded up to a whole revision (etcd has
+    /// no such bound; it keeps a slow stream's pending batch small).
+    pub max_bytes_per_response: usize,
 }
 
 impl Default for WatchConfig {
@@ -149,6 +157,8 @@ impl Default for WatchConfig {
             max_watchers_per_sync: 512,
             max_records_per_sync: 10_000,
             max_revs_per_response: 1000,
+            max_bytes_per_sync: 16 << 20,
+            max_bytes_per_response: 2 << 20,
         }
     }
 }
@@ -511,9 +521,13 @@ impl Watchers {
             group.add(*wk, range);
             min_revs.insert(*wk, *min_rev);
         }
-        let read = kv.read_events(from, cur + 1, cfg.max_records_per_sync.max(1), &mut |k| {
-            group.matches(k)
-        });
+        let read = kv.read_events(
+            from,
+            cur + 1,
+            cfg.max_records_per_sync.max(1),
+            cfg.max_bytes_per_sync.max(1),
+            &mut |k| group.matches(k),
+        );
         let (events, read_end, compact) = match read {
             Ok(r) => r,
             Err(e) => {
@@ -527,10 +541,11 @@ impl Watchers {
             let Some(kv) = &ev.kv else { continue };
             group.for_each_matching(&kv.key, |wk| {
                 if kv.mod_revision >= min_revs[&wk] {
-                    batches
-                        .entry(wk)
-                        .or_default()
-                        .add(&ev, cfg.max_revs_per_response);
+                    batches.entry(wk).or_default().add(
+                        &ev,
+                        cfg.max_revs_per_response,
+                        cfg.max_bytes_per_response,
+                    );
                 }
             });
         }

@@ -475,9 +475,13 @@ async fn send_loop(
         }
         let deferred = ctx.deferred_progress.load(Ordering::Acquire);
         tokio::select! {
-            _ = tx.closed() => return,
+            _ = tx.closed() => {
+                tracing::debug!("watch stream closed by the client");
+                return;
+            }
             r = &mut recv_err, if !input_done => match r {
                 Ok(status) => {
+                    tracing::debug!("watch stream ends: {status}");
                     let _ = tx.send(Err(status)).await;
                     return;
                 }
