@@ -176,7 +176,7 @@ async fn etcdctl_watch_side_by_side() {
     assert!(all.contains("DELETE") && all.contains("PUT"), "{etcd:?}");
     assert!(
         etcd.iter()
-            .any(|(_, c)| !c.errors.is_empty() || c.code != None),
+            .any(|(_, c)| !c.errors.is_empty() || c.code.is_some()),
         "no watch was cancelled by compaction: {etcd:?}"
     );
     assert!(

@@ -42,7 +42,7 @@ fn small_key(j: usize) -> String {
 /// Watcher `i` of the busy stream: even ones watch the prefix, odd ones a single key.
 fn busy_watch(i: usize) -> (String, WatchOptions) {
     let opts = WatchOptions::new().with_watch_id(i as i64 + 1);
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         ("s/".to_string(), opts.with_prefix())
     } else {
         (small_key(i / 2), opts)
@@ -164,7 +164,7 @@ async fn thousand_watchers_and_a_stalled_stream() {
         kv.put(format!("t/{:03}", j % 100), format!("slow value {j}"), None)
             .await
             .expect("put acknowledged while a stream is stalled");
-        if j % every_small == 0 {
+        if j.is_multiple_of(every_small) {
             let n = small_revs.len();
             let r = kv
                 .put(small_key(n), format!("v{n}"), None)
@@ -172,7 +172,7 @@ async fn thousand_watchers_and_a_stalled_stream() {
                 .expect("put acknowledged while a stream is stalled");
             small_revs.push((r.header().unwrap().revision(), n));
         }
-        if j % 50 == 0 {
+        if j.is_multiple_of(50) {
             if let Some(rss) = server.rss_kib() {
                 peak_rss_kib = peak_rss_kib.max(rss);
             }
@@ -186,7 +186,7 @@ async fn thousand_watchers_and_a_stalled_stream() {
         .map(|i| {
             let want = small_revs
                 .iter()
-                .filter(|(_, j)| i % 2 == 0 || small_key(*j) == small_key(i / 2))
+                .filter(|(_, j)| i.is_multiple_of(2) || small_key(*j) == small_key(i / 2))
                 .map(|(rev, j)| (*rev, small_key(*j), format!("v{j}").into_bytes()))
                 .collect();
             (i as i64 + 1, want)

@@ -258,7 +258,11 @@ async fn serve_client(
                 .max_decoding_message_size(max_recv),
         )
         .add_service(
-            WatchServer::new(WatchService { srv: srv.clone() }).max_decoding_message_size(max_recv),
+            WatchServer::new(WatchService {
+                srv: srv.clone(),
+                shutdown: shutdown.clone(),
+            })
+            .max_decoding_message_size(max_recv),
         )
         .add_service(LeaseServer::new(Unimplemented))
         .add_service(AuthServer::new(Unimplemented))

@@ -19,8 +19,9 @@
 //!   builds the header, splits a response into fragments for watchers that asked, and hands
 //!   them to tonic through a channel of one message, so it only runs as fast as the client
 //!   reads. It also sends periodic progress notifications and retries a deferred progress
-//!   request. When it ends (client gone, receive error, server stopping) it closes the store
-//!   stream (every watcher of the stream is removed at once) and stops the receive loop.
+//!   request. When it ends (client gone, receive error, member stopping: then the client gets
+//!   etcd's `Unavailable` "etcdserver: server stopped") it closes the store stream (every
+//!   watcher of the stream is removed at once) and stops the receive loop.
 //!
 //! # Guarantees
 //!
@@ -72,6 +73,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::{GRPC_OVERHEAD_BYTES, MIN_WATCH_PROGRESS_NOTIFY_INTERVAL};
+use crate::error::ServerError;
 use crate::etcdserver::EtcdServer;
 use crate::metrics;
 
@@ -90,6 +92,9 @@ const EVENT_OVERHEAD_BYTES: usize = 64;
 
 pub struct WatchService {
     pub srv: Arc<EtcdServer>,
+    /// Turns true when the member stops: every stream then ends (a graceful shutdown waits for
+    /// open streams, and a watch stream never ends on its own).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
@@ -105,7 +110,7 @@ impl Watch for WatchService {
         let inbound = req.into_inner();
         // One message in flight: the send loop runs only as fast as the client reads.
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(serve(self.srv.clone(), inbound, tx));
+        tokio::spawn(serve(self.srv.clone(), inbound, tx, self.shutdown.clone()));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -308,6 +313,7 @@ async fn serve(
     srv: Arc<EtcdServer>,
     inbound: Streaming<WatchRequest>,
     tx: mpsc::Sender<Result<WatchResponse, Status>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let _gauge = StreamGauge::new();
     let outbox = Arc::new(Outbox::default());
@@ -321,7 +327,14 @@ async fn serve(
     });
     let (recv_err_tx, recv_err_rx) = oneshot::channel();
     let recv = tokio::spawn(recv_loop(ctx.clone(), inbound, recv_err_tx));
-    send_loop(&ctx, &tx, recv_err_rx).await;
+    tokio::select! {
+        _ = send_loop(&ctx, &tx, recv_err_rx) => {}
+        _ = shutdown.wait_for(|stop| *stop) => {
+            // What etcd's clients see from a stopping member; they reconnect elsewhere or
+            // retry, resuming from their last revision.
+            let _ = tx.try_send(Err(ServerError::Stopped.into()));
+        }
+    }
     recv.abort();
     ctx.store.close();
     ctx.outbox.close();
