@@ -47,7 +47,11 @@
 //!   at most [`MAX_QUEUED_BYTES`] of event data (keys and values). When full, the store makes
 //!   the watcher a victim holding its one undelivered batch, and retries it later: a slow
 //!   client never blocks writes or other streams, and costs at most these bounds plus one
-//!   batch per watcher.
+//!   batch per watcher. A batch is one revision (live) or at most 2 MiB of whole revisions
+//!   (catch-up; `mvcc::WatchConfig`), and batches share their events, so the 1000 watchers of
+//!   a stalled stream on one prefix hold one copy of each event between them.
+//! * The send loop builds one response at a time: `prev_kv` is read and the events copied
+//!   only for the response being sent.
 //! * Control responses: at most [`MAX_QUEUED_CONTROLS`]; past that the receive loop stops
 //!   reading requests until the send loop has caught up (etcd's `ctrlStreamBufLen`), so a
 //!   client flooding create requests is held back by gRPC flow control.
