@@ -483,7 +483,16 @@ async fn send_loop(
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut input_done = false;
+    let mut next_retry = tokio::time::Instant::now();
     loop {
+        // Checked here too, not only when idle: a busy stream must not starve the retry.
+        let deferred = ctx.deferred_progress.load(Ordering::Acquire);
+        if deferred && tokio::time::Instant::now() >= next_retry {
+            if ctx.store.request_progress_all() {
+                ctx.deferred_progress.store(false, Ordering::Release);
+            }
+            next_retry = tokio::time::Instant::now() + DEFERRED_PROGRESS_RETRY;
+        }
         if let Some(item) = ctx.outbox.pop() {
             if !send_item(ctx, tx, item).await {
                 return;
@@ -507,11 +516,7 @@ async fn send_loop(
             },
             _ = ctx.outbox.ready.notified() => {}
             _ = ticker.tick() => progress_tick(ctx),
-            _ = tokio::time::sleep(DEFERRED_PROGRESS_RETRY), if deferred => {
-                if ctx.store.request_progress_all() {
-                    ctx.deferred_progress.store(false, Ordering::Release);
-                }
-            }
+            _ = tokio::time::sleep_until(next_retry), if deferred => {}
         }
     }
 }
