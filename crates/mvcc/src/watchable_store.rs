@@ -21,7 +21,11 @@
 //!   reads what it missed from the backend. Writes therefore never wait for a slow reader, and
 //!   a slow reader costs at most one pending batch plus its sink's capacity.
 //! * **compacted**: catch-up found its next revision below the compaction revision; it was sent
-//!   a response with `compact_revision` set and gets nothing more.
+//!   a response with `compact_revision` set and gets nothing more (nor does it hold back a
+//!   stream's progress notification, unlike in etcd).
+//!
+//! A negative start revision behaves as in etcd 3.4: on a store never compacted it replays no
+//! history (the watcher goes live), otherwise it is below the compaction revision.
 //!
 //! A response never splits a revision: notify sends one revision; catch-up sends whole
 //! revisions, at most `max_revs_per_response` of them (etcd's `watchBatchMaxRevs`, 1000). The
