@@ -8,8 +8,9 @@
 //! * the stalled stream's watchers are reported slow (`etcd_debugging_mvcc_slow_watcher_total`),
 //!   which shows the test really stalled it;
 //! * the server's resident memory (VmRSS) stays under [`RSS_BOUND_MIB`], although the stalled
-//!   stream is owed [`SLOW_WATCHERS`] x [`SLOW_PUTS`] = 2 million responses (about 200 MB if
-//!   the server queued them, at 100 bytes each even with the events shared).
+//!   stream is owed [`SLOW_WATCHERS`] x [`SLOW_PUTS`] = 2 million responses (with the
+//!   server's per-stream queue made unbounded, this test measured over 300 MiB; bounded, about
+//!   25 MiB).
 //!
 //! Finally the stalled client goes away, and its 1000 watchers must be gone from the server
 //! (`etcd_debugging_mvcc_watcher_total`). There is no timing assertion: only deadlines for

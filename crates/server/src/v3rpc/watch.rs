@@ -17,8 +17,8 @@
 //! * the **send loop** (the stream's main task): takes responses from the outbox, fills `prev_kv`
 //!   (a read of the key at the revision before the event, as etcd does in its server layer),
 //!   builds the header, splits a response into fragments for watchers that asked, and hands
-//!   them to tonic through a channel of one message, so it only runs as fast as the client
-//!   reads. It also sends periodic progress notifications and retries a deferred progress
+//!   them to tonic through a hand-over bounded in bytes (see [`outgoing`]), so it only runs as
+//!   fast as the client reads. It also sends periodic progress notifications and retries a deferred progress
 //!   request. When it ends (client gone, receive error, member stopping: then the client gets
 //!   etcd's `Unavailable` "etcdserver: server stopped") it closes the store stream (every
 //!   watcher of the stream is removed at once) and stops the receive loop.
@@ -55,7 +55,8 @@
 //! * Control responses: at most [`MAX_QUEUED_CONTROLS`]; past that the receive loop stops
 //!   reading requests until the send loop has caught up (etcd's `ctrlStreamBufLen`), so a
 //!   client flooding create requests is held back by gRPC flow control.
-//! * One response in the tonic channel, and whatever HTTP/2 flow control lets hyper buffer.
+//! * [`OUTGOING_BYTES`] (or one response) handed to tonic, and whatever HTTP/2 flow control
+//!   lets hyper buffer.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -73,7 +74,7 @@ use api::mvccpb::{event::EventType, Event};
 use futures::Stream;
 use mvcc::{RangeOptions, WatchFilter, WatchId, WatchSink, INVALID_WATCH_ID};
 use prost::Message as _;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::{GRPC_OVERHEAD_BYTES, MIN_WATCH_PROGRESS_NOTIFY_INTERVAL};
@@ -88,6 +89,8 @@ pub const MAX_QUEUED_RESPONSES: usize = 1024;
 pub const MAX_QUEUED_BYTES: usize = 4 << 20;
 /// Control responses a stream may hold before its receive loop waits (etcd's 128).
 pub const MAX_QUEUED_CONTROLS: usize = 128;
+/// Encoded responses handed to tonic and not yet taken by it (see [`outgoing`]).
+pub const OUTGOING_BYTES: usize = 256 << 10;
 /// How often an unanswered progress request is tried again.
 pub const DEFERRED_PROGRESS_RETRY: Duration = Duration::from_millis(50);
 
@@ -112,12 +115,83 @@ impl Watch for WatchService {
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
         let inbound = req.into_inner();
-        // One message in flight: the send loop runs only as fast as the client reads.
-        let (tx, rx) = mpsc::channel(1);
+        let (tx, rx) = outgoing();
         tokio::spawn(serve(self.srv.clone(), inbound, tx, self.shutdown.clone()));
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(rx)))
+    }
+}
+
+/// The hand-over from the send loop to tonic: responses the send loop built and tonic has not
+/// taken yet, at most [`OUTGOING_BYTES`] of them (encoded), or one response if it is larger.
+/// Several small responses waiting together are encoded by tonic into one HTTP/2 DATA frame,
+/// which is what keeps a stream of tiny watch responses cheap on the wire; with one response
+/// at a time every response would be its own frame, and current HTTP/2 clients end a
+/// connection that buffers too many tiny frames unread ("too_many_data_frames").
+fn outgoing() -> (Outgoing, Incoming) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let budget = Arc::new(Semaphore::new(OUTGOING_BYTES));
+    (
+        Outgoing {
+            tx,
+            budget: budget.clone(),
+        },
+        Incoming { rx, budget },
+    )
+}
+
+type Outbound = Result<WatchResponse, Status>;
+
+struct Outgoing {
+    tx: mpsc::UnboundedSender<(Outbound, u32)>,
+    budget: Arc<Semaphore>,
+}
+
+impl Outgoing {
+    /// Waits for room, then hands `r` over. False once the client is gone.
+    async fn send(&self, r: Outbound) -> bool {
+        let cost = match &r {
+            Ok(r) => r.encoded_len().clamp(1, OUTGOING_BYTES),
+            Err(_) => 0,
+        };
+        let permit = tokio::select! {
+            p = self.budget.acquire_many(cost as u32) => match p {
+                Ok(p) => p,
+                Err(_) => return false,
+            },
+            _ = self.tx.closed() => return false,
+        };
+        permit.forget();
+        self.tx.send((r, cost as u32)).is_ok()
+    }
+
+    /// Hands `r` over without waiting for room (the stream's last word).
+    fn send_now(&self, r: Outbound) {
+        let _ = self.tx.send((r, 0));
+    }
+
+    async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+/// The response stream tonic reads.
+struct Incoming {
+    rx: mpsc::UnboundedReceiver<(Outbound, u32)>,
+    budget: Arc<Semaphore>,
+}
+
+impl Stream for Incoming {
+    type Item = Outbound;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Outbound>> {
+        let polled = self.rx.poll_recv(cx);
+        if let std::task::Poll::Ready(Some((_, cost))) = &polled {
+            self.budget.add_permits(*cost as usize);
+        }
+        polled.map(|o| o.map(|(r, _)| r))
     }
 }
 
@@ -316,7 +390,7 @@ impl Drop for StreamGauge {
 async fn serve(
     srv: Arc<EtcdServer>,
     inbound: Streaming<WatchRequest>,
-    tx: mpsc::Sender<Result<WatchResponse, Status>>,
+    tx: Outgoing,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let _gauge = StreamGauge::new();
@@ -336,7 +410,7 @@ async fn serve(
         _ = shutdown.wait_for(|stop| *stop) => {
             // What etcd's clients see from a stopping member; they reconnect elsewhere or
             // retry, resuming from their last revision.
-            let _ = tx.try_send(Err(ServerError::Stopped.into()));
+            tx.send_now(Err(ServerError::Stopped.into()));
         }
     }
     recv.abort();
@@ -474,11 +548,7 @@ fn progress_interval(srv: &EtcdServer) -> Duration {
 }
 
 /// etcd's `sendLoop`.
-async fn send_loop(
-    ctx: &StreamCtx,
-    tx: &mpsc::Sender<Result<WatchResponse, Status>>,
-    mut recv_err: oneshot::Receiver<Status>,
-) {
+async fn send_loop(ctx: &StreamCtx, tx: &Outgoing, mut recv_err: oneshot::Receiver<Status>) {
     let interval = progress_interval(&ctx.srv);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -508,7 +578,7 @@ async fn send_loop(
             r = &mut recv_err, if !input_done => match r {
                 Ok(status) => {
                     tracing::debug!("watch stream ends: {status}");
-                    let _ = tx.send(Err(status)).await;
+                    tx.send_now(Err(status));
                     return;
                 }
                 // The client closed its side: keep serving its watchers.
@@ -541,13 +611,9 @@ fn progress_tick(ctx: &StreamCtx) {
 
 /// Sends one queued item (possibly as several fragments). Returns false once the client is
 /// gone.
-async fn send_item(
-    ctx: &StreamCtx,
-    tx: &mpsc::Sender<Result<WatchResponse, Status>>,
-    item: Item,
-) -> bool {
+async fn send_item(ctx: &StreamCtx, tx: &Outgoing, item: Item) -> bool {
     let r = match item {
-        Item::Control(r) => return tx.send(Ok(r)).await.is_ok(),
+        Item::Control(r) => return tx.send(Ok(r)).await,
         Item::Store(r) => r,
     };
     let opts = ctx.opts().get(&r.watch_id).copied().unwrap_or_default();
@@ -564,11 +630,11 @@ async fn send_item(
     let limit = ctx.srv.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     if opts.fragment {
         for part in fragments(resp, limit) {
-            if tx.send(Ok(part)).await.is_err() {
+            if !tx.send(Ok(part)).await {
                 return false;
             }
         }
-    } else if tx.send(Ok(resp)).await.is_err() {
+    } else if !tx.send(Ok(resp)).await {
         return false;
     }
     if n_events > 0 {
@@ -695,6 +761,35 @@ mod tests {
             seen.extend(p.events.iter().cloned());
         }
         assert_eq!(seen, events);
+    }
+
+    #[tokio::test]
+    async fn outgoing_holds_a_bounded_number_of_bytes() {
+        use futures::StreamExt;
+        let (tx, mut rx) = outgoing();
+        let big = resp(vec![ev("k", OUTGOING_BYTES / 2, 2)]);
+        assert!(tx.send(Ok(big.clone())).await);
+        // Nearly half the budget is left: a second one does not fit until the first is taken.
+        let second = tx.send(Ok(big.clone()));
+        tokio::pin!(second);
+        assert!(
+            futures::poll!(second.as_mut()).is_pending(),
+            "over the byte bound"
+        );
+        assert_eq!(rx.next().await.unwrap().unwrap(), big);
+        assert!(second.await);
+        // A response larger than the whole budget still goes, alone.
+        let huge = resp(vec![ev("k", OUTGOING_BYTES * 2, 3)]);
+        let third = tx.send(Ok(huge.clone()));
+        tokio::pin!(third);
+        assert!(futures::poll!(third.as_mut()).is_pending());
+        assert_eq!(rx.next().await.unwrap().unwrap(), big);
+        assert!(third.await);
+        assert_eq!(rx.next().await.unwrap().unwrap(), huge);
+        // Once the reader is gone, sending fails instead of waiting.
+        tx.send_now(Ok(big.clone()));
+        drop(rx);
+        assert!(!tx.send(Ok(huge)).await);
     }
 
     #[test]
