@@ -82,3 +82,117 @@ fn scrub_in(v: &mut Value, in_status: bool) {
         _ => {}
     }
 }
+
+/// An etcdctl command that runs until stopped (`watch`), its output collected as it comes.
+pub struct Running {
+    child: std::process::Child,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Takes over a child spawned with piped stdout and stderr.
+    pub fn new(mut child: std::process::Child) -> Running {
+        use std::io::Read;
+        fn collect(
+            mut from: impl Read + Send + 'static,
+        ) -> (
+            std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+            std::thread::JoinHandle<()>,
+        ) {
+            let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let b = buf.clone();
+            let h = std::thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = from.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    b.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            });
+            (buf, h)
+        }
+        let (stdout, a) = collect(child.stdout.take().expect("piped stdout"));
+        let (stderr, b) = collect(child.stderr.take().expect("piped stderr"));
+        Running {
+            child,
+            stdout,
+            stderr,
+            readers: vec![a, b],
+        }
+    }
+
+    /// What it printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until `done(stdout)` holds or the process exits, for at most `deadline`.
+    /// Returns whether `done` held.
+    pub fn wait_for(&mut self, deadline: std::time::Duration, done: impl Fn(&str) -> bool) -> bool {
+        let until = std::time::Instant::now() + deadline;
+        loop {
+            if done(&self.stdout()) {
+                return true;
+            }
+            if matches!(self.child.try_wait(), Ok(Some(_))) || std::time::Instant::now() > until {
+                // Let the readers take the last bytes.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                return done(&self.stdout());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit by itself (for at most `deadline`, then kills it) and
+    /// returns what it printed.
+    pub fn wait_exit(mut self, deadline: std::time::Duration) -> Ctl {
+        let until = std::time::Instant::now() + deadline;
+        while std::time::Instant::now() < until {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.stop()
+    }
+
+    /// Kills the process (if still running) and returns what it printed.
+    pub fn stop(mut self) -> Ctl {
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("wait for etcdctl");
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let out = Output {
+            status,
+            stdout: std::mem::take(&mut *self.stdout.lock().unwrap()),
+            stderr: std::mem::take(&mut *self.stderr.lock().unwrap()),
+        };
+        Ctl::from_output(&out)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Each line of stdout parsed as JSON and scrubbed (etcdctl `watch -w json` prints one
+/// response per line).
+pub fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("etcdctl printed a line that is no JSON ({e}): {l}"));
+            scrub(&mut v);
+            v
+        })
+        .collect()
+}

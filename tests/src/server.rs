@@ -88,11 +88,17 @@ pub struct Server {
     token: String,
     child: Option<Child>,
     starts: u32,
+    extra_args: Vec<String>,
 }
 
 impl Server {
     /// Starts a server of `kind` and waits until it answers a Range request.
     pub async fn start(kind: Kind) -> Server {
+        Server::start_with(kind, &[]).await
+    }
+
+    /// Like `start`, with extra command-line flags (etcd's names, which both servers take).
+    pub async fn start_with(kind: Kind, extra_args: &[&str]) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("hearth-e2e-")
             .tempdir()
@@ -112,6 +118,7 @@ impl Server {
             token,
             child: None,
             starts: 0,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn();
         if let Err(e) = s.wait_ready().await {
@@ -185,6 +192,7 @@ impl Server {
         if self.kind == Kind::Etcd {
             cmd.arg("--logger=zap").arg("--log-outputs=stderr");
         }
+        cmd.args(&self.extra_args);
         // Keep the environment from steering either server (hearth reads HEARTH_<FLAG> and
         // ETCD_<FLAG>; the tests' own HEARTH_* variables are not for it). The log level may
         // pass, for debugging.
@@ -340,6 +348,42 @@ impl Server {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// The server's `/metrics` page (Prometheus text format).
+    pub fn metrics(&self) -> String {
+        http_get(self.client_port, "/metrics")
+            .unwrap_or_else(|e| panic!("GET /metrics from {}: {e}", self.endpoint()))
+    }
+
+    /// The value of the unlabelled metric `name` on `/metrics` (None if absent).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics().lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix(' ')?;
+            rest.trim().parse().ok()
+        })
+    }
+
+    /// The server process's resident memory in KiB (`VmRSS` in /proc/<pid>/status).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status.lines().find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    /// Starts `etcdctl --endpoints=<this server> ARGS` without waiting for it (for commands
+    /// that run until stopped, such as `watch`), stdout and stderr piped.
+    pub fn etcdctl_spawn(&self, args: &[&str]) -> Child {
+        etcdctl_command(&self.endpoint(), args)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn /usr/bin/etcdctl")
+    }
+
     /// An `etcd_client::Client` connected to this server.
     pub async fn client(&self) -> etcd_client::Client {
         connect(&self.endpoint())
@@ -381,8 +425,24 @@ impl Drop for Server {
     }
 }
 
-/// Runs `/usr/bin/etcdctl --endpoints=ENDPOINT ARGS` with `ETCDCTL_API=3`.
-pub fn etcdctl(endpoint: &str, args: &[&str], stdin: &str) -> Output {
+/// A plain HTTP/1.0 GET on the loopback port; returns the body of a 200 answer.
+fn http_get(port: u16, path: &str) -> Result<String, String> {
+    use std::net::TcpStream;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header end")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("answer: {head}"));
+    }
+    Ok(body.to_string())
+}
+
+fn etcdctl_command(endpoint: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(ETCDCTL_BIN);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("ETCDCTL_") {
@@ -393,10 +453,17 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: &str) -> Output {
         .arg(format!("--endpoints={endpoint}"))
         .args(["--dial-timeout=5s", "--command-timeout=20s"])
         .args(args)
-        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn /usr/bin/etcdctl");
+    cmd
+}
+
+/// Runs `/usr/bin/etcdctl --endpoints=ENDPOINT ARGS` with `ETCDCTL_API=3`.
+pub fn etcdctl(endpoint: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = etcdctl_command(endpoint, args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn /usr/bin/etcdctl");
     {
         let mut input = child.stdin.take().unwrap();
         let _ = input.write_all(stdin.as_bytes());

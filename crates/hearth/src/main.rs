@@ -84,6 +84,14 @@ struct Flags {
     /// Time (in milliseconds) for an election to timeout.
     #[arg(long, env = "HEARTH_ELECTION_TIMEOUT", default_value_t = 1000)]
     election_timeout: u64,
+    /// Duration of periodic watch progress notifications (Go syntax: 10m, 30s, 500ms).
+    #[arg(
+        long,
+        env = "HEARTH_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m",
+        value_parser = server::config::parse_go_duration
+    )]
+    experimental_watch_progress_notify_interval: Duration,
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "HEARTH_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -126,6 +134,7 @@ impl Flags {
             snapshot_count: self.snapshot_count,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
+            watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
         }
     }
 }

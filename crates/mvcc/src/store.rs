@@ -398,8 +398,9 @@ impl KvStore {
 
     /// Reads the events of revisions `[from, to)` from one backend snapshot, in revision order,
     /// keeping those whose key passes `want` (a DELETE's key-value has only `key` and
-    /// `mod_revision`, as from [`TxnWrite::end`]). Stops after `limit` records were examined,
-    /// but only at a revision boundary, so a revision is never split.
+    /// `mod_revision`, as from [`TxnWrite::end`]). Stops after `limit` records or `limit_bytes`
+    /// bytes of records were examined, but only at a revision boundary, so a revision is never
+    /// split.
     ///
     /// Returns the events, the first revision not read (`to` unless stopped early), and the
     /// compaction revision read *after* the snapshot was opened (-1 if none): every record of
@@ -409,6 +410,7 @@ impl KvStore {
         from: i64,
         to: i64,
         limit: usize,
+        limit_bytes: usize,
         want: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<(Vec<Event>, i64, i64), MvccError> {
         let snap = self.inner.backend.read()?;
@@ -417,6 +419,7 @@ impl KvStore {
         let end = Revision::new(to.max(0), 0).to_bytes();
         let mut events = Vec::new();
         let mut examined = 0usize;
+        let mut bytes = 0usize;
         let mut last_main = None;
         let mut stopped_at = None;
         let mut failure = None;
@@ -428,11 +431,12 @@ impl KvStore {
                     return false;
                 }
             };
-            if examined >= limit && last_main != Some(bk.rev.main) {
+            if (examined >= limit || bytes >= limit_bytes) && last_main != Some(bk.rev.main) {
                 stopped_at = Some(bk.rev.main);
                 return false;
             }
             examined += 1;
+            bytes += k.len() + v.len();
             last_main = Some(bk.rev.main);
             let mut kv = match decode_kv(v) {
                 Ok(kv) => kv,

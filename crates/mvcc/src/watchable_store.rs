@@ -21,7 +21,11 @@
 //!   reads what it missed from the backend. Writes therefore never wait for a slow reader, and
 //!   a slow reader costs at most one pending batch plus its sink's capacity.
 //! * **compacted**: catch-up found its next revision below the compaction revision; it was sent
-//!   a response with `compact_revision` set and gets nothing more.
+//!   a response with `compact_revision` set and gets nothing more (nor does it hold back a
+//!   stream's progress notification, unlike in etcd).
+//!
+//! A negative start revision behaves as in etcd 3.4: on a store never compacted it replays no
+//! history (the watcher goes live), otherwise it is below the compaction revision.
 //!
 //! A response never splits a revision: notify sends one revision; catch-up sends whole
 //! revisions, at most `max_revs_per_response` of them (etcd's `watchBatchMaxRevs`, 1000). The
@@ -45,8 +49,10 @@
 //! # Bounds
 //!
 //! * A catch-up round takes at most `max_watchers_per_sync` (512) unsynced watchers, going round
-//!   the group fairly, and reads at most `max_records_per_sync` backend records (extended to
-//!   the end of the revision in progress). It reads from a backend snapshot *without* the
+//!   the group fairly, and reads at most `max_records_per_sync` backend records and
+//!   `max_bytes_per_sync` bytes of them (extended to the end of the revision in progress); a
+//!   catch-up response holds at most `max_bytes_per_response` of keys and values (again whole
+//!   revisions), so what a round or a victim holds does not grow with value sizes. It reads from a backend snapshot *without* the
 //!   watchers' lock, so writes keep flowing during the read (etcd holds its lock across the
 //!   read); what it learned is applied under the lock afterwards, skipping watchers cancelled
 //!   meanwhile and, if a compaction passed a watcher's revision meanwhile, leaving that watcher
@@ -139,6 +145,12 @@ pub struct WatchConfig {
     pub max_records_per_sync: usize,
     /// Revisions per catch-up response (etcd's `watchBatchMaxRevs`).
     pub max_revs_per_response: usize,
+    /// Bytes of backend records read per catch-up round, rounded up to a whole revision (etcd
+    /// has no such bound; it keeps a round's memory independent of value sizes).
+    pub max_bytes_per_sync: usize,
+    /// Bytes of keys and values per catch-up response, rounded up to a whole revision (etcd has
+    /// no such bound; it keeps a slow stream's pending batch small).
+    pub max_bytes_per_response: usize,
 }
 
 impl Default for WatchConfig {
@@ -149,6 +161,8 @@ impl Default for WatchConfig {
             max_watchers_per_sync: 512,
             max_records_per_sync: 10_000,
             max_revs_per_response: 1000,
+            max_bytes_per_sync: 16 << 20,
+            max_bytes_per_response: 2 << 20,
         }
     }
 }
@@ -395,13 +409,15 @@ impl Watchers {
     /// etcd's `progressIfSync`: if every watcher in `wks` is synced (and not waiting for a
     /// future start revision), sends one empty response with the current revision through the
     /// first one's sink. Returns whether it was sent (etcd also says yes when the sink was
-    /// full; we say no, so the caller can ask again).
+    /// full; we say no, so the caller can ask again). A watcher cancelled by compaction gets
+    /// nothing more, so it does not hold the others' progress back (in etcd it does, forever).
     fn progress(&self, kv: &KvStore, wks: &[WatcherKey], resp_id: WatchId) -> bool {
         let g = self.lock();
         let cur = kv.rev();
         for wk in wks {
             match g.all.get(wk) {
                 Some(w) if w.place == Place::Synced && cur >= w.start_rev => {}
+                Some(w) if w.place == Place::Compacted => {}
                 _ => return false,
             }
         }
@@ -461,7 +477,9 @@ impl Watchers {
                 return report;
             }
             let cur = kv.rev();
-            let compact = kv.compact_rev();
+            // etcd's compactMainRev: -1 before any compaction. A negative start revision is
+            // below it once the store was compacted, and gets the compaction response.
+            let compact = kv.first_rev();
             let picked = g.unsynced.pick(limit.max(1), g.sync_cursor);
             g.sync_cursor = picked.last().copied();
             let mut chosen = Vec::with_capacity(picked.len());
@@ -481,6 +499,16 @@ impl Watchers {
                     }
                     continue;
                 }
+                if w.min_rev < 0 {
+                    // etcd 3.4 reads no history for a negative start revision (its range read
+                    // from a negative revision is empty): the watcher goes live from now on.
+                    if let Some(w) = g.all.get_mut(&wk) {
+                        w.min_rev = cur + 1;
+                    }
+                    g.place(wk, Place::Synced);
+                    report.synced += 1;
+                    continue;
+                }
                 from = from.min(w.min_rev);
                 chosen.push((wk, w.range.clone(), w.min_rev));
             }
@@ -497,9 +525,13 @@ impl Watchers {
             group.add(*wk, range);
             min_revs.insert(*wk, *min_rev);
         }
-        let read = kv.read_events(from, cur + 1, cfg.max_records_per_sync.max(1), &mut |k| {
-            group.matches(k)
-        });
+        let read = kv.read_events(
+            from,
+            cur + 1,
+            cfg.max_records_per_sync.max(1),
+            cfg.max_bytes_per_sync.max(1),
+            &mut |k| group.matches(k),
+        );
         let (events, read_end, compact) = match read {
             Ok(r) => r,
             Err(e) => {
@@ -513,10 +545,11 @@ impl Watchers {
             let Some(kv) = &ev.kv else { continue };
             group.for_each_matching(&kv.key, |wk| {
                 if kv.mod_revision >= min_revs[&wk] {
-                    batches
-                        .entry(wk)
-                        .or_default()
-                        .add(&ev, cfg.max_revs_per_response);
+                    batches.entry(wk).or_default().add(
+                        &ev,
+                        cfg.max_revs_per_response,
+                        cfg.max_bytes_per_response,
+                    );
                 }
             });
         }

@@ -171,6 +171,7 @@ impl WatcherGroup {
 pub(crate) struct EventBatch {
     pub(crate) events: Vec<Arc<Event>>,
     revs: usize,
+    bytes: usize,
     pub(crate) more_rev: i64,
 }
 
@@ -178,25 +179,33 @@ fn mod_rev(e: &Event) -> i64 {
     e.kv.as_ref().map(|kv| kv.mod_revision).unwrap_or(0)
 }
 
+fn size(e: &Event) -> usize {
+    e.kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len())
+}
+
 impl EventBatch {
-    /// Adds `ev`, which is not older than the events already added.
-    pub(crate) fn add(&mut self, ev: &Arc<Event>, max_revs: usize) {
-        if self.revs > max_revs {
+    /// Adds `ev`, which is not older than the events already added, unless the batch already
+    /// holds `max_revs` revisions or `max_bytes` of keys and values: then `more_rev` is set to
+    /// the first revision left out. A revision is never split.
+    pub(crate) fn add(&mut self, ev: &Arc<Event>, max_revs: usize, max_bytes: usize) {
+        if self.more_rev != 0 {
             return;
         }
         let Some(last) = self.events.last() else {
             self.revs = 1;
+            self.bytes = size(ev);
             self.events.push(ev.clone());
             return;
         };
         let rev = mod_rev(ev);
         if rev > mod_rev(last) {
-            self.revs += 1;
-            if self.revs > max_revs {
+            if self.revs >= max_revs || self.bytes >= max_bytes {
                 self.more_rev = rev;
                 return;
             }
+            self.revs += 1;
         }
+        self.bytes += size(ev);
         self.events.push(ev.clone());
     }
 }
@@ -265,10 +274,23 @@ mod tests {
     fn batch_keeps_whole_revisions_up_to_the_limit() {
         let mut b = EventBatch::default();
         for (k, r) in [("a", 2), ("b", 2), ("a", 3), ("a", 4), ("b", 4), ("c", 5)] {
-            b.add(&ev(k, r), 2);
+            b.add(&ev(k, r), 2, usize::MAX);
         }
         let revs: Vec<i64> = b.events.iter().map(|e| mod_rev(e)).collect();
         assert_eq!(revs, vec![2, 2, 3]);
+        assert_eq!(b.more_rev, 4);
+    }
+
+    #[test]
+    fn batch_stops_at_a_byte_bound_between_revisions() {
+        let mut b = EventBatch::default();
+        // Each event is 1 byte of key; the bound is reached inside revision 3, which is kept
+        // whole.
+        for (k, r) in [("a", 2), ("b", 3), ("c", 3), ("d", 3), ("e", 4)] {
+            b.add(&ev(k, r), 100, 2);
+        }
+        let revs: Vec<i64> = b.events.iter().map(|e| mod_rev(e)).collect();
+        assert_eq!(revs, vec![2, 3, 3, 3]);
         assert_eq!(b.more_rev, 4);
     }
 }

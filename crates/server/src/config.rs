@@ -24,6 +24,9 @@ pub struct Config {
     pub snapshot_count: u64,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
+    /// etcd's `--experimental-watch-progress-notify-interval`: how often a watcher that asked for
+    /// progress notifications gets one while idle (0 keeps the default).
+    pub watch_progress_notify_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +39,10 @@ pub enum ClusterState {
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1572864;
 /// etcd's default `--quota-backend-bytes` when the flag is 0: 2 GiB.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// etcd's default `--experimental-watch-progress-notify-interval`: 10 minutes.
+pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
+/// etcd raises a shorter progress notify interval to this.
+pub const MIN_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_millis(100);
 /// gRPC lets a request this much over `max_request_bytes` through, so that a slightly large request gets
 /// etcd's own "request is too large" error rather than a transport error (etcd uses the same margin).
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -58,6 +65,7 @@ impl Default for Config {
             snapshot_count: 10_000,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
+            watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
         }
     }
 }
@@ -178,6 +186,55 @@ impl Config {
     }
 }
 
+/// Parses a duration in Go's `time.ParseDuration` syntax, as etcd's duration flags take it: an
+/// optional sign and a sequence of decimal numbers with units (`ns`, `us`, `µs`, `ms`, `s`, `m`,
+/// `h`), e.g. `10m`, `1h30m`, `1.5s`, `100ms`; a bare `0` is zero. Negative durations are
+/// rejected (no etcd flag means anything by them).
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("time: invalid duration {s:?}");
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    if rest.starts_with('-') {
+        return Err(format!("negative duration {s:?}"));
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("time: missing unit in duration {s:?}"))?;
+        let (num, tail) = rest.split_at(num_len);
+        if num.is_empty() || num == "." {
+            return Err(bad());
+        }
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let nanos_per = match unit {
+            "ns" => 1e0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err(format!("time: missing unit in duration {s:?}")),
+            _ => return Err(format!("time: unknown unit {unit:?} in duration {s:?}")),
+        };
+        total += value * nanos_per;
+        rest = tail;
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(Duration::from_nanos(total.round() as u64))
+}
+
 /// Accepts `http://host:port` (or `https://`), without a path; returns it without a trailing slash.
 fn normalize_url(url: &str) -> Result<String, ConfigError> {
     let url = url.trim().trim_end_matches('/');
@@ -241,6 +298,23 @@ mod tests {
             c.validate(),
             Err(ConfigError::NameNotInCluster { .. })
         ));
+    }
+
+    #[test]
+    fn go_durations_parse_as_go_does() {
+        let d = |s| parse_go_duration(s);
+        assert_eq!(d("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(d("10m0s"), Ok(Duration::from_secs(600)));
+        assert_eq!(d("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(d("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(d("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(d("2us"), Ok(Duration::from_micros(2)));
+        assert_eq!(d("0"), Ok(Duration::ZERO));
+        assert!(d("").is_err());
+        assert!(d("10").is_err());
+        assert!(d("5x").is_err());
+        assert!(d("-1s").is_err());
+        assert!(d("s").is_err());
     }
 
     #[test]

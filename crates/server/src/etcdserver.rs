@@ -168,6 +168,15 @@ impl EtcdServer {
         PROPOSALS_PENDING.set(commit.saturating_sub(applied) as f64);
         CURRENT_REVISION.set(self.kv.rev() as f64);
         COMPACT_REVISION.set(self.kv.compact_rev() as f64);
+        let w = self.watchable.counts();
+        WATCHERS.set((w.synced + w.unsynced + w.victims) as f64);
+        SLOW_WATCHERS.set((w.unsynced + w.victims) as f64);
+        // Registered on first use; show them from the first scrape on.
+        let _ = (
+            WATCH_STREAMS.get(),
+            WATCH_PENDING_EVENTS.get(),
+            WATCH_EVENTS.get(),
+        );
         if let Ok(size) = self.backend.size() {
             DB_SIZE.set(size as f64);
         }

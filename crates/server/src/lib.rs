@@ -36,6 +36,7 @@ use raft_node::{Command, NodeConfig, RaftNode, RaftStatus, WalMeta};
 use v3rpc::kv::KvService;
 use v3rpc::maintenance::{ClusterService, MaintenanceService};
 use v3rpc::unimplemented::Unimplemented;
+use v3rpc::watch::WatchService;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -256,7 +257,13 @@ async fn serve_client(
             ClusterServer::new(ClusterService { srv: srv.clone() })
                 .max_decoding_message_size(max_recv),
         )
-        .add_service(WatchServer::new(Unimplemented))
+        .add_service(
+            WatchServer::new(WatchService {
+                srv: srv.clone(),
+                shutdown: shutdown.clone(),
+            })
+            .max_decoding_message_size(max_recv),
+        )
         .add_service(LeaseServer::new(Unimplemented))
         .add_service(AuthServer::new(Unimplemented))
         .add_service(LockServer::new(Unimplemented))

@@ -136,6 +136,47 @@ metric!(
     )
 );
 
+metric!(
+    WATCH_STREAMS,
+    Gauge,
+    register_gauge!(
+        "etcd_debugging_mvcc_watch_stream_total",
+        "Total number of watch streams."
+    )
+);
+metric!(
+    WATCHERS,
+    Gauge,
+    register_gauge!(
+        "etcd_debugging_mvcc_watcher_total",
+        "Total number of watchers."
+    )
+);
+metric!(
+    SLOW_WATCHERS,
+    Gauge,
+    register_gauge!(
+        "etcd_debugging_mvcc_slow_watcher_total",
+        "Total number of unsynced slow watchers."
+    )
+);
+metric!(
+    WATCH_PENDING_EVENTS,
+    Gauge,
+    register_gauge!(
+        "etcd_debugging_mvcc_pending_events_total",
+        "Total number of pending events to be sent."
+    )
+);
+metric!(
+    WATCH_EVENTS,
+    Counter,
+    register_counter!(
+        "etcd_debugging_mvcc_events_total",
+        "Total number of events sent by this member."
+    )
+);
+
 /// Renders every registered metric in Prometheus' text format.
 pub fn render() -> String {
     let families = prometheus::gather();

@@ -5,6 +5,7 @@ pub mod kv;
 pub mod maintenance;
 pub mod unimplemented;
 pub mod validate;
+pub mod watch;
 
 /// Rewrites tonic's status for an oversized request message into grpc-go's, which etcd clients see from etcd:
 /// `ResourceExhausted "grpc: received message larger than max (N vs. M)"`. tonic rejects such a request before

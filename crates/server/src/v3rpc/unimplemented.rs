@@ -18,17 +18,6 @@ pub(crate) fn unimplemented(service: &str, method: &str) -> Status {
 }
 
 #[tonic::async_trait]
-impl etcdserverpb::watch_server::Watch for Unimplemented {
-    type WatchStream = Stream<etcdserverpb::WatchResponse>;
-    async fn watch(
-        &self,
-        _: Request<Streaming<etcdserverpb::WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(unimplemented("Watch", "watch"))
-    }
-}
-
-#[tonic::async_trait]
 impl etcdserverpb::lease_server::Lease for Unimplemented {
     type LeaseKeepAliveStream = Stream<etcdserverpb::LeaseKeepAliveResponse>;
     async fn lease_grant(
