@@ -5,6 +5,7 @@
 //! client URLs (`v3rpc`). Requests reach the store only through Raft (`etcdserver` proposes, `applier`
 //! applies); reads wait for a ReadIndex round unless serializable.
 
+pub mod alarm;
 pub mod applier;
 pub mod apply;
 pub mod authority;
@@ -14,6 +15,7 @@ pub mod etcdserver;
 mod http;
 pub mod ids;
 pub mod metrics;
+pub mod quota;
 mod raft_log;
 pub mod raft_node;
 pub mod v3rpc;
