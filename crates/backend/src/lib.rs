@@ -376,21 +376,21 @@ impl Backend {
         Ok(std::fs::metadata(&self.path)?.len())
     }
 
-    /// Best estimate of the bytes holding live data: the pages (leaf and branch) of every
-    /// bucket's B-tree in the latest snapshot. Unlike [`size`](Self::size) this shrinks when
-    /// data is deleted (the file itself does not shrink; freed pages are reused). Walks the
-    /// trees' pages (O(pages)), without blocking writers.
+    /// Best estimate of the bytes holding live data: what every bucket's B-tree occupies in the
+    /// latest snapshot (stored pairs, tree metadata and the unused parts of its pages, large
+    /// values included). Unlike [`size`](Self::size) this shrinks when data is deleted (the file
+    /// itself does not shrink; freed pages are reused). Walks the trees' pages (O(pages)),
+    /// without blocking writers.
     pub fn size_in_use(&self) -> Result<u64> {
         let r = self.read()?;
-        let mut pages = 0u64;
+        let mut bytes = 0u64;
         for b in Bucket::ALL {
             if let Some(t) = r.table(b)? {
                 let s = t.stats()?;
-                pages += s.leaf_pages() + s.branch_pages();
+                bytes += s.stored_bytes() + s.metadata_bytes() + s.fragmented_bytes();
             }
         }
-        // redb's page size is fixed at 4 KiB for files it creates.
-        Ok(pages * 4096)
+        Ok(bytes)
     }
 
     /// Makes pending commits durable and closes the file.

@@ -107,12 +107,11 @@ impl Applier {
         }
         // etcd's quota applier: a write over the quota is still applied (every member applies
         // the same entries) but answered with NoSpace, and the alarm is raised.
-        let cost = quota::cost(&req);
-        let fits = cost == 0
+        let fits = !quota::limited(&req)
             || self
                 .space
                 .quota
-                .available(self.kv.backend().size().unwrap_or(0), cost);
+                .available(self.kv.backend().size().unwrap_or(0), quota::cost(&req));
         let result = self.apply_kv(req, index, term);
         if result.is_ok() && !fits {
             if !self.space.alarms.has(api::etcdserverpb::AlarmType::Nospace) {

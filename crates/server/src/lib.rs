@@ -110,6 +110,12 @@ impl Hearth {
             backend::BackendConfig::default(),
         )?);
         let kv = Arc::new(mvcc::KvStore::open(backend.clone())?);
+        let alarms = Arc::new(
+            alarm::AlarmStore::load(&backend.read()?)
+                .map_err(|e| backend::BackendError::Corrupt(e.to_string()))?,
+        );
+        let quota = quota::Quota::from_flag(cfg.quota_backend_bytes);
+        let nospace = Arc::new(tokio::sync::Notify::new());
         let log = raft_node::open_log(&wal_dir, &fresh)?;
         let (member_id, cluster_id) = (log.meta.node_id, log.meta.cluster_id);
         tracing::info!(
@@ -134,7 +140,15 @@ impl Hearth {
         let status = Arc::new(RaftStatus::default());
         let wait = Arc::new(wait::Wait::default());
         let (applied_tx, applied_rx) = watch::channel(0);
-        let applier = applier::Applier::new(kv.clone(), Box::new(apply::NoLeases), wait.clone());
+        let applier = applier::Applier::new(kv.clone(), Box::new(apply::NoLeases), wait.clone())
+            .with_space(applier::Space {
+                alarms: alarms.clone(),
+                quota,
+                raise_nospace: {
+                    let n = nospace.clone();
+                    Box::new(move || n.notify_one())
+                },
+            });
         let node_cfg = NodeConfig {
             heartbeat: cfg.heartbeat_interval,
             election: cfg.election_timeout,
@@ -177,8 +191,14 @@ impl Hearth {
             tx,
             wait,
             applied_rx,
-        ));
+        )
+        .with_space(alarms, quota));
         let (shutdown, shutdown_rx) = watch::channel(false);
+        tokio::spawn(quota::raise_nospace_when_asked(
+            server.clone(),
+            nospace,
+            shutdown_rx.clone(),
+        ));
         let mut serving = Vec::new();
         for l in client_listeners {
             serving.push(tokio::spawn(serve_client(
