@@ -79,7 +79,7 @@ fn parent_dir(path: &Path) -> &Path {
 }
 
 /// fsyncs a directory, so a rename inside it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 

@@ -68,11 +68,45 @@ pub struct Hearth {
     _peer_listeners: Vec<tokio::net::TcpListener>,
 }
 
-fn member_dirs(data_dir: &Path) -> Result<(PathBuf, PathBuf), StartError> {
+/// The member's WAL and snapshot (backend) directories under `data_dir`, created if missing.
+pub fn member_dirs(data_dir: &Path) -> Result<(PathBuf, PathBuf), StartError> {
     let wal = data_dir.join("member").join("wal");
     let snap = data_dir.join("member").join("snap");
     std::fs::create_dir_all(&snap).map_err(|e| StartError::DataDir(snap.clone(), e))?;
     Ok((wal, snap))
+}
+
+/// What a new member bootstraps from the configuration: its id, the cluster id and the initial
+/// voters, as written into a fresh WAL. Start-up and `hearthutl snapshot restore` both use it.
+pub fn new_member_meta(cfg: &Config) -> Result<WalMeta, StartError> {
+    cfg.validate()?;
+    let members = cfg.initial_members()?;
+    let me = members.iter().find(|m| m.name == cfg.name).ok_or_else(|| {
+        config::ConfigError::NameNotInCluster {
+            name: cfg.name.clone(),
+        }
+    })?;
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    Ok(WalMeta {
+        node_id: me.id,
+        cluster_id: ids::cluster_id(&ids),
+        voters: ids,
+    })
+}
+
+/// Creates the data directory of a new member whose backend is the database file at `db`
+/// (for `hearthutl snapshot restore`): the file is moved into place and a fresh WAL bootstrapped
+/// exactly as start-up would for a new member. The caller has already reset the file's Raft
+/// bookkeeping (consistent index, term), so the new WAL's entries all apply.
+pub fn bootstrap_from_backend(cfg: &Config, db: &Path) -> Result<WalMeta, StartError> {
+    let fresh = new_member_meta(cfg)?;
+    let (wal_dir, snap_dir) = member_dirs(&cfg.data_dir)?;
+    let target = snap_dir.join("db");
+    std::fs::rename(db, &target).map_err(|e| StartError::DataDir(target.clone(), e))?;
+    backend::swap::sync_dir(&snap_dir).map_err(|e| StartError::DataDir(snap_dir.clone(), e))?;
+    let log = raft_node::open_log(&wal_dir, &fresh)?;
+    drop(log);
+    Ok(fresh)
 }
 
 async fn bind(urls: &[String]) -> Result<Vec<tokio::net::TcpListener>, StartError> {
@@ -91,18 +125,7 @@ async fn bind(urls: &[String]) -> Result<Vec<tokio::net::TcpListener>, StartErro
 impl Hearth {
     /// Opens the member's data and starts serving. Must be called inside a tokio runtime.
     pub async fn start(cfg: Config) -> Result<Hearth, StartError> {
-        cfg.validate()?;
-        let members = cfg.initial_members()?;
-        let me = members
-            .iter()
-            .find(|m| m.name == cfg.name)
-            .expect("validated above");
-        let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-        let fresh = WalMeta {
-            node_id: me.id,
-            cluster_id: ids::cluster_id(&ids),
-            voters: ids,
-        };
+        let fresh = new_member_meta(&cfg)?;
 
         let (wal_dir, snap_dir) = member_dirs(&cfg.data_dir)?;
         let backend = Arc::new(backend::Backend::open(
@@ -180,19 +203,21 @@ impl Hearth {
                 .map_err(|e| StartError::Thread("watch", e))?,
         );
 
-        let server = Arc::new(etcdserver::EtcdServer::new(
-            cfg.clone(),
-            member_id,
-            cluster_id,
-            kv,
-            watchable,
-            backend,
-            status,
-            tx,
-            wait,
-            applied_rx,
-        )
-        .with_space(alarms, quota));
+        let server = Arc::new(
+            etcdserver::EtcdServer::new(
+                cfg.clone(),
+                member_id,
+                cluster_id,
+                kv,
+                watchable,
+                backend,
+                status,
+                tx,
+                wait,
+                applied_rx,
+            )
+            .with_space(alarms, quota),
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(quota::raise_nospace_when_asked(
             server.clone(),

@@ -171,7 +171,10 @@ fn quota_costs_are_etcds() {
     let q = Quota { max_bytes: 1000 };
     assert!(q.available(100, 899));
     assert!(!q.available(100, 900));
-    assert!(!q.available(1000, 0), "a full backend refuses even a write of no cost");
+    assert!(
+        !q.available(1000, 0),
+        "a full backend refuses even a write of no cost"
+    );
 }
 
 struct Harness {

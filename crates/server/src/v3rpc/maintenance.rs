@@ -146,15 +146,14 @@ impl Maintenance for MaintenanceService {
             backend.set_hook(Some(hold_while_exists(hold.into())));
         }
         tracing::info!("starting defragment");
-        let stats = tokio::task::spawn_blocking(move || {
-            backend.defrag(&backend::DefragConfig::default())
-        })
-        .await
-        .map_err(|e| ServerError::Internal(e.to_string()))?
-        .map_err(|e| {
-            tracing::warn!("failed to defragment: {e}");
-            ServerError::Internal(e.to_string())
-        })?;
+        let stats =
+            tokio::task::spawn_blocking(move || backend.defrag(&backend::DefragConfig::default()))
+                .await
+                .map_err(|e| ServerError::Internal(e.to_string()))?
+                .map_err(|e| {
+                    tracing::warn!("failed to defragment: {e}");
+                    ServerError::Internal(e.to_string())
+                })?;
         tracing::info!(
             size_before = stats.size_before,
             size_after = stats.size_after,
@@ -210,7 +209,10 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(|e| ServerError::Internal(e.to_string()))?
             .map_err(|e| ServerError::Internal(e.to_string()))?;
-        tracing::info!(total_bytes = snap.size(), "sending database snapshot to client");
+        tracing::info!(
+            total_bytes = snap.size(),
+            "sending database snapshot to client"
+        );
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || send_snapshot(snap, tx));
         Ok(Response::new(Box::pin(
