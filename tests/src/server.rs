@@ -58,6 +58,19 @@ pub fn hearth_bin() -> PathBuf {
     p
 }
 
+/// The `hearthutl` binary: `HEARTHUTL_BIN` if set, else next to the `hearth` binary.
+pub fn hearthutl_bin() -> PathBuf {
+    let p = std::env::var_os("HEARTHUTL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| hearth_bin().with_file_name("hearthutl"));
+    assert!(
+        p.is_file(),
+        "{} does not exist: run `cargo build -p hearthutl` first (or set HEARTHUTL_BIN)",
+        p.display()
+    );
+    p
+}
+
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
 pub const ETCDCTL_BIN: &str = "/usr/bin/etcdctl";
 
@@ -88,11 +101,29 @@ pub struct Server {
     token: String,
     child: Option<Child>,
     starts: u32,
+    opts: Options,
+}
+
+/// Extra start-up settings for [`Server::start_with`].
+#[derive(Default)]
+pub struct Options {
+    /// More flags, after the harness's own.
+    pub args: Vec<String>,
+    /// Environment variables for the server (set after the harness clears `HEARTH_*`/`ETCD_*`).
+    pub env: Vec<(String, String)>,
+    /// Called with the (not yet existing) data dir before the first start, to lay it out.
+    pub prepare: Option<Box<dyn FnOnce(&Path)>>,
 }
 
 impl Server {
     /// Starts a server of `kind` and waits until it answers a Range request.
     pub async fn start(kind: Kind) -> Server {
+        Server::start_with(kind, Options::default()).await
+    }
+
+    /// Like [`start`](Self::start), with extra flags, environment or a prepared data dir.
+    pub async fn start_with(kind: Kind, mut opts: Options) -> Server {
+        let prepare = opts.prepare.take();
         let dir = tempfile::Builder::new()
             .prefix("hearth-e2e-")
             .tempdir()
@@ -112,7 +143,11 @@ impl Server {
             token,
             child: None,
             starts: 0,
+            opts,
         };
+        if let Some(p) = prepare {
+            p(&s.data_dir());
+        }
         s.spawn();
         if let Err(e) = s.wait_ready().await {
             // The one accepted race: a port taken between choosing and binding. Retry once
@@ -195,6 +230,10 @@ impl Server {
             {
                 cmd.env_remove(k);
             }
+        }
+        cmd.args(&self.opts.args);
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
         }
         cmd
     }

@@ -30,7 +30,8 @@ pub const DEFRAG_HOLD_ENV: &str = "HEARTH_TEST_DEFRAG_HOLD";
 
 fn hold_while_exists(path: std::path::PathBuf) -> backend::Hook {
     Arc::new(move |p| {
-        if p == backend::Point::DefragCopy {
+        if p == backend::Point::DefragCopy && path.exists() {
+            tracing::info!(hold = %path.display(), "defragment held in its copy phase");
             while path.exists() {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
