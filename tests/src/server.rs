@@ -112,8 +112,11 @@ pub struct Options {
     /// Environment variables for the server (set after the harness clears `HEARTH_*`/`ETCD_*`).
     pub env: Vec<(String, String)>,
     /// Called with the (not yet existing) data dir before the first start, to lay it out.
-    pub prepare: Option<Box<dyn FnOnce(&Path)>>,
+    pub prepare: Option<Prepare>,
 }
+
+/// Lays out a data dir before a server's first start.
+pub type Prepare = Box<dyn FnOnce(&Path)>;
 
 impl Server {
     /// Starts a server of `kind` and waits until it answers a Range request.

@@ -423,16 +423,17 @@ async fn snapshot_save_status_restore_and_continue() {
         .await
         .unwrap();
     assert_eq!(after.header().unwrap().revision(), rev);
-    let strip = |r: &etcd_client::GetResponse| -> Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)> {
+    let strip = |r: &etcd_client::GetResponse| -> Vec<String> {
         r.kvs()
             .iter()
             .map(|kv| {
-                (
-                    kv.key().to_vec(),
-                    kv.value().to_vec(),
+                format!(
+                    "{:?}={:?} create={} mod={} version={}",
+                    kv.key(),
+                    kv.value(),
                     kv.create_revision(),
                     kv.mod_revision(),
-                    kv.version(),
+                    kv.version()
                 )
             })
             .collect()

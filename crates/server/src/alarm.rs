@@ -43,6 +43,16 @@ fn key(member: u64, alarm: i32) -> Vec<u8> {
     .encode_to_vec()
 }
 
+impl AlarmChange {
+    /// Stores the change in the `alarm` bucket.
+    pub fn write(&self, txn: &mut backend::WriteTxn<'_>) -> Result<(), backend::BackendError> {
+        match *self {
+            AlarmChange::Activate(m, a) => txn.put(Bucket::Alarm, &key(m, a), &[]),
+            AlarmChange::Deactivate(m, a) => txn.delete(Bucket::Alarm, &key(m, a)).map(|_| ()),
+        }
+    }
+}
+
 impl AlarmStore {
     /// The alarms stored in the backend's `alarm` bucket (keys are encoded `AlarmMember`s).
     pub fn load(r: &impl Reader) -> Result<AlarmStore, ServerError> {
@@ -113,13 +123,12 @@ impl AlarmStore {
         }
     }
 
-    /// Computes an `AlarmRequest`'s response and the backend writes it needs (`put`/`delete` on
-    /// the alarm bucket); the caller commits them with the consistent index and then calls
-    /// [`commit`](Self::commit) with the change.
+    /// Computes an `AlarmRequest`'s response and the change it makes; the caller writes the
+    /// change ([`AlarmChange::write`]) in the transaction that records the consistent index and,
+    /// once committed, makes it visible with [`commit`](Self::commit).
     pub fn prepare(
         &self,
         req: &AlarmRequest,
-        write: &mut dyn FnMut(Bucket, &[u8], bool) -> Result<(), ServerError>,
     ) -> Result<(AlarmResponse, Option<AlarmChange>), ServerError> {
         let mut resp = AlarmResponse::default();
         let alarm = AlarmType::try_from(req.alarm).unwrap_or(AlarmType::None);
@@ -137,9 +146,6 @@ impl AlarmStore {
                     member_id: req.member_id,
                     alarm: alarm as i32,
                 };
-                if !self.read().contains(&(m.member_id, m.alarm)) {
-                    write(Bucket::Alarm, &key(m.member_id, m.alarm), true)?;
-                }
                 resp.alarms.push(m);
                 Ok((
                     resp,
@@ -150,7 +156,6 @@ impl AlarmStore {
                 if !self.read().contains(&(req.member_id, alarm as i32)) {
                     return Ok((resp, None));
                 }
-                write(Bucket::Alarm, &key(req.member_id, alarm as i32), false)?;
                 resp.alarms.push(AlarmMember {
                     member_id: req.member_id,
                     alarm: alarm as i32,

@@ -125,18 +125,14 @@ impl Applier {
     fn apply_alarm(&mut self, req: &AlarmRequest, index: u64, term: u64) -> ApplyResult {
         let kv = Arc::clone(&self.kv);
         let mut w = kv.write();
-        let mut txn = w.backend_txn();
-        let (resp, change) = self.space.alarms.prepare(req, &mut |b, k, put| {
-            let t = txn
-                .as_deref_mut()
+        let (resp, change) = self.space.alarms.prepare(req)?;
+        if let Some(c) = &change {
+            let txn = w
+                .backend_txn()
                 .ok_or_else(|| ServerError::Internal("no backend transaction".into()))?;
-            let r = if put {
-                t.put(b, k, &[])
-            } else {
-                t.delete(b, k).map(|_| ())
-            };
-            r.map_err(|e| ServerError::Internal(e.to_string()))
-        })?;
+            c.write(txn)
+                .map_err(|e| ServerError::Internal(e.to_string()))?;
+        }
         self.end(w, index, term)?;
         if let Some(c) = change {
             self.space.alarms.commit(c);
