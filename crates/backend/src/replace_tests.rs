@@ -125,6 +125,7 @@ fn install_swaps_the_database_under_shared_handles() {
     std::fs::write(&bad, b"not a database at all, not even close").unwrap();
     assert!(reopened.install(&bad).is_err());
     assert_eq!(content(&reopened.read().unwrap()), got);
+    assert!(bad.exists(), "a refused file is left where it was");
     assert!(!reopened.install_staging_path().exists());
 }
 

@@ -100,16 +100,18 @@ impl Backend {
     /// Writes committed through this backend concurrently are lost when the new file takes over:
     /// the caller stops its writers (the Raft applier, for a snapshot install) first. Layers that
     /// cache state derived from the file (the MVCC key index) must reload it afterwards.
-    /// On success `src` no longer exists.
+    /// On success `src` no longer exists; on failure it is left as it was (a file passed at
+    /// [`install_staging_path`](Self::install_staging_path) is removed).
     pub fn install(&self, src: &Path) -> Result<()> {
         let _one = self.replacing.lock().unwrap_or_else(|p| p.into_inner());
         let staged = self.install_staging_path();
-        if parent_dir(src) != parent_dir(&self.path) || src == self.path {
-            if src == self.path {
-                return Err(BackendError::Storage(
-                    "cannot install the live database over itself".into(),
-                ));
-            }
+        if src == self.path {
+            return Err(BackendError::Storage(
+                "cannot install the live database over itself".into(),
+            ));
+        }
+        let copied = parent_dir(src) != parent_dir(&self.path);
+        if copied {
             std::fs::copy(src, &staged)?;
         } else if src != staged {
             std::fs::rename(src, &staged)?;
@@ -117,7 +119,12 @@ impl Backend {
         let db = match open_db(&staged) {
             Ok(db) => db,
             Err(e) => {
-                let _ = std::fs::remove_file(&staged);
+                // Leave the caller's file as it was given.
+                if copied || src == staged {
+                    let _ = std::fs::remove_file(&staged);
+                } else {
+                    let _ = std::fs::rename(&staged, src);
+                }
                 return Err(e);
             }
         };
@@ -129,13 +136,13 @@ impl Backend {
         Ok(())
     }
 
-    /// Steps 1-5 of the module doc. `db` is open on `staged` and fully durable; `_gate` keeps
+    /// Steps 1-5 of the module doc. `db` is open on `staged` and fully durable; `gate` keeps
     /// writers out until the switch is done.
     pub(crate) fn swap_in(
         &self,
         db: redb::Database,
         staged: &Path,
-        _gate: MutexGuard<'_, ()>,
+        gate: MutexGuard<'_, ()>,
     ) -> Result<()> {
         self.at(Point::Staged);
         self.at(Point::Synced);
@@ -159,6 +166,8 @@ impl Backend {
             st.pending_ops = 0;
             st.pending_commits = 0;
         }
+        drop(gate);
+        // Closing the old handle (if no reader holds it) may flush it; writers need not wait.
         drop(old);
         self.at(Point::Swapped);
         tracing::info!(path = %self.path.display(), "backend switched to a new database file");

@@ -220,6 +220,45 @@ mod tests {
     }
 
     #[test]
+    fn offline_defrag_shrinks_a_data_dir_and_keeps_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = dir.path().join("member/snap");
+        std::fs::create_dir_all(&snap).unwrap();
+        let before = {
+            let be = Backend::open(snap.join("db"), BackendConfig::default()).unwrap();
+            let v = vec![1u8; 4000];
+            for i in 0..2000u32 {
+                let mut w = be.write().unwrap();
+                w.put(Bucket::Key, &i.to_be_bytes(), &v).unwrap();
+                w.commit().unwrap();
+            }
+            let mut w = be.write().unwrap();
+            w.delete_range(Bucket::Key, &10u32.to_be_bytes(), None)
+                .unwrap();
+            w.commit_durable().unwrap();
+            let size = be.size().unwrap();
+            be.close().unwrap();
+            size
+        };
+        defrag(dir.path()).unwrap();
+        let be = Backend::open(snap.join("db"), BackendConfig::default()).unwrap();
+        assert!(
+            be.size().unwrap() < before / 4,
+            "{} vs {before}",
+            be.size().unwrap()
+        );
+        assert_eq!(
+            be.read()
+                .unwrap()
+                .range(Bucket::Key, &[], None, 0)
+                .unwrap()
+                .len(),
+            10
+        );
+        assert!(defrag(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
     fn restore_resets_the_raft_position_and_refuses_an_existing_dir() {
         let dir = tempfile::tempdir().unwrap();
         let p = snapshot_file(dir.path());

@@ -163,15 +163,15 @@ impl Hearth {
         let status = Arc::new(RaftStatus::default());
         let wait = Arc::new(wait::Wait::default());
         let (applied_tx, applied_rx) = watch::channel(0);
-        let applier = applier::Applier::new(kv.clone(), Box::new(apply::NoLeases), wait.clone())
-            .with_space(applier::Space {
-                alarms: alarms.clone(),
-                quota,
-                raise_nospace: {
-                    let n = nospace.clone();
-                    Box::new(move || n.notify_one())
-                },
-            });
+        let applier = applier::Applier::new(kv.clone(), Box::new(apply::NoLeases), wait.clone());
+        let applier = applier.with_space(applier::Space {
+            alarms: alarms.clone(),
+            quota,
+            raise_nospace: {
+                let n = nospace.clone();
+                Box::new(move || n.notify_one())
+            },
+        });
         let node_cfg = NodeConfig {
             heartbeat: cfg.heartbeat_interval,
             election: cfg.election_timeout,
@@ -203,21 +203,19 @@ impl Hearth {
                 .map_err(|e| StartError::Thread("watch", e))?,
         );
 
-        let server = Arc::new(
-            etcdserver::EtcdServer::new(
-                cfg.clone(),
-                member_id,
-                cluster_id,
-                kv,
-                watchable,
-                backend,
-                status,
-                tx,
-                wait,
-                applied_rx,
-            )
-            .with_space(alarms, quota),
+        let server = etcdserver::EtcdServer::new(
+            cfg.clone(),
+            member_id,
+            cluster_id,
+            kv,
+            watchable,
+            backend,
+            status,
+            tx,
+            wait,
+            applied_rx,
         );
+        let server = Arc::new(server.with_space(alarms, quota));
         let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(quota::raise_nospace_when_asked(
             server.clone(),
