@@ -31,6 +31,8 @@
 //! file plus the compact copy. Every write pays a copy of its pairs into the journal while a
 //! defragmentation runs, and nothing when none does.
 
+use std::sync::atomic::Ordering;
+
 use redb::Durability;
 
 use crate::copy::{copy_into, COPY_BATCH};
@@ -103,11 +105,9 @@ pub(crate) struct Journal {
 }
 
 impl Backend {
+    /// Called with the write gate held; the flag only changes under the gate too.
     pub(crate) fn journal_active(&self) -> bool {
-        self.journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.journaling.load(Ordering::Acquire)
     }
 
     pub(crate) fn journal_append(&self, ops: Vec<JournalOp>) {
@@ -142,7 +142,10 @@ impl Backend {
         Ok(std::mem::take(&mut j.ops))
     }
 
+    /// Called with the write gate held (or after a failure, when a stale `true` only makes
+    /// the next writers record changes nobody reads).
     fn journal_stop(&self) {
+        self.journaling.store(false, Ordering::Release);
         *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
@@ -165,6 +168,7 @@ impl Backend {
                 limit: cfg.max_journal_bytes,
                 overflowed: false,
             });
+            self.journaling.store(true, Ordering::Release);
             self.read()
         };
         let result = snap.and_then(|snap| {

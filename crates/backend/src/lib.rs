@@ -237,6 +237,8 @@ pub struct Backend {
     batch: Mutex<BatchState>,
     /// Writes committed while an online defragmentation copies the file (see `defrag`).
     journal: Mutex<Option<defrag::Journal>>,
+    /// Whether `journal` is on; read without the lock on every write.
+    journaling: std::sync::atomic::AtomicBool,
     /// Serializes the operations that replace the database (defrag, install).
     replacing: Mutex<()>,
     hook: RwLock<Option<Hook>>,
@@ -283,6 +285,7 @@ impl Backend {
                 pending_commits: 0,
             }),
             journal: Mutex::new(None),
+            journaling: std::sync::atomic::AtomicBool::new(false),
             replacing: Mutex::new(()),
             hook: RwLock::new(None),
         })
@@ -336,8 +339,13 @@ impl Backend {
     pub fn write(&self) -> Result<WriteTxn<'_>> {
         let gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
         let record = self.journal_active().then(Vec::new);
+        let txn = self
+            .db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .begin_write()?;
         Ok(WriteTxn {
-            txn: self.db().begin_write()?,
+            txn,
             backend: self,
             ops: 0,
             record,
