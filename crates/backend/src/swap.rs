@@ -116,7 +116,14 @@ impl Backend {
         } else if src != staged {
             std::fs::rename(src, &staged)?;
         }
-        let db = match open_db(&staged) {
+        // The staged bytes may have been written without an fsync (a copy, a received stream):
+        // make them durable before anything can point at them. Done before redb opens the file,
+        // so no second descriptor meets redb's locks.
+        let opened = std::fs::File::open(&staged)
+            .and_then(|f| f.sync_all())
+            .map_err(BackendError::from)
+            .and_then(|()| open_db(&staged));
+        let db = match opened {
             Ok(db) => db,
             Err(e) => {
                 // Leave the caller's file as it was given.
