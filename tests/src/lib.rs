@@ -18,4 +18,4 @@ pub mod rng;
 pub mod server;
 pub mod wire;
 
-pub use server::{Kind, Server};
+pub use server::{Kind, Options, Server};

@@ -58,6 +58,19 @@ pub fn hearth_bin() -> PathBuf {
     p
 }
 
+/// The `hearthutl` binary: `HEARTHUTL_BIN` if set, else next to the `hearth` binary.
+pub fn hearthutl_bin() -> PathBuf {
+    let p = std::env::var_os("HEARTHUTL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| hearth_bin().with_file_name("hearthutl"));
+    assert!(
+        p.is_file(),
+        "{} does not exist: run `cargo build -p hearthutl` first (or set HEARTHUTL_BIN)",
+        p.display()
+    );
+    p
+}
+
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
 pub const ETCDCTL_BIN: &str = "/usr/bin/etcdctl";
 
@@ -88,17 +101,42 @@ pub struct Server {
     token: String,
     child: Option<Child>,
     starts: u32,
-    extra_args: Vec<String>,
+    opts: Options,
 }
+
+/// Extra start-up settings for [`Server::start_with`].
+#[derive(Default)]
+pub struct Options {
+    /// More flags, after the harness's own.
+    pub args: Vec<String>,
+    /// Environment variables for the server (set after the harness clears `HEARTH_*`/`ETCD_*`).
+    pub env: Vec<(String, String)>,
+    /// Called with the (not yet existing) data dir before the first start, to lay it out.
+    pub prepare: Option<Prepare>,
+}
+
+impl Options {
+    /// Just extra flags.
+    pub fn with_args(args: &[&str]) -> Options {
+        Options {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..Options::default()
+        }
+    }
+}
+
+/// Lays out a data dir before a server's first start.
+pub type Prepare = Box<dyn FnOnce(&Path)>;
 
 impl Server {
     /// Starts a server of `kind` and waits until it answers a Range request.
     pub async fn start(kind: Kind) -> Server {
-        Server::start_with(kind, &[]).await
+        Server::start_with(kind, Options::default()).await
     }
 
-    /// Like `start`, with extra command-line flags (etcd's names, which both servers take).
-    pub async fn start_with(kind: Kind, extra_args: &[&str]) -> Server {
+    /// Like [`start`](Self::start), with extra flags, environment or a prepared data dir.
+    pub async fn start_with(kind: Kind, mut opts: Options) -> Server {
+        let prepare = opts.prepare.take();
         let dir = tempfile::Builder::new()
             .prefix("hearth-e2e-")
             .tempdir()
@@ -118,8 +156,11 @@ impl Server {
             token,
             child: None,
             starts: 0,
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            opts,
         };
+        if let Some(p) = prepare {
+            p(&s.data_dir());
+        }
         s.spawn();
         if let Err(e) = s.wait_ready().await {
             // The one accepted race: a port taken between choosing and binding. Retry once
@@ -192,7 +233,6 @@ impl Server {
         if self.kind == Kind::Etcd {
             cmd.arg("--logger=zap").arg("--log-outputs=stderr");
         }
-        cmd.args(&self.extra_args);
         // Keep the environment from steering either server (hearth reads HEARTH_<FLAG> and
         // ETCD_<FLAG>; the tests' own HEARTH_* variables are not for it). The log level may
         // pass, for debugging.
@@ -203,6 +243,10 @@ impl Server {
             {
                 cmd.env_remove(k);
             }
+        }
+        cmd.args(&self.opts.args);
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
         }
         cmd
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::proto::PbWatchResponse;
 use etcd_client::{Compare, CompareOp, TxnOp, WatchOptions};
-use hearth_tests::{Kind, Server};
+use hearth_tests::{Kind, Options, Server};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -26,7 +26,7 @@ fn rev(r: &PbWatchResponse) -> i64 {
 async fn progress_notifications(kind: Kind) -> Vec<(i64, i64, usize)> {
     let s = Server::start_with(
         kind,
-        &["--experimental-watch-progress-notify-interval", "300ms"],
+        Options::with_args(&["--experimental-watch-progress-notify-interval", "300ms"]),
     )
     .await;
     let mut c = s.client().await;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::proto::PbWatchResponse;
 use etcd_client::{WatchOptions, WatchResponseStream};
-use hearth_tests::{Kind, Server};
+use hearth_tests::{Kind, Options, Server};
 use tokio::sync::mpsc;
 
 const WATCHERS: usize = 1000;
@@ -108,7 +108,11 @@ async fn wait_created(rx: &mut mpsc::UnboundedReceiver<Result<PbWatchResponse, S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_watchers_and_a_stalled_stream() {
     // A short Raft log, so the log of large puts does not dominate the memory measured.
-    let server = Server::start_with(Kind::Hearth, &["--snapshot-count", "20"]).await;
+    let server = Server::start_with(
+        Kind::Hearth,
+        Options::with_args(&["--snapshot-count", "20"]),
+    )
+    .await;
 
     // The busy stream: 1000 watchers on one stream, read all along.
     let busy_client = server.client().await;

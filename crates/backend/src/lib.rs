@@ -40,6 +40,25 @@
 //! [`Backend::write`] opens the single redb write transaction; a second writer waits until the
 //! first one commits or is dropped (aborted).
 //!
+//! # Copies, replacement and defragmentation
+//!
+//! Three general operations move whole databases; the server uses them for the Snapshot and
+//! Defragment RPCs, and they are what a Raft snapshot transfer needs (send a copy, install it):
+//!
+//! * **Copy** ([`Backend::copy_to_file`], [`Backend::snapshot`]): a consistent copy of the
+//!   latest commit, read from one read snapshot without blocking writers, into a new redb file
+//!   or an anonymous temporary file read as a byte stream ([`SnapshotFile`]). See `copy`.
+//! * **Replace** ([`Backend::install`]): swap the database this backend serves for another redb
+//!   file at run time: the file is verified, renamed over the live path and the directory
+//!   fsynced, so a crash at any point leaves a complete database at the path; the handle inside
+//!   the backend is switched under the write gate, so every `Arc<Backend>` stays valid. Write a
+//!   received file to [`Backend::install_staging_path`] to avoid a copy. See [`swap`].
+//! * **Defragment** ([`Backend::defrag`]): copy in the background, catch up the writes made
+//!   meanwhile from a journal, and swap in a short critical section. See [`defrag`].
+//!
+//! [`Backend::set_hook`] runs a callback at each named [`Point`] of these operations, so tests
+//! can hold them at a point or kill the process there.
+//!
 //! # Corruption
 //!
 //! The file is opened with redb's integrity check (`set_check_integrity_on_open`), which
@@ -52,7 +71,7 @@ use std::fmt;
 use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{
@@ -205,11 +224,24 @@ struct BatchState {
 }
 
 /// The storage backend. `Send + Sync`; share it as `Arc<Backend>`.
+///
+/// The redb database inside is swappable (see [`Backend::install`] and [`Backend::defrag`]):
+/// readers clone the current handle under a lock held for a pointer copy, and every write
+/// transaction holds `write_gate`, which a swap takes to exclude writers while it renames the new
+/// file into place and switches handles.
 pub struct Backend {
-    db: redb::Database,
+    db: RwLock<Arc<redb::Database>>,
+    write_gate: Mutex<()>,
     path: PathBuf,
     config: BackendConfig,
     batch: Mutex<BatchState>,
+    /// Writes committed while an online defragmentation copies the file (see `defrag`).
+    journal: Mutex<Option<defrag::Journal>>,
+    /// Whether `journal` is on; read without the lock on every write.
+    journaling: std::sync::atomic::AtomicBool,
+    /// Serializes the operations that replace the database (defrag, install).
+    replacing: Mutex<()>,
+    hook: RwLock<Option<Hook>>,
 }
 
 impl fmt::Debug for Backend {
@@ -238,32 +270,13 @@ impl Backend {
     /// or whose pages fail their checksums, is an error.
     pub fn open(path: impl AsRef<Path>, config: BackendConfig) -> Result<Backend> {
         let path = path.as_ref().to_path_buf();
-        let opened = catch_unwind(AssertUnwindSafe(|| {
-            redb::Database::builder()
-                .set_check_integrity_on_open(true)
-                .create(&path)
-        }));
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(e)) => return Err(e.into()),
-            Err(p) => {
-                return Err(BackendError::Corrupt(format!(
-                    "opening {} panicked: {}",
-                    path.display(),
-                    panic_message(p.as_ref())
-                )))
-            }
-        };
-        // Create the buckets, durably, so every read snapshot can open all of them.
-        let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        for b in Bucket::ALL {
-            txn.open_table(b.def())?;
-        }
-        txn.commit()?;
+        // A replacement that was interrupted before its rename leaves its staging file behind.
+        swap::remove_stale_staging(&path)?;
+        let db = open_db(&path)?;
         tracing::debug!(path = %path.display(), "backend opened");
         Ok(Backend {
-            db,
+            db: RwLock::new(Arc::new(db)),
+            write_gate: Mutex::new(()),
             path,
             config,
             batch: Mutex::new(BatchState {
@@ -271,7 +284,29 @@ impl Backend {
                 pending_ops: 0,
                 pending_commits: 0,
             }),
+            journal: Mutex::new(None),
+            journaling: std::sync::atomic::AtomicBool::new(false),
+            replacing: Mutex::new(()),
+            hook: RwLock::new(None),
         })
+    }
+
+    /// The current database handle.
+    fn db(&self) -> Arc<redb::Database> {
+        self.db.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sets (or clears) the hook called at each named point of a defragmentation or an install.
+    /// Tests use it to hold an operation at a point or to kill the process there.
+    pub fn set_hook(&self, hook: Option<Hook>) {
+        *self.hook.write().unwrap_or_else(|p| p.into_inner()) = hook;
+    }
+
+    fn at(&self, point: Point) {
+        let hook = self.hook.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(h) = hook {
+            h(point);
+        }
     }
 
     /// The database file's path.
@@ -291,19 +326,30 @@ impl Backend {
 
     /// Opens a read snapshot of the latest commit (durable or not). Never blocks on writers.
     pub fn read(&self) -> Result<ReadTxn> {
+        let db = self.db();
         Ok(ReadTxn {
-            txn: self.db.begin_read()?,
             tables: Default::default(),
+            txn: db.begin_read()?,
+            _db: db,
         })
     }
 
     /// Opens the write transaction. Waits while another write transaction is open.
     /// Dropping the returned [`WriteTxn`] without committing aborts it.
     pub fn write(&self) -> Result<WriteTxn<'_>> {
+        let gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
+        let record = self.journal_active().then(Vec::new);
+        let txn = self
+            .db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .begin_write()?;
         Ok(WriteTxn {
-            txn: self.db.begin_write()?,
+            txn,
             backend: self,
             ops: 0,
+            record,
+            _gate: gate,
         })
     }
 
@@ -338,29 +384,66 @@ impl Backend {
         Ok(std::fs::metadata(&self.path)?.len())
     }
 
-    /// Best estimate of the bytes holding live data: the pages (leaf and branch) of every
-    /// bucket's B-tree in the latest snapshot. Unlike [`size`](Self::size) this shrinks when
-    /// data is deleted (the file itself does not shrink; freed pages are reused). Walks the
-    /// trees' pages (O(pages)), without blocking writers.
+    /// Best estimate of the bytes holding live data: what every bucket's B-tree occupies in the
+    /// latest snapshot (stored pairs, tree metadata and the unused parts of its pages, large
+    /// values included). Unlike [`size`](Self::size) this shrinks when data is deleted (the file
+    /// itself does not shrink; freed pages are reused). Walks the trees' pages (O(pages)),
+    /// without blocking writers.
     pub fn size_in_use(&self) -> Result<u64> {
         let r = self.read()?;
-        let mut pages = 0u64;
+        let mut bytes = 0u64;
         for b in Bucket::ALL {
             if let Some(t) = r.table(b)? {
                 let s = t.stats()?;
-                pages += s.leaf_pages() + s.branch_pages();
+                bytes += s.stored_bytes() + s.metadata_bytes() + s.fragmented_bytes();
             }
         }
-        // redb's page size is fixed at 4 KiB for files it creates.
-        Ok(pages * 4096)
+        Ok(bytes)
     }
 
     /// Makes pending commits durable and closes the file.
     pub fn close(self) -> Result<()> {
         self.force_commit()?;
-        self.db.close()?;
+        let db = self.db.into_inner().unwrap_or_else(|p| p.into_inner());
+        // Readers still holding a snapshot keep the handle; it closes with the last of them.
+        if let Ok(db) = Arc::try_unwrap(db) {
+            db.close()?;
+        }
         Ok(())
     }
+}
+
+/// Opens (or creates) a redb file with the integrity check and makes sure every bucket exists.
+fn open_db(path: &Path) -> Result<redb::Database> {
+    let opened = catch_unwind(AssertUnwindSafe(|| {
+        redb::Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(path)
+    }));
+    let db = match opened {
+        Ok(Ok(db)) => db,
+        Ok(Err(e)) => return Err(e.into()),
+        Err(p) => {
+            return Err(BackendError::Corrupt(format!(
+                "opening {} panicked: {}",
+                path.display(),
+                panic_message(p.as_ref())
+            )))
+        }
+    };
+    create_buckets(&db)?;
+    Ok(db)
+}
+
+/// Creates every bucket, durably, so every read snapshot can open all of them.
+fn create_buckets(db: &redb::Database) -> Result<()> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    for b in Bucket::ALL {
+        txn.open_table(b.def())?;
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 type ByteTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
@@ -425,10 +508,13 @@ pub trait Reader {
     }
 }
 
-/// A read snapshot: every read sees the same committed state.
+/// A read snapshot: every read sees the same committed state. It keeps the database handle it
+/// was opened on, so it stays valid (and unchanged) when the backend swaps in another file.
 pub struct ReadTxn {
-    txn: ReadTransaction,
+    // Fields drop in order: the tables and the transaction before the handle they read from.
     tables: [OnceLock<Option<ByteTable>>; Bucket::ALL.len()],
+    txn: ReadTransaction,
+    _db: Arc<redb::Database>,
 }
 
 impl ReadTxn {
@@ -476,9 +562,13 @@ impl Reader for ReadTxn {
 
 /// The write transaction. Commit with [`commit`](Self::commit); dropping it aborts.
 pub struct WriteTxn<'a> {
+    // Dropped before the gate: an aborted transaction ends before a swap may begin.
     txn: WriteTransaction,
     backend: &'a Backend,
     ops: usize,
+    /// This transaction's changes, kept while a defragmentation journals writes.
+    record: Option<Vec<defrag::JournalOp>>,
+    _gate: MutexGuard<'a, ()>,
 }
 
 impl fmt::Debug for WriteTxn<'_> {
@@ -502,6 +592,9 @@ impl WriteTxn<'_> {
         let mut t = self.txn.open_table(bucket.def())?;
         t.insert(key, value)?;
         self.ops += 1;
+        if let Some(r) = &mut self.record {
+            r.push(defrag::JournalOp::Put(bucket, key.to_vec(), value.to_vec()));
+        }
         Ok(())
     }
 
@@ -510,6 +603,9 @@ impl WriteTxn<'_> {
         let mut t = self.txn.open_table(bucket.def())?;
         let existed = t.remove(key)?.is_some();
         self.ops += 1;
+        if let Some(r) = &mut self.record {
+            r.push(defrag::JournalOp::Delete(bucket, key.to_vec()));
+        }
         Ok(existed)
     }
 
@@ -530,6 +626,13 @@ impl WriteTxn<'_> {
             false
         })?;
         self.ops += usize::try_from(n).unwrap_or(usize::MAX);
+        if let Some(r) = &mut self.record {
+            r.push(defrag::JournalOp::DeleteRange(
+                bucket,
+                start.to_vec(),
+                end.map(<[u8]>::to_vec),
+            ));
+        }
         Ok(n)
     }
 
@@ -562,6 +665,10 @@ impl WriteTxn<'_> {
             Durability::None
         })?;
         self.txn.commit()?;
+        if let Some(ops) = self.record.take() {
+            // Still under the write gate, so the journal gets commits in commit order.
+            backend.journal_append(ops);
+        }
         if durable {
             st.last_durable = Instant::now();
             st.pending_ops = 0;
@@ -599,5 +706,16 @@ impl Reader for WriteTxn<'_> {
     }
 }
 
+mod copy;
+pub mod defrag;
+mod hash;
+pub mod swap;
+
+pub use copy::SnapshotFile;
+pub use defrag::{DefragConfig, DefragStats};
+pub use swap::{Hook, Point};
+
+#[cfg(test)]
+mod replace_tests;
 #[cfg(test)]
 mod tests;

@@ -111,3 +111,11 @@ pub enum MvccError {
     #[error("mvcc: compaction interrupted")]
     CompactionInterrupted,
 }
+
+/// Whether a backend pair is Raft bookkeeping (the consistent index and term in `meta`): it may
+/// differ between members that hold the same data, so whole-backend hashes skip it, and a
+/// restored member resets it.
+pub fn is_raft_meta(bucket: backend::Bucket, key: &[u8]) -> bool {
+    bucket == backend::Bucket::Meta
+        && (key == store::META_CONSISTENT_INDEX || key == store::META_TERM)
+}

@@ -7,14 +7,16 @@
 use std::sync::Arc;
 
 use api::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, InternalRaftRequest, PutResponse, ResponseHeader,
-    TxnResponse,
+    AlarmRequest, AlarmResponse, CompactionResponse, DeleteRangeResponse, InternalRaftRequest,
+    PutResponse, ResponseHeader, TxnResponse,
 };
 use mvcc::KvStore;
 use prost::Message as _;
 
+use crate::alarm::{self, AlarmStore};
 use crate::apply::{self, Exec, LeaseLookup};
 use crate::error::ServerError;
+use crate::quota::{self, Quota};
 use crate::wait::Wait;
 
 /// A write's outcome, as computed at apply time.
@@ -24,6 +26,7 @@ pub enum Applied {
     Txn(TxnResponse),
     /// With the handle to wait on for `physical` compactions.
     Compaction(CompactionResponse, Option<mvcc::CompactHandle>),
+    Alarm(AlarmResponse),
 }
 
 pub type ApplyResult = Result<Applied, ServerError>;
@@ -33,6 +36,15 @@ pub struct Applier {
     leases: Box<dyn LeaseLookup + Send>,
     wait: Arc<Wait<ApplyResult>>,
     consistent_index: u64,
+    space: Space,
+}
+
+/// What the applier needs for alarms and the space quota (see `alarm` and `quota`).
+pub struct Space {
+    pub alarms: Arc<AlarmStore>,
+    pub quota: Quota,
+    /// Asked to raise the NOSPACE alarm through Raft when a write went over the quota.
+    pub raise_nospace: Box<dyn Fn() + Send>,
 }
 
 impl Applier {
@@ -47,7 +59,20 @@ impl Applier {
             leases,
             wait,
             consistent_index,
+            space: Space {
+                alarms: Arc::default(),
+                quota: Quota {
+                    max_bytes: u64::MAX,
+                },
+                raise_nospace: Box::new(|| {}),
+            },
         }
+    }
+
+    /// Enforces alarms and the space quota.
+    pub fn with_space(mut self, space: Space) -> Applier {
+        self.space = space;
+        self
     }
 
     pub fn consistent_index(&self) -> u64 {
@@ -76,6 +101,46 @@ impl Applier {
     }
 
     fn apply_request(&mut self, req: InternalRaftRequest, index: u64, term: u64) -> ApplyResult {
+        alarm::gate(&self.space.alarms, &req)?;
+        if let Some(a) = &req.alarm {
+            return self.apply_alarm(a, index, term);
+        }
+        // etcd's quota applier: a write over the quota is still applied (every member applies
+        // the same entries) but answered with NoSpace, and the alarm is raised.
+        let fits = !quota::limited(&req)
+            || self
+                .space
+                .quota
+                .available(self.kv.backend().size().unwrap_or(0), quota::cost(&req));
+        let result = self.apply_kv(req, index, term);
+        if result.is_ok() && !fits {
+            if !self.space.alarms.has(api::etcdserverpb::AlarmType::Nospace) {
+                (self.space.raise_nospace)();
+            }
+            return Err(ServerError::NoSpace);
+        }
+        result
+    }
+
+    fn apply_alarm(&mut self, req: &AlarmRequest, index: u64, term: u64) -> ApplyResult {
+        let kv = Arc::clone(&self.kv);
+        let mut w = kv.write();
+        let (resp, change) = self.space.alarms.prepare(req)?;
+        if let Some(c) = &change {
+            let txn = w
+                .backend_txn()
+                .ok_or_else(|| ServerError::Internal("no backend transaction".into()))?;
+            c.write(txn)
+                .map_err(|e| ServerError::Internal(e.to_string()))?;
+        }
+        self.end(w, index, term)?;
+        if let Some(c) = change {
+            self.space.alarms.commit(c);
+        }
+        Ok(Applied::Alarm(resp))
+    }
+
+    fn apply_kv(&mut self, req: InternalRaftRequest, index: u64, term: u64) -> ApplyResult {
         let kv = Arc::clone(&self.kv);
         let leases = self.leases.as_ref();
         if let Some(p) = req.put {

@@ -47,6 +47,14 @@ pub enum ServerError {
     PermissionDenied,
     #[error("etcdserver: invalid auth token")]
     InvalidAuthToken,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     /// A local failure (disk, corrupt state). The text goes to the log; the client sees a generic error.
     #[error("etcdserver: {0}")]
     Internal(String),
@@ -61,7 +69,9 @@ impl ServerError {
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound => Code::NotFound,
-            LeaseExist => Code::FailedPrecondition,
+            LeaseExist | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
+            LeaderTransferTimeout => Code::DeadlineExceeded,
+            Corrupt => Code::DataLoss,
             NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,

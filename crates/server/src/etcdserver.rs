@@ -31,6 +31,9 @@ pub struct EtcdServer {
     applied: watch::Receiver<u64>,
     next_id: AtomicU64,
     request_timeout: Duration,
+    /// Active alarms (shared with the applier) and the space quota; see `alarm` and `quota`.
+    pub alarms: Arc<crate::alarm::AlarmStore>,
+    pub quota: crate::quota::Quota,
 }
 
 impl EtcdServer {
@@ -69,7 +72,26 @@ impl EtcdServer {
             applied,
             next_id: AtomicU64::new(next_id),
             request_timeout,
+            alarms: Arc::default(),
+            quota: crate::quota::Quota {
+                max_bytes: u64::MAX,
+            },
         }
+    }
+
+    /// Shares the applier's alarms and enforces `quota` on writes.
+    pub(crate) fn with_space(
+        mut self,
+        alarms: Arc<crate::alarm::AlarmStore>,
+        quota: crate::quota::Quota,
+    ) -> EtcdServer {
+        self.alarms = alarms;
+        self.quota = quota;
+        self
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     pub fn term(&self) -> u64 {

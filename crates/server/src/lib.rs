@@ -5,6 +5,7 @@
 //! client URLs (`v3rpc`). Requests reach the store only through Raft (`etcdserver` proposes, `applier`
 //! applies); reads wait for a ReadIndex round unless serializable.
 
+pub mod alarm;
 pub mod applier;
 pub mod apply;
 pub mod authority;
@@ -14,6 +15,7 @@ pub mod etcdserver;
 mod http;
 pub mod ids;
 pub mod metrics;
+pub mod quota;
 mod raft_log;
 pub mod raft_node;
 pub mod v3rpc;
@@ -67,11 +69,45 @@ pub struct Hearth {
     _peer_listeners: Vec<tokio::net::TcpListener>,
 }
 
-fn member_dirs(data_dir: &Path) -> Result<(PathBuf, PathBuf), StartError> {
+/// The member's WAL and snapshot (backend) directories under `data_dir`, created if missing.
+pub fn member_dirs(data_dir: &Path) -> Result<(PathBuf, PathBuf), StartError> {
     let wal = data_dir.join("member").join("wal");
     let snap = data_dir.join("member").join("snap");
     std::fs::create_dir_all(&snap).map_err(|e| StartError::DataDir(snap.clone(), e))?;
     Ok((wal, snap))
+}
+
+/// What a new member bootstraps from the configuration: its id, the cluster id and the initial
+/// voters, as written into a fresh WAL. Start-up and `hearthutl snapshot restore` both use it.
+pub fn new_member_meta(cfg: &Config) -> Result<WalMeta, StartError> {
+    cfg.validate()?;
+    let members = cfg.initial_members()?;
+    let me = members.iter().find(|m| m.name == cfg.name).ok_or_else(|| {
+        config::ConfigError::NameNotInCluster {
+            name: cfg.name.clone(),
+        }
+    })?;
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    Ok(WalMeta {
+        node_id: me.id,
+        cluster_id: ids::cluster_id(&ids),
+        voters: ids,
+    })
+}
+
+/// Creates the data directory of a new member whose backend is the database file at `db`
+/// (for `hearthutl snapshot restore`): the file is moved into place and a fresh WAL bootstrapped
+/// exactly as start-up would for a new member. The caller has already reset the file's Raft
+/// bookkeeping (consistent index, term), so the new WAL's entries all apply.
+pub fn bootstrap_from_backend(cfg: &Config, db: &Path) -> Result<WalMeta, StartError> {
+    let fresh = new_member_meta(cfg)?;
+    let (wal_dir, snap_dir) = member_dirs(&cfg.data_dir)?;
+    let target = snap_dir.join("db");
+    std::fs::rename(db, &target).map_err(|e| StartError::DataDir(target.clone(), e))?;
+    backend::swap::sync_dir(&snap_dir).map_err(|e| StartError::DataDir(snap_dir.clone(), e))?;
+    let log = raft_node::open_log(&wal_dir, &fresh)?;
+    drop(log);
+    Ok(fresh)
 }
 
 async fn bind(urls: &[String]) -> Result<Vec<tokio::net::TcpListener>, StartError> {
@@ -90,18 +126,7 @@ async fn bind(urls: &[String]) -> Result<Vec<tokio::net::TcpListener>, StartErro
 impl Hearth {
     /// Opens the member's data and starts serving. Must be called inside a tokio runtime.
     pub async fn start(cfg: Config) -> Result<Hearth, StartError> {
-        cfg.validate()?;
-        let members = cfg.initial_members()?;
-        let me = members
-            .iter()
-            .find(|m| m.name == cfg.name)
-            .expect("validated above");
-        let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-        let fresh = WalMeta {
-            node_id: me.id,
-            cluster_id: ids::cluster_id(&ids),
-            voters: ids,
-        };
+        let fresh = new_member_meta(&cfg)?;
 
         let (wal_dir, snap_dir) = member_dirs(&cfg.data_dir)?;
         let backend = Arc::new(backend::Backend::open(
@@ -109,6 +134,12 @@ impl Hearth {
             backend::BackendConfig::default(),
         )?);
         let kv = Arc::new(mvcc::KvStore::open(backend.clone())?);
+        let alarms = Arc::new(
+            alarm::AlarmStore::load(&backend.read()?)
+                .map_err(|e| backend::BackendError::Corrupt(e.to_string()))?,
+        );
+        let quota = quota::Quota::from_flag(cfg.quota_backend_bytes);
+        let nospace = Arc::new(tokio::sync::Notify::new());
         let log = raft_node::open_log(&wal_dir, &fresh)?;
         let (member_id, cluster_id) = (log.meta.node_id, log.meta.cluster_id);
         tracing::info!(
@@ -134,6 +165,14 @@ impl Hearth {
         let wait = Arc::new(wait::Wait::default());
         let (applied_tx, applied_rx) = watch::channel(0);
         let applier = applier::Applier::new(kv.clone(), Box::new(apply::NoLeases), wait.clone());
+        let applier = applier.with_space(applier::Space {
+            alarms: alarms.clone(),
+            quota,
+            raise_nospace: {
+                let n = nospace.clone();
+                Box::new(move || n.notify_one())
+            },
+        });
         let node_cfg = NodeConfig {
             heartbeat: cfg.heartbeat_interval,
             election: cfg.election_timeout,
@@ -165,7 +204,7 @@ impl Hearth {
                 .map_err(|e| StartError::Thread("watch", e))?,
         );
 
-        let server = Arc::new(etcdserver::EtcdServer::new(
+        let server = etcdserver::EtcdServer::new(
             cfg.clone(),
             member_id,
             cluster_id,
@@ -176,8 +215,14 @@ impl Hearth {
             tx,
             wait,
             applied_rx,
-        ));
+        );
+        let server = Arc::new(server.with_space(alarms, quota));
         let (shutdown, shutdown_rx) = watch::channel(false);
+        tokio::spawn(quota::raise_nospace_when_asked(
+            server.clone(),
+            nospace,
+            shutdown_rx.clone(),
+        ));
         let mut serving = Vec::new();
         for l in client_listeners {
             serving.push(tokio::spawn(serve_client(

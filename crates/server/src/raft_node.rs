@@ -47,6 +47,11 @@ pub enum Command {
         data: Vec<u8>,
     },
     ReadIndex(oneshot::Sender<Result<u64, ServerError>>),
+    /// Start handing leadership to `target` (a voter); answered once the transfer is under way.
+    TransferLeader {
+        target: u64,
+        reply: oneshot::Sender<Result<(), ServerError>>,
+    },
     /// Finish the current turn, make the backend durable and return.
     Stop,
 }
@@ -346,6 +351,18 @@ impl RaftNode {
                 }
             }
             Command::ReadIndex(tx) => self.pending_reads.push(tx),
+            Command::TransferLeader { target, reply } => {
+                let r = &self.node.raft;
+                let result = if r.leader_id != r.id {
+                    Err(ServerError::NotLeader)
+                } else if !r.prs().conf().voters().contains(target) {
+                    Err(ServerError::BadLeaderTransferee)
+                } else {
+                    self.node.transfer_leader(target);
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
             Command::Stop => return false,
         }
         true

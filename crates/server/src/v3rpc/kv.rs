@@ -39,6 +39,7 @@ impl Kv for KvService {
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = req.into_inner();
+        self.srv.check_quota(crate::quota::cost_put(&req)).await?;
         validate::check_put(&req)?;
         match self
             .srv
@@ -80,6 +81,7 @@ impl Kv for KvService {
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = req.into_inner();
+        self.srv.check_quota(crate::quota::cost_txn(&req)).await?;
         validate::check_txn(&req, self.srv.cfg.max_txn_ops)?;
         if apply::txn_is_read_only(&req) {
             if !apply::txn_is_serializable(&req) {

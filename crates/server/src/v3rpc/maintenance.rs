@@ -1,5 +1,6 @@
-//! Maintenance and Cluster services: what `etcdctl endpoint status/health/hashkv` and `member list` need.
-//! Defragment, Snapshot, MoveLeader and membership changes come with clustering.
+//! Maintenance and Cluster services: status, hashes, alarms, defragment (online, see
+//! `backend::defrag`), snapshots (etcd's stream: 32 KiB chunks, then the SHA-256 of the content as
+//! the last message) and leader transfer. Membership changes come with clustering.
 
 use std::sync::Arc;
 
@@ -16,11 +17,81 @@ use tonic::{Request, Response, Status};
 
 use crate::error::ServerError;
 use crate::etcdserver::EtcdServer;
+use crate::raft_node::Command;
 use crate::v3rpc::unimplemented::unimplemented;
 
 /// The etcd API version Hearth implements, reported where etcd reports its own version: clients use it to
 /// decide which features they may use.
 pub const API_VERSION: &str = "3.5.0";
+
+/// Test hook: while the file this variable names exists, a Defragment waits in its copy phase
+/// (requests keep being served), so a test can act while the copy is in progress.
+pub const DEFRAG_HOLD_ENV: &str = "HEARTH_TEST_DEFRAG_HOLD";
+
+fn hold_while_exists(path: std::path::PathBuf) -> backend::Hook {
+    Arc::new(move |p| {
+        if p == backend::Point::DefragCopy && path.exists() {
+            tracing::info!(hold = %path.display(), "defragment held in its copy phase");
+            while path.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    })
+}
+
+/// etcd's chunk size for the Snapshot stream.
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
+
+/// Streams `snap` in chunks, each with the bytes still to come, then its SHA-256 alone.
+fn send_snapshot(
+    mut snap: backend::SnapshotFile,
+    tx: tokio::sync::mpsc::Sender<Result<SnapshotResponse, Status>>,
+) {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let total = snap.size();
+    let mut sent = 0u64;
+    let mut sha = sha2::Sha256::new();
+    while sent < total {
+        let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+        let mut n = 0;
+        while n < buf.len() {
+            match snap.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(ServerError::Internal(e.to_string()).into()));
+                    return;
+                }
+            }
+        }
+        if n == 0 {
+            let _ = tx.blocking_send(Err(ServerError::Internal(
+                "snapshot file ended early".into(),
+            )
+            .into()));
+            return;
+        }
+        buf.truncate(n);
+        sha.update(&buf);
+        sent += n as u64;
+        let msg = SnapshotResponse {
+            header: None,
+            remaining_bytes: total - sent,
+            blob: buf,
+        };
+        if tx.blocking_send(Ok(msg)).is_err() {
+            return;
+        }
+    }
+    let _ = tx.blocking_send(Ok(SnapshotResponse {
+        header: None,
+        remaining_bytes: 0,
+        blob: sha.finalize().to_vec(),
+    }));
+    tracing::info!(total_bytes = total, "sent database snapshot to client");
+}
 
 pub struct MaintenanceService {
     pub srv: Arc<EtcdServer>,
@@ -32,11 +103,10 @@ type Stream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Sta
 impl Maintenance for MaintenanceService {
     type SnapshotStream = Stream<SnapshotResponse>;
 
-    async fn alarm(&self, _: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        Ok(Response::new(AlarmResponse {
-            header: self.srv.header(0),
-            alarms: Vec::new(),
-        }))
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let mut resp = self.srv.alarm(req.into_inner()).await?;
+        resp.header = self.srv.header(0);
+        Ok(Response::new(resp))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -49,6 +119,11 @@ impl Maintenance for MaintenanceService {
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))?;
         let (db_size, db_size_in_use) = sizes.map_err(|e| ServerError::Internal(e.to_string()))?;
+        let mut errors = Vec::new();
+        if s.leader() == 0 {
+            errors.push(ServerError::NoLeader.to_string());
+        }
+        errors.extend(s.alarms.status_errors());
         Ok(Response::new(StatusResponse {
             header: s.header(0),
             version: API_VERSION.into(),
@@ -57,7 +132,7 @@ impl Maintenance for MaintenanceService {
             raft_index: s.status.commit.load(Acquire),
             raft_term: s.term(),
             raft_applied_index: s.status.applied.load(Acquire),
-            errors: Vec::new(),
+            errors,
             db_size_in_use: db_size_in_use as i64,
             is_learner: false,
         }))
@@ -67,11 +142,46 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(unimplemented("Maintenance", "Defragment"))
+        let backend = self.srv.backend.clone();
+        if let Some(hold) = std::env::var_os(DEFRAG_HOLD_ENV) {
+            backend.set_hook(Some(hold_while_exists(hold.into())));
+        }
+        tracing::info!("starting defragment");
+        let stats =
+            tokio::task::spawn_blocking(move || backend.defrag(&backend::DefragConfig::default()))
+                .await
+                .map_err(|e| ServerError::Internal(e.to_string()))?
+                .map_err(|e| {
+                    tracing::warn!("failed to defragment: {e}");
+                    ServerError::Internal(e.to_string())
+                })?;
+        tracing::info!(
+            size_before = stats.size_before,
+            size_after = stats.size_after,
+            "finished defragment"
+        );
+        Ok(Response::new(DefragmentResponse {
+            header: self.srv.header(0),
+        }))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(unimplemented("Maintenance", "Hash"))
+        let backend = self.srv.backend.clone();
+        let kv = self.srv.kv.clone();
+        let (hash, rev) = tokio::task::spawn_blocking(move || {
+            // The revision is read first: the snapshot hashed holds at least that revision.
+            let rev = kv.rev();
+            backend
+                .hash(&mvcc::is_raft_meta)
+                .map(|h| (h, rev))
+                .map_err(|e| ServerError::Internal(e.to_string()))
+        })
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))??;
+        Ok(Response::new(HashResponse {
+            header: self.srv.header(rev),
+            hash,
+        }))
     }
 
     async fn hash_kv(
@@ -95,14 +205,50 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unimplemented("Maintenance", "Snapshot"))
+        let backend = self.srv.backend.clone();
+        let snap = tokio::task::spawn_blocking(move || backend.snapshot())
+            .await
+            .map_err(|e| ServerError::Internal(e.to_string()))?
+            .map_err(|e| ServerError::Internal(e.to_string()))?;
+        tracing::info!(
+            total_bytes = snap.size(),
+            "sending database snapshot to client"
+        );
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || send_snapshot(snap, tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn move_leader(
         &self,
-        _: Request<MoveLeaderRequest>,
+        req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(unimplemented("Maintenance", "MoveLeader"))
+        let target = req.into_inner().target_id;
+        let s = &self.srv;
+        if s.leader() != s.member_id {
+            return Err(ServerError::NotLeader.into());
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        s.send(Command::TransferLeader { target, reply })?;
+        rx.await.map_err(|_| ServerError::Stopped)??;
+        tracing::info!(
+            from = format!("{:x}", s.member_id),
+            to = format!("{target:x}"),
+            "leadership transfer starting"
+        );
+        // As etcd: wait, one heartbeat at a time, until the target leads.
+        let deadline = tokio::time::Instant::now() + s.request_timeout();
+        while s.leader() != target {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ServerError::LeaderTransferTimeout.into());
+            }
+            tokio::time::sleep(s.cfg.heartbeat_interval).await;
+        }
+        Ok(Response::new(MoveLeaderResponse {
+            header: s.header(0),
+        }))
     }
 
     async fn downgrade(

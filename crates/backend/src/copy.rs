@@ -1,0 +1,155 @@
+//! Consistent copies of the whole backend: into a new redb file, or as a byte stream.
+//!
+//! A copy reads one read snapshot (a redb read transaction), so it sees exactly one commit and
+//! never blocks writers; they go on committing to the live file while it runs. The cost is that
+//! redb cannot reuse the pages the snapshot pins until the copy ends, so the live file may grow
+//! by what is overwritten meanwhile.
+//!
+//! The destination is written in batches of [`COPY_BATCH`] pairs per transaction, non-durably,
+//! and made durable once at the end, so memory stays bounded whatever the database size.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use redb::{Durability, WriteTransaction};
+
+use crate::{create_buckets, Backend, BackendError, Bucket, ReadTxn, Reader, Result};
+
+/// Pairs inserted per destination transaction.
+pub(crate) const COPY_BATCH: usize = 8192;
+
+/// Copies every bucket of `src` into `dst` (whose buckets must be empty) and makes `dst`
+/// durable. Returns the number of pairs copied.
+pub(crate) fn copy_into(src: &ReadTxn, dst: &redb::Database) -> Result<u64> {
+    create_buckets(dst)?;
+    let mut total = 0u64;
+    for b in Bucket::ALL {
+        let mut start: Vec<u8> = Vec::new();
+        let mut first = true;
+        loop {
+            // Resume after the last key copied: [start, ..) minus `start` itself once copied.
+            let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(COPY_BATCH);
+            src.for_each(b, &start, None, &mut |k, v| {
+                if !first && k == start.as_slice() {
+                    return true;
+                }
+                batch.push((k.to_vec(), v.to_vec()));
+                batch.len() < COPY_BATCH
+            })?;
+            first = false;
+            if batch.is_empty() {
+                break;
+            }
+            let full = batch.len() == COPY_BATCH;
+            let txn = begin(dst, Durability::None)?;
+            {
+                let mut t = txn.open_table(b.def())?;
+                for (k, v) in &batch {
+                    t.insert(k.as_slice(), v.as_slice())?;
+                }
+            }
+            txn.commit()?;
+            total += batch.len() as u64;
+            if !full {
+                break;
+            }
+            if let Some((k, _)) = batch.pop() {
+                start = k;
+            }
+        }
+    }
+    let txn = begin(dst, Durability::Immediate)?;
+    txn.commit()?;
+    Ok(total)
+}
+
+fn begin(db: &redb::Database, d: Durability) -> Result<WriteTransaction> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(d)?;
+    Ok(txn)
+}
+
+/// A consistent copy of the backend in an anonymous temporary file (it has no name, so nothing
+/// is left behind if the process dies). Read it from the start with [`Read`]; it is a complete
+/// redb database of [`size`](Self::size) bytes.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    file: File,
+    size: u64,
+    pairs: u64,
+}
+
+impl SnapshotFile {
+    /// Length of the database file in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Pairs (over every bucket) in the copy.
+    pub fn pairs(&self) -> u64 {
+        self.pairs
+    }
+
+    /// The underlying file, positioned at the start.
+    pub fn into_file(self) -> File {
+        self.file
+    }
+}
+
+impl Read for SnapshotFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.file.read(buf)
+    }
+}
+
+impl Backend {
+    /// Writes a consistent copy of the latest commit into a new redb file at `dst` (which must
+    /// not exist yet) and makes it durable. Writers keep running meanwhile. Returns the number
+    /// of pairs copied. The copy holds only live data, so it is also the compact form of the
+    /// database.
+    pub fn copy_to_file(&self, dst: &Path) -> Result<u64> {
+        let snap = self.read()?;
+        copy_snapshot_to_file(&snap, dst)
+    }
+
+    /// A consistent copy of the latest commit as a byte stream (a redb file in a temporary file
+    /// next to the database). Writers keep running while it is made and read.
+    pub fn snapshot(&self) -> Result<SnapshotFile> {
+        let snap = self.read()?;
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let file = tempfile::tempfile_in(&dir)?;
+        let mut reader = file.try_clone()?;
+        let backend = redb::backends::FileBackend::new(file)?;
+        let db = redb::Database::builder().create_with_backend(backend)?;
+        let pairs = copy_into(&snap, &db)?;
+        drop(snap);
+        db.close()?;
+        let size = reader.seek(SeekFrom::End(0))?;
+        reader.seek(SeekFrom::Start(0))?;
+        Ok(SnapshotFile {
+            file: reader,
+            size,
+            pairs,
+        })
+    }
+}
+
+pub(crate) fn copy_snapshot_to_file(snap: &ReadTxn, dst: &Path) -> Result<u64> {
+    // Refuse to overwrite anything: create_new fails if `dst` exists.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dst)?;
+    drop(file);
+    let db = redb::Database::builder()
+        .create(dst)
+        .map_err(BackendError::from)?;
+    let n = copy_into(snap, &db)?;
+    db.close()?;
+    Ok(n)
+}

@@ -1,0 +1,402 @@
+//! Tests of copies, installs and online defragmentation, including crashes at every named point.
+
+use super::*;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+type Content = BTreeMap<(Bucket, Vec<u8>), Vec<u8>>;
+
+fn content(r: &impl Reader) -> Content {
+    let mut out = Content::new();
+    for b in Bucket::ALL {
+        r.for_each(b, &[], None, &mut |k, v| {
+            out.insert((b, k.to_vec()), v.to_vec());
+            true
+        })
+        .unwrap();
+    }
+    out
+}
+
+fn fill(b: &Backend, from: usize, to: usize, value_len: usize) {
+    let value = vec![b'v'; value_len];
+    for chunk in (from..to).collect::<Vec<_>>().chunks(500) {
+        let mut w = b.write().unwrap();
+        for i in chunk {
+            w.put(Bucket::Key, format!("k{i:08}").as_bytes(), &value)
+                .unwrap();
+        }
+        w.commit().unwrap();
+    }
+}
+
+fn no_ignore(_: Bucket, _: &[u8]) -> bool {
+    false
+}
+
+#[test]
+fn copy_to_file_and_snapshot_stream_hold_the_same_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
+    fill(&b, 0, 3000, 100);
+    let mut w = b.write().unwrap();
+    w.put(Bucket::Meta, b"m", b"1").unwrap();
+    w.put(Bucket::Alarm, b"a", b"").unwrap();
+    w.commit().unwrap();
+    let want = content(&b.read().unwrap());
+
+    let dst = dir.path().join("copy");
+    assert_eq!(b.copy_to_file(&dst).unwrap(), want.len() as u64);
+    assert!(
+        b.copy_to_file(&dst).is_err(),
+        "an existing file is never overwritten"
+    );
+    let c = Backend::open(&dst, BackendConfig::default()).unwrap();
+    assert_eq!(content(&c.read().unwrap()), want);
+    assert_eq!(c.hash(&no_ignore).unwrap(), b.hash(&no_ignore).unwrap());
+    assert_eq!(c.read().unwrap().total_keys().unwrap(), want.len() as u64);
+
+    let mut snap = b.snapshot().unwrap();
+    assert_eq!(snap.pairs(), want.len() as u64);
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut snap, &mut bytes).unwrap();
+    assert_eq!(bytes.len() as u64, snap.size());
+    let streamed = dir.path().join("streamed");
+    std::fs::write(&streamed, &bytes).unwrap();
+    let s = Backend::open(&streamed, BackendConfig::default()).unwrap();
+    assert_eq!(content(&s.read().unwrap()), want);
+    // Nothing of the stream's temporary file is left in the directory.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+}
+
+#[test]
+fn hash_ignores_what_it_is_told_and_sees_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
+    fill(&b, 0, 10, 1);
+    let h = b.hash(&no_ignore).unwrap();
+    let mut w = b.write().unwrap();
+    w.put(Bucket::Meta, b"ci", b"1").unwrap();
+    w.commit().unwrap();
+    assert_ne!(b.hash(&no_ignore).unwrap(), h);
+    let ignore_ci = |bk: Bucket, k: &[u8]| bk == Bucket::Meta && k == b"ci";
+    assert_eq!(b.hash(&ignore_ci).unwrap(), h);
+}
+
+#[test]
+fn install_swaps_the_database_under_shared_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Arc::new(Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap());
+    fill(&b, 0, 100, 10);
+    let old_view = b.read().unwrap();
+
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Backend::open(other_dir.path().join("db"), BackendConfig::default()).unwrap();
+    fill(&other, 1000, 1010, 3);
+    let src = other_dir.path().join("copy");
+    other.copy_to_file(&src).unwrap();
+    let want = content(&other.read().unwrap());
+
+    let shared = b.clone();
+    b.install(&src).unwrap();
+    assert!(!src.exists());
+    assert_eq!(content(&shared.read().unwrap()), want);
+    // A snapshot opened before the swap keeps reading what it saw.
+    assert_eq!(content(&old_view).len(), 100);
+    drop(old_view);
+    // Writes go to the new file, and survive a reopen.
+    let mut w = b.write().unwrap();
+    w.put(Bucket::Key, b"after", b"x").unwrap();
+    w.commit().unwrap();
+    drop(shared);
+    Arc::try_unwrap(b).unwrap().close().unwrap();
+    let reopened = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
+    let got = content(&reopened.read().unwrap());
+    assert_eq!(got.len(), want.len() + 1);
+    assert!(got.contains_key(&(Bucket::Key, b"after".to_vec())));
+
+    // A file that is not a database is refused and nothing changes.
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, b"not a database at all, not even close").unwrap();
+    assert!(reopened.install(&bad).is_err());
+    assert_eq!(content(&reopened.read().unwrap()), got);
+    assert!(bad.exists(), "a refused file is left where it was");
+    assert!(!reopened.install_staging_path().exists());
+}
+
+#[test]
+fn defrag_catches_up_writes_made_during_the_copy_and_shrinks_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Arc::new(Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap());
+    fill(&b, 0, 6000, 1000);
+    // Delete most of it: the file keeps its size until defragmented.
+    let mut w = b.write().unwrap();
+    w.delete_range(Bucket::Key, b"k00000100", Some(b"k00005900"))
+        .unwrap();
+    w.commit().unwrap();
+    b.force_commit().unwrap();
+    let before = b.size().unwrap();
+
+    // Writers run at both phases outside the critical section: puts, deletes, range deletes,
+    // and an aborted transaction that must leave no trace.
+    let writer = b.clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    b.set_hook(Some(Arc::new(move |p| {
+        let round = match p {
+            Point::DefragCopy => 0,
+            Point::DefragCatchUp => 1,
+            _ => return,
+        };
+        seen.fetch_add(1, Ordering::SeqCst);
+        let w2 = writer.clone();
+        std::thread::spawn(move || {
+            fill(&w2, 10_000 + round * 3000, 10_000 + round * 3000 + 2500, 10);
+            let mut w = w2.write().unwrap();
+            w.delete(Bucket::Key, b"k00000001").unwrap();
+            w.delete_range(Bucket::Key, b"k00005950", Some(b"k00005960"))
+                .unwrap();
+            w.put(Bucket::Lease, format!("l{round}").as_bytes(), b"lease")
+                .unwrap();
+            w.commit().unwrap();
+            let mut w = w2.write().unwrap();
+            w.put(Bucket::Key, b"aborted", b"x").unwrap();
+            w.abort().unwrap();
+        })
+        .join()
+        .unwrap();
+    })));
+    let stats = b
+        .defrag(&DefragConfig {
+            final_ops: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    b.set_hook(None);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(stats.caught_up + stats.final_ops >= 5000, "{stats:?}");
+
+    let got = content(&b.read().unwrap());
+    let mut want = Content::new();
+    for i in (0..100).chain(5900..6000) {
+        want.insert(
+            (Bucket::Key, format!("k{i:08}").into_bytes()),
+            vec![b'v'; 1000],
+        );
+    }
+    for i in (10_000..12_500).chain(13_000..15_500) {
+        want.insert(
+            (Bucket::Key, format!("k{i:08}").into_bytes()),
+            vec![b'v'; 10],
+        );
+    }
+    want.remove(&(Bucket::Key, b"k00000001".to_vec()));
+    for i in 5950..5960 {
+        want.remove(&(Bucket::Key, format!("k{i:08}").into_bytes()));
+    }
+    want.insert((Bucket::Lease, b"l0".to_vec()), b"lease".to_vec());
+    want.insert((Bucket::Lease, b"l1".to_vec()), b"lease".to_vec());
+    assert_eq!(got, want);
+    assert!(
+        stats.size_after < before,
+        "{} -> {}: {stats:?}",
+        before,
+        stats.size_after
+    );
+    assert_eq!(b.size().unwrap(), stats.size_after);
+    assert!(!swap::staging_path(b.path(), "defrag").exists());
+
+    // The new file is the one at the path, and it is durable.
+    drop(got);
+    Arc::try_unwrap(b).unwrap().close().unwrap();
+    let reopened = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
+    assert_eq!(content(&reopened.read().unwrap()), want);
+}
+
+#[test]
+fn defrag_gives_up_when_the_journal_overflows_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Arc::new(Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap());
+    fill(&b, 0, 100, 10);
+    let writer = b.clone();
+    b.set_hook(Some(Arc::new(move |p| {
+        if p == Point::DefragCopy {
+            let w2 = writer.clone();
+            std::thread::spawn(move || fill(&w2, 100, 1100, 100))
+                .join()
+                .unwrap();
+        }
+    })));
+    let err = b
+        .defrag(&DefragConfig {
+            max_journal_bytes: 10_000,
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("abandoned"), "{err}");
+    b.set_hook(None);
+    assert_eq!(content(&b.read().unwrap()).len(), 1100);
+    assert!(!swap::staging_path(b.path(), "defrag").exists());
+    // Journaling is off again, and the next attempt succeeds.
+    b.defrag(&DefragConfig::default()).unwrap();
+    assert_eq!(content(&b.read().unwrap()).len(), 1100);
+}
+
+/// Crash tests: a child process (this test binary, re-run on one test) defragments or installs
+/// and is killed (abort, no unwinding, no clean close) at a named point; the parent then opens
+/// the directory as a restarted server would and checks it holds a complete database with every
+/// durable write. The same directory is also checked as power loss would leave it before the
+/// staged file was durable: the staging file torn to any length does not matter.
+const CHILD_ENV: &str = "BACKEND_CRASH_CHILD";
+
+fn point_name(p: Point) -> &'static str {
+    match p {
+        Point::DefragCopy => "DefragCopy",
+        Point::DefragCatchUp => "DefragCatchUp",
+        Point::Staged => "Staged",
+        Point::Synced => "Synced",
+        Point::Renamed => "Renamed",
+        Point::DirSynced => "DirSynced",
+        Point::Swapped => "Swapped",
+    }
+}
+
+#[test]
+fn crash_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut parts = spec.splitn(3, ':');
+    let (op, point, dir) = (
+        parts.next().unwrap().to_string(),
+        parts.next().unwrap().to_string(),
+        PathBuf::from(parts.next().unwrap()),
+    );
+    let b = Arc::new(Backend::open(dir.join("db"), BackendConfig::default()).unwrap());
+    let writer = b.clone();
+    b.set_hook(Some(Arc::new(move |p| {
+        if p == Point::DefragCopy {
+            // A durable write made during the copy must survive whatever happens next.
+            let mut w = writer.write().unwrap();
+            w.put(Bucket::Key, b"during", b"copy").unwrap();
+            w.commit_durable().unwrap();
+        }
+        if point_name(p) == point {
+            std::process::abort();
+        }
+    })));
+    match op.as_str() {
+        "defrag" => {
+            b.defrag(&DefragConfig::default()).unwrap();
+        }
+        _ => {
+            let mut w = b.write().unwrap();
+            w.put(Bucket::Key, b"during", b"copy").unwrap();
+            w.commit_durable().unwrap();
+            b.install(&dir.join("replacement")).unwrap();
+        }
+    }
+    // Reaching the end means the point was never hit: the parent sees a clean exit and fails.
+    std::process::exit(0);
+}
+
+fn run_crash(op: &str, point: Point) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let original: Content;
+    {
+        let b = Backend::open(&db, BackendConfig::default()).unwrap();
+        fill(&b, 0, 2000, 200);
+        let mut w = b.write().unwrap();
+        w.delete_range(Bucket::Key, b"k00000100", Some(b"k00001900"))
+            .unwrap();
+        w.commit().unwrap();
+        original = content(&b.read().unwrap());
+        b.close().unwrap();
+    }
+    let mut replacement = Content::new();
+    if op == "install" {
+        let other_dir = tempfile::tempdir().unwrap();
+        let o = Backend::open(other_dir.path().join("db"), BackendConfig::default()).unwrap();
+        fill(&o, 5000, 5100, 7);
+        replacement = content(&o.read().unwrap());
+        o.copy_to_file(&dir.path().join("replacement")).unwrap();
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["replace_tests::crash_child", "--exact", "--nocapture"])
+        .env(
+            CHILD_ENV,
+            format!("{op}:{}:{}", point_name(point), dir.path().display()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "{op} child was not killed at {point:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Power loss before the staged file was complete: its bytes may be anything.
+    let staged = swap::staging_path(&db, op);
+    if staged.exists() {
+        let len = std::fs::metadata(&staged).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&staged)
+            .unwrap()
+            .set_len(len / 3)
+            .unwrap();
+    }
+
+    let b = Backend::open(&db, BackendConfig::default()).unwrap();
+    assert!(!staged.exists(), "{op} at {point:?}: staging file left");
+    let got = content(&b.read().unwrap());
+    let renamed = matches!(point, Point::Renamed | Point::DirSynced | Point::Swapped);
+    let mut want = if op == "install" && renamed {
+        replacement
+    } else {
+        original
+    };
+    if !(op == "install" && renamed) {
+        want.insert((Bucket::Key, b"during".to_vec()), b"copy".to_vec());
+    }
+    assert_eq!(got.len(), want.len(), "{op} at {point:?}");
+    assert!(got == want, "{op} at {point:?}: content differs");
+    // The database at the path is fully usable.
+    let mut w = b.write().unwrap();
+    w.put(Bucket::Key, b"after", b"crash").unwrap();
+    w.commit_durable().unwrap();
+}
+
+#[test]
+fn defrag_survives_a_crash_at_every_point() {
+    for p in [
+        Point::DefragCopy,
+        Point::DefragCatchUp,
+        Point::Staged,
+        Point::Synced,
+        Point::Renamed,
+        Point::DirSynced,
+        Point::Swapped,
+    ] {
+        run_crash("defrag", p);
+    }
+}
+
+#[test]
+fn install_survives_a_crash_at_every_point() {
+    for p in [
+        Point::Staged,
+        Point::Synced,
+        Point::Renamed,
+        Point::DirSynced,
+        Point::Swapped,
+    ] {
+        run_crash("install", p);
+    }
+}

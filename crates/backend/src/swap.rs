@@ -1,0 +1,183 @@
+//! Replacing the database a [`Backend`] serves with another file, atomically and crash-safely.
+//!
+//! A replacement stages the new database as a complete redb file in the same directory as the
+//! live one (`<db>.<purpose>.tmp`), makes it durable, and then, holding the write gate so no write
+//! transaction is open:
+//!
+//! 1. [`Point::Staged`]: the staged file is complete; its last commit was durable, which is
+//!    redb's fsync of the file.
+//! 2. [`Point::Synced`]: nothing else of the staged file is pending.
+//! 3. `rename(staged, db)` replaces the live path in one step; [`Point::Renamed`].
+//! 4. The directory is fsynced so the rename itself survives power loss; [`Point::DirSynced`].
+//! 5. The handle readers and writers use is switched to the staged database (it stays open
+//!    across the rename, so no reopen is needed); [`Point::Swapped`].
+//!
+//! A crash before step 3 leaves the old file at the path (the stale staging file is removed at
+//! the next open); a crash after it leaves the new one; between 3 and 4 power loss may leave
+//! either, and both are complete databases. Nothing at the path is ever partially written.
+//!
+//! Read snapshots opened before the switch keep reading the old database (its handle lives
+//! until the last of them ends, on the now unlinked inode); everything opened after sees the
+//! new one. The `Arc<Backend>` others hold stays valid throughout.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, MutexGuard};
+
+use crate::{open_db, Backend, BackendError, Result};
+
+/// Named points of a defragmentation or a replacement, in the order they are reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Point {
+    /// A defragmentation took its read snapshot and is about to copy it; writers are running.
+    DefragCopy,
+    /// A defragmentation copied its snapshot and is replaying the writes made meanwhile.
+    DefragCatchUp,
+    /// The staged file is complete and durable; the live file is untouched.
+    Staged,
+    /// Just before the rename.
+    Synced,
+    /// The staged file has been renamed over the live path; the directory is not yet fsynced.
+    Renamed,
+    /// The directory has been fsynced; the in-memory handle is not yet switched.
+    DirSynced,
+    /// The backend now serves the new database.
+    Swapped,
+}
+
+/// A callback run at each [`Point`]; see [`Backend::set_hook`].
+pub type Hook = Arc<dyn Fn(Point) + Send + Sync>;
+
+/// The purposes a staging file may have; each has its own fixed name next to the database.
+const STAGING: [&str; 2] = ["defrag", "install"];
+
+/// `<dir>/<db>.<purpose>.tmp`.
+pub(crate) fn staging_path(path: &Path, purpose: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "db".into());
+    path.with_file_name(format!("{name}.{purpose}.tmp"))
+}
+
+pub(crate) fn remove_stale_staging(path: &Path) -> Result<()> {
+    for purpose in STAGING {
+        let p = staging_path(path, purpose);
+        match std::fs::remove_file(&p) {
+            Ok(()) => tracing::warn!(path = %p.display(), "removed an interrupted replacement"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// fsyncs a directory, so a rename inside it is durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl Backend {
+    /// Where a caller should write a file it will pass to [`install`](Self::install): in the
+    /// database's directory (so the final rename is atomic) and removed at the next
+    /// [`open`](Self::open) if a crash interrupts the install.
+    pub fn install_staging_path(&self) -> PathBuf {
+        staging_path(&self.path, "install")
+    }
+
+    /// Replaces the whole database with the redb file at `src`, atomically and crash-safely
+    /// (see the module doc). `src` must be a complete database (for example one written by
+    /// [`copy_to_file`](Self::copy_to_file) or received as [`SnapshotFile`](crate::SnapshotFile)
+    /// bytes); it is verified page by page before anything changes, and missing buckets are
+    /// created. A `src` outside the database's directory is first copied next to it.
+    ///
+    /// Writes committed through this backend concurrently are lost when the new file takes over:
+    /// the caller stops its writers (the Raft applier, for a snapshot install) first. Layers that
+    /// cache state derived from the file (the MVCC key index) must reload it afterwards.
+    /// On success `src` no longer exists; on failure it is left as it was (a file passed at
+    /// [`install_staging_path`](Self::install_staging_path) is removed).
+    pub fn install(&self, src: &Path) -> Result<()> {
+        let _one = self.replacing.lock().unwrap_or_else(|p| p.into_inner());
+        let staged = self.install_staging_path();
+        if src == self.path {
+            return Err(BackendError::Storage(
+                "cannot install the live database over itself".into(),
+            ));
+        }
+        let copied = parent_dir(src) != parent_dir(&self.path);
+        if copied {
+            std::fs::copy(src, &staged)?;
+        } else if src != staged {
+            std::fs::rename(src, &staged)?;
+        }
+        // The staged bytes may have been written without an fsync (a copy, a received stream):
+        // make them durable before anything can point at them. Done before redb opens the file,
+        // so no second descriptor meets redb's locks.
+        let opened = std::fs::File::open(&staged)
+            .and_then(|f| f.sync_all())
+            .map_err(BackendError::from)
+            .and_then(|()| open_db(&staged));
+        let db = match opened {
+            Ok(db) => db,
+            Err(e) => {
+                // Leave the caller's file as it was given.
+                if copied || src == staged {
+                    let _ = std::fs::remove_file(&staged);
+                } else {
+                    let _ = std::fs::rename(&staged, src);
+                }
+                return Err(e);
+            }
+        };
+        let gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
+        self.swap_in(db, &staged, gate)?;
+        if src != staged {
+            let _ = std::fs::remove_file(src);
+        }
+        Ok(())
+    }
+
+    /// Steps 1-5 of the module doc. `db` is open on `staged` and fully durable; `gate` keeps
+    /// writers out until the switch is done.
+    pub(crate) fn swap_in(
+        &self,
+        db: redb::Database,
+        staged: &Path,
+        gate: MutexGuard<'_, ()>,
+    ) -> Result<()> {
+        self.at(Point::Staged);
+        self.at(Point::Synced);
+        if let Err(e) = std::fs::rename(staged, &self.path) {
+            drop(db);
+            let _ = std::fs::remove_file(staged);
+            return Err(e.into());
+        }
+        self.at(Point::Renamed);
+        let synced = sync_dir(parent_dir(&self.path));
+        self.at(Point::DirSynced);
+        // The rename happened: the path holds the new database whatever the directory fsync
+        // said, so the handle must follow it.
+        let old = std::mem::replace(
+            &mut *self.db.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(db),
+        );
+        {
+            let mut st = self.batch();
+            st.last_durable = std::time::Instant::now();
+            st.pending_ops = 0;
+            st.pending_commits = 0;
+        }
+        drop(gate);
+        // Closing the old handle (if no reader holds it) may flush it; writers need not wait.
+        drop(old);
+        self.at(Point::Swapped);
+        tracing::info!(path = %self.path.display(), "backend switched to a new database file");
+        synced.map_err(BackendError::from)
+    }
+}
