@@ -58,6 +58,9 @@ pub enum StartError {
     Thread(&'static str, std::io::Error),
 }
 
+/// How long a stopping member keeps serving requests already in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A running member. Dropping it does not stop it: call `stop`.
 pub struct Hearth {
     pub server: Arc<etcdserver::EtcdServer>,
@@ -256,8 +259,15 @@ impl Hearth {
     /// Stops serving, lets the Raft loop finish its turn, and makes the backend durable.
     pub async fn stop(self) -> Result<(), raft_node::RaftError> {
         let _ = self.shutdown.send(true);
-        for s in self.serving {
-            let _ = s.await;
+        // Graceful shutdown waits for clients to hang up, and an idle client connection never
+        // does: give requests in flight a moment to finish, then drop every connection.
+        let grace = tokio::time::sleep(SHUTDOWN_GRACE);
+        tokio::pin!(grace);
+        for mut s in self.serving {
+            tokio::select! {
+                _ = &mut s => {}
+                _ = &mut grace => s.abort(),
+            }
         }
         let _ = self.server.send(Command::Stop);
         let raft = self.raft;
