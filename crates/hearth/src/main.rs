@@ -84,6 +84,13 @@ struct Flags {
     /// Time (in milliseconds) for an election to timeout.
     #[arg(long, env = "HEARTH_ELECTION_TIMEOUT", default_value_t = 1000)]
     election_timeout: u64,
+    /// Reject reconfiguration requests that would cause quorum loss.
+    #[arg(long, env = "HEARTH_STRICT_RECONFIG_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
+    strict_reconfig_check: bool,
+    /// TESTS ONLY: while this file exists, the member drops all traffic to and from its peers, as if its
+    /// network were cut. Never set it in production.
+    #[arg(long, env = "HEARTH_UNSAFE_TEST_PEER_FAULT_FILE", hide = true)]
+    unsafe_test_peer_fault_file: Option<PathBuf>,
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "HEARTH_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -126,6 +133,8 @@ impl Flags {
             snapshot_count: self.snapshot_count,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
+            strict_reconfig_check: self.strict_reconfig_check,
+            unsafe_test_peer_fault_file: self.unsafe_test_peer_fault_file,
         }
     }
 }
@@ -172,10 +181,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         _ = hearth.failed() => true,
     };
     tracing::info!("stopping");
-    hearth
-        .stop()
-        .await
-        .context("hearth stopped with an error")?;
+    match hearth.stop().await {
+        // etcd exits cleanly when it was removed from the cluster, after saying so.
+        Err(server::raft_node::RaftError::Removed) => {
+            tracing::warn!("the member has been permanently removed from the cluster");
+            tracing::warn!("data-dir used by this member must be removed");
+            return Ok(());
+        }
+        r => r.context("hearth stopped with an error")?,
+    }
     if failed {
         anyhow::bail!("the raft loop failed; see the log above");
     }

@@ -24,6 +24,10 @@ pub struct Config {
     pub snapshot_count: u64,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
+    /// Reject membership changes that could cost the cluster its quorum (etcd's default: on).
+    pub strict_reconfig_check: bool,
+    /// Test only: while this file exists, all peer traffic is dropped (`rafthttp::fault`).
+    pub unsafe_test_peer_fault_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,8 @@ impl Default for Config {
             snapshot_count: 10_000,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
+            strict_reconfig_check: true,
+            unsafe_test_peer_fault_file: None,
         }
     }
 }
@@ -83,8 +89,6 @@ pub enum ConfigError {
         election: Duration,
         heartbeat: Duration,
     },
-    #[error("--initial-cluster-state existing is not supported by this version yet")]
-    ExistingClusterUnsupported,
 }
 
 /// One member of the initial cluster.
@@ -145,9 +149,6 @@ impl Config {
                 election: self.election_timeout,
                 heartbeat: self.heartbeat_interval,
             });
-        }
-        if self.initial_cluster_state == ClusterState::Existing {
-            return Err(ConfigError::ExistingClusterUnsupported);
         }
         let members = self.initial_members()?;
         let me = members

@@ -1,16 +1,13 @@
-//! Maintenance and Cluster services: what `etcdctl endpoint status/health/hashkv` and `member list` need.
-//! Defragment, Snapshot, MoveLeader and membership changes come with clustering.
+//! The Maintenance service: what `etcdctl endpoint status/health/hashkv` need. Defragment, Snapshot and
+//! MoveLeader are still to come.
 
 use std::sync::Arc;
 
 use api::etcdserverpb::{
-    cluster_server::Cluster, maintenance_server::Maintenance, AlarmRequest, AlarmResponse,
-    DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse, HashKvRequest,
-    HashKvResponse, HashRequest, HashResponse, Member, MemberAddRequest, MemberAddResponse,
-    MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse,
-    MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
-    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
-    StatusResponse,
+    maintenance_server::Maintenance, AlarmRequest, AlarmResponse, DefragmentRequest,
+    DefragmentResponse, DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse,
+    HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
+    SnapshotResponse, StatusRequest, StatusResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -49,6 +46,10 @@ impl Maintenance for MaintenanceService {
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))?;
         let (db_size, db_size_in_use) = sizes.map_err(|e| ServerError::Internal(e.to_string()))?;
+        let mut errors = Vec::new();
+        if s.leader() == 0 {
+            errors.push(ServerError::NoLeader.to_string());
+        }
         Ok(Response::new(StatusResponse {
             header: s.header(0),
             version: API_VERSION.into(),
@@ -57,9 +58,9 @@ impl Maintenance for MaintenanceService {
             raft_index: s.status.commit.load(Acquire),
             raft_term: s.term(),
             raft_applied_index: s.status.applied.load(Acquire),
-            errors: Vec::new(),
+            errors,
             db_size_in_use: db_size_in_use as i64,
-            is_learner: false,
+            is_learner: s.is_learner(),
         }))
     }
 
@@ -110,58 +111,5 @@ impl Maintenance for MaintenanceService {
         _: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
         Err(unimplemented("Maintenance", "Downgrade"))
-    }
-}
-
-pub struct ClusterService {
-    pub srv: Arc<EtcdServer>,
-}
-
-#[tonic::async_trait]
-impl Cluster for ClusterService {
-    async fn member_add(
-        &self,
-        _: Request<MemberAddRequest>,
-    ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(unimplemented("Cluster", "MemberAdd"))
-    }
-
-    async fn member_remove(
-        &self,
-        _: Request<MemberRemoveRequest>,
-    ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(unimplemented("Cluster", "MemberRemove"))
-    }
-
-    async fn member_update(
-        &self,
-        _: Request<MemberUpdateRequest>,
-    ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(unimplemented("Cluster", "MemberUpdate"))
-    }
-
-    async fn member_list(
-        &self,
-        _: Request<MemberListRequest>,
-    ) -> Result<Response<MemberListResponse>, Status> {
-        let cfg = &self.srv.cfg;
-        let me = Member {
-            id: self.srv.member_id,
-            name: cfg.name.clone(),
-            peer_ur_ls: cfg.initial_advertise_peer_urls.clone(),
-            client_ur_ls: cfg.advertise_client_urls.clone(),
-            is_learner: false,
-        };
-        Ok(Response::new(MemberListResponse {
-            header: self.srv.header(0),
-            members: vec![me],
-        }))
-    }
-
-    async fn member_promote(
-        &self,
-        _: Request<MemberPromoteRequest>,
-    ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(unimplemented("Cluster", "MemberPromote"))
     }
 }
