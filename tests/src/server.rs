@@ -498,6 +498,29 @@ impl Server {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// `GET path` over plain HTTP/1.1 on the client port (`/metrics`, `/health`): status and body.
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = format!("127.0.0.1:{}", self.client_port);
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("send request");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).await.expect("read response");
+        let status = resp
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
     /// An `etcd_client::Client` connected to this server.
     pub async fn client(&self) -> etcd_client::Client {
         connect(&self.endpoint())

@@ -78,6 +78,9 @@ struct Flags {
     /// Number of committed transactions between compactions of the raft log.
     #[arg(long, env = "HEARTH_SNAPSHOT_COUNT", default_value_t = 10_000)]
     snapshot_count: u64,
+    /// Number of entries for a slow follower to catch up after compacting the raft log.
+    #[arg(long, env = "HEARTH_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = server::raft_node::SNAPSHOT_CATCHUP_ENTRIES)]
+    experimental_snapshot_catchup_entries: u64,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "HEARTH_HEARTBEAT_INTERVAL", default_value_t = 100)]
     heartbeat_interval: u64,
@@ -131,6 +134,7 @@ impl Flags {
             max_txn_ops: self.max_txn_ops,
             quota_backend_bytes: self.quota_backend_bytes,
             snapshot_count: self.snapshot_count,
+            snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             strict_reconfig_check: self.strict_reconfig_check,

@@ -39,6 +39,8 @@ pub enum BootstrapError {
 pub struct Prepared {
     pub boot: Bootstrap,
     pub peers: Vec<Member>,
+    /// Joining as a learner (as the cluster says).
+    pub learner: bool,
 }
 
 pub async fn prepare(cfg: &Config) -> Result<Prepared, BootstrapError> {
@@ -80,6 +82,7 @@ fn new_cluster(cfg: &Config, initial: &[InitialMember]) -> Prepared {
             members,
         },
         peers: Vec::new(),
+        learner: false,
     }
 }
 
@@ -97,6 +100,7 @@ async fn join(cfg: &Config, initial: &[InitialMember]) -> Result<Prepared, Boots
     let remote = fetch_cluster(&urls).await?;
     let existing: Vec<Member> = remote.members.iter().map(Member::from_pb).collect();
     let me = assign_id(cfg, initial, &existing)?;
+    let learner = existing.iter().any(|m| m.id == me && m.is_learner);
     tracing::info!(
         member_id = format!("{me:x}"),
         cluster_id = format!("{:x}", remote.cluster_id),
@@ -112,6 +116,7 @@ async fn join(cfg: &Config, initial: &[InitialMember]) -> Result<Prepared, Boots
             },
         },
         peers: existing.into_iter().filter(|m| m.id != me).collect(),
+        learner,
     })
 }
 

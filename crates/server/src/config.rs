@@ -22,6 +22,8 @@ pub struct Config {
     pub max_txn_ops: usize,
     pub quota_backend_bytes: u64,
     pub snapshot_count: u64,
+    /// Entries kept before a snapshot for slow followers (etcd's `--experimental-snapshot-catchup-entries`).
+    pub snapshot_catchup_entries: u64,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     /// Reject membership changes that could cost the cluster its quorum (etcd's default: on).
@@ -60,6 +62,7 @@ impl Default for Config {
             max_txn_ops: 128,
             quota_backend_bytes: 0,
             snapshot_count: 10_000,
+            snapshot_catchup_entries: crate::raft_node::SNAPSHOT_CATCHUP_ENTRIES,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             strict_reconfig_check: true,

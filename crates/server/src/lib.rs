@@ -149,6 +149,9 @@ impl Hearth {
             members,
             stored.removed,
         ));
+        if let Some(p) = &prepared {
+            cluster.set_joined_as_learner(p.learner);
+        }
         crate::metrics::IS_LEARNER.set(if cluster.is_local_learner() { 1.0 } else { 0.0 });
 
         // Bind before starting Raft, so a port conflict fails start-up cleanly.
@@ -194,6 +197,7 @@ impl Hearth {
             heartbeat: cfg.heartbeat_interval,
             election: cfg.election_timeout,
             snapshot_count: cfg.snapshot_count,
+            snapshot_catchup_entries: cfg.snapshot_catchup_entries,
         };
         let node = RaftNode::new(
             log,
@@ -374,6 +378,7 @@ async fn serve_peer(
     );
     let svc = api::hearthraftpb::raft_server::RaftServer::new(rafthttp::server::PeerService::new(
         srv.clone(),
+        shutdown.clone(),
     ))
     .max_decoding_message_size(max);
     tonic::transport::Server::builder()

@@ -18,7 +18,7 @@
 //!
 //! Log compaction: every `snapshot_count` applied entries the backend is synced, a snapshot marker at its
 //! consistent index is written to the WAL, older WAL segments are released, and the in-memory log keeps only
-//! `SNAPSHOT_CATCHUP_ENTRIES` entries before the marker for slow followers. The backend file is the snapshot.
+//! `snapshot_catchup_entries` entries before the marker for slow followers. The backend file is the snapshot.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,8 +41,9 @@ use crate::wait::Wait;
 
 pub use crate::storage::{open_log, Applied, Bootstrap, RecoveredLog, WalMeta};
 
-/// How many entries before a snapshot stay in memory so a slightly slow follower catches up from the log.
-const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
+/// How many entries before a snapshot stay in memory so a slightly slow follower catches up from the log
+/// (etcd's default).
+pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
 /// How often the backend is made durable when there were writes.
 const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// A read-index request unanswered for this long is sent again (raft-rs drops some silently, e.g. while a
@@ -138,6 +139,7 @@ pub struct RaftNode {
     cluster: ClusterParts,
     tick_interval: Duration,
     snapshot_count: u64,
+    snapshot_catchup_entries: u64,
     snapshot_index: u64,
     applied: u64,
     backend_dirty: bool,
@@ -162,6 +164,7 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     pub election: Duration,
     pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
 }
 
 impl RaftNode {
@@ -212,6 +215,7 @@ impl RaftNode {
             cluster,
             tick_interval: cfg.heartbeat,
             snapshot_count: cfg.snapshot_count.max(1),
+            snapshot_catchup_entries: cfg.snapshot_catchup_entries,
             snapshot_index: log.snapshot_index,
             applied,
             backend_dirty: false,
@@ -283,6 +287,8 @@ impl RaftNode {
                 if let Err(e) = self.on_ready() {
                     break Err(e);
                 }
+                // A leader may have just appeared.
+                self.flush_waiting();
             }
             if std::mem::take(&mut self.conf_changed) {
                 if let Err(e) = self.campaign_if_alone() {
@@ -714,7 +720,7 @@ impl RaftNode {
         self.sync_backend()?;
         self.wal
             .save_snapshot(wal::SnapshotMarker { index, term })?;
-        let keep_from = index.saturating_sub(SNAPSHOT_CATCHUP_ENTRIES);
+        let keep_from = index.saturating_sub(self.snapshot_catchup_entries);
         let first = self.node.store().first_index()?;
         if keep_from > first {
             self.node.mut_store().wl().compact(keep_from)?;

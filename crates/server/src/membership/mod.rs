@@ -222,6 +222,8 @@ pub struct RaftCluster {
     local_id: u64,
     cluster_id: u64,
     state: RwLock<State>,
+    /// Whether this member joined as a learner, for the time before it has applied its own addition.
+    joined_as_learner: std::sync::atomic::AtomicBool,
 }
 
 impl RaftCluster {
@@ -238,7 +240,14 @@ impl RaftCluster {
                 members: members.into_iter().map(|m| (m.id, m)).collect(),
                 removed: removed.into_iter().collect(),
             }),
+            joined_as_learner: Default::default(),
         }
+    }
+
+    /// Records what the cluster being joined said about this member, until the log says it again.
+    pub fn set_joined_as_learner(&self, learner: bool) {
+        self.joined_as_learner
+            .store(learner, std::sync::atomic::Ordering::Release);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -284,10 +293,15 @@ impl RaftCluster {
         self.read().removed.iter().copied().collect()
     }
 
-    /// Whether this member is (still, or already) a learner. A member that is not in the membership yet
-    /// (it joined and has not applied its own addition) is not.
+    /// Whether this member is (still) a learner. A member that joined and has not applied its own addition
+    /// yet goes by what the cluster told it when it joined.
     pub fn is_local_learner(&self) -> bool {
-        self.member(self.local_id).is_some_and(|m| m.is_learner)
+        match self.member(self.local_id) {
+            Some(m) => m.is_learner,
+            None => self
+                .joined_as_learner
+                .load(std::sync::atomic::Ordering::Acquire),
+        }
     }
 
     /// etcd's `ValidateConfigurationChange`: the checks that depend only on the membership.

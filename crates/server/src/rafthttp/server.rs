@@ -21,17 +21,20 @@ const PERMIT_BYTES: usize = 1024;
 
 pub struct PeerService {
     srv: Arc<EtcdServer>,
+    /// Streams end when this turns true, so a stopping member's server can finish gracefully.
+    shutdown: tokio::sync::watch::Receiver<bool>,
     /// Permits for received message bytes not yet stepped by the Raft loop.
     inflight: Arc<Semaphore>,
     inflight_permits: u32,
 }
 
 impl PeerService {
-    pub fn new(srv: Arc<EtcdServer>) -> PeerService {
+    pub fn new(srv: Arc<EtcdServer>, shutdown: tokio::sync::watch::Receiver<bool>) -> PeerService {
         let permits = (srv.transport.config().inflight_bytes / PERMIT_BYTES)
             .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
         PeerService {
             srv,
+            shutdown,
             inflight: Arc::new(Semaphore::new(permits as usize)),
             inflight_permits: permits,
         }
@@ -91,13 +94,18 @@ impl Raft for PeerService {
         let srv = self.srv.clone();
         let inflight = self.inflight.clone();
         let max_permits = self.inflight_permits;
+        let mut shutdown = self.shutdown.clone();
         // The response stream ends when this task does: that is how the sender learns we stopped reading.
         let (done_tx, done_rx) = tokio::sync::mpsc::channel::<Result<StreamEvent, Status>>(1);
         tokio::spawn(async move {
-            let _done = done_tx;
+            let done = done_tx;
             let label = format!("{from:x}");
             loop {
-                let batch = match incoming.message().await {
+                let next = tokio::select! {
+                    next = incoming.message() => next,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                };
+                let batch = match next {
                     Ok(Some(b)) => b,
                     Ok(None) => return,
                     Err(e) => {
@@ -110,6 +118,14 @@ impl Raft for PeerService {
                 };
                 if srv.transport.fault().blocked() {
                     continue;
+                }
+                // A member removed while its stream was open learns it here (it may never see the
+                // entry that removed it: the leader stops replicating to it).
+                if srv.cluster.is_removed(from) {
+                    let _ = done
+                        .send(Err(Status::failed_precondition(super::REMOVED_TEXT)))
+                        .await;
+                    return;
                 }
                 let bytes: usize = batch.messages.iter().map(Vec::len).sum();
                 crate::metrics::PEER_RECEIVED_BYTES
