@@ -228,8 +228,25 @@ impl RaftNode {
             stop_at: None,
             conf_changed: false,
         };
-        n.campaign_if_alone()?;
+        n.settle()?;
         Ok(n)
+    }
+
+    /// Handles what is ready before the loop starts: applies what is committed (a new cluster's first
+    /// entries make its configuration), and lets a lone voter become leader, so that a single member serves
+    /// as soon as it has started.
+    fn settle(&mut self) -> Result<(), RaftError> {
+        self.campaign_if_alone()?;
+        for _ in 0..16 {
+            if !self.node.has_ready() {
+                break;
+            }
+            self.on_ready()?;
+            if std::mem::take(&mut self.conf_changed) {
+                self.campaign_if_alone()?;
+            }
+        }
+        Ok(())
     }
 
     /// A lone voter needs no election timeout to know it wins.
