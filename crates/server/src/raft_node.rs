@@ -756,3 +756,7 @@ fn fail_pending(applier: &Applier, conf_wait: &Wait<ConfResult>, p: Pending, e: 
         Payload::Conf(_) | Payload::MemberUpdate(_) => conf_wait.trigger(p.id, Err(e)),
     }
 }
+
+#[cfg(test)]
+#[path = "raft_node_tests.rs"]
+mod tests;
