@@ -183,6 +183,21 @@ async fn member_cut_off_from_peers_serves_again_once_healed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // A client that requires a leader is refused at once (etcd's `WithRequireLeader`).
+    let mut raw = c.member(cut).raw().await;
+    let refused = raw
+        .range_requiring_leader(hearth_tests::wire::RangeRequest {
+            key: b"any".to_vec(),
+            serializable: true,
+            ..Default::default()
+        })
+        .await
+        .expect_err("no leader");
+    assert_eq!(
+        (refused.code, refused.message.as_str()),
+        (tonic::Code::Unavailable, "etcdserver: no leader")
+    );
+
     // The majority keeps taking writes meanwhile.
     let mut majority = c.member(new_leader).client().await;
     majority
@@ -427,5 +442,30 @@ async fn follower_too_far_behind_for_the_log_is_reported_loudly() {
     c.assert_hashkv_equal().await;
     for i in c.running().collect::<Vec<_>>() {
         load::verify(&c.member(i).endpoint(), "far", &acks).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_keep_serving_with_two_down() {
+    let mut c = Cluster::start(5).await;
+    let leader = c.wait_leader(&[]).await;
+    let other = (leader + 2) % 5;
+    let load = Load::start("five", c.endpoints(), 5);
+    load.wait_more(100).await;
+    c.member_mut(leader).kill9();
+    c.member_mut(other).kill9();
+    let new_leader = c.wait_leader(&[leader, other]).await;
+    assert!(![leader, other].contains(&new_leader));
+    load.wait_more(150).await;
+    let (acks, _) = load.stop().await;
+    for i in [leader, other] {
+        c.member_mut(i).respawn();
+    }
+    for i in [leader, other] {
+        c.member_mut(i).wait_ready().await;
+    }
+    c.assert_hashkv_equal().await;
+    for i in 0..5 {
+        load::verify(&c.member(i).endpoint(), "five", &acks).await;
     }
 }
