@@ -135,7 +135,13 @@ impl Hearth {
             "starting member"
         );
         let mut members = stored.members;
-        if members.is_empty() && stored.conf_state.is_none() && applied.consistent_index > 0 {
+        let legacy = stored.conf_state.is_none()
+            && !raft::Storage::initial_state(&log.storage)
+                .map_err(raft_node::RaftError::from)?
+                .conf_state
+                .voters
+                .is_empty();
+        if members.is_empty() && legacy {
             // A data dir from before the membership was recorded: its voters, as configured.
             members = legacy_members(&cfg, &log.meta.voters);
         }

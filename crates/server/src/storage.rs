@@ -371,6 +371,39 @@ mod tests {
     }
 
     #[test]
+    fn log_from_before_membership_was_recorded_keeps_its_voters() {
+        // Such a WAL has its voters in the metadata and no bootstrap entries.
+        let dir = tempfile::tempdir().unwrap();
+        let meta = WalMeta {
+            node_id: 1,
+            cluster_id: 9,
+            voters: vec![1],
+        };
+        let mut w = wal::Wal::create(dir.path(), &meta.encode()).unwrap();
+        let e = Entry {
+            index: 1,
+            term: 2,
+            ..Default::default()
+        };
+        let hs = HardState {
+            term: 2,
+            vote: 1,
+            commit: 1,
+            ..Default::default()
+        };
+        w.save(
+            Some(&hs.write_to_bytes().unwrap()),
+            &wal_entries(&[e]).unwrap(),
+        )
+        .unwrap();
+        drop(w);
+        let log = open_log(dir.path(), None, &Applied::default()).unwrap();
+        let st = log.storage.initial_state().unwrap();
+        assert_eq!(st.conf_state.voters, [1]);
+        assert_eq!(st.hard_state, hs);
+    }
+
+    #[test]
     fn missing_wal_without_bootstrap_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         assert!(open_log(&dir.path().join("wal"), None, &Applied::default()).is_err());
