@@ -290,3 +290,55 @@ pub(crate) fn set_headers<T>(req: &mut tonic::Request<T>, cluster_id: u64, from:
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(to: u64, t: MessageType) -> Message {
+        let mut m = Message {
+            to,
+            from: 1,
+            ..Default::default()
+        };
+        m.set_msg_type(t);
+        m
+    }
+
+    #[tokio::test]
+    async fn messages_to_down_or_unknown_peers_and_snapshots_are_reported() {
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let fault = fault::FaultSwitch::off();
+        let t = Arc::new(Transport::new(
+            1,
+            9,
+            TransportConfig::default(),
+            tokio::runtime::Handle::current(),
+            tx,
+            fault.clone(),
+        ));
+        // Nothing listens there: the stream never comes up, so nothing is queued.
+        t.add_peer(2, &["http://127.0.0.1:1".to_string()]);
+        t.add_peer(1, &["http://127.0.0.1:1".to_string()]);
+        let mut report = SendReport::default();
+        t.send(
+            vec![
+                msg(2, MessageType::MsgHeartbeat),
+                msg(2, MessageType::MsgAppend),
+                msg(3, MessageType::MsgHeartbeat),
+                msg(2, MessageType::MsgSnapshot),
+            ],
+            &mut report,
+        );
+        assert_eq!(report.unreachable, [2, 3]);
+        assert_eq!(report.snapshot_failed, [2]);
+        assert!(t.active_since(2).is_none());
+        assert_eq!(t.connected_since(&[1, 2], Instant::now()), 1);
+        fault.set(true);
+        let mut report = SendReport::default();
+        t.send(vec![msg(2, MessageType::MsgHeartbeat)], &mut report);
+        assert_eq!(report.unreachable, [2]);
+        t.remove_peer(2);
+        t.stop();
+    }
+}
