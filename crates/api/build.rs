@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "proto/v3lock.proto",
     "proto/v3election.proto",
     "proto/lease.proto",
+    "proto/hearthraft.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

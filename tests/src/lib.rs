@@ -3,19 +3,27 @@
 //!
 //! - [`Server`]: a server process on free loopback ports in a fresh temp dir; `start`,
 //!   `restart` (SIGTERM, same dir and ports), `stop`, `kill9`, `client`, `raw`, `etcdctl`.
+//! - [`Cluster`]: N members of a new cluster on free loopback ports; leader discovery, members
+//!   joining with `--initial-cluster-state existing`, cutting a member off from its peers
+//!   (Hearth's test-only fault switch), and `assert_hashkv_equal` after every multi-member test.
 //! - [`wire`]: etcd's KV messages and a raw unary client that sends requests exactly as built.
 //! - [`normalize`]: compares responses/errors of two servers, ignoring header
 //!   `cluster_id`, `member_id` and `raft_term`, and prints them readably.
 //! - [`ctl`]: etcdctl output normalization.
+//! - [`load`]: a concurrent write load over several members that records acknowledged puts, and
+//!   the check that every acknowledged put is on a member at its revision.
 //! - [`rng`]: a seeded PRNG (`HEARTH_SEED` replays a run).
 //!
 //! `HEARTH_TEST_TARGET=etcd` runs every test that targets Hearth against etcd instead, which is
 //! how the tests themselves are validated against the reference.
 
+pub mod cluster;
 pub mod ctl;
+pub mod load;
 pub mod normalize;
 pub mod rng;
 pub mod server;
 pub mod wire;
 
+pub use cluster::Cluster;
 pub use server::{Kind, Options, Server};

@@ -79,15 +79,47 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// `n` distinct free ports. They are held all at once so they differ; the race with other
+/// processes is accepted (and a failed bind is retried once by `Server::start`).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 fn two_free_ports() -> (u16, u16) {
-    // Hold both at once so they differ; the race with other processes is accepted (and a
-    // failed bind is retried once by `start`).
-    let a = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let b = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
+    let p = free_ports(2);
+    (p[0], p[1])
+}
+
+/// How a server is known to be ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// A linearizable Range succeeds (needs a leader).
+    Linearizable,
+    /// A serializable Range succeeds (what a learner serves).
+    Serializable,
+}
+
+/// Where and how a cluster member runs (see [`Server::start_member`]).
+#[derive(Clone, Debug)]
+pub struct MemberSpec {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    /// `--initial-cluster`.
+    pub initial_cluster: String,
+    /// `new` or `existing`.
+    pub state: &'static str,
+    pub token: String,
+    /// More flags, e.g. `--snapshot-count=...`.
+    pub args: Vec<String>,
+    /// Started with the test-only peer fault switch on this file (Hearth only).
+    pub fault_file: bool,
+    pub probe: Probe,
 }
 
 /// A server process on loopback ports, in its own temporary data dir. Killed (SIGKILL) on
@@ -99,6 +131,12 @@ pub struct Server {
     client_port: u16,
     peer_port: u16,
     token: String,
+    name: String,
+    initial_cluster: Option<String>,
+    state: &'static str,
+    args: Vec<String>,
+    fault_file: bool,
+    probe: Probe,
     child: Option<Child>,
     starts: u32,
     opts: Options,
@@ -154,6 +192,12 @@ impl Server {
             client_port,
             peer_port,
             token,
+            name: "default".into(),
+            initial_cluster: None,
+            state: "new",
+            args: std::mem::take(&mut opts.args),
+            fault_file: false,
+            probe: Probe::Linearizable,
             child: None,
             starts: 0,
             opts,
@@ -162,7 +206,7 @@ impl Server {
             p(&s.data_dir());
         }
         s.spawn();
-        if let Err(e) = s.wait_ready().await {
+        if let Err(e) = s.probe_until_ready().await {
             // The one accepted race: a port taken between choosing and binding. Retry once
             // with new ports; anything else fails the test.
             if s.log().contains("address already in use") {
@@ -171,7 +215,7 @@ impl Server {
                 s.peer_port = free_port();
                 let _ = std::fs::remove_dir_all(s.data_dir());
                 s.spawn();
-                if let Err(e) = s.wait_ready().await {
+                if let Err(e) = s.probe_until_ready().await {
                     s.fail(&e);
                 }
             } else {
@@ -179,6 +223,86 @@ impl Server {
             }
         }
         s
+    }
+
+    /// A cluster member on the given ports, spawned but not waited for (see
+    /// [`Server::wait_ready`]): the members of a new cluster only become ready together.
+    pub fn spawn_member(kind: Kind, spec: MemberSpec) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("hearth-e2e-")
+            .tempdir()
+            .expect("create temp dir");
+        let mut s = Server {
+            kind: kind.resolve(),
+            requested: kind,
+            dir,
+            client_port: spec.client_port,
+            peer_port: spec.peer_port,
+            token: spec.token,
+            name: spec.name,
+            initial_cluster: Some(spec.initial_cluster),
+            state: spec.state,
+            args: spec.args,
+            fault_file: spec.fault_file,
+            probe: spec.probe,
+            child: None,
+            starts: 0,
+            opts: Options::default(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Waits until the server answers its readiness probe; fails the test if it does not.
+    pub async fn wait_ready(&mut self) {
+        if let Err(e) = self.probe_until_ready().await {
+            self.fail(&e);
+        }
+    }
+
+    /// The member's name (`--name`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The peer URL (`--initial-advertise-peer-urls`).
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    /// Whether the process is running (as far as the harness knows).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The file whose existence cuts this member off from its peers (`--unsafe-test-peer-fault-file`).
+    pub fn fault_path(&self) -> PathBuf {
+        self.dir.path().join("peer-fault")
+    }
+
+    /// Cuts this member off from its peers, or heals it (test-only fault switch; Hearth only).
+    pub fn cut_off(&self, cut: bool) {
+        assert!(
+            self.fault_file && self.kind == Kind::Hearth,
+            "cut_off needs a Hearth member started with the fault switch"
+        );
+        if cut {
+            std::fs::write(self.fault_path(), b"").expect("create fault file");
+        } else {
+            let _ = std::fs::remove_file(self.fault_path());
+        }
+    }
+
+    /// Changes `--initial-cluster-state` and `--initial-cluster-token` for later restarts (a member
+    /// with data must ignore them).
+    pub fn set_initial_flags(&mut self, state: &'static str, token: &str) {
+        self.state = state;
+        self.token = token.to_string();
+    }
+
+    /// Sets the readiness probe used by later restarts.
+    pub fn set_probe(&mut self, probe: Probe) {
+        self.probe = probe;
     }
 
     /// What really runs (`Kind::Hearth` may be etcd, see `HEARTH_TEST_TARGET`).
@@ -214,8 +338,12 @@ impl Server {
             Kind::Hearth => Command::new(hearth_bin()),
             Kind::Etcd => Command::new(ETCD_BIN),
         };
+        let initial_cluster = self
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={peer}", self.name));
         cmd.arg("--name")
-            .arg("default")
+            .arg(&self.name)
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--listen-client-urls")
@@ -227,9 +355,12 @@ impl Server {
             .arg("--initial-advertise-peer-urls")
             .arg(&peer)
             .arg("--initial-cluster")
-            .arg(format!("default={peer}"))
+            .arg(initial_cluster)
+            .arg("--initial-cluster-state")
+            .arg(self.state)
             .arg("--initial-cluster-token")
-            .arg(&self.token);
+            .arg(&self.token)
+            .args(&self.args);
         if self.kind == Kind::Etcd {
             cmd.arg("--logger=zap").arg("--log-outputs=stderr");
         }
@@ -244,9 +375,12 @@ impl Server {
                 cmd.env_remove(k);
             }
         }
-        cmd.args(&self.opts.args);
         for (k, v) in &self.opts.env {
             cmd.env(k, v);
+        }
+        if self.fault_file && self.kind == Kind::Hearth {
+            cmd.arg("--unsafe-test-peer-fault-file")
+                .arg(self.fault_path());
         }
         cmd
     }
@@ -276,7 +410,7 @@ impl Server {
     }
 
     /// Polls a Range request until it succeeds, the process exits, or the deadline passes.
-    async fn wait_ready(&mut self) -> Result<(), String> {
+    async fn probe_until_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_DEADLINE;
         let endpoint = self.endpoint();
         let mut last_err = String::from("no attempt yet");
@@ -292,7 +426,9 @@ impl Server {
                     "server did not answer a Range request within {READY_DEADLINE:?} (last error: {last_err})"
                 ));
             }
-            match tokio::time::timeout(Duration::from_secs(3), probe(&endpoint)).await {
+            let serializable = self.probe == Probe::Serializable;
+            match tokio::time::timeout(Duration::from_secs(3), probe(&endpoint, serializable)).await
+            {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(e)) => last_err = e,
                 Err(_) => last_err = "probe timed out".into(),
@@ -357,8 +493,30 @@ impl Server {
             self.stop();
         }
         self.spawn();
-        if let Err(e) = self.wait_ready().await {
+        if let Err(e) = self.probe_until_ready().await {
             self.fail(&e);
+        }
+    }
+
+    /// Starts the server again (after `kill9` or `stop`) without waiting for it.
+    pub fn respawn(&mut self) {
+        self.spawn();
+    }
+
+    /// Waits until the process exits on its own; returns its exit status, or None if it was
+    /// still running at the deadline.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + deadline;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -394,8 +552,10 @@ impl Server {
 
     /// The server's `/metrics` page (Prometheus text format).
     pub fn metrics(&self) -> String {
-        http_get(self.client_port, "/metrics")
-            .unwrap_or_else(|e| panic!("GET /metrics from {}: {e}", self.endpoint()))
+        match http_get(self.client_port, "/metrics") {
+            Ok((200, body)) => body,
+            other => panic!("GET /metrics from {}: {other:?}", self.endpoint()),
+        }
     }
 
     /// The value of the unlabelled metric `name` on `/metrics` (None if absent).
@@ -426,6 +586,16 @@ impl Server {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn /usr/bin/etcdctl")
+    }
+
+    /// `GET path` over plain HTTP/1.1 on the client port (`/metrics`, `/health`): status and body.
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        let port = self.client_port;
+        let p = path.to_string();
+        tokio::task::spawn_blocking(move || http_get(port, &p))
+            .await
+            .expect("http_get task")
+            .unwrap_or_else(|e| panic!("GET {path} from port {port}: {e}"))
     }
 
     /// An `etcd_client::Client` connected to this server.
@@ -470,7 +640,7 @@ impl Drop for Server {
 }
 
 /// A plain HTTP/1.0 GET on the loopback port; returns the body of a 200 answer.
-fn http_get(port: u16, path: &str) -> Result<String, String> {
+fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
     use std::net::TcpStream;
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(20)))
@@ -480,10 +650,12 @@ fn http_get(port: u16, path: &str) -> Result<String, String> {
     s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header end")?;
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("answer: {head}"));
-    }
-    Ok(body.to_string())
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("answer: {head}"))?;
+    Ok((status, body.to_string()))
 }
 
 fn etcdctl_command(endpoint: &str, args: &[&str]) -> Command {
@@ -523,9 +695,10 @@ pub async fn connect(endpoint: &str) -> Result<etcd_client::Client, etcd_client:
     etcd_client::Client::connect([endpoint], Some(opts)).await
 }
 
-async fn probe(endpoint: &str) -> Result<(), String> {
+async fn probe(endpoint: &str, serializable: bool) -> Result<(), String> {
     let mut c = connect(endpoint).await.map_err(|e| e.to_string())?;
-    c.get("hearth-e2e-readiness-probe", None)
+    let opts = serializable.then(|| etcd_client::GetOptions::new().with_serializable());
+    c.get("hearth-e2e-readiness-probe", opts)
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())

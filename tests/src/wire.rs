@@ -341,17 +341,39 @@ impl RawKv {
         Q: Message + Send + Sync + 'static,
         R: Message + Default + Send + Sync + 'static,
     {
+        self.unary_request(path, tonic::Request::new(req)).await
+    }
+
+    /// A Range with the metadata etcd clients add with `WithRequireLeader` (`hasleader: true`):
+    /// the server must refuse it while it knows no leader.
+    pub async fn range_requiring_leader(
+        &mut self,
+        r: RangeRequest,
+    ) -> Result<RangeResponse, RpcError> {
+        let mut req = tonic::Request::new(r);
+        req.metadata_mut().insert(
+            "hasleader",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+        self.unary_request("/etcdserverpb.KV/Range", req).await
+    }
+
+    async fn unary_request<Q, R>(
+        &mut self,
+        path: &'static str,
+        req: tonic::Request<Q>,
+    ) -> Result<R, RpcError>
+    where
+        Q: Message + Send + Sync + 'static,
+        R: Message + Default + Send + Sync + 'static,
+    {
         self.grpc
             .ready()
             .await
             .map_err(|e| RpcError::new(tonic::Code::Unknown, format!("client not ready: {e}")))?;
         let codec = tonic_prost::ProstCodec::<Q, R>::default();
         self.grpc
-            .unary(
-                tonic::Request::new(req),
-                PathAndQuery::from_static(path),
-                codec,
-            )
+            .unary(req, PathAndQuery::from_static(path), codec)
             .await
             .map(tonic::Response::into_inner)
             .map_err(RpcError::from)

@@ -2,7 +2,8 @@
 //!
 //! Every protobuf package keeps etcd's name, so fully qualified type names and gRPC method
 //! paths (`/etcdserverpb.KV/Range`, `/v3lockpb.Lock/Lock`, ...) are the ones etcd clients use.
-//! Each service comes with a client (`*_client`) and a server (`*_server`) module.
+//! Each service comes with a client (`*_client`) and a server (`*_server`) module. The one package that is
+//! Hearth's own, `hearthraftpb`, is spoken only between the members of a cluster, on the peer URLs.
 
 /// Key-value records and watch events (`mvccpb`).
 pub mod mvccpb {
@@ -38,6 +39,12 @@ pub mod v3electionpb {
 /// The lessor's persisted lease record and peer-internal time-to-live messages (`leasepb`).
 pub mod leasepb {
     tonic::include_proto!("leasepb");
+}
+
+/// Hearth's own peer-to-peer service between the members of a cluster (`hearthraftpb`): Raft message
+/// streams, cluster discovery for joining members, learner promotion forwarded to the leader.
+pub mod hearthraftpb {
+    tonic::include_proto!("hearthraftpb");
 }
 
 /// Encoded `google.protobuf.FileDescriptorSet` of all the files above, imports included,

@@ -5,9 +5,9 @@
 //!
 //! A [`Bucket`] is a redb table with byte keys and byte values. `key` holds the MVCC data
 //! (written by the `mvcc` crate), `meta` holds the Raft consistent index, the term and the
-//! compaction marks; `lease`, `auth`, `authUsers`, `authRoles`, `members` and `alarm` are reserved
-//! for the layers that will need them. Every bucket is created when the backend is opened, so
-//! read snapshots can always open every bucket.
+//! compaction marks; `members` and `members_removed` hold the cluster membership; `lease`, `auth`,
+//! `authUsers`, `authRoles` and `alarm` are reserved for the layers that will need them. Every
+//! bucket is created when the backend is opened, so read snapshots can always open every bucket.
 //!
 //! # Batched commits and where durability comes from
 //!
@@ -147,15 +147,17 @@ pub enum Bucket {
     AuthUsers,
     /// Reserved for auth roles.
     AuthRoles,
-    /// Reserved for cluster membership.
+    /// Cluster membership: one record per member.
     Members,
+    /// Ids of members removed from the cluster (they may never rejoin).
+    MembersRemoved,
     /// Reserved for alarms.
     Alarm,
 }
 
 impl Bucket {
     /// Every bucket, in a fixed order.
-    pub const ALL: [Bucket; 8] = [
+    pub const ALL: [Bucket; 9] = [
         Bucket::Key,
         Bucket::Meta,
         Bucket::Lease,
@@ -163,6 +165,7 @@ impl Bucket {
         Bucket::AuthUsers,
         Bucket::AuthRoles,
         Bucket::Members,
+        Bucket::MembersRemoved,
         Bucket::Alarm,
     ];
 
@@ -176,6 +179,7 @@ impl Bucket {
             Bucket::AuthUsers => "authUsers",
             Bucket::AuthRoles => "authRoles",
             Bucket::Members => "members",
+            Bucket::MembersRemoved => "members_removed",
             Bucket::Alarm => "alarm",
         }
     }

@@ -78,6 +78,9 @@ struct Flags {
     /// Number of committed transactions between compactions of the raft log.
     #[arg(long, env = "HEARTH_SNAPSHOT_COUNT", default_value_t = 10_000)]
     snapshot_count: u64,
+    /// Number of entries for a slow follower to catch up after compacting the raft log.
+    #[arg(long, env = "HEARTH_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = server::raft_node::SNAPSHOT_CATCHUP_ENTRIES)]
+    experimental_snapshot_catchup_entries: u64,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "HEARTH_HEARTBEAT_INTERVAL", default_value_t = 100)]
     heartbeat_interval: u64,
@@ -92,6 +95,13 @@ struct Flags {
         value_parser = server::config::parse_go_duration
     )]
     experimental_watch_progress_notify_interval: Duration,
+    /// Reject reconfiguration requests that would cause quorum loss.
+    #[arg(long, env = "HEARTH_STRICT_RECONFIG_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
+    strict_reconfig_check: bool,
+    /// TESTS ONLY: while this file exists, the member drops all traffic to and from its peers, as if its
+    /// network were cut. Never set it in production.
+    #[arg(long, env = "HEARTH_UNSAFE_TEST_PEER_FAULT_FILE", hide = true)]
+    unsafe_test_peer_fault_file: Option<PathBuf>,
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "HEARTH_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -132,9 +142,12 @@ impl Flags {
             max_txn_ops: self.max_txn_ops,
             quota_backend_bytes: self.quota_backend_bytes,
             snapshot_count: self.snapshot_count,
+            snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
+            strict_reconfig_check: self.strict_reconfig_check,
+            unsafe_test_peer_fault_file: self.unsafe_test_peer_fault_file,
         }
     }
 }
@@ -181,10 +194,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         _ = hearth.failed() => true,
     };
     tracing::info!("stopping");
-    hearth
-        .stop()
-        .await
-        .context("hearth stopped with an error")?;
+    match hearth.stop().await {
+        // etcd exits cleanly when it was removed from the cluster, after saying so.
+        Err(server::raft_node::RaftError::Removed) => {
+            tracing::warn!("the member has been permanently removed from the cluster");
+            tracing::warn!("data-dir used by this member must be removed");
+            return Ok(());
+        }
+        r => r.context("hearth stopped with an error")?,
+    }
     if failed {
         anyhow::bail!("the raft loop failed; see the log above");
     }

@@ -27,6 +27,8 @@ pub enum Applied {
     /// With the handle to wait on for `physical` compactions.
     Compaction(CompactionResponse, Option<mvcc::CompactHandle>),
     Alarm(AlarmResponse),
+    /// A member published its name and client URLs.
+    MemberAttrSet,
 }
 
 pub type ApplyResult = Result<Applied, ServerError>;
@@ -37,6 +39,7 @@ pub struct Applier {
     wait: Arc<Wait<ApplyResult>>,
     consistent_index: u64,
     space: Space,
+    cluster: Option<Arc<crate::membership::RaftCluster>>,
 }
 
 /// What the applier needs for alarms and the space quota (see `alarm` and `quota`).
@@ -66,7 +69,14 @@ impl Applier {
                 },
                 raise_nospace: Box::new(|| {}),
             },
+            cluster: None,
         }
+    }
+
+    /// The membership that `cluster_member_attr_set` entries update.
+    pub fn with_cluster(mut self, cluster: Arc<crate::membership::RaftCluster>) -> Applier {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Enforces alarms and the space quota.
@@ -175,7 +185,60 @@ impl Applier {
             let handle = if c.physical { Some(handle) } else { None };
             return Ok(Applied::Compaction(CompactionResponse { header }, handle));
         }
+        if let Some(a) = req.cluster_member_attr_set {
+            return self.member_attr_set(a, index, term);
+        }
         Err(ServerError::Internal("unsupported raft request".into()))
+    }
+
+    fn member_attr_set(
+        &mut self,
+        a: api::membershippb::ClusterMemberAttrSetRequest,
+        index: u64,
+        term: u64,
+    ) -> ApplyResult {
+        let attrs = a.member_attributes.unwrap_or_default();
+        let updated = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.with_attributes(a.member_id, &attrs.name, &attrs.client_urls));
+        let Some(m) = updated else {
+            tracing::warn!(
+                member = format!("{:x}", a.member_id),
+                "skipped attributes of a member that is not in the cluster"
+            );
+            return Ok(Applied::MemberAttrSet);
+        };
+        let saved = m.clone();
+        self.apply_backend(index, term, move |txn| {
+            crate::membership::store::save_member(txn, &saved)
+        })?;
+        if let Some(c) = &self.cluster {
+            c.commit(Some(m), None);
+        }
+        Ok(Applied::MemberAttrSet)
+    }
+
+    /// Writes what `f` writes (buckets outside the key space, e.g. the membership) in one backend
+    /// transaction with `index` as the consistent index. Returns false, writing nothing, if `index` was
+    /// applied before.
+    pub fn apply_backend(
+        &mut self,
+        index: u64,
+        term: u64,
+        f: impl FnOnce(&mut backend::WriteTxn<'_>) -> Result<(), backend::BackendError>,
+    ) -> Result<bool, ServerError> {
+        if index <= self.consistent_index {
+            return Ok(false);
+        }
+        let kv = Arc::clone(&self.kv);
+        let mut w = kv.write();
+        match w.backend_txn() {
+            Some(txn) => f(txn).map_err(|e| ServerError::Internal(e.to_string()))?,
+            None => return Err(ServerError::Internal("no backend transaction".into())),
+        }
+        self.end(w, index, term)?;
+        Ok(true)
     }
 
     fn end(&mut self, w: mvcc::TxnWrite<'_>, index: u64, term: u64) -> Result<(), ServerError> {

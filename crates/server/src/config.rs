@@ -22,11 +22,17 @@ pub struct Config {
     pub max_txn_ops: usize,
     pub quota_backend_bytes: u64,
     pub snapshot_count: u64,
+    /// Entries kept before a snapshot for slow followers (etcd's `--experimental-snapshot-catchup-entries`).
+    pub snapshot_catchup_entries: u64,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     /// etcd's `--experimental-watch-progress-notify-interval`: how often a watcher that asked for
     /// progress notifications gets one while idle (0 keeps the default).
     pub watch_progress_notify_interval: Duration,
+    /// Reject membership changes that could cost the cluster its quorum (etcd's default: on).
+    pub strict_reconfig_check: bool,
+    /// Test only: while this file exists, all peer traffic is dropped (`rafthttp::fault`).
+    pub unsafe_test_peer_fault_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +69,12 @@ impl Default for Config {
             max_txn_ops: 128,
             quota_backend_bytes: 0,
             snapshot_count: 10_000,
+            snapshot_catchup_entries: crate::raft_node::SNAPSHOT_CATCHUP_ENTRIES,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
+            strict_reconfig_check: true,
+            unsafe_test_peer_fault_file: None,
         }
     }
 }
@@ -91,8 +100,6 @@ pub enum ConfigError {
         election: Duration,
         heartbeat: Duration,
     },
-    #[error("--initial-cluster-state existing is not supported by this version yet")]
-    ExistingClusterUnsupported,
 }
 
 /// One member of the initial cluster.
@@ -153,9 +160,6 @@ impl Config {
                 election: self.election_timeout,
                 heartbeat: self.heartbeat_interval,
             });
-        }
-        if self.initial_cluster_state == ClusterState::Existing {
-            return Err(ConfigError::ExistingClusterUnsupported);
         }
         let members = self.initial_members()?;
         let me = members

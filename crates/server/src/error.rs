@@ -41,6 +41,39 @@ pub enum ServerError {
     LeaderChanged,
     #[error("etcdserver: request timed out")]
     Timeout,
+    #[error("etcdserver: request timed out, possibly due to previous leader failure")]
+    TimeoutDueToLeaderFail,
+    #[error("etcdserver: request timed out, possibly due to connection lost")]
+    TimeoutDueToConnectionLost,
+    /// The proposal was never handed to Raft before its deadline (no leader all along); etcd passes its
+    /// context's error through, which gRPC reports as `Unknown`.
+    #[error("context deadline exceeded")]
+    DeadlineExceeded,
+    /// Raft refused the proposal outright (e.g. the leader is handing over leadership).
+    #[error("raft proposal dropped")]
+    ProposalDropped,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+    #[error("etcdserver: member ID already exist")]
+    MemberExist,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExist,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    MemberNotEnoughStarted,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
     #[error("etcdserver: server stopped")]
     Stopped,
     #[error("etcdserver: permission denied")]
@@ -49,8 +82,6 @@ pub enum ServerError {
     InvalidAuthToken,
     #[error("etcdserver: corrupt cluster")]
     Corrupt,
-    #[error("etcdserver: not leader")]
-    NotLeader,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
     #[error("etcdserver: request timed out, leader transfer took too long")]
@@ -65,18 +96,69 @@ impl ServerError {
         use ServerError::*;
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
-            | InvalidSortOption | RequestTooLarge => Code::InvalidArgument,
+            | InvalidSortOption | RequestTooLarge | MemberBadUrls => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
-            LeaseNotFound => Code::NotFound,
-            LeaseExist | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
+            LeaseNotFound | MemberNotFound => Code::NotFound,
+            LeaseExist
+            | NotLeader
+            | BadLeaderTransferee
+            | MemberExist
+            | PeerUrlExist
+            | MemberNotEnoughStarted
+            | MemberNotLearner
+            | LearnerNotReady
+            | TooManyLearners => Code::FailedPrecondition,
             LeaderTransferTimeout => Code::DeadlineExceeded,
             Corrupt => Code::DataLoss,
-            NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
+            NoLeader
+            | LeaderChanged
+            | Timeout
+            | TimeoutDueToLeaderFail
+            | TimeoutDueToConnectionLost
+            | Stopped
+            | Unhealthy
+            | NotSupportedForLearner => Code::Unavailable,
+            DeadlineExceeded | ProposalDropped => Code::Unknown,
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
             Internal(_) => Code::Unknown,
         }
+    }
+}
+
+impl ServerError {
+    /// The error a peer answered with (a promotion forwarded to the leader), back as the error it was,
+    /// so that it reaches the client exactly as the leader would have sent it. Anything unknown stays
+    /// an internal error with the peer's text.
+    pub fn from_peer_status(s: &Status) -> ServerError {
+        use ServerError::*;
+        const KNOWN: &[ServerError] = &[
+            NoLeader,
+            LeaderChanged,
+            Timeout,
+            TimeoutDueToLeaderFail,
+            TimeoutDueToConnectionLost,
+            DeadlineExceeded,
+            ProposalDropped,
+            NotLeader,
+            Stopped,
+            Unhealthy,
+            MemberExist,
+            PeerUrlExist,
+            MemberNotEnoughStarted,
+            MemberBadUrls,
+            MemberNotFound,
+            MemberNotLearner,
+            LearnerNotReady,
+            TooManyLearners,
+            TooManyRequests,
+        ];
+        KNOWN
+            .iter()
+            .find(|e| e.code() == s.code() && e.to_string() == s.message())
+            .cloned()
+            .unwrap_or_else(|| Internal(format!("peer answered: {}", s.message())))
     }
 }
 
@@ -111,5 +193,38 @@ mod tests {
         let s: Status = ServerError::LeaseNotFound.into();
         assert_eq!(s.code(), Code::NotFound);
         assert_eq!(s.message(), "etcdserver: requested lease not found");
+    }
+
+    #[test]
+    fn membership_errors_carry_etcd_code_and_text() {
+        let s: Status = ServerError::LearnerNotReady.into();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(
+            s.message(),
+            "etcdserver: can only promote a learner member which is in sync with leader"
+        );
+        let s: Status = ServerError::NotSupportedForLearner.into();
+        assert_eq!(s.code(), Code::Unavailable);
+        let s: Status = ServerError::DeadlineExceeded.into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unknown, "context deadline exceeded")
+        );
+    }
+
+    #[test]
+    fn peer_status_maps_back_to_the_same_error() {
+        for e in [
+            ServerError::LearnerNotReady,
+            ServerError::MemberNotFound,
+            ServerError::NoLeader,
+        ] {
+            assert_eq!(ServerError::from_peer_status(&e.clone().into()), e);
+        }
+        let odd = Status::internal("boom");
+        assert!(matches!(
+            ServerError::from_peer_status(&odd),
+            ServerError::Internal(_)
+        ));
     }
 }

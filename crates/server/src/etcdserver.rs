@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api::etcdserverpb::{InternalRaftRequest, RequestHeader, ResponseHeader};
 use mvcc::KvStore;
@@ -14,8 +14,18 @@ use tokio::sync::{oneshot, watch};
 use crate::applier::{Applied, ApplyResult};
 use crate::config::Config;
 use crate::error::ServerError;
-use crate::raft_node::{Command, RaftStatus};
+use crate::membership::RaftCluster;
+use crate::proposal::ProposalState;
+use crate::raft_node::{Command, ConfResult, RaftStatus};
+use crate::rafthttp::Transport;
 use crate::wait::Wait;
+
+/// The membership and the peers, as the services need them.
+pub struct ClusterHandles {
+    pub cluster: Arc<RaftCluster>,
+    pub transport: Arc<Transport>,
+    pub conf_wait: Arc<Wait<ConfResult>>,
+}
 
 pub struct EtcdServer {
     pub cfg: Config,
@@ -26,11 +36,14 @@ pub struct EtcdServer {
     pub watchable: Arc<mvcc::WatchableStore>,
     pub backend: Arc<backend::Backend>,
     pub status: Arc<RaftStatus>,
+    pub cluster: Arc<RaftCluster>,
+    pub transport: Arc<Transport>,
+    pub(crate) conf_wait: Arc<Wait<ConfResult>>,
     commands: Sender<Command>,
     wait: Arc<Wait<ApplyResult>>,
     applied: watch::Receiver<u64>,
     next_id: AtomicU64,
-    request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Active alarms (shared with the applier) and the space quota; see `alarm` and `quota`.
     pub alarms: Arc<crate::alarm::AlarmStore>,
     pub quota: crate::quota::Quota,
@@ -49,6 +62,7 @@ impl EtcdServer {
         commands: Sender<Command>,
         wait: Arc<Wait<ApplyResult>>,
         applied: watch::Receiver<u64>,
+        handles: ClusterHandles,
     ) -> EtcdServer {
         // Request ids: member id in the top 16 bits, start time in ms in the next 40, then a counter, as etcd
         // does, so ids stay unique across members and restarts.
@@ -67,6 +81,9 @@ impl EtcdServer {
             watchable,
             backend,
             status,
+            cluster: handles.cluster,
+            transport: handles.transport,
+            conf_wait: handles.conf_wait,
             commands,
             wait,
             applied,
@@ -122,9 +139,19 @@ impl EtcdServer {
         *h = self.header(rev);
     }
 
+    /// A new request id, unique across members and restarts.
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether this member is a learner (which serves only what etcd lets learners serve).
+    pub fn is_learner(&self) -> bool {
+        self.cluster.is_local_learner()
+    }
+
     /// Proposes `req` through Raft and waits until it is applied.
     pub async fn propose(&self, mut req: InternalRaftRequest) -> Result<Applied, ServerError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_request_id();
         req.header = Some(RequestHeader {
             id,
             ..Default::default()
@@ -134,7 +161,14 @@ impl EtcdServer {
             return Err(ServerError::RequestTooLarge);
         }
         let rx = self.wait.register(id);
-        if self.commands.send(Command::Propose { id, data }).is_err() {
+        let state = ProposalState::new();
+        let start = Instant::now();
+        let sent = self.commands.send(Command::Propose {
+            id,
+            data,
+            state: state.clone(),
+        });
+        if sent.is_err() {
             self.wait.cancel(id);
             return Err(ServerError::Stopped);
         }
@@ -143,9 +177,36 @@ impl EtcdServer {
             Ok(Err(_)) => Err(ServerError::Stopped),
             Err(_) => {
                 self.wait.cancel(id);
-                Err(ServerError::Timeout)
+                Err(self.timeout_error(&state, start))
             }
         }
+    }
+
+    /// What a proposal that was not applied in time gets, as etcd decides it: if it never reached Raft (no
+    /// leader all along) the deadline error itself; else `request timed out`, with the likely reason when
+    /// there is one (etcd's `parseProposeCtxErr`).
+    pub(crate) fn timeout_error(&self, state: &ProposalState, start: Instant) -> ServerError {
+        if state.abandon() {
+            return ServerError::DeadlineExceeded;
+        }
+        if let Some(elected) = self.status.lead_elected() {
+            let lost = elected
+                .checked_sub(self.cfg.election_timeout * 2)
+                .unwrap_or(elected);
+            if start > lost && start < elected {
+                return ServerError::TimeoutDueToLeaderFail;
+            }
+        }
+        let leader = self.leader();
+        if leader == self.member_id {
+            let ids: Vec<u64> = self.cluster.members().iter().map(|m| m.id).collect();
+            if self.transport.connected_since(&ids, start) < ids.len() / 2 + 1 {
+                return ServerError::TimeoutDueToConnectionLost;
+            }
+        } else if leader != 0 && !self.transport.is_connected_since(leader, start) {
+            return ServerError::TimeoutDueToConnectionLost;
+        }
+        ServerError::Timeout
     }
 
     /// Waits until this member has applied everything committed before the call (Raft ReadIndex), so a read

@@ -15,6 +15,13 @@ pub fn member_id(peer_urls: &[String], cluster_token: &str) -> u64 {
     first_u64(&h.finalize())
 }
 
+/// The id etcd gives a member added at run time (`MemberAdd`): as [`member_id`], with no cluster token
+/// and the time of the request (Unix seconds, in decimal) appended, so that re-adding the same URLs later
+/// gives a new id.
+pub fn added_member_id(peer_urls: &[String], unix_secs: u64) -> u64 {
+    member_id(peer_urls, &unix_secs.to_string())
+}
+
 /// The cluster id: the first 8 bytes of SHA-1 over the sorted member ids, each 8 bytes big-endian.
 pub fn cluster_id(member_ids: &[u64]) -> u64 {
     let mut ids = member_ids.to_vec();
@@ -45,6 +52,13 @@ mod tests {
             a,
             member_id(&["http://a:2380".into(), "http://b:2380".into()], "other")
         );
+    }
+
+    #[test]
+    fn added_member_id_depends_on_the_time() {
+        let urls = ["http://127.0.0.1:44380".to_string()];
+        assert_ne!(added_member_id(&urls, 1), added_member_id(&urls, 2));
+        assert_eq!(added_member_id(&urls, 7), member_id(&urls, "7"));
     }
 
     #[test]

@@ -1,23 +1,30 @@
 //! Hearth's server: one member of a Hearth cluster.
 //!
-//! Start-up opens the backend (`<data-dir>/member/snap/db`) and the WAL (`<data-dir>/member/wal`), rebuilds
-//! the Raft log, starts the Raft loop on its own thread (`raft_node`), and serves etcd's gRPC API on the
-//! client URLs (`v3rpc`). Requests reach the store only through Raft (`etcdserver` proposes, `applier`
-//! applies); reads wait for a ReadIndex round unless serializable.
+//! Start-up opens the backend (`<data-dir>/member/snap/db`) and the WAL (`<data-dir>/member/wal`) (or
+//! bootstraps them, `bootstrap`), rebuilds the Raft log (`storage`), starts the Raft loop on its own thread
+//! (`raft_node`), streams Raft messages to and from the other members on the peer URLs (`rafthttp`), and
+//! serves etcd's gRPC API on the client URLs (`v3rpc`). Requests reach the store only through Raft
+//! (`etcdserver` proposes, `applier` applies); reads wait for a ReadIndex round unless serializable.
 
 pub mod alarm;
 pub mod applier;
 pub mod apply;
 pub mod authority;
+pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod etcdserver;
 mod http;
 pub mod ids;
+pub mod membership;
 pub mod metrics;
+pub mod proposal;
 pub mod quota;
 mod raft_log;
 pub mod raft_node;
+pub mod rafthttp;
+mod reconfig;
+pub mod storage;
 pub mod v3rpc;
 mod wait;
 
@@ -34,9 +41,12 @@ use api::v3lockpb::lock_server::LockServer;
 use tokio::sync::watch;
 
 pub use config::{ClusterState, Config};
-use raft_node::{Command, NodeConfig, RaftNode, RaftStatus, WalMeta};
+use membership::{Member, RaftCluster};
+use raft_node::{ClusterParts, Command, NodeConfig, RaftNode, RaftStatus};
+use rafthttp::{fault::FaultSwitch, RaftTransport as _, Transport, TransportConfig};
 use v3rpc::kv::KvService;
-use v3rpc::maintenance::{ClusterService, MaintenanceService};
+use v3rpc::maintenance::MaintenanceService;
+use v3rpc::member::ClusterService;
 use v3rpc::unimplemented::Unimplemented;
 use v3rpc::watch::WatchService;
 
@@ -52,6 +62,10 @@ pub enum StartError {
     Mvcc(#[from] mvcc::MvccError),
     #[error("cannot recover the raft log: {0}")]
     Raft(#[from] raft_node::RaftError),
+    #[error("cannot recover the cluster membership: {0}")]
+    Membership(#[from] membership::store::StoreError),
+    #[error(transparent)]
+    Bootstrap(#[from] bootstrap::BootstrapError),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
     #[error("cannot start the {0} thread: {1}")]
@@ -69,7 +83,7 @@ pub struct Hearth {
     shutdown: watch::Sender<bool>,
     serving: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
     client_addrs: Vec<SocketAddr>,
-    _peer_listeners: Vec<tokio::net::TcpListener>,
+    peer_addrs: Vec<SocketAddr>,
 }
 
 /// The member's WAL and snapshot (backend) directories under `data_dir`, created if missing.
@@ -80,37 +94,29 @@ pub fn member_dirs(data_dir: &Path) -> Result<(PathBuf, PathBuf), StartError> {
     Ok((wal, snap))
 }
 
-/// What a new member bootstraps from the configuration: its id, the cluster id and the initial
-/// voters, as written into a fresh WAL. Start-up and `hearthutl snapshot restore` both use it.
-pub fn new_member_meta(cfg: &Config) -> Result<WalMeta, StartError> {
+/// The identity a member of a new cluster gets from its configuration: its id, the cluster id and
+/// the initial voters. Fails on a configuration a new cluster cannot start from.
+pub fn new_member_meta(cfg: &Config) -> Result<storage::WalMeta, StartError> {
     cfg.validate()?;
-    let members = cfg.initial_members()?;
-    let me = members.iter().find(|m| m.name == cfg.name).ok_or_else(|| {
-        config::ConfigError::NameNotInCluster {
-            name: cfg.name.clone(),
-        }
-    })?;
-    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-    Ok(WalMeta {
-        node_id: me.id,
-        cluster_id: ids::cluster_id(&ids),
-        voters: ids,
-    })
+    let initial = cfg.initial_members()?;
+    match bootstrap::new_cluster(cfg, &initial)?.boot {
+        storage::Bootstrap::NewCluster { meta, .. } | storage::Bootstrap::Join { meta } => Ok(meta),
+    }
 }
 
-/// Creates the data directory of a new member whose backend is the database file at `db`
-/// (for `hearthutl snapshot restore`): the file is moved into place and a fresh WAL bootstrapped
-/// exactly as start-up would for a new member. The caller has already reset the file's Raft
-/// bookkeeping (consistent index, term), so the new WAL's entries all apply.
-pub fn bootstrap_from_backend(cfg: &Config, db: &Path) -> Result<WalMeta, StartError> {
-    let fresh = new_member_meta(cfg)?;
+/// Creates the data directory of a member of a new cluster whose backend is the database file at
+/// `db` (for `hearthutl snapshot restore`): the file is moved into place and the WAL bootstrapped
+/// exactly as start-up does for a new cluster. The caller has already reset the file's Raft
+/// bookkeeping (`restore::reset_for_new_cluster`), so every entry of the new log applies.
+pub fn bootstrap_from_backend(cfg: &Config, db: &Path) -> Result<storage::WalMeta, StartError> {
+    cfg.validate()?;
+    let prepared = bootstrap::new_cluster(cfg, &cfg.initial_members()?)?;
     let (wal_dir, snap_dir) = member_dirs(&cfg.data_dir)?;
     let target = snap_dir.join("db");
     std::fs::rename(db, &target).map_err(|e| StartError::DataDir(target.clone(), e))?;
     backend::swap::sync_dir(&snap_dir).map_err(|e| StartError::DataDir(snap_dir.clone(), e))?;
-    let log = raft_node::open_log(&wal_dir, &fresh)?;
-    drop(log);
-    Ok(fresh)
+    let log = raft_node::open_log(&wal_dir, Some(&prepared.boot), &storage::Applied::default())?;
+    Ok(log.meta)
 }
 
 async fn bind(urls: &[String]) -> Result<Vec<tokio::net::TcpListener>, StartError> {
@@ -129,21 +135,33 @@ async fn bind(urls: &[String]) -> Result<Vec<tokio::net::TcpListener>, StartErro
 impl Hearth {
     /// Opens the member's data and starts serving. Must be called inside a tokio runtime.
     pub async fn start(cfg: Config) -> Result<Hearth, StartError> {
-        let fresh = new_member_meta(&cfg)?;
-
+        cfg.validate()?;
         let (wal_dir, snap_dir) = member_dirs(&cfg.data_dir)?;
         let backend = Arc::new(backend::Backend::open(
             snap_dir.join("db"),
             backend::BackendConfig::default(),
         )?);
         let kv = Arc::new(mvcc::KvStore::open(backend.clone())?);
+        let stored = membership::store::load(&backend)?;
         let alarms = Arc::new(
             alarm::AlarmStore::load(&backend.read()?)
                 .map_err(|e| backend::BackendError::Corrupt(e.to_string()))?,
         );
         let quota = quota::Quota::from_flag(cfg.quota_backend_bytes);
         let nospace = Arc::new(tokio::sync::Notify::new());
-        let log = raft_node::open_log(&wal_dir, &fresh)?;
+
+        // A member with a WAL restarts from it; the --initial-cluster* flags only matter the first time.
+        let have_wal = wal::Wal::exists(&wal_dir);
+        let prepared = if have_wal {
+            None
+        } else {
+            Some(bootstrap::prepare(&cfg).await?)
+        };
+        let applied = storage::Applied {
+            consistent_index: kv.consistent_index(),
+            conf_state: stored.conf_state.clone(),
+        };
+        let log = raft_node::open_log(&wal_dir, prepared.as_ref().map(|p| &p.boot), &applied)?;
         let (member_id, cluster_id) = (log.meta.node_id, log.meta.cluster_id);
         tracing::info!(
             name = %cfg.name,
@@ -154,6 +172,31 @@ impl Hearth {
             data_dir = %cfg.data_dir.display(),
             "starting member"
         );
+        let mut members = stored.members;
+        let legacy = stored.conf_state.is_none()
+            && !raft::Storage::initial_state(&log.storage)
+                .map_err(raft_node::RaftError::from)?
+                .conf_state
+                .voters
+                .is_empty();
+        if members.is_empty() && legacy {
+            // A data dir from before the membership was recorded: its voters, as configured.
+            members = legacy_members(&cfg, &log.meta.voters);
+        }
+        let peers: Vec<Member> = match &prepared {
+            Some(p) => p.peers.clone(),
+            None => members.clone(),
+        };
+        let cluster = Arc::new(RaftCluster::new(
+            member_id,
+            cluster_id,
+            members,
+            stored.removed,
+        ));
+        if let Some(p) = &prepared {
+            cluster.set_joined_as_learner(p.learner);
+        }
+        crate::metrics::IS_LEARNER.set(if cluster.is_local_learner() { 1.0 } else { 0.0 });
 
         // Bind before starting Raft, so a port conflict fails start-up cleanly.
         let client_listeners = bind(&cfg.listen_client_urls).await?;
@@ -162,24 +205,51 @@ impl Hearth {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect();
+        let peer_addrs = peer_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
 
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let fault = match &cfg.unsafe_test_peer_fault_file {
+            Some(f) => FaultSwitch::watching(f.clone(), shutdown_rx.clone()),
+            None => FaultSwitch::off(),
+        };
         let (tx, rx) = std::sync::mpsc::channel();
+        let largest_entry = cfg.max_request_bytes.max(1024 * 1024);
+        let transport = Arc::new(Transport::new(
+            member_id,
+            cluster_id,
+            TransportConfig {
+                max_message_bytes: 2 * largest_entry + 1024 * 1024,
+                ..TransportConfig::default()
+            },
+            tokio::runtime::Handle::current(),
+            tx.clone(),
+            fault,
+        ));
+        for p in &peers {
+            transport.add_peer(p.id, &p.peer_urls);
+        }
         let status = Arc::new(RaftStatus::default());
         let wait = Arc::new(wait::Wait::default());
+        let conf_wait = Arc::new(wait::Wait::default());
         let (applied_tx, applied_rx) = watch::channel(0);
-        let applier = applier::Applier::new(kv.clone(), Box::new(apply::NoLeases), wait.clone());
-        let applier = applier.with_space(applier::Space {
-            alarms: alarms.clone(),
-            quota,
-            raise_nospace: {
-                let n = nospace.clone();
-                Box::new(move || n.notify_one())
-            },
-        });
+        let applier = applier::Applier::new(kv.clone(), Box::new(apply::NoLeases), wait.clone())
+            .with_cluster(cluster.clone())
+            .with_space(applier::Space {
+                alarms: alarms.clone(),
+                quota,
+                raise_nospace: {
+                    let n = nospace.clone();
+                    Box::new(move || n.notify_one())
+                },
+            });
         let node_cfg = NodeConfig {
             heartbeat: cfg.heartbeat_interval,
             election: cfg.election_timeout,
             snapshot_count: cfg.snapshot_count,
+            snapshot_catchup_entries: cfg.snapshot_catchup_entries,
         };
         let node = RaftNode::new(
             log,
@@ -189,14 +259,21 @@ impl Hearth {
             rx,
             status.clone(),
             applied_tx,
+            ClusterParts {
+                cluster: cluster.clone(),
+                transport: Box::new(transport.clone()),
+                conf_wait: conf_wait.clone(),
+            },
         )?;
         let (done_tx, raft_done) = watch::channel(false);
         let raft = std::thread::Builder::new()
             .name("raft".into())
             .spawn(move || {
                 let r = node.run();
-                if let Err(e) = &r {
-                    tracing::error!("raft loop stopped: {e}");
+                match &r {
+                    Err(raft_node::RaftError::Removed) => {}
+                    Err(e) => tracing::error!("raft loop stopped: {e}"),
+                    Ok(()) => {}
                 }
                 let _ = done_tx.send(true);
                 r
@@ -218,15 +295,26 @@ impl Hearth {
             tx,
             wait,
             applied_rx,
+            etcdserver::ClusterHandles {
+                cluster,
+                transport,
+                conf_wait,
+            },
         );
         let server = Arc::new(server.with_space(alarms, quota));
-        let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(quota::raise_nospace_when_asked(
             server.clone(),
             nospace,
             shutdown_rx.clone(),
         ));
         let mut serving = Vec::new();
+        for l in peer_listeners {
+            serving.push(tokio::spawn(serve_peer(
+                server.clone(),
+                l,
+                shutdown_rx.clone(),
+            )));
+        }
         for l in client_listeners {
             serving.push(tokio::spawn(serve_client(
                 server.clone(),
@@ -234,6 +322,7 @@ impl Hearth {
                 shutdown_rx.clone(),
             )));
         }
+        tokio::spawn(publish(server.clone(), shutdown_rx));
         Ok(Hearth {
             server,
             raft,
@@ -241,8 +330,13 @@ impl Hearth {
             shutdown,
             serving,
             client_addrs,
-            _peer_listeners: peer_listeners,
+            peer_addrs,
         })
+    }
+
+    /// The bound peer addresses (useful when a URL asked for port 0).
+    pub fn peer_addrs(&self) -> &[SocketAddr] {
+        &self.peer_addrs
     }
 
     /// The bound client addresses (useful when a URL asked for port 0).
@@ -270,6 +364,7 @@ impl Hearth {
             }
         }
         let _ = self.server.send(Command::Stop);
+        self.server.transport.stop();
         let raft = self.raft;
         tokio::task::spawn_blocking(move || raft.join())
             .await
@@ -329,9 +424,96 @@ async fn serve_client(
         .layer(tower::util::MapResponseLayer::new(
             v3rpc::fix_oversize_status,
         ))
+        .layer(v3rpc::interceptor::layer(srv.clone()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;
         })
         .await
+}
+
+/// Serves Hearth's peer service on a peer URL.
+async fn serve_peer(
+    srv: Arc<etcdserver::EtcdServer>,
+    listener: tokio::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let max = srv.transport.config().max_message_bytes;
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |s| {
+            s.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        },
+    );
+    let svc = api::hearthraftpb::raft_server::RaftServer::new(rafthttp::server::PeerService::new(
+        srv.clone(),
+        shutdown.clone(),
+    ))
+    .max_decoding_message_size(max);
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(srv.transport.config().keepalive))
+        .http2_keepalive_timeout(Some(srv.transport.config().keepalive_timeout))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+/// Publishes this member's name and client URLs through Raft once it runs, as etcd's `publish`: that is
+/// what makes it a started member in everyone's member list.
+async fn publish(srv: Arc<etcdserver::EtcdServer>, mut shutdown: watch::Receiver<bool>) {
+    use api::etcdserverpb::InternalRaftRequest;
+    use api::membershippb::{Attributes, ClusterMemberAttrSetRequest};
+    let req = InternalRaftRequest {
+        cluster_member_attr_set: Some(ClusterMemberAttrSetRequest {
+            member_id: srv.member_id,
+            member_attributes: Some(Attributes {
+                name: srv.cfg.name.clone(),
+                client_urls: srv.cfg.advertise_client_urls.clone(),
+            }),
+        }),
+        ..Default::default()
+    };
+    loop {
+        tokio::select! {
+            r = srv.propose(req.clone()) => match r {
+                Ok(_) => {
+                    tracing::info!(
+                        name = %srv.cfg.name,
+                        client_urls = ?srv.cfg.advertise_client_urls,
+                        "published local member to cluster through raft"
+                    );
+                    return;
+                }
+                Err(e) => tracing::debug!("publishing member attributes: {e}"),
+            },
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// The members of a data dir written before membership was recorded: its voters, with what
+/// `--initial-cluster` says about them.
+fn legacy_members(cfg: &Config, voters: &[u64]) -> Vec<Member> {
+    let initial = cfg.initial_members().unwrap_or_default();
+    voters
+        .iter()
+        .map(|&id| {
+            let known = initial.iter().find(|m| m.id == id);
+            Member {
+                id,
+                name: known.map(|m| m.name.clone()).unwrap_or_default(),
+                peer_urls: known.map(|m| m.peer_urls.clone()).unwrap_or_default(),
+                client_urls: Vec::new(),
+                is_learner: false,
+            }
+        })
+        .collect()
 }

@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_counter, register_gauge, register_gauge_vec, register_histogram, Counter, Gauge,
-    GaugeVec, Histogram,
+    register_counter, register_counter_vec, register_gauge, register_gauge_vec, register_histogram,
+    Counter, CounterVec, Gauge, GaugeVec, Histogram,
 };
 
 /// etcd's disk latency buckets: 1 ms doubling up to about 8 s.
@@ -174,6 +174,77 @@ metric!(
     register_counter!(
         "etcd_debugging_mvcc_events_total",
         "Total number of events sent by this member."
+    )
+);
+metric!(
+    IS_LEARNER,
+    Gauge,
+    register_gauge!(
+        "etcd_server_is_learner",
+        "Whether or not this member is a learner. 1 if is, 0 otherwise."
+    )
+);
+metric!(
+    PEER_SENT_BYTES,
+    CounterVec,
+    register_counter_vec!(
+        "etcd_network_peer_sent_bytes_total",
+        "The total number of bytes sent to peers.",
+        &["To"]
+    )
+);
+metric!(
+    PEER_RECEIVED_BYTES,
+    CounterVec,
+    register_counter_vec!(
+        "etcd_network_peer_received_bytes_total",
+        "The total number of bytes received from peers.",
+        &["From"]
+    )
+);
+metric!(
+    PEER_SENT_FAILURES,
+    CounterVec,
+    register_counter_vec!(
+        "etcd_network_peer_sent_failures_total",
+        "The total number of send failures from peers.",
+        &["To"]
+    )
+);
+metric!(
+    PEER_RECEIVED_FAILURES,
+    CounterVec,
+    register_counter_vec!(
+        "etcd_network_peer_received_failures_total",
+        "The total number of receive failures from peers.",
+        &["From"]
+    )
+);
+metric!(
+    ACTIVE_PEERS,
+    GaugeVec,
+    register_gauge_vec!(
+        "etcd_network_active_peers",
+        "The current number of active peer connections.",
+        &["Local", "Remote"]
+    )
+);
+metric!(
+    DISCONNECTED_PEERS,
+    CounterVec,
+    register_counter_vec!(
+        "etcd_network_disconnected_peers_total",
+        "The total number of disconnected peers.",
+        &["Local", "Remote"]
+    )
+);
+metric!(
+    SNAPSHOT_SEND_FAILURES,
+    CounterVec,
+    register_counter_vec!(
+        "etcd_network_snapshot_send_failures",
+        "Total number of snapshot send failures",
+        &["To"]
     )
 );
 

@@ -1,38 +1,49 @@
 //! The Raft loop: one thread that owns the raft-rs `RawNode`, the WAL and the applier.
 //!
-//! Each turn it takes every queued command (proposals, read-index requests), ticks the clock when due, and
-//! handles a `Ready`: entries and hard state are appended to the WAL with one fdatasync, then committed entries
-//! are applied. Because every proposal that arrived while the previous fsync was running lands in the same
-//! `Ready`, concurrent clients share fsyncs (group commit) without any timer.
+//! Each turn it takes every queued command (proposals, read-index requests, messages from peers), ticks the
+//! clock when due, and handles a `Ready`: entries and hard state are appended to the WAL with one fdatasync,
+//! then committed entries are applied. Because every proposal that arrived while the previous fsync was
+//! running lands in the same `Ready`, concurrent clients share fsyncs (group commit) without any timer.
 //!
 //! Durability order: an entry is fsynced in the WAL before raft-rs counts it as persisted, and it is applied
-//! (and its client answered) only once committed, so an acknowledged write survives a crash. The backend
-//! commits without fsync and is made durable every `BACKEND_SYNC_INTERVAL`; after a crash the WAL is
-//! replayed from the backend's consistent index.
+//! (and its client answered) only once committed, so an acknowledged write survives a crash. Messages raft-rs
+//! marks as persisted messages (votes, append responses) leave only after that fsync; the others (a
+//! leader's appends and heartbeats) leave before it, so followers write in parallel with the leader. The
+//! backend commits without fsync and is made durable every `BACKEND_SYNC_INTERVAL`; after a crash the WAL
+//! is replayed from the backend's consistent index.
+//!
+//! Membership changes are conf change entries: checked against the membership (`membership`), applied to
+//! raft-rs, written to the backend with the consistent index, and then made visible to the transport and
+//! the services; a member that applies its own removal stops shortly after (as etcd does).
 //!
 //! Log compaction: every `snapshot_count` applied entries the backend is synced, a snapshot marker at its
 //! consistent index is written to the WAL, older WAL segments are released, and the in-memory log keeps only
-//! `SNAPSHOT_CATCHUP_ENTRIES` entries before the marker for slow followers. The backend file is the snapshot.
+//! `snapshot_catchup_entries` entries before the marker for slow followers. The backend file is the snapshot.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
-use raft::prelude::{
-    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, ReadState, Snapshot,
-};
+use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message, ReadState};
 use raft::storage::MemStorage;
-use raft::{RawNode, Storage as _};
-use tokio::sync::{oneshot, watch};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
 use crate::applier::Applier;
 use crate::error::ServerError;
+use crate::membership::{Change, Member, RaftCluster, MEMBER_UPDATE_CONTEXT};
+use crate::proposal::{Payload, Pending, ProposalState, Waiting};
+use crate::rafthttp::{RaftTransport, SendReport};
+use crate::wait::Wait;
 
-/// How many entries before a snapshot stay in memory so a slightly slow follower catches up from the log.
-const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
+pub use crate::storage::{open_log, Applied, Bootstrap, RecoveredLog, WalMeta};
+
+/// How many entries before a snapshot stay in memory so a slightly slow follower catches up from the log
+/// (etcd's default).
+pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
 /// How often the backend is made durable when there were writes.
 const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// A read-index request unanswered for this long is sent again (raft-rs drops some silently, e.g. while a
@@ -40,11 +51,24 @@ const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
 /// The most commands taken in one turn, so ticks and readies are never starved.
 const MAX_COMMANDS_PER_TURN: usize = 8192;
+/// How long a member that applied its own removal keeps going (so the change reaches the others) before it
+/// stops, as etcd does.
+const REMOVED_STOP_DELAY: Duration = Duration::from_secs(1);
+
+/// The result of a membership change, for the member that proposed it.
+pub type ConfResult = Result<Vec<Member>, ServerError>;
 
 pub enum Command {
     Propose {
         id: u64,
         data: Vec<u8>,
+        state: Arc<ProposalState>,
+    },
+    /// A membership change, and the request id its result is delivered to.
+    ProposeMembership {
+        id: u64,
+        payload: Payload,
+        state: Arc<ProposalState>,
     },
     ReadIndex(oneshot::Sender<Result<u64, ServerError>>),
     /// Start handing leadership to `target` (a voter); answered once the transfer is under way.
@@ -52,6 +76,21 @@ pub enum Command {
         target: u64,
         reply: oneshot::Sender<Result<(), ServerError>>,
     },
+    /// Messages from a peer. The permit counts them against the transport's in-flight budget until stepped.
+    Step {
+        msgs: Vec<Message>,
+        permit: OwnedSemaphorePermit,
+    },
+    /// Messages to this peer were lost.
+    Unreachable(u64),
+    /// How far member `id` has replicated the log, and how far the leader has: only the leader knows
+    /// (None elsewhere). `(None, _)` if `id` is not replicating.
+    Progress {
+        id: u64,
+        reply: oneshot::Sender<Option<(Option<u64>, u64)>>,
+    },
+    /// A peer refused this member as removed from the cluster.
+    Removed,
     /// Finish the current turn, make the backend durable and return.
     Stop,
 }
@@ -63,6 +102,14 @@ pub struct RaftStatus {
     pub leader: AtomicU64,
     pub commit: AtomicU64,
     pub applied: AtomicU64,
+    /// When the current leader was first seen (etcd's `leadElectedTime`).
+    pub lead_elected: Mutex<Option<Instant>>,
+}
+
+impl RaftStatus {
+    pub fn lead_elected(&self) -> Option<Instant> {
+        *self.lead_elected.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,133 +122,15 @@ pub enum RaftError {
     Backend(#[from] backend::BackendError),
     #[error("corrupt raft state in WAL: {0}")]
     Corrupt(String),
+    #[error("{}", crate::rafthttp::REMOVED_TEXT)]
+    Removed,
 }
 
-/// The node's identity and the voters it was bootstrapped with, kept in the WAL's metadata record:
-/// node id, cluster id, voter count, voter ids (all big-endian).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WalMeta {
-    pub node_id: u64,
-    pub cluster_id: u64,
-    pub voters: Vec<u64>,
-}
-
-impl WalMeta {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(20 + 8 * self.voters.len());
-        b.extend_from_slice(&self.node_id.to_be_bytes());
-        b.extend_from_slice(&self.cluster_id.to_be_bytes());
-        b.extend_from_slice(&(self.voters.len() as u32).to_be_bytes());
-        for v in &self.voters {
-            b.extend_from_slice(&v.to_be_bytes());
-        }
-        b
-    }
-
-    pub fn decode(b: &[u8]) -> Result<WalMeta, RaftError> {
-        let bad = || RaftError::Corrupt("WAL metadata record is malformed".into());
-        let u64_at = |i: usize| -> Result<u64, RaftError> {
-            let s = b.get(i..i + 8).ok_or_else(bad)?;
-            Ok(u64::from_be_bytes(s.try_into().map_err(|_| bad())?))
-        };
-        let n = u32::from_be_bytes(
-            b.get(16..20)
-                .ok_or_else(bad)?
-                .try_into()
-                .map_err(|_| bad())?,
-        ) as usize;
-        if b.len() != 20 + 8 * n {
-            return Err(bad());
-        }
-        let voters = (0..n)
-            .map(|i| u64_at(20 + 8 * i))
-            .collect::<Result<_, _>>()?;
-        Ok(WalMeta {
-            node_id: u64_at(0)?,
-            cluster_id: u64_at(8)?,
-            voters,
-        })
-    }
-}
-
-/// The raft log as recovered from (or freshly created in) the WAL directory.
-pub struct RecoveredLog {
-    pub wal: wal::Wal,
-    pub storage: MemStorage,
-    pub meta: WalMeta,
-    /// Index of the newest snapshot marker (0 if none).
-    pub snapshot_index: u64,
-}
-
-/// Opens the WAL in `dir`, or creates it for a new member described by `fresh`, and rebuilds the in-memory
-/// raft log from it.
-pub fn open_log(dir: &std::path::Path, fresh: &WalMeta) -> Result<RecoveredLog, RaftError> {
-    if !wal::Wal::exists(dir) {
-        let w = wal::Wal::create(dir, &fresh.encode())?;
-        let storage =
-            MemStorage::new_with_conf_state(ConfState::from((fresh.voters.clone(), vec![])));
-        return Ok(RecoveredLog {
-            wal: w,
-            storage,
-            meta: fresh.clone(),
-            snapshot_index: 0,
-        });
-    }
-    let (w, rec) = wal::Wal::open(dir)?;
-    if let Some((file, offset)) = &rec.repaired_tail {
-        tracing::warn!(file = %file.display(), offset, "repaired a torn write at the end of the WAL");
-    }
-    let meta = WalMeta::decode(&rec.metadata)?;
-    let conf_state = ConfState::from((meta.voters.clone(), vec![]));
-    let storage = MemStorage::new_with_conf_state(conf_state.clone());
-    let mut snapshot_index = 0;
-    {
-        let mut core = storage.wl();
-        if let Some(m) = &rec.snapshot {
-            let mut snap = Snapshot::default();
-            let md = snap.mut_metadata();
-            md.index = m.index;
-            md.term = m.term;
-            md.set_conf_state(conf_state);
-            core.apply_snapshot(snap)?;
-            snapshot_index = m.index;
-        }
-        let mut entries = Vec::with_capacity(rec.entries.len());
-        for e in &rec.entries {
-            let entry = Entry::parse_from_bytes(&e.data)
-                .map_err(|err| RaftError::Corrupt(format!("entry {}: {err}", e.index)))?;
-            if entry.index != e.index {
-                return Err(RaftError::Corrupt(format!(
-                    "entry {} is labelled {}",
-                    entry.index, e.index
-                )));
-            }
-            entries.push(entry);
-        }
-        if let Some(first) = entries.first() {
-            if first.index != snapshot_index + 1 {
-                return Err(RaftError::Corrupt(format!(
-                    "log starts at {} but the snapshot is at {snapshot_index}",
-                    first.index
-                )));
-            }
-        }
-        core.append(&entries)?;
-        let last = entries.last().map(|e| e.index).unwrap_or(snapshot_index);
-        if let Some(hs) = &rec.hard_state {
-            let mut hs = HardState::parse_from_bytes(hs)
-                .map_err(|err| RaftError::Corrupt(format!("hard state: {err}")))?;
-            // The commit index is saved lazily (with the next append); it can trail the snapshot marker.
-            hs.commit = hs.commit.max(snapshot_index).min(last);
-            core.set_hardstate(hs);
-        }
-    }
-    Ok(RecoveredLog {
-        wal: w,
-        storage,
-        meta,
-        snapshot_index,
-    })
+/// The membership side of the node: what conf changes update and report to.
+pub struct ClusterParts {
+    pub cluster: Arc<RaftCluster>,
+    pub transport: Box<dyn RaftTransport>,
+    pub conf_wait: Arc<Wait<ConfResult>>,
 }
 
 pub struct RaftNode {
@@ -212,8 +141,10 @@ pub struct RaftNode {
     commands: Receiver<Command>,
     status: Arc<RaftStatus>,
     applied_tx: watch::Sender<u64>,
+    cluster: ClusterParts,
     tick_interval: Duration,
     snapshot_count: u64,
+    snapshot_catchup_entries: u64,
     snapshot_index: u64,
     applied: u64,
     backend_dirty: bool,
@@ -222,6 +153,10 @@ pub struct RaftNode {
     inflight_reads: HashMap<u64, InflightRead>,
     read_seq: u64,
     last_leader: u64,
+    waiting: Waiting,
+    /// Set once this member is no longer in the cluster: when to stop.
+    stop_at: Option<Instant>,
+    conf_changed: bool,
 }
 
 /// Reads waiting on one read-index request.
@@ -234,6 +169,7 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     pub election: Duration,
     pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
 }
 
 impl RaftNode {
@@ -246,6 +182,7 @@ impl RaftNode {
         commands: Receiver<Command>,
         status: Arc<RaftStatus>,
         applied_tx: watch::Sender<u64>,
+        cluster: ClusterParts,
     ) -> Result<RaftNode, RaftError> {
         let hs = log.storage.initial_state()?.hard_state;
         // Entries the backend already holds are not handed to us again; anything between the saved commit
@@ -267,17 +204,12 @@ impl RaftNode {
             ..Default::default()
         };
         rc.validate()?;
-        let voters = log.meta.voters.clone();
-        let mut node = RawNode::new(&rc, log.storage, &crate::raft_log::logger())?;
-        if voters == [log.meta.node_id] {
-            // A lone voter needs no election timeout to know it wins.
-            node.campaign()?;
-        }
+        let node = RawNode::new(&rc, log.storage, &crate::raft_log::logger())?;
         status.applied.store(applied, Ordering::Release);
         status.term.store(node.raft.term, Ordering::Release);
         status.leader.store(node.raft.leader_id, Ordering::Release);
         applied_tx.send_replace(applied);
-        Ok(RaftNode {
+        let mut n = RaftNode {
             node,
             wal: log.wal,
             applier,
@@ -285,8 +217,10 @@ impl RaftNode {
             commands,
             status,
             applied_tx,
+            cluster,
             tick_interval: cfg.heartbeat,
             snapshot_count: cfg.snapshot_count.max(1),
+            snapshot_catchup_entries: cfg.snapshot_catchup_entries,
             snapshot_index: log.snapshot_index,
             applied,
             backend_dirty: false,
@@ -295,14 +229,47 @@ impl RaftNode {
             inflight_reads: HashMap::new(),
             read_seq: 0,
             last_leader: raft::INVALID_ID,
-        })
+            waiting: Waiting::default(),
+            stop_at: None,
+            conf_changed: false,
+        };
+        n.settle()?;
+        Ok(n)
+    }
+
+    /// Handles what is ready before the loop starts: applies what is committed (a new cluster's first
+    /// entries make its configuration), and lets a lone voter become leader, so that a single member serves
+    /// as soon as it has started.
+    fn settle(&mut self) -> Result<(), RaftError> {
+        self.campaign_if_alone()?;
+        for _ in 0..16 {
+            if !self.node.has_ready() {
+                break;
+            }
+            self.on_ready()?;
+            if std::mem::take(&mut self.conf_changed) {
+                self.campaign_if_alone()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A lone voter needs no election timeout to know it wins.
+    fn campaign_if_alone(&mut self) -> Result<(), RaftError> {
+        let r = &self.node.raft;
+        let cs = r.prs().conf().to_conf_state();
+        let alone = cs.voters == [r.id] && cs.voters_outgoing.is_empty();
+        if alone && r.state != StateRole::Leader {
+            self.node.campaign()?;
+        }
+        Ok(())
     }
 
     /// Runs until every command sender is gone. An error is fatal: the log or the backend could not be
     /// written, and continuing could acknowledge a write that is not durable.
     pub fn run(mut self) -> Result<(), RaftError> {
         let mut next_tick = Instant::now() + self.tick_interval;
-        loop {
+        let result = loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match self.commands.recv_timeout(wait) {
                 Ok(cmd) => {
@@ -314,41 +281,68 @@ impl RaftNode {
                         }
                     }
                     if stop {
-                        break;
+                        break Ok(());
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => break Ok(()),
             }
             let now = Instant::now();
             if now >= next_tick {
                 self.node.tick();
                 next_tick = now + self.tick_interval;
+                self.waiting.purge();
                 if self.backend_dirty
                     && now.duration_since(self.last_backend_sync) >= BACKEND_SYNC_INTERVAL
                 {
-                    self.sync_backend()?;
+                    if let Err(e) = self.sync_backend() {
+                        break Err(e);
+                    }
                 }
             }
+            if self.stop_at.is_some_and(|t| now >= t) {
+                break Err(RaftError::Removed);
+            }
+            self.flush_waiting();
             self.flush_reads();
             if self.node.has_ready() {
-                self.on_ready()?;
+                if let Err(e) = self.on_ready() {
+                    break Err(e);
+                }
+                // A leader may have just appeared.
+                self.flush_waiting();
+            }
+            if std::mem::take(&mut self.conf_changed) {
+                if let Err(e) = self.campaign_if_alone() {
+                    break Err(e);
+                }
+            }
+        };
+        let synced = self.sync_backend();
+        self.fail_reads(ServerError::Stopped);
+        for p in self.waiting.drain() {
+            if p.state.claim() {
+                fail_pending(
+                    &self.applier,
+                    &self.cluster.conf_wait,
+                    p,
+                    ServerError::Stopped,
+                );
             }
         }
-        self.sync_backend()?;
-        self.fail_reads(ServerError::Stopped);
-        Ok(())
+        result.and(synced)
     }
 
     /// Returns false when asked to stop.
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::Propose { id, data } => {
-                if let Err(e) = self.node.propose(vec![], data) {
-                    tracing::debug!(id, "proposal dropped: {e}");
-                    crate::metrics::PROPOSALS_FAILED.inc();
-                    self.applier.fail(id, ServerError::NoLeader);
-                }
+            Command::Propose { id, data, state } => self.propose(Pending {
+                id,
+                payload: Payload::Normal(data),
+                state,
+            }),
+            Command::ProposeMembership { id, payload, state } => {
+                self.propose(Pending { id, payload, state })
             }
             Command::ReadIndex(tx) => self.pending_reads.push(tx),
             Command::TransferLeader { target, reply } => {
@@ -363,9 +357,79 @@ impl RaftNode {
                 };
                 let _ = reply.send(result);
             }
+            Command::Step { msgs, permit } => {
+                for m in msgs {
+                    if let Err(e) = self.node.step(m) {
+                        tracing::debug!("raft message not stepped: {e}");
+                    }
+                }
+                drop(permit);
+            }
+            Command::Unreachable(id) => self.node.report_unreachable(id),
+            Command::Progress { id, reply } => {
+                let r = &self.node.raft;
+                let progress = (r.state == StateRole::Leader).then(|| {
+                    let prs = r.prs();
+                    (
+                        prs.get(id).map(|p| p.matched),
+                        prs.get(r.id).map(|p| p.matched).unwrap_or(0),
+                    )
+                });
+                let _ = reply.send(progress);
+            }
+            Command::Removed => {
+                tracing::warn!("this member was removed from the cluster; stopping");
+                self.stop_at = Some(Instant::now());
+            }
             Command::Stop => return false,
         }
         true
+    }
+
+    /// Proposes at once if there is a leader, else holds the proposal until there is one.
+    fn propose(&mut self, p: Pending) {
+        if self.node.raft.leader_id == raft::INVALID_ID {
+            if let Err(p) = self.waiting.push(p) {
+                if p.state.claim() {
+                    fail_pending(
+                        &self.applier,
+                        &self.cluster.conf_wait,
+                        p,
+                        ServerError::TooManyRequests,
+                    );
+                }
+            }
+            return;
+        }
+        if !p.state.claim() {
+            return;
+        }
+        let r = match &p.payload {
+            Payload::Normal(data) => self.node.propose(vec![], data.clone()),
+            Payload::Conf(cc) => self.node.propose_conf_change(vec![], cc.clone()),
+            Payload::MemberUpdate(data) => self
+                .node
+                .propose(MEMBER_UPDATE_CONTEXT.to_vec(), data.clone()),
+        };
+        if let Err(e) = r {
+            tracing::debug!(id = p.id, "proposal dropped: {e}");
+            crate::metrics::PROPOSALS_FAILED.inc();
+            let err = match e {
+                raft::Error::ProposalDropped => ServerError::ProposalDropped,
+                other => ServerError::Internal(other.to_string()),
+            };
+            fail_pending(&self.applier, &self.cluster.conf_wait, p, err);
+        }
+    }
+
+    fn flush_waiting(&mut self) {
+        if self.waiting.is_empty() || self.node.raft.leader_id == raft::INVALID_ID {
+            return;
+        }
+        let waiting: Vec<Pending> = self.waiting.drain().collect();
+        for p in waiting {
+            self.propose(p);
+        }
     }
 
     /// Sends one read-index request for every read that arrived since the last one, and sends again those
@@ -421,8 +485,17 @@ impl RaftNode {
 
     fn on_ready(&mut self) -> Result<(), RaftError> {
         let mut ready = self.node.ready();
-        // Messages to peers would be sent here; a single member has none.
-        drop(ready.take_messages());
+        let mut report = SendReport::default();
+        // A leader's appends and heartbeats may leave before its own fsync (raft-rs's Ready contract).
+        self.cluster
+            .transport
+            .send(ready.take_messages(), &mut report);
+        if !ready.snapshot().is_empty() {
+            // Snapshots are refused on receipt (`rafthttp::server`), so raft-rs cannot have accepted one.
+            return Err(RaftError::Corrupt(
+                "raft produced a snapshot to install, which this version cannot do".into(),
+            ));
+        }
         for rs in ready.take_read_states() {
             self.on_read_state(rs);
         }
@@ -456,14 +529,25 @@ impl RaftNode {
                 store.set_hardstate(hs);
             }
         }
-        drop(ready.take_persisted_messages());
+        // Votes and append responses promise what is now on disk: only now may they leave.
+        self.cluster
+            .transport
+            .send(ready.take_persisted_messages(), &mut report);
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.node.mut_store().wl().mut_hard_state().commit = commit;
         }
-        drop(light.take_messages());
+        self.cluster
+            .transport
+            .send(light.take_messages(), &mut report);
         self.apply(light.take_committed_entries())?;
         self.node.advance_apply();
+        for id in report.unreachable {
+            self.node.report_unreachable(id);
+        }
+        for id in report.snapshot_failed {
+            self.node.report_snapshot(id, SnapshotStatus::Failure);
+        }
         self.publish_status();
         self.maybe_snapshot()
     }
@@ -474,18 +558,22 @@ impl RaftNode {
         };
         for e in entries {
             match e.get_entry_type() {
+                EntryType::EntryNormal if e.context.as_ref() == MEMBER_UPDATE_CONTEXT => {
+                    self.apply_member_update(e.index, e.term, &e.data)?;
+                    self.backend_dirty = true;
+                }
                 EntryType::EntryNormal => {
                     self.applier.apply(e.index, e.term, &e.data);
                     self.backend_dirty = true;
                 }
                 EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| {
-                        RaftError::Corrupt(format!("conf change {}: {err}", e.index))
-                    })?;
-                    let cs = self.node.apply_conf_change(&cc)?;
-                    self.node.mut_store().wl().set_conf_state(cs);
+                    let cc = crate::storage::parse_conf_change(&e)?;
+                    self.apply_conf_change(e.index, e.term, &cc)?;
+                    self.backend_dirty = true;
                 }
                 EntryType::EntryConfChangeV2 => {
+                    // Hearth proposes only simple (v1) changes; raft-rs proposes an empty v2 change only
+                    // to leave a joint configuration, which Hearth never enters.
                     let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| {
                         RaftError::Corrupt(format!("conf change {}: {err}", e.index))
                     })?;
@@ -500,6 +588,121 @@ impl RaftNode {
         Ok(())
     }
 
+    /// Applies one membership change, as etcd's `applyConfChange`: a change the membership rejects is not
+    /// applied to raft-rs either (its proposer gets the error); one it accepts is applied to raft-rs, written
+    /// to the backend with the consistent index, and then made visible.
+    fn apply_conf_change(
+        &mut self,
+        index: u64,
+        term: u64,
+        cc: &ConfChange,
+    ) -> Result<(), RaftError> {
+        let change = Change::from_conf_change(cc).map_err(ServerError::Internal);
+        self.apply_membership(index, term, cc.id, change, Some(cc))
+    }
+
+    /// Applies new peer URLs for a member (a normal entry; Raft's configuration does not change).
+    fn apply_member_update(&mut self, index: u64, term: u64, data: &[u8]) -> Result<(), RaftError> {
+        match Change::from_member_update(data) {
+            Ok((id, change)) => self.apply_membership(index, term, id, Ok(change), None),
+            Err(e) => self.apply_membership(index, term, 0, Err(ServerError::Internal(e)), None),
+        }
+    }
+
+    fn apply_membership(
+        &mut self,
+        index: u64,
+        term: u64,
+        request_id: u64,
+        change: Result<Change, ServerError>,
+        cc: Option<&ConfChange>,
+    ) -> Result<(), RaftError> {
+        if index <= self.applier.consistent_index() {
+            // Already in the backend, and in the configuration raft-rs started with.
+            return Ok(());
+        }
+        let wait = self.cluster.conf_wait.clone();
+        let cluster = self.cluster.cluster.clone();
+        let checked = change.and_then(|c| cluster.validate(&c).map(|()| c));
+        let change = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(index, "membership change rejected: {e}");
+                self.record_index(index, term)?;
+                wait.trigger(request_id, Err(e));
+                return Ok(());
+            }
+        };
+        let cs = match cc.map(|cc| self.node.apply_conf_change(cc)) {
+            None => None,
+            Some(Ok(cs)) => Some(cs),
+            Some(Err(e)) => {
+                tracing::error!(index, "raft rejected a membership change: {e}");
+                self.record_index(index, term)?;
+                wait.trigger(request_id, Err(ServerError::Internal(e.to_string())));
+                return Ok(());
+            }
+        };
+        let (saved, removed) = cluster.outcome(&change);
+        let persisted = self.applier.apply_backend(index, term, |txn| {
+            if let Some(m) = &saved {
+                crate::membership::store::save_member(txn, m)?;
+            }
+            if let Some(id) = removed {
+                crate::membership::store::remove_member(txn, id)?;
+            }
+            match &cs {
+                Some(cs) => crate::membership::store::save_conf_state(txn, cs),
+                None => Ok(()),
+            }
+        });
+        if let Err(e) = persisted {
+            return Err(RaftError::Corrupt(format!(
+                "cannot record membership change {index}: {e}"
+            )));
+        }
+        if let Some(cs) = cs {
+            self.node.mut_store().wl().set_conf_state(cs);
+            self.conf_changed = true;
+        }
+        cluster.commit(saved, removed);
+        let local = self.node.raft.id;
+        match &change {
+            Change::Add(m) => {
+                tracing::info!(member = format!("{:x}", m.id), peer_urls = ?m.peer_urls, learner = m.is_learner, "added member");
+                self.cluster.transport.add_peer(m.id, &m.peer_urls);
+            }
+            Change::UpdatePeerUrls(id, urls) => {
+                tracing::info!(member = format!("{id:x}"), peer_urls = ?urls, "updated member");
+                self.cluster.transport.add_peer(*id, urls);
+            }
+            Change::Promote(id) => {
+                tracing::info!(member = format!("{id:x}"), "promoted learner member");
+            }
+            Change::Remove(id) => {
+                tracing::info!(member = format!("{id:x}"), "removed member");
+                self.cluster.transport.remove_peer(*id);
+                if *id == local {
+                    tracing::warn!("this member was removed from the cluster; stopping");
+                    self.stop_at = Some(Instant::now() + REMOVED_STOP_DELAY);
+                }
+            }
+        }
+        if change.member_id() == local {
+            crate::metrics::IS_LEARNER.set(if cluster.is_local_learner() { 1.0 } else { 0.0 });
+        }
+        wait.trigger(request_id, Ok(cluster.members()));
+        Ok(())
+    }
+
+    /// Records `index` as applied for an entry that changed nothing.
+    fn record_index(&mut self, index: u64, term: u64) -> Result<(), RaftError> {
+        self.applier
+            .apply_backend(index, term, |_| Ok(()))
+            .map(|_| ())
+            .map_err(|e| RaftError::Corrupt(format!("cannot record entry {index}: {e}")))
+    }
+
     fn publish_status(&mut self) {
         let r = &self.node.raft;
         self.status.term.store(r.term, Ordering::Release);
@@ -507,24 +710,28 @@ impl RaftNode {
         self.status
             .commit
             .store(r.raft_log.committed, Ordering::Release);
-        if r.leader_id != self.last_leader {
-            let had_leader = self.last_leader != raft::INVALID_ID;
-            self.last_leader = r.leader_id;
-            if r.leader_id != raft::INVALID_ID {
-                crate::metrics::LEADER_CHANGES.inc();
-            }
-            if !had_leader {
-                return;
-            }
-            // Reads that were waiting on the old leader's confirmation will never get it.
-            let stale: Vec<_> = self
-                .inflight_reads
-                .drain()
-                .flat_map(|(_, f)| f.waiters)
-                .collect();
-            for tx in stale {
-                let _ = tx.send(Err(ServerError::LeaderChanged));
-            }
+        if r.leader_id == self.last_leader {
+            return;
+        }
+        self.last_leader = r.leader_id;
+        if r.leader_id == raft::INVALID_ID {
+            return;
+        }
+        // A new leader (etcd counts a leader after none as new too).
+        crate::metrics::LEADER_CHANGES.inc();
+        *self
+            .status
+            .lead_elected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        // Reads that were waiting on the old leader's confirmation will never get it.
+        let stale: Vec<_> = self
+            .inflight_reads
+            .drain()
+            .flat_map(|(_, f)| f.waiters)
+            .collect();
+        for tx in stale {
+            let _ = tx.send(Err(ServerError::LeaderChanged));
         }
     }
 
@@ -547,7 +754,7 @@ impl RaftNode {
         self.sync_backend()?;
         self.wal
             .save_snapshot(wal::SnapshotMarker { index, term })?;
-        let keep_from = index.saturating_sub(SNAPSHOT_CATCHUP_ENTRIES);
+        let keep_from = index.saturating_sub(self.snapshot_catchup_entries);
         let first = self.node.store().first_index()?;
         if keep_from > first {
             self.node.mut_store().wl().compact(keep_from)?;
@@ -559,24 +766,14 @@ impl RaftNode {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wal_meta_round_trips_and_rejects_garbage() {
-        let m = WalMeta {
-            node_id: 7,
-            cluster_id: 9,
-            voters: vec![7, 8],
-        };
-        assert_eq!(WalMeta::decode(&m.encode()).unwrap(), m);
-        assert!(WalMeta::decode(&[1, 2, 3]).is_err());
-        let mut long = m.encode();
-        long.push(0);
-        assert!(WalMeta::decode(&long).is_err());
-        let mut huge = m.encode();
-        huge[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(WalMeta::decode(&huge).is_err());
+/// Answers a proposal that will never be applied.
+fn fail_pending(applier: &Applier, conf_wait: &Wait<ConfResult>, p: Pending, e: ServerError) {
+    match p.payload {
+        Payload::Normal(_) => applier.fail(p.id, e),
+        Payload::Conf(_) | Payload::MemberUpdate(_) => conf_wait.trigger(p.id, Err(e)),
     }
 }
+
+#[cfg(test)]
+#[path = "raft_node_tests.rs"]
+mod tests;

@@ -29,6 +29,9 @@ impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let req = req.into_inner();
         validate::check_range(&req)?;
+        if !req.serializable && self.srv.is_learner() {
+            return Err(ServerError::NotSupportedForLearner.into());
+        }
         if !req.serializable {
             self.srv.linearizable_read().await?;
         }

@@ -1,17 +1,14 @@
-//! Maintenance and Cluster services: status, hashes, alarms, defragment (online, see
-//! `backend::defrag`), snapshots (etcd's stream: 32 KiB chunks, then the SHA-256 of the content as
-//! the last message) and leader transfer. Membership changes come with clustering.
+//! The Maintenance service: status, hashes, alarms, defragment (online, see `backend::defrag`),
+//! snapshots (etcd's stream: 32 KiB chunks, then the SHA-256 of the content as the last message)
+//! and leader transfer. The Cluster service (membership) is `v3rpc::member`.
 
 use std::sync::Arc;
 
 use api::etcdserverpb::{
-    cluster_server::Cluster, maintenance_server::Maintenance, AlarmRequest, AlarmResponse,
-    DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse, HashKvRequest,
-    HashKvResponse, HashRequest, HashResponse, Member, MemberAddRequest, MemberAddResponse,
-    MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse,
-    MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
-    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
-    StatusResponse,
+    maintenance_server::Maintenance, AlarmRequest, AlarmResponse, DefragmentRequest,
+    DefragmentResponse, DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse,
+    HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
+    SnapshotResponse, StatusRequest, StatusResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -134,7 +131,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: s.status.applied.load(Acquire),
             errors,
             db_size_in_use: db_size_in_use as i64,
-            is_learner: false,
+            is_learner: s.is_learner(),
         }))
     }
 
@@ -256,58 +253,5 @@ impl Maintenance for MaintenanceService {
         _: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
         Err(unimplemented("Maintenance", "Downgrade"))
-    }
-}
-
-pub struct ClusterService {
-    pub srv: Arc<EtcdServer>,
-}
-
-#[tonic::async_trait]
-impl Cluster for ClusterService {
-    async fn member_add(
-        &self,
-        _: Request<MemberAddRequest>,
-    ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(unimplemented("Cluster", "MemberAdd"))
-    }
-
-    async fn member_remove(
-        &self,
-        _: Request<MemberRemoveRequest>,
-    ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(unimplemented("Cluster", "MemberRemove"))
-    }
-
-    async fn member_update(
-        &self,
-        _: Request<MemberUpdateRequest>,
-    ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(unimplemented("Cluster", "MemberUpdate"))
-    }
-
-    async fn member_list(
-        &self,
-        _: Request<MemberListRequest>,
-    ) -> Result<Response<MemberListResponse>, Status> {
-        let cfg = &self.srv.cfg;
-        let me = Member {
-            id: self.srv.member_id,
-            name: cfg.name.clone(),
-            peer_ur_ls: cfg.initial_advertise_peer_urls.clone(),
-            client_ur_ls: cfg.advertise_client_urls.clone(),
-            is_learner: false,
-        };
-        Ok(Response::new(MemberListResponse {
-            header: self.srv.header(0),
-            members: vec![me],
-        }))
-    }
-
-    async fn member_promote(
-        &self,
-        _: Request<MemberPromoteRequest>,
-    ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(unimplemented("Cluster", "MemberPromote"))
     }
 }

@@ -1,0 +1,205 @@
+//! The receiving side of the peer transport: the `hearthraftpb.Raft` service on the peer URLs.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use api::hearthraftpb::{
+    raft_server::Raft, MembersRequest, MembersResponse, MessageBatch, PromoteRequest,
+    PromoteResponse, StreamEvent,
+};
+use protobuf::Message as _;
+use raft::prelude::{Message, MessageType};
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{header_id, CLUSTER_MISMATCH_TEXT, HEADER_CLUSTER_ID, HEADER_FROM, HEADER_TO};
+use crate::etcdserver::EtcdServer;
+use crate::raft_node::Command;
+
+/// Received bytes are counted against the in-flight budget in units of this size.
+const PERMIT_BYTES: usize = 1024;
+
+pub struct PeerService {
+    srv: Arc<EtcdServer>,
+    /// Streams end when this turns true, so a stopping member's server can finish gracefully.
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Permits for received message bytes not yet stepped by the Raft loop.
+    inflight: Arc<Semaphore>,
+    inflight_permits: u32,
+}
+
+impl PeerService {
+    pub fn new(srv: Arc<EtcdServer>, shutdown: tokio::sync::watch::Receiver<bool>) -> PeerService {
+        let permits = (srv.transport.config().inflight_bytes / PERMIT_BYTES)
+            .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
+        PeerService {
+            srv,
+            shutdown,
+            inflight: Arc::new(Semaphore::new(permits as usize)),
+            inflight_permits: permits,
+        }
+    }
+
+    fn blocked(&self) -> bool {
+        self.srv.transport.fault().blocked()
+    }
+
+    /// The checks etcd's peer handlers make: same cluster, sender not removed.
+    fn check_sender<T>(&self, req: &Request<T>) -> Result<u64, Status> {
+        if self.blocked() {
+            return Err(Status::unavailable("peer traffic is blocked"));
+        }
+        let md = req.metadata();
+        let cluster = header_id(md, HEADER_CLUSTER_ID);
+        let from = header_id(md, HEADER_FROM).unwrap_or(0);
+        if cluster != Some(self.srv.cluster_id) {
+            tracing::warn!(
+                local_member_cluster_id = format!("{:x}", self.srv.cluster_id),
+                local_member_server_cluster_id = cluster.map(|c| format!("{c:x}")),
+                remote_peer_id = format!("{from:x}"),
+                "request cluster ID mismatch"
+            );
+            return Err(Status::failed_precondition(CLUSTER_MISMATCH_TEXT));
+        }
+        if self.srv.cluster.is_removed(from) {
+            tracing::warn!(
+                remote_peer_id = format!("{from:x}"),
+                "rejected stream from a member removed from the cluster"
+            );
+            return Err(Status::failed_precondition(super::REMOVED_TEXT));
+        }
+        Ok(from)
+    }
+}
+
+type EventStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<StreamEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Raft for PeerService {
+    type StreamStream = EventStream;
+
+    async fn stream(
+        &self,
+        req: Request<Streaming<MessageBatch>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let from = self.check_sender(&req)?;
+        let to = header_id(req.metadata(), HEADER_TO).unwrap_or(0);
+        if to != self.srv.member_id {
+            return Err(Status::failed_precondition(format!(
+                "stream meant for member {to:x} reached member {:x}",
+                self.srv.member_id
+            )));
+        }
+        let mut incoming = req.into_inner();
+        let srv = self.srv.clone();
+        let inflight = self.inflight.clone();
+        let max_permits = self.inflight_permits;
+        let mut shutdown = self.shutdown.clone();
+        // The response stream ends when this task does: that is how the sender learns we stopped reading.
+        let (done_tx, done_rx) = tokio::sync::mpsc::channel::<Result<StreamEvent, Status>>(1);
+        tokio::spawn(async move {
+            let done = done_tx;
+            let label = format!("{from:x}");
+            loop {
+                let next = tokio::select! {
+                    next = incoming.message() => next,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                };
+                let batch = match next {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(remote_peer_id = %label, "peer stream ended: {e}");
+                        crate::metrics::PEER_RECEIVED_FAILURES
+                            .with_label_values(&[&label])
+                            .inc();
+                        return;
+                    }
+                };
+                if srv.transport.fault().blocked() {
+                    continue;
+                }
+                // A member removed while its stream was open learns it here (it may never see the
+                // entry that removed it: the leader stops replicating to it).
+                if srv.cluster.is_removed(from) {
+                    let _ = done
+                        .send(Err(Status::failed_precondition(super::REMOVED_TEXT)))
+                        .await;
+                    return;
+                }
+                let bytes: usize = batch.messages.iter().map(Vec::len).sum();
+                crate::metrics::PEER_RECEIVED_BYTES
+                    .with_label_values(&[&label])
+                    .inc_by(bytes as f64);
+                let mut msgs = Vec::with_capacity(batch.messages.len());
+                for b in &batch.messages {
+                    match Message::parse_from_bytes(b) {
+                        Ok(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
+                            // Installing snapshots is not supported yet; stepping this one would make raft-rs
+                            // believe the backend holds data it does not.
+                            tracing::error!(
+                                remote_peer_id = %label,
+                                "dropped a snapshot from the leader: installing snapshots is not supported yet"
+                            );
+                        }
+                        Ok(m) if m.from != from => {
+                            tracing::warn!(remote_peer_id = %label, "dropped a message claiming to be from {:x}", m.from);
+                        }
+                        Ok(m) => msgs.push(m),
+                        Err(e) => {
+                            tracing::warn!(remote_peer_id = %label, "dropped an undecodable raft message: {e}");
+                            crate::metrics::PEER_RECEIVED_FAILURES
+                                .with_label_values(&[&label])
+                                .inc();
+                        }
+                    }
+                }
+                if msgs.is_empty() {
+                    continue;
+                }
+                let want = (bytes / PERMIT_BYTES + 1).min(max_permits as usize) as u32;
+                let Ok(permit) = inflight.clone().acquire_many_owned(want).await else {
+                    return;
+                };
+                if srv.send(Command::Step { msgs, permit }).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(done_rx),
+        )))
+    }
+
+    async fn members(
+        &self,
+        _: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        if self.blocked() {
+            return Err(Status::unavailable("peer traffic is blocked"));
+        }
+        Ok(Response::new(MembersResponse {
+            cluster_id: self.srv.cluster_id,
+            member_id: self.srv.member_id,
+            members: self
+                .srv
+                .cluster
+                .members()
+                .iter()
+                .map(|m| m.to_pb())
+                .collect(),
+        }))
+    }
+
+    async fn promote(
+        &self,
+        req: Request<PromoteRequest>,
+    ) -> Result<Response<PromoteResponse>, Status> {
+        self.check_sender(&req)?;
+        let id = req.into_inner().member_id;
+        let members = self.srv.promote_member_as_leader(id).await?;
+        Ok(Response::new(PromoteResponse {
+            members: members.iter().map(|m| m.to_pb()).collect(),
+        }))
+    }
+}

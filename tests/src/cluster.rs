@@ -1,0 +1,222 @@
+//! A cluster of real server processes on free loopback ports: start N members, find the leader,
+//! kill/restart/cut off members, add members, and check that all members hold the same data.
+
+use std::time::{Duration, Instant};
+
+use crate::server::{free_ports, Kind, MemberSpec, Probe, Server};
+
+/// How long a cluster has to elect a leader, or members to converge.
+pub const CONVERGE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Flags every test cluster gets: a shorter election timeout than etcd's default keeps
+/// failover tests quick (etcd requires at least 5 heartbeats per election timeout).
+pub const FAST_ELECTIONS: [&str; 2] = ["--heartbeat-interval=50", "--election-timeout=500"];
+
+pub struct Cluster {
+    pub members: Vec<Server>,
+    kind: Kind,
+    token: String,
+    args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` Hearth members (etcd with `HEARTH_TEST_TARGET=etcd`) as a new cluster with
+    /// the test-only fault switch, and waits until every member serves a linearizable read.
+    pub async fn start(n: usize) -> Cluster {
+        Cluster::start_with(Kind::Hearth, n, &[]).await
+    }
+
+    /// Like `start`, with more flags for every member.
+    pub async fn start_with(kind: Kind, n: usize, extra: &[&str]) -> Cluster {
+        let ports = free_ports(2 * n);
+        let token = format!("hearth-e2e-cluster-{}-{}", std::process::id(), ports[0]);
+        let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+        let initial = (0..n)
+            .map(|i| format!("{}=http://127.0.0.1:{}", names[i], ports[2 * i + 1]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let args: Vec<String> = FAST_ELECTIONS
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect();
+        let members = (0..n)
+            .map(|i| {
+                Server::spawn_member(
+                    kind,
+                    MemberSpec {
+                        name: names[i].clone(),
+                        client_port: ports[2 * i],
+                        peer_port: ports[2 * i + 1],
+                        initial_cluster: initial.clone(),
+                        state: "new",
+                        token: token.clone(),
+                        args: args.clone(),
+                        fault_file: true,
+                        probe: Probe::Linearizable,
+                    },
+                )
+            })
+            .collect();
+        let mut c = Cluster {
+            members,
+            kind,
+            token,
+            args,
+        };
+        for m in &mut c.members {
+            m.wait_ready().await;
+        }
+        c
+    }
+
+    /// What runs (Hearth, or etcd when `HEARTH_TEST_TARGET=etcd`).
+    pub fn kind(&self) -> Kind {
+        self.members[0].kind()
+    }
+
+    pub fn member(&self, i: usize) -> &Server {
+        &self.members[i]
+    }
+
+    pub fn member_mut(&mut self, i: usize) -> &mut Server {
+        &mut self.members[i]
+    }
+
+    /// Client endpoints of the running members.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.running().map(|i| self.members[i].endpoint()).collect()
+    }
+
+    /// Indexes of the running members.
+    pub fn running(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.members.len()).filter(|&i| self.members[i].is_running())
+    }
+
+    /// The member id of member `i` (from its Status).
+    pub async fn member_id(&self, i: usize) -> u64 {
+        let mut c = self.members[i].client().await;
+        let s = c.status().await.expect("status");
+        s.header().expect("header").member_id()
+    }
+
+    /// Index of the member that the running members (except `except`) agree leads, waiting
+    /// for one.
+    pub async fn wait_leader(&self, except: &[usize]) -> usize {
+        let deadline = Instant::now() + CONVERGE_DEADLINE;
+        loop {
+            if let Some(i) = self.leader(except).await {
+                return i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader elected within {CONVERGE_DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn leader(&self, except: &[usize]) -> Option<usize> {
+        let mut ids = Vec::new();
+        let mut leaders = Vec::new();
+        for i in self.running().filter(|i| !except.contains(i)) {
+            let mut c = crate::server::connect(&self.members[i].endpoint())
+                .await
+                .ok()?;
+            let s = tokio::time::timeout(Duration::from_secs(3), c.status())
+                .await
+                .ok()?
+                .ok()?;
+            ids.push((i, s.header()?.member_id()));
+            leaders.push(s.leader());
+        }
+        let first = *leaders.first()?;
+        if first == 0 || leaders.iter().any(|&l| l != first) {
+            return None;
+        }
+        ids.iter().find(|(_, id)| *id == first).map(|(i, _)| *i)
+    }
+
+    /// Waits until every running member has the same revision and applied index, then checks
+    /// that HashKV at that revision is equal on all of them. Returns the revision.
+    pub async fn assert_hashkv_equal(&self) -> i64 {
+        let deadline = Instant::now() + CONVERGE_DEADLINE;
+        let rev = loop {
+            let mut revs = Vec::new();
+            let mut applied = Vec::new();
+            for i in self.running() {
+                let mut c = self.members[i].client().await;
+                match c.status().await {
+                    Ok(s) => {
+                        revs.push(s.header().map(|h| h.revision()).unwrap_or(-1));
+                        applied.push(s.raft_applied_index());
+                    }
+                    Err(_) => revs.push(-1),
+                }
+            }
+            if all_equal(&revs) && all_equal(&applied) && revs[0] > 0 {
+                break revs[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "members did not converge within {CONVERGE_DEADLINE:?}: revisions {revs:?}, applied {applied:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut hashes = Vec::new();
+        for i in self.running() {
+            let mut c = self.members[i].client().await;
+            let h = c.hash_kv(rev).await.expect("hash_kv");
+            hashes.push((
+                self.members[i].name().to_string(),
+                h.hash(),
+                h.compact_version(),
+            ));
+        }
+        assert!(
+            hashes
+                .windows(2)
+                .all(|w| (w[0].1, w[0].2) == (w[1].1, w[1].2)),
+            "HashKV at revision {rev} differs between members: {hashes:?}"
+        );
+        rev
+    }
+
+    /// `--initial-cluster` for the running members plus `extra` (`name=url`).
+    fn initial_cluster_with(&self, extra: &str) -> String {
+        self.running()
+            .map(|i| format!("{}={}", self.members[i].name(), self.members[i].peer_url()))
+            .chain(std::iter::once(extra.to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts a member that was added with `MemberAdd` (peer URL from `peer_url_port`), joining
+    /// with `--initial-cluster-state existing`. Waits until it serves a serializable read.
+    /// Returns its index.
+    pub async fn join(&mut self, name: &str, client_port: u16, peer_port: u16) -> usize {
+        let url = format!("http://127.0.0.1:{peer_port}");
+        let initial = self.initial_cluster_with(&format!("{name}={url}"));
+        let mut s = Server::spawn_member(
+            self.kind,
+            MemberSpec {
+                name: name.to_string(),
+                client_port,
+                peer_port,
+                initial_cluster: initial,
+                state: "existing",
+                token: self.token.clone(),
+                args: self.args.clone(),
+                fault_file: true,
+                probe: Probe::Serializable,
+            },
+        );
+        s.wait_ready().await;
+        self.members.push(s);
+        self.members.len() - 1
+    }
+}
+
+fn all_equal<T: PartialEq>(v: &[T]) -> bool {
+    v.windows(2).all(|w| w[0] == w[1])
+}
