@@ -7,14 +7,15 @@
 use std::sync::Arc;
 
 use api::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, InternalRaftRequest, PutResponse, ResponseHeader,
-    TxnResponse,
+    CompactionResponse, DeleteRangeResponse, InternalRaftRequest, LeaseGrantResponse,
+    LeaseRevokeResponse, PutResponse, ResponseHeader, TxnResponse,
 };
 use mvcc::KvStore;
 use prost::Message as _;
 
-use crate::apply::{self, Exec, LeaseLookup};
+use crate::apply::{self, Exec};
 use crate::error::ServerError;
+use crate::lessor::Leases;
 use crate::wait::Wait;
 
 /// A write's outcome, as computed at apply time.
@@ -24,23 +25,21 @@ pub enum Applied {
     Txn(TxnResponse),
     /// With the handle to wait on for `physical` compactions.
     Compaction(CompactionResponse, Option<mvcc::CompactHandle>),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
 }
 
 pub type ApplyResult = Result<Applied, ServerError>;
 
 pub struct Applier {
     kv: Arc<KvStore>,
-    leases: Box<dyn LeaseLookup + Send>,
+    leases: Arc<Leases>,
     wait: Arc<Wait<ApplyResult>>,
     consistent_index: u64,
 }
 
 impl Applier {
-    pub fn new(
-        kv: Arc<KvStore>,
-        leases: Box<dyn LeaseLookup + Send>,
-        wait: Arc<Wait<ApplyResult>>,
-    ) -> Applier {
+    pub fn new(kv: Arc<KvStore>, leases: Arc<Leases>, wait: Arc<Wait<ApplyResult>>) -> Applier {
         let consistent_index = kv.consistent_index();
         Applier {
             kv,
@@ -56,7 +55,12 @@ impl Applier {
 
     /// Applies one normal entry's payload (empty for the leader's no-op entries).
     pub fn apply(&mut self, index: u64, term: u64, data: &[u8]) {
-        if index <= self.consistent_index || data.is_empty() {
+        if data.is_empty() {
+            // A leader's first entry of its term: the lessor may now be promoted.
+            self.leases.noop_applied(term);
+            return;
+        }
+        if index <= self.consistent_index {
             return;
         }
         let req = match InternalRaftRequest::decode(data) {
@@ -77,7 +81,8 @@ impl Applier {
 
     fn apply_request(&mut self, req: InternalRaftRequest, index: u64, term: u64) -> ApplyResult {
         let kv = Arc::clone(&self.kv);
-        let leases = self.leases.as_ref();
+        let leases = Arc::clone(&self.leases);
+        let leases = leases.as_ref();
         if let Some(p) = req.put {
             let mut w = kv.write();
             let resp = apply::put(&mut w, leases, &p)?;
@@ -110,13 +115,58 @@ impl Applier {
             let handle = if c.physical { Some(handle) } else { None };
             return Ok(Applied::Compaction(CompactionResponse { header }, handle));
         }
+        if let Some(g) = req.lease_grant {
+            let mut w = kv.write();
+            let ttl = leases.grant(&mut w, g.id, g.ttl)?;
+            let revision = w.rev();
+            self.end_lease_change(w, index, term)?;
+            return Ok(Applied::LeaseGrant(LeaseGrantResponse {
+                header: Some(ResponseHeader {
+                    revision,
+                    ..Default::default()
+                }),
+                id: g.id,
+                ttl,
+                error: String::new(),
+            }));
+        }
+        if let Some(r) = req.lease_revoke {
+            let mut w = kv.write();
+            leases.revoke(&mut w, r.id)?;
+            let revision = w.rev();
+            self.end_lease_change(w, index, term)?;
+            return Ok(Applied::LeaseRevoke(LeaseRevokeResponse {
+                header: Some(ResponseHeader {
+                    revision,
+                    ..Default::default()
+                }),
+            }));
+        }
         Err(ServerError::Internal("unsupported raft request".into()))
     }
 
     fn end(&mut self, w: mvcc::TxnWrite<'_>, index: u64, term: u64) -> Result<(), ServerError> {
-        w.end(index, term)?;
+        let events = w.end(index, term)?;
         self.consistent_index = index;
+        self.leases.apply_events(&events);
         Ok(())
+    }
+
+    /// Ends a write transaction that changed the lessor; if it cannot commit, the lessor is
+    /// rebuilt from the backend so memory matches disk again.
+    fn end_lease_change(
+        &mut self,
+        w: mvcc::TxnWrite<'_>,
+        index: u64,
+        term: u64,
+    ) -> Result<(), ServerError> {
+        let r = self.end(w, index, term);
+        if r.is_err() {
+            if let Err(e) = self.leases.reload(&self.kv) {
+                tracing::error!("cannot rebuild the lessor after a failed apply: {e}");
+            }
+        }
+        r
     }
 }
 

@@ -26,6 +26,8 @@ pub struct EtcdServer {
     pub watchable: Arc<mvcc::WatchableStore>,
     pub backend: Arc<backend::Backend>,
     pub status: Arc<RaftStatus>,
+    /// The lessor, shared with the applier and the expiry driver (`lessor`).
+    pub leases: Arc<crate::lessor::Leases>,
     commands: Sender<Command>,
     wait: Arc<Wait<ApplyResult>>,
     applied: watch::Receiver<u64>,
@@ -43,6 +45,7 @@ impl EtcdServer {
         watchable: Arc<mvcc::WatchableStore>,
         backend: Arc<backend::Backend>,
         status: Arc<RaftStatus>,
+        leases: Arc<crate::lessor::Leases>,
         commands: Sender<Command>,
         wait: Arc<Wait<ApplyResult>>,
         applied: watch::Receiver<u64>,
@@ -64,6 +67,7 @@ impl EtcdServer {
             watchable,
             backend,
             status,
+            leases,
             commands,
             wait,
             applied,
@@ -100,9 +104,14 @@ impl EtcdServer {
         *h = self.header(rev);
     }
 
+    /// A new id from the member's generator (request ids, server-chosen lease ids).
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Proposes `req` through Raft and waits until it is applied.
     pub async fn propose(&self, mut req: InternalRaftRequest) -> Result<Applied, ServerError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id();
         req.header = Some(RequestHeader {
             id,
             ..Default::default()

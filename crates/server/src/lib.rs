@@ -8,11 +8,15 @@
 pub mod applier;
 pub mod apply;
 pub mod authority;
+pub mod concurrency;
 pub mod config;
 pub mod error;
 pub mod etcdserver;
 mod http;
 pub mod ids;
+pub mod lease_requests;
+pub mod lessor;
+pub mod lessor_driver;
 pub mod metrics;
 mod raft_log;
 pub mod raft_node;
@@ -33,7 +37,10 @@ use tokio::sync::watch;
 
 pub use config::{ClusterState, Config};
 use raft_node::{Command, NodeConfig, RaftNode, RaftStatus, WalMeta};
+use v3rpc::election::ElectionService;
 use v3rpc::kv::KvService;
+use v3rpc::lease::LeaseService;
+use v3rpc::lock::LockService;
 use v3rpc::maintenance::{ClusterService, MaintenanceService};
 use v3rpc::unimplemented::Unimplemented;
 
@@ -47,6 +54,8 @@ pub enum StartError {
     Backend(#[from] backend::BackendError),
     #[error("cannot open the key-value store: {0}")]
     Mvcc(#[from] mvcc::MvccError),
+    #[error("cannot recover the leases: {0}")]
+    Lease(#[from] lease::LeaseError),
     #[error("cannot recover the raft log: {0}")]
     Raft(#[from] raft_node::RaftError),
     #[error("cannot listen on {0}: {1}")]
@@ -108,6 +117,11 @@ impl Hearth {
             backend::BackendConfig::default(),
         )?);
         let kv = Arc::new(mvcc::KvStore::open(backend.clone())?);
+        let leases = Arc::new(lessor::Leases::recover(
+            &kv,
+            lessor::LessorConfig::from_config(&cfg),
+            lessor::system_clock(),
+        )?);
         let log = raft_node::open_log(&wal_dir, &fresh)?;
         let (member_id, cluster_id) = (log.meta.node_id, log.meta.cluster_id);
         tracing::info!(
@@ -132,7 +146,7 @@ impl Hearth {
         let status = Arc::new(RaftStatus::default());
         let wait = Arc::new(wait::Wait::default());
         let (applied_tx, applied_rx) = watch::channel(0);
-        let applier = applier::Applier::new(kv.clone(), Box::new(apply::NoLeases), wait.clone());
+        let applier = applier::Applier::new(kv.clone(), leases.clone(), wait.clone());
         let node_cfg = NodeConfig {
             heartbeat: cfg.heartbeat_interval,
             election: cfg.election_timeout,
@@ -172,11 +186,13 @@ impl Hearth {
             watchable,
             backend,
             status,
+            leases,
             tx,
             wait,
             applied_rx,
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
+        tokio::spawn(lessor_driver::run(server.clone(), shutdown_rx.clone()));
         let mut serving = Vec::new();
         for l in client_listeners {
             serving.push(tokio::spawn(serve_client(
@@ -257,10 +273,17 @@ async fn serve_client(
                 .max_decoding_message_size(max_recv),
         )
         .add_service(WatchServer::new(Unimplemented))
-        .add_service(LeaseServer::new(Unimplemented))
+        .add_service(
+            LeaseServer::new(LeaseService { srv: srv.clone() }).max_decoding_message_size(max_recv),
+        )
         .add_service(AuthServer::new(Unimplemented))
-        .add_service(LockServer::new(Unimplemented))
-        .add_service(ElectionServer::new(Unimplemented));
+        .add_service(
+            LockServer::new(LockService::new(srv.clone())).max_decoding_message_size(max_recv),
+        )
+        .add_service(
+            ElectionServer::new(ElectionService::new(srv.clone()))
+                .max_decoding_message_size(max_recv),
+        );
     tonic::transport::Server::builder()
         // etcd answers plain HTTP/1.1 (/health, /metrics) on the same port as gRPC.
         .accept_http1(true)

@@ -1,0 +1,48 @@
+//! The Lock service (etcd's `v3lock`): Lock and Unlock on top of etcd's mutex recipe
+//! (`concurrency::mutex`). Every error is answered as etcd's service answers it: code Unknown
+//! with etcd's text (`error::relayed`).
+
+use std::sync::Arc;
+
+use api::v3lockpb::{lock_server::Lock, LockRequest, LockResponse, UnlockRequest, UnlockResponse};
+use tonic::{Request, Response, Status};
+
+use crate::concurrency::{mutex, Client};
+use crate::error::relayed;
+use crate::etcdserver::EtcdServer;
+
+pub struct LockService {
+    client: Client,
+}
+
+impl LockService {
+    pub fn new(srv: Arc<EtcdServer>) -> LockService {
+        LockService {
+            client: Client::new(srv),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Lock for LockService {
+    async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let req = req.into_inner();
+        let locked = mutex::lock(&self.client, &req.name, req.lease)
+            .await
+            .map_err(relayed)?;
+        Ok(Response::new(LockResponse {
+            header: locked.header,
+            key: locked.key,
+        }))
+    }
+
+    async fn unlock(
+        &self,
+        req: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
+        let header = mutex::unlock(&self.client, req.into_inner().key)
+            .await
+            .map_err(relayed)?;
+        Ok(Response::new(UnlockResponse { header }))
+    }
+}
