@@ -7,12 +7,14 @@
 //! - [`normalize`]: compares responses/errors of two servers, ignoring header
 //!   `cluster_id`, `member_id` and `raft_term`, and prints them readably.
 //! - [`ctl`]: etcdctl output normalization.
+//! - [`leases`]: lease-ID normalization, interactive etcdctl (`lock`, `elect`), a Watch probe.
 //! - [`rng`]: a seeded PRNG (`HEARTH_SEED` replays a run).
 //!
 //! `HEARTH_TEST_TARGET=etcd` runs every test that targets Hearth against etcd instead, which is
 //! how the tests themselves are validated against the reference.
 
 pub mod ctl;
+pub mod leases;
 pub mod normalize;
 pub mod rng;
 pub mod server;
