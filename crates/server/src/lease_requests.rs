@@ -13,7 +13,9 @@
 //! * Leases (the listing) is answered from the local lessor, as etcd does.
 //!
 //! A leader whose lessor is not yet promoted (it has not applied an entry of its term) makes a
-//! keep-alive wait for the promotion, as etcd's does by retrying against itself.
+//! keep-alive or time-to-live wait for the promotion (etcd's keep-alive retries against itself
+//! until then; its time-to-live first waits for the leader to apply what it committed), and
+//! answers `etcdserver: request timed out` if it does not come within the request timeout.
 
 use std::time::Duration;
 
@@ -101,20 +103,17 @@ impl EtcdServer {
         }
     }
 
-    /// Keep-alive: the lease's TTL after renewing it at the leader. `LeaseNotFound` if it does
-    /// not exist or is already past its deadline (its revoke is on the way).
-    pub async fn lease_renew(&self, id: i64) -> Result<i64, ServerError> {
-        let deadline = Instant::now() + self.lease_request_timeout();
+    /// Who answers: this member once it leads with a promoted lessor (waiting for the
+    /// promotion, which follows the first entry of its term), another member that leads, or
+    /// nobody before `deadline`.
+    async fn lease_primary(&self, deadline: Instant) -> Result<Answerer, ServerError> {
         let mut promoted = self.leases.subscribe();
         loop {
             match self.lease_answerer(deadline).await? {
-                Answerer::Other(leader) => return self.forward_lease_renew(leader, id).await,
-                Answerer::Me => match self.leases.renew(id) {
-                    Err(LeaseError::NotPrimary) => {}
-                    r => return r.map_err(ServerError::from),
-                },
+                Answerer::Me if self.leases.is_primary() => return Ok(Answerer::Me),
+                Answerer::Me => {}
+                other => return Ok(other),
             }
-            // Leader, not yet promoted: wait for the promotion (or a leadership change).
             if Instant::now() >= deadline {
                 return Err(ServerError::Timeout);
             }
@@ -123,13 +122,31 @@ impl EtcdServer {
         }
     }
 
-    /// TimeToLive as the leader knows it; `LeaseNotFound` for an unknown lease.
+    /// Keep-alive: the lease's TTL after renewing it at the leader. `LeaseNotFound` if it does
+    /// not exist or is already past its deadline (its revoke is on the way).
+    pub async fn lease_renew(&self, id: i64) -> Result<i64, ServerError> {
+        let deadline = Instant::now() + self.lease_request_timeout();
+        loop {
+            match self.lease_primary(deadline).await? {
+                Answerer::Other(leader) => return self.forward_lease_renew(leader, id).await,
+                Answerer::Me => match self.leases.renew(id) {
+                    // Demoted in between: ask again.
+                    Err(LeaseError::NotPrimary) => {}
+                    r => return r.map_err(ServerError::from),
+                },
+            }
+        }
+    }
+
+    /// TimeToLive as the leader's lessor knows it; `LeaseNotFound` for an unknown lease. Like
+    /// etcd 3.5, which first waits for the leader to apply what it has committed, a new leader
+    /// answers once its lessor is promoted, so the remaining TTL is always a real one.
     pub async fn lease_time_to_live(
         &self,
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, ServerError> {
         let deadline = Instant::now() + self.lease_request_timeout();
-        match self.lease_answerer(deadline).await? {
+        match self.lease_primary(deadline).await? {
             Answerer::Other(leader) => self.forward_lease_time_to_live(leader, req).await,
             Answerer::Me => {
                 let t = self
