@@ -274,14 +274,19 @@ async fn serve_client(
         )
         .add_service(WatchServer::new(Unimplemented))
         .add_service(
-            LeaseServer::new(LeaseService { srv: srv.clone() }).max_decoding_message_size(max_recv),
+            LeaseServer::new(LeaseService {
+                srv: srv.clone(),
+                shutdown: shutdown.clone(),
+            })
+            .max_decoding_message_size(max_recv),
         )
         .add_service(AuthServer::new(Unimplemented))
         .add_service(
-            LockServer::new(LockService::new(srv.clone())).max_decoding_message_size(max_recv),
+            LockServer::new(LockService::new(srv.clone(), shutdown.clone()))
+                .max_decoding_message_size(max_recv),
         )
         .add_service(
-            ElectionServer::new(ElectionService::new(srv.clone()))
+            ElectionServer::new(ElectionService::new(srv.clone(), shutdown.clone()))
                 .max_decoding_message_size(max_recv),
         );
     tonic::transport::Server::builder()

@@ -9,10 +9,10 @@ use api::v3electionpb::{
     election_server::Election, CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest,
     LeaderResponse, ProclaimRequest, ProclaimResponse, ResignRequest, ResignResponse,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
-use crate::concurrency::{election, Client};
+use crate::concurrency::{election, or_stopped, stopping, Client};
 use crate::error::{relayed, ServerError};
 use crate::etcdserver::EtcdServer;
 
@@ -21,12 +21,16 @@ const OBSERVE_BUFFER: usize = 16;
 
 pub struct ElectionService {
     client: Client,
+    /// Turns true when the member stops: campaigns and observers then end (a graceful shutdown
+    /// waits for every request in flight).
+    shutdown: watch::Receiver<bool>,
 }
 
 impl ElectionService {
-    pub fn new(srv: Arc<EtcdServer>) -> ElectionService {
+    pub fn new(srv: Arc<EtcdServer>, shutdown: watch::Receiver<bool>) -> ElectionService {
         ElectionService {
             client: Client::new(srv),
+            shutdown,
         }
     }
 
@@ -50,7 +54,8 @@ impl Election for ElectionService {
         req: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
         let req = req.into_inner();
-        let e = election::campaign(&self.client, &req.name, &req.value, req.lease)
+        let campaign = election::campaign(&self.client, &req.name, &req.value, req.lease);
+        let e = or_stopped(&self.shutdown, campaign)
             .await
             .map_err(relayed)?;
         Ok(Response::new(CampaignResponse {
@@ -88,7 +93,16 @@ impl Election for ElectionService {
         let name = req.into_inner().name;
         let (tx, rx) = mpsc::channel(OBSERVE_BUFFER);
         let client = self.client.clone();
-        tokio::spawn(async move { election::observe(&client, &name, tx).await });
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let stopped = tx.clone();
+            tokio::select! {
+                _ = election::observe(&client, &name, tx) => {}
+                _ = stopping(&mut shutdown) => {
+                    let _ = stopped.send(Err(relayed(ServerError::Stopped.into()))).await;
+                }
+            }
+        });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

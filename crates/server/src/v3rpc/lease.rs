@@ -15,9 +15,10 @@ use api::etcdserverpb::{
     LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
     LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::concurrency::stopping;
 use crate::error::ServerError;
 use crate::etcdserver::EtcdServer;
 
@@ -26,6 +27,9 @@ const KEEPALIVE_BUFFER: usize = 16;
 
 pub struct LeaseService {
     pub srv: Arc<EtcdServer>,
+    /// Turns true when the member stops: keep-alive streams then end with `etcdserver: server
+    /// stopped` (a graceful shutdown waits for every stream in flight; clients reconnect).
+    pub shutdown: watch::Receiver<bool>,
 }
 
 type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
@@ -57,11 +61,17 @@ impl Lease for LeaseService {
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER);
         let srv = self.srv.clone();
+        let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
-                    m = inbound.message() => m,
+                    m = inbound.message() => Some(m),
                     _ = tx.closed() => return,
+                    _ = stopping(&mut shutdown) => None,
+                };
+                let Some(next) = next else {
+                    let _ = tx.send(Err(ServerError::Stopped.into())).await;
+                    return;
                 };
                 let req = match next {
                     Ok(Some(r)) => r,

@@ -5,20 +5,25 @@
 use std::sync::Arc;
 
 use api::v3lockpb::{lock_server::Lock, LockRequest, LockResponse, UnlockRequest, UnlockResponse};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::concurrency::{mutex, Client};
+use crate::concurrency::{mutex, or_stopped, Client};
 use crate::error::relayed;
 use crate::etcdserver::EtcdServer;
 
 pub struct LockService {
     client: Client,
+    /// Turns true when the member stops: waiting requests then fail (a graceful shutdown waits
+    /// for every request in flight).
+    shutdown: watch::Receiver<bool>,
 }
 
 impl LockService {
-    pub fn new(srv: Arc<EtcdServer>) -> LockService {
+    pub fn new(srv: Arc<EtcdServer>, shutdown: watch::Receiver<bool>) -> LockService {
         LockService {
             client: Client::new(srv),
+            shutdown,
         }
     }
 }
@@ -27,9 +32,8 @@ impl LockService {
 impl Lock for LockService {
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         let req = req.into_inner();
-        let locked = mutex::lock(&self.client, &req.name, req.lease)
-            .await
-            .map_err(relayed)?;
+        let lock = mutex::lock(&self.client, &req.name, req.lease);
+        let locked = or_stopped(&self.shutdown, lock).await.map_err(relayed)?;
         Ok(Response::new(LockResponse {
             header: locked.header,
             key: locked.key,
