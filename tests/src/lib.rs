@@ -12,6 +12,7 @@
 //! - [`ctl`]: etcdctl output normalization.
 //! - [`load`]: a concurrent write load over several members that records acknowledged puts, and
 //!   the check that every acknowledged put is on a member at its revision.
+//! - [`leases`]: lease-ID normalization, interactive etcdctl (`lock`, `elect`).
 //! - [`rng`]: a seeded PRNG (`HEARTH_SEED` replays a run).
 //!
 //! `HEARTH_TEST_TARGET=etcd` runs every test that targets Hearth against etcd instead, which is
@@ -19,6 +20,7 @@
 
 pub mod cluster;
 pub mod ctl;
+pub mod leases;
 pub mod load;
 pub mod normalize;
 pub mod rng;

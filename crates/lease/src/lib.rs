@@ -63,8 +63,8 @@
 //!   (etcd forwards time-to-live queries to the leader instead, and a leader whose lease was
 //!   demoted mid-query answers `ErrLeaderChanged`; [`TimeToLive::expires_at`] lets the server
 //!   do the same).
-//! * [`Lessor::leases`] is sorted by ID (etcd lists by remaining time; clients do not rely on
-//!   the order).
+//! * [`Lessor::leases`] is sorted by ID; [`Lessor::leases_by_expiry`] gives etcd's listing
+//!   order (soonest deadline first), with ties, which etcd leaves unordered, broken by ID.
 //!
 //! # Data structures and tradeoffs
 //!
@@ -357,6 +357,21 @@ impl Lessor {
         let mut ids: Vec<i64> = self.leases.keys().copied().collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// All lease IDs in etcd's `Leases()` order: soonest deadline first, leases without a
+    /// deadline (all of them when not primary) last; equal deadlines by ID.
+    pub fn leases_by_expiry(&self) -> Vec<i64> {
+        let mut ids: Vec<(Option<Instant>, i64)> =
+            self.leases.iter().map(|(&id, l)| (l.expiry, id)).collect();
+        // `None` sorts first for `Option`; etcd's "never" is the longest remaining time.
+        ids.sort_unstable_by(|a, b| match (a.0, b.0) {
+            (Some(x), Some(y)) => x.cmp(&y).then(a.1.cmp(&b.1)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.1.cmp(&b.1),
+        });
+        ids.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Grants lease `id` with `ttl` seconds and writes its record into `txn`. Returns the TTL

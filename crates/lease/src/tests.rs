@@ -561,3 +561,23 @@ fn leasepb_wire_format_matches_etcd() {
     };
     assert_eq!(resp.encode_to_vec(), [0x0a, 2, 0x18, 7]);
 }
+
+#[test]
+fn leases_by_expiry_lists_soonest_first() {
+    let f = backend();
+    let t0 = Instant::now();
+    let mut l = Lessor::new(1);
+    f.grant(&mut l, 7, 30, t0).unwrap();
+    f.grant(&mut l, 3, 60, t0).unwrap();
+    // Not primary: no deadlines, so by ID.
+    assert_eq!(l.leases_by_expiry(), [3, 7]);
+    l.promote(t0, Duration::ZERO);
+    f.grant(&mut l, 9, 20, t0).unwrap();
+    f.grant(&mut l, 1, 30, t0).unwrap();
+    // 9 (20 s), then 1 and 7 (30 s, by ID), then 3 (60 s).
+    assert_eq!(l.leases_by_expiry(), [9, 1, 7, 3]);
+    // Renewed at 15 s, it runs to 35 s.
+    l.renew(9, t0 + 15 * S).unwrap();
+    assert_eq!(l.leases_by_expiry(), [1, 7, 9, 3]);
+    assert_eq!(l.leases(), [1, 3, 7, 9]);
+}

@@ -8,14 +8,15 @@ use std::sync::Arc;
 
 use api::etcdserverpb::{
     AlarmRequest, AlarmResponse, CompactionResponse, DeleteRangeResponse, InternalRaftRequest,
-    PutResponse, ResponseHeader, TxnResponse,
+    LeaseGrantResponse, LeaseRevokeResponse, PutResponse, ResponseHeader, TxnResponse,
 };
 use mvcc::KvStore;
 use prost::Message as _;
 
 use crate::alarm::{self, AlarmStore};
-use crate::apply::{self, Exec, LeaseLookup};
+use crate::apply::{self, Exec};
 use crate::error::ServerError;
+use crate::lessor::Leases;
 use crate::quota::{self, Quota};
 use crate::wait::Wait;
 
@@ -29,13 +30,15 @@ pub enum Applied {
     Alarm(AlarmResponse),
     /// A member published its name and client URLs.
     MemberAttrSet,
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
 }
 
 pub type ApplyResult = Result<Applied, ServerError>;
 
 pub struct Applier {
     kv: Arc<KvStore>,
-    leases: Box<dyn LeaseLookup + Send>,
+    leases: Arc<Leases>,
     wait: Arc<Wait<ApplyResult>>,
     consistent_index: u64,
     space: Space,
@@ -51,11 +54,7 @@ pub struct Space {
 }
 
 impl Applier {
-    pub fn new(
-        kv: Arc<KvStore>,
-        leases: Box<dyn LeaseLookup + Send>,
-        wait: Arc<Wait<ApplyResult>>,
-    ) -> Applier {
+    pub fn new(kv: Arc<KvStore>, leases: Arc<Leases>, wait: Arc<Wait<ApplyResult>>) -> Applier {
         let consistent_index = kv.consistent_index();
         Applier {
             kv,
@@ -91,7 +90,12 @@ impl Applier {
 
     /// Applies one normal entry's payload (empty for the leader's no-op entries).
     pub fn apply(&mut self, index: u64, term: u64, data: &[u8]) {
-        if index <= self.consistent_index || data.is_empty() {
+        if data.is_empty() {
+            // A leader's first entry of its term: the lessor may now be promoted.
+            self.leases.noop_applied(term);
+            return;
+        }
+        if index <= self.consistent_index {
             return;
         }
         let req = match InternalRaftRequest::decode(data) {
@@ -152,7 +156,8 @@ impl Applier {
 
     fn apply_kv(&mut self, req: InternalRaftRequest, index: u64, term: u64) -> ApplyResult {
         let kv = Arc::clone(&self.kv);
-        let leases = self.leases.as_ref();
+        let leases = Arc::clone(&self.leases);
+        let leases = leases.as_ref();
         if let Some(p) = req.put {
             let mut w = kv.write();
             let resp = apply::put(&mut w, leases, &p)?;
@@ -187,6 +192,33 @@ impl Applier {
         }
         if let Some(a) = req.cluster_member_attr_set {
             return self.member_attr_set(a, index, term);
+        }
+        if let Some(g) = req.lease_grant {
+            let mut w = kv.write();
+            let ttl = leases.grant(&mut w, g.id, g.ttl)?;
+            let revision = w.rev();
+            self.end_lease_change(w, index, term)?;
+            return Ok(Applied::LeaseGrant(LeaseGrantResponse {
+                header: Some(ResponseHeader {
+                    revision,
+                    ..Default::default()
+                }),
+                id: g.id,
+                ttl,
+                error: String::new(),
+            }));
+        }
+        if let Some(r) = req.lease_revoke {
+            let mut w = kv.write();
+            leases.revoke(&mut w, r.id)?;
+            let revision = w.rev();
+            self.end_lease_change(w, index, term)?;
+            return Ok(Applied::LeaseRevoke(LeaseRevokeResponse {
+                header: Some(ResponseHeader {
+                    revision,
+                    ..Default::default()
+                }),
+            }));
         }
         Err(ServerError::Internal("unsupported raft request".into()))
     }
@@ -242,9 +274,27 @@ impl Applier {
     }
 
     fn end(&mut self, w: mvcc::TxnWrite<'_>, index: u64, term: u64) -> Result<(), ServerError> {
-        w.end(index, term)?;
+        let events = w.end(index, term)?;
         self.consistent_index = index;
+        self.leases.apply_events(&events);
         Ok(())
+    }
+
+    /// Ends a write transaction that changed the lessor; if it cannot commit, the lessor is
+    /// rebuilt from the backend so memory matches disk again.
+    fn end_lease_change(
+        &mut self,
+        w: mvcc::TxnWrite<'_>,
+        index: u64,
+        term: u64,
+    ) -> Result<(), ServerError> {
+        let r = self.end(w, index, term);
+        if r.is_err() {
+            if let Err(e) = self.leases.reload(&self.kv) {
+                tracing::error!("cannot rebuild the lessor after a failed apply: {e}");
+            }
+        }
+        r
     }
 }
 

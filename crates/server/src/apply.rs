@@ -18,12 +18,12 @@ use mvcc::{MvccError, RangeOptions, RangeResult, ReadView, TxnWrite};
 
 use crate::error::ServerError;
 
-/// What the applier needs to know about leases. The lease layer implements it; until then no lease exists.
+/// What the applier needs to know about leases (`lessor::Leases` implements it).
 pub trait LeaseLookup {
     fn exists(&self, id: i64) -> bool;
 }
 
-/// No leases at all: every non-zero lease id is unknown.
+/// No leases at all: every non-zero lease id is unknown (for read-only txns, which never check).
 pub struct NoLeases;
 
 impl LeaseLookup for NoLeases {

@@ -86,6 +86,17 @@ pub enum ServerError {
     BadLeaderTransferee,
     #[error("etcdserver: request timed out, leader transfer took too long")]
     LeaderTransferTimeout,
+    /// The v3lock service: the caller's lease expired while it waited (etcd's
+    /// `concurrency.ErrSessionExpired`).
+    #[error("concurrency: session expired")]
+    SessionExpired,
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    /// Proclaim and Resign without a leader key (etcd's `v3election.ErrMissingLeaderKey`).
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
     /// A local failure (disk, corrupt state). The text goes to the log; the client sees a generic error.
     #[error("etcdserver: {0}")]
     Internal(String),
@@ -122,6 +133,10 @@ impl ServerError {
             DeadlineExceeded | ProposalDropped => Code::Unknown,
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
+            // Plain Go errors in etcd: gRPC sends them as Unknown.
+            SessionExpired | ElectionNotLeader | ElectionNoLeader | MissingLeaderKey => {
+                Code::Unknown
+            }
             Internal(_) => Code::Unknown,
         }
     }
@@ -168,6 +183,27 @@ impl From<ServerError> for Status {
     }
 }
 
+/// What etcd's v3lock and v3election services answer for any error. They run etcd's client
+/// recipes through an in-process client, which hands every error back as a plain Go error
+/// (`rpctypes.EtcdError` has no gRPC status), so gRPC sends it as `Unknown` with the same text:
+/// a Lock on an unknown lease fails with `Unknown "etcdserver: requested lease not found"`.
+pub fn relayed(s: Status) -> Status {
+    Status::new(Code::Unknown, s.message().to_string())
+}
+
+impl From<lease::LeaseError> for ServerError {
+    fn from(e: lease::LeaseError) -> ServerError {
+        use lease::LeaseError::*;
+        match e {
+            LeaseNotFound => ServerError::LeaseNotFound,
+            LeaseExists => ServerError::LeaseExist,
+            TtlTooLarge => ServerError::LeaseTtlTooLarge,
+            NotPrimary => ServerError::NotLeader,
+            other => ServerError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<mvcc::MvccError> for ServerError {
     fn from(e: mvcc::MvccError) -> ServerError {
         match e {
@@ -193,6 +229,19 @@ mod tests {
         let s: Status = ServerError::LeaseNotFound.into();
         assert_eq!(s.code(), Code::NotFound);
         assert_eq!(s.message(), "etcdserver: requested lease not found");
+        let s = relayed(s);
+        assert_eq!(s.code(), Code::Unknown);
+        assert_eq!(s.message(), "etcdserver: requested lease not found");
+        let s: Status = ServerError::MissingLeaderKey.into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unknown, "\"leader\" field must be provided")
+        );
+        let s: Status = ServerError::from(lease::LeaseError::TtlTooLarge).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::OutOfRange, "etcdserver: too large lease TTL")
+        );
     }
 
     #[test]

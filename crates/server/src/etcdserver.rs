@@ -39,6 +39,8 @@ pub struct EtcdServer {
     pub cluster: Arc<RaftCluster>,
     pub transport: Arc<Transport>,
     pub(crate) conf_wait: Arc<Wait<ConfResult>>,
+    /// The lessor, shared with the applier and the expiry driver (`lessor`).
+    pub leases: Arc<crate::lessor::Leases>,
     commands: Sender<Command>,
     wait: Arc<Wait<ApplyResult>>,
     applied: watch::Receiver<u64>,
@@ -59,6 +61,7 @@ impl EtcdServer {
         watchable: Arc<mvcc::WatchableStore>,
         backend: Arc<backend::Backend>,
         status: Arc<RaftStatus>,
+        leases: Arc<crate::lessor::Leases>,
         commands: Sender<Command>,
         wait: Arc<Wait<ApplyResult>>,
         applied: watch::Receiver<u64>,
@@ -84,6 +87,7 @@ impl EtcdServer {
             cluster: handles.cluster,
             transport: handles.transport,
             conf_wait: handles.conf_wait,
+            leases,
             commands,
             wait,
             applied,
@@ -139,8 +143,9 @@ impl EtcdServer {
         *h = self.header(rev);
     }
 
-    /// A new request id, unique across members and restarts.
-    pub(crate) fn next_request_id(&self) -> u64 {
+    /// A new id from the member's generator (request ids, server-chosen lease ids), unique across
+    /// members and restarts.
+    pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -151,7 +156,7 @@ impl EtcdServer {
 
     /// Proposes `req` through Raft and waits until it is applied.
     pub async fn propose(&self, mut req: InternalRaftRequest) -> Result<Applied, ServerError> {
-        let id = self.next_request_id();
+        let id = self.next_id();
         req.header = Some(RequestHeader {
             id,
             ..Default::default()

@@ -11,11 +11,15 @@ pub mod applier;
 pub mod apply;
 pub mod authority;
 pub mod bootstrap;
+pub mod concurrency;
 pub mod config;
 pub mod error;
 pub mod etcdserver;
 mod http;
 pub mod ids;
+pub mod lease_requests;
+pub mod lessor;
+pub mod lessor_driver;
 pub mod membership;
 pub mod metrics;
 pub mod proposal;
@@ -44,7 +48,10 @@ pub use config::{ClusterState, Config};
 use membership::{Member, RaftCluster};
 use raft_node::{ClusterParts, Command, NodeConfig, RaftNode, RaftStatus};
 use rafthttp::{fault::FaultSwitch, RaftTransport as _, Transport, TransportConfig};
+use v3rpc::election::ElectionService;
 use v3rpc::kv::KvService;
+use v3rpc::lease::LeaseService;
+use v3rpc::lock::LockService;
 use v3rpc::maintenance::MaintenanceService;
 use v3rpc::member::ClusterService;
 use v3rpc::unimplemented::Unimplemented;
@@ -60,6 +67,8 @@ pub enum StartError {
     Backend(#[from] backend::BackendError),
     #[error("cannot open the key-value store: {0}")]
     Mvcc(#[from] mvcc::MvccError),
+    #[error("cannot recover the leases: {0}")]
+    Lease(#[from] lease::LeaseError),
     #[error("cannot recover the raft log: {0}")]
     Raft(#[from] raft_node::RaftError),
     #[error("cannot recover the cluster membership: {0}")]
@@ -149,6 +158,11 @@ impl Hearth {
         );
         let quota = quota::Quota::from_flag(cfg.quota_backend_bytes);
         let nospace = Arc::new(tokio::sync::Notify::new());
+        let leases = Arc::new(lessor::Leases::recover(
+            &kv,
+            lessor::LessorConfig::from_config(&cfg),
+            lessor::system_clock(),
+        )?);
 
         // A member with a WAL restarts from it; the --initial-cluster* flags only matter the first time.
         let have_wal = wal::Wal::exists(&wal_dir);
@@ -235,7 +249,7 @@ impl Hearth {
         let wait = Arc::new(wait::Wait::default());
         let conf_wait = Arc::new(wait::Wait::default());
         let (applied_tx, applied_rx) = watch::channel(0);
-        let applier = applier::Applier::new(kv.clone(), Box::new(apply::NoLeases), wait.clone())
+        let applier = applier::Applier::new(kv.clone(), leases.clone(), wait.clone())
             .with_cluster(cluster.clone())
             .with_space(applier::Space {
                 alarms: alarms.clone(),
@@ -292,6 +306,7 @@ impl Hearth {
             watchable,
             backend,
             status,
+            leases,
             tx,
             wait,
             applied_rx,
@@ -307,6 +322,7 @@ impl Hearth {
             nospace,
             shutdown_rx.clone(),
         ));
+        tokio::spawn(lessor_driver::run(server.clone(), shutdown_rx.clone()));
         let mut serving = Vec::new();
         for l in peer_listeners {
             serving.push(tokio::spawn(serve_peer(
@@ -414,10 +430,22 @@ async fn serve_client(
             })
             .max_decoding_message_size(max_recv),
         )
-        .add_service(LeaseServer::new(Unimplemented))
+        .add_service(
+            LeaseServer::new(LeaseService {
+                srv: srv.clone(),
+                shutdown: shutdown.clone(),
+            })
+            .max_decoding_message_size(max_recv),
+        )
         .add_service(AuthServer::new(Unimplemented))
-        .add_service(LockServer::new(Unimplemented))
-        .add_service(ElectionServer::new(Unimplemented));
+        .add_service(
+            LockServer::new(LockService::new(srv.clone(), shutdown.clone()))
+                .max_decoding_message_size(max_recv),
+        )
+        .add_service(
+            ElectionServer::new(ElectionService::new(srv.clone(), shutdown.clone()))
+                .max_decoding_message_size(max_recv),
+        );
     tonic::transport::Server::builder()
         // etcd answers plain HTTP/1.1 (/health, /metrics) on the same port as gRPC.
         .accept_http1(true)

@@ -99,8 +99,12 @@ fn start(net: &Arc<Net>, id: u64, boot: Bootstrap) -> Member {
     let cluster = Arc::new(RaftCluster::new(id, cluster_id, [], []));
     let wait = Arc::new(Wait::default());
     let conf_wait = Arc::new(Wait::default());
-    let applier = Applier::new(kv.clone(), Box::new(crate::apply::NoLeases), wait.clone())
-        .with_cluster(cluster.clone());
+    let applier = Applier::new(
+        kv.clone(),
+        crate::lessor::Leases::for_tests(&kv),
+        wait.clone(),
+    )
+    .with_cluster(cluster.clone());
     let (tx, rx) = std::sync::mpsc::channel();
     net.routes.lock().unwrap().insert(id, tx.clone());
     let status = Arc::new(RaftStatus::default());

@@ -229,7 +229,7 @@ impl EtcdServer {
 
     /// Proposes a membership change through Raft and waits until it is applied (etcd's `configure`).
     async fn configure(&self, change: Change) -> Result<Vec<Member>, ServerError> {
-        let id = self.next_request_id();
+        let id = self.next_id();
         let rx = self.conf_wait.register(id);
         let state = ProposalState::new();
         let start = Instant::now();

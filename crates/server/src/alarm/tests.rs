@@ -197,14 +197,18 @@ impl Harness {
         let wait = Arc::new(Wait::default());
         let raised = Arc::new(AtomicUsize::new(0));
         let r = raised.clone();
-        let applier = Applier::new(kv.clone(), Box::new(crate::apply::NoLeases), wait.clone())
-            .with_space(Space {
-                alarms: alarms.clone(),
-                quota: Quota { max_bytes },
-                raise_nospace: Box::new(move || {
-                    r.fetch_add(1, Ordering::SeqCst);
-                }),
-            });
+        let applier = Applier::new(
+            kv.clone(),
+            crate::lessor::Leases::for_tests(&kv),
+            wait.clone(),
+        )
+        .with_space(Space {
+            alarms: alarms.clone(),
+            quota: Quota { max_bytes },
+            raise_nospace: Box::new(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            }),
+        });
         Harness {
             _dir: dir,
             kv,
@@ -239,7 +243,7 @@ fn apply_over_quota_answers_nospace_raises_the_alarm_and_the_alarm_caps_writes()
         &mut h.applier,
         Applier::new(
             h.kv.clone(),
-            Box::new(crate::apply::NoLeases),
+            crate::lessor::Leases::for_tests(&h.kv),
             h.wait.clone(),
         ),
     )
@@ -292,7 +296,7 @@ fn apply_over_quota_answers_nospace_raises_the_alarm_and_the_alarm_caps_writes()
         &mut h.applier,
         Applier::new(
             h.kv.clone(),
-            Box::new(crate::apply::NoLeases),
+            crate::lessor::Leases::for_tests(&h.kv),
             h.wait.clone(),
         ),
     )

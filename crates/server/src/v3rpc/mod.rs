@@ -1,8 +1,11 @@
 //! The gRPC services, as etcd's `v3rpc` package: they validate requests, hand them to the server and map
 //! errors to etcd's statuses. They hold no state of their own.
 
+pub mod election;
 pub mod interceptor;
 pub mod kv;
+pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod member;
 pub mod unimplemented;

@@ -1,12 +1,8 @@
 //! Services whose RPCs are declared on the wire but not served yet: each answers `Unimplemented`, so clients
 //! get a clear status instead of a missing service.
 
-use std::pin::Pin;
-
-use api::{etcdserverpb, v3electionpb, v3lockpb};
-use tonic::{Request, Response, Status, Streaming};
-
-type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+use api::etcdserverpb;
+use tonic::{Request, Response, Status};
 
 /// The stub behind every not-yet-served service.
 pub struct Unimplemented;
@@ -15,41 +11,6 @@ pub(crate) fn unimplemented(service: &str, method: &str) -> Status {
     Status::unimplemented(format!(
         "{service}.{method} is not implemented by this server yet"
     ))
-}
-
-#[tonic::async_trait]
-impl etcdserverpb::lease_server::Lease for Unimplemented {
-    type LeaseKeepAliveStream = Stream<etcdserverpb::LeaseKeepAliveResponse>;
-    async fn lease_grant(
-        &self,
-        _: Request<etcdserverpb::LeaseGrantRequest>,
-    ) -> Result<Response<etcdserverpb::LeaseGrantResponse>, Status> {
-        Err(unimplemented("Lease", "lease_grant"))
-    }
-    async fn lease_revoke(
-        &self,
-        _: Request<etcdserverpb::LeaseRevokeRequest>,
-    ) -> Result<Response<etcdserverpb::LeaseRevokeResponse>, Status> {
-        Err(unimplemented("Lease", "lease_revoke"))
-    }
-    async fn lease_keep_alive(
-        &self,
-        _: Request<Streaming<etcdserverpb::LeaseKeepAliveRequest>>,
-    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        Err(unimplemented("Lease", "lease_keep_alive"))
-    }
-    async fn lease_time_to_live(
-        &self,
-        _: Request<etcdserverpb::LeaseTimeToLiveRequest>,
-    ) -> Result<Response<etcdserverpb::LeaseTimeToLiveResponse>, Status> {
-        Err(unimplemented("Lease", "lease_time_to_live"))
-    }
-    async fn lease_leases(
-        &self,
-        _: Request<etcdserverpb::LeaseLeasesRequest>,
-    ) -> Result<Response<etcdserverpb::LeaseLeasesResponse>, Status> {
-        Err(unimplemented("Lease", "lease_leases"))
-    }
 }
 
 #[tonic::async_trait]
@@ -155,56 +116,5 @@ impl etcdserverpb::auth_server::Auth for Unimplemented {
         _: Request<etcdserverpb::AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<etcdserverpb::AuthRoleRevokePermissionResponse>, Status> {
         Err(unimplemented("Auth", "role_revoke_permission"))
-    }
-}
-
-#[tonic::async_trait]
-impl v3lockpb::lock_server::Lock for Unimplemented {
-    async fn lock(
-        &self,
-        _: Request<v3lockpb::LockRequest>,
-    ) -> Result<Response<v3lockpb::LockResponse>, Status> {
-        Err(unimplemented("Lock", "lock"))
-    }
-    async fn unlock(
-        &self,
-        _: Request<v3lockpb::UnlockRequest>,
-    ) -> Result<Response<v3lockpb::UnlockResponse>, Status> {
-        Err(unimplemented("Lock", "unlock"))
-    }
-}
-
-#[tonic::async_trait]
-impl v3electionpb::election_server::Election for Unimplemented {
-    type ObserveStream = Stream<v3electionpb::LeaderResponse>;
-    async fn campaign(
-        &self,
-        _: Request<v3electionpb::CampaignRequest>,
-    ) -> Result<Response<v3electionpb::CampaignResponse>, Status> {
-        Err(unimplemented("Election", "campaign"))
-    }
-    async fn proclaim(
-        &self,
-        _: Request<v3electionpb::ProclaimRequest>,
-    ) -> Result<Response<v3electionpb::ProclaimResponse>, Status> {
-        Err(unimplemented("Election", "proclaim"))
-    }
-    async fn leader(
-        &self,
-        _: Request<v3electionpb::LeaderRequest>,
-    ) -> Result<Response<v3electionpb::LeaderResponse>, Status> {
-        Err(unimplemented("Election", "leader"))
-    }
-    async fn observe(
-        &self,
-        _: Request<v3electionpb::LeaderRequest>,
-    ) -> Result<Response<Self::ObserveStream>, Status> {
-        Err(unimplemented("Election", "observe"))
-    }
-    async fn resign(
-        &self,
-        _: Request<v3electionpb::ResignRequest>,
-    ) -> Result<Response<v3electionpb::ResignResponse>, Status> {
-        Err(unimplemented("Election", "resign"))
     }
 }

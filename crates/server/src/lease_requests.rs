@@ -1,0 +1,206 @@
+//! The member's lease requests, as etcd's `EtcdServer` serves them (`v3_server.go`):
+//!
+//! * Grant and Revoke go through Raft (`InternalRaftRequest.lease_grant` / `lease_revoke`) and
+//!   are answered from the apply result. Grant with ID 0 gets a server-chosen ID: the member's
+//!   request-id generator with the sign bit cleared, as etcd does, so IDs are positive and
+//!   unique across members and restarts.
+//! * Renew (keep-alive) and TimeToLive are answered by the leader's lessor, which alone holds
+//!   deadlines. On the leader they are answered here. Elsewhere etcd forwards them to the leader
+//!   over the peer URLs; that is [`EtcdServer::forward_lease_renew`] and
+//!   [`EtcdServer::forward_lease_time_to_live`], which answer `etcdserver: not leader` until
+//!   peer forwarding exists. With no leader they wait for one up to the request timeout and
+//!   then answer `etcdserver: no leader` (etcd's `waitLeader`).
+//! * Leases (the listing) is answered from the local lessor, as etcd does.
+//!
+//! A leader whose lessor is not yet promoted (it has not applied an entry of its term) makes a
+//! keep-alive or time-to-live wait for the promotion (etcd's keep-alive retries against itself
+//! until then; its time-to-live first waits for the leader to apply what it committed), and
+//! answers `etcdserver: request timed out` if it does not come within the request timeout.
+
+use std::time::Duration;
+
+use api::etcdserverpb::{
+    InternalRaftRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseLeasesRequest,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use lease::LeaseError;
+use tokio::time::Instant;
+
+use crate::applier::Applied;
+use crate::error::ServerError;
+use crate::etcdserver::EtcdServer;
+
+/// How often a request waiting for a leader or a promotion looks again (etcd throttles its
+/// forwarding retries by the same 50 ms).
+const RETRY: Duration = Duration::from_millis(50);
+
+/// Who answers a leader-only lease request.
+enum Answerer {
+    Me,
+    Other(u64),
+}
+
+impl EtcdServer {
+    /// etcd's request timeout: 5 s plus two election timeouts.
+    fn lease_request_timeout(&self) -> Duration {
+        Duration::from_secs(5) + self.cfg.election_timeout * 2
+    }
+
+    /// Waits until some member leads; `NoLeader` if none does before `deadline`.
+    async fn lease_answerer(&self, deadline: Instant) -> Result<Answerer, ServerError> {
+        loop {
+            match self.leader() {
+                0 => {}
+                l if l == self.member_id => return Ok(Answerer::Me),
+                l => return Ok(Answerer::Other(l)),
+            }
+            if Instant::now() + RETRY > deadline {
+                return Err(ServerError::NoLeader);
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    pub async fn lease_grant(
+        &self,
+        mut req: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, ServerError> {
+        while req.id == lease::NO_LEASE {
+            req.id = (self.next_id() & (i64::MAX as u64)) as i64;
+        }
+        let r = self
+            .propose(InternalRaftRequest {
+                lease_grant: Some(req),
+                ..Default::default()
+            })
+            .await?;
+        match r {
+            Applied::LeaseGrant(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            _ => Err(ServerError::Internal("unexpected apply result".into())),
+        }
+    }
+
+    pub async fn lease_revoke(
+        &self,
+        req: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, ServerError> {
+        let r = self
+            .propose(InternalRaftRequest {
+                lease_revoke: Some(req),
+                ..Default::default()
+            })
+            .await?;
+        match r {
+            Applied::LeaseRevoke(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            _ => Err(ServerError::Internal("unexpected apply result".into())),
+        }
+    }
+
+    /// Who answers: this member once it leads with a promoted lessor (waiting for the
+    /// promotion, which follows the first entry of its term), another member that leads, or
+    /// nobody before `deadline`.
+    async fn lease_primary(&self, deadline: Instant) -> Result<Answerer, ServerError> {
+        let mut promoted = self.leases.subscribe();
+        loop {
+            match self.lease_answerer(deadline).await? {
+                Answerer::Me if self.leases.is_primary() => return Ok(Answerer::Me),
+                Answerer::Me => {}
+                other => return Ok(other),
+            }
+            if Instant::now() >= deadline {
+                return Err(ServerError::Timeout);
+            }
+            let wake = (Instant::now() + RETRY).min(deadline);
+            let _ = tokio::time::timeout_at(wake, promoted.changed()).await;
+        }
+    }
+
+    /// Keep-alive: the lease's TTL after renewing it at the leader. `LeaseNotFound` if it does
+    /// not exist or is already past its deadline (its revoke is on the way).
+    pub async fn lease_renew(&self, id: i64) -> Result<i64, ServerError> {
+        let deadline = Instant::now() + self.lease_request_timeout();
+        loop {
+            match self.lease_primary(deadline).await? {
+                Answerer::Other(leader) => return self.forward_lease_renew(leader, id).await,
+                Answerer::Me => match self.leases.renew(id) {
+                    // Demoted in between: ask again.
+                    Err(LeaseError::NotPrimary) => {}
+                    r => return r.map_err(ServerError::from),
+                },
+            }
+        }
+    }
+
+    /// TimeToLive as the leader's lessor knows it; `LeaseNotFound` for an unknown lease. Like
+    /// etcd 3.5, which first waits for the leader to apply what it has committed, a new leader
+    /// answers once its lessor is promoted, so the remaining TTL is always a real one.
+    pub async fn lease_time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, ServerError> {
+        let deadline = Instant::now() + self.lease_request_timeout();
+        match self.lease_primary(deadline).await? {
+            Answerer::Other(leader) => self.forward_lease_time_to_live(leader, req).await,
+            Answerer::Me => {
+                let t = self
+                    .leases
+                    .time_to_live(req.id)
+                    .ok_or(ServerError::LeaseNotFound)?;
+                Ok(LeaseTimeToLiveResponse {
+                    header: self.header(0),
+                    id: req.id,
+                    ttl: t.remaining_ttl,
+                    granted_ttl: t.granted_ttl,
+                    keys: if req.keys { t.keys } else { Vec::new() },
+                })
+            }
+        }
+    }
+
+    /// Every lease this member knows, soonest expiry first.
+    pub fn lease_leases(&self, _req: LeaseLeasesRequest) -> LeaseLeasesResponse {
+        LeaseLeasesResponse {
+            header: self.header(0),
+            leases: self
+                .leases
+                .leases()
+                .into_iter()
+                .map(|id| LeaseStatus { id })
+                .collect(),
+        }
+    }
+
+    /// Where a follower sends a keep-alive to `leader` (etcd's `leasehttp.RenewHTTP` to the
+    /// leader's peer URL). Peer forwarding is not there yet, so the follower says it is not the
+    /// leader.
+    pub async fn forward_lease_renew(&self, leader: u64, id: i64) -> Result<i64, ServerError> {
+        tracing::debug!(
+            leader = format!("{leader:x}"),
+            lease = id,
+            "keep-alive needs the leader"
+        );
+        Err(ServerError::NotLeader)
+    }
+
+    /// Where a follower asks `leader` for a lease's time-to-live (etcd's
+    /// `leasehttp.TimeToLiveHTTP`). See [`forward_lease_renew`](Self::forward_lease_renew).
+    pub async fn forward_lease_time_to_live(
+        &self,
+        leader: u64,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, ServerError> {
+        tracing::debug!(
+            leader = format!("{leader:x}"),
+            lease = req.id,
+            "time-to-live needs the leader"
+        );
+        Err(ServerError::NotLeader)
+    }
+}

@@ -1,0 +1,52 @@
+//! The Lock service (etcd's `v3lock`): Lock and Unlock on top of etcd's mutex recipe
+//! (`concurrency::mutex`). Every error is answered as etcd's service answers it: code Unknown
+//! with etcd's text (`error::relayed`).
+
+use std::sync::Arc;
+
+use api::v3lockpb::{lock_server::Lock, LockRequest, LockResponse, UnlockRequest, UnlockResponse};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::concurrency::{mutex, or_stopped, Client};
+use crate::error::relayed;
+use crate::etcdserver::EtcdServer;
+
+pub struct LockService {
+    client: Client,
+    /// Turns true when the member stops: waiting requests then fail (a graceful shutdown waits
+    /// for every request in flight).
+    shutdown: watch::Receiver<bool>,
+}
+
+impl LockService {
+    pub fn new(srv: Arc<EtcdServer>, shutdown: watch::Receiver<bool>) -> LockService {
+        LockService {
+            client: Client::new(srv),
+            shutdown,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Lock for LockService {
+    async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let req = req.into_inner();
+        let lock = mutex::lock(&self.client, &req.name, req.lease);
+        let locked = or_stopped(&self.shutdown, lock).await.map_err(relayed)?;
+        Ok(Response::new(LockResponse {
+            header: locked.header,
+            key: locked.key,
+        }))
+    }
+
+    async fn unlock(
+        &self,
+        req: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
+        let header = mutex::unlock(&self.client, req.into_inner().key)
+            .await
+            .map_err(relayed)?;
+        Ok(Response::new(UnlockResponse { header }))
+    }
+}
