@@ -116,7 +116,18 @@ impl Backend {
     /// A consistent copy of the latest commit as a byte stream (a redb file in a temporary file
     /// next to the database). Writers keep running while it is made and read.
     pub fn snapshot(&self) -> Result<SnapshotFile> {
+        self.snapshot_with(|_| Ok(())).map(|(f, ())| f)
+    }
+
+    /// Like [`snapshot`](Self::snapshot), and `describe` reads from the very read snapshot the
+    /// copy is made of, so what it returns (for example the Raft index the data stands for) is
+    /// exactly what the copy holds.
+    pub fn snapshot_with<T>(
+        &self,
+        describe: impl FnOnce(&ReadTxn) -> Result<T>,
+    ) -> Result<(SnapshotFile, T)> {
         let snap = self.read()?;
+        let described = describe(&snap)?;
         let dir = match self.path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => std::path::PathBuf::from("."),
@@ -130,11 +141,14 @@ impl Backend {
         db.close()?;
         let size = reader.seek(SeekFrom::End(0))?;
         reader.seek(SeekFrom::Start(0))?;
-        Ok(SnapshotFile {
-            file: reader,
-            size,
-            pairs,
-        })
+        Ok((
+            SnapshotFile {
+                file: reader,
+                size,
+                pairs,
+            },
+            described,
+        ))
     }
 }
 

@@ -74,6 +74,38 @@ fn copy_to_file_and_snapshot_stream_hold_the_same_content() {
     assert_eq!(names.len(), 3, "{names:?}");
 }
 
+/// What `snapshot_with` describes is read from the copy's own read snapshot, even when a write
+/// commits while the copy is being made.
+#[test]
+fn snapshot_with_describes_exactly_the_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
+    fill(&b, 0, 100, 10);
+    let mut w = b.write().unwrap();
+    w.put(Bucket::Meta, b"index", b"1").unwrap();
+    w.commit().unwrap();
+    let (mut snap, described) = b
+        .snapshot_with(|r| {
+            // A writer that commits after the read snapshot was taken.
+            let mut w = b.write()?;
+            w.put(Bucket::Meta, b"index", b"2")?;
+            w.commit()?;
+            r.get(Bucket::Meta, b"index")
+        })
+        .unwrap();
+    assert_eq!(described.as_deref(), Some(&b"1"[..]));
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut snap, &mut bytes).unwrap();
+    let copy = dir.path().join("copy");
+    std::fs::write(&copy, &bytes).unwrap();
+    let c = Backend::open(&copy, BackendConfig::default()).unwrap();
+    let r = c.read().unwrap();
+    assert_eq!(
+        r.get(Bucket::Meta, b"index").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+}
+
 #[test]
 fn hash_ignores_what_it_is_told_and_sees_every_change() {
     let dir = tempfile::tempdir().unwrap();

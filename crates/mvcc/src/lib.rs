@@ -84,7 +84,8 @@ mod watch_tests;
 pub use api::mvccpb::{event::EventType, Event, KeyValue};
 pub use revision::{BucketKey, Revision, MARKED_REV_BYTES_LEN, REV_BYTES_LEN};
 pub use store::{
-    CompactHandle, KvStore, RangeOptions, RangeResult, ReadView, StoreConfig, TxnWrite,
+    consistent_index_and_term, CompactHandle, KvStore, RangeOptions, RangeResult, ReadView,
+    StoreConfig, TxnWrite,
 };
 pub use watchable_store::{
     SyncReport, WatchConfig, WatchError, WatchFilter, WatchId, WatchResponse, WatchSink,

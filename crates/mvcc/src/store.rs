@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
@@ -85,6 +85,9 @@ struct Inner {
     writer: Mutex<()>,
     /// Set when the store is dropped: the compactor stops after its current batch.
     stopping: AtomicBool,
+    /// Bumped when the backend's file is replaced ([`KvStore::restore`]): a physical compaction
+    /// scheduled before stops, its revisions to keep are those of the old file.
+    generation: AtomicU64,
     /// The watchers, once a [`crate::WatchableStore`] is attached: [`TxnWrite::end`] publishes
     /// each new revision and notifies them under the watchers' lock (see `watchable_store`).
     watchers: OnceLock<Arc<Watchers>>,
@@ -109,7 +112,93 @@ struct Job {
     inner: Arc<Inner>,
     rev: i64,
     keep: HashSet<Revision>,
+    generation: u64,
     done: Arc<Completion>,
+}
+
+/// The in-memory state as the backend describes it (see [`KvStore::open`]).
+struct Loaded {
+    state: State,
+    /// `scheduledCompactRev`, if any.
+    scheduled: Option<i64>,
+}
+
+impl Loaded {
+    /// Rebuilds the index by scanning the `key` bucket, and the revision and compaction revision
+    /// from it and the compaction marks.
+    fn read(backend: &Backend) -> Result<Loaded, MvccError> {
+        let snap = backend.read()?;
+        let finished = read_compact_mark(&snap, META_FINISHED_COMPACT)?;
+        let scheduled = read_compact_mark(&snap, META_SCHEDULED_COMPACT)?;
+        let compact_main_rev = finished.unwrap_or(-1);
+
+        let mut index = TreeIndex::default();
+        let mut current_rev = 1i64;
+        let mut failure = None;
+        let start = Revision::new(1, 0).to_bytes();
+        snap.for_each(Bucket::Key, &start, None, &mut |k, v| {
+            let mut step = || -> Result<(), MvccError> {
+                let bk = BucketKey::from_bytes(k)?;
+                let kv = decode_kv(v)?;
+                current_rev = bk.rev.main;
+                if let Err(e) = index.restore_record(
+                    &kv.key,
+                    bk.rev,
+                    bk.tombstone,
+                    kv.create_revision,
+                    kv.version,
+                ) {
+                    tracing::warn!(
+                        key = %String::from_utf8_lossy(&kv.key),
+                        rev = bk.rev.main,
+                        "restoring key index: {e:?}"
+                    );
+                }
+                Ok(())
+            };
+            match step() {
+                Ok(()) => true,
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        // Compaction may have removed the newest records; the revision never goes back.
+        current_rev = current_rev.max(compact_main_rev);
+        if let Some(s) = scheduled {
+            current_rev = current_rev.max(s);
+        }
+        Ok(Loaded {
+            state: State {
+                index,
+                current_rev,
+                compact_main_rev,
+            },
+            scheduled,
+        })
+    }
+
+    /// A compaction that was scheduled but not finished.
+    fn unfinished_compaction(&self) -> Option<i64> {
+        self.scheduled.filter(|&s| s > self.state.compact_main_rev)
+    }
+}
+
+/// Takes up a compaction the backend says was scheduled at `rev` but not finished: reads below
+/// `rev` fail from now on and the index is compacted; returns the revisions to keep for the
+/// physical part. The caller excludes writers.
+fn resume_compaction(inner: &Inner, rev: i64) -> HashSet<Revision> {
+    tracing::info!(
+        scheduled = rev,
+        finished = inner.state().compact_main_rev,
+        "resuming interrupted compaction"
+    );
+    inner.state_mut().compact_main_rev = rev;
+    compact_index(inner, rev)
 }
 
 struct Worker {
@@ -150,6 +239,15 @@ fn read_u64(r: &dyn Reader, key: &[u8]) -> Result<Option<u64>, MvccError> {
             Ok(Some(u64::from_be_bytes(b)))
         }
     }
+}
+
+/// The consistent index and term a backend snapshot records in `meta` (0 for either if never
+/// written): the Raft entry the data stands for.
+pub fn consistent_index_and_term(r: &dyn Reader) -> Result<(u64, u64), MvccError> {
+    Ok((
+        read_u64(r, META_CONSISTENT_INDEX)?.unwrap_or(0),
+        read_u64(r, META_TERM)?.unwrap_or(0),
+    ))
 }
 
 fn read_compact_mark(r: &dyn Reader, key: &[u8]) -> Result<Option<i64>, MvccError> {
@@ -221,84 +319,74 @@ impl KvStore {
         backend: Arc<Backend>,
         config: StoreConfig,
     ) -> Result<KvStore, MvccError> {
-        let snap = backend.read()?;
-        let finished = read_compact_mark(&snap, META_FINISHED_COMPACT)?;
-        let scheduled = read_compact_mark(&snap, META_SCHEDULED_COMPACT)?;
-        let mut compact_main_rev = finished.unwrap_or(-1);
-
-        let mut index = TreeIndex::default();
-        let mut current_rev = 1i64;
-        let mut failure = None;
-        let start = Revision::new(1, 0).to_bytes();
-        snap.for_each(Bucket::Key, &start, None, &mut |k, v| {
-            let mut step = || -> Result<(), MvccError> {
-                let bk = BucketKey::from_bytes(k)?;
-                let kv = decode_kv(v)?;
-                current_rev = bk.rev.main;
-                if let Err(e) = index.restore_record(
-                    &kv.key,
-                    bk.rev,
-                    bk.tombstone,
-                    kv.create_revision,
-                    kv.version,
-                ) {
-                    tracing::warn!(
-                        key = %String::from_utf8_lossy(&kv.key),
-                        rev = bk.rev.main,
-                        "restoring key index: {e:?}"
-                    );
-                }
-                Ok(())
-            };
-            match step() {
-                Ok(()) => true,
-                Err(e) => {
-                    failure = Some(e);
-                    false
-                }
-            }
-        })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        drop(snap);
-
-        // Compaction may have removed the newest records; the revision never goes back.
-        current_rev = current_rev.max(compact_main_rev);
-        if let Some(s) = scheduled {
-            current_rev = current_rev.max(s);
-        }
-
+        let loaded = Loaded::read(&backend)?;
+        let scheduled = loaded.unfinished_compaction();
         let inner = Arc::new(Inner {
             backend,
             config,
-            state: RwLock::new(State {
-                index,
-                current_rev,
-                compact_main_rev,
-            }),
+            state: RwLock::new(loaded.state),
             writer: Mutex::new(()),
             stopping: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             watchers: OnceLock::new(),
         });
-
-        if let Some(s) = scheduled.filter(|&s| s > compact_main_rev) {
-            tracing::info!(
-                scheduled = s,
-                finished = compact_main_rev,
-                "resuming interrupted compaction"
-            );
-            compact_main_rev = s;
-            inner.state_mut().compact_main_rev = s;
-            let keep = compact_index(&inner, s);
-            run_physical(&inner, s, &keep, Duration::ZERO)?;
+        if let Some(s) = scheduled {
+            let keep = resume_compaction(&inner, s);
+            run_physical(&inner, s, &keep, Duration::ZERO, 0)?;
         }
+        let (current_rev, compact_main_rev) = {
+            let st = inner.state();
+            (st.current_rev, st.compact_main_rev)
+        };
         tracing::info!(current_rev, compact_main_rev, "mvcc store opened");
 
         Ok(KvStore {
             inner,
             worker: Mutex::new(None),
         })
+    }
+
+    /// Replaces everything the store holds in memory with what the backend holds once `install`
+    /// has swapped its file for another one (a Raft snapshot from the leader), as etcd's
+    /// `store.Restore` and `watchableStore.Restore` do.
+    ///
+    /// While it runs no write transaction, compaction or watch catch-up round can run. The index,
+    /// the revision and the compaction revision are rebuilt from the new file; then, in one step
+    /// under the watchers' lock, the new state is published and every synced watcher becomes
+    /// unsynced, so catch-up reads what it has not seen from the new data (revisions are the same
+    /// on every member, so nothing is sent twice or skipped; a watcher whose next revision was
+    /// compacted in the new data gets the compaction response). A compaction the new file left
+    /// unfinished is resumed on the compactor thread; physical compactions of the old file still
+    /// queued or running stop at their next batch.
+    ///
+    /// If `install` fails nothing is rebuilt and its error is returned; the backend may then
+    /// serve either file, so the caller must not go on applying entries (the server stops).
+    pub fn restore<E: From<MvccError>>(
+        &self,
+        install: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), E> {
+        let watchers = self.watchers().clone();
+        let _no_catch_up = watchers.sync_lock();
+        let _no_writer = self.inner.writer();
+        // Before the swap, so a compaction batch of the old file either runs before it or sees
+        // the new generation (the backend's write gate orders the two).
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        install()?;
+        let loaded = Loaded::read(&self.inner.backend)?;
+        let scheduled = loaded.unfinished_compaction();
+        let (rev, compact) = (loaded.state.current_rev, loaded.state.compact_main_rev);
+        watchers.restore(|| *self.inner.state_mut() = loaded.state);
+        if let Some(s) = scheduled {
+            let keep = resume_compaction(&self.inner, s);
+            let generation = self.inner.generation.load(Ordering::SeqCst);
+            self.schedule_physical(s, keep, generation)?;
+        }
+        tracing::info!(
+            current_rev = rev,
+            compact_main_rev = compact,
+            "mvcc store restored from a new backend file"
+        );
+        Ok(())
     }
 
     /// The backend this store writes to.
@@ -384,11 +472,7 @@ impl KvStore {
 
     /// The consistent index and term stored in `meta` (0 for either if never written).
     pub fn consistent_index_and_term(&self) -> Result<(u64, u64), MvccError> {
-        let snap = self.inner.backend.read()?;
-        Ok((
-            read_u64(&snap, META_CONSISTENT_INDEX)?.unwrap_or(0),
-            read_u64(&snap, META_TERM)?.unwrap_or(0),
-        ))
+        consistent_index_and_term(&self.inner.backend.read()?)
     }
 
     /// The watchers attached to this store (created on first use; one set per store).
@@ -497,13 +581,28 @@ impl KvStore {
             t.put(Bucket::Meta, META_SCHEDULED_COMPACT, &compact_mark(rev))?;
             t.commit_durable()?;
             self.inner.state_mut().compact_main_rev = rev;
-            compact_index(&self.inner, rev)
+            (
+                compact_index(&self.inner, rev),
+                self.inner.generation.load(Ordering::SeqCst),
+            )
         };
+        self.schedule_physical(rev, keep.0, keep.1)
+    }
+
+    /// Queues the physical part of a compaction at `rev` on the compactor thread (started on
+    /// first use).
+    fn schedule_physical(
+        &self,
+        rev: i64,
+        keep: HashSet<Revision>,
+        generation: u64,
+    ) -> Result<CompactHandle, MvccError> {
         let done = Arc::new(Completion::default());
         let job = Job {
             inner: self.inner.clone(),
             rev,
             keep,
+            generation,
             done: done.clone(),
         };
         let mut worker = self.worker.lock().unwrap_or_else(|p| p.into_inner());
@@ -521,6 +620,7 @@ impl KvStore {
                                 job.rev,
                                 &job.keep,
                                 job.inner.config.compaction_sleep_interval,
+                                job.generation,
                             )
                         };
                         if let Err(e) = &result {
@@ -621,12 +721,14 @@ fn compact_index(inner: &Inner, rev: i64) -> HashSet<Revision> {
 }
 
 /// Deletes from the backend every record with `main <= rev` that is not in `keep`, in batches
-/// of `compaction_batch_limit` records; the last batch records `finishedCompactRev`.
+/// of `compaction_batch_limit` records; the last batch records `finishedCompactRev`. Stops if
+/// the backend's file was replaced since `generation` (`keep` describes the old file).
 fn run_physical(
     inner: &Inner,
     rev: i64,
     keep: &HashSet<Revision>,
     pause: Duration,
+    generation: u64,
 ) -> Result<(), MvccError> {
     let batch = inner.config.compaction_batch_limit.max(1);
     let end = Revision::new(rev.saturating_add(1), 0).to_bytes();
@@ -634,6 +736,10 @@ fn run_physical(
     let mut deleted = 0usize;
     loop {
         let mut t = inner.backend.write()?;
+        // Checked while holding the backend's write transaction: a file swap waits for it.
+        if inner.generation.load(Ordering::SeqCst) != generation {
+            return Err(MvccError::CompactionInterrupted);
+        }
         let mut keys = Vec::with_capacity(batch);
         t.for_each(Bucket::Key, &last, Some(&end), &mut |k, _| {
             keys.push(k.to_vec());

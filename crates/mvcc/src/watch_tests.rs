@@ -581,3 +581,142 @@ fn negative_start_revision_is_live_or_compacted_as_in_etcd_3_4() {
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].watch_id, got[0].compact_revision), (behind, 3));
 }
+
+fn drain(rx: &Receiver<WatchResponse>) -> Vec<WatchResponse> {
+    rx.try_iter().collect()
+}
+
+/// A follower's store restored from a leader's copy: the index, revision and compaction revision
+/// are the leader's, and a watcher synced before the restore catches up on exactly the revisions
+/// it has not seen.
+#[test]
+fn restore_from_a_copy_moves_watchers_to_catch_up() {
+    let leader = open();
+    let follower = open();
+    // The same history on both, as Raft makes it.
+    for kv in [&leader.kv, &follower.kv] {
+        put(kv, "a", "1"); // 2
+        put(kv, "b", "1"); // 3
+    }
+    let ws = WatchableStore::new(follower.kv.clone(), WatchConfig::default());
+    let (s, rx) = stream(&ws, 100);
+    let (w_all, at) = watch(&s, AUTO_WATCH_ID, "", Some(""), 0, vec![]);
+    assert_eq!(at, 3);
+    let (w_b, _) = watch(&s, AUTO_WATCH_ID, "b", None, 2, vec![]);
+    let (w_future, _) = watch(&s, AUTO_WATCH_ID, "c", None, 100, vec![]);
+    ws.sync_unsynced(100);
+    assert_eq!(of(&drain(&rx), w_b), vec![(3, vec![ev(PUT, "b", 3)])]);
+    // The follower misses what the leader does next.
+    put(&leader.kv, "a", "2"); // 4
+    let mut w = leader.kv.write();
+    w.delete_range(b"b", None);
+    w.end(0, 0).unwrap(); // 5
+    put(&leader.kv, "c", "1"); // 6
+
+    let copy = follower._dir.path().join("copy");
+    leader.kv.backend().copy_to_file(&copy).unwrap();
+    let backend = follower.kv.backend().clone();
+    follower
+        .kv
+        .restore(|| backend.install(&copy).map_err(MvccError::from))
+        .unwrap();
+    assert_eq!(follower.kv.rev(), 6);
+    assert_eq!(
+        follower.kv.hash_kv(0).unwrap(),
+        leader.kv.hash_kv(0).unwrap()
+    );
+    assert!(drain(&rx).is_empty(), "nothing is sent before catch-up");
+    assert_eq!(ws.counts().synced, 0);
+    ws.sync_unsynced(100);
+    let got = drain(&rx);
+    assert_eq!(
+        of(&got, w_all),
+        vec![(6, vec![ev(PUT, "a", 4), ev(DEL, "b", 5), ev(PUT, "c", 6)])]
+    );
+    assert_eq!(of(&got, w_b), vec![(6, vec![ev(DEL, "b", 5)])]);
+    assert!(of(&got, w_future).is_empty());
+    assert_eq!(ws.counts().synced, 3);
+    // Writes after the restore reach the watchers as usual, once.
+    put(&follower.kv, "a", "3"); // 7
+    let got = drain(&rx);
+    assert_eq!(of(&got, w_all), vec![(7, vec![ev(PUT, "a", 7)])]);
+    assert!(of(&got, w_b).is_empty());
+}
+
+/// A watcher whose next revision the leader compacted away gets the compaction response, and a
+/// compaction the copy left unfinished is finished after the restore.
+#[test]
+fn restore_past_a_watchers_revision_compacts_it() {
+    let leader = open();
+    let follower = open();
+    for kv in [&leader.kv, &follower.kv] {
+        put(kv, "a", "1"); // 2
+    }
+    let ws = WatchableStore::new(follower.kv.clone(), WatchConfig::default());
+    let (s, rx) = stream(&ws, 100);
+    let (w, _) = watch(&s, AUTO_WATCH_ID, "a", None, 0, vec![]);
+    for i in 0..5 {
+        put(&leader.kv, "a", &i.to_string()); // 3..=7
+    }
+    leader.kv.compact(5).unwrap().wait().unwrap();
+    // The leader schedules a compaction the copy records as unfinished.
+    {
+        let backend = leader.kv.backend();
+        let mut t = backend.write().unwrap();
+        t.put(
+            backend::Bucket::Meta,
+            b"scheduledCompactRev",
+            &Revision::new(6, 0).to_bytes(),
+        )
+        .unwrap();
+        t.commit_durable().unwrap();
+    }
+    let copy = follower._dir.path().join("copy");
+    leader.kv.backend().copy_to_file(&copy).unwrap();
+    let backend = follower.kv.backend().clone();
+    follower
+        .kv
+        .restore(|| backend.install(&copy).map_err(MvccError::from))
+        .unwrap();
+    assert_eq!(follower.kv.rev(), 7);
+    assert_eq!(follower.kv.compact_rev(), 6);
+    ws.sync_unsynced(100);
+    let got = drain(&rx);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].watch_id, got[0].compact_revision), (w, 6));
+    // The resumed physical compaction runs on the compactor thread.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = follower.kv.backend().read().unwrap();
+        let finished = backend::Reader::get(&r, backend::Bucket::Meta, b"finishedCompactRev")
+            .unwrap()
+            .map(|v| BucketKey::from_bytes(&v).unwrap().rev.main);
+        if finished == Some(6) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "compaction not resumed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        follower
+            .kv
+            .read()
+            .range(b"a", None, RangeOptions::default())
+            .unwrap()
+            .kvs[0]
+            .mod_revision,
+        7
+    );
+}
+
+/// A failed install changes nothing in memory.
+#[test]
+fn failed_restore_keeps_the_store() {
+    let fx = open();
+    put(&fx.kv, "a", "1");
+    let r: Result<(), MvccError> = fx.kv.restore(|| Err(MvccError::Corrupt("no file".into())));
+    assert!(r.is_err());
+    assert_eq!(fx.kv.rev(), 2);
+    put(&fx.kv, "a", "2");
+    assert_eq!(fx.kv.rev(), 3);
+}

@@ -343,6 +343,31 @@ impl Watchers {
         self.wake_cv.notify_all();
     }
 
+    /// Held while no catch-up round may run (the store's content is being replaced).
+    pub(crate) fn sync_lock(&self) -> MutexGuard<'_, ()> {
+        self.sync_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// etcd's `watchableStore.Restore`: under the lock, `publish` makes the store's new content
+    /// current and every synced watcher becomes unsynced, so that catch-up brings it from the
+    /// revision it has not seen to the new current one (or sends it the compaction response).
+    /// Victims keep their batch; once it is delivered they go to unsynced too.
+    pub(crate) fn restore(&self, publish: impl FnOnce()) {
+        let mut g = self.lock();
+        publish();
+        let synced: Vec<WatcherKey> = g
+            .all
+            .iter()
+            .filter(|(_, w)| w.place == Place::Synced)
+            .map(|(wk, _)| *wk)
+            .collect();
+        for wk in synced {
+            g.place(wk, Place::Unsynced);
+        }
+        drop(g);
+        self.wake();
+    }
+
     /// Called by [`crate::TxnWrite::end`] after its commit: `publish` makes revision `rev`
     /// current, then its events go to the synced watchers, all under the lock.
     pub(crate) fn publish(&self, rev: i64, events: &[Event], publish: impl FnOnce()) {
