@@ -76,6 +76,14 @@ impl AlarmStore {
         })
     }
 
+    /// Replaces the alarms with those stored in `r` (the backend was replaced by a snapshot).
+    pub fn reload(&self, r: &impl Reader) -> Result<(), ServerError> {
+        let fresh = AlarmStore::load(r)?;
+        let fresh = fresh.active.into_inner().unwrap_or_else(|p| p.into_inner());
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeSet<(u64, i32)>> {
         self.active.read().unwrap_or_else(|p| p.into_inner())
     }

@@ -88,6 +88,10 @@ impl Applier {
         self.consistent_index
     }
 
+    pub fn kv(&self) -> &Arc<KvStore> {
+        &self.kv
+    }
+
     /// Applies one normal entry's payload (empty for the leader's no-op entries).
     pub fn apply(&mut self, index: u64, term: u64, data: &[u8]) {
         if data.is_empty() {
@@ -299,6 +303,28 @@ impl Applier {
 }
 
 impl Applier {
+    /// Replaces the backend's file with `install` (a snapshot from the leader) and rebuilds everything
+    /// held in memory from it: the key-value store and its watchers (`KvStore::restore`), the lessor, the
+    /// alarms and the consistent index. On error the backend may serve either file; the caller stops.
+    pub fn restore(
+        &mut self,
+        install: impl FnOnce() -> Result<(), backend::BackendError>,
+    ) -> Result<(), ServerError> {
+        self.kv
+            .restore(|| install().map_err(mvcc::MvccError::from))?;
+        self.leases
+            .reload(&self.kv)
+            .map_err(|e| ServerError::Internal(format!("reloading the lessor: {e}")))?;
+        let r = self
+            .kv
+            .backend()
+            .read()
+            .map_err(|e| ServerError::Internal(e.to_string()))?;
+        self.space.alarms.reload(&r)?;
+        self.consistent_index = self.kv.consistent_index();
+        Ok(())
+    }
+
     /// Answers a request that will never be applied (its proposal was dropped).
     pub fn fail(&self, id: u64, e: ServerError) {
         self.wait.trigger(id, Err(e));

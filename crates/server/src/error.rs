@@ -143,7 +143,7 @@ impl ServerError {
 }
 
 impl ServerError {
-    /// The error a peer answered with (a promotion forwarded to the leader), back as the error it was,
+    /// The error a peer answered with (a promotion or lease request forwarded to the leader), back as the error it was,
     /// so that it reaches the client exactly as the leader would have sent it. Anything unknown stays
     /// an internal error with the peer's text.
     pub fn from_peer_status(s: &Status) -> ServerError {
@@ -168,6 +168,8 @@ impl ServerError {
             LearnerNotReady,
             TooManyLearners,
             TooManyRequests,
+            LeaseNotFound,
+            LeaseTtlTooLarge,
         ];
         KNOWN
             .iter()

@@ -240,6 +240,11 @@ impl EtcdServer {
     pub(crate) fn send(&self, cmd: Command) -> Result<(), ServerError> {
         self.commands.send(cmd).map_err(|_| ServerError::Stopped)
     }
+
+    /// A sender of commands to the Raft loop.
+    pub(crate) fn commands(&self) -> Sender<Command> {
+        self.commands.clone()
+    }
 }
 
 impl EtcdServer {

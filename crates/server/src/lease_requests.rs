@@ -5,11 +5,14 @@
 //!   request-id generator with the sign bit cleared, as etcd does, so IDs are positive and
 //!   unique across members and restarts.
 //! * Renew (keep-alive) and TimeToLive are answered by the leader's lessor, which alone holds
-//!   deadlines. On the leader they are answered here. Elsewhere etcd forwards them to the leader
-//!   over the peer URLs; that is [`EtcdServer::forward_lease_renew`] and
-//!   [`EtcdServer::forward_lease_time_to_live`], which answer `etcdserver: not leader` until
-//!   peer forwarding exists. With no leader they wait for one up to the request timeout and
-//!   then answer `etcdserver: no leader` (etcd's `waitLeader`).
+//!   deadlines. On the leader they are answered here. Elsewhere they are forwarded to the leader
+//!   over the peer URLs, as etcd's `leasehttp` does ([`EtcdServer::forward_lease_renew`],
+//!   [`EtcdServer::forward_lease_time_to_live`]; the `LeaseRenew` and `LeaseTimeToLive` calls of
+//!   `hearthraftpb`); a forward that fails for a reason other than the lease (the leader changed,
+//!   the connection broke) is tried again, against the leader of the moment, every 50 ms until the
+//!   request timeout, then the request answers `etcdserver: request timed out`. With no leader they
+//!   wait for one up to the request timeout and then answer `etcdserver: no leader` (etcd's
+//!   `waitLeader`).
 //! * Leases (the listing) is answered from the local lessor, as etcd does.
 //!
 //! A leader whose lessor is not yet promoted (it has not applied an entry of its term) makes a
@@ -128,9 +131,31 @@ impl EtcdServer {
         let deadline = Instant::now() + self.lease_request_timeout();
         loop {
             match self.lease_primary(deadline).await? {
-                Answerer::Other(leader) => return self.forward_lease_renew(leader, id).await,
+                Answerer::Other(leader) => {
+                    match self.forward_lease_renew(leader, id, deadline).await {
+                        Err(e) if retry_forward(&e) => {
+                            forward_pause(deadline, e).await?;
+                        }
+                        r => return r,
+                    }
+                }
                 Answerer::Me => match self.leases.renew(id) {
                     // Demoted in between: ask again.
+                    Err(LeaseError::NotPrimary) => {}
+                    r => return r.map_err(ServerError::from),
+                },
+            }
+        }
+    }
+
+    /// A keep-alive forwarded by a follower: renewed here if this member leads (once its lessor is
+    /// promoted), else `NotLeader` (the follower asks again).
+    pub(crate) async fn lease_renew_as_leader(&self, id: i64) -> Result<i64, ServerError> {
+        let deadline = Instant::now() + self.lease_request_timeout();
+        loop {
+            match self.lease_primary(deadline).await? {
+                Answerer::Other(_) => return Err(ServerError::NotLeader),
+                Answerer::Me => match self.leases.renew(id) {
                     Err(LeaseError::NotPrimary) => {}
                     r => return r.map_err(ServerError::from),
                 },
@@ -146,22 +171,49 @@ impl EtcdServer {
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, ServerError> {
         let deadline = Instant::now() + self.lease_request_timeout();
-        match self.lease_primary(deadline).await? {
-            Answerer::Other(leader) => self.forward_lease_time_to_live(leader, req).await,
-            Answerer::Me => {
-                let t = self
-                    .leases
-                    .time_to_live(req.id)
-                    .ok_or(ServerError::LeaseNotFound)?;
-                Ok(LeaseTimeToLiveResponse {
-                    header: self.header(0),
-                    id: req.id,
-                    ttl: t.remaining_ttl,
-                    granted_ttl: t.granted_ttl,
-                    keys: if req.keys { t.keys } else { Vec::new() },
-                })
+        loop {
+            match self.lease_primary(deadline).await? {
+                Answerer::Other(leader) => {
+                    match self.forward_lease_time_to_live(leader, req, deadline).await {
+                        Err(e) if retry_forward(&e) => {
+                            forward_pause(deadline, e).await?;
+                        }
+                        r => return r,
+                    }
+                }
+                Answerer::Me => return self.local_time_to_live(&req),
             }
         }
+    }
+
+    /// A time-to-live query forwarded by a follower: answered here if this member leads, else
+    /// `NotLeader` (the follower asks again).
+    pub(crate) async fn lease_time_to_live_as_leader(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, ServerError> {
+        let deadline = Instant::now() + self.lease_request_timeout();
+        match self.lease_primary(deadline).await? {
+            Answerer::Other(_) => Err(ServerError::NotLeader),
+            Answerer::Me => self.local_time_to_live(&req),
+        }
+    }
+
+    fn local_time_to_live(
+        &self,
+        req: &LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, ServerError> {
+        let t = self
+            .leases
+            .time_to_live(req.id)
+            .ok_or(ServerError::LeaseNotFound)?;
+        Ok(LeaseTimeToLiveResponse {
+            header: self.header(0),
+            id: req.id,
+            ttl: t.remaining_ttl,
+            granted_ttl: t.granted_ttl,
+            keys: if req.keys { t.keys } else { Vec::new() },
+        })
     }
 
     /// Every lease this member knows, soonest expiry first.
@@ -177,30 +229,60 @@ impl EtcdServer {
         }
     }
 
-    /// Where a follower sends a keep-alive to `leader` (etcd's `leasehttp.RenewHTTP` to the
-    /// leader's peer URL). Peer forwarding is not there yet, so the follower says it is not the
-    /// leader.
-    pub async fn forward_lease_renew(&self, leader: u64, id: i64) -> Result<i64, ServerError> {
-        tracing::debug!(
-            leader = format!("{leader:x}"),
-            lease = id,
-            "keep-alive needs the leader"
-        );
-        Err(ServerError::NotLeader)
+    /// The leader's peer URLs, if it is a member with some.
+    fn leader_urls(&self, leader: u64) -> Result<Vec<String>, ServerError> {
+        match self.cluster.member(leader) {
+            Some(m) if !m.peer_urls.is_empty() => Ok(m.peer_urls),
+            _ => Err(ServerError::NoLeader),
+        }
     }
 
-    /// Where a follower asks `leader` for a lease's time-to-live (etcd's
-    /// `leasehttp.TimeToLiveHTTP`). See [`forward_lease_renew`](Self::forward_lease_renew).
+    /// A follower's keep-alive, sent to `leader` (etcd's `leasehttp.RenewHTTP` to the leader's
+    /// peer URL).
+    pub async fn forward_lease_renew(
+        &self,
+        leader: u64,
+        id: i64,
+        deadline: Instant,
+    ) -> Result<i64, ServerError> {
+        let urls = self.leader_urls(leader)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.transport
+            .forward_lease_renew(leader, &urls, id, left)
+            .await
+    }
+
+    /// A follower's time-to-live query, sent to `leader` (etcd's `leasehttp.TimeToLiveHTTP`).
     pub async fn forward_lease_time_to_live(
         &self,
         leader: u64,
         req: LeaseTimeToLiveRequest,
+        deadline: Instant,
     ) -> Result<LeaseTimeToLiveResponse, ServerError> {
-        tracing::debug!(
-            leader = format!("{leader:x}"),
-            lease = req.id,
-            "time-to-live needs the leader"
-        );
-        Err(ServerError::NotLeader)
+        let urls = self.leader_urls(leader)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.transport
+            .forward_lease_time_to_live(leader, &urls, req, left)
+            .await
     }
+}
+
+/// Whether a forward may succeed if tried again: everything but an answer about the lease itself
+/// (etcd's forwarding loop stops only at success or `lease not found`).
+fn retry_forward(e: &ServerError) -> bool {
+    !matches!(
+        e,
+        ServerError::LeaseNotFound | ServerError::LeaseTtlTooLarge | ServerError::LeaseExist
+    )
+}
+
+/// Waits before the next forward (etcd throttles its retries by 50 ms); at the deadline, the
+/// request times out.
+async fn forward_pause(deadline: Instant, e: ServerError) -> Result<(), ServerError> {
+    tracing::debug!("forwarding a lease request to the leader: {e}");
+    if Instant::now() + RETRY >= deadline {
+        return Err(ServerError::Timeout);
+    }
+    tokio::time::sleep(RETRY).await;
+    Ok(())
 }

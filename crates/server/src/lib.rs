@@ -171,8 +171,10 @@ impl Hearth {
         } else {
             Some(bootstrap::prepare(&cfg).await?)
         };
+        let (consistent_index, applied_term) = kv.consistent_index_and_term()?;
         let applied = storage::Applied {
-            consistent_index: kv.consistent_index(),
+            consistent_index,
+            term: applied_term,
             conf_state: stored.conf_state.clone(),
         };
         let log = raft_node::open_log(&wal_dir, prepared.as_ref().map(|p| &p.boot), &applied)?;
@@ -231,17 +233,20 @@ impl Hearth {
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let largest_entry = cfg.max_request_bytes.max(1024 * 1024);
-        let transport = Arc::new(Transport::new(
-            member_id,
-            cluster_id,
-            TransportConfig {
-                max_message_bytes: 2 * largest_entry + 1024 * 1024,
-                ..TransportConfig::default()
-            },
-            tokio::runtime::Handle::current(),
-            tx.clone(),
-            fault,
-        ));
+        let transport = Arc::new(
+            Transport::new(
+                member_id,
+                cluster_id,
+                TransportConfig {
+                    max_message_bytes: 2 * largest_entry + 1024 * 1024,
+                    ..TransportConfig::default()
+                },
+                tokio::runtime::Handle::current(),
+                tx.clone(),
+                fault,
+            )
+            .with_backend(backend.clone()),
+        );
         for p in &peers {
             transport.add_peer(p.id, &p.peer_urls);
         }

@@ -18,7 +18,12 @@
 //!
 //! Log compaction: every `snapshot_count` applied entries the backend is synced, a snapshot marker at its
 //! consistent index is written to the WAL, older WAL segments are released, and the in-memory log keeps only
-//! `snapshot_catchup_entries` entries before the marker for slow followers. The backend file is the snapshot.
+//! `snapshot_catchup_entries` entries before the marker for slow followers. The backend file is the snapshot:
+//! a follower behind the compacted log is sent a copy of it (`rafthttp::snapshot`), which it installs between
+//! two turns of this loop (`raft_snapshot`).
+//!
+//! Messages from peers pass `rafthttp::validate::admit` before they are stepped: raft-rs stops the process
+//! on some inputs a correct member never sends.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,6 +96,13 @@ pub enum Command {
     },
     /// A peer refused this member as removed from the cluster.
     Removed,
+    /// A snapshot from the leader, received and verified, to install (`raft_snapshot`).
+    InstallSnapshot(crate::rafthttp::snapshot::Incoming),
+    /// A snapshot send to `to` ended; raft-rs hears whether it succeeded.
+    SnapshotStatus {
+        to: u64,
+        ok: bool,
+    },
     /// Finish the current turn, make the backend durable and return.
     Stop,
 }
@@ -157,6 +169,8 @@ pub struct RaftNode {
     /// Set once this member is no longer in the cluster: when to stop.
     stop_at: Option<Instant>,
     conf_changed: bool,
+    /// A command failed in a way that must stop the loop (a snapshot install that went wrong).
+    fatal: Option<RaftError>,
 }
 
 /// Reads waiting on one read-index request.
@@ -232,6 +246,7 @@ impl RaftNode {
             waiting: Waiting::default(),
             stop_at: None,
             conf_changed: false,
+            fatal: None,
         };
         n.settle()?;
         Ok(n)
@@ -279,6 +294,9 @@ impl RaftNode {
                             Ok(cmd) => stop |= !self.handle(cmd),
                             Err(_) => break,
                         }
+                    }
+                    if let Some(e) = self.fatal.take() {
+                        break Err(e);
                     }
                     if stop {
                         break Ok(());
@@ -358,12 +376,33 @@ impl RaftNode {
                 let _ = reply.send(result);
             }
             Command::Step { msgs, permit } => {
-                for m in msgs {
+                for mut m in msgs {
+                    if let Err(e) = crate::rafthttp::validate::admit(&self.node.raft, &mut m) {
+                        let from = format!("{:x}", m.from);
+                        tracing::warn!(remote_peer_id = %from, "dropped a raft message from a peer: {e}");
+                        crate::metrics::PEER_RECEIVED_FAILURES
+                            .with_label_values(&[&from])
+                            .inc();
+                        continue;
+                    }
                     if let Err(e) = self.node.step(m) {
                         tracing::debug!("raft message not stepped: {e}");
                     }
                 }
                 drop(permit);
+            }
+            Command::InstallSnapshot(incoming) => {
+                if let Err(e) = self.on_snapshot(incoming) {
+                    self.fatal = Some(e);
+                }
+            }
+            Command::SnapshotStatus { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.node.report_snapshot(to, status);
             }
             Command::Unreachable(id) => self.node.report_unreachable(id),
             Command::Progress { id, reply } => {
@@ -491,10 +530,7 @@ impl RaftNode {
             .transport
             .send(ready.take_messages(), &mut report);
         if !ready.snapshot().is_empty() {
-            // Snapshots are refused on receipt (`rafthttp::server`), so raft-rs cannot have accepted one.
-            return Err(RaftError::Corrupt(
-                "raft produced a snapshot to install, which this version cannot do".into(),
-            ));
+            self.store_snapshot(ready.snapshot().clone())?;
         }
         for rs in ready.take_read_states() {
             self.on_read_state(rs);
@@ -773,6 +809,9 @@ fn fail_pending(applier: &Applier, conf_wait: &Wait<ConfResult>, p: Pending, e: 
         Payload::Conf(_) | Payload::MemberUpdate(_) => conf_wait.trigger(p.id, Err(e)),
     }
 }
+
+#[path = "raft_snapshot.rs"]
+mod raft_snapshot;
 
 #[cfg(test)]
 #[path = "raft_node_tests.rs"]

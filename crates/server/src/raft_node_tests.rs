@@ -24,6 +24,62 @@ struct Net {
     routes: Mutex<HashMap<u64, Sender<Command>>>,
     cut: Mutex<HashSet<u64>>,
     snapshots: Mutex<Vec<u64>>,
+    /// Each member's backend and snapshot slot: when set, snapshots are delivered as the real transport
+    /// does (a copy, staged at the receiver, installed by its Raft loop); else they fail.
+    backends: Mutex<HashMap<u64, Store>>,
+    deliver_snapshots: std::sync::atomic::AtomicBool,
+}
+
+/// A member's backend and its one snapshot slot.
+type Store = (Arc<backend::Backend>, Arc<Semaphore>);
+
+impl Net {
+    /// Delivers `m`'s snapshot from `from` on its own thread, as `rafthttp::snapshot` does over the
+    /// network, and reports the outcome to the sender's loop.
+    fn send_snapshot(self: &Arc<Net>, from: u64, mut m: raft::prelude::Message) {
+        let net = self.clone();
+        std::thread::spawn(move || {
+            let ok = (|| {
+                let (src, _) = net.backends.lock().unwrap().get(&from)?.clone();
+                let (dst, slot) = net.backends.lock().unwrap().get(&m.to)?.clone();
+                if net.cut.lock().unwrap().contains(&m.to) {
+                    return None;
+                }
+                let (mut file, d) = src
+                    .snapshot_with(|r| {
+                        crate::rafthttp::snapshot::Described::read(r)
+                            .map_err(backend::BackendError::Storage)
+                    })
+                    .ok()?;
+                let md = m.mut_snapshot().mut_metadata();
+                md.index = d.index;
+                md.term = d.term;
+                md.set_conf_state(d.conf_state?);
+                let slot = slot.try_acquire_owned().ok()?;
+                let staged = dst.install_staging_path();
+                let mut out = std::fs::File::create(&staged).ok()?;
+                std::io::copy(&mut file, &mut out).ok()?;
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let route = net.routes.lock().unwrap().get(&m.to)?.clone();
+                route
+                    .send(Command::InstallSnapshot(
+                        crate::rafthttp::snapshot::Incoming {
+                            msg: m.clone(),
+                            staged,
+                            slot,
+                            reply,
+                        },
+                    ))
+                    .ok()?;
+                recv(answer).ok()
+            })()
+            .is_some();
+            net.snapshots.lock().unwrap().push(m.to);
+            if let Some(r) = net.routes.lock().unwrap().get(&from) {
+                let _ = r.send(Command::SnapshotStatus { to: m.to, ok });
+            }
+        });
+    }
 }
 
 struct MemTransport {
@@ -38,8 +94,16 @@ impl RaftTransport for MemTransport {
         let cut = self.net.cut.lock().unwrap();
         for m in msgs {
             if m.get_msg_type() == MessageType::MsgSnapshot {
-                self.net.snapshots.lock().unwrap().push(m.to);
-                report.snapshot_failed.push(m.to);
+                if self
+                    .net
+                    .deliver_snapshots
+                    .load(std::sync::atomic::Ordering::Acquire)
+                {
+                    self.net.send_snapshot(self.from, m);
+                } else {
+                    self.net.snapshots.lock().unwrap().push(m.to);
+                    report.snapshot_failed.push(m.to);
+                }
                 continue;
             }
             let route = routes.get(&m.to);
@@ -61,7 +125,7 @@ impl RaftTransport for MemTransport {
 
 struct Member {
     id: u64,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     kv: Arc<mvcc::KvStore>,
     backend: Arc<backend::Backend>,
     cluster: Arc<RaftCluster>,
@@ -81,22 +145,53 @@ fn member(id: u64) -> crate::membership::Member {
     }
 }
 
+/// How often the test members compact their log, and how much they keep.
+#[derive(Clone, Copy)]
+struct Compaction {
+    snapshot_count: u64,
+    catchup_entries: u64,
+}
+
+const RARELY: Compaction = Compaction {
+    snapshot_count: 10_000,
+    catchup_entries: 5_000,
+};
+
 fn start(net: &Arc<Net>, id: u64, boot: Bootstrap) -> Member {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(net, id, Some(boot), tempfile::tempdir().unwrap(), RARELY)
+}
+
+/// Starts member `id` on `dir` (bootstrapped with `boot` if it has no WAL yet), as `Hearth::start`
+/// does.
+fn start_in(
+    net: &Arc<Net>,
+    id: u64,
+    boot: Option<Bootstrap>,
+    dir: tempfile::TempDir,
+    compaction: Compaction,
+) -> Member {
     let backend = Arc::new(
         backend::Backend::open(dir.path().join("db"), backend::BackendConfig::default()).unwrap(),
     );
     let kv = Arc::new(mvcc::KvStore::open(backend.clone()).unwrap());
-    let cluster_id = match &boot {
-        Bootstrap::NewCluster { meta, .. } | Bootstrap::Join { meta } => meta.cluster_id,
-    };
+    let stored = store::load(&backend).unwrap();
+    let (consistent_index, term) = kv.consistent_index_and_term().unwrap();
     let log = open_log(
         &dir.path().join("wal"),
-        Some(&boot),
-        &crate::storage::Applied::default(),
+        boot.as_ref(),
+        &crate::storage::Applied {
+            consistent_index,
+            term,
+            conf_state: stored.conf_state.clone(),
+        },
     )
     .unwrap();
-    let cluster = Arc::new(RaftCluster::new(id, cluster_id, [], []));
+    let cluster = Arc::new(RaftCluster::new(
+        id,
+        log.meta.cluster_id,
+        stored.members,
+        stored.removed,
+    ));
     let wait = Arc::new(Wait::default());
     let conf_wait = Arc::new(Wait::default());
     let applier = Applier::new(
@@ -107,6 +202,10 @@ fn start(net: &Arc<Net>, id: u64, boot: Bootstrap) -> Member {
     .with_cluster(cluster.clone());
     let (tx, rx) = std::sync::mpsc::channel();
     net.routes.lock().unwrap().insert(id, tx.clone());
+    net.backends
+        .lock()
+        .unwrap()
+        .insert(id, (backend.clone(), Arc::new(Semaphore::new(1))));
     let status = Arc::new(RaftStatus::default());
     let (applied_tx, _applied_rx) = watch::channel(0);
     let node = RaftNode::new(
@@ -114,8 +213,8 @@ fn start(net: &Arc<Net>, id: u64, boot: Bootstrap) -> Member {
         &NodeConfig {
             heartbeat: Duration::from_millis(10),
             election: Duration::from_millis(100),
-            snapshot_count: 10_000,
-            snapshot_catchup_entries: 5_000,
+            snapshot_count: compaction.snapshot_count,
+            snapshot_catchup_entries: compaction.catchup_entries,
         },
         applier,
         backend.clone(),
@@ -136,7 +235,7 @@ fn start(net: &Arc<Net>, id: u64, boot: Bootstrap) -> Member {
     let thread = std::thread::spawn(move || node.run());
     Member {
         id,
-        _dir: dir,
+        dir,
         kv,
         backend,
         cluster,
@@ -149,20 +248,27 @@ fn start(net: &Arc<Net>, id: u64, boot: Bootstrap) -> Member {
 }
 
 fn new_cluster(net: &Arc<Net>, ids: &[u64]) -> Vec<Member> {
+    new_cluster_with(net, ids, RARELY)
+}
+
+fn new_cluster_with(net: &Arc<Net>, ids: &[u64], compaction: Compaction) -> Vec<Member> {
     let members: Vec<_> = ids.iter().map(|&id| member(id)).collect();
     ids.iter()
         .map(|&id| {
-            start(
+            let boot = Bootstrap::NewCluster {
+                meta: WalMeta {
+                    node_id: id,
+                    cluster_id: 7,
+                    voters: ids.to_vec(),
+                },
+                members: members.clone(),
+            };
+            start_in(
                 net,
                 id,
-                Bootstrap::NewCluster {
-                    meta: WalMeta {
-                        node_id: id,
-                        cluster_id: 7,
-                        voters: ids.to_vec(),
-                    },
-                    members: members.clone(),
-                },
+                Some(boot),
+                tempfile::tempdir().unwrap(),
+                compaction,
             )
         })
         .collect()
@@ -222,6 +328,22 @@ impl Member {
     fn stop(&mut self) -> Result<(), RaftError> {
         let _ = self.commands.send(Command::Stop);
         self.thread.take().unwrap().join().unwrap()
+    }
+
+    /// Stops the member and starts it again on its data.
+    fn restart(mut self, net: &Arc<Net>, compaction: Compaction) -> Member {
+        self.stop().unwrap();
+        let (id, dir) = (
+            self.id,
+            std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()),
+        );
+        net.backends.lock().unwrap().remove(&id);
+        drop(self);
+        start_in(net, id, None, dir, compaction)
+    }
+
+    fn hash(&self) -> (u32, i64) {
+        self.kv.hash_kv(0).unwrap()
     }
 }
 
@@ -366,14 +488,16 @@ fn learner_is_added_promoted_and_a_member_removed_through_raft() {
     assert!(matches!(stopped, Err(RaftError::Removed)), "{stopped:?}");
     net.routes.lock().unwrap().remove(&3);
     assert!(ms[0].cluster.is_removed(3));
+    eventually("a leader of the three", || {
+        agreed_leader(&ms.iter().collect::<Vec<_>>()).is_some_and(|l| l != 3)
+    });
+    // Once the new leader has applied an entry of its term (raft-rs turns a membership change proposed
+    // before that into an empty entry, as etcd's raft does).
+    assert!(matches!(recv(ms[2].put(906, "after")), Ok(Applied::Put(_))));
     assert_eq!(
         recv(ms[1].change(905, Change::Remove(3))),
         Err(ServerError::MemberNotFound)
     );
-    eventually("a leader of the three", || {
-        agreed_leader(&ms.iter().collect::<Vec<_>>()).is_some()
-    });
-    assert!(matches!(recv(ms[2].put(906, "after")), Ok(Applied::Put(_))));
     for m in &ms {
         eventually("replicated", || m.has("after"));
         let st = store::load(&m.backend).unwrap();
@@ -389,4 +513,197 @@ fn learner_is_added_promoted_and_a_member_removed_through_raft() {
         );
     }
     assert!(net.snapshots.lock().unwrap().is_empty());
+}
+
+const OFTEN: Compaction = Compaction {
+    snapshot_count: 10,
+    catchup_entries: 2,
+};
+
+fn put_ok(m: &Member, id: u64, key: &str) {
+    match recv(m.put(id, key)) {
+        Ok(Applied::Put(_)) => {}
+        Ok(_) => panic!("not a put"),
+        Err(e) => panic!("put {key} on {}: {e}", m.id),
+    }
+}
+
+fn leader_of<'a>(ms: &[&'a Member]) -> &'a Member {
+    eventually("a leader", || agreed_leader(ms).is_some());
+    let l = agreed_leader(ms).unwrap();
+    ms.iter().find(|m| m.id == l).unwrap()
+}
+
+#[test]
+fn follower_behind_the_compacted_log_installs_a_snapshot_and_restarts_from_it() {
+    let net = Arc::new(Net::default());
+    net.deliver_snapshots
+        .store(true, std::sync::atomic::Ordering::Release);
+    let mut ms = new_cluster_with(&net, &[1, 2, 3], OFTEN);
+    let all: Vec<&Member> = ms.iter().collect();
+    let leader = leader_of(&all).id;
+    let behind = ms.iter().map(|m| m.id).find(|&id| id != leader).unwrap();
+    net.cut.lock().unwrap().insert(behind);
+    let rest: Vec<&Member> = ms.iter().filter(|m| m.id != behind).collect();
+    for i in 0..60 {
+        put_ok(leader_of(&rest), 1000 + i, &format!("k{i}"));
+    }
+    assert!(net.snapshots.lock().unwrap().is_empty());
+    net.cut.lock().unwrap().clear();
+    let b = ms.iter().find(|m| m.id == behind).unwrap();
+    eventually("the member behind catches up", || b.has("k59"));
+    eventually("by a snapshot", || {
+        net.snapshots.lock().unwrap().contains(&behind)
+    });
+    assert!(b.backend.read().is_ok());
+    eventually("same data everywhere", || {
+        let h = ms[0].hash();
+        ms.iter().all(|m| m.hash() == h)
+    });
+    // Writes go on, through the member that installed the snapshot too.
+    put_ok(b, 2000, "after");
+    for m in &ms {
+        eventually("replicated", || m.has("after"));
+    }
+    assert_eq!(b.cluster.members().len(), 3);
+    // It restarts from the snapshot: the WAL's marker and the installed backend agree.
+    let i = ms.iter().position(|m| m.id == behind).unwrap();
+    let b = ms.remove(i).restart(&net, OFTEN);
+    eventually("it still has everything", || b.has("k0") && b.has("after"));
+    put_ok(&b, 2001, "after-restart");
+    ms.push(b);
+    eventually("same data everywhere after the restart", || {
+        let h = ms[0].hash();
+        ms.iter().all(|m| m.has("after-restart") && m.hash() == h)
+    });
+}
+
+#[test]
+fn member_added_after_compaction_joins_by_snapshot() {
+    let net = Arc::new(Net::default());
+    net.deliver_snapshots
+        .store(true, std::sync::atomic::Ordering::Release);
+    let mut ms = new_cluster_with(&net, &[1, 2, 3], OFTEN);
+    for i in 0..40 {
+        put_ok(
+            leader_of(&ms.iter().collect::<Vec<_>>()),
+            3000 + i,
+            &format!("j{i}"),
+        );
+    }
+    let learner = crate::membership::Member {
+        is_learner: true,
+        name: String::new(),
+        ..member(4)
+    };
+    recv(ms[0].change(3900, Change::Add(learner))).unwrap();
+    ms.push(start_in(
+        &net,
+        4,
+        Some(Bootstrap::Join {
+            meta: WalMeta {
+                node_id: 4,
+                cluster_id: 7,
+                voters: vec![],
+            },
+        }),
+        tempfile::tempdir().unwrap(),
+        OFTEN,
+    ));
+    eventually("the new member catches up", || ms[3].has("j39"));
+    eventually("by a snapshot", || {
+        net.snapshots.lock().unwrap().contains(&4)
+    });
+    assert!(ms[3].cluster.is_local_learner());
+    assert_eq!(ms[3].cluster.members().len(), 4);
+    recv(ms[1].change(3901, Change::Promote(4))).unwrap();
+    eventually("promoted", || !ms[3].cluster.is_local_learner());
+    put_ok(&ms[3], 3902, "from-4");
+    eventually("same data everywhere", || {
+        let h = ms[0].hash();
+        ms.iter().all(|m| m.has("from-4") && m.hash() == h)
+    });
+}
+
+/// Messages no correct member sends, stepped straight into the loop (past the transport's own checks
+/// where those would catch them): the members neither panic nor lose their data.
+#[test]
+fn hostile_peer_messages_do_not_bring_a_member_down() {
+    use raft::prelude::{Entry as RaftEntry, Message};
+    let net = Arc::new(Net::default());
+    let ms = new_cluster(&net, &[1, 2, 3]);
+    let all: Vec<&Member> = ms.iter().collect();
+    let leader = leader_of(&all);
+    put_ok(leader, 4000, "before");
+    for m in &ms {
+        eventually("replicated", || m.has("before"));
+    }
+    let follower = ms.iter().find(|m| m.id != leader.id).unwrap();
+    let term = leader.status.term.load(Ordering::Acquire);
+    let commit = follower.status.commit.load(Ordering::Acquire);
+    let msg = |t: MessageType, to: u64, from: u64| {
+        let mut m = Message {
+            to,
+            from,
+            term,
+            ..Default::default()
+        };
+        m.set_msg_type(t);
+        m
+    };
+    let mut evil = Vec::new();
+    // A heartbeat committing far beyond the follower's log.
+    let mut hb = msg(MessageType::MsgHeartbeat, follower.id, leader.id);
+    hb.commit = u64::MAX / 2;
+    evil.push((follower, hb));
+    // An append rewriting committed entries with another term.
+    let mut app = msg(MessageType::MsgAppend, follower.id, leader.id);
+    app.index = 0;
+    app.log_term = 0;
+    app.entries = (1..=commit)
+        .map(|index| RaftEntry {
+            index,
+            term,
+            ..Default::default()
+        })
+        .collect::<Vec<_>>()
+        .into();
+    evil.push((follower, app));
+    // An append whose previous term precedes the whole log.
+    let mut app = msg(MessageType::MsgAppend, follower.id, leader.id);
+    app.index = commit + 1000;
+    app.log_term = 0;
+    evil.push((follower, app));
+    // An append response acknowledging entries the leader never had.
+    let mut resp = msg(MessageType::MsgAppendResponse, leader.id, follower.id);
+    resp.index = u64::MAX - 1;
+    evil.push((leader, resp));
+    for (target, m) in evil {
+        target
+            .commands
+            .send(Command::Step {
+                msgs: vec![m],
+                permit: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
+            })
+            .unwrap();
+    }
+    // And what the transport refuses on receipt never reaches the loop at all.
+    for t in [
+        MessageType::MsgHup,
+        MessageType::MsgSnapStatus,
+        MessageType::MsgPropose,
+        MessageType::MsgReadIndex,
+    ] {
+        let mut m = msg(t, follower.id, leader.id);
+        m.term = 0;
+        assert!(
+            crate::rafthttp::validate::check_peer_message(follower.id, leader.id, &m).is_err(),
+            "{t:?}"
+        );
+    }
+    put_ok(leader, 4001, "after");
+    for m in &ms {
+        eventually("still replicating", || m.has("after"));
+        assert!(m.thread.as_ref().is_some_and(|t| !t.is_finished()));
+    }
 }

@@ -11,6 +11,14 @@
 //! the backend's consistent index; entries up to that index are not handed to the applier again (raft-rs
 //! starts with `applied` there). The commit index in the WAL is saved lazily, so it is raised to what the
 //! backend proves was committed.
+//!
+//! The backend only ever applies entries the WAL already holds, so its consistent index is an entry of the
+//! WAL with the same term, or the latest snapshot marker. When it is not, the backend is a snapshot from
+//! the leader whose install was interrupted before its marker reached the WAL (`raft_snapshot`): the backend
+//! is taken as the snapshot, the WAL's entries (all older, or from a term the snapshot superseded) are
+//! dropped, and the missing marker is written, which is where the install would have got to. Likewise,
+//! entries after a marker whose term is older than the marker's were left behind by an install (raft-rs
+//! discarded them with its log) and are dropped: a log's terms never go down.
 
 use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfState, Entry, EntryType, HardState, Snapshot};
@@ -79,6 +87,8 @@ pub enum Bootstrap {
 #[derive(Debug, Clone, Default)]
 pub struct Applied {
     pub consistent_index: u64,
+    /// The term of the entry at the consistent index (0 if the backend never recorded it).
+    pub term: u64,
     /// The configuration at the consistent index, if the backend ever applied a membership change.
     pub conf_state: Option<ConfState>,
 }
@@ -152,6 +162,7 @@ pub fn open_log(
         tracing::warn!(file = %file.display(), offset, "repaired a torn write at the end of the WAL");
     }
     let meta = WalMeta::decode(&rec.metadata)?;
+    let mut w = w;
     let mut entries = Vec::with_capacity(rec.entries.len());
     for e in &rec.entries {
         let entry = Entry::parse_from_bytes(&e.data)
@@ -176,11 +187,36 @@ pub fn open_log(
         // A log from before membership was recorded: the voters it was bootstrapped with.
         None => ConfState::from((meta.voters.clone(), vec![])),
     };
+    let mut marker = rec.snapshot;
+    if let Some(m) = uninstalled_snapshot(applied, marker, &entries) {
+        tracing::warn!(
+            snapshot_index = m.index,
+            snapshot_term = m.term,
+            wal_last_index = entries.last().map(|e| e.index).unwrap_or(0),
+            "the backend holds a snapshot whose install was interrupted before the WAL recorded it; \
+             completing the install"
+        );
+        w.save_snapshot(m)?;
+        marker = Some(m);
+    }
+    if let Some(m) = marker {
+        // Entries up to the marker are covered by it (the WAL's replay drops them already); what follows
+        // a marker in an older term was discarded with raft-rs's log when the snapshot was installed.
+        entries.retain(|e| e.index > m.index);
+        if let Some(stale) = entries.iter().position(|e| e.term < m.term) {
+            tracing::warn!(
+                from_index = entries[stale].index,
+                snapshot_index = m.index,
+                "dropping WAL entries an installed snapshot superseded"
+            );
+            entries.truncate(stale);
+        }
+    }
     let storage = MemStorage::new();
     let mut snapshot_index = 0;
     {
         let mut core = storage.wl();
-        if let Some(m) = &rec.snapshot {
+        if let Some(m) = &marker {
             let mut snap = Snapshot::default();
             let md = snap.mut_metadata();
             md.index = m.index;
@@ -218,6 +254,12 @@ pub fn open_log(
             .max(snapshot_index)
             .max(applied.consistent_index)
             .min(last);
+        // A snapshot from a later term than the saved hard state (its hard state was never saved after
+        // the install): the term moves on, with no vote cast in it.
+        if let Some(m) = marker.filter(|m| m.term > hs.term) {
+            hs.term = m.term;
+            hs.vote = 0;
+        }
         core.set_hardstate(hs);
         core.set_conf_state(conf_state);
     }
@@ -256,6 +298,25 @@ fn create_log(dir: &std::path::Path, boot: &Bootstrap) -> Result<RecoveredLog, R
         meta: meta.clone(),
         snapshot_index: 0,
     })
+}
+
+/// The snapshot the backend holds when its consistent index is neither the WAL's latest snapshot marker
+/// nor an entry of the WAL with the same term (see the module doc). A backend that never recorded a term
+/// (from before terms were recorded with the data) is taken at its word.
+fn uninstalled_snapshot(
+    applied: &Applied,
+    marker: Option<wal::SnapshotMarker>,
+    entries: &[Entry],
+) -> Option<wal::SnapshotMarker> {
+    let (index, term) = (applied.consistent_index, applied.term);
+    if index == 0 || term == 0 {
+        return None;
+    }
+    let held = match marker {
+        Some(m) if index <= m.index => true,
+        _ => entries.iter().any(|e| e.index == index && e.term == term),
+    };
+    (!held).then_some(wal::SnapshotMarker { index, term })
 }
 
 /// Decodes a committed `EntryConfChange`.
@@ -341,6 +402,7 @@ mod tests {
         // Reopened after the backend applied them: its configuration, and the commit it proves.
         let applied = Applied {
             consistent_index: 3,
+            term: 1,
             conf_state: Some(ConfState::from((vec![1, 2, 3], vec![]))),
         };
         let log = open_log(dir.path(), None, &applied).unwrap();
@@ -401,6 +463,97 @@ mod tests {
         let st = log.storage.initial_state().unwrap();
         assert_eq!(st.conf_state.voters, [1]);
         assert_eq!(st.hard_state, hs);
+    }
+
+    /// A WAL with entries 1..=5 of term 2 (the last two never committed) and commit 3.
+    fn log_with_uncommitted_tail(dir: &std::path::Path) -> WalMeta {
+        let meta = WalMeta {
+            node_id: 1,
+            cluster_id: 9,
+            voters: vec![1],
+        };
+        let mut w = wal::Wal::create(dir, &meta.encode()).unwrap();
+        let entries: Vec<Entry> = (1..=5)
+            .map(|index| Entry {
+                index,
+                term: 2,
+                ..Default::default()
+            })
+            .collect();
+        let hs = HardState {
+            term: 2,
+            commit: 3,
+            ..Default::default()
+        };
+        w.save(
+            Some(&hs.write_to_bytes().unwrap()),
+            &wal_entries(&entries).unwrap(),
+        )
+        .unwrap();
+        meta
+    }
+
+    #[test]
+    fn backend_ahead_of_the_wal_is_a_snapshot_whose_marker_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        log_with_uncommitted_tail(dir.path());
+        let cs = ConfState::from((vec![1, 2, 3], vec![]));
+        // The leader's snapshot, installed before its marker: index 100 of term 4.
+        let applied = Applied {
+            consistent_index: 100,
+            term: 4,
+            conf_state: Some(cs.clone()),
+        };
+        let log = open_log(dir.path(), None, &applied).unwrap();
+        assert_eq!(log.snapshot_index, 100);
+        let st = log.storage.initial_state().unwrap();
+        assert_eq!((st.hard_state.commit, st.hard_state.term), (100, 4));
+        assert_eq!(st.conf_state, cs);
+        assert_eq!(log.storage.first_index().unwrap(), 101);
+        assert_eq!(log.storage.last_index().unwrap(), 100);
+        assert_eq!(log.storage.term(100).unwrap(), 4);
+        drop(log);
+        // The marker is durable: the same again, and nothing left of the old entries.
+        let (_, rec) = wal::Wal::open(dir.path()).unwrap();
+        assert_eq!(rec.snapshot.map(|m| (m.index, m.term)), Some((100, 4)));
+        let log = open_log(dir.path(), None, &applied).unwrap();
+        assert_eq!(log.snapshot_index, 100);
+        assert_eq!(log.storage.last_index().unwrap(), 100);
+    }
+
+    #[test]
+    fn snapshot_inside_the_wal_with_another_term_replaces_the_tail() {
+        // Index 4 of term 2 is in the WAL (uncommitted); the leader's snapshot holds index 4 of term 3.
+        let dir = tempfile::tempdir().unwrap();
+        log_with_uncommitted_tail(dir.path());
+        let applied = Applied {
+            consistent_index: 4,
+            term: 3,
+            conf_state: Some(ConfState::from((vec![1], vec![]))),
+        };
+        let log = open_log(dir.path(), None, &applied).unwrap();
+        assert_eq!(log.snapshot_index, 4);
+        assert_eq!(
+            log.storage.last_index().unwrap(),
+            4,
+            "entry 5 of term 2 is gone"
+        );
+        assert_eq!(log.storage.term(4).unwrap(), 3);
+    }
+
+    #[test]
+    fn backend_at_a_wal_entry_is_not_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        log_with_uncommitted_tail(dir.path());
+        let applied = Applied {
+            consistent_index: 3,
+            term: 2,
+            conf_state: Some(ConfState::from((vec![1], vec![]))),
+        };
+        let log = open_log(dir.path(), None, &applied).unwrap();
+        assert_eq!(log.snapshot_index, 0);
+        assert_eq!(log.storage.last_index().unwrap(), 5);
+        assert_eq!(log.storage.initial_state().unwrap().hard_state.commit, 3);
     }
 
     #[test]

@@ -390,6 +390,22 @@ impl RaftCluster {
         }
     }
 
+    /// Replaces the whole membership (a snapshot from the leader was installed: the backend now holds the
+    /// leader's). Returns the ids of the members that are gone.
+    pub fn replace(&self, members: Vec<Member>, removed: Vec<u64>) -> Vec<u64> {
+        let mut st = self.write();
+        let fresh: BTreeMap<u64, Member> = members.into_iter().map(|m| (m.id, m)).collect();
+        let gone = st
+            .members
+            .keys()
+            .filter(|id| !fresh.contains_key(id))
+            .copied()
+            .collect();
+        st.members = fresh;
+        st.removed = removed.into_iter().collect();
+        gone
+    }
+
     /// The member with `name` and `client_urls` set, if it is a member (else None: a removed member's late
     /// publication, which etcd skips too).
     pub fn with_attributes(&self, id: u64, name: &str, client_urls: &[String]) -> Option<Member> {

@@ -70,6 +70,18 @@ fn parse_id(k: &[u8]) -> Result<u64, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("member key {k:?}")))
 }
 
+/// The Raft configuration a backend snapshot records (None if it never applied a membership change).
+pub fn read_conf_state(r: &dyn Reader) -> Result<Option<ConfState>, StoreError> {
+    match r.get(Bucket::Meta, META_CONF_STATE)? {
+        None => Ok(None),
+        Some(b) => {
+            Ok(Some(ConfState::parse_from_bytes(&b).map_err(|e| {
+                StoreError::Corrupt(format!("conf state: {e}"))
+            })?))
+        }
+    }
+}
+
 pub fn load(backend: &Backend) -> Result<Stored, StoreError> {
     let r = backend.read()?;
     let mut members = Vec::new();
@@ -90,13 +102,7 @@ pub fn load(backend: &Backend) -> Result<Stored, StoreError> {
     for (k, _) in r.range(Bucket::MembersRemoved, b"", None, 0)? {
         removed.push(parse_id(&k)?);
     }
-    let conf_state = match r.get(Bucket::Meta, META_CONF_STATE)? {
-        None => None,
-        Some(b) => Some(
-            ConfState::parse_from_bytes(&b)
-                .map_err(|e| StoreError::Corrupt(format!("conf state: {e}")))?,
-        ),
-    };
+    let conf_state = read_conf_state(&r)?;
     Ok(Stored {
         members,
         removed,

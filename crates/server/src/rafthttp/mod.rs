@@ -19,24 +19,37 @@
 //! semaphore counting their bytes; while it is exhausted the receiver stops reading and HTTP/2 pushes back.
 //!
 //! # Snapshots
-//! A peer whose log is behind the leader's compacted log needs the backend sent as a snapshot. That is not
-//! supported yet: the `MsgSnapshot` raft-rs produces is not sent, raft-rs is told the snapshot failed, and
-//! the failure is logged (at most every `SNAPSHOT_WARN_INTERVAL` per peer) and counted in
-//! `etcd_network_snapshot_send_failures`. When it is, snapshots will travel on a separate RPC of the
-//! same service, never on the message stream (a large snapshot must not hold up heartbeats).
+//! A peer whose log is behind the leader's compacted log (or a new member of a cluster whose log was
+//! compacted) gets a consistent copy of the leader's backend, on its own call of the same service, never
+//! on the message stream (a large snapshot must not hold up heartbeats). At most one transfer per peer
+//! and `max_snapshot_sends` in all run at once; a `MsgSnapshot` beyond that is reported failed at once
+//! and raft-rs tries again later. See `snapshot`.
+//!
+//! # Untrusted input
+//! Every message from a peer is checked (`validate`) before raft-rs sees it, because raft-rs stops the
+//! process on input no correct member sends.
+//!
+//! # Forwarding
+//! Lease keep-alives and time-to-live queries, which only the leader can answer, are forwarded to it
+//! over the peer URLs (`forward`), as etcd's `leasehttp` does.
 //!
 //! # Faults (tests only)
 //! `fault::FaultSwitch` drops all peer traffic of a member while a file exists; see `--unsafe-test-peer-fault-file`.
 
 pub mod fault;
+pub mod forward;
 pub mod peer;
 pub mod server;
+pub mod snapshot;
+pub mod validate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use raft::prelude::{Message, MessageType};
+use tokio::sync::Semaphore;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::raft_node::Command;
 
@@ -48,9 +61,6 @@ pub const HEADER_TO: &str = "hearth-to";
 pub const REMOVED_TEXT: &str = "the member has been permanently removed from the cluster";
 /// What a member of another cluster is told (etcd's text).
 pub const CLUSTER_MISMATCH_TEXT: &str = "cluster ID mismatch";
-
-/// How often a failure to send a snapshot to one peer is logged.
-const SNAPSHOT_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What the Raft loop needs from a transport; a test drives the loop with an in-memory one.
 pub trait RaftTransport: Send {
@@ -91,6 +101,10 @@ pub struct TransportConfig {
     pub keepalive_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Snapshot transfers sent at once, to all peers together.
+    pub max_snapshot_sends: usize,
+    /// The largest snapshot a peer may send.
+    pub max_snapshot_bytes: u64,
 }
 
 impl Default for TransportConfig {
@@ -104,6 +118,9 @@ impl Default for TransportConfig {
             keepalive_timeout: Duration::from_secs(2),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),
+            max_snapshot_sends: 2,
+            // Eight times etcd's largest suggested backend quota.
+            max_snapshot_bytes: 64 << 30,
         }
     }
 }
@@ -118,7 +135,12 @@ pub struct Transport {
     raft: std::sync::mpsc::Sender<Command>,
     fault: Arc<fault::FaultSwitch>,
     peers: RwLock<HashMap<u64, peer::Peer>>,
-    snapshot_warned: Mutex<HashMap<u64, Instant>>,
+    /// Where snapshots for peers are copied from (none: snapshots cannot be sent).
+    backend: Option<Arc<backend::Backend>>,
+    /// Snapshot transfers in flight, by peer.
+    snapshot_sends: Mutex<HashMap<u64, tokio::task::JoinHandle<()>>>,
+    snapshot_slots: Arc<Semaphore>,
+    forwarding: forward::Channels,
 }
 
 impl Transport {
@@ -133,13 +155,22 @@ impl Transport {
         Transport {
             local_id,
             cluster_id,
+            snapshot_slots: Arc::new(Semaphore::new(cfg.max_snapshot_sends.max(1))),
             cfg,
             runtime,
             raft,
             fault,
             peers: RwLock::new(HashMap::new()),
-            snapshot_warned: Mutex::new(HashMap::new()),
+            backend: None,
+            snapshot_sends: Mutex::new(HashMap::new()),
+            forwarding: forward::Channels::default(),
         }
+    }
+
+    /// Snapshots for peers are copies of `backend`.
+    pub fn with_backend(mut self, backend: Arc<backend::Backend>) -> Transport {
+        self.backend = Some(backend);
+        self
     }
 
     pub fn config(&self) -> &TransportConfig {
@@ -180,35 +211,70 @@ impl Transport {
             .count()
     }
 
-    /// Stops every peer stream.
+    /// Stops every peer stream and snapshot transfer.
     pub fn stop(&self) {
         for (_, p) in self.peers_mut().drain() {
             p.stop();
         }
+        for (_, t) in self.sends().drain() {
+            t.abort();
+        }
     }
 
-    fn snapshot_needed(&self, to: u64, m: &Message) {
-        crate::metrics::SNAPSHOT_SEND_FAILURES
-            .with_label_values(&[&format!("{to:x}")])
-            .inc();
-        let now = Instant::now();
-        let mut warned = self
-            .snapshot_warned
+    /// A peer's current URLs.
+    pub fn peer_urls(&self, id: u64) -> Vec<String> {
+        self.peers()
+            .get(&id)
+            .map(|p| p.urls.borrow().clone())
+            .unwrap_or_default()
+    }
+
+    fn sends(&self) -> std::sync::MutexGuard<'_, HashMap<u64, tokio::task::JoinHandle<()>>> {
+        self.snapshot_sends
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let due = warned
-            .get(&to)
-            .is_none_or(|t| now.duration_since(*t) >= SNAPSHOT_WARN_INTERVAL);
-        if due {
-            warned.insert(to, now);
-            tracing::error!(
-                remote_peer_id = format!("{to:x}"),
-                snapshot_index = m.get_snapshot().get_metadata().index,
-                "peer is too far behind to catch up from the log and needs a snapshot, which this version \
-                 cannot send yet; it will not catch up until it is removed and added back as a new member \
-                 with an empty data dir"
-            );
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts sending `m`'s snapshot to its peer; false if it cannot start now (raft-rs is then told
+    /// the snapshot failed, and tries again later).
+    fn start_snapshot(&self, m: Message) -> bool {
+        let to = m.to;
+        let Some(backend) = self.backend.clone() else {
+            return false;
+        };
+        let urls = self.peer_urls(to);
+        if urls.is_empty() || self.fault.blocked() {
+            return false;
         }
+        let mut sends = self.sends();
+        sends.retain(|_, t| !t.is_finished());
+        if sends.contains_key(&to) {
+            return false;
+        }
+        let Ok(slot) = self.snapshot_slots.clone().try_acquire_owned() else {
+            tracing::info!(
+                remote_peer_id = format!("{to:x}"),
+                "a snapshot for the peer waits: {} transfers are already running",
+                self.cfg.max_snapshot_sends
+            );
+            return false;
+        };
+        let ctx = snapshot::SendContext {
+            local_id: self.local_id,
+            cluster_id: self.cluster_id,
+            to,
+            urls,
+            cfg: self.cfg.clone(),
+            backend,
+            raft: self.raft.clone(),
+            fault: self.fault.clone(),
+        };
+        let task = self.runtime.spawn(async move {
+            snapshot::send(ctx, m).await;
+            drop(slot);
+        });
+        sends.insert(to, task);
+        true
     }
 }
 
@@ -219,8 +285,12 @@ impl RaftTransport for Arc<Transport> {
         for m in msgs {
             let to = m.to;
             if m.get_msg_type() == MessageType::MsgSnapshot {
-                self.snapshot_needed(to, &m);
-                report.snapshot_failed.push(to);
+                if !self.start_snapshot(m) {
+                    crate::metrics::SNAPSHOT_SEND_FAILURES
+                        .with_label_values(&[&format!("{to:x}")])
+                        .inc();
+                    report.snapshot_failed.push(to);
+                }
                 continue;
             }
             let queued = !blocked && peers.get(&to).is_some_and(|p| p.try_send(m));
@@ -267,6 +337,30 @@ impl RaftTransport for Arc<Transport> {
             tracing::info!(remote_peer_id = format!("{id:x}"), "removed remote peer");
             p.stop();
         }
+        if let Some(t) = self.sends().remove(&id) {
+            t.abort();
+        }
+        self.forwarding.forget(id);
+    }
+}
+
+/// How every call to a peer is made: dial timeout, no Nagle, HTTP/2 keepalive.
+pub(crate) fn endpoint(url: &str, cfg: &TransportConfig) -> Result<Endpoint, String> {
+    let e = Endpoint::from_shared(url.to_string()).map_err(|e| format!("bad peer URL: {e}"))?;
+    Ok(e.connect_timeout(cfg.dial_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(cfg.keepalive)
+        .keep_alive_timeout(cfg.keepalive_timeout)
+        .keep_alive_while_idle(true))
+}
+
+/// Dials a peer URL.
+pub(crate) async fn connect(url: &str, cfg: &TransportConfig) -> Result<Channel, String> {
+    let e = endpoint(url, cfg)?;
+    match tokio::time::timeout(cfg.dial_timeout * 2, e.connect()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(format!("dial: {e}")),
+        Err(_) => Err("dial timed out".into()),
     }
 }
 

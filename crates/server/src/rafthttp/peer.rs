@@ -14,7 +14,6 @@ use api::hearthraftpb::{raft_client::RaftClient, MessageBatch};
 use protobuf::Message as _;
 use raft::prelude::Message;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Endpoint;
 
 use super::{fault::FaultSwitch, TransportConfig, CLUSTER_MISMATCH_TEXT, REMOVED_TEXT};
 use crate::raft_node::Command;
@@ -67,7 +66,7 @@ pub struct PeerContext {
 
 pub struct Peer {
     queue: mpsc::Sender<Message>,
-    urls: watch::Sender<Vec<String>>,
+    pub(super) urls: watch::Sender<Vec<String>>,
     pub status: Arc<PeerStatus>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -221,20 +220,9 @@ async fn stream_to(
     status: &PeerStatus,
     backoff: &mut Duration,
 ) -> Ended {
-    let endpoint = match Endpoint::from_shared(url.to_string()) {
-        Ok(e) => e,
-        Err(e) => return Ended::Failed(format!("bad peer URL: {e}")),
-    };
-    let endpoint = endpoint
-        .connect_timeout(ctx.cfg.dial_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(ctx.cfg.keepalive)
-        .keep_alive_timeout(ctx.cfg.keepalive_timeout)
-        .keep_alive_while_idle(true);
-    let channel = match tokio::time::timeout(ctx.cfg.dial_timeout * 2, endpoint.connect()).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Ended::Failed(format!("dial: {e}")),
-        Err(_) => return Ended::Failed("dial timed out".into()),
+    let channel = match super::connect(url, &ctx.cfg).await {
+        Ok(c) => c,
+        Err(e) => return Ended::Failed(e),
     };
     let mut client = RaftClient::new(channel)
         .max_encoding_message_size(usize::MAX)

@@ -3,16 +3,19 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use api::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 use api::hearthraftpb::{
     raft_server::Raft, MembersRequest, MembersResponse, MessageBatch, PromoteRequest,
-    PromoteResponse, StreamEvent,
+    PromoteResponse, SnapshotChunk, SnapshotResponse, StreamEvent,
 };
+use api::leasepb::{LeaseInternalRequest, LeaseInternalResponse};
 use protobuf::Message as _;
-use raft::prelude::{Message, MessageType};
+use raft::prelude::Message;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{header_id, CLUSTER_MISMATCH_TEXT, HEADER_CLUSTER_ID, HEADER_FROM, HEADER_TO};
+use crate::error::ServerError;
 use crate::etcdserver::EtcdServer;
 use crate::raft_node::Command;
 
@@ -26,6 +29,8 @@ pub struct PeerService {
     /// Permits for received message bytes not yet stepped by the Raft loop.
     inflight: Arc<Semaphore>,
     inflight_permits: u32,
+    /// One snapshot transfer at a time (they share the backend's install staging path).
+    snapshot_slot: Arc<Semaphore>,
 }
 
 impl PeerService {
@@ -37,6 +42,7 @@ impl PeerService {
             shutdown,
             inflight: Arc::new(Semaphore::new(permits as usize)),
             inflight_permits: permits,
+            snapshot_slot: Arc::new(Semaphore::new(1)),
         }
     }
 
@@ -70,6 +76,19 @@ impl PeerService {
         }
         Ok(from)
     }
+
+    /// The checks of a call that is only for this member (`hearth-to`).
+    fn check_addressed<T>(&self, req: &Request<T>) -> Result<u64, Status> {
+        let from = self.check_sender(req)?;
+        let to = header_id(req.metadata(), HEADER_TO).unwrap_or(0);
+        if to != self.srv.member_id {
+            return Err(Status::failed_precondition(format!(
+                "call meant for member {to:x} reached member {:x}",
+                self.srv.member_id
+            )));
+        }
+        Ok(from)
+    }
 }
 
 type EventStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<StreamEvent, Status>> + Send>>;
@@ -82,14 +101,7 @@ impl Raft for PeerService {
         &self,
         req: Request<Streaming<MessageBatch>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let from = self.check_sender(&req)?;
-        let to = header_id(req.metadata(), HEADER_TO).unwrap_or(0);
-        if to != self.srv.member_id {
-            return Err(Status::failed_precondition(format!(
-                "stream meant for member {to:x} reached member {:x}",
-                self.srv.member_id
-            )));
-        }
+        let from = self.check_addressed(&req)?;
         let mut incoming = req.into_inner();
         let srv = self.srv.clone();
         let inflight = self.inflight.clone();
@@ -131,23 +143,18 @@ impl Raft for PeerService {
                 crate::metrics::PEER_RECEIVED_BYTES
                     .with_label_values(&[&label])
                     .inc_by(bytes as f64);
+                let local = srv.member_id;
                 let mut msgs = Vec::with_capacity(batch.messages.len());
                 for b in &batch.messages {
-                    match Message::parse_from_bytes(b) {
-                        Ok(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
-                            // Installing snapshots is not supported yet; stepping this one would make raft-rs
-                            // believe the backend holds data it does not.
-                            tracing::error!(
-                                remote_peer_id = %label,
-                                "dropped a snapshot from the leader: installing snapshots is not supported yet"
-                            );
-                        }
-                        Ok(m) if m.from != from => {
-                            tracing::warn!(remote_peer_id = %label, "dropped a message claiming to be from {:x}", m.from);
-                        }
+                    let checked = Message::parse_from_bytes(b)
+                        .map_err(|e| format!("undecodable: {e}"))
+                        .and_then(|m| {
+                            super::validate::check_peer_message(local, from, &m).map(|()| m)
+                        });
+                    match checked {
                         Ok(m) => msgs.push(m),
                         Err(e) => {
-                            tracing::warn!(remote_peer_id = %label, "dropped an undecodable raft message: {e}");
+                            tracing::warn!(remote_peer_id = %label, "dropped a raft message from a peer: {e}");
                             crate::metrics::PEER_RECEIVED_FAILURES
                                 .with_label_values(&[&label])
                                 .inc();
@@ -200,6 +207,58 @@ impl Raft for PeerService {
         let members = self.srv.promote_member_as_leader(id).await?;
         Ok(Response::new(PromoteResponse {
             members: members.iter().map(|m| m.to_pb()).collect(),
+        }))
+    }
+
+    async fn snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotResponse>, Status> {
+        let from = self.check_addressed(&req)?;
+        let Ok(slot) = self.snapshot_slot.clone().try_acquire_owned() else {
+            return Err(Status::unavailable(
+                "a snapshot is already being received; try again later",
+            ));
+        };
+        let ctx = super::snapshot::ReceiveContext {
+            local_id: self.srv.member_id,
+            from,
+            max_bytes: self.srv.transport.config().max_snapshot_bytes,
+            staged: self.srv.backend.install_staging_path(),
+            raft: self.srv.commands(),
+        };
+        // Its own task: if the sender goes away, the transfer still ends properly (the slot and
+        // the staging file are released only once the Raft loop is done with them).
+        let task = tokio::spawn(super::snapshot::receive(ctx, req.into_inner(), slot));
+        let installed = task.await.map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(SnapshotResponse { installed }))
+    }
+
+    async fn lease_renew(
+        &self,
+        req: Request<LeaseKeepAliveRequest>,
+    ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        self.check_sender(&req)?;
+        let id = req.into_inner().id;
+        let ttl = self.srv.lease_renew_as_leader(id).await?;
+        Ok(Response::new(LeaseKeepAliveResponse {
+            header: self.srv.header(0),
+            id,
+            ttl,
+        }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseInternalRequest>,
+    ) -> Result<Response<LeaseInternalResponse>, Status> {
+        self.check_sender(&req)?;
+        let Some(r) = req.into_inner().lease_time_to_live_request else {
+            return Err(ServerError::Internal("empty time-to-live request".into()).into());
+        };
+        let resp = self.srv.lease_time_to_live_as_leader(r).await?;
+        Ok(Response::new(LeaseInternalResponse {
+            lease_time_to_live_response: Some(resp),
         }))
     }
 }
