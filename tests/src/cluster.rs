@@ -28,6 +28,17 @@ impl Cluster {
 
     /// Like `start`, with more flags for every member.
     pub async fn start_with(kind: Kind, n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_prepared(kind, n, extra, |_, _| {}).await
+    }
+
+    /// Like `start_with`, with `prepare(spec, data dir)` laying out each member's data dir before
+    /// it starts (e.g. `hearthutl snapshot restore`).
+    pub async fn start_prepared(
+        kind: Kind,
+        n: usize,
+        extra: &[&str],
+        mut prepare: impl FnMut(&MemberSpec, &std::path::Path),
+    ) -> Cluster {
         let ports = free_ports(2 * n);
         let token = format!("hearth-e2e-cluster-{}-{}", std::process::id(), ports[0]);
         let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
@@ -42,7 +53,7 @@ impl Cluster {
             .collect();
         let members = (0..n)
             .map(|i| {
-                Server::spawn_member(
+                Server::spawn_member_prepared(
                     kind,
                     MemberSpec {
                         name: names[i].clone(),
@@ -55,6 +66,7 @@ impl Cluster {
                         fault_file: true,
                         probe: Probe::Linearizable,
                     },
+                    &mut prepare,
                 )
             })
             .collect();

@@ -228,6 +228,16 @@ impl Server {
     /// A cluster member on the given ports, spawned but not waited for (see
     /// [`Server::wait_ready`]): the members of a new cluster only become ready together.
     pub fn spawn_member(kind: Kind, spec: MemberSpec) -> Server {
+        Server::spawn_member_prepared(kind, spec, |_, _| {})
+    }
+
+    /// Like [`spawn_member`](Self::spawn_member), with `prepare(spec, data dir)` run first to lay
+    /// out the (not yet existing) data dir, e.g. restored from a snapshot.
+    pub fn spawn_member_prepared(
+        kind: Kind,
+        spec: MemberSpec,
+        prepare: impl FnOnce(&MemberSpec, &Path),
+    ) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("hearth-e2e-")
             .tempdir()
@@ -249,6 +259,7 @@ impl Server {
             starts: 0,
             opts: Options::default(),
         };
+        prepare(&spec_of(&s), &s.data_dir());
         s.spawn();
         s
     }
@@ -298,6 +309,15 @@ impl Server {
     pub fn set_initial_flags(&mut self, state: &'static str, token: &str) {
         self.state = state;
         self.token = token.to_string();
+    }
+
+    /// Sets the environment of later starts (after the harness clears `HEARTH_*`/`ETCD_*`), e.g.
+    /// a test hook.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.opts.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     }
 
     /// Sets the readiness probe used by later restarts.
@@ -566,6 +586,21 @@ impl Server {
         })
     }
 
+    /// The sum of every series of metric `name` on `/metrics`, whatever its labels (0 if absent).
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let value = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?.1,
+                    None => rest.strip_prefix(' ')?,
+                };
+                value.trim().parse::<f64>().ok()
+            })
+            .sum()
+    }
+
     /// The server process's resident memory in KiB (`VmRSS` in /proc/<pid>/status).
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
@@ -636,6 +671,21 @@ impl Drop for Server {
                 self.log_tail(60)
             );
         }
+    }
+}
+
+/// The spec a member was spawned with.
+fn spec_of(s: &Server) -> MemberSpec {
+    MemberSpec {
+        name: s.name.clone(),
+        client_port: s.client_port,
+        peer_port: s.peer_port,
+        initial_cluster: s.initial_cluster.clone().unwrap_or_default(),
+        state: s.state,
+        token: s.token.clone(),
+        args: s.args.clone(),
+        fault_file: s.fault_file,
+        probe: s.probe,
     }
 }
 
