@@ -110,3 +110,37 @@ async fn cl_get(c: &Cluster, i: usize, key: &str) -> Option<String> {
         .first()
         .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
 }
+
+/// Keep-alive, time-to-live and a lock sent to a follower reach the leader's lessor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_requests_through_a_follower_reach_the_leader() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader(&[]).await;
+    let follower = (leader + 1) % 3;
+    let mut cl = c.member(follower).client().await;
+    let id = cl.lease_grant(60, None).await.expect("grant").id();
+
+    let (mut keeper, mut stream) = cl.lease_keep_alive(id).await.expect("keep-alive");
+    keeper.keep_alive().await.expect("send keep-alive");
+    let r = stream
+        .message()
+        .await
+        .expect("keep-alive stream")
+        .expect("keep-alive answer");
+    assert_eq!(r.id(), id);
+    assert!(r.ttl() > 0, "lease {id} not kept alive: ttl {}", r.ttl());
+
+    let t = cl.lease_time_to_live(id, None).await.expect("time-to-live");
+    assert_eq!(t.granted_ttl(), 60);
+    assert!(t.ttl() > 0, "lease {id} has ttl {}", t.ttl());
+
+    let lock = cl
+        .lock(
+            "snap-lock",
+            Some(etcd_client::LockOptions::new().with_lease(id)),
+        )
+        .await
+        .expect("lock");
+    assert!(lock.key().starts_with(b"snap-lock/"));
+    cl.unlock(lock.key()).await.expect("unlock");
+}
