@@ -495,7 +495,9 @@ impl KvStore {
             }
             let mut t = self.inner.backend.write()?;
             t.put(Bucket::Meta, META_SCHEDULED_COMPACT, &compact_mark(rev))?;
+            failpoint::hit("compactBeforeCommitScheduledCompact");
             t.commit_durable()?;
+            failpoint::hit("compactAfterCommitScheduledCompact");
             self.inner.state_mut().compact_main_rev = rev;
             compact_index(&self.inner, rev)
         };
@@ -651,14 +653,18 @@ fn run_physical(
         if keys.len() < batch {
             // Compactions run in order, but never let the mark go backwards.
             let prev = read_compact_mark(&t, META_FINISHED_COMPACT)?.unwrap_or(-1);
+            failpoint::hit("compactBeforeSetFinishedCompact");
             if rev > prev {
                 t.put(Bucket::Meta, META_FINISHED_COMPACT, &compact_mark(rev))?;
             }
             t.commit()?;
+            failpoint::hit("compactAfterSetFinishedCompact");
             tracing::info!(rev, deleted, "finished compaction");
             return Ok(());
         }
+        failpoint::hit("compactBeforeCommitBatch");
         t.commit()?;
+        failpoint::hit("compactAfterCommitBatch");
         if let Some(r) = last_rev {
             last = Revision::new(r.main, r.sub + 1).to_bytes().to_vec();
         }
