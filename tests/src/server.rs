@@ -300,6 +300,15 @@ impl Server {
         self.token = token.to_string();
     }
 
+    /// Sets the environment variables of later starts (replacing those given before), e.g.
+    /// `HEARTH_FAILPOINTS` for the next start only.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.opts.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
     /// Sets the readiness probe used by later restarts.
     pub fn set_probe(&mut self, probe: Probe) {
         self.probe = probe;
