@@ -551,3 +551,6 @@ fn legacy_members(cfg: &Config, voters: &[u64]) -> Vec<Member> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod fuzz_tests;
