@@ -912,7 +912,7 @@ fn revision_keys_decode_or_fail_cleanly() {
     for _ in 0..20_000 {
         let n = (rng.next() % 24) as usize;
         let mut b = rng.bytes(n);
-        if n >= REV_BYTES_LEN && rng.next() % 2 == 0 {
+        if n >= REV_BYTES_LEN && rng.next().is_multiple_of(2) {
             b[8] = b'_';
         }
         if let Ok(k) = BucketKey::from_bytes(&b) {
@@ -953,7 +953,7 @@ fn records_with_extreme_numbers_do_not_panic() {
                 };
                 let rev = Revision::new(2 + i, 0);
                 let tomb = round % 5 == 0 && i == 1;
-                let value = if rng.next() % 8 == 0 {
+                let value = if rng.next().is_multiple_of(8) {
                     rng.bytes(12)
                 } else {
                     prost::Message::encode_to_vec(&kv)
