@@ -267,7 +267,7 @@ impl std::fmt::Debug for Outcome<'_> {
 
 #[test]
 fn random_entries_never_panic_and_two_members_agree() {
-    let mut rng = Rng(0x005e_ed0f_a991_1e5);
+    let mut rng = Rng(0x0005_eed0_fa99_11e5);
     let mut a = Member::new();
     let mut b = Member::new();
     let mut answered = 0;
