@@ -12,6 +12,10 @@
 //! - [`ctl`]: etcdctl output normalization.
 //! - [`load`]: a concurrent write load over several members that records acknowledged puts, and
 //!   the check that every acknowledged put is on a member at its revision.
+//! - [`history`]: mixed KV traffic whose every operation is recorded with its invocation and
+//!   response time, and a watcher that resumes on another member after a failure.
+//! - [`linearizability`]: checks such a history (and the watcher's changes) for linearizability,
+//!   lost acknowledged writes and etcd's watch guarantees.
 //! - [`leases`]: lease-ID normalization, interactive etcdctl (`lock`, `elect`).
 //! - [`rng`]: a seeded PRNG (`HEARTH_SEED` replays a run).
 //!
@@ -20,7 +24,9 @@
 
 pub mod cluster;
 pub mod ctl;
+pub mod history;
 pub mod leases;
+pub mod linearizability;
 pub mod load;
 pub mod normalize;
 pub mod rng;

@@ -311,8 +311,8 @@ impl Server {
         self.token = token.to_string();
     }
 
-    /// Sets the environment of later starts (after the harness clears `HEARTH_*`/`ETCD_*`), e.g.
-    /// a test hook.
+    /// Sets the environment variables of later starts (replacing those given before), e.g.
+    /// `HEARTH_FAILPOINTS` for the next start only.
     pub fn set_env(&mut self, env: &[(&str, &str)]) {
         self.opts.env = env
             .iter()

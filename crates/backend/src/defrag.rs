@@ -173,6 +173,7 @@ impl Backend {
         };
         let result = snap.and_then(|snap| {
             self.at(Point::DefragCopy);
+            failpoint::hit("defragBeforeCopy");
             let db = redb::Database::builder().create(&staged)?;
             let copied = copy_into(&snap, &db)?;
             drop(snap);
@@ -197,6 +198,7 @@ impl Backend {
             self.journal_stop();
             stats.final_ops = ops.len();
             replay(&db, ops, Durability::Immediate)?;
+            failpoint::hit("defragBeforeRename");
             self.swap_in(db, &staged, gate)?;
             stats.size_after = self.size()?;
             Ok(stats)

@@ -94,6 +94,9 @@ pub enum BackendError {
     /// Any other error reported by redb.
     #[error("backend storage error: {0}")]
     Storage(String),
+    /// An earlier write failed (a full disk, an I/O error); see [`Backend::failure`].
+    #[error("backend is unusable after an earlier write failed: {0}")]
+    Poisoned(String),
 }
 
 impl From<redb::Error> for BackendError {
@@ -246,6 +249,8 @@ pub struct Backend {
     /// Serializes the operations that replace the database (defrag, install).
     replacing: Mutex<()>,
     hook: RwLock<Option<Hook>>,
+    /// The first write that failed; from then on every write transaction is refused.
+    failure: OnceLock<String>,
 }
 
 impl fmt::Debug for Backend {
@@ -278,7 +283,12 @@ impl Backend {
         swap::remove_stale_staging(&path)?;
         let db = open_db(&path)?;
         tracing::debug!(path = %path.display(), "backend opened");
-        Ok(Backend {
+        Ok(Backend::on(db, path, config))
+    }
+
+    /// A backend serving `db`, which is open on `path`.
+    fn on(db: redb::Database, path: PathBuf, config: BackendConfig) -> Backend {
+        Backend {
             db: RwLock::new(Arc::new(db)),
             write_gate: Mutex::new(()),
             path,
@@ -292,7 +302,25 @@ impl Backend {
             journaling: std::sync::atomic::AtomicBool::new(false),
             replacing: Mutex::new(()),
             hook: RwLock::new(None),
-        })
+            failure: OnceLock::new(),
+        }
+    }
+
+    /// Why the backend refuses writes, if a write failed. A commit that failed part way (a full
+    /// disk, an I/O error) may have left redb's view of the file uncertain, and a caller that went on
+    /// would apply later entries on top of an earlier one that is missing: the server stops instead
+    /// and replays its log after a restart.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    fn poison<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            if self.failure.set(e.to_string()).is_ok() {
+                tracing::error!("backend write failed, refusing further writes: {e}");
+            }
+        }
+        r
     }
 
     /// The current database handle.
@@ -341,6 +369,9 @@ impl Backend {
     /// Opens the write transaction. Waits while another write transaction is open.
     /// Dropping the returned [`WriteTxn`] without committing aborts it.
     pub fn write(&self) -> Result<WriteTxn<'_>> {
+        if let Some(f) = self.failure() {
+            return Err(BackendError::Poisoned(f.to_string()));
+        }
         let gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
         let record = self.journal_active().then(Vec::new);
         let txn = self
@@ -593,8 +624,12 @@ pub struct CommitInfo {
 impl WriteTxn<'_> {
     /// Stores `value` under `key`.
     pub fn put(&mut self, bucket: Bucket, key: &[u8], value: &[u8]) -> Result<()> {
-        let mut t = self.txn.open_table(bucket.def())?;
-        t.insert(key, value)?;
+        let r = self
+            .txn
+            .open_table(bucket.def())
+            .map_err(BackendError::from)
+            .and_then(|mut t| t.insert(key, value).map(drop).map_err(BackendError::from));
+        self.backend.poison(r)?;
         self.ops += 1;
         if let Some(r) = &mut self.record {
             r.push(defrag::JournalOp::Put(bucket, key.to_vec(), value.to_vec()));
@@ -604,8 +639,16 @@ impl WriteTxn<'_> {
 
     /// Removes `key`; returns whether it was present.
     pub fn delete(&mut self, bucket: Bucket, key: &[u8]) -> Result<bool> {
-        let mut t = self.txn.open_table(bucket.def())?;
-        let existed = t.remove(key)?.is_some();
+        let r = self
+            .txn
+            .open_table(bucket.def())
+            .map_err(BackendError::from)
+            .and_then(|mut t| {
+                t.remove(key)
+                    .map(|v| v.is_some())
+                    .map_err(BackendError::from)
+            });
+        let existed = self.backend.poison(r)?;
         self.ops += 1;
         if let Some(r) = &mut self.record {
             r.push(defrag::JournalOp::Delete(bucket, key.to_vec()));
@@ -623,12 +666,19 @@ impl WriteTxn<'_> {
         let Some(range) = bounds(start, end) else {
             return Ok(0);
         };
-        let mut t = self.txn.open_table(bucket.def())?;
         let mut n = 0u64;
-        t.retain_in::<&[u8], _>(range, |_, _| {
-            n += 1;
-            false
-        })?;
+        let r = self
+            .txn
+            .open_table(bucket.def())
+            .map_err(BackendError::from)
+            .and_then(|mut t| {
+                t.retain_in::<&[u8], _>(range, |_, _| {
+                    n += 1;
+                    false
+                })
+                .map_err(BackendError::from)
+            });
+        self.backend.poison(r)?;
         self.ops += usize::try_from(n).unwrap_or(usize::MAX);
         if let Some(r) = &mut self.record {
             r.push(defrag::JournalOp::DeleteRange(
@@ -656,7 +706,12 @@ impl WriteTxn<'_> {
         self.commit_with(true).map(|_| ())
     }
 
-    fn commit_with(mut self, force: bool) -> Result<CommitInfo> {
+    fn commit_with(self, force: bool) -> Result<CommitInfo> {
+        let backend = self.backend;
+        backend.poison(self.commit_inner(force))
+    }
+
+    fn commit_inner(mut self, force: bool) -> Result<CommitInfo> {
         let backend = self.backend;
         let mut st = backend.batch();
         let ops = st.pending_ops.saturating_add(self.ops);
@@ -668,7 +723,9 @@ impl WriteTxn<'_> {
         } else {
             Durability::None
         })?;
+        failpoint::hit_io("beforeCommit")?;
         self.txn.commit()?;
+        failpoint::hit("afterCommit");
         if let Some(ops) = self.record.take() {
             // Still under the write gate, so the journal gets commits in commit order.
             backend.journal_append(ops);

@@ -298,3 +298,95 @@ fn damaged_pages_are_an_error_not_a_panic() {
     let e = Backend::open(&path, BackendConfig::default()).unwrap_err();
     assert!(matches!(e, BackendError::Corrupt(_)), "{e}");
 }
+
+/// The database file through redb's storage seam, failing every write and sync with ENOSPC while
+/// `full` is set: a disk that filled up.
+#[derive(Debug)]
+struct FullDisk {
+    file: redb::backends::FileBackend,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FullDisk {
+    fn check(&self) -> std::io::Result<()> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(std::io::Error::from_raw_os_error(28))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl redb::StorageBackend for FullDisk {
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.file.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.check()?;
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.check()?;
+        self.file.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.file.write(offset, data)
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_further_writes_and_keeps_what_was_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        let disk = FullDisk {
+            file: redb::backends::FileBackend::new(file).unwrap(),
+            full: full.clone(),
+        };
+        let db = redb::Database::builder().create_with_backend(disk).unwrap();
+        create_buckets(&db).unwrap();
+        let b = Backend::on(db, path.clone(), lazy());
+        for i in 0..100u32 {
+            let mut w = b.write().unwrap();
+            w.put(Bucket::Key, &i.to_be_bytes(), &[7; 512]).unwrap();
+            w.commit().unwrap();
+        }
+        b.force_commit().unwrap();
+        assert_eq!(b.failure(), None);
+
+        full.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut w = b.write().unwrap();
+        w.put(Bucket::Key, b"lost", &[1; 4096]).unwrap();
+        let e = w.commit_durable().unwrap_err();
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+        assert!(b.failure().is_some_and(|f| f.contains("No space left")));
+        // Space comes back, but the backend does not pretend nothing happened.
+        full.store(false, std::sync::atomic::Ordering::SeqCst);
+        let e = b.write().unwrap_err();
+        assert!(matches!(e, BackendError::Poisoned(_)), "{e}");
+        assert!(b.force_commit().is_ok(), "nothing was pending");
+        let r = b.read().unwrap();
+        assert_eq!(r.range(Bucket::Key, &[], None, 0).unwrap().len(), 100);
+    }
+    let b = Backend::open(&path, lazy()).unwrap();
+    let r = b.read().unwrap();
+    let all = r.range(Bucket::Key, &[], None, 0).unwrap();
+    assert_eq!(all.len(), 100, "every durable commit is still there");
+    assert!(r.get(Bucket::Key, b"lost").unwrap().is_none());
+    drop(r);
+    let mut w = b.write().unwrap();
+    w.put(Bucket::Key, b"after", b"1").unwrap();
+    w.commit_durable().unwrap();
+}

@@ -84,7 +84,7 @@ impl KeyIndex {
             g.created = rev;
         }
         g.revs.push(rev);
-        g.ver += 1;
+        g.ver = g.ver.saturating_add(1);
         self.modified = rev;
         Ok(())
     }
@@ -142,7 +142,7 @@ impl KeyIndex {
         Some(Found {
             modified: g.revs[n],
             created: g.created,
-            version: g.ver - (g.revs.len() - n - 1) as i64,
+            version: g.ver.saturating_sub((g.revs.len() - n - 1) as i64),
         })
     }
 

@@ -140,6 +140,7 @@ impl Loaded {
             let mut step = || -> Result<(), MvccError> {
                 let bk = BucketKey::from_bytes(k)?;
                 let kv = decode_kv(v)?;
+                check_record(&bk, &kv)?;
                 current_rev = bk.rev.main;
                 if let Err(e) = index.restore_record(
                     &kv.key,
@@ -223,6 +224,24 @@ impl fmt::Debug for KvStore {
 
 fn decode_kv(bytes: &[u8]) -> Result<KeyValue, MvccError> {
     KeyValue::decode(bytes).map_err(|e| MvccError::Corrupt(format!("undecodable KeyValue: {e}")))
+}
+
+/// What every record this store writes satisfies; anything else in the `key` bucket is damage (or
+/// another program's file) and must not reach the index, whose arithmetic relies on it.
+fn check_record(bk: &BucketKey, kv: &KeyValue) -> Result<(), MvccError> {
+    let main = bk.rev.main;
+    let sane = bk.tombstone
+        || (kv.mod_revision == main
+            && (1..=main).contains(&kv.create_revision)
+            && (1..=main).contains(&kv.version));
+    if sane {
+        Ok(())
+    } else {
+        Err(MvccError::Corrupt(format!(
+            "record {}.{} is impossible: create revision {}, mod revision {}, version {}",
+            main, bk.rev.sub, kv.create_revision, kv.mod_revision, kv.version
+        )))
+    }
 }
 
 fn read_u64(r: &dyn Reader, key: &[u8]) -> Result<Option<u64>, MvccError> {
@@ -579,7 +598,9 @@ impl KvStore {
             }
             let mut t = self.inner.backend.write()?;
             t.put(Bucket::Meta, META_SCHEDULED_COMPACT, &compact_mark(rev))?;
+            failpoint::hit("compactBeforeCommitScheduledCompact");
             t.commit_durable()?;
+            failpoint::hit("compactAfterCommitScheduledCompact");
             self.inner.state_mut().compact_main_rev = rev;
             (
                 compact_index(&self.inner, rev),
@@ -757,14 +778,18 @@ fn run_physical(
         if keys.len() < batch {
             // Compactions run in order, but never let the mark go backwards.
             let prev = read_compact_mark(&t, META_FINISHED_COMPACT)?.unwrap_or(-1);
+            failpoint::hit("compactBeforeSetFinishedCompact");
             if rev > prev {
                 t.put(Bucket::Meta, META_FINISHED_COMPACT, &compact_mark(rev))?;
             }
             t.commit()?;
+            failpoint::hit("compactAfterSetFinishedCompact");
             tracing::info!(rev, deleted, "finished compaction");
             return Ok(());
         }
+        failpoint::hit("compactBeforeCommitBatch");
         t.commit()?;
+        failpoint::hit("compactAfterCommitBatch");
         if let Some(r) = last_rev {
             last = Revision::new(r.main, r.sub + 1).to_bytes().to_vec();
         }
@@ -956,7 +981,7 @@ impl<'a> TxnWrite<'a> {
     pub fn put(&mut self, key: &[u8], value: &[u8], lease: i64) -> KeyValue {
         let rev = self.begin_rev + 1;
         let (create_revision, version) = match self.inner.state().index.get(key, rev) {
-            Some(found) => (found.created.main, found.version + 1),
+            Some(found) => (found.created.main, found.version.saturating_add(1)),
             None => (rev, 1),
         };
         let idx_rev = Revision::new(rev, self.changes.len() as i64);

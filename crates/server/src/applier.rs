@@ -36,6 +36,16 @@ pub enum Applied {
 
 pub type ApplyResult = Result<Applied, ServerError>;
 
+/// A committed entry the store could not take (a full disk, an I/O error). The member must stop: going on
+/// would apply later entries on top of a missing one, and the other members applied it. After a restart the
+/// entry is replayed from the WAL, since the backend's consistent index never moved past it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot apply entry {index}: {reason}")]
+pub struct ApplyFailed {
+    pub index: u64,
+    pub reason: String,
+}
+
 pub struct Applier {
     kv: Arc<KvStore>,
     leases: Arc<Leases>,
@@ -92,30 +102,41 @@ impl Applier {
         &self.kv
     }
 
-    /// Applies one normal entry's payload (empty for the leader's no-op entries).
-    pub fn apply(&mut self, index: u64, term: u64, data: &[u8]) {
+    /// Applies one normal entry's payload (empty for the leader's no-op entries). Fails only when the
+    /// store could not take the entry (see [`ApplyFailed`]); a request the entry's semantics reject is
+    /// answered with its error and counts as applied.
+    pub fn apply(&mut self, index: u64, term: u64, data: &[u8]) -> Result<(), ApplyFailed> {
         if data.is_empty() {
             // A leader's first entry of its term: the lessor may now be promoted.
             self.leases.noop_applied(term);
-            return;
+            return Ok(());
         }
         if index <= self.consistent_index {
-            return;
+            return Ok(());
         }
         let req = match InternalRaftRequest::decode(data) {
             Ok(r) => r,
             Err(e) => {
                 // Every member sees the same bytes, so every member skips the same entry.
                 tracing::error!(index, "skipping undecodable raft entry: {e}");
-                return;
+                return Ok(());
             }
         };
         let id = req.header.as_ref().map(|h| h.id).unwrap_or(0);
         let result = self.apply_request(req, index, term);
+        if let Some(reason) = self.kv.backend().failure() {
+            // The outcome is unknown to the client until the entry is applied after a restart.
+            self.wait.trigger(id, Err(ServerError::Stopped));
+            return Err(ApplyFailed {
+                index,
+                reason: reason.to_string(),
+            });
+        }
         if let Err(ServerError::Internal(e)) = &result {
             tracing::error!(index, "apply failed: {e}");
         }
         self.wait.trigger(id, result);
+        Ok(())
     }
 
     fn apply_request(&mut self, req: InternalRaftRequest, index: u64, term: u64) -> ApplyResult {

@@ -107,7 +107,9 @@ pub fn range(r: &impl KvRead, req: &RangeRequest) -> Result<RangeResponse, Serve
     let limit = if sort_order != SortOrder::None || filtered {
         0
     } else if req.limit > 0 {
-        req.limit + 1
+        // Saturating: etcd's Go wraps `MaxInt64 + 1` to a negative limit, which means no limit,
+        // and a limit this large means the same.
+        req.limit.saturating_add(1)
     } else {
         req.limit
     };

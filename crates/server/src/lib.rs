@@ -79,6 +79,8 @@ pub enum StartError {
     Listen(SocketAddr, std::io::Error),
     #[error("cannot start the {0} thread: {1}")]
     Thread(&'static str, std::io::Error),
+    #[error(transparent)]
+    Failpoints(#[from] failpoint::ParseError),
 }
 
 /// How long a stopping member keeps serving requests already in flight.
@@ -145,6 +147,10 @@ impl Hearth {
     /// Opens the member's data and starts serving. Must be called inside a tokio runtime.
     pub async fn start(cfg: Config) -> Result<Hearth, StartError> {
         cfg.validate()?;
+        let armed = failpoint::init()?;
+        if !armed.is_empty() {
+            tracing::warn!(failpoints = ?armed, "test-only failpoints armed by {}", failpoint::ENV);
+        }
         let (wal_dir, snap_dir) = member_dirs(&cfg.data_dir)?;
         let backend = Arc::new(backend::Backend::open(
             snap_dir.join("db"),
@@ -550,3 +556,6 @@ fn legacy_members(cfg: &Config, voters: &[u64]) -> Vec<Member> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -134,6 +134,8 @@ pub enum RaftError {
     Backend(#[from] backend::BackendError),
     #[error("corrupt raft state in WAL: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Apply(#[from] crate::applier::ApplyFailed),
     #[error("{}", crate::rafthttp::REMOVED_TEXT)]
     Removed,
 }
@@ -526,6 +528,7 @@ impl RaftNode {
         let mut ready = self.node.ready();
         let mut report = SendReport::default();
         // A leader's appends and heartbeats may leave before its own fsync (raft-rs's Ready contract).
+        failpoint::hit("raftBeforeLeaderSend");
         self.cluster
             .transport
             .send(ready.take_messages(), &mut report);
@@ -557,7 +560,9 @@ impl RaftNode {
                 });
             }
             let started = Instant::now();
+            failpoint::hit("raftBeforeSave");
             self.wal.save(Some(&hard_bytes), &wal_entries)?;
+            failpoint::hit("raftAfterSave");
             crate::metrics::WAL_FSYNC.observe(started.elapsed().as_secs_f64());
             let mut store = self.node.mut_store().wl();
             store.append(&entries)?;
@@ -566,9 +571,11 @@ impl RaftNode {
             }
         }
         // Votes and append responses promise what is now on disk: only now may they leave.
+        failpoint::hit("raftBeforeFollowerSend");
         self.cluster
             .transport
             .send(ready.take_persisted_messages(), &mut report);
+        failpoint::hit("raftBeforeAdvance");
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.node.mut_store().wl().mut_hard_state().commit = commit;
@@ -599,10 +606,12 @@ impl RaftNode {
                     self.backend_dirty = true;
                 }
                 EntryType::EntryNormal => {
-                    self.applier.apply(e.index, e.term, &e.data);
+                    failpoint::hit("beforeApplyOneEntryNormal");
+                    self.applier.apply(e.index, e.term, &e.data)?;
                     self.backend_dirty = true;
                 }
                 EntryType::EntryConfChange => {
+                    failpoint::hit("beforeApplyOneConfChange");
                     let cc = crate::storage::parse_conf_change(&e)?;
                     self.apply_conf_change(e.index, e.term, &cc)?;
                     self.backend_dirty = true;
@@ -788,6 +797,7 @@ impl RaftNode {
         let term = self.node.store().term(index)?;
         // The marker promises the backend holds everything up to `index`: make that durable first.
         self.sync_backend()?;
+        failpoint::hit("raftBeforeWALSaveSnaphot");
         self.wal
             .save_snapshot(wal::SnapshotMarker { index, term })?;
         let keep_from = index.saturating_sub(self.snapshot_catchup_entries);
@@ -796,6 +806,7 @@ impl RaftNode {
             self.node.mut_store().wl().compact(keep_from)?;
         }
         self.wal.release_to(index)?;
+        failpoint::hit("raftAfterWALRelease");
         self.snapshot_index = index;
         tracing::info!(index, term, "compacted the raft log at a snapshot marker");
         Ok(())

@@ -625,7 +625,11 @@ impl Wal {
         let r = self
             .file
             .write_at(self.offset, &self.buf)
+            .and_then(|()| failpoint::hit_io("walBeforeSync"))
             .and_then(|()| self.file.sync_data());
+        if r.is_ok() {
+            failpoint::hit("walAfterSync");
+        }
         if let Err(e) = r {
             self.poisoned = true;
             return Err(e).ctx("append to", &self.current().path(&self.dir));

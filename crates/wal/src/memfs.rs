@@ -31,6 +31,9 @@ struct State {
     /// Power is lost at this sync (1-based): it fails, and so does everything after it.
     crash_at: Option<u64>,
     crashed: bool,
+    /// The disk is full: every write fails with ENOSPC and changes nothing (growing a file with
+    /// `set_len` still works: it only makes a sparse file).
+    full: bool,
     /// The most recent write, while it is not yet durable: (inode, offset, bytes).
     pending_write: Option<(usize, u64, Vec<u8>)>,
 }
@@ -100,6 +103,10 @@ impl MemFs {
 
     pub fn crash_at(&self, sync: u64) {
         self.lock().crash_at = Some(sync);
+    }
+
+    pub fn set_full(&self, full: bool) {
+        self.lock().full = full;
     }
 
     pub fn pending_write_len(&self) -> usize {
@@ -312,6 +319,9 @@ impl FsFile for MemFile {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut s = self.fs.lock();
         s.live()?;
+        if s.full {
+            return Err(io::Error::from_raw_os_error(28));
+        }
         let inode = &mut s.inodes[self.ino];
         let end = offset as usize + data.len();
         if inode.data.len() < end {

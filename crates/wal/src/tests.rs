@@ -861,3 +861,46 @@ fn wal_can_move_to_another_thread() {
     send::<Wal>();
     send::<WalError>();
 }
+
+#[test]
+fn a_full_disk_fails_the_save_and_loses_nothing_acknowledged() {
+    let ops = workload(24);
+    for fail_at in 0..ops.len() {
+        if matches!(ops[fail_at], Op::Release(_)) {
+            // Releasing only deletes files.
+            continue;
+        }
+        let fs = MemFs::new();
+        let mut wal = create(&fs);
+        let mut acked = Model::default();
+        for op in &ops[..fail_at] {
+            run(&mut wal, op).unwrap();
+            acked.apply_op(op);
+        }
+        fs.set_full(true);
+        let e = run(&mut wal, &ops[fail_at]).unwrap_err();
+        assert!(
+            e.to_string().contains("No space left on device"),
+            "op {fail_at}: {e}"
+        );
+        // Space is freed, but a log that failed a write is not trusted again until reopened.
+        fs.set_full(false);
+        assert!(matches!(
+            run(&mut wal, &ops[fail_at]),
+            Err(WalError::Poisoned)
+        ));
+        drop(wal);
+        // Both without a crash and after one: exactly what was acknowledged.
+        for fs in [fs.clone(), fs.reboot(0)] {
+            let (mut wal, rec) = open(&fs).unwrap_or_else(|e| panic!("op {fail_at}: {e}"));
+            acked.check(&rec);
+            let mut model = acked.clone();
+            for op in &ops[fail_at..] {
+                run(&mut wal, op).unwrap();
+                model.apply_op(op);
+            }
+            drop(wal);
+            model.check(&open(&fs).unwrap().1);
+        }
+    }
+}

@@ -228,7 +228,9 @@ impl Harness {
             ..Default::default()
         });
         let mut rx = self.wait.register(id);
-        self.applier.apply(self.index, 1, &req.encode_to_vec());
+        self.applier
+            .apply(self.index, 1, &req.encode_to_vec())
+            .expect("applied");
         rx.try_recv().expect("applied synchronously")
     }
 }

@@ -84,14 +84,16 @@ impl Member {
             ..Default::default()
         });
         let rx = self.wait.register(id);
-        self.applier.apply(self.index, 1, &req.encode_to_vec());
+        self.applier
+            .apply(self.index, 1, &req.encode_to_vec())
+            .expect("applied");
         rx.blocking_recv().expect("the applier answers every entry")
     }
 
     /// A leader's empty entry of `term`.
     pub(crate) fn apply_noop(&mut self, term: u64) {
         self.index += 1;
-        self.applier.apply(self.index, term, &[]);
+        self.applier.apply(self.index, term, &[]).expect("applied");
     }
 
     pub(crate) fn grant(&mut self, id: i64, ttl: i64) -> ApplyResult {
@@ -304,7 +306,9 @@ fn deletes_detach_and_replayed_entries_are_skipped() {
         lease_grant: Some(LeaseGrantRequest { ttl: 10, id: 9 }),
         ..Default::default()
     };
-    m.applier.apply(1, 1, &grant.encode_to_vec());
+    m.applier
+        .apply(1, 1, &grant.encode_to_vec())
+        .expect("applied");
     assert_eq!(m.leases.leases(), [4]);
 }
 
