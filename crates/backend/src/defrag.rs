@@ -173,7 +173,9 @@ impl Backend {
         };
         let result = snap.and_then(|snap| {
             self.at(Point::DefragCopy);
-            let db = redb::Database::builder().create(&staged)?;
+            let db = redb::Database::builder()
+                .set_cache_size(self.config.cache_bytes)
+                .create(&staged)?;
             let copied = copy_into(&snap, &db)?;
             drop(snap);
             self.at(Point::DefragCatchUp);

@@ -206,13 +206,28 @@ pub struct BackendConfig {
     pub batch_interval: Duration,
     /// A commit is made durable once this many puts/deletes accumulated since the last one.
     pub batch_limit: usize,
+    /// Bytes of pages redb keeps in memory (its read cache plus its write buffer, which is capped
+    /// at half of it). Pages not cached are read with `pread` and usually come from the kernel's
+    /// page cache, which the kernel can reclaim, unlike this cache; see [`DEFAULT_CACHE_BYTES`].
+    pub cache_bytes: usize,
 }
+
+/// The default of [`BackendConfig::cache_bytes`]: 32 MiB.
+///
+/// redb's own default (1 GiB) makes the process keep a second copy of up to a gigabyte of the file
+/// that the kernel already caches, so resident memory grows with the database. A cache of a few
+/// tens of MiB holds the branch pages of a database of millions of keys (the hot part of every
+/// lookup) and a whole write batch (10 000 puts, a few MiB of dirty pages); leaves come from the
+/// kernel's page cache at the price of a copy. Measured with 1M keys of 256 B: resident memory
+/// falls by several hundred MiB and put/range throughput does not change measurably.
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
 impl Default for BackendConfig {
     fn default() -> Self {
         BackendConfig {
             batch_interval: Duration::from_millis(100),
             batch_limit: 10_000,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -276,7 +291,7 @@ impl Backend {
         let path = path.as_ref().to_path_buf();
         // A replacement that was interrupted before its rename leaves its staging file behind.
         swap::remove_stale_staging(&path)?;
-        let db = open_db(&path)?;
+        let db = open_db(&path, config.cache_bytes)?;
         tracing::debug!(path = %path.display(), "backend opened");
         Ok(Backend {
             db: RwLock::new(Arc::new(db)),
@@ -418,10 +433,11 @@ impl Backend {
 }
 
 /// Opens (or creates) a redb file with the integrity check and makes sure every bucket exists.
-fn open_db(path: &Path) -> Result<redb::Database> {
+fn open_db(path: &Path, cache_bytes: usize) -> Result<redb::Database> {
     let opened = catch_unwind(AssertUnwindSafe(|| {
         redb::Database::builder()
             .set_check_integrity_on_open(true)
+            .set_cache_size(cache_bytes)
             .create(path)
     }));
     let db = match opened {

@@ -12,6 +12,7 @@ fn lazy() -> BackendConfig {
     BackendConfig {
         batch_interval: Duration::from_secs(3600),
         batch_limit: usize::MAX,
+        ..BackendConfig::default()
     }
 }
 
