@@ -162,6 +162,7 @@ impl Backend {
         let size_before = self.size()?;
         let snap = {
             let _gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
+            self.commit_deferred_locked()?;
             *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = Some(Journal {
                 ops: Vec::new(),
                 bytes: 0,
@@ -195,6 +196,7 @@ impl Backend {
                 }
             }
             let gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
+            self.commit_deferred_locked()?;
             let ops = self.journal_take()?;
             self.journal_stop();
             stats.final_ops = ops.len();

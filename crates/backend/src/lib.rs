@@ -261,6 +261,16 @@ pub struct Backend {
     /// Serializes the operations that replace the database (defrag, install).
     replacing: Mutex<()>,
     hook: RwLock<Option<Hook>>,
+    /// A write transaction set aside uncommitted by [`WriteTxn::defer`]; the next
+    /// [`Backend::write`] continues it.
+    deferred: Mutex<Option<Deferred>>,
+}
+
+/// What [`WriteTxn::defer`] keeps of a transaction (everything but the gate).
+struct Deferred {
+    txn: WriteTransaction,
+    ops: usize,
+    record: Option<Vec<defrag::JournalOp>>,
 }
 
 impl fmt::Debug for Backend {
@@ -307,6 +317,7 @@ impl Backend {
             journaling: std::sync::atomic::AtomicBool::new(false),
             replacing: Mutex::new(()),
             hook: RwLock::new(None),
+            deferred: Mutex::new(None),
         })
     }
 
@@ -355,8 +366,31 @@ impl Backend {
 
     /// Opens the write transaction. Waits while another write transaction is open.
     /// Dropping the returned [`WriteTxn`] without committing aborts it.
+    /// A transaction set aside with [`WriteTxn::defer`] is committed first (non-durably): its
+    /// owner, not this writer, decides what it holds (see [`Backend::resume`]).
     pub fn write(&self) -> Result<WriteTxn<'_>> {
         let gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
+        self.commit_deferred_locked()?;
+        self.begin(gate)
+    }
+
+    /// Like [`write`](Self::write), but continues the transaction set aside with
+    /// [`WriteTxn::defer`], if there is one, instead of committing it.
+    pub fn resume(&self) -> Result<WriteTxn<'_>> {
+        let gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
+        match self.take_deferred() {
+            Some(d) => Ok(WriteTxn {
+                txn: d.txn,
+                backend: self,
+                ops: d.ops,
+                record: d.record,
+                _gate: gate,
+            }),
+            None => self.begin(gate),
+        }
+    }
+
+    fn begin<'a>(&'a self, gate: MutexGuard<'a, ()>) -> Result<WriteTxn<'a>> {
         let record = self.journal_active().then(Vec::new);
         let txn = self
             .db
@@ -374,7 +408,7 @@ impl Backend {
 
     /// Makes every commit so far durable (fsync). Does nothing if there is nothing pending.
     pub fn force_commit(&self) -> Result<()> {
-        if self.batch().pending_commits == 0 {
+        if self.batch().pending_commits == 0 && !self.has_deferred() {
             return Ok(());
         }
         self.write()?.commit_durable()
@@ -385,12 +419,46 @@ impl Backend {
     pub fn commit_if_due(&self) -> Result<bool> {
         {
             let st = self.batch();
-            if st.pending_commits == 0 || st.last_durable.elapsed() < self.config.batch_interval {
+            let pending = st.pending_commits > 0 || self.has_deferred();
+            if !pending || st.last_durable.elapsed() < self.config.batch_interval {
                 return Ok(false);
             }
         }
         self.write()?.commit_durable()?;
         Ok(true)
+    }
+
+    fn take_deferred(&self) -> Option<Deferred> {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    fn has_deferred(&self) -> bool {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Commits a deferred transaction, if there is one. The caller holds the write gate: a
+    /// defragmentation or an install must not begin or end with changes pending in a transaction
+    /// on the old file (its journal would miss them, or they would land in the replaced file).
+    pub(crate) fn commit_deferred_locked(&self) -> Result<()> {
+        let Some(d) = self.take_deferred() else {
+            return Ok(());
+        };
+        let mut txn = d.txn;
+        txn.set_durability(Durability::None)?;
+        txn.commit()?;
+        if let Some(ops) = d.record {
+            self.journal_append(ops);
+        }
+        let mut st = self.batch();
+        st.pending_ops = st.pending_ops.saturating_add(d.ops);
+        st.pending_commits += 1;
+        Ok(())
     }
 
     /// Number of non-durable commits since the last durable one (0 = everything is on disk).
@@ -698,6 +766,24 @@ impl WriteTxn<'_> {
             st.pending_commits += 1;
         }
         Ok(CommitInfo { durable })
+    }
+
+    /// Sets the transaction aside without committing: the next [`Backend::write`] continues it,
+    /// and its changes become visible (and durable) with that transaction's commit.
+    ///
+    /// This lets a caller apply many small changes with one commit (a redb commit costs far
+    /// more than an insert: it checksums and flushes every dirty page) while releasing the
+    /// write gate in between. Readers do not see deferred changes; any writer may commit them.
+    pub fn defer(self) {
+        let WriteTxn {
+            txn,
+            backend,
+            ops,
+            record,
+            _gate,
+        } = self;
+        *backend.deferred.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Deferred { txn, ops, record });
     }
 
     /// Discards every change of this transaction (same as dropping it).

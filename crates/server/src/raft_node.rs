@@ -582,6 +582,12 @@ impl RaftNode {
                 }
             }
         }
+        // The batch's writes become visible, and their proposers are answered, with one commit.
+        self.applier.flush().map_err(|e| {
+            RaftError::Backend(backend::BackendError::Storage(format!(
+                "applying entries up to {last}: {e}"
+            )))
+        })?;
         self.applied = last;
         self.status.applied.store(last, Ordering::Release);
         self.applied_tx.send_replace(last);

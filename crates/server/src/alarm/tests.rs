@@ -229,6 +229,7 @@ impl Harness {
         });
         let mut rx = self.wait.register(id);
         self.applier.apply(self.index, 1, &req.encode_to_vec());
+        self.applier.flush().expect("flush");
         rx.try_recv().expect("applied synchronously")
     }
 }

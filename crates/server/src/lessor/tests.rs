@@ -85,6 +85,7 @@ impl Member {
         });
         let rx = self.wait.register(id);
         self.applier.apply(self.index, 1, &req.encode_to_vec());
+        self.applier.flush().expect("flush");
         rx.blocking_recv().expect("the applier answers every entry")
     }
 
