@@ -914,7 +914,7 @@ fn deferred_revisions_are_invisible_until_flushed_and_survive_an_empty_abort() {
     }
     {
         // A failed transaction that changed nothing (validation failed) also keeps them.
-        let mut w = s.write();
+        let w = s.write();
         assert!(
             w.range(b"b", None, RangeOptions::default())
                 .unwrap()
