@@ -135,7 +135,9 @@ impl Backend {
         let file = tempfile::tempfile_in(&dir)?;
         let mut reader = file.try_clone()?;
         let backend = redb::backends::FileBackend::new(file)?;
-        let db = redb::Database::builder().create_with_backend(backend)?;
+        let db = redb::Database::builder()
+            .set_cache_size(self.config.cache_bytes)
+            .create_with_backend(backend)?;
         let pairs = copy_into(&snap, &db)?;
         drop(snap);
         db.close()?;
@@ -161,6 +163,7 @@ pub(crate) fn copy_snapshot_to_file(snap: &ReadTxn, dst: &Path) -> Result<u64> {
         .open(dst)?;
     drop(file);
     let db = redb::Database::builder()
+        .set_cache_size(crate::DEFAULT_CACHE_BYTES)
         .create(dst)
         .map_err(BackendError::from)?;
     let n = copy_into(snap, &db)?;

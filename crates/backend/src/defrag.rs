@@ -162,6 +162,7 @@ impl Backend {
         let size_before = self.size()?;
         let snap = {
             let _gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
+            self.commit_deferred_locked()?;
             *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = Some(Journal {
                 ops: Vec::new(),
                 bytes: 0,
@@ -174,7 +175,9 @@ impl Backend {
         let result = snap.and_then(|snap| {
             self.at(Point::DefragCopy);
             failpoint::hit("defragBeforeCopy");
-            let db = redb::Database::builder().create(&staged)?;
+            let db = redb::Database::builder()
+                .set_cache_size(self.config.cache_bytes)
+                .create(&staged)?;
             let copied = copy_into(&snap, &db)?;
             drop(snap);
             self.at(Point::DefragCatchUp);
@@ -194,6 +197,7 @@ impl Backend {
                 }
             }
             let gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
+            self.commit_deferred_locked()?;
             let ops = self.journal_take()?;
             self.journal_stop();
             stats.final_ops = ops.len();

@@ -209,13 +209,28 @@ pub struct BackendConfig {
     pub batch_interval: Duration,
     /// A commit is made durable once this many puts/deletes accumulated since the last one.
     pub batch_limit: usize,
+    /// Bytes of pages redb keeps in memory (its read cache plus its write buffer, which is capped
+    /// at half of it). Pages not cached are read with `pread` and usually come from the kernel's
+    /// page cache, which the kernel can reclaim, unlike this cache; see [`DEFAULT_CACHE_BYTES`].
+    pub cache_bytes: usize,
 }
+
+/// The default of [`BackendConfig::cache_bytes`]: 32 MiB.
+///
+/// redb's own default (1 GiB) makes the process keep a second copy of up to a gigabyte of the file
+/// that the kernel already caches, so resident memory grows with the database. A cache of a few
+/// tens of MiB holds the branch pages of a database of millions of keys (the hot part of every
+/// lookup) and a whole write batch (10 000 puts, a few MiB of dirty pages); leaves come from the
+/// kernel's page cache at the price of a copy. Measured with 1M keys of 256 B: resident memory
+/// falls by several hundred MiB and put/range throughput does not change measurably.
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
 
 impl Default for BackendConfig {
     fn default() -> Self {
         BackendConfig {
             batch_interval: Duration::from_millis(100),
             batch_limit: 10_000,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -251,6 +266,16 @@ pub struct Backend {
     hook: RwLock<Option<Hook>>,
     /// The first write that failed; from then on every write transaction is refused.
     failure: OnceLock<String>,
+    /// A write transaction set aside uncommitted by [`WriteTxn::defer`]; the next
+    /// [`Backend::write`] continues it.
+    deferred: Mutex<Option<Deferred>>,
+}
+
+/// What [`WriteTxn::defer`] keeps of a transaction (everything but the gate).
+struct Deferred {
+    txn: WriteTransaction,
+    ops: usize,
+    record: Option<Vec<defrag::JournalOp>>,
 }
 
 impl fmt::Debug for Backend {
@@ -281,7 +306,7 @@ impl Backend {
         let path = path.as_ref().to_path_buf();
         // A replacement that was interrupted before its rename leaves its staging file behind.
         swap::remove_stale_staging(&path)?;
-        let db = open_db(&path)?;
+        let db = open_db(&path, config.cache_bytes)?;
         tracing::debug!(path = %path.display(), "backend opened");
         Ok(Backend::on(db, path, config))
     }
@@ -302,6 +327,7 @@ impl Backend {
             journaling: std::sync::atomic::AtomicBool::new(false),
             replacing: Mutex::new(()),
             hook: RwLock::new(None),
+            deferred: Mutex::new(None),
             failure: OnceLock::new(),
         }
     }
@@ -368,11 +394,37 @@ impl Backend {
 
     /// Opens the write transaction. Waits while another write transaction is open.
     /// Dropping the returned [`WriteTxn`] without committing aborts it.
+    /// A transaction set aside with [`WriteTxn::defer`] is committed first (non-durably): its
+    /// owner, not this writer, decides what it holds (see [`Backend::resume`]).
     pub fn write(&self) -> Result<WriteTxn<'_>> {
         if let Some(f) = self.failure() {
             return Err(BackendError::Poisoned(f.to_string()));
         }
         let gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
+        self.commit_deferred_locked()?;
+        self.begin(gate)
+    }
+
+    /// Like [`write`](Self::write), but continues the transaction set aside with
+    /// [`WriteTxn::defer`], if there is one, instead of committing it.
+    pub fn resume(&self) -> Result<WriteTxn<'_>> {
+        if let Some(f) = self.failure() {
+            return Err(BackendError::Poisoned(f.to_string()));
+        }
+        let gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
+        match self.take_deferred() {
+            Some(d) => Ok(WriteTxn {
+                txn: d.txn,
+                backend: self,
+                ops: d.ops,
+                record: d.record,
+                _gate: gate,
+            }),
+            None => self.begin(gate),
+        }
+    }
+
+    fn begin<'a>(&'a self, gate: MutexGuard<'a, ()>) -> Result<WriteTxn<'a>> {
         let record = self.journal_active().then(Vec::new);
         let txn = self
             .db
@@ -390,7 +442,7 @@ impl Backend {
 
     /// Makes every commit so far durable (fsync). Does nothing if there is nothing pending.
     pub fn force_commit(&self) -> Result<()> {
-        if self.batch().pending_commits == 0 {
+        if self.batch().pending_commits == 0 && !self.has_deferred() {
             return Ok(());
         }
         self.write()?.commit_durable()
@@ -401,12 +453,49 @@ impl Backend {
     pub fn commit_if_due(&self) -> Result<bool> {
         {
             let st = self.batch();
-            if st.pending_commits == 0 || st.last_durable.elapsed() < self.config.batch_interval {
+            let pending = st.pending_commits > 0 || self.has_deferred();
+            if !pending || st.last_durable.elapsed() < self.config.batch_interval {
                 return Ok(false);
             }
         }
         self.write()?.commit_durable()?;
         Ok(true)
+    }
+
+    fn take_deferred(&self) -> Option<Deferred> {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    fn has_deferred(&self) -> bool {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Commits a deferred transaction, if there is one. The caller holds the write gate: a
+    /// defragmentation or an install must not begin or end with changes pending in a transaction
+    /// on the old file (its journal would miss them, or they would land in the replaced file).
+    pub(crate) fn commit_deferred_locked(&self) -> Result<()> {
+        let Some(d) = self.take_deferred() else {
+            return Ok(());
+        };
+        let mut txn = d.txn;
+        let committed = txn
+            .set_durability(Durability::None)
+            .map_err(BackendError::from)
+            .and_then(|()| txn.commit().map_err(BackendError::from));
+        self.poison(committed)?;
+        if let Some(ops) = d.record {
+            self.journal_append(ops);
+        }
+        let mut st = self.batch();
+        st.pending_ops = st.pending_ops.saturating_add(d.ops);
+        st.pending_commits += 1;
+        Ok(())
     }
 
     /// Number of non-durable commits since the last durable one (0 = everything is on disk).
@@ -449,10 +538,11 @@ impl Backend {
 }
 
 /// Opens (or creates) a redb file with the integrity check and makes sure every bucket exists.
-fn open_db(path: &Path) -> Result<redb::Database> {
+fn open_db(path: &Path, cache_bytes: usize) -> Result<redb::Database> {
     let opened = catch_unwind(AssertUnwindSafe(|| {
         redb::Database::builder()
             .set_check_integrity_on_open(true)
+            .set_cache_size(cache_bytes)
             .create(path)
     }));
     let db = match opened {
@@ -739,6 +829,24 @@ impl WriteTxn<'_> {
             st.pending_commits += 1;
         }
         Ok(CommitInfo { durable })
+    }
+
+    /// Sets the transaction aside without committing: the next [`Backend::write`] continues it,
+    /// and its changes become visible (and durable) with that transaction's commit.
+    ///
+    /// This lets a caller apply many small changes with one commit (a redb commit costs far
+    /// more than an insert: it checksums and flushes every dirty page) while releasing the
+    /// write gate in between. Readers do not see deferred changes; any writer may commit them.
+    pub fn defer(self) {
+        let WriteTxn {
+            txn,
+            backend,
+            ops,
+            record,
+            _gate,
+        } = self;
+        *backend.deferred.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Deferred { txn, ops, record });
     }
 
     /// Discards every change of this transaction (same as dropping it).

@@ -122,7 +122,7 @@ impl Backend {
         let opened = std::fs::File::open(&staged)
             .and_then(|f| f.sync_all())
             .map_err(BackendError::from)
-            .and_then(|()| open_db(&staged));
+            .and_then(|()| open_db(&staged, self.config.cache_bytes));
         let db = match opened {
             Ok(db) => db,
             Err(e) => {
@@ -136,6 +136,9 @@ impl Backend {
             }
         };
         let gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
+        // Changes set aside for the old file are replaced with it; committing them first keeps
+        // the old file consistent if the swap fails.
+        self.commit_deferred_locked()?;
         self.swap_in(db, &staged, gate)?;
         if src != staged {
             let _ = std::fs::remove_file(src);

@@ -7,6 +7,7 @@ fn lazy() -> BackendConfig {
     BackendConfig {
         batch_interval: Duration::from_secs(3600),
         batch_limit: usize::MAX,
+        ..BackendConfig::default()
     }
 }
 
@@ -181,6 +182,7 @@ fn batch_limit_and_interval_trigger_durable_commits() {
         BackendConfig {
             batch_interval: Duration::from_secs(3600),
             batch_limit: 3,
+            ..BackendConfig::default()
         },
     )
     .unwrap();
@@ -200,6 +202,7 @@ fn batch_limit_and_interval_trigger_durable_commits() {
         BackendConfig {
             batch_interval: Duration::from_millis(30),
             batch_limit: usize::MAX,
+            ..BackendConfig::default()
         },
     )
     .unwrap();

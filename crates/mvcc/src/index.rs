@@ -19,6 +19,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
+use smallvec::{smallvec, SmallVec};
+
 use crate::revision::Revision;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,7 +30,7 @@ pub(crate) struct Generation {
     /// Revision of the put that created this generation.
     created: Revision,
     /// Revisions in ascending order; the last one of a non-last generation is a tombstone.
-    revs: Vec<Revision>,
+    revs: SmallVec<[Revision; 1]>,
 }
 
 impl Generation {
@@ -53,8 +55,9 @@ pub(crate) enum IndexError {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct KeyIndex {
-    modified: Revision,
-    generations: Vec<Generation>,
+    /// No separate "last modified" field: it is the last revision of the last non-empty
+    /// generation, and 16 bytes per key add up with millions of keys.
+    generations: SmallVec<[Generation; 1]>,
 }
 
 /// What `get` returns: the revision visible at the asked revision, the generation's creation
@@ -72,8 +75,17 @@ impl KeyIndex {
             || (self.generations.len() == 1 && self.generations[0].is_empty())
     }
 
+    /// The revision of the key's latest change (put or tombstone).
+    fn modified(&self) -> Revision {
+        self.generations
+            .iter()
+            .rev()
+            .find_map(|g| g.revs.last().copied())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn put(&mut self, rev: Revision) -> Result<(), IndexError> {
-        if !self.generations.is_empty() && rev <= self.modified {
+        if !self.generations.is_empty() && rev <= self.modified() {
             return Err(IndexError::NotIncreasing);
         }
         if self.generations.is_empty() {
@@ -85,17 +97,15 @@ impl KeyIndex {
         }
         g.revs.push(rev);
         g.ver = g.ver.saturating_add(1);
-        self.modified = rev;
         Ok(())
     }
 
     /// Starts the index of a key whose first surviving revision (after compaction) is a put.
     fn restore(&mut self, created: Revision, modified: Revision, ver: i64) {
-        self.modified = modified;
-        self.generations = vec![Generation {
+        self.generations = smallvec![Generation {
             ver,
             created,
-            revs: vec![modified],
+            revs: smallvec![modified],
         }];
     }
 
@@ -170,9 +180,12 @@ impl KeyIndex {
         }
         let (gi, ri) = self.do_compact(at, available);
         if let Some(ri) = ri {
-            self.generations[gi].revs.drain(..ri);
+            let revs = &mut self.generations[gi].revs;
+            revs.drain(..ri);
+            revs.shrink_to_fit();
         }
         self.generations.drain(..gi);
+        self.generations.shrink_to_fit();
     }
 
     /// Records which revision compaction at `at` would keep, without changing anything; a
@@ -191,7 +204,7 @@ impl KeyIndex {
     }
 
     /// Reverts the latest `put` (for a write transaction that did not commit).
-    fn undo_put(&mut self, prev_modified: Revision) {
+    fn undo_put(&mut self) {
         if let Some(g) = self.generations.last_mut() {
             if g.revs.pop().is_some() {
                 g.ver -= 1;
@@ -200,13 +213,12 @@ impl KeyIndex {
                 g.created = Revision::default();
             }
         }
-        self.modified = prev_modified;
     }
 
     /// Reverts the latest `tombstone`.
-    fn undo_tombstone(&mut self, prev_modified: Revision) {
+    fn undo_tombstone(&mut self) {
         self.generations.pop();
-        self.undo_put(prev_modified);
+        self.undo_put();
     }
 }
 
@@ -214,7 +226,6 @@ impl KeyIndex {
 #[derive(Debug)]
 pub(crate) struct Undo {
     key: Vec<u8>,
-    prev_modified: Revision,
     created_key: bool,
     tombstone: bool,
 }
@@ -222,7 +233,9 @@ pub(crate) struct Undo {
 /// All keys' indexes, ordered by key.
 #[derive(Debug, Default)]
 pub(crate) struct TreeIndex {
-    tree: BTreeMap<Vec<u8>, KeyIndex>,
+    /// Keys are boxed slices, not `Vec`s: there is one per key and a capacity field per key is
+    /// 8 bytes times the number of keys.
+    tree: BTreeMap<Box<[u8]>, KeyIndex>,
 }
 
 impl TreeIndex {
@@ -321,9 +334,8 @@ impl TreeIndex {
     pub(crate) fn put(&mut self, key: &[u8], rev: Revision) -> Result<Undo, IndexError> {
         let (ki, created_key) = match self.tree.get_mut(key) {
             Some(ki) => (ki, false),
-            None => (self.tree.entry(key.to_vec()).or_default(), true),
+            None => (self.tree.entry(key.into()).or_default(), true),
         };
-        let prev_modified = ki.modified;
         if let Err(e) = ki.put(rev) {
             if created_key {
                 self.tree.remove(key);
@@ -332,7 +344,6 @@ impl TreeIndex {
         }
         Ok(Undo {
             key: key.to_vec(),
-            prev_modified,
             created_key,
             tombstone: false,
         })
@@ -341,11 +352,9 @@ impl TreeIndex {
     /// Records a deletion of `key` at `rev`; returns how to undo it.
     pub(crate) fn tombstone(&mut self, key: &[u8], rev: Revision) -> Result<Undo, IndexError> {
         let ki = self.tree.get_mut(key).ok_or(IndexError::NotFound)?;
-        let prev_modified = ki.modified;
         ki.tombstone(rev)?;
         Ok(Undo {
             key: key.to_vec(),
-            prev_modified,
             created_key: false,
             tombstone: true,
         })
@@ -354,14 +363,14 @@ impl TreeIndex {
     /// Reverts a change; changes must be undone newest first.
     pub(crate) fn undo(&mut self, u: Undo) {
         if u.created_key {
-            self.tree.remove(&u.key);
+            self.tree.remove(u.key.as_slice());
             return;
         }
-        if let Some(ki) = self.tree.get_mut(&u.key) {
+        if let Some(ki) = self.tree.get_mut(u.key.as_slice()) {
             if u.tombstone {
-                ki.undo_tombstone(u.prev_modified);
+                ki.undo_tombstone();
             } else {
-                ki.undo_put(u.prev_modified);
+                ki.undo_put();
             }
         }
     }
@@ -391,7 +400,7 @@ impl TreeIndex {
                 } else {
                     ki.restore(Revision::new(create_revision, 0), rev, version);
                 }
-                self.tree.insert(key.to_vec(), ki);
+                self.tree.insert(key.into(), ki);
                 Ok(())
             }
         }
@@ -420,13 +429,13 @@ impl TreeIndex {
             }
             ki.compact(at, available);
             if ki.is_empty() {
-                empty.push(k.clone());
+                empty.push(k.to_vec());
             }
-            last = Some(k.clone());
+            last = Some(k.to_vec());
             n += 1;
         }
         for k in empty {
-            self.tree.remove(&k);
+            self.tree.remove(k.as_slice());
         }
         if n < max_keys {
             None

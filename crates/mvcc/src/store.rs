@@ -91,6 +91,18 @@ struct Inner {
     /// The watchers, once a [`crate::WatchableStore`] is attached: [`TxnWrite::end`] publishes
     /// each new revision and notifies them under the watchers' lock (see `watchable_store`).
     watchers: OnceLock<Arc<Watchers>>,
+    /// Revisions written with [`TxnWrite::end_deferred`] but not yet committed and published
+    /// (see [`KvStore::flush`]). Changed only under `writer`.
+    unpublished: Mutex<Unpublished>,
+}
+
+/// Deferred revisions: their events (for the watchers, once published) and how to take their
+/// index changes back if their commit fails.
+#[derive(Default)]
+struct Unpublished {
+    pending: bool,
+    revs: Vec<(i64, Vec<Event>)>,
+    undo: Vec<Undo>,
 }
 
 impl Inner {
@@ -100,6 +112,49 @@ impl Inner {
 
     fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().expect("mvcc state lock poisoned")
+    }
+
+    fn unpublished(&self) -> MutexGuard<'_, Unpublished> {
+        self.unpublished.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the deferred revisions, whose changes the backend has just committed, in order.
+    fn publish_unpublished(&self) {
+        let done = std::mem::take(&mut *self.unpublished());
+        for (rev, events) in done.revs {
+            self.publish(rev, &events);
+        }
+    }
+
+    /// Takes back the index changes of deferred revisions whose changes the backend lost.
+    fn discard_unpublished(&self) {
+        let mut lost = std::mem::take(&mut *self.unpublished());
+        if lost.pending {
+            tracing::error!(
+                revisions = lost.revs.len(),
+                "discarding deferred writes the backend did not commit"
+            );
+        }
+        let mut st = self.state_mut();
+        while let Some(u) = lost.undo.pop() {
+            st.index.undo(u);
+        }
+    }
+
+    /// Makes `rev` the store's revision and hands its events to the watchers.
+    fn publish(&self, rev: i64, events: &[Event]) {
+        let publish = || {
+            if !events.is_empty() {
+                self.state_mut().current_rev = rev;
+            }
+        };
+        match self.watchers.get() {
+            // Publishing the revision and notifying the watchers happen under the watchers'
+            // lock, so a watcher created concurrently sees either the old revision (and gets
+            // these events here) or the new one (and does not): never both, never neither.
+            Some(w) if !events.is_empty() => w.publish(rev, events, publish),
+            _ => publish(),
+        }
     }
 
     fn writer(&self) -> MutexGuard<'_, ()> {
@@ -345,6 +400,7 @@ impl KvStore {
             config,
             state: RwLock::new(loaded.state),
             writer: Mutex::new(()),
+            unpublished: Mutex::default(),
             stopping: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             watchers: OnceLock::new(),
@@ -461,11 +517,15 @@ impl KvStore {
     /// forms one revision. Finish it with [`TxnWrite::end`]; dropping it discards it.
     pub fn write(&self) -> TxnWrite<'_> {
         let guard = self.inner.writer();
-        let begin_rev = self.inner.state().current_rev;
-        let (txn, error) = match self.inner.backend.write() {
+        let begin_rev = match self.inner.unpublished().revs.last() {
+            Some((rev, _)) => *rev,
+            None => self.inner.state().current_rev,
+        };
+        let (txn, error) = match self.inner.backend.resume() {
             Ok(t) => (Some(t), None),
             Err(e) => (None, Some(MvccError::from(e))),
         };
+        let resumed_ops = txn.as_ref().map_or(0, |t| t.ops());
         TxnWrite {
             inner: &self.inner,
             _guard: guard,
@@ -475,6 +535,33 @@ impl KvStore {
             undo: Vec::new(),
             error,
             finished: false,
+            resumed_ops,
+        }
+    }
+
+    /// Commits the revisions written with [`TxnWrite::end_deferred`] and publishes them (to
+    /// readers and watchers) in order. Does nothing if there are none. If the commit fails,
+    /// their index changes are taken back and the error returned: the caller must not
+    /// acknowledge them.
+    pub fn flush(&self) -> Result<(), MvccError> {
+        let _guard = self.inner.writer();
+        if !self.inner.unpublished().pending {
+            return Ok(());
+        }
+        let committed = self
+            .inner
+            .backend
+            .resume()
+            .and_then(|t| t.commit().map(|_| ()));
+        match committed {
+            Ok(()) => {
+                self.inner.publish_unpublished();
+                Ok(())
+            }
+            Err(e) => {
+                self.inner.discard_unpublished();
+                Err(e.into())
+            }
         }
     }
 
@@ -909,6 +996,9 @@ pub struct TxnWrite<'a> {
     undo: Vec<Undo>,
     error: Option<MvccError>,
     finished: bool,
+    /// Operations the backend transaction already held from deferred revisions when this one
+    /// began: if this one ends without a commit and added none, the deferred ones are kept.
+    resumed_ops: usize,
     // Last, so it is released after `Drop::drop` and the fields above.
     _guard: MutexGuard<'a, ()>,
 }
@@ -1094,7 +1184,36 @@ impl<'a> TxnWrite<'a> {
     /// same backend transaction as the changes, commits it, and publishes the new revision.
     /// Returns the events, in order: PUT with the new key-value, DELETE with a key-value that
     /// has only `key` and `mod_revision` (the deletion's revision).
-    pub fn end(mut self, consistent_index: u64, term: u64) -> Result<Vec<Event>, MvccError> {
+    pub fn end(self, consistent_index: u64, term: u64) -> Result<Vec<Event>, MvccError> {
+        self.finish(consistent_index, term, false)
+    }
+
+    /// Like [`end`](Self::end), but leaves the backend transaction open for the next write
+    /// transaction and publishes nothing: the revision becomes visible to readers and watchers
+    /// with [`KvStore::flush`] (or the next [`end`](Self::end)). Later write transactions see it.
+    /// `on_events` gets the events.
+    ///
+    /// **Tradeoff.** A backend commit costs far more than the changes of a small request
+    /// (it checksums and writes back every dirty page), so a caller applying many requests in a
+    /// row ends each with this and flushes once: one commit per batch instead of per request.
+    /// The price is that nothing in the batch may be acknowledged before the flush.
+    pub fn end_deferred(
+        self,
+        consistent_index: u64,
+        term: u64,
+        on_events: impl FnOnce(&[Event]),
+    ) -> Result<(), MvccError> {
+        let events = self.finish(consistent_index, term, true)?;
+        on_events(&events);
+        Ok(())
+    }
+
+    fn finish(
+        mut self,
+        consistent_index: u64,
+        term: u64,
+        defer: bool,
+    ) -> Result<Vec<Event>, MvccError> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
@@ -1135,33 +1254,52 @@ impl<'a> TxnWrite<'a> {
                 },
             })
             .collect();
-        txn.commit()?;
+        if defer {
+            txn.defer();
+            self.finished = true;
+            let mut u = self.inner.unpublished();
+            u.pending = true;
+            u.undo.append(&mut self.undo);
+            if !events.is_empty() {
+                u.revs.push((rev, events.clone()));
+            }
+            return Ok(events);
+        }
+        if let Err(e) = txn.commit() {
+            // The commit took the deferred revisions down with it.
+            self.inner.discard_unpublished();
+            return Err(e.into());
+        }
         self.undo.clear();
         self.finished = true;
-        let publish = || {
-            if !events.is_empty() {
-                self.inner.state_mut().current_rev = rev;
-            }
-        };
-        match self.inner.watchers.get() {
-            // Publishing the revision and notifying the watchers happen under the watchers'
-            // lock, so a watcher created concurrently sees either the old revision (and gets
-            // these events here) or the new one (and does not): never both, never neither.
-            Some(w) if !events.is_empty() => w.publish(rev, &events, publish),
-            _ => publish(),
-        }
+        self.inner.publish_unpublished();
+        self.inner.publish(rev, &events);
         Ok(events)
     }
 }
 
 impl Drop for TxnWrite<'_> {
     fn drop(&mut self) {
-        if self.finished || self.undo.is_empty() {
+        if self.finished {
             return;
         }
-        let mut st = self.inner.state_mut();
-        while let Some(u) = self.undo.pop() {
-            st.index.undo(u);
+        // Newest first: this transaction's index changes, then (if they are lost with ours)
+        // the deferred ones.
+        {
+            let mut st = self.inner.state_mut();
+            while let Some(u) = self.undo.pop() {
+                st.index.undo(u);
+            }
+        }
+        if let Some(txn) = self.txn.take() {
+            if txn.ops() == self.resumed_ops {
+                // Nothing of ours in it: keep the deferred revisions' changes for the flush.
+                txn.defer();
+            } else {
+                // Aborting ours aborts the deferred ones too.
+                drop(txn);
+                self.inner.discard_unpublished();
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ fn lazy() -> BackendConfig {
     BackendConfig {
         batch_interval: Duration::from_secs(3600),
         batch_limit: usize::MAX,
+        ..BackendConfig::default()
     }
 }
 
@@ -981,4 +982,72 @@ fn records_with_extreme_numbers_do_not_panic() {
         w.delete_range(b"a", None);
         let _ = w.end(0, 0);
     }
+
+fn put_deferred(s: &KvStore, k: &str, v: &str, ci: u64) {
+    let mut w = s.write();
+    w.put(k.as_bytes(), v.as_bytes(), 0);
+    w.end_deferred(ci, 1, |events| assert_eq!(events.len(), 1))
+        .unwrap();
+}
+
+#[test]
+fn deferred_revisions_are_invisible_until_flushed_and_survive_an_empty_abort() {
+    let f = Fixture::new();
+    let (b, s) = f.open();
+    put(&s, "a", "1");
+    put_deferred(&s, "b", "2", 7);
+    put_deferred(&s, "c", "3", 8);
+    // Readers still see revision 2 only; the next writer builds on the deferred ones.
+    assert_eq!(s.rev(), 2);
+    assert!(get_at(&s, "b", 0).is_none());
+    {
+        let w = s.write();
+        assert_eq!(w.begin_rev(), 4);
+        // Dropped without a change: the deferred changes must stay.
+    }
+    {
+        // A failed transaction that changed nothing (validation failed) also keeps them.
+        let w = s.write();
+        assert!(
+            w.range(b"b", None, RangeOptions::default())
+                .unwrap()
+                .kvs
+                .len()
+                == 1
+        );
+    }
+    s.flush().unwrap();
+    assert_eq!(s.rev(), 4);
+    assert_eq!(get_at(&s, "c", 0).unwrap().mod_revision, 4);
+    assert_eq!(s.consistent_index(), 8);
+    // Flushing again is a no-op; a plain `end` after deferred ones publishes them all.
+    s.flush().unwrap();
+    put_deferred(&s, "d", "4", 9);
+    put(&s, "e", "5");
+    assert_eq!(s.rev(), 6);
+    assert_eq!(get_at(&s, "d", 0).unwrap().mod_revision, 5);
+    drop(s);
+    drop(b);
+    let (_b, s) = f.open();
+    assert_eq!(s.rev(), 6);
+}
+
+#[test]
+fn a_transaction_aborted_after_writing_takes_the_deferred_ones_with_it() {
+    let f = Fixture::new();
+    let (_b, s) = f.open();
+    put(&s, "a", "1");
+    put_deferred(&s, "b", "2", 0);
+    {
+        let mut w = s.write();
+        w.put(b"c", b"3", 0);
+        // Dropped after a write: the backend transaction is aborted as a whole.
+    }
+    s.flush().unwrap();
+    assert_eq!(s.rev(), 2);
+    assert!(get_at(&s, "b", 0).is_none());
+    assert!(get_at(&s, "c", 0).is_none());
+    // The index forgot them too: the next put is revision 3 again and b is new.
+    let kv = put(&s, "b", "again");
+    assert_eq!((kv.mod_revision, kv.version), (3, 1));
 }

@@ -21,6 +21,7 @@ fn open() -> Fx {
             BackendConfig {
                 batch_interval: Duration::from_secs(3600),
                 batch_limit: usize::MAX,
+                ..BackendConfig::default()
             },
         )
         .unwrap(),

@@ -3,6 +3,12 @@
 //! Entries at or below the store's consistent index are already in the backend (the index is written in the
 //! same backend transaction as the data), so they are skipped: replaying the WAL after a crash is idempotent.
 //! The applier has no clock and no sockets: it is driven entry by entry by the Raft loop, and by tests.
+//!
+//! Puts, deletes and write txns end their store transaction with a deferred commit
+//! ([`mvcc::TxnWrite::end_deferred`]), and their responses wait in the applier until [`Applier::flush`],
+//! which the Raft loop calls after each batch of committed entries: one backend commit per batch instead of
+//! one per request (a commit costs far more than a small put). Any other request first flushes what is
+//! pending, so it sees, and its response follows, everything applied before it.
 
 use std::sync::Arc;
 
@@ -53,6 +59,12 @@ pub struct Applier {
     consistent_index: u64,
     space: Space,
     cluster: Option<Arc<crate::membership::RaftCluster>>,
+    /// Responses of requests applied since the last flush, in apply order.
+    unflushed: Vec<(u64, ApplyResult)>,
+    /// The backend file's size, read once per flush: the file only grows when a commit writes
+    /// it (etcd's quota also reads the size as of the last commit), and a `stat` per request
+    /// was a visible share of the apply loop.
+    db_size: Option<u64>,
 }
 
 /// What the applier needs for alarms and the space quota (see `alarm` and `quota`).
@@ -79,6 +91,8 @@ impl Applier {
                 raise_nospace: Box::new(|| {}),
             },
             cluster: None,
+            unflushed: Vec::new(),
+            db_size: None,
         }
     }
 
@@ -123,10 +137,20 @@ impl Applier {
             }
         };
         let id = req.header.as_ref().map(|h| h.id).unwrap_or(0);
+        let batched = batchable(&req);
+        if !batched {
+            if let Err(e) = self.flush() {
+                self.wait.trigger(id, Err(ServerError::Stopped));
+                return Err(e);
+            }
+        }
         let result = self.apply_request(req, index, term);
         if let Some(reason) = self.kv.backend().failure() {
             // The outcome is unknown to the client until the entry is applied after a restart.
             self.wait.trigger(id, Err(ServerError::Stopped));
+            for (id, _) in std::mem::take(&mut self.unflushed) {
+                self.wait.trigger(id, Err(ServerError::Stopped));
+            }
             return Err(ApplyFailed {
                 index,
                 reason: reason.to_string(),
@@ -135,8 +159,39 @@ impl Applier {
         if let Err(ServerError::Internal(e)) = &result {
             tracing::error!(index, "apply failed: {e}");
         }
-        self.wait.trigger(id, result);
+        if batched {
+            self.unflushed.push((id, result));
+        } else {
+            self.wait.trigger(id, result);
+        }
         Ok(())
+    }
+
+    /// Commits what the requests applied since the last flush changed, publishes it, and sends
+    /// their responses. If the commit fails, they are answered with [`ServerError::Stopped`] and the
+    /// member must stop (see [`ApplyFailed`]): those entries are applied in memory but not on disk, and
+    /// are applied again from the WAL after a restart.
+    pub fn flush(&mut self) -> Result<(), ApplyFailed> {
+        let committed = self.kv.flush();
+        self.db_size = None;
+        let responses = std::mem::take(&mut self.unflushed);
+        match committed {
+            Ok(()) => {
+                for (id, result) in responses {
+                    self.wait.trigger(id, result);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for (id, _) in responses {
+                    self.wait.trigger(id, Err(ServerError::Stopped));
+                }
+                Err(ApplyFailed {
+                    index: self.consistent_index,
+                    reason: format!("committing the applied entries: {e}"),
+                })
+            }
+        }
     }
 
     fn apply_request(&mut self, req: InternalRaftRequest, index: u64, term: u64) -> ApplyResult {
@@ -146,11 +201,10 @@ impl Applier {
         }
         // etcd's quota applier: a write over the quota is still applied (every member applies
         // the same entries) but answered with NoSpace, and the alarm is raised.
-        let fits = !quota::limited(&req)
-            || self
-                .space
-                .quota
-                .available(self.kv.backend().size().unwrap_or(0), quota::cost(&req));
+        let fits = !quota::limited(&req) || {
+            let size = self.db_size();
+            self.space.quota.available(size, quota::cost(&req))
+        };
         let result = self.apply_kv(req, index, term);
         if result.is_ok() && !fits {
             if !self.space.alarms.has(api::etcdserverpb::AlarmType::Nospace) {
@@ -159,6 +213,13 @@ impl Applier {
             return Err(ServerError::NoSpace);
         }
         result
+    }
+
+    fn db_size(&mut self) -> u64 {
+        let kv = &self.kv;
+        *self
+            .db_size
+            .get_or_insert_with(|| kv.backend().size().unwrap_or(0))
     }
 
     fn apply_alarm(&mut self, req: &AlarmRequest, index: u64, term: u64) -> ApplyResult {
@@ -186,13 +247,13 @@ impl Applier {
         if let Some(p) = req.put {
             let mut w = kv.write();
             let resp = apply::put(&mut w, leases, &p)?;
-            self.end(w, index, term)?;
+            self.end_deferred(w, index, term)?;
             return Ok(Applied::Put(resp));
         }
         if let Some(d) = req.delete_range {
             let mut w = kv.write();
             let resp = apply::delete_range(&mut w, &d)?;
-            self.end(w, index, term)?;
+            self.end_deferred(w, index, term)?;
             return Ok(Applied::DeleteRange(resp));
         }
         if let Some(t) = req.txn {
@@ -203,7 +264,7 @@ impl Applier {
             }
             let mut w = kv.write();
             let resp = apply::txn(&mut Exec::Write(&mut w), first_rev, leases, &t)?;
-            self.end(w, index, term)?;
+            self.end_deferred(w, index, term)?;
             return Ok(Applied::Txn(resp));
         }
         if let Some(c) = req.compaction {
@@ -288,6 +349,8 @@ impl Applier {
         if index <= self.consistent_index {
             return Ok(false);
         }
+        self.flush()
+            .map_err(|e| ServerError::Internal(e.to_string()))?;
         let kv = Arc::clone(&self.kv);
         let mut w = kv.write();
         match w.backend_txn() {
@@ -296,6 +359,19 @@ impl Applier {
         }
         self.end(w, index, term)?;
         Ok(true)
+    }
+
+    /// Ends a write transaction with a deferred commit (see the module doc).
+    fn end_deferred(
+        &mut self,
+        w: mvcc::TxnWrite<'_>,
+        index: u64,
+        term: u64,
+    ) -> Result<(), ServerError> {
+        let leases = &self.leases;
+        w.end_deferred(index, term, |events| leases.apply_events(events))?;
+        self.consistent_index = index;
+        Ok(())
     }
 
     fn end(&mut self, w: mvcc::TxnWrite<'_>, index: u64, term: u64) -> Result<(), ServerError> {
@@ -321,6 +397,18 @@ impl Applier {
         }
         r
     }
+}
+
+/// Whether a request's changes may wait for [`Applier::flush`]: writes to the key space, whose responses
+/// carry nothing read outside their own transaction. A read-only txn reads the store as published, so it
+/// must come after a flush.
+fn batchable(req: &InternalRaftRequest) -> bool {
+    req.put.is_some()
+        || req.delete_range.is_some()
+        || req
+            .txn
+            .as_ref()
+            .is_some_and(|t| !apply::txn_is_read_only(t))
 }
 
 impl Applier {

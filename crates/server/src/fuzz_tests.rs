@@ -238,6 +238,7 @@ impl Member {
         self.applier
             .apply(index, 1, data)
             .expect("the store took it");
+        self.applier.flush().expect("the store committed it");
         match rx.try_recv() {
             Ok(Ok(a)) => format!("{:?}", Outcome(&a)),
             Ok(Err(e)) => format!("error {e}"),

@@ -627,6 +627,8 @@ impl RaftNode {
                 }
             }
         }
+        // The batch's writes become visible, and their proposers are answered, with one commit.
+        self.applier.flush()?;
         self.applied = last;
         self.status.applied.store(last, Ordering::Release);
         self.applied_tx.send_replace(last);

@@ -231,6 +231,7 @@ impl Harness {
         self.applier
             .apply(self.index, 1, &req.encode_to_vec())
             .expect("applied");
+        self.applier.flush().expect("flush");
         rx.try_recv().expect("applied synchronously")
     }
 }

@@ -87,6 +87,7 @@ impl Member {
         self.applier
             .apply(self.index, 1, &req.encode_to_vec())
             .expect("applied");
+        self.applier.flush().expect("flush");
         rx.blocking_recv().expect("the applier answers every entry")
     }
 
