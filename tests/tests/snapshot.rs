@@ -1,13 +1,17 @@
-//! Raft snapshots between members: a member behind the leader's compacted log catches up from a
-//! copy of the leader's backend, keeps every acknowledged write, and restarts from what it
-//! installed.
+//! Raft snapshots between members: a member behind the leader's compacted log (restarted, or added
+//! after the log was compacted) catches up from a copy of the leader's backend, keeps every
+//! acknowledged write, and restarts from what it installed; a member killed at any point of an
+//! install restarts and catches up; and a snapshot saved with `etcdctl snapshot save` and restored
+//! with `hearthutl snapshot restore` starts a new cluster with all the data.
 //!
 //! etcd 3.4 has no `--experimental-snapshot-catchup-entries` (it keeps 5000 entries), so these
 //! tests run against Hearth only.
 
 use std::time::{Duration, Instant};
 
+use etcd_client::MemberAddOptions;
 use hearth_tests::load::{self, Load};
+use hearth_tests::server::{free_ports, hearthutl_bin};
 use hearth_tests::{Cluster, Kind};
 
 /// Compact often and keep few entries for slow followers, so falling behind is quick.
@@ -143,4 +147,171 @@ async fn lease_requests_through_a_follower_reach_the_leader() {
         .expect("lock");
     assert!(lock.key().starts_with(b"snap-lock/"));
     cl.unlock(lock.key()).await.expect("unlock");
+}
+
+/// Adds a member through `via`, as a learner if asked; retries while etcd's rules refuse it
+/// (peers connected for less than 5 s).
+async fn member_add(c: &Cluster, via: usize, url: &str, learner: bool) -> u64 {
+    let mut cl = c.member(via).client().await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let opts = learner.then(|| MemberAddOptions::new().with_is_learner());
+        match cl.member_add([url], opts).await {
+            Ok(r) => return r.member().expect("added member").id(),
+            Err(e) => assert!(Instant::now() < deadline, "member add: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_added_after_compaction_joins_by_snapshot_and_is_promoted() {
+    if !hearth_only() {
+        return;
+    }
+    let mut c = Cluster::start_with(Kind::Hearth, 3, &COMPACT_OFTEN).await;
+    let load = Load::start("join", c.endpoints(), 4);
+    load.wait_more(200).await;
+    let (acks, _) = load.stop().await;
+
+    let leader = c.wait_leader(&[]).await;
+    let ports = free_ports(2);
+    let url = format!("http://127.0.0.1:{}", ports[1]);
+    let id = member_add(&c, leader, &url, true).await;
+    let new = c.join("m3", ports[0], ports[1]).await;
+    // The log it would need is gone: only a snapshot can bring it up to date.
+    wait_installed(&c, new, 0).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let leader = c.wait_leader(&[new]).await;
+        let mut cl = c.member(leader).client().await;
+        match cl.member_promote(id).await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "promote: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut cl = c.member(new).client().await;
+    cl.put("promoted", "yes", None)
+        .await
+        .expect("put through the new voter");
+    c.assert_hashkv_equal().await;
+    for i in 0..4 {
+        load::verify(&c.member(i).endpoint(), "join", &acks).await;
+    }
+}
+
+/// Every kill point of an install (see the server's `raft_snapshot` module): the member aborts
+/// there, restarts without the hook, catches up (by another snapshot where the first was not
+/// complete), and ends with the leader's data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_killed_at_any_point_of_an_install_restarts_and_catches_up() {
+    if !hearth_only() {
+        return;
+    }
+    let mut c = Cluster::start_with(Kind::Hearth, 3, &COMPACT_OFTEN).await;
+    let leader = c.wait_leader(&[]).await;
+    let behind = (leader + 1) % 3;
+    let mut all_acks = Vec::new();
+    for (round, point) in [
+        "received",
+        "staged",
+        "synced",
+        "renamed",
+        "dir-synced",
+        "swapped",
+        "rebuilt",
+        "marked",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        c.member_mut(behind).kill9();
+        let load = Load::start(&format!("kill{round}"), others(&c, behind), 4);
+        load.wait_more(120).await;
+        let (acks, _) = load.stop().await;
+        all_acks.push((format!("kill{round}"), acks));
+
+        c.member_mut(behind)
+            .set_env(&[("HEARTH_TEST_SNAPSHOT_KILL", point)]);
+        c.member_mut(behind).respawn();
+        let status = c.member_mut(behind).wait_exit(DEADLINE).await;
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "member did not abort at {point}: {status:?}\n{}",
+            c.member(behind).log_tail(30)
+        );
+        c.member_mut(behind).set_env(&[]);
+        c.member_mut(behind).respawn();
+        c.member_mut(behind).wait_ready().await;
+        c.assert_hashkv_equal().await;
+        for (prefix, acks) in &all_acks {
+            load::verify(&c.member(behind).endpoint(), prefix, acks).await;
+        }
+    }
+}
+
+fn hearthutl(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(hearthutl_bin())
+        .args(args)
+        .output()
+        .expect("run hearthutl")
+}
+
+/// `etcdctl snapshot save` from a member of a running cluster, `hearthutl snapshot restore` for
+/// three new members, and a new cluster started from them has every key, under new ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_snapshot_restores_into_a_new_three_member_cluster() {
+    let c = Cluster::start(3).await;
+    let load = Load::start("saved", c.endpoints(), 4);
+    load.wait_more(150).await;
+    let (acks, _) = load.stop().await;
+    let old_cluster = {
+        let mut cl = c.member(0).client().await;
+        cl.member_list()
+            .await
+            .expect("member list")
+            .header()
+            .expect("header")
+            .cluster_id()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("saved.db");
+    let leader = c.wait_leader(&[]).await;
+    let follower = (leader + 1) % 3;
+    let o = c
+        .member(follower)
+        .etcdctl(&["snapshot", "save", file.to_str().expect("utf-8 path")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    drop(c);
+
+    let restored = Cluster::start_prepared(Kind::Hearth, 3, &[], |spec, data_dir| {
+        let peer = format!("http://127.0.0.1:{}", spec.peer_port);
+        let o = hearthutl(&[
+            "snapshot",
+            "restore",
+            file.to_str().expect("utf-8 path"),
+            "--data-dir",
+            data_dir.to_str().expect("utf-8 path"),
+            "--name",
+            &spec.name,
+            "--initial-cluster",
+            &spec.initial_cluster,
+            "--initial-cluster-token",
+            &spec.token,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    })
+    .await;
+    for i in 0..3 {
+        load::verify(&restored.member(i).endpoint(), "saved", &acks).await;
+    }
+    restored.assert_hashkv_equal().await;
+    let mut cl = restored.member(0).client().await;
+    let list = cl.member_list().await.expect("member list");
+    assert_eq!(list.members().len(), 3);
+    assert_ne!(list.header().expect("header").cluster_id(), old_cluster);
+    cl.put("after-restore", "ok", None).await.expect("put");
 }

@@ -982,6 +982,7 @@ fn records_with_extreme_numbers_do_not_panic() {
         w.delete_range(b"a", None);
         let _ = w.end(0, 0);
     }
+}
 
 fn put_deferred(s: &KvStore, k: &str, v: &str, ci: u64) {
     let mut w = s.write();
