@@ -388,3 +388,52 @@ async fn five_members_keep_serving_with_two_down() {
         load::verify(&c.member(i).endpoint(), "five", &acks).await;
     }
 }
+
+/// `etcdctl move-leader` hands leadership to a chosen follower, under load and without losing a
+/// write; a member that is not the leader refuses with etcd's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_leader_transfers_leadership_to_the_chosen_member() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader(&[]).await;
+    let target = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let target_id = c.member_id(target).await;
+    let load = Load::start("move", c.endpoints(), 4);
+    load.wait_more(50).await;
+
+    let endpoints = c.endpoints().join(",");
+    let moved = ctl_ok(
+        c.member(leader),
+        &[
+            "--endpoints",
+            &endpoints,
+            "move-leader",
+            &format!("{target_id:x}"),
+        ],
+    );
+    assert!(
+        moved.stdout.contains(&format!("to {target_id:x}")),
+        "{moved:?}"
+    );
+    assert_eq!(c.wait_leader(&[]).await, target);
+    load.wait_more(50).await;
+    let (acks, _) = load.stop().await;
+
+    // Asked directly, a follower is not the one to move leadership.
+    let mut cl = c.member(other).client().await;
+    let err = cl
+        .move_leader(target_id)
+        .await
+        .expect_err("move-leader through a follower");
+    match err {
+        etcd_client::Error::GRpcStatus(st) => assert_eq!(
+            (st.code(), st.message()),
+            (tonic::Code::FailedPrecondition, "etcdserver: not leader")
+        ),
+        e => panic!("move-leader through a follower: {e:?}"),
+    }
+    for i in 0..3 {
+        load::verify(&c.member(i).endpoint(), "move", &acks).await;
+    }
+    c.assert_hashkv_equal().await;
+}
