@@ -437,3 +437,61 @@ async fn move_leader_transfers_leadership_to_the_chosen_member() {
     }
     c.assert_hashkv_equal().await;
 }
+
+/// Garbage on a member's peer port (random bytes, a broken HTTP/1 request, an HTTP/2 preface followed
+/// by junk frames, a connection dropped mid-frame) changes nothing: every member keeps running and
+/// serving, and the data stays the same everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_peer_port_is_shrugged_off() {
+    use tokio::io::AsyncWriteExt;
+    let c = Cluster::start(3).await;
+    let load = Load::start("hostile", c.endpoints(), 2);
+    load.wait_more(20).await;
+    let mut x = 0x9e37_79b9_u32;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    };
+    let mut inputs = vec![
+        noise(4096),
+        b"POST /hearthraftpb.Raft/Stream HTTP/1.1\r\nContent-Length: 99999\r\n\r\nxx".to_vec(),
+    ];
+    for _ in 0..8 {
+        let mut h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        h2.extend(noise(2048));
+        inputs.push(h2);
+    }
+    for i in 0..3 {
+        let addr = c
+            .member(i)
+            .peer_url()
+            .trim_start_matches("http://")
+            .to_string();
+        for (k, bytes) in inputs.iter().enumerate() {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await {
+                let _ = s.write_all(bytes).await;
+                // Every other time hang up at once, mid-frame.
+                if k.is_multiple_of(2) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+    load.wait_more(20).await;
+    let (acks, _) = load.stop().await;
+    for i in 0..3 {
+        assert!(
+            c.member(i).is_running(),
+            "member {i} died:\n{}",
+            c.member(i).log_tail(30)
+        );
+        load::verify(&c.member(i).endpoint(), "hostile", &acks).await;
+    }
+    c.assert_hashkv_equal().await;
+}
