@@ -9,12 +9,11 @@
 //!   `lease keep-alive`), read line by line, stopped with SIGINT as a person would.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::ctl::Ctl;
-use crate::server::ETCDCTL_BIN;
 
 /// One server's lease IDs, by name.
 #[derive(Debug, Default, Clone)]
@@ -122,19 +121,8 @@ pub struct Interactive {
 impl Interactive {
     /// Starts `etcdctl --endpoints=ENDPOINT ARGS` (API v3), as `server::etcdctl` runs it.
     pub fn start(endpoint: &str, args: &[&str]) -> Interactive {
-        let mut cmd = Command::new(ETCDCTL_BIN);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("ETCDCTL_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={endpoint}"))
-            .args(["--dial-timeout=5s", "--command-timeout=20s"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = crate::server::etcdctl_command(endpoint, args);
+        cmd.stdin(Stdio::null());
         let mut child = cmd.spawn().expect("spawn /usr/bin/etcdctl");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -232,6 +220,18 @@ impl Drop for Interactive {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The keys under `prefix` (all keys for ""), in order, as strings.
+pub async fn keys(c: &mut etcd_client::Client, prefix: &str) -> Vec<String> {
+    let r = c
+        .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .expect("get keys");
+    r.kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect()
 }
 
 #[cfg(test)]

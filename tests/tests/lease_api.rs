@@ -10,6 +10,7 @@ use etcd_client::{
     Client, Compare, CompareOp, GetOptions, LeaderKey, LeaseGrantOptions, LeaseTimeToLiveOptions,
     LockOptions, ProclaimOptions, PutOptions, ResignOptions, Txn, TxnOp,
 };
+use hearth_tests::leases::keys;
 use hearth_tests::wire::RpcError;
 use hearth_tests::{Kind, Server};
 use tonic::Code;
@@ -34,17 +35,6 @@ fn rev(h: Option<&etcd_client::ResponseHeader>) -> i64 {
 
 async fn current_rev(c: &mut Client) -> i64 {
     rev(c.get("hearth-e2e-rev", None).await.unwrap().header())
-}
-
-async fn keys(c: &mut Client, prefix: &str) -> Vec<String> {
-    let r = c
-        .get(prefix, Some(GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    r.kvs()
-        .iter()
-        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
-        .collect()
 }
 
 /// Polls until `done` holds (the server acts on its own clock: expiry, clean-up).

@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
+use hearth_tests::leases::keys;
 use hearth_tests::{Kind, Server};
 
 /// Generous: a 2 s lease is revoked well within it.
@@ -18,17 +19,6 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 fn rev(h: Option<&etcd_client::ResponseHeader>) -> i64 {
     h.expect("response has a header").revision()
-}
-
-async fn keys(c: &mut Client, prefix: &str) -> Vec<String> {
-    let r = c
-        .get(prefix, Some(GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    r.kvs()
-        .iter()
-        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
-        .collect()
 }
 
 async fn remaining(c: &mut Client, id: i64) -> i64 {
