@@ -175,16 +175,7 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        let mut hashes = Vec::new();
-        for i in self.running() {
-            let mut c = self.members[i].client().await;
-            let h = c.hash_kv(rev).await.expect("hash_kv");
-            hashes.push((
-                self.members[i].name().to_string(),
-                h.hash(),
-                h.compact_version(),
-            ));
-        }
+        let hashes = self.hash_kv_all(rev).await;
         assert!(
             hashes
                 .windows(2)
@@ -205,16 +196,7 @@ impl Cluster {
                 let s = c.status().await.expect("status");
                 rev = rev.min(s.header().expect("header").revision());
             }
-            let mut hashes = Vec::new();
-            for i in self.running() {
-                let mut c = self.members[i].client().await;
-                let h = c.hash_kv(rev).await.expect("hash_kv");
-                hashes.push((
-                    self.members[i].name().to_string(),
-                    h.hash(),
-                    h.compact_version(),
-                ));
-            }
+            let hashes = self.hash_kv_all(rev).await;
             // A compaction can be applied on one member and not yet on another; HashKV is only
             // comparable between members at the same compaction (as etcd's corruption check).
             if hashes.windows(2).any(|w| w[0].2 != w[1].2) {
@@ -231,6 +213,21 @@ impl Cluster {
             );
             return rev;
         }
+    }
+
+    /// Every running member's (name, HashKV, compact revision) at `rev`.
+    async fn hash_kv_all(&self, rev: i64) -> Vec<(String, u32, i64)> {
+        let mut hashes = Vec::new();
+        for i in self.running() {
+            let mut c = self.members[i].client().await;
+            let h = c.hash_kv(rev).await.expect("hash_kv");
+            hashes.push((
+                self.members[i].name().to_string(),
+                h.hash(),
+                h.compact_version(),
+            ));
+        }
+        hashes
     }
 
     /// `--initial-cluster` for the running members plus `extra` (`name=url`).
