@@ -185,7 +185,10 @@ impl Interactive {
     pub fn interrupt(mut self, deadline: Duration) -> Ctl {
         if self.running() {
             // SAFETY: plain kill(2) on our own child's pid.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, libc::SIGINT)
+            };
         }
         self.wait(deadline)
     }

@@ -486,6 +486,7 @@ impl Server {
     pub fn stop(&mut self) {
         let mut c = self.child.take().expect("stop: server not running");
         // SAFETY: plain kill(2) on our own child's pid.
+        #[allow(unsafe_code)]
         let rc = unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
         assert_eq!(rc, 0, "kill -TERM failed");
         let deadline = Instant::now() + STOP_DEADLINE;

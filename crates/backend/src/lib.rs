@@ -67,6 +67,8 @@
 //! panic inside redb while opening is caught and reported as `Corrupt` too. The check reads the
 //! whole file, so opening costs O(file size).
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -30,6 +30,8 @@
 //! first time, and the registry behind it is never consulted while no point is configured. The
 //! points stay compiled into every build, so the binary the tests crash is the binary that ships.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::fmt;
 use std::io;

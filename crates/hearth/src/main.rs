@@ -1,6 +1,8 @@
 //! `hearth`: runs one member. Flags are etcd's; every flag can also be set as `HEARTH_<FLAG>` (upper case,
 //! dashes as underscores), and `ETCD_<FLAG>` is accepted as well so existing deployments keep working.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

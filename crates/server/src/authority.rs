@@ -382,13 +382,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for FixAuthority<S> {
                 return Poll::Ready(Ok(()));
             }
             this.input.reserve(16 * 1024);
-            let before = this.input.len();
-            let spare = this.input.spare_capacity_mut();
-            let mut rb = ReadBuf::uninit(spare);
-            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
-            let n = rb.filled().len();
-            // SAFETY: `poll_read` initialised the first `n` bytes of the spare capacity.
-            unsafe { this.input.set_len(before + n) };
+            // Reads straight into the buffer's spare capacity (no zeroing, no copy).
+            let n = std::task::ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut this.inner),
+                cx,
+                &mut this.input
+            ))?;
             if n == 0 {
                 this.eof = true;
                 // Whatever is left unparsed (a truncated frame) goes to h2 as is.

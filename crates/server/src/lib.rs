@@ -6,6 +6,8 @@
 //! serves etcd's gRPC API on the client URLs (`v3rpc`). Requests reach the store only through Raft
 //! (`etcdserver` proposes, `applier` applies); reads wait for a ReadIndex round unless serializable.
 
+#![forbid(unsafe_code)]
+
 pub mod alarm;
 pub mod applier;
 pub mod apply;
