@@ -56,8 +56,9 @@
 //! * **Defragment** ([`Backend::defrag`]): copy in the background, catch up the writes made
 //!   meanwhile from a journal, and swap in a short critical section. See [`defrag`].
 //!
-//! [`Backend::set_hook`] runs a callback at each named [`Point`] of these operations, so tests
-//! can hold them at a point or kill the process there.
+//! [`Backend::set_hook`] runs a callback at each named [`Point`] of these operations, so this
+//! crate's tests can act there (run writers mid-copy, exit a child process). Everything else injects
+//! faults through failpoints (`defragBeforeCopy`, `installAfterRename`, ..., `docs/failpoints.md`).
 //!
 //! # Corruption
 //!

@@ -100,10 +100,6 @@ struct Flags {
     /// Reject reconfiguration requests that would cause quorum loss.
     #[arg(long, env = "HEARTH_STRICT_RECONFIG_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
     strict_reconfig_check: bool,
-    /// TESTS ONLY: while this file exists, the member drops all traffic to and from its peers, as if its
-    /// network were cut. Never set it in production.
-    #[arg(long, env = "HEARTH_UNSAFE_TEST_PEER_FAULT_FILE", hide = true)]
-    unsafe_test_peer_fault_file: Option<PathBuf>,
     /// Log level: debug, info, warn, error.
     #[arg(long, env = "HEARTH_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -149,7 +145,6 @@ impl Flags {
             election_timeout: Duration::from_millis(self.election_timeout),
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             strict_reconfig_check: self.strict_reconfig_check,
-            unsafe_test_peer_fault_file: self.unsafe_test_peer_fault_file,
         }
     }
 }

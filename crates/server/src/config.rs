@@ -31,8 +31,6 @@ pub struct Config {
     pub watch_progress_notify_interval: Duration,
     /// Reject membership changes that could cost the cluster its quorum (etcd's default: on).
     pub strict_reconfig_check: bool,
-    /// Test only: while this file exists, all peer traffic is dropped (`rafthttp::fault`).
-    pub unsafe_test_peer_fault_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +72,6 @@ impl Default for Config {
             election_timeout: Duration::from_millis(1000),
             watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
             strict_reconfig_check: true,
-            unsafe_test_peer_fault_file: None,
         }
     }
 }

@@ -49,7 +49,7 @@ use tokio::sync::watch;
 pub use config::{ClusterState, Config};
 use membership::{Member, RaftCluster};
 use raft_node::{ClusterParts, Command, NodeConfig, RaftNode, RaftStatus};
-use rafthttp::{fault::FaultSwitch, RaftTransport as _, Transport, TransportConfig};
+use rafthttp::{RaftTransport as _, Transport, TransportConfig};
 use v3rpc::election::ElectionService;
 use v3rpc::kv::KvService;
 use v3rpc::lease::LeaseService;
@@ -151,7 +151,12 @@ impl Hearth {
         cfg.validate()?;
         let armed = failpoint::init()?;
         if !armed.is_empty() {
-            tracing::warn!(failpoints = ?armed, "test-only failpoints armed by {}", failpoint::ENV);
+            tracing::warn!(
+                failpoints = ?armed,
+                "test-only failpoints armed by {} / {}",
+                failpoint::ENV,
+                failpoint::FILE_ENV
+            );
         }
         let (wal_dir, snap_dir) = member_dirs(&cfg.data_dir)?;
         let backend = Arc::new(backend::Backend::open(
@@ -235,10 +240,6 @@ impl Hearth {
             .collect();
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let fault = match &cfg.unsafe_test_peer_fault_file {
-            Some(f) => FaultSwitch::watching(f.clone(), shutdown_rx.clone()),
-            None => FaultSwitch::off(),
-        };
         let (tx, rx) = std::sync::mpsc::channel();
         let largest_entry = cfg.max_request_bytes.max(1024 * 1024);
         let transport = Arc::new(
@@ -251,7 +252,6 @@ impl Hearth {
                 },
                 tokio::runtime::Handle::current(),
                 tx.clone(),
-                fault,
             )
             .with_backend(backend.clone()),
         );

@@ -26,42 +26,19 @@
 //! backend is one file or the other, and the entries the WAL holds are used only when they continue
 //! the backend.
 //!
-//! # Kill points (tests only)
-//! With `HEARTH_TEST_SNAPSHOT_KILL=<point>` in its environment the process aborts at that point of an
-//! install: `received` (staged and verified, nothing installed), the backend's `staged`, `synced`,
-//! `renamed`, `dir-synced` and `swapped`, `rebuilt` (memory rebuilt, no marker yet) and `marked` (marker
-//! written, raft-rs not told). The end-to-end tests kill a member at each and restart it.
+//! # Failpoints
+//! Each step has one (`docs/failpoints.md`), so a test can crash a member anywhere in an install:
+//! `applyBeforeOpenSnapshot` (staged and verified, nothing installed), the backend's
+//! `installBeforeRename`, `installAfterRename`, `installAfterSyncDir` and `installAfterSwap`,
+//! `raftBeforeSaveSnap` (memory rebuilt, no marker yet), `raftAfterSaveSnap` (marker written, older
+//! segments not yet released), `raftAfterWALRelease`, and in the next `Ready` `raftBeforeApplySnap` /
+//! `raftAfterApplySnap` around raft-rs's storage taking the snapshot. The end-to-end tests kill a
+//! member at each and restart it.
 
 use raft::prelude::{Message, Snapshot};
 
 use super::*;
 use crate::rafthttp::snapshot::Incoming;
-
-/// The environment variable naming the point at which a snapshot install aborts the process (tests
-/// only; see the module doc).
-pub const SNAPSHOT_KILL_ENV: &str = "HEARTH_TEST_SNAPSHOT_KILL";
-
-fn kill_point(point: &str) {
-    if std::env::var(SNAPSHOT_KILL_ENV).as_deref() == Ok(point) {
-        tracing::error!(
-            point,
-            "test kill point reached during a snapshot install; aborting"
-        );
-        std::process::abort();
-    }
-}
-
-fn backend_point_name(p: backend::Point) -> &'static str {
-    match p {
-        backend::Point::DefragCopy => "defrag-copy",
-        backend::Point::DefragCatchUp => "defrag-catch-up",
-        backend::Point::Staged => "staged",
-        backend::Point::Synced => "synced",
-        backend::Point::Renamed => "renamed",
-        backend::Point::DirSynced => "dir-synced",
-        backend::Point::Swapped => "swapped",
-    }
-}
 
 impl RaftNode {
     /// Installs a received snapshot if raft-rs will take it, then steps its message. An error is fatal:
@@ -96,17 +73,9 @@ impl RaftNode {
             applied = self.applied,
             "applying snapshot"
         );
-        kill_point("received");
-        let hooked = std::env::var_os(SNAPSHOT_KILL_ENV).is_some();
-        if hooked {
-            self.backend
-                .set_hook(Some(Arc::new(|p| kill_point(backend_point_name(p)))));
-        }
+        failpoint::hit("applyBeforeOpenSnapshot");
         let backend = self.backend.clone();
         let restored = self.applier.restore(|| backend.install(&staged));
-        if hooked {
-            self.backend.set_hook(None);
-        }
         // The staging file is gone (installed, or removed by a failed install).
         drop(slot);
         if let Err(e) = restored.map_err(|e| RaftError::Corrupt(e.to_string())) {
@@ -116,11 +85,12 @@ impl RaftNode {
             )));
         }
         self.reload_membership()?;
-        kill_point("rebuilt");
+        failpoint::hit("raftBeforeSaveSnap");
         self.wal
             .save_snapshot(wal::SnapshotMarker { index, term })?;
+        failpoint::hit("raftAfterSaveSnap");
         self.wal.release_to(index)?;
-        kill_point("marked");
+        failpoint::hit("raftAfterWALRelease");
         self.snapshot_index = index;
         self.applied = index;
         self.backend_dirty = false;
@@ -196,7 +166,9 @@ impl RaftNode {
                 self.snapshot_index
             )));
         }
+        failpoint::hit("raftBeforeApplySnap");
         self.node.mut_store().wl().apply_snapshot(snap)?;
+        failpoint::hit("raftAfterApplySnap");
         Ok(())
     }
 }

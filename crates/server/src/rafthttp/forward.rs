@@ -61,9 +61,9 @@ impl Transport {
         leader: u64,
         urls: &[String],
     ) -> Result<RaftClient<Channel>, ServerError> {
-        if self.fault.blocked() {
+        if super::blackholed() {
             return Err(ServerError::Internal(
-                "peer traffic is blocked by the test fault switch".into(),
+                "peer traffic is blocked by the blackholePeerNetwork failpoint".into(),
             ));
         }
         Ok(RaftClient::new(self.forwarding.get(leader, urls, self)?))

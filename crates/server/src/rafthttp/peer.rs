@@ -15,7 +15,7 @@ use protobuf::Message as _;
 use raft::prelude::Message;
 use tokio::sync::{mpsc, watch};
 
-use super::{fault::FaultSwitch, TransportConfig, CLUSTER_MISMATCH_TEXT, REMOVED_TEXT};
+use super::{TransportConfig, CLUSTER_MISMATCH_TEXT, REMOVED_TEXT};
 use crate::raft_node::Command;
 
 /// A batch is cut at this many messages or bytes (a single larger message goes alone).
@@ -61,7 +61,6 @@ pub struct PeerContext {
     pub remote_id: u64,
     pub cfg: TransportConfig,
     pub raft: std::sync::mpsc::Sender<Command>,
-    pub fault: Arc<FaultSwitch>,
 }
 
 pub struct Peer {
@@ -134,8 +133,8 @@ async fn run(
             continue;
         }
         let url = &list[next_url % list.len()];
-        let ended = if ctx.fault.blocked() {
-            Ended::Failed("peer traffic is blocked by the test fault switch".into())
+        let ended = if super::blackholed() {
+            Ended::Failed("peer traffic is blocked by the blackholePeerNetwork failpoint".into())
         } else {
             stream_to(&ctx, url, &mut queue, &status, &mut backoff).await
         };

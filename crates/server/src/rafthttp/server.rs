@@ -47,7 +47,7 @@ impl PeerService {
     }
 
     fn blocked(&self) -> bool {
-        self.srv.transport.fault().blocked()
+        super::blackholed()
     }
 
     /// The checks etcd's peer handlers make: same cluster, sender not removed.
@@ -128,7 +128,7 @@ impl Raft for PeerService {
                         return;
                     }
                 };
-                if srv.transport.fault().blocked() {
+                if super::blackholed() {
                     continue;
                 }
                 // A member removed while its stream was open learns it here (it may never see the

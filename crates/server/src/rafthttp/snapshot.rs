@@ -93,7 +93,6 @@ pub(super) struct SendContext {
     pub cfg: super::TransportConfig,
     pub backend: Arc<backend::Backend>,
     pub raft: std::sync::mpsc::Sender<Command>,
-    pub fault: Arc<super::fault::FaultSwitch>,
 }
 
 /// Sends `msg`'s snapshot to its peer and reports the outcome to the Raft loop.
@@ -138,8 +137,8 @@ pub(super) async fn send(ctx: SendContext, msg: Message) {
 
 /// Returns the snapshot's index, its size and whether the peer installed it.
 async fn send_copy(ctx: &SendContext, mut msg: Message) -> Result<(u64, u64, bool), String> {
-    if ctx.fault.blocked() {
-        return Err("peer traffic is blocked by the test fault switch".into());
+    if super::blackholed() {
+        return Err("peer traffic is blocked by the blackholePeerNetwork failpoint".into());
     }
     let backend = ctx.backend.clone();
     let (file, described) = tokio::task::spawn_blocking(move || {

@@ -21,21 +21,6 @@ use crate::v3rpc::unimplemented::unimplemented;
 /// decide which features they may use.
 pub const API_VERSION: &str = "3.5.0";
 
-/// Test hook: while the file this variable names exists, a Defragment waits in its copy phase
-/// (requests keep being served), so a test can act while the copy is in progress.
-pub const DEFRAG_HOLD_ENV: &str = "HEARTH_TEST_DEFRAG_HOLD";
-
-fn hold_while_exists(path: std::path::PathBuf) -> backend::Hook {
-    Arc::new(move |p| {
-        if p == backend::Point::DefragCopy && path.exists() {
-            tracing::info!(hold = %path.display(), "defragment held in its copy phase");
-            while path.exists() {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        }
-    })
-}
-
 /// etcd's chunk size for the Snapshot stream.
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
 
@@ -140,9 +125,6 @@ impl Maintenance for MaintenanceService {
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
         let backend = self.srv.backend.clone();
-        if let Some(hold) = std::env::var_os(DEFRAG_HOLD_ENV) {
-            backend.set_hook(Some(hold_while_exists(hold.into())));
-        }
         tracing::info!("starting defragment");
         let stats =
             tokio::task::spawn_blocking(move || backend.defrag(&backend::DefragConfig::default()))
