@@ -19,8 +19,8 @@ use api::etcdserverpb::{
 use backend::{Bucket, Reader};
 use prost::Message as _;
 
-use crate::error::ServerError;
 use crate::quota;
+use rpctypes::ServerError;
 
 /// The active alarms of the cluster.
 #[derive(Debug, Default)]

@@ -21,10 +21,10 @@ use prost::Message as _;
 
 use crate::alarm::{self, AlarmStore};
 use crate::apply::{self, Exec};
-use crate::error::ServerError;
 use crate::lessor::Leases;
 use crate::quota::{self, Quota};
 use crate::wait::Wait;
+use rpctypes::ServerError;
 
 /// A write's outcome, as computed at apply time.
 pub enum Applied {

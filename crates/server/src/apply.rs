@@ -16,7 +16,7 @@ use api::etcdserverpb::{
 use api::mvccpb::KeyValue;
 use mvcc::{MvccError, RangeOptions, RangeResult, ReadView, TxnWrite};
 
-use crate::error::ServerError;
+use rpctypes::ServerError;
 
 /// What the applier needs to know about leases (`lessor::Leases` implements it).
 pub trait LeaseLookup {

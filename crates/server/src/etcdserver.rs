@@ -13,12 +13,12 @@ use tokio::sync::{oneshot, watch};
 
 use crate::applier::{Applied, ApplyResult};
 use crate::config::Config;
-use crate::error::ServerError;
 use crate::membership::RaftCluster;
 use crate::proposal::ProposalState;
 use crate::raft_node::{Command, ConfResult, RaftStatus};
 use crate::rafthttp::Transport;
 use crate::wait::Wait;
+use rpctypes::ServerError;
 
 /// The membership and the peers, as the services need them.
 pub struct ClusterHandles {

@@ -336,7 +336,7 @@ fn deep_and_wide_txns_are_validated_without_panicking() {
     }
     assert_eq!(
         crate::v3rpc::validate::check_txn(&t, 128),
-        Err(crate::error::ServerError::TooManyOps)
+        Err(rpctypes::ServerError::TooManyOps)
     );
     let wide = TxnRequest {
         success: (0..5000)
@@ -351,7 +351,7 @@ fn deep_and_wide_txns_are_validated_without_panicking() {
     };
     assert_eq!(
         crate::v3rpc::validate::check_txn(&wide, 128),
-        Err(crate::error::ServerError::TooManyOps)
+        Err(rpctypes::ServerError::TooManyOps)
     );
     assert_eq!(crate::v3rpc::validate::check_txn(&wide, 5000), Ok(()));
 }

@@ -31,8 +31,8 @@ use lease::LeaseError;
 use tokio::time::Instant;
 
 use crate::applier::Applied;
-use crate::error::ServerError;
 use crate::etcdserver::EtcdServer;
+use rpctypes::ServerError;
 
 /// How often a request waiting for a leader or a promotion looks again (etcd throttles its
 /// forwarding retries by the same 50 ms).

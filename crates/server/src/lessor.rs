@@ -42,7 +42,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::apply::LeaseLookup;
 use crate::config::Config;
-use crate::error::ServerError;
+use rpctypes::ServerError;
 
 /// Keys read per batch when re-attaching keys to their leases at start-up.
 pub const RECOVER_BATCH: i64 = 10_000;

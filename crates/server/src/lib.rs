@@ -15,7 +15,6 @@ pub mod authority;
 pub mod bootstrap;
 pub mod concurrency;
 pub mod config;
-pub mod error;
 pub mod etcdserver;
 mod http;
 pub mod ids;

@@ -12,8 +12,8 @@ use api::etcdserverpb::{
 use tokio::sync::{watch, Notify};
 
 use crate::applier::Applied;
-use crate::error::ServerError;
 use crate::etcdserver::EtcdServer;
+use rpctypes::ServerError;
 
 /// etcd's estimate of a key's metadata in the backend.
 pub const KV_OVERHEAD: u64 = 256;

@@ -38,11 +38,11 @@ use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
 use crate::applier::Applier;
-use crate::error::ServerError;
 use crate::membership::{Change, Member, RaftCluster, MEMBER_UPDATE_CONTEXT};
 use crate::proposal::{Payload, Pending, ProposalState, Waiting};
 use crate::rafthttp::{RaftTransport, SendReport};
 use crate::wait::Wait;
+use rpctypes::ServerError;
 
 pub use crate::storage::{open_log, Applied, Bootstrap, RecoveredLog, WalMeta};
 

@@ -11,11 +11,11 @@ use api::hearthraftpb::{raft_client::RaftClient, PromoteRequest};
 use tokio::sync::oneshot;
 use tonic::transport::Endpoint;
 
-use crate::error::ServerError;
 use crate::etcdserver::EtcdServer;
 use crate::membership::{Change, Member};
 use crate::proposal::ProposalState;
 use crate::raft_node::Command;
+use rpctypes::ServerError;
 
 /// etcd's `HealthInterval`: a peer counts as connected once its stream has been up this long.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);

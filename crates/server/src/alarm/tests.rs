@@ -12,9 +12,9 @@ use prost::Message as _;
 
 use super::*;
 use crate::applier::{Applied, Applier, ApplyResult, Space};
-use crate::error::ServerError;
 use crate::quota::{self, Quota};
 use crate::wait::Wait;
+use rpctypes::ServerError;
 
 const MEMBER: u64 = 0x8e9e05c52164694d;
 

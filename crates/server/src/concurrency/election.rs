@@ -27,7 +27,7 @@ use super::{
     created_at, first_create, get, header_rev, op_delete, op_put, op_range, prefix, prefix_end,
     range_kvs, session_key, watch_end, Client, KeyWatch, OnCancel,
 };
-use crate::error::ServerError;
+use rpctypes::ServerError;
 
 /// A successful campaign.
 #[derive(Debug, Clone, PartialEq)]

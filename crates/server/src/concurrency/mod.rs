@@ -13,7 +13,7 @@
 //! back from history rather than missed.
 //!
 //! Errors are the statuses of the KV service (or of the recipes' own errors); the services pass
-//! them through `error::relayed`, as etcd's in-process client does.
+//! them through `rpctypes::relayed`, as etcd's in-process client does.
 
 pub mod election;
 pub mod mutex;
@@ -30,9 +30,9 @@ use mvcc::{WatchFilter, WatchResponse, WatchSink, WatchStream};
 use tokio::sync::mpsc;
 use tonic::{Request, Status};
 
-use crate::error::ServerError;
 use crate::etcdserver::EtcdServer;
 use crate::v3rpc::kv::KvService;
+use rpctypes::ServerError;
 
 /// The TTL of the lease a session grants when the caller names none (etcd's
 /// `defaultSessionTTL`). Such a lease is never revoked by the services; it expires.

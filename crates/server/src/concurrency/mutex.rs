@@ -22,7 +22,7 @@ use super::{
     created_at, first_create, get, header_rev, op_put, op_range, prefix, range_kvs, session_key,
     Client, OnCancel,
 };
-use crate::error::ServerError;
+use rpctypes::ServerError;
 
 /// A granted lock: its key and the header to answer with.
 #[derive(Debug, Clone, PartialEq)]

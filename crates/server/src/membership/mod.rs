@@ -22,7 +22,7 @@ use api::{etcdserverpb, membershippb};
 use prost::Message as _;
 use raft::prelude::{ConfChange, ConfChangeType};
 
-use crate::error::ServerError;
+use rpctypes::ServerError;
 
 /// etcd allows one learner at a time.
 pub const MAX_LEARNERS: usize = 1;

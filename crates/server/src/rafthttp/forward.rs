@@ -16,7 +16,7 @@ use api::leasepb::LeaseInternalRequest;
 use tonic::transport::Channel;
 
 use super::Transport;
-use crate::error::ServerError;
+use rpctypes::ServerError;
 
 /// Cached channels to peers: the URLs a channel was made for, and the channel.
 #[derive(Default)]

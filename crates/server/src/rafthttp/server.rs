@@ -15,9 +15,9 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{header_id, CLUSTER_MISMATCH_TEXT, HEADER_CLUSTER_ID, HEADER_FROM, HEADER_TO};
-use crate::error::ServerError;
 use crate::etcdserver::EtcdServer;
 use crate::raft_node::Command;
+use rpctypes::ServerError;
 
 /// Received bytes are counted against the in-flight budget in units of this size.
 const PERMIT_BYTES: usize = 1024;

@@ -1,6 +1,6 @@
 //! The Election service (etcd's `v3election`): Campaign, Proclaim, Leader, Observe and Resign on
 //! top of etcd's election recipe (`concurrency::election`). Every error is answered as etcd's
-//! service answers it: code Unknown with etcd's text (`error::relayed`).
+//! service answers it: code Unknown with etcd's text (`rpctypes::relayed`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
 use crate::concurrency::{election, or_stopped, stopping, Client};
-use crate::error::{relayed, ServerError};
 use crate::etcdserver::EtcdServer;
+use rpctypes::{relayed, ServerError};
 
 /// Observe responses buffered per stream.
 const OBSERVE_BUFFER: usize = 16;

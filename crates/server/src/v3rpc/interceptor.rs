@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use futures::future::Either;
 use tonic::Status;
 
-use crate::error::ServerError;
 use crate::etcdserver::EtcdServer;
+use rpctypes::ServerError;
 
 /// RPCs a learner serves (etcd's `isRPCSupportedForLearner`).
 const LEARNER_RPCS: &[&str] = &["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];

@@ -12,9 +12,9 @@ use tonic::{Request, Response, Status};
 
 use crate::applier::Applied;
 use crate::apply::{self, Exec, NoLeases};
-use crate::error::ServerError;
 use crate::etcdserver::EtcdServer;
 use crate::v3rpc::validate;
+use rpctypes::ServerError;
 
 pub struct KvService {
     pub srv: Arc<EtcdServer>,

@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::concurrency::stopping;
-use crate::error::ServerError;
 use crate::etcdserver::EtcdServer;
+use rpctypes::ServerError;
 
 /// Keep-alive responses buffered per stream before the stream stops reading requests.
 const KEEPALIVE_BUFFER: usize = 16;

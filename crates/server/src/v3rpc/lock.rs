@@ -1,6 +1,6 @@
 //! The Lock service (etcd's `v3lock`): Lock and Unlock on top of etcd's mutex recipe
 //! (`concurrency::mutex`). Every error is answered as etcd's service answers it: code Unknown
-//! with etcd's text (`error::relayed`).
+//! with etcd's text (`rpctypes::relayed`).
 
 use std::sync::Arc;
 
@@ -9,8 +9,8 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::concurrency::{mutex, or_stopped, Client};
-use crate::error::relayed;
 use crate::etcdserver::EtcdServer;
+use rpctypes::relayed;
 
 pub struct LockService {
     client: Client,

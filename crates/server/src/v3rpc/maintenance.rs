@@ -12,10 +12,10 @@ use api::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::error::ServerError;
 use crate::etcdserver::EtcdServer;
 use crate::raft_node::Command;
 use crate::v3rpc::unimplemented::unimplemented;
+use rpctypes::ServerError;
 
 /// The etcd API version Hearth implements, reported where etcd reports its own version: clients use it to
 /// decide which features they may use.

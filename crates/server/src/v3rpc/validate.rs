@@ -7,7 +7,7 @@ use api::etcdserverpb::{
     range_request, request_op, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 
-use crate::error::ServerError;
+use rpctypes::ServerError;
 
 pub fn check_range(r: &RangeRequest) -> Result<(), ServerError> {
     if r.key.is_empty() {

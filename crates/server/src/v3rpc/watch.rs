@@ -78,9 +78,9 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::{GRPC_OVERHEAD_BYTES, MIN_WATCH_PROGRESS_NOTIFY_INTERVAL};
-use crate::error::ServerError;
 use crate::etcdserver::EtcdServer;
 use crate::metrics;
+use rpctypes::ServerError;
 
 /// Store responses a stream may hold before its watchers become victims.
 pub const MAX_QUEUED_RESPONSES: usize = 1024;

@@ -1,5 +1,11 @@
-//! The server's error type and its one mapping to gRPC status: etcd's exact codes and messages, since
-//! clients (etcdctl, client libraries) match on the message text.
+//! The server's errors, as etcd's `api/v3rpc/rpctypes`: etcd's exact codes and messages (clients such
+//! as etcdctl and the client libraries match on the text), and the one place that maps them to a gRPC
+//! status. The layers below have their own error types (`mvcc::MvccError`, `lease::LeaseError`) and
+//! convert into [`ServerError`] here; nothing else builds a `tonic::Status` from a server error.
+//!
+//! Knows no server state, no Raft and no storage beyond the error enums it converts.
+
+#![forbid(unsafe_code)]
 
 use tonic::{Code, Status};
 
