@@ -156,7 +156,7 @@ fn reset_for_new_cluster(be: &Backend) -> anyhow::Result<()> {
         w.delete(Bucket::Meta, &k)?;
     }
     w.delete_range(Bucket::Alarm, &[], None)?;
-    server::membership::store::clear(&mut w)?;
+    membership::store::clear(&mut w)?;
     w.commit_durable()?;
     Ok(())
 }

@@ -58,7 +58,7 @@ pub struct Applier {
     wait: Arc<Wait<ApplyResult>>,
     consistent_index: u64,
     space: Space,
-    cluster: Option<Arc<crate::membership::RaftCluster>>,
+    cluster: Option<Arc<membership::RaftCluster>>,
     /// Responses of requests applied since the last flush, in apply order.
     unflushed: Vec<(u64, ApplyResult)>,
     /// The backend file's size, read once per flush: the file only grows when a commit writes
@@ -97,7 +97,7 @@ impl Applier {
     }
 
     /// The membership that `cluster_member_attr_set` entries update.
-    pub fn with_cluster(mut self, cluster: Arc<crate::membership::RaftCluster>) -> Applier {
+    pub fn with_cluster(mut self, cluster: Arc<membership::RaftCluster>) -> Applier {
         self.cluster = Some(cluster);
         self
     }
@@ -329,7 +329,7 @@ impl Applier {
         };
         let saved = m.clone();
         self.apply_backend(index, term, move |txn| {
-            crate::membership::store::save_member(txn, &saved)
+            membership::store::save_member(txn, &saved)
         })?;
         if let Some(c) = &self.cluster {
             c.commit(Some(m), None);

@@ -14,8 +14,8 @@ use api::hearthraftpb::{raft_client::RaftClient, MembersRequest, MembersResponse
 use tonic::transport::Endpoint;
 
 use crate::config::{ClusterState, Config, InitialMember};
-use crate::membership::Member;
 use crate::storage::{Bootstrap, WalMeta};
+use membership::Member;
 
 /// How long one peer gets to answer a join request, and how many rounds over all peers are made.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);

@@ -13,11 +13,11 @@ use tokio::sync::{oneshot, watch};
 
 use crate::applier::{Applied, ApplyResult};
 use crate::config::Config;
-use crate::membership::RaftCluster;
 use crate::proposal::ProposalState;
 use crate::raft_node::{Command, ConfResult, RaftStatus};
 use crate::rafthttp::Transport;
 use crate::wait::Wait;
+use membership::RaftCluster;
 use rpctypes::ServerError;
 
 /// The membership and the peers, as the services need them.

@@ -415,7 +415,7 @@ fn startup_loaders_survive_garbage_records() {
             }
             w.commit_durable().unwrap();
         }
-        let _ = crate::membership::store::load(&be);
+        let _ = membership::store::load(&be);
         let _ = crate::alarm::AlarmStore::load(&be.read().unwrap());
         let Ok(kv) = mvcc::KvStore::open(be.clone()) else {
             continue;

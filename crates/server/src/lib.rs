@@ -21,7 +21,6 @@ pub mod ids;
 pub mod lease_requests;
 pub mod lessor;
 pub mod lessor_driver;
-pub mod membership;
 pub mod metrics;
 pub mod proposal;
 pub mod quota;
@@ -224,7 +223,6 @@ impl Hearth {
         if let Some(p) = &prepared {
             cluster.set_joined_as_learner(p.learner);
         }
-        crate::metrics::IS_LEARNER.set(if cluster.is_local_learner() { 1.0 } else { 0.0 });
 
         // Bind before starting Raft, so a port conflict fails start-up cleanly.
         let client_listeners = bind(&cfg.listen_client_urls).await?;

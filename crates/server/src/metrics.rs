@@ -177,14 +177,6 @@ metric!(
     )
 );
 metric!(
-    IS_LEARNER,
-    Gauge,
-    register_gauge!(
-        "etcd_server_is_learner",
-        "Whether or not this member is a learner. 1 if is, 0 otherwise."
-    )
-);
-metric!(
     PEER_SENT_BYTES,
     CounterVec,
     register_counter_vec!(

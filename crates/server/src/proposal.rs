@@ -62,6 +62,15 @@ pub enum Payload {
     MemberUpdate(Vec<u8>),
 }
 
+impl From<membership::ChangeEntry> for Payload {
+    fn from(e: membership::ChangeEntry) -> Payload {
+        match e {
+            membership::ChangeEntry::Conf(cc) => Payload::Conf(cc),
+            membership::ChangeEntry::MemberUpdate(data) => Payload::MemberUpdate(data),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Pending {
     pub id: u64,

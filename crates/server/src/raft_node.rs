@@ -38,10 +38,10 @@ use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
 use crate::applier::Applier;
-use crate::membership::{Change, Member, RaftCluster, MEMBER_UPDATE_CONTEXT};
 use crate::proposal::{Payload, Pending, ProposalState, Waiting};
 use crate::rafthttp::{RaftTransport, SendReport};
 use crate::wait::Wait;
+use membership::{Change, Member, RaftCluster, MEMBER_UPDATE_CONTEXT};
 use rpctypes::ServerError;
 
 pub use crate::storage::{open_log, Applied, Bootstrap, RecoveredLog, WalMeta};
@@ -693,13 +693,13 @@ impl RaftNode {
         let (saved, removed) = cluster.outcome(&change);
         let persisted = self.applier.apply_backend(index, term, |txn| {
             if let Some(m) = &saved {
-                crate::membership::store::save_member(txn, m)?;
+                membership::store::save_member(txn, m)?;
             }
             if let Some(id) = removed {
-                crate::membership::store::remove_member(txn, id)?;
+                membership::store::remove_member(txn, id)?;
             }
             match &cs {
-                Some(cs) => crate::membership::store::save_conf_state(txn, cs),
+                Some(cs) => membership::store::save_conf_state(txn, cs),
                 None => Ok(()),
             }
         });
@@ -734,9 +734,6 @@ impl RaftNode {
                     self.stop_at = Some(Instant::now() + REMOVED_STOP_DELAY);
                 }
             }
-        }
-        if change.member_id() == local {
-            crate::metrics::IS_LEARNER.set(if cluster.is_local_learner() { 1.0 } else { 0.0 });
         }
         wait.trigger(request_id, Ok(cluster.members()));
         Ok(())

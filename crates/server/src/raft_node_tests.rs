@@ -13,9 +13,9 @@ use tokio::sync::Semaphore;
 
 use super::*;
 use crate::applier::{Applied, ApplyResult};
-use crate::membership::store;
 use crate::proposal::ProposalState;
 use crate::rafthttp::{RaftTransport, SendReport};
+use membership::store;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -136,8 +136,8 @@ struct Member {
     thread: Option<std::thread::JoinHandle<Result<(), RaftError>>>,
 }
 
-fn member(id: u64) -> crate::membership::Member {
-    crate::membership::Member {
+fn member(id: u64) -> membership::Member {
+    membership::Member {
         id,
         name: format!("m{id}"),
         peer_urls: vec![format!("http://10.0.0.{id}:2380")],
@@ -309,7 +309,7 @@ impl Member {
         self.commands
             .send(Command::ProposeMembership {
                 id,
-                payload: change.to_payload(id),
+                payload: change.to_entry(id).into(),
                 state: ProposalState::new(),
             })
             .unwrap();
@@ -445,7 +445,7 @@ fn learner_is_added_promoted_and_a_member_removed_through_raft() {
     eventually("a leader", || {
         agreed_leader(&ms.iter().collect::<Vec<_>>()).is_some()
     });
-    let learner = crate::membership::Member {
+    let learner = membership::Member {
         is_learner: true,
         name: String::new(),
         ..member(4)
@@ -591,7 +591,7 @@ fn member_added_after_compaction_joins_by_snapshot() {
             &format!("j{i}"),
         );
     }
-    let learner = crate::membership::Member {
+    let learner = membership::Member {
         is_learner: true,
         name: String::new(),
         ..member(4)

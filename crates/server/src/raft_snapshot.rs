@@ -138,7 +138,7 @@ impl RaftNode {
 
     /// Takes the membership from the installed backend and makes the transport follow it.
     fn reload_membership(&mut self) -> Result<(), RaftError> {
-        let stored = crate::membership::store::load(&self.backend)
+        let stored = membership::store::load(&self.backend)
             .map_err(|e| RaftError::Corrupt(format!("membership of the snapshot: {e}")))?;
         let cluster = self.cluster.cluster.clone();
         for id in cluster.replace(stored.members.clone(), stored.removed) {
@@ -147,7 +147,6 @@ impl RaftNode {
         for m in &stored.members {
             self.cluster.transport.add_peer(m.id, &m.peer_urls);
         }
-        crate::metrics::IS_LEARNER.set(if cluster.is_local_learner() { 1.0 } else { 0.0 });
         self.conf_changed = true;
         Ok(())
     }

@@ -12,9 +12,9 @@ use tokio::sync::oneshot;
 use tonic::transport::Endpoint;
 
 use crate::etcdserver::EtcdServer;
-use crate::membership::{Change, Member};
 use crate::proposal::ProposalState;
 use crate::raft_node::Command;
+use membership::{Change, Member};
 use rpctypes::ServerError;
 
 /// etcd's `HealthInterval`: a peer counts as connected once its stream has been up this long.
@@ -236,7 +236,7 @@ impl EtcdServer {
         if self
             .send(Command::ProposeMembership {
                 id,
-                payload: change.to_payload(id),
+                payload: change.to_entry(id).into(),
                 state: state.clone(),
             })
             .is_err()

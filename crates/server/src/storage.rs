@@ -24,8 +24,8 @@ use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::storage::MemStorage;
 
-use crate::membership::{Change, Member};
 use crate::raft_node::RaftError;
+use membership::{Change, Member};
 
 /// The node's identity and the voters it was bootstrapped with, kept in the WAL's metadata record:
 /// node id, cluster id, voter count, voter ids (all big-endian).

@@ -75,7 +75,7 @@ pub struct Described {
 impl Described {
     pub fn read(r: &dyn backend::Reader) -> Result<Described, String> {
         let (index, term) = mvcc::consistent_index_and_term(r).map_err(|e| e.to_string())?;
-        let conf_state = crate::membership::store::read_conf_state(r).map_err(|e| e.to_string())?;
+        let conf_state = membership::store::read_conf_state(r).map_err(|e| e.to_string())?;
         Ok(Described {
             index,
             term,
@@ -446,7 +446,7 @@ fn verify(path: &Path, local: u64, msg: &Message) -> Result<(), String> {
             ));
         }
     }
-    let members = crate::membership::store::load(&db).map_err(|e| e.to_string())?;
+    let members = membership::store::load(&db).map_err(|e| e.to_string())?;
     if !members.members.iter().any(|m| m.id == local) {
         return Err("the file's membership does not include this member".into());
     }

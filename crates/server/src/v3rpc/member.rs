@@ -12,7 +12,7 @@ use api::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use crate::etcdserver::EtcdServer;
-use crate::membership::Member;
+use membership::Member;
 
 pub struct ClusterService {
     pub srv: Arc<EtcdServer>,

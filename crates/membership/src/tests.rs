@@ -43,14 +43,14 @@ fn conf_changes_round_trip_through_raft_encoding() {
         assert_eq!(Change::from_conf_change(&cc).unwrap(), change);
     }
     let update = Change::UpdatePeerUrls(9, vec!["http://x:1".into()]);
-    match update.to_payload(42) {
-        crate::proposal::Payload::MemberUpdate(data) => {
+    match update.to_entry(42) {
+        ChangeEntry::MemberUpdate(data) => {
             assert_eq!(Change::from_member_update(&data).unwrap(), (42, update));
         }
         other => panic!("an update is not a conf change: {other:?}"),
     }
-    match Change::Remove(5).to_payload(7) {
-        crate::proposal::Payload::Conf(cc) => assert_eq!((cc.id, cc.node_id), (7, 5)),
+    match Change::Remove(5).to_entry(7) {
+        ChangeEntry::Conf(cc) => assert_eq!((cc.id, cc.node_id), (7, 5)),
         other => panic!("{other:?}"),
     }
 }

@@ -9,9 +9,15 @@
 //! applied.
 //!
 //! The checks that depend on things that are not in the log (is the cluster healthy enough to change, has
-//! the learner caught up) are made before proposing, in `reconfig`; the ones here depend only on the
-//! membership and run at apply time, so every member decides alike.
+//! the learner caught up) are made before proposing, by the server (`server::reconfig`); the ones here
+//! depend only on the membership and run at apply time, so every member decides alike.
+//!
+//! Knows Raft's conf change types (they carry the changes) but not the Raft loop, the transport or
+//! the services; it never does I/O of its own beyond the backend transactions its callers hand it.
 
+#![forbid(unsafe_code)]
+
+pub mod metrics;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -86,6 +92,16 @@ impl Member {
     }
 }
 
+/// How a membership change travels through Raft.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeEntry {
+    /// A conf change (addition, promotion, removal); its `id` is the request id.
+    Conf(ConfChange),
+    /// An encoded `hearthraftpb.MemberUpdate`, proposed as a normal entry with
+    /// [`MEMBER_UPDATE_CONTEXT`] (new peer URLs do not change Raft's configuration).
+    MemberUpdate(Vec<u8>),
+}
+
 /// A membership change, decoded from a Raft `ConfChange` and its context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -97,10 +113,10 @@ pub enum Change {
 }
 
 impl Change {
-    /// How this change goes through Raft, with `id` as the request id to answer.
-    pub fn to_payload(&self, id: u64) -> crate::proposal::Payload {
+    /// The entry that carries this change through Raft, with `id` as the request id to answer.
+    pub fn to_entry(&self, id: u64) -> ChangeEntry {
         match self {
-            Change::UpdatePeerUrls(member, urls) => crate::proposal::Payload::MemberUpdate(
+            Change::UpdatePeerUrls(member, urls) => ChangeEntry::MemberUpdate(
                 MemberUpdate {
                     request_id: id,
                     member_id: *member,
@@ -111,7 +127,7 @@ impl Change {
             _ => {
                 let mut cc = self.to_conf_change();
                 cc.id = id;
-                crate::proposal::Payload::Conf(cc)
+                ChangeEntry::Conf(cc)
             }
         }
     }
@@ -127,7 +143,7 @@ impl Change {
     }
 
     /// The `ConfChange` (without request id) that carries an addition, promotion or removal through Raft.
-    /// (A peer URL update is not a conf change: see `to_payload`.)
+    /// (A peer URL update is not a conf change: see `to_entry`.)
     pub fn to_conf_change(&self) -> ConfChange {
         let mut cc = ConfChange::default();
         let ctx = |member: Member, is_promote: bool| {
@@ -233,7 +249,7 @@ impl RaftCluster {
         members: impl IntoIterator<Item = Member>,
         removed: impl IntoIterator<Item = u64>,
     ) -> RaftCluster {
-        RaftCluster {
+        let c = RaftCluster {
             local_id,
             cluster_id,
             state: RwLock::new(State {
@@ -241,13 +257,21 @@ impl RaftCluster {
                 removed: removed.into_iter().collect(),
             }),
             joined_as_learner: Default::default(),
-        }
+        };
+        c.publish_learner();
+        c
     }
 
     /// Records what the cluster being joined said about this member, until the log says it again.
     pub fn set_joined_as_learner(&self, learner: bool) {
         self.joined_as_learner
             .store(learner, std::sync::atomic::Ordering::Release);
+        self.publish_learner();
+    }
+
+    /// `etcd_server_is_learner` follows the local member.
+    fn publish_learner(&self) {
+        metrics::IS_LEARNER.set(if self.is_local_learner() { 1.0 } else { 0.0 });
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -388,6 +412,8 @@ impl RaftCluster {
             st.members.remove(&id);
             st.removed.insert(id);
         }
+        drop(st);
+        self.publish_learner();
     }
 
     /// Replaces the whole membership (a snapshot from the leader was installed: the backend now holds the
@@ -403,6 +429,8 @@ impl RaftCluster {
             .collect();
         st.members = fresh;
         st.removed = removed.into_iter().collect();
+        drop(st);
+        self.publish_learner();
         gone
     }
 
