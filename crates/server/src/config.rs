@@ -42,7 +42,7 @@ pub enum ClusterState {
 /// etcd's default `--max-request-bytes`: 1.5 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1572864;
 /// etcd's default `--quota-backend-bytes` when the flag is 0: 2 GiB.
-pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+pub use apply::quota::DEFAULT_QUOTA_BACKEND_BYTES;
 /// etcd's default `--experimental-watch-progress-notify-interval`: 10 minutes.
 pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 /// etcd raises a shorter progress notify interval to this.

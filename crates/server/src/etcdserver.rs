@@ -11,12 +11,12 @@ use mvcc::KvStore;
 use prost::Message as _;
 use tokio::sync::{oneshot, watch};
 
-use crate::applier::{Applied, ApplyResult};
 use crate::config::Config;
 use crate::proposal::ProposalState;
 use crate::raft_node::{Command, ConfResult, RaftStatus};
 use crate::rafthttp::Transport;
-use crate::wait::Wait;
+use apply::applier::{Applied, ApplyResult};
+use apply::wait::Wait;
 use membership::RaftCluster;
 use rpctypes::ServerError;
 
@@ -40,15 +40,15 @@ pub struct EtcdServer {
     pub transport: Arc<Transport>,
     pub(crate) conf_wait: Arc<Wait<ConfResult>>,
     /// The lessor, shared with the applier and the expiry driver (`lessor`).
-    pub leases: Arc<crate::lessor::Leases>,
+    pub leases: Arc<apply::lessor::Leases>,
     commands: Sender<Command>,
     wait: Arc<Wait<ApplyResult>>,
     applied: watch::Receiver<u64>,
     next_id: AtomicU64,
     pub(crate) request_timeout: Duration,
     /// Active alarms (shared with the applier) and the space quota; see `alarm` and `quota`.
-    pub alarms: Arc<crate::alarm::AlarmStore>,
-    pub quota: crate::quota::Quota,
+    pub alarms: Arc<apply::alarm::AlarmStore>,
+    pub quota: apply::quota::Quota,
 }
 
 impl EtcdServer {
@@ -61,7 +61,7 @@ impl EtcdServer {
         watchable: Arc<mvcc::WatchableStore>,
         backend: Arc<backend::Backend>,
         status: Arc<RaftStatus>,
-        leases: Arc<crate::lessor::Leases>,
+        leases: Arc<apply::lessor::Leases>,
         commands: Sender<Command>,
         wait: Arc<Wait<ApplyResult>>,
         applied: watch::Receiver<u64>,
@@ -94,7 +94,7 @@ impl EtcdServer {
             next_id: AtomicU64::new(next_id),
             request_timeout,
             alarms: Arc::default(),
-            quota: crate::quota::Quota {
+            quota: apply::quota::Quota {
                 max_bytes: u64::MAX,
             },
         }
@@ -103,8 +103,8 @@ impl EtcdServer {
     /// Shares the applier's alarms and enforces `quota` on writes.
     pub(crate) fn with_space(
         mut self,
-        alarms: Arc<crate::alarm::AlarmStore>,
-        quota: crate::quota::Quota,
+        alarms: Arc<apply::alarm::AlarmStore>,
+        quota: apply::quota::Quota,
     ) -> EtcdServer {
         self.alarms = alarms;
         self.quota = quota;

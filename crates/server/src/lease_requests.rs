@@ -30,8 +30,8 @@ use api::etcdserverpb::{
 use lease::LeaseError;
 use tokio::time::Instant;
 
-use crate::applier::Applied;
 use crate::etcdserver::EtcdServer;
+use apply::applier::Applied;
 use rpctypes::ServerError;
 
 /// How often a request waiting for a leader or a promotion looks again (etcd throttles its

@@ -8,9 +8,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod alarm;
-pub mod applier;
-pub mod apply;
 pub mod authority;
 pub mod bootstrap;
 pub mod concurrency;
@@ -19,7 +16,6 @@ pub mod etcdserver;
 mod http;
 pub mod ids;
 pub mod lease_requests;
-pub mod lessor;
 pub mod lessor_driver;
 pub mod metrics;
 pub mod proposal;
@@ -30,7 +26,6 @@ pub mod rafthttp;
 mod reconfig;
 pub mod storage;
 pub mod v3rpc;
-mod wait;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -164,15 +159,16 @@ impl Hearth {
         let kv = Arc::new(mvcc::KvStore::open(backend.clone())?);
         let stored = membership::store::load(&backend)?;
         let alarms = Arc::new(
-            alarm::AlarmStore::load(&backend.read()?)
+            apply::alarm::AlarmStore::load(&backend.read()?)
                 .map_err(|e| backend::BackendError::Corrupt(e.to_string()))?,
         );
-        let quota = quota::Quota::from_flag(cfg.quota_backend_bytes);
+        let quota = apply::quota::Quota::from_flag(cfg.quota_backend_bytes);
         let nospace = Arc::new(tokio::sync::Notify::new());
-        let leases = Arc::new(lessor::Leases::recover(
+        let leases = Arc::new(apply::lessor::Leases::recover(
             &kv,
-            lessor::LessorConfig::from_config(&cfg),
-            lessor::system_clock(),
+            apply::lessor::LessorConfig::new(cfg.heartbeat_interval, cfg.election_timeout),
+            // The lessor's only clock: monotonic time.
+            Arc::new(std::time::Instant::now),
         )?);
 
         // A member with a WAL restarts from it; the --initial-cluster* flags only matter the first time.
@@ -256,12 +252,12 @@ impl Hearth {
             transport.add_peer(p.id, &p.peer_urls);
         }
         let status = Arc::new(RaftStatus::default());
-        let wait = Arc::new(wait::Wait::default());
-        let conf_wait = Arc::new(wait::Wait::default());
+        let wait = Arc::new(apply::wait::Wait::default());
+        let conf_wait = Arc::new(apply::wait::Wait::default());
         let (applied_tx, applied_rx) = watch::channel(0);
-        let applier = applier::Applier::new(kv.clone(), leases.clone(), wait.clone())
+        let applier = apply::Applier::new(kv.clone(), leases.clone(), wait.clone())
             .with_cluster(cluster.clone())
-            .with_space(applier::Space {
+            .with_space(apply::Space {
                 alarms: alarms.clone(),
                 quota,
                 raise_nospace: {

@@ -37,10 +37,10 @@ use raft::storage::MemStorage;
 use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
-use crate::applier::Applier;
 use crate::proposal::{Payload, Pending, ProposalState, Waiting};
 use crate::rafthttp::{RaftTransport, SendReport};
-use crate::wait::Wait;
+use apply::applier::Applier;
+use apply::wait::Wait;
 use membership::{Change, Member, RaftCluster, MEMBER_UPDATE_CONTEXT};
 use rpctypes::ServerError;
 
@@ -135,7 +135,7 @@ pub enum RaftError {
     #[error("corrupt raft state in WAL: {0}")]
     Corrupt(String),
     #[error(transparent)]
-    Apply(#[from] crate::applier::ApplyFailed),
+    Apply(#[from] apply::applier::ApplyFailed),
     #[error("{}", crate::rafthttp::REMOVED_TEXT)]
     Removed,
 }

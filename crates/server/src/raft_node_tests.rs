@@ -12,9 +12,9 @@ use raft::prelude::MessageType;
 use tokio::sync::Semaphore;
 
 use super::*;
-use crate::applier::{Applied, ApplyResult};
 use crate::proposal::ProposalState;
 use crate::rafthttp::{RaftTransport, SendReport};
+use apply::applier::{Applied, ApplyResult};
 use membership::store;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -196,7 +196,17 @@ fn start_in(
     let conf_wait = Arc::new(Wait::default());
     let applier = Applier::new(
         kv.clone(),
-        crate::lessor::Leases::for_tests(&kv),
+        Arc::new(
+            apply::lessor::Leases::recover(
+                &kv,
+                apply::lessor::LessorConfig::new(
+                    Duration::from_millis(100),
+                    Duration::from_millis(1000),
+                ),
+                Arc::new(Instant::now),
+            )
+            .unwrap(),
+        ),
         wait.clone(),
     )
     .with_cluster(cluster.clone());

@@ -10,10 +10,10 @@ use api::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::applier::Applied;
-use crate::apply::{self, Exec, NoLeases};
 use crate::etcdserver::EtcdServer;
 use crate::v3rpc::validate;
+use apply::applier::Applied;
+use apply::txn::{self, Exec, NoLeases};
 use rpctypes::ServerError;
 
 pub struct KvService {
@@ -35,14 +35,14 @@ impl Kv for KvService {
         if !req.serializable {
             self.srv.linearizable_read().await?;
         }
-        let mut resp = apply::range(&self.srv.kv.read(), &req)?;
+        let mut resp = txn::range(&self.srv.kv.read(), &req)?;
         self.srv.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = req.into_inner();
-        self.srv.check_quota(crate::quota::cost_put(&req)).await?;
+        self.srv.check_quota(apply::quota::cost_put(&req)).await?;
         validate::check_put(&req)?;
         match self
             .srv
@@ -84,14 +84,14 @@ impl Kv for KvService {
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = req.into_inner();
-        self.srv.check_quota(crate::quota::cost_txn(&req)).await?;
+        self.srv.check_quota(apply::quota::cost_txn(&req)).await?;
         validate::check_txn(&req, self.srv.cfg.max_txn_ops)?;
-        if apply::txn_is_read_only(&req) {
-            if !apply::txn_is_serializable(&req) {
+        if txn::txn_is_read_only(&req) {
+            if !txn::txn_is_serializable(&req) {
                 self.srv.linearizable_read().await?;
             }
             let view = self.srv.kv.read();
-            let mut resp = apply::txn(
+            let mut resp = txn::txn(
                 &mut Exec::Read(&view),
                 self.srv.kv.first_rev(),
                 &NoLeases,

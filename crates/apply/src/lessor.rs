@@ -7,8 +7,8 @@
 //!   put attaches its key, an overwrite or delete detaches it), [`Leases::noop_applied`] for a
 //!   leader's empty entry;
 //! * the Lease service: [`Leases::renew`], [`Leases::time_to_live`], [`Leases::leases`];
-//! * the expiry driver (`lessor_driver`): [`Leases::promote`], [`Leases::demote`],
-//!   [`Leases::expired`].
+//! * the expiry decisions (`expiry`, driven by the server's task): [`Leases::promote`],
+//!   [`Leases::demote`], [`Leases::expired`].
 //!
 //! # Invariants
 //!
@@ -40,20 +40,15 @@ use mvcc::{KvStore, RangeOptions, TxnWrite};
 use prometheus::{register_counter, register_histogram, Counter, Histogram};
 use tokio::sync::{watch, Notify};
 
-use crate::apply::LeaseLookup;
-use crate::config::Config;
 use rpctypes::ServerError;
+
+use crate::txn::LeaseLookup;
 
 /// Keys read per batch when re-attaching keys to their leases at start-up.
 pub const RECOVER_BATCH: i64 = 10_000;
 
 /// Where the lessor gets the time. `Instant::now` in the server; a manual clock in tests.
 pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(Instant::now)
-}
 
 /// The lessor's timing, derived from the member's configuration as etcd derives it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,9 +63,10 @@ pub struct LessorConfig {
 }
 
 impl LessorConfig {
-    pub fn from_config(cfg: &Config) -> LessorConfig {
-        let hb = cfg.heartbeat_interval.as_millis() as u64;
-        let el = cfg.election_timeout.as_millis() as u64;
+    /// The timing etcd derives from `--heartbeat-interval` and `--election-timeout`.
+    pub fn new(heartbeat: Duration, election: Duration) -> LessorConfig {
+        let hb = heartbeat.as_millis() as u64;
+        let el = election.as_millis() as u64;
         LessorConfig {
             min_ttl: lease::min_lease_ttl(hb, el),
             extend: lease::election_timeout(hb, el),
@@ -184,12 +180,12 @@ impl Leases {
         Ok(Leases::with_lessor(lessor, cfg, clock))
     }
 
-    /// The leases of `kv` with the default configuration and the system clock, for tests of
+    /// The leases of `kv` with etcd's default timing and the system's monotonic clock, for tests of
     /// other parts that only need a lessor to exist.
     #[cfg(test)]
     pub(crate) fn for_tests(kv: &KvStore) -> Arc<Leases> {
-        let cfg = LessorConfig::from_config(&Config::default());
-        Arc::new(Leases::recover(kv, cfg, system_clock()).expect("recover leases"))
+        let cfg = LessorConfig::new(Duration::from_millis(100), Duration::from_millis(1000));
+        Arc::new(Leases::recover(kv, cfg, Arc::new(Instant::now)).expect("recover leases"))
     }
 
     /// Rebuilds the lessor from the backend after a write transaction that changed it failed to

@@ -107,12 +107,3 @@ fn a_new_leader_restarts_every_deadline() {
     m.clock.advance(S);
     assert_eq!(check(&m.leases, led(4, 4), 10), [1]);
 }
-
-#[test]
-fn revoke_limit_is_etcds_rate() {
-    // 1000 leases per second, checked every 100 ms.
-    assert_eq!(
-        REVOKE_LIMIT as u128 * (1000 / CHECK_INTERVAL.as_millis()),
-        lease::LEASE_REVOKE_RATE as u128
-    );
-}

@@ -14,7 +14,7 @@ use prost::Message;
 
 use super::*;
 use crate::applier::{Applied, Applier, ApplyResult};
-use crate::apply;
+use crate::txn;
 use crate::wait::Wait;
 
 const S: Duration = Duration::from_secs(1);
@@ -119,7 +119,7 @@ impl Member {
     }
 
     pub(crate) fn keys(&self) -> Vec<String> {
-        let r = apply::range(
+        let r = txn::range(
             &self.kv.read(),
             &RangeRequest {
                 key: vec![0],

@@ -20,9 +20,9 @@ use mvcc::KvStore;
 use prost::Message as _;
 
 use crate::alarm::{self, AlarmStore};
-use crate::apply::{self, Exec};
 use crate::lessor::Leases;
 use crate::quota::{self, Quota};
+use crate::txn::{self, Exec};
 use crate::wait::Wait;
 use rpctypes::ServerError;
 
@@ -246,24 +246,24 @@ impl Applier {
         let leases = leases.as_ref();
         if let Some(p) = req.put {
             let mut w = kv.write();
-            let resp = apply::put(&mut w, leases, &p)?;
+            let resp = txn::put(&mut w, leases, &p)?;
             self.end_deferred(w, index, term)?;
             return Ok(Applied::Put(resp));
         }
         if let Some(d) = req.delete_range {
             let mut w = kv.write();
-            let resp = apply::delete_range(&mut w, &d)?;
+            let resp = txn::delete_range(&mut w, &d)?;
             self.end_deferred(w, index, term)?;
             return Ok(Applied::DeleteRange(resp));
         }
         if let Some(t) = req.txn {
             let first_rev = self.kv.first_rev();
-            if apply::txn_is_read_only(&t) {
+            if txn::txn_is_read_only(&t) {
                 let view = self.kv.read();
-                return apply::txn(&mut Exec::Read(&view), first_rev, leases, &t).map(Applied::Txn);
+                return txn::txn(&mut Exec::Read(&view), first_rev, leases, &t).map(Applied::Txn);
             }
             let mut w = kv.write();
-            let resp = apply::txn(&mut Exec::Write(&mut w), first_rev, leases, &t)?;
+            let resp = txn::txn(&mut Exec::Write(&mut w), first_rev, leases, &t)?;
             self.end_deferred(w, index, term)?;
             return Ok(Applied::Txn(resp));
         }
@@ -405,10 +405,7 @@ impl Applier {
 fn batchable(req: &InternalRaftRequest) -> bool {
     req.put.is_some()
         || req.delete_range.is_some()
-        || req
-            .txn
-            .as_ref()
-            .is_some_and(|t| !apply::txn_is_read_only(t))
+        || req.txn.as_ref().is_some_and(|t| !txn::txn_is_read_only(t))
 }
 
 impl Applier {
