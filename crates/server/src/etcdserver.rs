@@ -2,7 +2,6 @@
 //! linearizable read point, and fill response headers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,11 +12,11 @@ use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
 use crate::proposal::ProposalState;
-use crate::raft_node::{Command, ConfResult, RaftStatus};
-use crate::rafthttp::Transport;
+use crate::raft_node::{Command, ConfResult, Handle, RaftStatus};
 use apply::applier::{Applied, ApplyResult};
 use apply::wait::Wait;
 use membership::RaftCluster;
+use rafthttp::Transport;
 use rpctypes::ServerError;
 
 /// The membership and the peers, as the services need them.
@@ -41,7 +40,7 @@ pub struct EtcdServer {
     pub(crate) conf_wait: Arc<Wait<ConfResult>>,
     /// The lessor, shared with the applier and the expiry driver (`lessor`).
     pub leases: Arc<apply::lessor::Leases>,
-    commands: Sender<Command>,
+    raft: Handle,
     wait: Arc<Wait<ApplyResult>>,
     applied: watch::Receiver<u64>,
     next_id: AtomicU64,
@@ -62,7 +61,7 @@ impl EtcdServer {
         backend: Arc<backend::Backend>,
         status: Arc<RaftStatus>,
         leases: Arc<apply::lessor::Leases>,
-        commands: Sender<Command>,
+        raft: Handle,
         wait: Arc<Wait<ApplyResult>>,
         applied: watch::Receiver<u64>,
         handles: ClusterHandles,
@@ -88,7 +87,7 @@ impl EtcdServer {
             transport: handles.transport,
             conf_wait: handles.conf_wait,
             leases,
-            commands,
+            raft,
             wait,
             applied,
             next_id: AtomicU64::new(next_id),
@@ -168,7 +167,7 @@ impl EtcdServer {
         let rx = self.wait.register(id);
         let state = ProposalState::new();
         let start = Instant::now();
-        let sent = self.commands.send(Command::Propose {
+        let sent = self.raft.send(Command::Propose {
             id,
             data,
             state: state.clone(),
@@ -218,9 +217,7 @@ impl EtcdServer {
     /// served afterwards is linearizable.
     pub async fn linearizable_read(&self) -> Result<(), ServerError> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::ReadIndex(tx))
-            .map_err(|_| ServerError::Stopped)?;
+        self.raft.send(Command::ReadIndex(tx))?;
         let wait = async {
             let index = rx.await.map_err(|_| ServerError::Stopped)??;
             let mut applied = self.applied.clone();
@@ -238,12 +235,7 @@ impl EtcdServer {
 
 impl EtcdServer {
     pub(crate) fn send(&self, cmd: Command) -> Result<(), ServerError> {
-        self.commands.send(cmd).map_err(|_| ServerError::Stopped)
-    }
-
-    /// A sender of commands to the Raft loop.
-    pub(crate) fn commands(&self) -> Sender<Command> {
-        self.commands.clone()
+        self.raft.send(cmd)
     }
 }
 
@@ -279,5 +271,41 @@ impl EtcdServer {
         SERVER_VERSION
             .with_label_values(&[crate::v3rpc::maintenance::API_VERSION])
             .set(1.0);
+    }
+}
+
+/// What peers ask of this member (served on the peer URLs by the transport).
+#[tonic::async_trait]
+impl rafthttp::PeerHandler for EtcdServer {
+    fn is_removed(&self, id: u64) -> bool {
+        self.cluster.is_removed(id)
+    }
+
+    fn members(&self) -> Vec<api::membershippb::Member> {
+        self.cluster.members().iter().map(|m| m.to_pb()).collect()
+    }
+
+    async fn promote(&self, id: u64) -> Result<Vec<api::membershippb::Member>, ServerError> {
+        let members = self.promote_member_as_leader(id).await?;
+        Ok(members.iter().map(|m| m.to_pb()).collect())
+    }
+
+    async fn lease_renew(
+        &self,
+        id: i64,
+    ) -> Result<api::etcdserverpb::LeaseKeepAliveResponse, ServerError> {
+        let ttl = self.lease_renew_as_leader(id).await?;
+        Ok(api::etcdserverpb::LeaseKeepAliveResponse {
+            header: self.header(0),
+            id,
+            ttl,
+        })
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: api::etcdserverpb::LeaseTimeToLiveRequest,
+    ) -> Result<api::etcdserverpb::LeaseTimeToLiveResponse, ServerError> {
+        self.lease_time_to_live_as_leader(req).await
     }
 }

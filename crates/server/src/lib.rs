@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admit;
 pub mod authority;
 pub mod bootstrap;
 pub mod concurrency;
@@ -22,7 +23,6 @@ pub mod proposal;
 pub mod quota;
 mod raft_log;
 pub mod raft_node;
-pub mod rafthttp;
 mod reconfig;
 pub mod storage;
 pub mod v3rpc;
@@ -41,7 +41,9 @@ use tokio::sync::watch;
 
 pub use config::{ClusterState, Config};
 use membership::{Member, RaftCluster};
-use raft_node::{ClusterParts, Command, NodeConfig, RaftNode, RaftStatus};
+use raft_node::{
+    BackendSnapshots, ClusterParts, Command, Handle, NodeConfig, RaftNode, RaftStatus,
+};
 use rafthttp::{RaftTransport as _, Transport, TransportConfig};
 use v3rpc::election::ElectionService;
 use v3rpc::kv::KvService;
@@ -233,7 +235,7 @@ impl Hearth {
             .collect();
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (raft_handle, rx) = Handle::channel();
         let largest_entry = cfg.max_request_bytes.max(1024 * 1024);
         let transport = Arc::new(
             Transport::new(
@@ -244,9 +246,9 @@ impl Hearth {
                     ..TransportConfig::default()
                 },
                 tokio::runtime::Handle::current(),
-                tx.clone(),
+                Arc::new(raft_handle.clone()),
             )
-            .with_backend(backend.clone()),
+            .with_snapshots(Arc::new(BackendSnapshots::new(backend.clone(), member_id))),
         );
         for p in &peers {
             transport.add_peer(p.id, &p.peer_urls);
@@ -313,7 +315,7 @@ impl Hearth {
             backend,
             status,
             leases,
-            tx,
+            raft_handle,
             wait,
             applied_rx,
             etcdserver::ClusterHandles {
@@ -481,7 +483,8 @@ async fn serve_peer(
             })
         },
     );
-    let svc = api::hearthraftpb::raft_server::RaftServer::new(rafthttp::server::PeerService::new(
+    let svc = api::hearthraftpb::raft_server::RaftServer::new(rafthttp::PeerService::new(
+        &srv.transport,
         srv.clone(),
         shutdown.clone(),
     ))

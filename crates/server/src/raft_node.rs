@@ -19,15 +19,18 @@
 //! Log compaction: every `snapshot_count` applied entries the backend is synced, a snapshot marker at its
 //! consistent index is written to the WAL, older WAL segments are released, and the in-memory log keeps only
 //! `snapshot_catchup_entries` entries before the marker for slow followers. The backend file is the snapshot:
-//! a follower behind the compacted log is sent a copy of it (`rafthttp::snapshot`), which it installs between
-//! two turns of this loop (`raft_snapshot`).
+//! a follower behind the compacted log is sent a copy of it (by the peer transport, from
+//! [`BackendSnapshots`]), which it installs between two turns of this loop (`raft_snapshot`).
 //!
-//! Messages from peers pass `rafthttp::validate::admit` before they are stepped: raft-rs stops the process
-//! on some inputs a correct member never sends.
+//! Messages from peers pass `admit` before they are stepped: raft-rs stops the process on some inputs a
+//! correct member never sends.
+//!
+//! The loop is reached only through its command queue ([`Handle`]); the peer transport reaches it as
+//! its [`rafthttp::Raft`], and it reaches the peers only through [`RaftTransport`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,10 +41,10 @@ use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
 use crate::proposal::{Payload, Pending, ProposalState, Waiting};
-use crate::rafthttp::{RaftTransport, SendReport};
 use apply::applier::Applier;
 use apply::wait::Wait;
 use membership::{Change, Member, RaftCluster, MEMBER_UPDATE_CONTEXT};
+use rafthttp::{RaftTransport, SendReport};
 use rpctypes::ServerError;
 
 pub use crate::storage::{open_log, Applied, Bootstrap, RecoveredLog, WalMeta};
@@ -97,7 +100,7 @@ pub enum Command {
     /// A peer refused this member as removed from the cluster.
     Removed,
     /// A snapshot from the leader, received and verified, to install (`raft_snapshot`).
-    InstallSnapshot(crate::rafthttp::snapshot::Incoming),
+    InstallSnapshot(rafthttp::Incoming),
     /// A snapshot send to `to` ended; raft-rs hears whether it succeeded.
     SnapshotStatus {
         to: u64,
@@ -105,6 +108,45 @@ pub enum Command {
     },
     /// Finish the current turn, make the backend durable and return.
     Stop,
+}
+
+/// The Raft loop's command queue: how the rest of the member reaches the loop.
+#[derive(Clone)]
+pub struct Handle(Sender<Command>);
+
+impl Handle {
+    /// A queue and the receiving end the loop takes.
+    pub fn channel() -> (Handle, Receiver<Command>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (Handle(tx), rx)
+    }
+
+    /// Queues `cmd`; `Stopped` once the loop is gone.
+    pub fn send(&self, cmd: Command) -> Result<(), ServerError> {
+        self.0.send(cmd).map_err(|_| ServerError::Stopped)
+    }
+}
+
+impl rafthttp::Raft for Handle {
+    fn process(&self, msgs: Vec<Message>, permit: OwnedSemaphorePermit) -> bool {
+        self.0.send(Command::Step { msgs, permit }).is_ok()
+    }
+
+    fn report_unreachable(&self, id: u64) {
+        let _ = self.0.send(Command::Unreachable(id));
+    }
+
+    fn report_snapshot(&self, to: u64, ok: bool) {
+        let _ = self.0.send(Command::SnapshotStatus { to, ok });
+    }
+
+    fn report_removed(&self) {
+        let _ = self.0.send(Command::Removed);
+    }
+
+    fn install_snapshot(&self, snapshot: rafthttp::Incoming) -> bool {
+        self.0.send(Command::InstallSnapshot(snapshot)).is_ok()
+    }
 }
 
 /// What the rest of the server may read about the node without talking to its thread.
@@ -136,7 +178,7 @@ pub enum RaftError {
     Corrupt(String),
     #[error(transparent)]
     Apply(#[from] apply::applier::ApplyFailed),
-    #[error("{}", crate::rafthttp::REMOVED_TEXT)]
+    #[error("{}", rafthttp::REMOVED_TEXT)]
     Removed,
 }
 
@@ -379,10 +421,10 @@ impl RaftNode {
             }
             Command::Step { msgs, permit } => {
                 for mut m in msgs {
-                    if let Err(e) = crate::rafthttp::validate::admit(&self.node.raft, &mut m) {
+                    if let Err(e) = crate::admit::admit(&self.node.raft, &mut m) {
                         let from = format!("{:x}", m.from);
                         tracing::warn!(remote_peer_id = %from, "dropped a raft message from a peer: {e}");
-                        crate::metrics::PEER_RECEIVED_FAILURES
+                        rafthttp::metrics::PEER_RECEIVED_FAILURES
                             .with_label_values(&[&from])
                             .inc();
                         continue;
@@ -822,6 +864,8 @@ fn fail_pending(applier: &Applier, conf_wait: &Wait<ConfResult>, p: Pending, e: 
 
 #[path = "raft_snapshot.rs"]
 mod raft_snapshot;
+
+pub use raft_snapshot::{BackendSnapshots, Described};
 
 #[cfg(test)]
 #[path = "raft_node_tests.rs"]

@@ -13,9 +13,9 @@ use tokio::sync::Semaphore;
 
 use super::*;
 use crate::proposal::ProposalState;
-use crate::rafthttp::{RaftTransport, SendReport};
 use apply::applier::{Applied, ApplyResult};
 use membership::store;
+use rafthttp::{RaftTransport, SendReport};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -46,10 +46,7 @@ impl Net {
                     return None;
                 }
                 let (mut file, d) = src
-                    .snapshot_with(|r| {
-                        crate::rafthttp::snapshot::Described::read(r)
-                            .map_err(backend::BackendError::Storage)
-                    })
+                    .snapshot_with(|r| Described::read(r).map_err(backend::BackendError::Storage))
                     .ok()?;
                 let md = m.mut_snapshot().mut_metadata();
                 md.index = d.index;
@@ -62,14 +59,12 @@ impl Net {
                 let (reply, answer) = tokio::sync::oneshot::channel();
                 let route = net.routes.lock().unwrap().get(&m.to)?.clone();
                 route
-                    .send(Command::InstallSnapshot(
-                        crate::rafthttp::snapshot::Incoming {
-                            msg: m.clone(),
-                            staged,
-                            slot,
-                            reply,
-                        },
-                    ))
+                    .send(Command::InstallSnapshot(rafthttp::Incoming {
+                        msg: m.clone(),
+                        staged,
+                        slot,
+                        reply,
+                    }))
                     .ok()?;
                 recv(answer).ok()
             })()
@@ -707,7 +702,7 @@ fn hostile_peer_messages_do_not_bring_a_member_down() {
         let mut m = msg(t, follower.id, leader.id);
         m.term = 0;
         assert!(
-            crate::rafthttp::validate::check_peer_message(follower.id, leader.id, &m).is_err(),
+            rafthttp::validate::check_peer_message(follower.id, leader.id, &m).is_err(),
             "{t:?}"
         );
     }

@@ -1,7 +1,8 @@
 //! Installing a snapshot from the leader, as etcd's `applySnapshot`, between two turns of the Raft loop
 //! (the loop owns the applier, so nothing is applied meanwhile).
 //!
-//! A received snapshot (checked and staged by `rafthttp::snapshot`) is installed only if raft-rs would
+//! A received snapshot (checked and staged by the peer transport, verified by [`BackendSnapshots`]) is
+//! installed only if raft-rs would
 //! restore it: [`RaftNode::snapshot_wanted`] asks what raft-rs's `restore` asks (a term not behind the
 //! node's, an index past its commit that its log does not already hold, a configuration that includes
 //! it), so the backend never moves to a state raft-rs does not then take on. Otherwise the message is
@@ -35,10 +36,96 @@
 //! `raftAfterApplySnap` around raft-rs's storage taking the snapshot. The end-to-end tests kill a
 //! member at each and restart it.
 
-use raft::prelude::{Message, Snapshot};
+use std::path::{Path, PathBuf};
+
+use raft::prelude::{ConfState, Message, Snapshot};
+use rafthttp::{Incoming, SnapshotCopy};
 
 use super::*;
-use crate::rafthttp::snapshot::Incoming;
+
+/// What a backend snapshot stands for, read from the read snapshot it was copied from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Described {
+    pub index: u64,
+    pub term: u64,
+    /// None for a backend from before the configuration was recorded with the data.
+    pub conf_state: Option<ConfState>,
+}
+
+impl Described {
+    pub fn read(r: &dyn backend::Reader) -> Result<Described, String> {
+        let (index, term) = mvcc::consistent_index_and_term(r).map_err(|e| e.to_string())?;
+        let conf_state = membership::store::read_conf_state(r).map_err(|e| e.to_string())?;
+        Ok(Described {
+            index,
+            term,
+            conf_state,
+        })
+    }
+}
+
+/// The member's backend as the peer transport sends and receives snapshots of it.
+pub struct BackendSnapshots {
+    backend: Arc<backend::Backend>,
+    local_id: u64,
+}
+
+impl BackendSnapshots {
+    pub fn new(backend: Arc<backend::Backend>, local_id: u64) -> BackendSnapshots {
+        BackendSnapshots { backend, local_id }
+    }
+}
+
+impl rafthttp::SnapshotStore for BackendSnapshots {
+    fn copy(&self) -> Result<SnapshotCopy, String> {
+        let (file, d) = self
+            .backend
+            .snapshot_with(|r| Described::read(r).map_err(backend::BackendError::Storage))
+            .map_err(|e| e.to_string())?;
+        Ok(SnapshotCopy {
+            size: file.size(),
+            file: Box::new(file),
+            index: d.index,
+            term: d.term,
+            conf_state: d.conf_state,
+        })
+    }
+
+    fn staging_path(&self) -> PathBuf {
+        self.backend.install_staging_path()
+    }
+
+    /// The file must be a complete database whose Raft position and configuration are the message's,
+    /// and whose membership includes this member.
+    fn verify(&self, path: &Path, msg: &Message) -> Result<(), String> {
+        let db = backend::Backend::open(path, backend::BackendConfig::default())
+            .map_err(|e| format!("not a valid database: {e}"))?;
+        let described = {
+            let r = db.read().map_err(|e| e.to_string())?;
+            Described::read(&r)?
+        };
+        let md = msg.get_snapshot().get_metadata();
+        if (described.index, described.term) != (md.index, md.term) {
+            return Err(format!(
+                "the file holds index {} of term {}, the message announces index {} of term {}",
+                described.index, described.term, md.index, md.term
+            ));
+        }
+        if let Some(cs) = &described.conf_state {
+            if cs != md.get_conf_state() {
+                return Err(format!(
+                    "the file's configuration {cs:?} is not the message's {:?}",
+                    md.get_conf_state()
+                ));
+            }
+        }
+        let members = membership::store::load(&db).map_err(|e| e.to_string())?;
+        if !members.members.iter().any(|m| m.id == self.local_id) {
+            return Err("the file's membership does not include this member".into());
+        }
+        db.close().map_err(|e| e.to_string())
+    }
+}
 
 impl RaftNode {
     /// Installs a received snapshot if raft-rs will take it, then steps its message. An error is fatal:

@@ -7,9 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use api::hearthraftpb::{raft_client::RaftClient, PromoteRequest};
 use tokio::sync::oneshot;
-use tonic::transport::Endpoint;
 
 use crate::etcdserver::EtcdServer;
 use crate::proposal::ProposalState;
@@ -205,26 +203,11 @@ impl EtcdServer {
         leader: u64,
         id: u64,
     ) -> Result<Vec<Member>, ServerError> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| ServerError::Internal(e.to_string()))?
-            .connect_timeout(Duration::from_secs(1));
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| ServerError::Internal(e.to_string()))?;
-        let mut req = tonic::Request::new(PromoteRequest { member_id: id });
-        req.set_timeout(self.request_timeout);
-        crate::rafthttp::set_headers(&mut req, self.cluster_id, self.member_id, leader);
-        let resp = RaftClient::new(channel)
-            .promote(req)
-            .await
-            .map_err(|s| ServerError::from_peer_status(&s))?;
-        Ok(resp
-            .into_inner()
-            .members
-            .iter()
-            .map(Member::from_pb)
-            .collect())
+        let members = self
+            .transport
+            .forward_promote(leader, url, id, self.request_timeout)
+            .await?;
+        Ok(members.iter().map(Member::from_pb).collect())
     }
 
     /// Proposes a membership change through Raft and waits until it is applied (etcd's `configure`).

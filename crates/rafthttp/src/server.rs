@@ -1,4 +1,6 @@
-//! The receiving side of the peer transport: the `hearthraftpb.Raft` service on the peer URLs.
+//! The receiving side of the peer transport: the `hearthraftpb.Raft` service on the peer URLs. Raft
+//! messages and snapshots go to the Raft loop ([`Raft`]); everything else peers ask is the member's to
+//! answer ([`PeerHandler`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,19 +13,26 @@ use api::hearthraftpb::{
 use api::leasepb::{LeaseInternalRequest, LeaseInternalResponse};
 use protobuf::Message as _;
 use raft::prelude::Message;
+use rpctypes::ServerError;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{header_id, CLUSTER_MISMATCH_TEXT, HEADER_CLUSTER_ID, HEADER_FROM, HEADER_TO};
-use crate::etcdserver::EtcdServer;
-use crate::raft_node::Command;
-use rpctypes::ServerError;
+use super::{
+    header_id, PeerHandler, Raft as RaftLoop, SnapshotStore, Transport, CLUSTER_MISMATCH_TEXT,
+    HEADER_CLUSTER_ID, HEADER_FROM, HEADER_TO,
+};
+use crate::metrics;
 
 /// Received bytes are counted against the in-flight budget in units of this size.
 const PERMIT_BYTES: usize = 1024;
 
 pub struct PeerService {
-    srv: Arc<EtcdServer>,
+    local_id: u64,
+    cluster_id: u64,
+    handler: Arc<dyn PeerHandler>,
+    raft: Arc<dyn RaftLoop>,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
+    max_snapshot_bytes: u64,
     /// Streams end when this turns true, so a stopping member's server can finish gracefully.
     shutdown: tokio::sync::watch::Receiver<bool>,
     /// Permits for received message bytes not yet stepped by the Raft loop.
@@ -34,11 +43,22 @@ pub struct PeerService {
 }
 
 impl PeerService {
-    pub fn new(srv: Arc<EtcdServer>, shutdown: tokio::sync::watch::Receiver<bool>) -> PeerService {
-        let permits = (srv.transport.config().inflight_bytes / PERMIT_BYTES)
+    /// The service for `transport`'s member, with `handler` answering what peers ask of it.
+    pub fn new(
+        transport: &Transport,
+        handler: Arc<dyn PeerHandler>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> PeerService {
+        let cfg = transport.config();
+        let permits = (cfg.inflight_bytes / PERMIT_BYTES)
             .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
         PeerService {
-            srv,
+            local_id: transport.local_id,
+            cluster_id: transport.cluster_id,
+            handler,
+            raft: transport.raft.clone(),
+            snapshots: transport.snapshots.clone(),
+            max_snapshot_bytes: cfg.max_snapshot_bytes,
             shutdown,
             inflight: Arc::new(Semaphore::new(permits as usize)),
             inflight_permits: permits,
@@ -58,16 +78,16 @@ impl PeerService {
         let md = req.metadata();
         let cluster = header_id(md, HEADER_CLUSTER_ID);
         let from = header_id(md, HEADER_FROM).unwrap_or(0);
-        if cluster != Some(self.srv.cluster_id) {
+        if cluster != Some(self.cluster_id) {
             tracing::warn!(
-                local_member_cluster_id = format!("{:x}", self.srv.cluster_id),
+                local_member_cluster_id = format!("{:x}", self.cluster_id),
                 local_member_server_cluster_id = cluster.map(|c| format!("{c:x}")),
                 remote_peer_id = format!("{from:x}"),
                 "request cluster ID mismatch"
             );
             return Err(Status::failed_precondition(CLUSTER_MISMATCH_TEXT));
         }
-        if self.srv.cluster.is_removed(from) {
+        if self.handler.is_removed(from) {
             tracing::warn!(
                 remote_peer_id = format!("{from:x}"),
                 "rejected stream from a member removed from the cluster"
@@ -81,10 +101,10 @@ impl PeerService {
     fn check_addressed<T>(&self, req: &Request<T>) -> Result<u64, Status> {
         let from = self.check_sender(req)?;
         let to = header_id(req.metadata(), HEADER_TO).unwrap_or(0);
-        if to != self.srv.member_id {
+        if to != self.local_id {
             return Err(Status::failed_precondition(format!(
                 "call meant for member {to:x} reached member {:x}",
-                self.srv.member_id
+                self.local_id
             )));
         }
         Ok(from)
@@ -103,7 +123,9 @@ impl Raft for PeerService {
     ) -> Result<Response<Self::StreamStream>, Status> {
         let from = self.check_addressed(&req)?;
         let mut incoming = req.into_inner();
-        let srv = self.srv.clone();
+        let handler = self.handler.clone();
+        let raft = self.raft.clone();
+        let local = self.local_id;
         let inflight = self.inflight.clone();
         let max_permits = self.inflight_permits;
         let mut shutdown = self.shutdown.clone();
@@ -122,7 +144,7 @@ impl Raft for PeerService {
                     Ok(None) => return,
                     Err(e) => {
                         tracing::debug!(remote_peer_id = %label, "peer stream ended: {e}");
-                        crate::metrics::PEER_RECEIVED_FAILURES
+                        metrics::PEER_RECEIVED_FAILURES
                             .with_label_values(&[&label])
                             .inc();
                         return;
@@ -133,17 +155,16 @@ impl Raft for PeerService {
                 }
                 // A member removed while its stream was open learns it here (it may never see the
                 // entry that removed it: the leader stops replicating to it).
-                if srv.cluster.is_removed(from) {
+                if handler.is_removed(from) {
                     let _ = done
                         .send(Err(Status::failed_precondition(super::REMOVED_TEXT)))
                         .await;
                     return;
                 }
                 let bytes: usize = batch.messages.iter().map(Vec::len).sum();
-                crate::metrics::PEER_RECEIVED_BYTES
+                metrics::PEER_RECEIVED_BYTES
                     .with_label_values(&[&label])
                     .inc_by(bytes as f64);
-                let local = srv.member_id;
                 let mut msgs = Vec::with_capacity(batch.messages.len());
                 for b in &batch.messages {
                     let checked = Message::parse_from_bytes(b)
@@ -155,7 +176,7 @@ impl Raft for PeerService {
                         Ok(m) => msgs.push(m),
                         Err(e) => {
                             tracing::warn!(remote_peer_id = %label, "dropped a raft message from a peer: {e}");
-                            crate::metrics::PEER_RECEIVED_FAILURES
+                            metrics::PEER_RECEIVED_FAILURES
                                 .with_label_values(&[&label])
                                 .inc();
                         }
@@ -168,7 +189,7 @@ impl Raft for PeerService {
                 let Ok(permit) = inflight.clone().acquire_many_owned(want).await else {
                     return;
                 };
-                if srv.send(Command::Step { msgs, permit }).is_err() {
+                if !raft.process(msgs, permit) {
                     return;
                 }
             }
@@ -186,15 +207,9 @@ impl Raft for PeerService {
             return Err(Status::unavailable("peer traffic is blocked"));
         }
         Ok(Response::new(MembersResponse {
-            cluster_id: self.srv.cluster_id,
-            member_id: self.srv.member_id,
-            members: self
-                .srv
-                .cluster
-                .members()
-                .iter()
-                .map(|m| m.to_pb())
-                .collect(),
+            cluster_id: self.cluster_id,
+            member_id: self.local_id,
+            members: self.handler.members(),
         }))
     }
 
@@ -204,10 +219,8 @@ impl Raft for PeerService {
     ) -> Result<Response<PromoteResponse>, Status> {
         self.check_sender(&req)?;
         let id = req.into_inner().member_id;
-        let members = self.srv.promote_member_as_leader(id).await?;
-        Ok(Response::new(PromoteResponse {
-            members: members.iter().map(|m| m.to_pb()).collect(),
-        }))
+        let members = self.handler.promote(id).await?;
+        Ok(Response::new(PromoteResponse { members }))
     }
 
     async fn snapshot(
@@ -220,12 +233,15 @@ impl Raft for PeerService {
                 "a snapshot is already being received; try again later",
             ));
         };
+        let Some(store) = self.snapshots.clone() else {
+            return Err(Status::unavailable("this member takes no snapshots"));
+        };
         let ctx = super::snapshot::ReceiveContext {
-            local_id: self.srv.member_id,
+            local_id: self.local_id,
             from,
-            max_bytes: self.srv.transport.config().max_snapshot_bytes,
-            staged: self.srv.backend.install_staging_path(),
-            raft: self.srv.commands(),
+            max_bytes: self.max_snapshot_bytes,
+            store,
+            raft: self.raft.clone(),
         };
         // Its own task: if the sender goes away, the transfer still ends properly (the slot and
         // the staging file are released only once the Raft loop is done with them).
@@ -240,12 +256,7 @@ impl Raft for PeerService {
     ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
         self.check_sender(&req)?;
         let id = req.into_inner().id;
-        let ttl = self.srv.lease_renew_as_leader(id).await?;
-        Ok(Response::new(LeaseKeepAliveResponse {
-            header: self.srv.header(0),
-            id,
-            ttl,
-        }))
+        Ok(Response::new(self.handler.lease_renew(id).await?))
     }
 
     async fn lease_time_to_live(
@@ -256,7 +267,7 @@ impl Raft for PeerService {
         let Some(r) = req.into_inner().lease_time_to_live_request else {
             return Err(ServerError::Internal("empty time-to-live request".into()).into());
         };
-        let resp = self.srv.lease_time_to_live_as_leader(r).await?;
+        let resp = self.handler.lease_time_to_live(r).await?;
         Ok(Response::new(LeaseInternalResponse {
             lease_time_to_live_response: Some(resp),
         }))

@@ -15,8 +15,8 @@ use protobuf::Message as _;
 use raft::prelude::Message;
 use tokio::sync::{mpsc, watch};
 
-use super::{TransportConfig, CLUSTER_MISMATCH_TEXT, REMOVED_TEXT};
-use crate::raft_node::Command;
+use super::{Raft, TransportConfig, CLUSTER_MISMATCH_TEXT, REMOVED_TEXT};
+use crate::metrics;
 
 /// A batch is cut at this many messages or bytes (a single larger message goes alone).
 const BATCH_MESSAGES: usize = 256;
@@ -24,7 +24,7 @@ const BATCH_BYTES: usize = 1024 * 1024;
 
 /// Whether the stream to a peer is up, and since when.
 #[derive(Debug, Default)]
-pub struct PeerStatus {
+pub(crate) struct PeerStatus {
     active_since: Mutex<Option<Instant>>,
 }
 
@@ -55,15 +55,15 @@ impl PeerStatus {
 }
 
 /// What a peer's task needs to know.
-pub struct PeerContext {
+pub(crate) struct PeerContext {
     pub local_id: u64,
     pub cluster_id: u64,
     pub remote_id: u64,
     pub cfg: TransportConfig,
-    pub raft: std::sync::mpsc::Sender<Command>,
+    pub raft: Arc<dyn Raft>,
 }
 
-pub struct Peer {
+pub(crate) struct Peer {
     queue: mpsc::Sender<Message>,
     pub(super) urls: watch::Sender<Vec<String>>,
     pub status: Arc<PeerStatus>,
@@ -140,10 +140,10 @@ async fn run(
         };
         if status.set_active(false) {
             tracing::warn!(remote_peer_id = %remote, "peer became inactive (message send to peer failed)");
-            crate::metrics::ACTIVE_PEERS
+            metrics::ACTIVE_PEERS
                 .with_label_values(&[&local, &remote])
                 .set(0.0);
-            crate::metrics::DISCONNECTED_PEERS
+            metrics::DISCONNECTED_PEERS
                 .with_label_values(&[&local, &remote])
                 .inc();
         }
@@ -153,10 +153,10 @@ async fn run(
             dropped += 1;
         }
         if dropped > 0 {
-            crate::metrics::PEER_SENT_FAILURES
+            metrics::PEER_SENT_FAILURES
                 .with_label_values(&[&remote])
                 .inc_by(dropped as f64);
-            let _ = ctx.raft.send(Command::Unreachable(ctx.remote_id));
+            ctx.raft.report_unreachable(ctx.remote_id);
         }
         match ended {
             Ended::Closed => return,
@@ -165,7 +165,7 @@ async fn run(
                     remote_peer_id = %remote,
                     "{REMOVED_TEXT}: a peer refused this member's stream"
                 );
-                let _ = ctx.raft.send(Command::Removed);
+                ctx.raft.report_removed();
                 return;
             }
             Ended::Failed(e) => {
@@ -238,7 +238,7 @@ async fn stream_to(
     let remote = format!("{:x}", ctx.remote_id);
     if status.set_active(true) {
         tracing::info!(remote_peer_id = %remote, "peer became active");
-        crate::metrics::ACTIVE_PEERS
+        metrics::ACTIVE_PEERS
             .with_label_values(&[&format!("{:x}", ctx.local_id), &remote])
             .set(1.0);
     }
@@ -259,7 +259,7 @@ async fn stream_to(
                 if tx.send(batch).await.is_err() {
                     return Ended::Failed("stream broken".into());
                 }
-                crate::metrics::PEER_SENT_BYTES
+                metrics::PEER_SENT_BYTES
                     .with_label_values(&[&remote])
                     .inc_by(bytes as f64);
             }

@@ -5,9 +5,10 @@
 //! # Sending
 //! When raft-rs emits a `MsgSnapshot`, [`Transport::send`](super::Transport) starts a task (never more
 //! than one per peer, nor more than `max_snapshot_sends` at once: a copy costs a temporary file and a
-//! read snapshot that keeps the live file from reusing pages) and the Raft loop goes on. The task makes
-//! the copy ([`backend::Backend::snapshot_with`]) on a blocking thread and reads, from the very read
-//! snapshot the copy is made of, the consistent index, term and Raft configuration the backend records:
+//! read snapshot that keeps the live file from reusing pages) and the Raft loop goes on. The task has
+//! the member make the copy ([`SnapshotStore::copy`](super::SnapshotStore)) on a blocking thread, with,
+//! read from the very read snapshot the copy is made of, the consistent index, term and Raft
+//! configuration the backend records:
 //! they become the message's snapshot metadata, so the metadata says exactly what the file holds (etcd
 //! does the same, taking them from its apply loop as it takes the copy). That index may be below the
 //! one raft-rs put in the message (its commit index); raft-rs finds the difference out from the
@@ -19,28 +20,29 @@
 //!
 //! # Receiving
 //! One transfer at a time (a second gets `Unavailable`; its sender retries later): the message is
-//! checked ([`super::validate::check_snapshot_message`]), the bytes are written to the backend's
-//! install staging path (`Backend::install_staging_path`, removed at the next start if a crash
-//! interrupts), the length and checksum are verified, the file is opened (redb checks every page) and
-//! its consistent index, term and configuration must be those of the message, and the membership it
-//! holds must include this member. Only then does the Raft loop get it (`Command::InstallSnapshot`);
+//! checked ([`super::validate::check_snapshot_message`]), the bytes are written to the member's
+//! staging path ([`SnapshotStore::staging_path`](super::SnapshotStore), removed at the next start if a
+//! crash interrupts), the length and checksum are verified, and the member checks the file
+//! ([`SnapshotStore::verify`](super::SnapshotStore): a complete database whose consistent index, term
+//! and configuration are those of the message, with a membership that includes this member). Only
+//! then does the Raft loop get it ([`Raft::install_snapshot`](super::Raft));
 //! the call is answered once the loop has installed it or found it does not need it. The transfer's
 //! slot is held until the Raft loop is done with the file, even if the sender goes away meanwhile.
 
-use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::hearthraftpb::{raft_client::RaftClient, SnapshotChunk};
 use protobuf::Message as _;
-use raft::prelude::{ConfState, Message};
+use raft::prelude::Message;
 use sha2::Digest as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
-use super::validate;
-use crate::raft_node::Command;
+use super::{validate, Raft, SnapshotStore};
+use crate::metrics;
 
 /// Bytes of the file per chunk.
 const CHUNK: usize = 1024 * 1024;
@@ -56,32 +58,11 @@ pub type InstallResult = Result<bool, String>;
 pub struct Incoming {
     /// The leader's `MsgSnapshot`, whose metadata describes the file.
     pub msg: Message,
-    /// The file, at the backend's install staging path.
+    /// The file, at the member's staging path.
     pub staged: PathBuf,
     /// Held until the loop is done with the file: no other transfer may write to `staged` meanwhile.
     pub slot: OwnedSemaphorePermit,
     pub reply: oneshot::Sender<InstallResult>,
-}
-
-/// What a backend snapshot stands for, read from the read snapshot it was copied from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Described {
-    pub index: u64,
-    pub term: u64,
-    /// None for a backend from before the configuration was recorded with the data.
-    pub conf_state: Option<ConfState>,
-}
-
-impl Described {
-    pub fn read(r: &dyn backend::Reader) -> Result<Described, String> {
-        let (index, term) = mvcc::consistent_index_and_term(r).map_err(|e| e.to_string())?;
-        let conf_state = membership::store::read_conf_state(r).map_err(|e| e.to_string())?;
-        Ok(Described {
-            index,
-            term,
-            conf_state,
-        })
-    }
 }
 
 /// Everything a send task needs.
@@ -91,27 +72,27 @@ pub(super) struct SendContext {
     pub to: u64,
     pub urls: Vec<String>,
     pub cfg: super::TransportConfig,
-    pub backend: Arc<backend::Backend>,
-    pub raft: std::sync::mpsc::Sender<Command>,
+    pub store: Arc<dyn SnapshotStore>,
+    pub raft: Arc<dyn Raft>,
 }
 
 /// Sends `msg`'s snapshot to its peer and reports the outcome to the Raft loop.
 pub(super) async fn send(ctx: SendContext, msg: Message) {
     let label = format!("{:x}", ctx.to);
     let started = Instant::now();
-    crate::metrics::SNAPSHOT_SEND_INFLIGHTS
+    metrics::SNAPSHOT_SEND_INFLIGHTS
         .with_label_values(&[&label])
         .inc();
     let result = send_copy(&ctx, msg).await;
-    crate::metrics::SNAPSHOT_SEND_INFLIGHTS
+    metrics::SNAPSHOT_SEND_INFLIGHTS
         .with_label_values(&[&label])
         .dec();
     let ok = match result {
         Ok((index, bytes, installed)) => {
-            crate::metrics::SNAPSHOT_SEND_SUCCESS
+            metrics::SNAPSHOT_SEND_SUCCESS
                 .with_label_values(&[&label])
                 .inc();
-            crate::metrics::SNAPSHOT_SEND_SECONDS
+            metrics::SNAPSHOT_SEND_SECONDS
                 .with_label_values(&[&label])
                 .observe(started.elapsed().as_secs_f64());
             tracing::info!(
@@ -125,14 +106,14 @@ pub(super) async fn send(ctx: SendContext, msg: Message) {
             true
         }
         Err(e) => {
-            crate::metrics::SNAPSHOT_SEND_FAILURES
+            metrics::SNAPSHOT_SEND_FAILURES
                 .with_label_values(&[&label])
                 .inc();
             tracing::warn!(remote_peer_id = %label, error = %e, "failed to send database snapshot to peer");
             false
         }
     };
-    let _ = ctx.raft.send(Command::SnapshotStatus { to: ctx.to, ok });
+    ctx.raft.report_snapshot(ctx.to, ok);
 }
 
 /// Returns the snapshot's index, its size and whether the peer installed it.
@@ -140,33 +121,30 @@ async fn send_copy(ctx: &SendContext, mut msg: Message) -> Result<(u64, u64, boo
     if super::blackholed() {
         return Err("peer traffic is blocked by the blackholePeerNetwork failpoint".into());
     }
-    let backend = ctx.backend.clone();
-    let (file, described) = tokio::task::spawn_blocking(move || {
-        backend.snapshot_with(|r| {
-            Described::read(r).map_err(|e| backend::BackendError::Storage(e.to_string()))
-        })
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("cannot copy the backend: {e}"))?;
-    if described.index == 0 || described.term == 0 {
+    let store = ctx.store.clone();
+    let copy = tokio::task::spawn_blocking(move || store.copy())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot copy the backend: {e}"))?;
+    if copy.index == 0 || copy.term == 0 {
         return Err("the backend records no applied entry".into());
     }
+    let described = (copy.index, copy.term);
+    let (file, size) = (copy.file, copy.size);
     {
         let md = msg.mut_snapshot().mut_metadata();
-        md.index = described.index;
-        md.term = described.term;
-        if let Some(cs) = described.conf_state {
+        md.index = copy.index;
+        md.term = copy.term;
+        if let Some(cs) = copy.conf_state {
             md.set_conf_state(cs);
         }
     }
     msg.mut_snapshot().data = Default::default();
     let header = msg.write_to_bytes().map_err(|e| e.to_string())?;
-    let size = file.size();
     tracing::info!(
         remote_peer_id = format!("{:x}", ctx.to),
-        snapshot_index = described.index,
-        snapshot_term = described.term,
+        snapshot_index = described.0,
+        snapshot_term = described.1,
         bytes = size,
         "sending database snapshot to peer"
     );
@@ -177,7 +155,7 @@ async fn send_copy(ctx: &SendContext, mut msg: Message) -> Result<(u64, u64, boo
     for url in &ctx.urls {
         let Some(f) = file.take() else { break };
         match tokio::time::timeout(timeout, stream_to(ctx, url, f, header.clone(), size)).await {
-            Ok(Ok(installed)) => return Ok((described.index, size, installed)),
+            Ok(Ok(installed)) => return Ok((described.0, size, installed)),
             Ok(Err((e, unused))) => {
                 last_error = format!("{url}: {e}");
                 file = unused;
@@ -192,13 +170,16 @@ async fn send_copy(ctx: &SendContext, mut msg: Message) -> Result<(u64, u64, boo
     Err(last_error)
 }
 
-type StreamError = (String, Option<backend::SnapshotFile>);
+/// A copy of the backend, read once.
+type CopyFile = Box<dyn Read + Send>;
+
+type StreamError = (String, Option<CopyFile>);
 
 /// Streams the file to one URL. A failure to connect hands the file back for the next URL.
 async fn stream_to(
     ctx: &SendContext,
     url: &str,
-    file: backend::SnapshotFile,
+    file: CopyFile,
     header: Vec<u8>,
     size: u64,
 ) -> Result<bool, StreamError> {
@@ -225,7 +206,7 @@ async fn stream_to(
 
 /// Reads the file in chunks into `tx`, the first with the message, the last with the SHA-256.
 fn feed(
-    mut file: backend::SnapshotFile,
+    mut file: CopyFile,
     header: Vec<u8>,
     size: u64,
     tx: mpsc::Sender<SnapshotChunk>,
@@ -295,8 +276,8 @@ pub(super) struct ReceiveContext {
     pub local_id: u64,
     pub from: u64,
     pub max_bytes: u64,
-    pub staged: PathBuf,
-    pub raft: std::sync::mpsc::Sender<Command>,
+    pub store: Arc<dyn SnapshotStore>,
+    pub raft: Arc<dyn Raft>,
 }
 
 /// Receives one snapshot from `incoming` and hands it to the Raft loop; returns whether it was
@@ -308,25 +289,25 @@ pub(super) async fn receive(
 ) -> Result<bool, tonic::Status> {
     let label = format!("{:x}", ctx.from);
     let started = Instant::now();
-    crate::metrics::SNAPSHOT_RECEIVE_INFLIGHTS
+    metrics::SNAPSHOT_RECEIVE_INFLIGHTS
         .with_label_values(&[&label])
         .inc();
     let result = receive_file(&ctx, &mut incoming, slot).await;
-    crate::metrics::SNAPSHOT_RECEIVE_INFLIGHTS
+    metrics::SNAPSHOT_RECEIVE_INFLIGHTS
         .with_label_values(&[&label])
         .dec();
     match &result {
         Ok(installed) => {
-            crate::metrics::SNAPSHOT_RECEIVE_SUCCESS
+            metrics::SNAPSHOT_RECEIVE_SUCCESS
                 .with_label_values(&[&label])
                 .inc();
-            crate::metrics::SNAPSHOT_RECEIVE_SECONDS
+            metrics::SNAPSHOT_RECEIVE_SECONDS
                 .with_label_values(&[&label])
                 .observe(started.elapsed().as_secs_f64());
             tracing::info!(remote_peer_id = %label, installed, took = ?started.elapsed(), "received database snapshot from peer");
         }
         Err(s) => {
-            crate::metrics::SNAPSHOT_RECEIVE_FAILURES
+            metrics::SNAPSHOT_RECEIVE_FAILURES
                 .with_label_values(&[&label])
                 .inc();
             tracing::warn!(remote_peer_id = %label, error = %s.message(), "failed to receive database snapshot from peer");
@@ -361,7 +342,7 @@ async fn receive_file(
         "receiving database snapshot from peer"
     );
     let mut staged = Staged {
-        path: ctx.staged.clone(),
+        path: ctx.store.staging_path(),
         handed_over: false,
     };
     let mut file = tokio::fs::File::create(&staged.path).await?;
@@ -396,20 +377,20 @@ async fn receive_file(
     }
     file.sync_all().await?;
     drop(file);
-    let (path, local, expected) = (staged.path.clone(), ctx.local_id, msg.clone());
-    tokio::task::spawn_blocking(move || verify(&path, local, &expected))
+    let (path, store, expected) = (staged.path.clone(), ctx.store.clone(), msg.clone());
+    tokio::task::spawn_blocking(move || store.verify(&path, &expected))
         .await
         .map_err(|e| tonic::Status::internal(e.to_string()))?
         .map_err(refuse)?;
     let (reply, answer) = oneshot::channel();
     staged.handed_over = true;
-    let handed = ctx.raft.send(Command::InstallSnapshot(Incoming {
+    let handed = ctx.raft.install_snapshot(Incoming {
         msg,
         staged: staged.path.clone(),
         slot,
         reply,
-    }));
-    if handed.is_err() {
+    });
+    if !handed {
         staged.handed_over = false;
         return Err(tonic::Status::unavailable("the member is stopping"));
     }
@@ -420,35 +401,4 @@ async fn receive_file(
         ))),
         Err(_) => Err(tonic::Status::unavailable("the member is stopping")),
     }
-}
-
-/// The file must be a complete database whose Raft position and configuration are the message's, and
-/// whose membership includes this member.
-fn verify(path: &Path, local: u64, msg: &Message) -> Result<(), String> {
-    let db = backend::Backend::open(path, backend::BackendConfig::default())
-        .map_err(|e| format!("not a valid database: {e}"))?;
-    let described = {
-        let r = db.read().map_err(|e| e.to_string())?;
-        Described::read(&r)?
-    };
-    let md = msg.get_snapshot().get_metadata();
-    if (described.index, described.term) != (md.index, md.term) {
-        return Err(format!(
-            "the file holds index {} of term {}, the message announces index {} of term {}",
-            described.index, described.term, md.index, md.term
-        ));
-    }
-    if let Some(cs) = &described.conf_state {
-        if cs != md.get_conf_state() {
-            return Err(format!(
-                "the file's configuration {cs:?} is not the message's {:?}",
-                md.get_conf_state()
-            ));
-        }
-    }
-    let members = membership::store::load(&db).map_err(|e| e.to_string())?;
-    if !members.members.iter().any(|m| m.id == local) {
-        return Err("the file's membership does not include this member".into());
-    }
-    db.close().map_err(|e| e.to_string())
 }

@@ -11,16 +11,14 @@
 //!   local one), it is addressed to this member and comes from the peer that sent it, the term is set
 //!   where raft-rs sets it, an append's entries follow its index in order with sensible terms, and no
 //!   index overflows. [`check_snapshot_message`] is the same for the `MsgSnapshot` of a snapshot transfer.
-//! * [`admit`], in the Raft loop just before `step`, against the node's log: what depends on it
-//!   (commit indexes within the log, appends that do not rewrite committed entries, responses that do not
-//!   acknowledge entries the leader never had).
+//! * the Raft loop's admission, just before `step`, against the node's log (`raftnode::admit`): what
+//!   depends on it (commit indexes within the log, appends that do not rewrite committed entries,
+//!   responses that do not acknowledge entries the leader never had).
 //!
 //! The checks reject only what a correct member never sends; everything else is left to raft-rs, whose
 //! job it is to handle stale, duplicated and reordered messages.
 
 use raft::prelude::{ConfState, Message, MessageType};
-use raft::storage::MemStorage;
-use raft::{Raft, StateRole};
 
 /// Why a message was dropped.
 pub type Rejection = String;
@@ -163,65 +161,6 @@ pub fn check_snapshot_message(local: u64, from: u64, m: &Message) -> Result<(), 
         return Err("a snapshot message carrying data".into());
     }
     check_conf_state(local, md.get_conf_state())
-}
-
-/// The checks that need the node's log, made in the Raft loop just before `m` is stepped. May lower a
-/// heartbeat's commit index to the end of this member's log (which is what a correct leader sends).
-pub fn admit(r: &Raft<MemStorage>, m: &mut Message) -> Result<(), Rejection> {
-    // raft-rs only answers a message of an older term; what is in it does not matter.
-    if m.term != 0 && m.term < r.term {
-        return Ok(());
-    }
-    let log = &r.raft_log;
-    match m.get_msg_type() {
-        MessageType::MsgHeartbeat if m.commit > log.last_index() => {
-            tracing::warn!(
-                remote_peer_id = format!("{:x}", m.from),
-                commit = m.commit,
-                last_index = log.last_index(),
-                "a heartbeat commits beyond this member's log; only its log is committed"
-            );
-            m.commit = log.last_index();
-            Ok(())
-        }
-        MessageType::MsgAppend if m.index >= log.committed => {
-            if log.match_term(m.index, m.log_term) {
-                // Appended entries may replace uncommitted ones, never committed ones.
-                match m
-                    .entries
-                    .iter()
-                    .find(|e| e.index <= log.committed && !log.match_term(e.index, e.term))
-                {
-                    Some(e) => Err(format!(
-                        "an append whose entry {} of term {} conflicts with a committed entry",
-                        e.index, e.term
-                    )),
-                    None => Ok(()),
-                }
-            } else {
-                // The rejection looks for the last entry of a term at most the message's; the log must
-                // have one.
-                let first = log.first_index().saturating_sub(1);
-                match log.term(first) {
-                    Ok(t) if t <= m.log_term => Ok(()),
-                    _ => Err(format!(
-                        "an append whose previous term {} precedes this member's whole log",
-                        m.log_term
-                    )),
-                }
-            }
-        }
-        MessageType::MsgAppendResponse
-            if r.state == StateRole::Leader && m.index > log.last_index() =>
-        {
-            Err(format!(
-                "an append response for index {} beyond the leader's log ({})",
-                m.index,
-                log.last_index()
-            ))
-        }
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

@@ -29,9 +29,17 @@
 //! Every message from a peer is checked (`validate`) before raft-rs sees it, because raft-rs stops the
 //! process on input no correct member sends.
 //!
-//! # Forwarding
-//! Lease keep-alives and time-to-live queries, which only the leader can answer, are forwarded to it
-//! over the peer URLs (`forward`), as etcd's `leasehttp` does.
+//! # Forwarding and discovery
+//! Lease keep-alives, time-to-live queries and learner promotions, which only the leader can answer,
+//! are forwarded to it over the peer URLs (`forward`), as etcd's `leasehttp` does; a member joining a
+//! cluster asks a peer for the members (`discovery`).
+//!
+//! # What it knows of the member
+//! Nothing but three traits, implemented by the server: [`Raft`] (hand received messages and
+//! snapshots to the Raft loop, report unreachable peers and snapshot outcomes), [`SnapshotStore`] (copy
+//! the backend for a peer, stage and verify a received one) and [`PeerHandler`] (what peers ask of this
+//! member: is a member removed, the member list, promotions and lease requests forwarded to the
+//! leader). It does not know the Raft loop, the backend, the membership or the server.
 //!
 //! # Faults (tests only)
 //! While the failpoint [`BLACKHOLE`] (`blackholePeerNetwork`) is armed with `return`, the member drops
@@ -39,21 +47,30 @@
 //! working): the end-to-end tests cut members off and heal them through the failpoint file
 //! (`docs/failpoints.md`).
 
-pub mod forward;
-pub mod peer;
-pub mod server;
-pub mod snapshot;
+#![forbid(unsafe_code)]
+
+pub mod discovery;
+mod forward;
+pub mod metrics;
+mod peer;
+mod server;
+mod snapshot;
 pub mod validate;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use raft::prelude::{Message, MessageType};
-use tokio::sync::Semaphore;
+use api::etcdserverpb::{LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
+use api::membershippb;
+use raft::prelude::{ConfState, Message, MessageType};
+use rpctypes::ServerError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::raft_node::Command;
+pub use server::PeerService;
+pub use snapshot::{Incoming, InstallResult};
 
 /// Metadata keys every peer call carries (values: lower-case hex ids).
 pub const HEADER_CLUSTER_ID: &str = "hearth-cluster-id";
@@ -70,6 +87,65 @@ pub const BLACKHOLE: &str = "blackholePeerNetwork";
 /// Whether all peer traffic is to be dropped (see [`BLACKHOLE`]).
 pub fn blackholed() -> bool {
     failpoint::is_on(BLACKHOLE)
+}
+
+/// What the transport hands to this member's Raft loop (etcd's `rafthttp.Raft`). No method waits
+/// for the loop.
+pub trait Raft: Send + Sync + 'static {
+    /// Messages received from a peer, already checked (`validate`). `permit` counts their bytes
+    /// against the transport's in-flight budget until the loop has stepped them. False once the
+    /// loop is gone.
+    fn process(&self, msgs: Vec<Message>, permit: OwnedSemaphorePermit) -> bool;
+    /// Messages to peer `id` were lost.
+    fn report_unreachable(&self, id: u64);
+    /// A snapshot sent to `to` ended: `ok` if the peer has it.
+    fn report_snapshot(&self, to: u64, ok: bool);
+    /// A peer refused this member as removed from the cluster.
+    fn report_removed(&self);
+    /// A received and verified snapshot, for the loop to install. False once the loop is gone.
+    fn install_snapshot(&self, snapshot: Incoming) -> bool;
+}
+
+/// The member's backend as snapshot transfers use it. Every method may block (the transport calls
+/// them from blocking threads).
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// A consistent copy of the backend, and what it holds, read from the one read snapshot it was
+    /// copied from.
+    fn copy(&self) -> Result<SnapshotCopy, String>;
+    /// Where a received snapshot is written before it is installed.
+    fn staging_path(&self) -> PathBuf;
+    /// Checks a received file against the message that announced it: a complete database holding
+    /// the message's Raft position and configuration, whose membership includes this member.
+    fn verify(&self, path: &Path, msg: &Message) -> Result<(), String>;
+}
+
+/// A copy of the backend for a peer.
+pub struct SnapshotCopy {
+    pub file: Box<dyn std::io::Read + Send>,
+    pub size: u64,
+    /// The consistent index and its term the copy holds.
+    pub index: u64,
+    pub term: u64,
+    /// The Raft configuration it records (None for a backend from before it was recorded).
+    pub conf_state: Option<ConfState>,
+}
+
+/// What peers ask of this member besides Raft messages and snapshots.
+#[tonic::async_trait]
+pub trait PeerHandler: Send + Sync + 'static {
+    /// Whether `id` was removed from the cluster for good (its calls are refused).
+    fn is_removed(&self, id: u64) -> bool;
+    /// The members, for a member joining the cluster.
+    fn members(&self) -> Vec<membershippb::Member>;
+    /// A `MemberPromote` forwarded by a follower; `NotLeader` unless this member leads.
+    async fn promote(&self, id: u64) -> Result<Vec<membershippb::Member>, ServerError>;
+    /// A keep-alive forwarded by a follower; `NotLeader` unless this member leads.
+    async fn lease_renew(&self, id: i64) -> Result<LeaseKeepAliveResponse, ServerError>;
+    /// A time-to-live query forwarded by a follower; `NotLeader` unless this member leads.
+    async fn lease_time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, ServerError>;
 }
 
 /// What the Raft loop needs from a transport; a test drives the loop with an in-memory one.
@@ -138,14 +214,15 @@ impl Default for TransportConfig {
 /// The sending half of the transport: one `peer::Peer` per remote member. `Send + Sync`; the Raft loop
 /// sends through it, the services ask it about connectivity.
 pub struct Transport {
-    pub local_id: u64,
-    pub cluster_id: u64,
+    local_id: u64,
+    cluster_id: u64,
     cfg: TransportConfig,
     runtime: tokio::runtime::Handle,
-    raft: std::sync::mpsc::Sender<Command>,
+    raft: Arc<dyn Raft>,
     peers: RwLock<HashMap<u64, peer::Peer>>,
-    /// Where snapshots for peers are copied from (none: snapshots cannot be sent).
-    backend: Option<Arc<backend::Backend>>,
+    /// Where snapshots for peers are copied from and received ones staged (none: snapshots can be
+    /// neither sent nor received).
+    snapshots: Option<Arc<dyn SnapshotStore>>,
     /// Snapshot transfers in flight, by peer.
     snapshot_sends: Mutex<HashMap<u64, tokio::task::JoinHandle<()>>>,
     snapshot_slots: Arc<Semaphore>,
@@ -158,7 +235,7 @@ impl Transport {
         cluster_id: u64,
         cfg: TransportConfig,
         runtime: tokio::runtime::Handle,
-        raft: std::sync::mpsc::Sender<Command>,
+        raft: Arc<dyn Raft>,
     ) -> Transport {
         Transport {
             local_id,
@@ -168,16 +245,24 @@ impl Transport {
             runtime,
             raft,
             peers: RwLock::new(HashMap::new()),
-            backend: None,
+            snapshots: None,
             snapshot_sends: Mutex::new(HashMap::new()),
             forwarding: forward::Channels::default(),
         }
     }
 
-    /// Snapshots for peers are copies of `backend`.
-    pub fn with_backend(mut self, backend: Arc<backend::Backend>) -> Transport {
-        self.backend = Some(backend);
+    /// Snapshots for peers are copies of `store`, and received ones are staged there.
+    pub fn with_snapshots(mut self, store: Arc<dyn SnapshotStore>) -> Transport {
+        self.snapshots = Some(store);
         self
+    }
+
+    pub fn local_id(&self) -> u64 {
+        self.local_id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
     }
 
     pub fn config(&self) -> &TransportConfig {
@@ -242,7 +327,7 @@ impl Transport {
     /// the snapshot failed, and tries again later).
     fn start_snapshot(&self, m: Message) -> bool {
         let to = m.to;
-        let Some(backend) = self.backend.clone() else {
+        let Some(store) = self.snapshots.clone() else {
             return false;
         };
         let urls = self.peer_urls(to);
@@ -268,7 +353,7 @@ impl Transport {
             to,
             urls,
             cfg: self.cfg.clone(),
-            backend,
+            store,
             raft: self.raft.clone(),
         };
         let task = self.runtime.spawn(async move {
@@ -288,7 +373,7 @@ impl RaftTransport for Arc<Transport> {
             let to = m.to;
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 if !self.start_snapshot(m) {
-                    crate::metrics::SNAPSHOT_SEND_FAILURES
+                    metrics::SNAPSHOT_SEND_FAILURES
                         .with_label_values(&[&format!("{to:x}")])
                         .inc();
                     report.snapshot_failed.push(to);
@@ -297,7 +382,7 @@ impl RaftTransport for Arc<Transport> {
             }
             let queued = !blocked && peers.get(&to).is_some_and(|p| p.try_send(m));
             if !queued {
-                crate::metrics::PEER_SENT_FAILURES
+                metrics::PEER_SENT_FAILURES
                     .with_label_values(&[&format!("{to:x}")])
                     .inc();
                 report.unreachable(to);
@@ -366,14 +451,14 @@ pub(crate) async fn connect(url: &str, cfg: &TransportConfig) -> Result<Channel,
 }
 
 /// Parses a hex id from call metadata.
-pub(crate) fn header_id(md: &tonic::metadata::MetadataMap, key: &str) -> Option<u64> {
+fn header_id(md: &tonic::metadata::MetadataMap, key: &str) -> Option<u64> {
     md.get(key)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| u64::from_str_radix(s, 16).ok())
 }
 
 /// Adds this member's identity to an outgoing peer call.
-pub(crate) fn set_headers<T>(req: &mut tonic::Request<T>, cluster_id: u64, from: u64, to: u64) {
+fn set_headers<T>(req: &mut tonic::Request<T>, cluster_id: u64, from: u64, to: u64) {
     let md = req.metadata_mut();
     for (k, v) in [
         (HEADER_CLUSTER_ID, cluster_id),
@@ -400,15 +485,29 @@ mod tests {
         m
     }
 
+    /// A Raft loop that is never there.
+    struct NoLoop;
+
+    impl Raft for NoLoop {
+        fn process(&self, _: Vec<Message>, _: OwnedSemaphorePermit) -> bool {
+            false
+        }
+        fn report_unreachable(&self, _: u64) {}
+        fn report_snapshot(&self, _: u64, _: bool) {}
+        fn report_removed(&self) {}
+        fn install_snapshot(&self, _: Incoming) -> bool {
+            false
+        }
+    }
+
     #[tokio::test]
     async fn messages_to_down_or_unknown_peers_and_snapshots_are_reported() {
-        let (tx, _rx) = std::sync::mpsc::channel();
         let t = Arc::new(Transport::new(
             1,
             9,
             TransportConfig::default(),
             tokio::runtime::Handle::current(),
-            tx,
+            Arc::new(NoLoop),
         ));
         // Nothing listens there: the stream never comes up, so nothing is queued.
         t.add_peer(2, &["http://127.0.0.1:1".to_string()]);

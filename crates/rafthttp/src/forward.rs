@@ -1,5 +1,6 @@
 //! Requests a follower forwards to the leader over the peer URLs, as etcd's `leasehttp` does: lease
-//! keep-alives and time-to-live queries, which only the leader's lessor can answer.
+//! keep-alives and time-to-live queries, which only the leader's lessor can answer; and learner
+//! promotions, which only the leader can check (it alone knows how far the learner has replicated).
 //!
 //! One client channel per peer is kept and reused (a keep-alive stream forwards a request every few
 //! seconds per lease; dialling each time would cost a connection per request). tonic's channel
@@ -11,16 +12,20 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use api::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
-use api::hearthraftpb::raft_client::RaftClient;
+use api::hearthraftpb::{raft_client::RaftClient, PromoteRequest};
 use api::leasepb::LeaseInternalRequest;
-use tonic::transport::Channel;
+use api::membershippb;
+use rpctypes::ServerError;
+use tonic::transport::{Channel, Endpoint};
 
 use super::Transport;
-use rpctypes::ServerError;
+
+/// How long dialling the leader may take for a forwarded promotion.
+const PROMOTE_DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Cached channels to peers: the URLs a channel was made for, and the channel.
 #[derive(Default)]
-pub struct Channels {
+pub(crate) struct Channels {
     by_peer: Mutex<HashMap<u64, (Vec<String>, Channel)>>,
 }
 
@@ -47,7 +52,7 @@ impl Channels {
         Ok(c)
     }
 
-    pub fn forget(&self, id: u64) {
+    pub(crate) fn forget(&self, id: u64) {
         self.by_peer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -114,5 +119,31 @@ impl Transport {
             Ok(Err(s)) => Err(ServerError::from_peer_status(&s)),
             Err(_) => Err(ServerError::Timeout),
         }
+    }
+
+    /// Asks `leader`, at `url`, to promote learner `id` (`MemberPromote` on a follower); the
+    /// membership after the promotion. Dials afresh: promotions are rare.
+    pub async fn forward_promote(
+        &self,
+        leader: u64,
+        url: &str,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<Vec<membershippb::Member>, ServerError> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| ServerError::Internal(e.to_string()))?
+            .connect_timeout(PROMOTE_DIAL_TIMEOUT);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| ServerError::Internal(e.to_string()))?;
+        let mut req = tonic::Request::new(PromoteRequest { member_id: id });
+        req.set_timeout(timeout);
+        super::set_headers(&mut req, self.cluster_id, self.local_id, leader);
+        let resp = RaftClient::new(channel)
+            .promote(req)
+            .await
+            .map_err(|s| ServerError::from_peer_status(&s))?;
+        Ok(resp.into_inner().members)
     }
 }
