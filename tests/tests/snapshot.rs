@@ -191,7 +191,15 @@ async fn member_added_after_compaction_joins_by_snapshot_and_is_promoted() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The leader answers once it applied the promotion; the new voter applies it a moment later.
     let mut cl = c.member(new).client().await;
+    while cl.status().await.is_ok_and(|s| s.is_learner()) {
+        assert!(
+            Instant::now() < deadline,
+            "the new member never became a voter"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     cl.put("promoted", "yes", None)
         .await
         .expect("put through the new voter");

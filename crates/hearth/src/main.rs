@@ -81,7 +81,7 @@ struct Flags {
     #[arg(long, env = "HEARTH_SNAPSHOT_COUNT", default_value_t = 10_000)]
     snapshot_count: u64,
     /// Number of entries for a slow follower to catch up after compacting the raft log.
-    #[arg(long, env = "HEARTH_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = server::raft_node::SNAPSHOT_CATCHUP_ENTRIES)]
+    #[arg(long, env = "HEARTH_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = server::config::DEFAULT_SNAPSHOT_CATCHUP_ENTRIES)]
     experimental_snapshot_catchup_entries: u64,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "HEARTH_HEARTBEAT_INTERVAL", default_value_t = 100)]
@@ -193,7 +193,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("stopping");
     match hearth.stop().await {
         // etcd exits cleanly when it was removed from the cluster, after saying so.
-        Err(server::raft_node::RaftError::Removed) => {
+        Err(server::RaftError::Removed) => {
             tracing::warn!("the member has been permanently removed from the cluster");
             tracing::warn!("data-dir used by this member must be removed");
             return Ok(());

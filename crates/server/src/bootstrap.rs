@@ -13,8 +13,8 @@ use std::time::Duration;
 use api::hearthraftpb::MembersResponse;
 
 use crate::config::{ClusterState, Config, InitialMember};
-use crate::storage::{Bootstrap, WalMeta};
 use membership::Member;
+use raftnode::{Bootstrap, WalMeta};
 
 /// How long one peer gets to answer a join request, and how many rounds over all peers are made.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);

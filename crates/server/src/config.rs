@@ -39,6 +39,8 @@ pub enum ClusterState {
     Existing,
 }
 
+/// etcd's default `--experimental-snapshot-catchup-entries`.
+pub use raftnode::SNAPSHOT_CATCHUP_ENTRIES as DEFAULT_SNAPSHOT_CATCHUP_ENTRIES;
 /// etcd's default `--max-request-bytes`: 1.5 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1572864;
 /// etcd's default `--quota-backend-bytes` when the flag is 0: 2 GiB.
@@ -67,7 +69,7 @@ impl Default for Config {
             max_txn_ops: 128,
             quota_backend_bytes: 0,
             snapshot_count: 10_000,
-            snapshot_catchup_entries: crate::raft_node::SNAPSHOT_CATCHUP_ENTRIES,
+            snapshot_catchup_entries: DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,

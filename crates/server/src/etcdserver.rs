@@ -11,12 +11,12 @@ use prost::Message as _;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
-use crate::proposal::ProposalState;
-use crate::raft_node::{Command, ConfResult, Handle, RaftStatus};
 use apply::applier::{Applied, ApplyResult};
 use apply::wait::Wait;
 use membership::RaftCluster;
 use rafthttp::Transport;
+use raftnode::ProposalState;
+use raftnode::{Command, ConfResult, Handle, RaftStatus};
 use rpctypes::ServerError;
 
 /// The membership and the peers, as the services need them.

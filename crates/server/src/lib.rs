@@ -8,7 +8,6 @@
 
 #![forbid(unsafe_code)]
 
-mod admit;
 pub mod authority;
 pub mod bootstrap;
 pub mod concurrency;
@@ -19,12 +18,8 @@ pub mod ids;
 pub mod lease_requests;
 pub mod lessor_driver;
 pub mod metrics;
-pub mod proposal;
 pub mod quota;
-mod raft_log;
-pub mod raft_node;
 mod reconfig;
-pub mod storage;
 pub mod v3rpc;
 
 use std::net::SocketAddr;
@@ -41,10 +36,9 @@ use tokio::sync::watch;
 
 pub use config::{ClusterState, Config};
 use membership::{Member, RaftCluster};
-use raft_node::{
-    BackendSnapshots, ClusterParts, Command, Handle, NodeConfig, RaftNode, RaftStatus,
-};
 use rafthttp::{RaftTransport as _, Transport, TransportConfig};
+pub use raftnode::RaftError;
+use raftnode::{BackendSnapshots, ClusterParts, Command, Handle, NodeConfig, RaftNode, RaftStatus};
 use v3rpc::election::ElectionService;
 use v3rpc::kv::KvService;
 use v3rpc::lease::LeaseService;
@@ -67,7 +61,7 @@ pub enum StartError {
     #[error("cannot recover the leases: {0}")]
     Lease(#[from] lease::LeaseError),
     #[error("cannot recover the raft log: {0}")]
-    Raft(#[from] raft_node::RaftError),
+    Raft(#[from] raftnode::RaftError),
     #[error("cannot recover the cluster membership: {0}")]
     Membership(#[from] membership::store::StoreError),
     #[error(transparent)]
@@ -86,7 +80,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// A running member. Dropping it does not stop it: call `stop`.
 pub struct Hearth {
     pub server: Arc<etcdserver::EtcdServer>,
-    raft: std::thread::JoinHandle<Result<(), raft_node::RaftError>>,
+    raft: std::thread::JoinHandle<Result<(), raftnode::RaftError>>,
     raft_done: watch::Receiver<bool>,
     shutdown: watch::Sender<bool>,
     serving: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
@@ -104,11 +98,13 @@ pub fn member_dirs(data_dir: &Path) -> Result<(PathBuf, PathBuf), StartError> {
 
 /// The identity a member of a new cluster gets from its configuration: its id, the cluster id and
 /// the initial voters. Fails on a configuration a new cluster cannot start from.
-pub fn new_member_meta(cfg: &Config) -> Result<storage::WalMeta, StartError> {
+pub fn new_member_meta(cfg: &Config) -> Result<raftnode::WalMeta, StartError> {
     cfg.validate()?;
     let initial = cfg.initial_members()?;
     match bootstrap::new_cluster(cfg, &initial)?.boot {
-        storage::Bootstrap::NewCluster { meta, .. } | storage::Bootstrap::Join { meta } => Ok(meta),
+        raftnode::Bootstrap::NewCluster { meta, .. } | raftnode::Bootstrap::Join { meta } => {
+            Ok(meta)
+        }
     }
 }
 
@@ -116,14 +112,18 @@ pub fn new_member_meta(cfg: &Config) -> Result<storage::WalMeta, StartError> {
 /// `db` (for `hearthutl snapshot restore`): the file is moved into place and the WAL bootstrapped
 /// exactly as start-up does for a new cluster. The caller has already reset the file's Raft
 /// bookkeeping (`restore::reset_for_new_cluster`), so every entry of the new log applies.
-pub fn bootstrap_from_backend(cfg: &Config, db: &Path) -> Result<storage::WalMeta, StartError> {
+pub fn bootstrap_from_backend(cfg: &Config, db: &Path) -> Result<raftnode::WalMeta, StartError> {
     cfg.validate()?;
     let prepared = bootstrap::new_cluster(cfg, &cfg.initial_members()?)?;
     let (wal_dir, snap_dir) = member_dirs(&cfg.data_dir)?;
     let target = snap_dir.join("db");
     std::fs::rename(db, &target).map_err(|e| StartError::DataDir(target.clone(), e))?;
     backend::swap::sync_dir(&snap_dir).map_err(|e| StartError::DataDir(snap_dir.clone(), e))?;
-    let log = raft_node::open_log(&wal_dir, Some(&prepared.boot), &storage::Applied::default())?;
+    let log = raftnode::open_log(
+        &wal_dir,
+        Some(&prepared.boot),
+        &raftnode::Applied::default(),
+    )?;
     Ok(log.meta)
 }
 
@@ -181,12 +181,12 @@ impl Hearth {
             Some(bootstrap::prepare(&cfg).await?)
         };
         let (consistent_index, applied_term) = kv.consistent_index_and_term()?;
-        let applied = storage::Applied {
+        let applied = raftnode::Applied {
             consistent_index,
             term: applied_term,
             conf_state: stored.conf_state.clone(),
         };
-        let log = raft_node::open_log(&wal_dir, prepared.as_ref().map(|p| &p.boot), &applied)?;
+        let log = raftnode::open_log(&wal_dir, prepared.as_ref().map(|p| &p.boot), &applied)?;
         let (member_id, cluster_id) = (log.meta.node_id, log.meta.cluster_id);
         tracing::info!(
             name = %cfg.name,
@@ -200,7 +200,7 @@ impl Hearth {
         let mut members = stored.members;
         let legacy = stored.conf_state.is_none()
             && !raft::Storage::initial_state(&log.storage)
-                .map_err(raft_node::RaftError::from)?
+                .map_err(raftnode::RaftError::from)?
                 .conf_state
                 .voters
                 .is_empty();
@@ -293,7 +293,7 @@ impl Hearth {
             .spawn(move || {
                 let r = node.run();
                 match &r {
-                    Err(raft_node::RaftError::Removed) => {}
+                    Err(raftnode::RaftError::Removed) => {}
                     Err(e) => tracing::error!("raft loop stopped: {e}"),
                     Ok(()) => {}
                 }
@@ -375,7 +375,7 @@ impl Hearth {
     }
 
     /// Stops serving, lets the Raft loop finish its turn, and makes the backend durable.
-    pub async fn stop(self) -> Result<(), raft_node::RaftError> {
+    pub async fn stop(self) -> Result<(), raftnode::RaftError> {
         let _ = self.shutdown.send(true);
         // Graceful shutdown waits for clients to hang up, and an idle client connection never
         // does: give requests in flight a moment to finish, then drop every connection.
@@ -392,8 +392,8 @@ impl Hearth {
         let raft = self.raft;
         tokio::task::spawn_blocking(move || raft.join())
             .await
-            .map_err(|e| raft_node::RaftError::Corrupt(e.to_string()))?
-            .unwrap_or_else(|_| Err(raft_node::RaftError::Corrupt("raft thread panicked".into())))
+            .map_err(|e| raftnode::RaftError::Corrupt(e.to_string()))?
+            .unwrap_or_else(|_| Err(raftnode::RaftError::Corrupt("raft thread panicked".into())))
     }
 }
 

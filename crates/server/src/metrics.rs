@@ -3,15 +3,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{
-    register_counter, register_gauge, register_gauge_vec, register_histogram, Counter, Gauge,
-    GaugeVec, Histogram,
-};
-
-/// etcd's disk latency buckets: 1 ms doubling up to about 8 s.
-fn disk_buckets() -> Vec<f64> {
-    prometheus::exponential_buckets(0.001, 2.0, 14).expect("static bucket parameters are valid")
-}
+use prometheus::{register_counter, register_gauge, register_gauge_vec, Counter, Gauge, GaugeVec};
 
 macro_rules! metric {
     ($name:ident, $ty:ty, $make:expr) => {
@@ -37,14 +29,6 @@ metric!(
     )
 );
 metric!(
-    LEADER_CHANGES,
-    Counter,
-    register_counter!(
-        "etcd_server_leader_changes_seen_total",
-        "The number of leader changes seen."
-    )
-);
-metric!(
     PROPOSALS_COMMITTED,
     Gauge,
     register_gauge!(
@@ -66,32 +50,6 @@ metric!(
     register_gauge!(
         "etcd_server_proposals_pending",
         "The current number of pending proposals to commit."
-    )
-);
-metric!(
-    PROPOSALS_FAILED,
-    Counter,
-    register_counter!(
-        "etcd_server_proposals_failed_total",
-        "The total number of failed proposals seen."
-    )
-);
-metric!(
-    WAL_FSYNC,
-    Histogram,
-    register_histogram!(
-        "etcd_disk_wal_fsync_duration_seconds",
-        "The latency distributions of fsync called by WAL.",
-        disk_buckets()
-    )
-);
-metric!(
-    BACKEND_COMMIT,
-    Histogram,
-    register_histogram!(
-        "etcd_disk_backend_commit_duration_seconds",
-        "The latency distributions of commit called by backend.",
-        disk_buckets()
     )
 );
 metric!(

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::etcdserver::EtcdServer;
-use crate::proposal::ProposalState;
-use crate::raft_node::Command;
 use membership::{Change, Member};
+use raftnode::Command;
+use raftnode::ProposalState;
 use rpctypes::ServerError;
 
 /// etcd's `HealthInterval`: a peer counts as connected once its stream has been up this long.

@@ -13,8 +13,8 @@ use api::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use crate::etcdserver::EtcdServer;
-use crate::raft_node::Command;
 use crate::v3rpc::unimplemented::unimplemented;
+use raftnode::Command;
 use rpctypes::ServerError;
 
 /// The etcd API version Hearth implements, reported where etcd reports its own version: clients use it to

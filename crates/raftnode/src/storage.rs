@@ -24,7 +24,7 @@ use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::storage::MemStorage;
 
-use crate::raft_node::RaftError;
+use crate::RaftError;
 use membership::{Change, Member};
 
 /// The node's identity and the voters it was bootstrapped with, kept in the WAL's metadata record:

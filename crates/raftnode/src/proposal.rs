@@ -106,6 +106,7 @@ impl Waiting {
         self.queue.is_empty()
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.queue.len()
     }

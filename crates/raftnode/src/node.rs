@@ -40,14 +40,16 @@ use raft::storage::MemStorage;
 use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
-use crate::proposal::{Payload, Pending, ProposalState, Waiting};
 use apply::applier::Applier;
 use apply::wait::Wait;
 use membership::{Change, Member, RaftCluster, MEMBER_UPDATE_CONTEXT};
 use rafthttp::{RaftTransport, SendReport};
 use rpctypes::ServerError;
 
-pub use crate::storage::{open_log, Applied, Bootstrap, RecoveredLog, WalMeta};
+use crate::metrics;
+use crate::proposal::{Payload, Pending, ProposalState, Waiting};
+use crate::storage::RecoveredLog;
+use crate::RaftError;
 
 /// How many entries before a snapshot stay in memory so a slightly slow follower catches up from the log
 /// (etcd's default).
@@ -166,22 +168,6 @@ impl RaftStatus {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RaftError {
-    #[error("wal: {0}")]
-    Wal(#[from] wal::WalError),
-    #[error("raft: {0}")]
-    Raft(#[from] raft::Error),
-    #[error("backend: {0}")]
-    Backend(#[from] backend::BackendError),
-    #[error("corrupt raft state in WAL: {0}")]
-    Corrupt(String),
-    #[error(transparent)]
-    Apply(#[from] apply::applier::ApplyFailed),
-    #[error("{}", rafthttp::REMOVED_TEXT)]
-    Removed,
-}
-
 /// The membership side of the node: what conf changes update and report to.
 pub struct ClusterParts {
     pub cluster: Arc<RaftCluster>,
@@ -262,7 +248,7 @@ impl RaftNode {
             ..Default::default()
         };
         rc.validate()?;
-        let node = RawNode::new(&rc, log.storage, &crate::raft_log::logger())?;
+        let node = RawNode::new(&rc, log.storage, &crate::log::logger())?;
         status.applied.store(applied, Ordering::Release);
         status.term.store(node.raft.term, Ordering::Release);
         status.leader.store(node.raft.leader_id, Ordering::Release);
@@ -496,7 +482,7 @@ impl RaftNode {
         };
         if let Err(e) = r {
             tracing::debug!(id = p.id, "proposal dropped: {e}");
-            crate::metrics::PROPOSALS_FAILED.inc();
+            metrics::PROPOSALS_FAILED.inc();
             let err = match e {
                 raft::Error::ProposalDropped => ServerError::ProposalDropped,
                 other => ServerError::Internal(other.to_string()),
@@ -605,7 +591,7 @@ impl RaftNode {
             failpoint::hit("raftBeforeSave");
             self.wal.save(Some(&hard_bytes), &wal_entries)?;
             failpoint::hit("raftAfterSave");
-            crate::metrics::WAL_FSYNC.observe(started.elapsed().as_secs_f64());
+            metrics::WAL_FSYNC.observe(started.elapsed().as_secs_f64());
             let mut store = self.node.mut_store().wl();
             store.append(&entries)?;
             if let Some(hs) = hs {
@@ -804,7 +790,7 @@ impl RaftNode {
             return;
         }
         // A new leader (etcd counts a leader after none as new too).
-        crate::metrics::LEADER_CHANGES.inc();
+        metrics::LEADER_CHANGES.inc();
         *self
             .status
             .lead_elected
@@ -824,7 +810,7 @@ impl RaftNode {
     fn sync_backend(&mut self) -> Result<(), RaftError> {
         let started = Instant::now();
         self.backend.force_commit()?;
-        crate::metrics::BACKEND_COMMIT.observe(started.elapsed().as_secs_f64());
+        metrics::BACKEND_COMMIT.observe(started.elapsed().as_secs_f64());
         self.backend_dirty = false;
         self.last_backend_sync = Instant::now();
         Ok(())
@@ -862,11 +848,9 @@ fn fail_pending(applier: &Applier, conf_wait: &Wait<ConfResult>, p: Pending, e: 
     }
 }
 
-#[path = "raft_snapshot.rs"]
-mod raft_snapshot;
+mod snapshot;
 
-pub use raft_snapshot::{BackendSnapshots, Described};
+pub use snapshot::{BackendSnapshots, Described};
 
 #[cfg(test)]
-#[path = "raft_node_tests.rs"]
 mod tests;

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::*;
 use crate::proposal::ProposalState;
+use crate::storage::{open_log, Bootstrap, WalMeta};
 use apply::applier::{Applied, ApplyResult};
 use membership::store;
 use rafthttp::{RaftTransport, SendReport};
@@ -174,7 +175,7 @@ fn start_in(
     let log = open_log(
         &dir.path().join("wal"),
         boot.as_ref(),
-        &crate::storage::Applied {
+        &crate::Applied {
             consistent_index,
             term,
             conf_state: stored.conf_state.clone(),
