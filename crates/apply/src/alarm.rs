@@ -101,19 +101,6 @@ impl AlarmStore {
         self.read().iter().any(|(_, a)| *a == alarm as i32)
     }
 
-    /// The alarms as etcd's Status lists them in `errors` (Go's text form of `AlarmMember`).
-    pub fn status_errors(&self) -> Vec<String> {
-        self.get(AlarmType::None)
-            .iter()
-            .map(|m| {
-                let name = AlarmType::try_from(m.alarm)
-                    .map(|a| a.as_str_name().to_string())
-                    .unwrap_or_else(|_| m.alarm.to_string());
-                format!("memberID:{} alarm:{name} ", m.member_id)
-            })
-            .collect()
-    }
-
     /// Makes a committed change visible.
     pub fn commit(&self, change: AlarmChange) {
         let mut set = self.active.write().unwrap_or_else(|p| p.into_inner());

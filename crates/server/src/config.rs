@@ -47,11 +47,6 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1572864;
 pub use apply::quota::DEFAULT_QUOTA_BACKEND_BYTES;
 /// etcd's default `--experimental-watch-progress-notify-interval`: 10 minutes.
 pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
-/// etcd raises a shorter progress notify interval to this.
-pub const MIN_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_millis(100);
-/// gRPC lets a request this much over `max_request_bytes` through, so that a slightly large request gets
-/// etcd's own "request is too large" error rather than a transport error (etcd uses the same margin).
-pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 impl Default for Config {
     fn default() -> Self {

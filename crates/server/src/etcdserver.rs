@@ -257,11 +257,7 @@ impl EtcdServer {
         WATCHERS.set((w.synced + w.unsynced + w.victims) as f64);
         SLOW_WATCHERS.set((w.unsynced + w.victims) as f64);
         // Registered on first use; show them from the first scrape on.
-        let _ = (
-            WATCH_STREAMS.get(),
-            WATCH_PENDING_EVENTS.get(),
-            WATCH_EVENTS.get(),
-        );
+        v3rpc::metrics::register();
         if let Ok(size) = self.backend.size() {
             DB_SIZE.set(size as f64);
         }
@@ -269,7 +265,7 @@ impl EtcdServer {
             DB_SIZE_IN_USE.set(size as f64);
         }
         SERVER_VERSION
-            .with_label_values(&[crate::v3rpc::maintenance::API_VERSION])
+            .with_label_values(&[v3rpc::API_VERSION])
             .set(1.0);
     }
 }

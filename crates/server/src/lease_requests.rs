@@ -23,9 +23,8 @@
 use std::time::Duration;
 
 use api::etcdserverpb::{
-    InternalRaftRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseLeasesRequest,
-    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
-    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    InternalRaftRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use lease::LeaseError;
 use tokio::time::Instant;
@@ -214,19 +213,6 @@ impl EtcdServer {
             granted_ttl: t.granted_ttl,
             keys: if req.keys { t.keys } else { Vec::new() },
         })
-    }
-
-    /// Every lease this member knows, soonest expiry first.
-    pub fn lease_leases(&self, _req: LeaseLeasesRequest) -> LeaseLeasesResponse {
-        LeaseLeasesResponse {
-            header: self.header(0),
-            leases: self
-                .leases
-                .leases()
-                .into_iter()
-                .map(|id| LeaseStatus { id })
-                .collect(),
-        }
     }
 
     /// The leader's peer URLs, if it is a member with some.

@@ -8,30 +8,21 @@
 
 #![forbid(unsafe_code)]
 
-pub mod authority;
 pub mod bootstrap;
-pub mod concurrency;
 pub mod config;
 pub mod etcdserver;
-mod http;
 pub mod ids;
 pub mod lease_requests;
 pub mod lessor_driver;
 pub mod metrics;
 pub mod quota;
 mod reconfig;
-pub mod v3rpc;
+mod v3_server;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use api::etcdserverpb::{
-    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
-    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
-};
-use api::v3electionpb::election_server::ElectionServer;
-use api::v3lockpb::lock_server::LockServer;
 use tokio::sync::watch;
 
 pub use config::{ClusterState, Config};
@@ -39,14 +30,6 @@ use membership::{Member, RaftCluster};
 use rafthttp::{RaftTransport as _, Transport, TransportConfig};
 pub use raftnode::RaftError;
 use raftnode::{BackendSnapshots, ClusterParts, Command, Handle, NodeConfig, RaftNode, RaftStatus};
-use v3rpc::election::ElectionService;
-use v3rpc::kv::KvService;
-use v3rpc::lease::LeaseService;
-use v3rpc::lock::LockService;
-use v3rpc::maintenance::MaintenanceService;
-use v3rpc::member::ClusterService;
-use v3rpc::unimplemented::Unimplemented;
-use v3rpc::watch::WatchService;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -397,75 +380,19 @@ impl Hearth {
     }
 }
 
+/// Serves the client services (`v3rpc`) on a client URL.
 async fn serve_client(
     srv: Arc<etcdserver::EtcdServer>,
     listener: tokio::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
-    let max_recv = srv.cfg.max_request_bytes + config::GRPC_OVERHEAD_BYTES;
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |s| {
-            s.map(|s| {
-                // Requests are small and latency-bound: never let Nagle hold a response back.
-                let _ = s.set_nodelay(true);
-                authority::FixAuthority::new(s)
-            })
-        },
-    );
-    let mut routes = tonic::service::Routes::from(http::router(srv.clone()));
-    routes = routes
-        .add_service(health)
-        .add_service(
-            KvServer::new(KvService { srv: srv.clone() }).max_decoding_message_size(max_recv),
-        )
-        .add_service(
-            MaintenanceServer::new(MaintenanceService { srv: srv.clone() })
-                .max_decoding_message_size(max_recv),
-        )
-        .add_service(
-            ClusterServer::new(ClusterService { srv: srv.clone() })
-                .max_decoding_message_size(max_recv),
-        )
-        .add_service(
-            WatchServer::new(WatchService {
-                srv: srv.clone(),
-                shutdown: shutdown.clone(),
-            })
-            .max_decoding_message_size(max_recv),
-        )
-        .add_service(
-            LeaseServer::new(LeaseService {
-                srv: srv.clone(),
-                shutdown: shutdown.clone(),
-            })
-            .max_decoding_message_size(max_recv),
-        )
-        .add_service(AuthServer::new(Unimplemented))
-        .add_service(
-            LockServer::new(LockService::new(srv.clone(), shutdown.clone()))
-                .max_decoding_message_size(max_recv),
-        )
-        .add_service(
-            ElectionServer::new(ElectionService::new(srv.clone(), shutdown.clone()))
-                .max_decoding_message_size(max_recv),
-        );
-    tonic::transport::Server::builder()
-        // etcd answers plain HTTP/1.1 (/health, /metrics) on the same port as gRPC.
-        .accept_http1(true)
-        .layer(tower::util::MapResponseLayer::new(
-            v3rpc::fix_oversize_status,
-        ))
-        .layer(v3rpc::interceptor::layer(srv.clone()))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await
+    let cfg = v3rpc::ClientConfig {
+        max_request_bytes: srv.cfg.max_request_bytes,
+        max_txn_ops: srv.cfg.max_txn_ops,
+        watch_progress_notify_interval: srv.cfg.watch_progress_notify_interval,
+    };
+    let routes = v3rpc::routes(srv.clone(), &cfg, shutdown.clone()).await;
+    v3rpc::serve(srv, routes, listener, shutdown).await
 }
 
 /// Serves Hearth's peer service on a peer URL.

@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_counter, register_gauge, register_gauge_vec, Counter, Gauge, GaugeVec};
+use prometheus::{register_gauge, register_gauge_vec, Gauge, GaugeVec};
 
 macro_rules! metric {
     ($name:ident, $ty:ty, $make:expr) => {
@@ -95,14 +95,6 @@ metric!(
 );
 
 metric!(
-    WATCH_STREAMS,
-    Gauge,
-    register_gauge!(
-        "etcd_debugging_mvcc_watch_stream_total",
-        "Total number of watch streams."
-    )
-);
-metric!(
     WATCHERS,
     Gauge,
     register_gauge!(
@@ -118,27 +110,3 @@ metric!(
         "Total number of unsynced slow watchers."
     )
 );
-metric!(
-    WATCH_PENDING_EVENTS,
-    Gauge,
-    register_gauge!(
-        "etcd_debugging_mvcc_pending_events_total",
-        "Total number of pending events to be sent."
-    )
-);
-metric!(
-    WATCH_EVENTS,
-    Counter,
-    register_counter!(
-        "etcd_debugging_mvcc_events_total",
-        "Total number of events sent by this member."
-    )
-);
-
-/// Renders every registered metric in Prometheus' text format.
-pub fn render() -> String {
-    let families = prometheus::gather();
-    prometheus::TextEncoder::new()
-        .encode_to_string(&families)
-        .unwrap_or_default()
-}

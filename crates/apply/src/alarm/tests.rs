@@ -147,13 +147,19 @@ fn corrupt_refuses_every_kv_request_but_not_alarms() {
 }
 
 #[test]
-fn status_errors_use_go_text_form() {
+fn alarms_are_listed_by_member_then_type() {
     let s = store_with(&[(2, AlarmType::Corrupt), (1, AlarmType::Nospace)]);
     assert_eq!(
-        s.status_errors(),
+        s.get(AlarmType::None),
         vec![
-            "memberID:1 alarm:NOSPACE ".to_string(),
-            "memberID:2 alarm:CORRUPT ".to_string()
+            AlarmMember {
+                member_id: 1,
+                alarm: AlarmType::Nospace as i32
+            },
+            AlarmMember {
+                member_id: 2,
+                alarm: AlarmType::Corrupt as i32
+            },
         ]
     );
     assert_eq!(s.get(AlarmType::Corrupt).len(), 1);

@@ -4,25 +4,30 @@
 use std::sync::Arc;
 
 use api::etcdserverpb::{
-    cluster_server::Cluster, Member as PbMember, MemberAddRequest, MemberAddResponse,
+    cluster_server::Cluster as ClusterApi, Member as PbMember, MemberAddRequest, MemberAddResponse,
     MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse,
     MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
     ResponseHeader,
 };
 use tonic::{Request, Response, Status};
 
-use crate::etcdserver::EtcdServer;
 use membership::Member;
 
-pub struct ClusterService {
-    pub srv: Arc<EtcdServer>,
+use crate::{Cluster, RaftStatusGetter};
+
+pub struct ClusterService<S> {
+    srv: Arc<S>,
 }
 
-impl ClusterService {
+impl<S: RaftStatusGetter> ClusterService<S> {
+    pub fn new(srv: Arc<S>) -> ClusterService<S> {
+        ClusterService { srv }
+    }
+
     fn header(&self) -> Option<ResponseHeader> {
         Some(ResponseHeader {
-            cluster_id: self.srv.cluster_id,
-            member_id: self.srv.member_id,
+            cluster_id: self.srv.cluster_id(),
+            member_id: self.srv.member_id(),
             revision: 0,
             raft_term: self.srv.term(),
         })
@@ -34,13 +39,16 @@ fn to_pb(members: &[Member]) -> Vec<PbMember> {
 }
 
 #[tonic::async_trait]
-impl Cluster for ClusterService {
+impl<S> ClusterApi for ClusterService<S>
+where
+    S: Cluster + RaftStatusGetter,
+{
     async fn member_add(
         &self,
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
         let req = req.into_inner();
-        let (m, members) = self.srv.add_member(&req.peer_ur_ls, req.is_learner).await?;
+        let (m, members) = self.srv.add_member(req.peer_ur_ls, req.is_learner).await?;
         Ok(Response::new(MemberAddResponse {
             header: self.header(),
             member: Some(PbMember {
@@ -82,7 +90,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberListResponse>, Status> {
         Ok(Response::new(MemberListResponse {
             header: self.header(),
-            members: to_pb(&self.srv.cluster.members()),
+            members: to_pb(&self.srv.members()),
         }))
     }
 

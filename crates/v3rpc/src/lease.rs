@@ -13,29 +13,40 @@ use std::sync::Arc;
 use api::etcdserverpb::{
     lease_server::Lease, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
     LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
-    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::concurrency::stopping;
-use crate::etcdserver::EtcdServer;
 use rpctypes::ServerError;
+
+use crate::concurrency::stopping;
+use crate::header::header;
+use crate::{KvGetter, Lessor, RaftStatusGetter};
 
 /// Keep-alive responses buffered per stream before the stream stops reading requests.
 const KEEPALIVE_BUFFER: usize = 16;
 
-pub struct LeaseService {
-    pub srv: Arc<EtcdServer>,
+pub struct LeaseService<S> {
+    srv: Arc<S>,
     /// Turns true when the member stops: keep-alive streams then end with `etcdserver: server
     /// stopped` (a graceful shutdown waits for every stream in flight; clients reconnect).
-    pub shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<S> LeaseService<S> {
+    pub fn new(srv: Arc<S>, shutdown: watch::Receiver<bool>) -> LeaseService<S> {
+        LeaseService { srv, shutdown }
+    }
 }
 
 type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Lease for LeaseService {
+impl<S> Lease for LeaseService<S>
+where
+    S: Lessor + RaftStatusGetter + KvGetter,
+{
     type LeaseKeepAliveStream = Stream<LeaseKeepAliveResponse>;
 
     async fn lease_grant(
@@ -78,7 +89,7 @@ impl Lease for LeaseService {
                     // The client closed its side, or the connection broke: nothing to answer.
                     Ok(None) | Err(_) => return,
                 };
-                let header = srv.header(0);
+                let header = header(&*srv, 0);
                 let ttl = match srv.lease_renew(req.id).await {
                     Ok(ttl) => ttl,
                     Err(ServerError::LeaseNotFound) => 0,
@@ -119,14 +130,22 @@ impl Lease for LeaseService {
             },
             Err(e) => return Err(e.into()),
         };
-        resp.header = self.srv.header(0);
+        resp.header = header(&*self.srv, 0);
         Ok(Response::new(resp))
     }
 
     async fn lease_leases(
         &self,
-        req: Request<LeaseLeasesRequest>,
+        _: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        Ok(Response::new(self.srv.lease_leases(req.into_inner())))
+        Ok(Response::new(LeaseLeasesResponse {
+            header: header(&*self.srv, 0),
+            leases: self
+                .srv
+                .lease_ids()
+                .into_iter()
+                .map(|id| LeaseStatus { id })
+                .collect(),
+        }))
     }
 }

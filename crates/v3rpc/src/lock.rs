@@ -2,14 +2,11 @@
 //! (`concurrency::mutex`). Every error is answered as etcd's service answers it: code Unknown
 //! with etcd's text (`rpctypes::relayed`).
 
-use std::sync::Arc;
-
 use api::v3lockpb::{lock_server::Lock, LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::concurrency::{mutex, or_stopped, Client};
-use crate::etcdserver::EtcdServer;
 use rpctypes::relayed;
 
 pub struct LockService {
@@ -20,11 +17,8 @@ pub struct LockService {
 }
 
 impl LockService {
-    pub fn new(srv: Arc<EtcdServer>, shutdown: watch::Receiver<bool>) -> LockService {
-        LockService {
-            client: Client::new(srv),
-            shutdown,
-        }
+    pub fn new(client: Client, shutdown: watch::Receiver<bool>) -> LockService {
+        LockService { client, shutdown }
     }
 }
 

@@ -240,4 +240,32 @@ mod tests {
         };
         assert_eq!(check_range(&bad_sort), Err(ServerError::InvalidSortOption));
     }
+
+    #[test]
+    fn deep_and_wide_txns_are_validated_without_panicking() {
+        // As deep as a request of etcd's default size limit can nest, and as wide as the op limit.
+        let mut t = TxnRequest::default();
+        for _ in 0..1000 {
+            t = TxnRequest {
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestTxn(t)),
+                }],
+                ..Default::default()
+            };
+        }
+        assert_eq!(check_txn(&t, 128), Err(ServerError::TooManyOps));
+        let wide = TxnRequest {
+            success: (0..5000)
+                .map(|i| RequestOp {
+                    request: Some(request_op::Request::RequestPut(PutRequest {
+                        key: format!("k{i}").into_bytes(),
+                        ..Default::default()
+                    })),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(check_txn(&wide, 128), Err(ServerError::TooManyOps));
+        assert_eq!(check_txn(&wide, 5000), Ok(()));
+    }
 }

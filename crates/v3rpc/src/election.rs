@@ -3,7 +3,6 @@
 //! service answers it: code Unknown with etcd's text (`rpctypes::relayed`).
 
 use std::pin::Pin;
-use std::sync::Arc;
 
 use api::v3electionpb::{
     election_server::Election, CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest,
@@ -13,7 +12,6 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
 use crate::concurrency::{election, or_stopped, stopping, Client};
-use crate::etcdserver::EtcdServer;
 use rpctypes::{relayed, ServerError};
 
 /// Observe responses buffered per stream.
@@ -27,11 +25,8 @@ pub struct ElectionService {
 }
 
 impl ElectionService {
-    pub fn new(srv: Arc<EtcdServer>, shutdown: watch::Receiver<bool>) -> ElectionService {
-        ElectionService {
-            client: Client::new(srv),
-            shutdown,
-        }
+    pub fn new(client: Client, shutdown: watch::Receiver<bool>) -> ElectionService {
+        ElectionService { client, shutdown }
     }
 
     /// The leader key of a Proclaim or Resign, with the lease of its session: etcd opens a

@@ -77,10 +77,12 @@ use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::config::{GRPC_OVERHEAD_BYTES, MIN_WATCH_PROGRESS_NOTIFY_INTERVAL};
-use crate::etcdserver::EtcdServer;
-use crate::metrics;
 use rpctypes::ServerError;
+
+use crate::{
+    metrics, ClientConfig, KvGetter, RaftStatusGetter, GRPC_OVERHEAD_BYTES,
+    MIN_WATCH_PROGRESS_NOTIFY_INTERVAL,
+};
 
 /// Store responses a stream may hold before its watchers become victims.
 pub const MAX_QUEUED_RESPONSES: usize = 1024;
@@ -97,17 +99,41 @@ pub const DEFERRED_PROGRESS_RETRY: Duration = Duration::from_millis(50);
 /// What one event costs in the outbox bound, besides its key and value.
 const EVENT_OVERHEAD_BYTES: usize = 64;
 
-pub struct WatchService {
-    pub srv: Arc<EtcdServer>,
+/// What a watch stream needs from the member: the store and the header's ids.
+trait Member: KvGetter + RaftStatusGetter {}
+
+impl<T: KvGetter + RaftStatusGetter> Member for T {}
+
+pub struct WatchService<S> {
+    srv: Arc<S>,
+    /// The largest response before a watcher that asked for fragments gets it in pieces.
+    max_response_bytes: usize,
+    /// etcd's `--experimental-watch-progress-notify-interval` (0 keeps the default).
+    progress_notify_interval: Duration,
     /// Turns true when the member stops: every stream then ends (a graceful shutdown waits for
     /// open streams, and a watch stream never ends on its own).
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<S> WatchService<S> {
+    pub fn new(
+        srv: Arc<S>,
+        cfg: &ClientConfig,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> WatchService<S> {
+        WatchService {
+            srv,
+            max_response_bytes: cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
+            progress_notify_interval: cfg.watch_progress_notify_interval,
+            shutdown,
+        }
+    }
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Watch for WatchService {
+impl<S: KvGetter + RaftStatusGetter> Watch for WatchService<S> {
     type WatchStream = ResponseStream;
 
     async fn watch(
@@ -116,9 +142,26 @@ impl Watch for WatchService {
     ) -> Result<Response<ResponseStream>, Status> {
         let inbound = req.into_inner();
         let (tx, rx) = outgoing();
-        tokio::spawn(serve(self.srv.clone(), inbound, tx, self.shutdown.clone()));
+        let limits = Limits {
+            max_response_bytes: self.max_response_bytes,
+            progress_notify_interval: self.progress_notify_interval,
+        };
+        tokio::spawn(serve(
+            self.srv.clone(),
+            limits,
+            inbound,
+            tx,
+            self.shutdown.clone(),
+        ));
         Ok(Response::new(Box::pin(rx)))
     }
+}
+
+/// A stream's configuration.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_response_bytes: usize,
+    progress_notify_interval: Duration,
 }
 
 /// The hand-over from the send loop to tonic: responses the send loop built and tonic has not
@@ -348,7 +391,8 @@ struct WatcherOpts {
 
 /// State shared by the two loops of one stream.
 struct StreamCtx {
-    srv: Arc<EtcdServer>,
+    srv: Arc<dyn Member>,
+    limits: Limits,
     outbox: Arc<Outbox>,
     store: mvcc::WatchStream,
     opts: Mutex<HashMap<WatchId, WatcherOpts>>,
@@ -363,8 +407,8 @@ impl StreamCtx {
 
     fn header(&self, revision: i64) -> Option<ResponseHeader> {
         Some(ResponseHeader {
-            cluster_id: self.srv.cluster_id,
-            member_id: self.srv.member_id,
+            cluster_id: self.srv.cluster_id(),
+            member_id: self.srv.member_id(),
             revision,
             raft_term: self.srv.term(),
         })
@@ -388,16 +432,18 @@ impl Drop for StreamGauge {
 }
 
 async fn serve(
-    srv: Arc<EtcdServer>,
+    srv: Arc<dyn Member>,
+    limits: Limits,
     inbound: Streaming<WatchRequest>,
     tx: Outgoing,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let _gauge = StreamGauge::new();
     let outbox = Arc::new(Outbox::default());
-    let store = srv.watchable.watch_stream(outbox.clone());
+    let store = srv.watchable().watch_stream(outbox.clone());
     let ctx = Arc::new(StreamCtx {
         srv,
+        limits,
         outbox,
         store,
         opts: Mutex::new(HashMap::new()),
@@ -537,10 +583,9 @@ fn progress_request(ctx: &StreamCtx) {
 
 /// The progress notification interval with etcd's jitter (up to a tenth more), so streams
 /// created together do not all tick together.
-fn progress_interval(srv: &EtcdServer) -> Duration {
-    let base = srv
-        .cfg
-        .watch_progress_notify_interval
+fn progress_interval(limits: &Limits) -> Duration {
+    let base = limits
+        .progress_notify_interval
         .max(MIN_WATCH_PROGRESS_NOTIFY_INTERVAL);
     let tenth = (base.as_nanos() / 10).max(1) as u64;
     let random = RandomState::new().build_hasher().finish();
@@ -549,7 +594,7 @@ fn progress_interval(srv: &EtcdServer) -> Duration {
 
 /// etcd's `sendLoop`.
 async fn send_loop(ctx: &StreamCtx, tx: &Outgoing, mut recv_err: oneshot::Receiver<Status>) {
-    let interval = progress_interval(&ctx.srv);
+    let interval = progress_interval(&ctx.limits);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut input_done = false;
@@ -627,7 +672,7 @@ async fn send_item(ctx: &StreamCtx, tx: &Outgoing, item: Item) -> bool {
         ..Default::default()
     };
     metrics::WATCH_EVENTS.inc_by(n_events as f64);
-    let limit = ctx.srv.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let limit = ctx.limits.max_response_bytes;
     if opts.fragment {
         for part in fragments(resp, limit) {
             if !tx.send(Ok(part)).await {
@@ -655,7 +700,7 @@ fn events_with_prev(ctx: &StreamCtx, events: &[Arc<Event>], prev_kv: bool) -> Ve
     if !prev_kv {
         return out;
     }
-    let view = ctx.srv.kv.read();
+    let view = ctx.srv.kv().read();
     for e in &mut out {
         let Some(kv) = &e.kv else { continue };
         let created = e.r#type == EventType::Put as i32 && kv.create_revision == kv.mod_revision;

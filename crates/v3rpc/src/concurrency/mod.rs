@@ -30,9 +30,9 @@ use mvcc::{WatchFilter, WatchResponse, WatchSink, WatchStream};
 use tokio::sync::mpsc;
 use tonic::{Request, Status};
 
-use crate::etcdserver::EtcdServer;
-use crate::v3rpc::kv::KvService;
 use rpctypes::ServerError;
+
+use crate::{KvGetter, Lessor, RaftStatusGetter};
 
 /// The TTL of the lease a session grants when the caller names none (etcd's
 /// `defaultSessionTTL`). Such a lease is never revoked by the services; it expires.
@@ -41,19 +41,23 @@ pub const DEFAULT_SESSION_TTL: i64 = 60;
 /// Watch responses buffered per wait; when full, the watcher waits as a victim (see `mvcc`).
 const WAIT_BUFFER: usize = 64;
 
+/// What the recipes need from the member besides the KV service: sessions (leases), watches and
+/// response headers.
+pub trait Member: Lessor + KvGetter + RaftStatusGetter {}
+
+impl<T: Lessor + KvGetter + RaftStatusGetter> Member for T {}
+
 /// The in-process client the recipes use.
 #[derive(Clone)]
 pub struct Client {
-    srv: Arc<EtcdServer>,
-    kv: Arc<KvService>,
+    srv: Arc<dyn Member>,
+    kv: Arc<dyn Kv>,
 }
 
 impl Client {
-    pub fn new(srv: Arc<EtcdServer>) -> Client {
-        Client {
-            kv: Arc::new(KvService { srv: srv.clone() }),
-            srv,
-        }
+    /// A client of `kv` (the member's own KV service) and `srv`.
+    pub fn new(srv: Arc<dyn Member>, kv: Arc<dyn Kv>) -> Client {
+        Client { srv, kv }
     }
 
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, Status> {
@@ -110,7 +114,7 @@ impl Client {
 
     /// Waits until `key`, which exists at revision `rev`, is deleted.
     pub async fn wait_delete(&self, key: Vec<u8>, rev: i64) -> Result<(), Status> {
-        let mut w = KeyWatch::new(&self.srv, key, None, rev + 1, vec![WatchFilter::NoPut])?;
+        let mut w = KeyWatch::new(self, key, None, rev + 1, vec![WatchFilter::NoPut])?;
         loop {
             let resp = w.next().await?;
             if resp
@@ -123,8 +127,9 @@ impl Client {
         }
     }
 
-    pub fn server(&self) -> &Arc<EtcdServer> {
-        &self.srv
+    /// A response header at `revision`.
+    pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        crate::header::header(&*self.srv, revision)
     }
 }
 
@@ -150,14 +155,14 @@ impl KeyWatch {
     /// Watches `key` (`end: None`) or `[key, end)` (`Some(b"")`: every key from `key` on) from
     /// `start_rev`.
     pub fn new(
-        srv: &EtcdServer,
+        c: &Client,
         key: Vec<u8>,
         end: Option<Vec<u8>>,
         start_rev: i64,
         filters: Vec<WatchFilter>,
     ) -> Result<KeyWatch, Status> {
         let (tx, rx) = mpsc::channel(WAIT_BUFFER);
-        let stream = srv.watchable.watch_stream(Arc::new(ChannelSink(tx)));
+        let stream = c.srv.watchable().watch_stream(Arc::new(ChannelSink(tx)));
         stream
             .watch(mvcc::AUTO_WATCH_ID, key, end, start_rev, filters, |_, _| {})
             .map_err(|e| Status::from(ServerError::Internal(e.to_string())))?;

@@ -10,8 +10,9 @@ use std::task::{Context, Poll};
 use futures::future::Either;
 use tonic::Status;
 
-use crate::etcdserver::EtcdServer;
 use rpctypes::ServerError;
+
+use crate::RaftStatusGetter;
 
 /// RPCs a learner serves (etcd's `isRPCSupportedForLearner`).
 const LEARNER_RPCS: &[&str] = &["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];
@@ -19,19 +20,26 @@ const LEARNER_RPCS: &[&str] = &["/etcdserverpb.Maintenance/Status", "/etcdserver
 const REQUIRE_LEADER_KEY: &str = "hasleader";
 const HAS_LEADER: &str = "true";
 
-#[derive(Clone)]
-pub struct InterceptLayer {
-    srv: Arc<EtcdServer>,
+pub(crate) struct InterceptLayer<M> {
+    srv: Arc<M>,
 }
 
-pub fn layer(srv: Arc<EtcdServer>) -> InterceptLayer {
+impl<M> Clone for InterceptLayer<M> {
+    fn clone(&self) -> Self {
+        InterceptLayer {
+            srv: self.srv.clone(),
+        }
+    }
+}
+
+pub(crate) fn layer<M>(srv: Arc<M>) -> InterceptLayer<M> {
     InterceptLayer { srv }
 }
 
-impl<S> tower::Layer<S> for InterceptLayer {
-    type Service = Intercept<S>;
+impl<S, M> tower::Layer<S> for InterceptLayer<M> {
+    type Service = Intercept<S, M>;
 
-    fn layer(&self, inner: S) -> Intercept<S> {
+    fn layer(&self, inner: S) -> Intercept<S, M> {
         Intercept {
             inner,
             srv: self.srv.clone(),
@@ -39,14 +47,22 @@ impl<S> tower::Layer<S> for InterceptLayer {
     }
 }
 
-#[derive(Clone)]
-pub struct Intercept<S> {
+pub(crate) struct Intercept<S, M> {
     inner: S,
-    srv: Arc<EtcdServer>,
+    srv: Arc<M>,
+}
+
+impl<S: Clone, M> Clone for Intercept<S, M> {
+    fn clone(&self) -> Self {
+        Intercept {
+            inner: self.inner.clone(),
+            srv: self.srv.clone(),
+        }
+    }
 }
 
 /// Why `req` must not reach the services, if it must not.
-fn refuse<B>(srv: &EtcdServer, req: &http::Request<B>) -> Option<ServerError> {
+fn refuse<M: RaftStatusGetter, B>(srv: &M, req: &http::Request<B>) -> Option<ServerError> {
     let grpc = req
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -68,9 +84,10 @@ fn refuse<B>(srv: &EtcdServer, req: &http::Request<B>) -> Option<ServerError> {
     None
 }
 
-impl<S, B, R> tower::Service<http::Request<B>> for Intercept<S>
+impl<S, M, B, R> tower::Service<http::Request<B>> for Intercept<S, M>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    M: RaftStatusGetter,
     R: Default,
 {
     type Response = http::Response<R>;
@@ -82,7 +99,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        match refuse(&self.srv, &req) {
+        match refuse(&*self.srv, &req) {
             Some(e) => Either::Right(std::future::ready(Ok(Status::from(e).into_http()))),
             None => Either::Left(self.inner.call(req)),
         }

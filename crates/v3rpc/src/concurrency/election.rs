@@ -162,10 +162,10 @@ async fn follow(
         .ok()?;
 
         // Every new value of this leader's key, until it is deleted.
-        let mut w = KeyWatch::new(c.server(), kv.key, None, header.revision + 1, vec![]).ok()?;
+        let mut w = KeyWatch::new(c, kv.key, None, header.revision + 1, vec![]).ok()?;
         'changes: loop {
             let wr = w.next().await.ok()?;
-            header = c.server().header(wr.revision).unwrap_or_default();
+            header = c.header(wr.revision).unwrap_or_default();
             for ev in &wr.events {
                 if ev.r#type == EventType::Delete as i32 {
                     break 'changes;
@@ -185,7 +185,7 @@ async fn follow(
 /// that put's (etcd's).
 async fn first_put(c: &Client, pfx: &[u8], rev: i64) -> Option<(ResponseHeader, KeyValue)> {
     let end = watch_end(prefix_end(pfx));
-    let mut w = KeyWatch::new(c.server(), pfx.to_vec(), end, rev + 1, vec![]).ok()?;
+    let mut w = KeyWatch::new(c, pfx.to_vec(), end, rev + 1, vec![]).ok()?;
     loop {
         let wr = w.next().await.ok()?;
         let put = wr
@@ -194,7 +194,7 @@ async fn first_put(c: &Client, pfx: &[u8], rev: i64) -> Option<(ResponseHeader, 
             .find(|e| e.r#type == EventType::Put as i32)
             .and_then(|e| e.kv.clone());
         if let Some(kv) = put {
-            let mut header = c.server().header(wr.revision).unwrap_or_default();
+            let mut header = c.header(wr.revision).unwrap_or_default();
             header.revision = kv.mod_revision;
             return Some((header, kv));
         }

@@ -9,14 +9,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::etcdserver::EtcdServer;
-use crate::metrics;
-use crate::v3rpc::maintenance::API_VERSION;
+use crate::{metrics, MetricsSource, RaftStatusGetter, ReadIndexer, API_VERSION};
 
 /// How long `/health` waits for a linearizable read before reporting unhealthy.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn router(srv: Arc<EtcdServer>) -> Router {
+pub(crate) fn router<S>(srv: Arc<S>) -> Router
+where
+    S: RaftStatusGetter + ReadIndexer + MetricsSource,
+{
     let health = {
         let srv = srv.clone();
         move || health(srv.clone())
@@ -35,7 +36,7 @@ pub fn router(srv: Arc<EtcdServer>) -> Router {
 }
 
 /// Why the member is unhealthy, or None.
-async fn check(srv: &EtcdServer) -> Option<&'static str> {
+async fn check<S: RaftStatusGetter + ReadIndexer>(srv: &S) -> Option<&'static str> {
     if srv.leader() == 0 {
         return Some("RAFT NO LEADER");
     }
@@ -49,8 +50,8 @@ fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn health(srv: Arc<EtcdServer>) -> Response {
-    match check(&srv).await {
+async fn health<S: RaftStatusGetter + ReadIndexer>(srv: Arc<S>) -> Response {
+    match check(&*srv).await {
         None => json(StatusCode::OK, r#"{"health":"true","reason":""}"#.into()),
         Some(reason) => json(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -59,8 +60,8 @@ async fn health(srv: Arc<EtcdServer>) -> Response {
     }
 }
 
-async fn readyz(srv: Arc<EtcdServer>) -> Response {
-    match check(&srv).await {
+async fn readyz<S: RaftStatusGetter + ReadIndexer>(srv: Arc<S>) -> Response {
+    match check(&*srv).await {
         None => (StatusCode::OK, "ok").into_response(),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -77,8 +78,8 @@ async fn version() -> Response {
     )
 }
 
-async fn metrics_page(srv: Arc<EtcdServer>) -> Response {
-    srv.refresh_gauges();
+async fn metrics_page<S: MetricsSource>(srv: Arc<S>) -> Response {
+    srv.refresh_metrics();
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

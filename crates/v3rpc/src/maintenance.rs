@@ -12,14 +12,11 @@ use api::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::etcdserver::EtcdServer;
-use crate::v3rpc::unimplemented::unimplemented;
-use raftnode::Command;
 use rpctypes::ServerError;
 
-/// The etcd API version Hearth implements, reported where etcd reports its own version: clients use it to
-/// decide which features they may use.
-pub const API_VERSION: &str = "3.5.0";
+use crate::header::header;
+use crate::unimplemented::unimplemented;
+use crate::{Alarmer, BackendGetter, KvGetter, LeaderTransferrer, RaftStatusGetter, API_VERSION};
 
 /// etcd's chunk size for the Snapshot stream.
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
@@ -75,26 +72,47 @@ fn send_snapshot(
     tracing::info!(total_bytes = total, "sent database snapshot to client");
 }
 
-pub struct MaintenanceService {
-    pub srv: Arc<EtcdServer>,
+pub struct MaintenanceService<S> {
+    srv: Arc<S>,
+}
+
+impl<S> MaintenanceService<S> {
+    pub fn new(srv: Arc<S>) -> MaintenanceService<S> {
+        MaintenanceService { srv }
+    }
+}
+
+/// The alarms as etcd's Status lists them in `errors` (Go's text form of `AlarmMember`).
+fn status_errors(alarms: &[api::etcdserverpb::AlarmMember]) -> Vec<String> {
+    alarms
+        .iter()
+        .map(|m| {
+            let name = api::etcdserverpb::AlarmType::try_from(m.alarm)
+                .map(|a| a.as_str_name().to_string())
+                .unwrap_or_else(|_| m.alarm.to_string());
+            format!("memberID:{} alarm:{name} ", m.member_id)
+        })
+        .collect()
 }
 
 type Stream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Maintenance for MaintenanceService {
+impl<S> Maintenance for MaintenanceService<S>
+where
+    S: RaftStatusGetter + KvGetter + BackendGetter + Alarmer + LeaderTransferrer,
+{
     type SnapshotStream = Stream<SnapshotResponse>;
 
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         let mut resp = self.srv.alarm(req.into_inner()).await?;
-        resp.header = self.srv.header(0);
+        resp.header = header(&*self.srv, 0);
         Ok(Response::new(resp))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        use std::sync::atomic::Ordering::Acquire;
-        let s = &self.srv;
-        let backend = s.backend.clone();
+        let s = &*self.srv;
+        let backend = s.backend().clone();
         let sizes = tokio::task::spawn_blocking(move || {
             Ok::<_, backend::BackendError>((backend.size()?, backend.size_in_use()?))
         })
@@ -105,15 +123,15 @@ impl Maintenance for MaintenanceService {
         if s.leader() == 0 {
             errors.push(ServerError::NoLeader.to_string());
         }
-        errors.extend(s.alarms.status_errors());
+        errors.extend(status_errors(&s.alarms()));
         Ok(Response::new(StatusResponse {
-            header: s.header(0),
+            header: header(s, 0),
             version: API_VERSION.into(),
             db_size: db_size as i64,
             leader: s.leader(),
-            raft_index: s.status.commit.load(Acquire),
+            raft_index: s.committed_index(),
             raft_term: s.term(),
-            raft_applied_index: s.status.applied.load(Acquire),
+            raft_applied_index: s.applied_index(),
             errors,
             db_size_in_use: db_size_in_use as i64,
             is_learner: s.is_learner(),
@@ -124,7 +142,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        let backend = self.srv.backend.clone();
+        let backend = self.srv.backend().clone();
         tracing::info!("starting defragment");
         let stats =
             tokio::task::spawn_blocking(move || backend.defrag(&backend::DefragConfig::default()))
@@ -140,13 +158,13 @@ impl Maintenance for MaintenanceService {
             "finished defragment"
         );
         Ok(Response::new(DefragmentResponse {
-            header: self.srv.header(0),
+            header: header(&*self.srv, 0),
         }))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        let backend = self.srv.backend.clone();
-        let kv = self.srv.kv.clone();
+        let backend = self.srv.backend().clone();
+        let kv = self.srv.kv().clone();
         let (hash, rev) = tokio::task::spawn_blocking(move || {
             // The revision is read first: the snapshot hashed holds at least that revision.
             let rev = kv.rev();
@@ -158,7 +176,7 @@ impl Maintenance for MaintenanceService {
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))??;
         Ok(Response::new(HashResponse {
-            header: self.srv.header(rev),
+            header: header(&*self.srv, rev),
             hash,
         }))
     }
@@ -168,13 +186,13 @@ impl Maintenance for MaintenanceService {
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
         let rev = req.into_inner().revision;
-        let kv = self.srv.kv.clone();
+        let kv = self.srv.kv().clone();
         let (hash, compact_revision) = tokio::task::spawn_blocking(move || kv.hash_kv(rev))
             .await
             .map_err(|e| ServerError::Internal(e.to_string()))?
             .map_err(ServerError::from)?;
         Ok(Response::new(HashKvResponse {
-            header: self.srv.header(0),
+            header: header(&*self.srv, 0),
             hash,
             compact_revision,
         }))
@@ -184,7 +202,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let backend = self.srv.backend.clone();
+        let backend = self.srv.backend().clone();
         let snap = tokio::task::spawn_blocking(move || backend.snapshot())
             .await
             .map_err(|e| ServerError::Internal(e.to_string()))?
@@ -205,28 +223,9 @@ impl Maintenance for MaintenanceService {
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         let target = req.into_inner().target_id;
-        let s = &self.srv;
-        if s.leader() != s.member_id {
-            return Err(ServerError::NotLeader.into());
-        }
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        s.send(Command::TransferLeader { target, reply })?;
-        rx.await.map_err(|_| ServerError::Stopped)??;
-        tracing::info!(
-            from = format!("{:x}", s.member_id),
-            to = format!("{target:x}"),
-            "leadership transfer starting"
-        );
-        // As etcd: wait, one heartbeat at a time, until the target leads.
-        let deadline = tokio::time::Instant::now() + s.request_timeout();
-        while s.leader() != target {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ServerError::LeaderTransferTimeout.into());
-            }
-            tokio::time::sleep(s.cfg.heartbeat_interval).await;
-        }
+        self.srv.move_leader(target).await?;
         Ok(Response::new(MoveLeaderResponse {
-            header: s.header(0),
+            header: header(&*self.srv, 0),
         }))
     }
 
@@ -235,5 +234,28 @@ impl Maintenance for MaintenanceService {
         _: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
         Err(unimplemented("Maintenance", "Downgrade"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use api::etcdserverpb::{AlarmMember, AlarmType};
+
+    #[test]
+    fn status_errors_use_go_text_form() {
+        let alarms = [
+            AlarmMember {
+                member_id: 1,
+                alarm: AlarmType::Nospace as i32,
+            },
+            AlarmMember {
+                member_id: 2,
+                alarm: AlarmType::Corrupt as i32,
+            },
+        ];
+        assert_eq!(
+            super::status_errors(&alarms),
+            ["memberID:1 alarm:NOSPACE ", "memberID:2 alarm:CORRUPT "]
+        );
     }
 }
