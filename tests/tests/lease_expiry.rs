@@ -199,7 +199,18 @@ async fn lease_metrics_are_etcds() {
     c.lease_revoke(l).await.unwrap();
     wait_revoked(&mut c, short).await;
 
-    let page = metrics(&s.endpoint());
+    // The expiry driver counts the lease once its revoke proposal returned, which may be a moment
+    // after the lease is gone.
+    let until = Instant::now() + DEADLINE;
+    let page = loop {
+        let page = metrics(&s.endpoint());
+        if metric(&page, "etcd_debugging_server_lease_expired_total").is_some_and(|n| n >= 1.0)
+            || Instant::now() > until
+        {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(
         metric(&page, "etcd_debugging_lease_granted_total"),
         Some(2.0)

@@ -44,10 +44,10 @@ pub async fn run(srv: Arc<EtcdServer>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = srv.leases.woken() => {}
+            _ = srv.leases().woken() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let expired = check(&srv.leases, leadership(&srv), REVOKE_LIMIT);
+        let expired = check(srv.leases(), leadership(&srv), REVOKE_LIMIT);
         if !expired.is_empty() {
             tokio::spawn(revoke_all(srv.clone(), pending.clone(), expired));
         }
@@ -58,9 +58,9 @@ pub async fn run(srv: Arc<EtcdServer>, mut shutdown: watch::Receiver<bool>) {
 fn leadership(srv: &EtcdServer) -> Leadership {
     // The applied empty entry is read first: if the term moves on in between, the terms
     // differ and the member does not count as primary this round.
-    let noop_term = srv.leases.noop_term();
+    let noop_term = srv.leases().noop_term();
     Leadership {
-        member_id: srv.member_id,
+        member_id: srv.member_id(),
         leader: srv.leader(),
         term: srv.term(),
         noop_term,

@@ -8,16 +8,12 @@
 
 #![forbid(unsafe_code)]
 
-pub mod bootstrap;
+mod bootstrap;
 pub mod config;
-pub mod etcdserver;
-pub mod ids;
-pub mod lease_requests;
-pub mod lessor_driver;
-pub mod metrics;
-pub mod quota;
-mod reconfig;
-mod v3_server;
+mod etcdserver;
+mod ids;
+mod lessor_driver;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +21,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+pub use bootstrap::BootstrapError;
 pub use config::{ClusterState, Config};
 use membership::{Member, RaftCluster};
 use rafthttp::{RaftTransport as _, Transport, TransportConfig};
@@ -62,7 +59,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A running member. Dropping it does not stop it: call `stop`.
 pub struct Hearth {
-    pub server: Arc<etcdserver::EtcdServer>,
+    server: Arc<etcdserver::EtcdServer>,
     raft: std::thread::JoinHandle<Result<(), raftnode::RaftError>>,
     raft_done: watch::Receiver<bool>,
     shutdown: watch::Sender<bool>,
@@ -289,8 +286,8 @@ impl Hearth {
                 .map_err(|e| StartError::Thread("watch", e))?,
         );
 
-        let server = etcdserver::EtcdServer::new(
-            cfg.clone(),
+        let server = Arc::new(etcdserver::EtcdServer::new(etcdserver::Parts {
+            cfg: cfg.clone(),
             member_id,
             cluster_id,
             kv,
@@ -298,17 +295,16 @@ impl Hearth {
             backend,
             status,
             leases,
-            raft_handle,
+            raft: raft_handle,
             wait,
-            applied_rx,
-            etcdserver::ClusterHandles {
-                cluster,
-                transport,
-                conf_wait,
-            },
-        );
-        let server = Arc::new(server.with_space(alarms, quota));
-        tokio::spawn(quota::raise_nospace_when_asked(
+            applied: applied_rx,
+            cluster,
+            transport,
+            conf_wait,
+            alarms,
+            quota,
+        }));
+        tokio::spawn(etcdserver::quota::raise_nospace_when_asked(
             server.clone(),
             nospace,
             shutdown_rx.clone(),
@@ -371,7 +367,7 @@ impl Hearth {
             }
         }
         let _ = self.server.send(Command::Stop);
-        self.server.transport.stop();
+        self.server.transport().stop();
         let raft = self.raft;
         tokio::task::spawn_blocking(move || raft.join())
             .await
@@ -387,9 +383,9 @@ async fn serve_client(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let cfg = v3rpc::ClientConfig {
-        max_request_bytes: srv.cfg.max_request_bytes,
-        max_txn_ops: srv.cfg.max_txn_ops,
-        watch_progress_notify_interval: srv.cfg.watch_progress_notify_interval,
+        max_request_bytes: srv.cfg().max_request_bytes,
+        max_txn_ops: srv.cfg().max_txn_ops,
+        watch_progress_notify_interval: srv.cfg().watch_progress_notify_interval,
     };
     let routes = v3rpc::routes(srv.clone(), &cfg, shutdown.clone()).await;
     v3rpc::serve(srv, routes, listener, shutdown).await
@@ -401,7 +397,7 @@ async fn serve_peer(
     listener: tokio::net::TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
-    let max = srv.transport.config().max_message_bytes;
+    let max = srv.transport().config().max_message_bytes;
     let incoming = tokio_stream::StreamExt::map(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
         |s| {
@@ -411,14 +407,14 @@ async fn serve_peer(
         },
     );
     let svc = api::hearthraftpb::raft_server::RaftServer::new(rafthttp::PeerService::new(
-        &srv.transport,
+        srv.transport(),
         srv.clone(),
         shutdown.clone(),
     ))
     .max_decoding_message_size(max);
     tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(srv.transport.config().keepalive))
-        .http2_keepalive_timeout(Some(srv.transport.config().keepalive_timeout))
+        .http2_keepalive_interval(Some(srv.transport().config().keepalive))
+        .http2_keepalive_timeout(Some(srv.transport().config().keepalive_timeout))
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -433,10 +429,10 @@ async fn publish(srv: Arc<etcdserver::EtcdServer>, mut shutdown: watch::Receiver
     use api::membershippb::{Attributes, ClusterMemberAttrSetRequest};
     let req = InternalRaftRequest {
         cluster_member_attr_set: Some(ClusterMemberAttrSetRequest {
-            member_id: srv.member_id,
+            member_id: srv.member_id(),
             member_attributes: Some(Attributes {
-                name: srv.cfg.name.clone(),
-                client_urls: srv.cfg.advertise_client_urls.clone(),
+                name: srv.cfg().name.clone(),
+                client_urls: srv.cfg().advertise_client_urls.clone(),
             }),
         }),
         ..Default::default()
@@ -446,8 +442,8 @@ async fn publish(srv: Arc<etcdserver::EtcdServer>, mut shutdown: watch::Receiver
             r = srv.propose(req.clone()) => match r {
                 Ok(_) => {
                     tracing::info!(
-                        name = %srv.cfg.name,
-                        client_urls = ?srv.cfg.advertise_client_urls,
+                        name = %srv.cfg().name,
+                        client_urls = ?srv.cfg().advertise_client_urls,
                         "published local member to cluster through raft"
                     );
                     return;

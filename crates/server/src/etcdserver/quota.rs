@@ -11,7 +11,7 @@ use apply::Applied;
 use rpctypes::ServerError;
 use tokio::sync::{watch, Notify};
 
-use crate::etcdserver::EtcdServer;
+use super::EtcdServer;
 
 impl EtcdServer {
     /// etcd's quota check before proposing a put, txn or lease grant: if the backend is too

@@ -19,95 +19,109 @@ use raftnode::ProposalState;
 use raftnode::{Command, ConfResult, Handle, RaftStatus};
 use rpctypes::ServerError;
 
-/// The membership and the peers, as the services need them.
-pub struct ClusterHandles {
-    pub cluster: Arc<RaftCluster>,
-    pub transport: Arc<Transport>,
-    pub conf_wait: Arc<Wait<ConfResult>>,
-}
+mod lease_requests;
+mod peer;
+pub(crate) mod quota;
+mod reconfig;
+mod v3_server;
 
-pub struct EtcdServer {
+/// What a member's server is made of (built by `Hearth::start`).
+pub(crate) struct Parts {
     pub cfg: Config,
     pub member_id: u64,
     pub cluster_id: u64,
     pub kv: Arc<KvStore>,
-    /// The store's watchers (watch streams, and the lock and election services that wait on keys).
     pub watchable: Arc<mvcc::WatchableStore>,
     pub backend: Arc<backend::Backend>,
     pub status: Arc<RaftStatus>,
+    pub leases: Arc<apply::lessor::Leases>,
+    pub raft: Handle,
+    pub wait: Arc<Wait<ApplyResult>>,
+    pub applied: watch::Receiver<u64>,
     pub cluster: Arc<RaftCluster>,
     pub transport: Arc<Transport>,
-    pub(crate) conf_wait: Arc<Wait<ConfResult>>,
-    /// The lessor, shared with the applier and the expiry driver (`lessor`).
-    pub leases: Arc<apply::lessor::Leases>,
-    raft: Handle,
-    wait: Arc<Wait<ApplyResult>>,
-    applied: watch::Receiver<u64>,
-    next_id: AtomicU64,
-    pub(crate) request_timeout: Duration,
-    /// Active alarms (shared with the applier) and the space quota; see `alarm` and `quota`.
+    pub conf_wait: Arc<Wait<ConfResult>>,
     pub alarms: Arc<apply::alarm::AlarmStore>,
     pub quota: apply::quota::Quota,
 }
 
+/// The member: reached from outside only through the traits it implements (`v3rpc`'s, and
+/// `rafthttp::PeerHandler`) and the few methods the wiring needs.
+pub struct EtcdServer {
+    cfg: Config,
+    member_id: u64,
+    cluster_id: u64,
+    kv: Arc<KvStore>,
+    /// The store's watchers (watch streams, and the lock and election services that wait on keys).
+    watchable: Arc<mvcc::WatchableStore>,
+    backend: Arc<backend::Backend>,
+    status: Arc<RaftStatus>,
+    cluster: Arc<RaftCluster>,
+    transport: Arc<Transport>,
+    conf_wait: Arc<Wait<ConfResult>>,
+    /// The lessor, shared with the applier and the expiry driver.
+    leases: Arc<apply::lessor::Leases>,
+    raft: Handle,
+    wait: Arc<Wait<ApplyResult>>,
+    applied: watch::Receiver<u64>,
+    next_id: AtomicU64,
+    request_timeout: Duration,
+    /// Active alarms (shared with the applier) and the space quota; see `apply::alarm` and
+    /// `apply::quota`.
+    alarms: Arc<apply::alarm::AlarmStore>,
+    quota: apply::quota::Quota,
+}
+
 impl EtcdServer {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        cfg: Config,
-        member_id: u64,
-        cluster_id: u64,
-        kv: Arc<KvStore>,
-        watchable: Arc<mvcc::WatchableStore>,
-        backend: Arc<backend::Backend>,
-        status: Arc<RaftStatus>,
-        leases: Arc<apply::lessor::Leases>,
-        raft: Handle,
-        wait: Arc<Wait<ApplyResult>>,
-        applied: watch::Receiver<u64>,
-        handles: ClusterHandles,
-    ) -> EtcdServer {
+    pub(crate) fn new(p: Parts) -> EtcdServer {
         // Request ids: member id in the top 16 bits, start time in ms in the next 40, then a counter, as etcd
         // does, so ids stay unique across members and restarts.
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let next_id = ((member_id & 0xffff) << 48) | ((now_ms & 0xff_ffff_ffff) << 8);
+        let next_id = ((p.member_id & 0xffff) << 48) | ((now_ms & 0xff_ffff_ffff) << 8);
         // etcd's request timeout: 5 s plus two election timeouts.
-        let request_timeout = Duration::from_secs(5) + cfg.election_timeout * 2;
+        let request_timeout = Duration::from_secs(5) + p.cfg.election_timeout * 2;
         EtcdServer {
-            cfg,
-            member_id,
-            cluster_id,
-            kv,
-            watchable,
-            backend,
-            status,
-            cluster: handles.cluster,
-            transport: handles.transport,
-            conf_wait: handles.conf_wait,
-            leases,
-            raft,
-            wait,
-            applied,
+            cfg: p.cfg,
+            member_id: p.member_id,
+            cluster_id: p.cluster_id,
+            kv: p.kv,
+            watchable: p.watchable,
+            backend: p.backend,
+            status: p.status,
+            cluster: p.cluster,
+            transport: p.transport,
+            conf_wait: p.conf_wait,
+            leases: p.leases,
+            raft: p.raft,
+            wait: p.wait,
+            applied: p.applied,
             next_id: AtomicU64::new(next_id),
             request_timeout,
-            alarms: Arc::default(),
-            quota: apply::quota::Quota {
-                max_bytes: u64::MAX,
-            },
+            alarms: p.alarms,
+            quota: p.quota,
         }
     }
 
-    /// Shares the applier's alarms and enforces `quota` on writes.
-    pub(crate) fn with_space(
-        mut self,
-        alarms: Arc<apply::alarm::AlarmStore>,
-        quota: apply::quota::Quota,
-    ) -> EtcdServer {
-        self.alarms = alarms;
-        self.quota = quota;
-        self
+    /// The configuration the member started with.
+    pub fn cfg(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    /// The peer transport.
+    pub(crate) fn transport(&self) -> &Arc<Transport> {
+        &self.transport
+    }
+
+    /// The lessor (the expiry driver promotes, demotes and asks it).
+    pub(crate) fn leases(&self) -> &Arc<apply::lessor::Leases> {
+        &self.leases
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -267,41 +281,5 @@ impl EtcdServer {
         SERVER_VERSION
             .with_label_values(&[v3rpc::API_VERSION])
             .set(1.0);
-    }
-}
-
-/// What peers ask of this member (served on the peer URLs by the transport).
-#[tonic::async_trait]
-impl rafthttp::PeerHandler for EtcdServer {
-    fn is_removed(&self, id: u64) -> bool {
-        self.cluster.is_removed(id)
-    }
-
-    fn members(&self) -> Vec<api::membershippb::Member> {
-        self.cluster.members().iter().map(|m| m.to_pb()).collect()
-    }
-
-    async fn promote(&self, id: u64) -> Result<Vec<api::membershippb::Member>, ServerError> {
-        let members = self.promote_member_as_leader(id).await?;
-        Ok(members.iter().map(|m| m.to_pb()).collect())
-    }
-
-    async fn lease_renew(
-        &self,
-        id: i64,
-    ) -> Result<api::etcdserverpb::LeaseKeepAliveResponse, ServerError> {
-        let ttl = self.lease_renew_as_leader(id).await?;
-        Ok(api::etcdserverpb::LeaseKeepAliveResponse {
-            header: self.header(0),
-            id,
-            ttl,
-        })
-    }
-
-    async fn lease_time_to_live(
-        &self,
-        req: api::etcdserverpb::LeaseTimeToLiveRequest,
-    ) -> Result<api::etcdserverpb::LeaseTimeToLiveResponse, ServerError> {
-        self.lease_time_to_live_as_leader(req).await
     }
 }

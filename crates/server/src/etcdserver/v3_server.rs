@@ -19,7 +19,7 @@ use membership::Member;
 use raftnode::Command;
 use rpctypes::ServerError;
 
-use crate::etcdserver::EtcdServer;
+use super::EtcdServer;
 
 fn unexpected() -> ServerError {
     ServerError::Internal("unexpected apply result".into())

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::etcdserver::EtcdServer;
+use super::EtcdServer;
 use membership::{Change, Member};
 use raftnode::Command;
 use raftnode::ProposalState;

@@ -29,7 +29,7 @@ use api::etcdserverpb::{
 use lease::LeaseError;
 use tokio::time::Instant;
 
-use crate::etcdserver::EtcdServer;
+use super::EtcdServer;
 use apply::applier::Applied;
 use rpctypes::ServerError;
 
