@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::urls;
+
 /// Everything a member needs to start. Field names follow etcd's flags.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -233,22 +235,17 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total.round() as u64))
 }
 
-/// Accepts `http://host:port` (or `https://`), without a path; returns it without a trailing slash.
+/// Accepts `http://host:port` (or `https://`, `unix://`), without a path; returns it without a trailing
+/// slash.
 fn normalize_url(url: &str) -> Result<String, ConfigError> {
     let url = url.trim().trim_end_matches('/');
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .or_else(|| url.strip_prefix("unix://"))
-        .ok_or(ConfigError::Url(
-            url.to_string(),
-            "scheme must be http or https",
-        ))?;
-    if rest.is_empty() || rest.contains('/') {
-        return Err(ConfigError::Url(
-            url.to_string(),
-            "expected scheme://host:port",
-        ));
+    let bad = |why| ConfigError::Url(url.to_string(), why);
+    let uri = urls::parse(url).map_err(|e| match e {
+        urls::UrlError::Scheme => bad("scheme must be http or https"),
+        urls::UrlError::Shape => bad("expected scheme://host:port"),
+    })?;
+    if !matches!(uri.scheme_str(), Some("http" | "https" | "unix")) {
+        return Err(bad("scheme must be http or https"));
     }
     Ok(url.to_string())
 }
@@ -256,19 +253,21 @@ fn normalize_url(url: &str) -> Result<String, ConfigError> {
 /// The socket address to bind for a listen URL. `localhost` binds the IPv4 loopback.
 pub fn listen_addr(url: &str) -> Result<SocketAddr, ConfigError> {
     let url = normalize_url(url)?;
-    let hostport = url.split_once("://").map(|(_, r)| r).unwrap_or(&url);
-    let (host, port) = hostport
-        .rsplit_once(':')
-        .ok_or(ConfigError::Url(url.clone(), "a port is required"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| ConfigError::Url(url.clone(), "bad port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let bad = |why| ConfigError::Url(url.clone(), why);
+    let uri = urls::parse(&url).map_err(|_| bad("expected scheme://host:port"))?;
+    let port = urls::port(&uri)
+        .map_err(|()| bad("bad port"))?
+        .ok_or_else(|| bad("a port is required"))?;
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let ip = if host == "localhost" {
         std::net::Ipv4Addr::LOCALHOST.into()
     } else {
         host.parse()
-            .map_err(|_| ConfigError::Url(url.clone(), "host must be an IP address or localhost"))?
+            .map_err(|_| bad("host must be an IP address or localhost"))?
     };
     Ok(SocketAddr::new(ip, port))
 }
@@ -327,5 +326,8 @@ mod tests {
         );
         assert!(listen_addr("http://host.example:1").is_err());
         assert!(listen_addr("ftp://127.0.0.1:1").is_err());
+        assert!(listen_addr("http://127.0.0.1").is_err());
+        assert!(listen_addr("http://127.0.0.1:1/path").is_err());
+        assert!(listen_addr("unix://sock").is_err());
     }
 }

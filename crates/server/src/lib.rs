@@ -14,6 +14,7 @@ mod etcdserver;
 mod ids;
 mod lessor_driver;
 mod metrics;
+mod urls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

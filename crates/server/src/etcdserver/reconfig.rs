@@ -20,8 +20,8 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// etcd's `readyPercent`: a learner may be promoted once it has this share of the leader's log.
 const READY_PERCENT: f64 = 0.9;
 
-/// etcd's `types.NewURLs`: trimmed, `http(s)://host:port` without a path (or a `unix(s)://` address),
-/// sorted.
+/// etcd's `types.NewURLs`: trimmed, `http(s)://host:port` without a path (or a `unix(s)://` address,
+/// taken as it is), sorted.
 pub fn parse_peer_urls(urls: &[String]) -> Result<Vec<String>, ServerError> {
     if urls.is_empty() {
         return Err(ServerError::MemberBadUrls);
@@ -29,20 +29,19 @@ pub fn parse_peer_urls(urls: &[String]) -> Result<Vec<String>, ServerError> {
     let mut out = Vec::with_capacity(urls.len());
     for u in urls {
         let u = u.trim();
-        let (scheme, rest) = u.split_once("://").ok_or(ServerError::MemberBadUrls)?;
-        match scheme {
-            "http" | "https" => {
-                let (host, port) = rest.rsplit_once(':').ok_or(ServerError::MemberBadUrls)?;
-                if rest.contains('/') || rest.contains('?') || rest.contains('#') {
-                    return Err(ServerError::MemberBadUrls);
+        let ok = match crate::urls::parse(u) {
+            Ok(uri) => match uri.scheme_str() {
+                Some("http" | "https") => {
+                    crate::urls::has_port(&uri) && crate::urls::port(&uri).is_ok()
                 }
-                let bracketed = host.starts_with('[') == host.ends_with(']');
-                if !bracketed || port.parse::<u16>().is_err() && !port.is_empty() {
-                    return Err(ServerError::MemberBadUrls);
-                }
-            }
-            "unix" | "unixs" => {}
-            _ => return Err(ServerError::MemberBadUrls),
+                Some("unix" | "unixs") => true,
+                _ => false,
+            },
+            // A unix address may be a path, which is not an authority.
+            Err(_) => u.starts_with("unix://") || u.starts_with("unixs://"),
+        };
+        if !ok {
+            return Err(ServerError::MemberBadUrls);
         }
         out.push(u.to_string());
     }
@@ -255,12 +254,20 @@ mod tests {
         .unwrap();
         assert_eq!(ok, ["http://127.0.0.1:2380", "http://127.0.0.2:2380"]);
         assert!(parse_peer_urls(&["unix://sock".into()]).is_ok());
+        assert!(parse_peer_urls(&["unix://dir/sock".into()]).is_ok());
+        assert!(
+            parse_peer_urls(&["http://h:".into()]).is_ok(),
+            "etcd's SplitHostPort takes it"
+        );
         for bad in [
             "foo",
             "ftp://127.0.0.1:2380",
             "http://127.0.0.1",
             "http://127.0.0.1:2380/path",
             "http://127.0.0.1:notaport",
+            "http://127.0.0.1:2380?q",
+            "http://127.0.0.1:2380#f",
+            "http://[::1]",
         ] {
             assert_eq!(
                 parse_peer_urls(&[bad.to_string()]),
