@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use api::etcdserverpb::{InternalRaftRequest, PutRequest, RequestHeader};
@@ -29,12 +29,41 @@ struct Net {
     /// does (a copy, staged at the receiver, installed by its Raft loop); else they fail.
     backends: Mutex<HashMap<u64, Store>>,
     deliver_snapshots: std::sync::atomic::AtomicBool,
+    /// Bumped after every batch of messages a member's loop hands over (every `Ready`) and every
+    /// snapshot delivery: what [`Net::eventually`] waits on. A leader's heartbeats and a leaderless
+    /// member's campaigns keep such steps coming while anything can still change.
+    steps: Mutex<u64>,
+    stepped: Condvar,
 }
 
 /// A member's backend and its one snapshot slot.
 type Store = (Arc<backend::Backend>, Arc<Semaphore>);
 
 impl Net {
+    fn step(&self) {
+        *self.steps.lock().unwrap() += 1;
+        self.stepped.notify_all();
+    }
+
+    /// Waits until `f` holds, looking again after every step a member takes; fails after
+    /// [`DEADLINE`].
+    fn eventually(&self, what: &str, mut f: impl FnMut() -> bool) {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let seen = *self.steps.lock().unwrap();
+            if f() {
+                return;
+            }
+            let mut steps = self.steps.lock().unwrap();
+            while *steps == seen {
+                let left = end
+                    .checked_duration_since(Instant::now())
+                    .unwrap_or_else(|| panic!("{what}: not within {DEADLINE:?}"));
+                steps = self.stepped.wait_timeout(steps, left).unwrap().0;
+            }
+        }
+    }
+
     /// Delivers `m`'s snapshot from `from` on its own thread, as `rafthttp::snapshot` does over the
     /// network, and reports the outcome to the sender's loop.
     fn send_snapshot(self: &Arc<Net>, from: u64, mut m: raft::prelude::Message) {
@@ -74,6 +103,7 @@ impl Net {
             if let Some(r) = net.routes.lock().unwrap().get(&from) {
                 let _ = r.send(Command::SnapshotStatus { to: m.to, ok });
             }
+            net.step();
         });
     }
 }
@@ -114,6 +144,8 @@ impl RaftTransport for MemTransport {
                 _ => report.unreachable.push(m.to),
             }
         }
+        drop((routes, cut));
+        self.net.step();
     }
     fn add_peer(&self, _: u64, _: &[String]) {}
     fn remove_peer(&self, _: u64) {}
@@ -121,6 +153,7 @@ impl RaftTransport for MemTransport {
 
 struct Member {
     id: u64,
+    net: Arc<Net>,
     dir: tempfile::TempDir,
     kv: Arc<mvcc::KvStore>,
     backend: Arc<backend::Backend>,
@@ -241,6 +274,7 @@ fn start_in(
     let thread = std::thread::spawn(move || node.run());
     Member {
         id,
+        net: net.clone(),
         dir,
         kv,
         backend,
@@ -361,26 +395,16 @@ impl Drop for Member {
     }
 }
 
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while !f() {
-        assert!(Instant::now() < end, "{what}: not within {DEADLINE:?}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
+/// The answer `rx` gets, waited for (not polled) up to [`DEADLINE`].
 fn recv<T>(rx: tokio::sync::oneshot::Receiver<T>) -> T {
-    let end = Instant::now() + DEADLINE;
-    let mut rx = rx;
-    loop {
-        match rx.try_recv() {
-            Ok(v) => return v,
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
-                assert!(Instant::now() < end, "no answer within {DEADLINE:?}");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("answer dropped: {e}"),
-        }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    match rt.block_on(async { tokio::time::timeout(DEADLINE, rx).await }) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => panic!("answer dropped: {e}"),
+        Err(_) => panic!("no answer within {DEADLINE:?}"),
     }
 }
 
@@ -393,7 +417,7 @@ fn agreed_leader(ms: &[&Member]) -> Option<u64> {
 fn members_elect_replicate_and_agree_on_membership() {
     let net = Arc::new(Net::default());
     let ms = new_cluster(&net, &[1, 2, 3]);
-    eventually("a leader", || {
+    net.eventually("a leader", || {
         agreed_leader(&ms.iter().collect::<Vec<_>>()).is_some()
     });
     for m in &ms {
@@ -409,7 +433,7 @@ fn members_elect_replicate_and_agree_on_membership() {
         }
     }
     for m in &ms {
-        eventually("replicated", || (0..3).all(|i| m.has(&format!("k{i}"))));
+        net.eventually("replicated", || (0..3).all(|i| m.has(&format!("k{i}"))));
     }
     let stored = store::load(&ms[0].backend).unwrap();
     assert_eq!(stored.members.len(), 3);
@@ -420,27 +444,34 @@ fn members_elect_replicate_and_agree_on_membership() {
 fn proposals_wait_for_a_leader_and_a_cut_off_leader_steps_down() {
     let net = Arc::new(Net::default());
     let ms = new_cluster(&net, &[1, 2, 3]);
-    eventually("a leader", || {
+    net.eventually("a leader", || {
         agreed_leader(&ms.iter().collect::<Vec<_>>()).is_some()
     });
     let old = agreed_leader(&ms.iter().collect::<Vec<_>>()).unwrap();
     let cut = ms.iter().find(|m| m.id == old).unwrap();
     net.cut.lock().unwrap().insert(old);
     let rest: Vec<&Member> = ms.iter().filter(|m| m.id != old).collect();
-    eventually("a new leader", || {
+    net.eventually("a new leader", || {
         agreed_leader(&rest).is_some_and(|l| l != old)
     });
     // CheckQuorum: the cut-off leader steps down and knows no leader.
-    eventually("the old leader steps down", || cut.leader() == 0);
-    // A write there waits for a leader instead of failing...
-    let rx = cut.put(500, "held");
-    std::thread::sleep(Duration::from_millis(200));
+    net.eventually("the old leader steps down", || cut.leader() == 0);
+    // A write there waits for a leader instead of failing: once the loop has taken the proposal
+    // (it answers a later command), it holds it, unanswered and unapplied.
+    let mut rx = cut.put(500, "held");
+    let (reply, progress) = tokio::sync::oneshot::channel();
+    cut.commands
+        .send(Command::Progress { id: 1, reply })
+        .unwrap();
+    assert_eq!(recv(progress), None, "the cut-off member does not lead");
+    assert_eq!(cut.leader(), 0);
+    assert!(rx.try_recv().is_err(), "held, not answered");
     assert!(!cut.has("held"));
     // ...and goes through once the member is back.
     net.cut.lock().unwrap().clear();
     assert!(matches!(recv(rx), Ok(Applied::Put(_))));
     for m in &ms {
-        eventually("replicated", || m.has("held"));
+        net.eventually("replicated", || m.has("held"));
     }
 }
 
@@ -448,7 +479,7 @@ fn proposals_wait_for_a_leader_and_a_cut_off_leader_steps_down() {
 fn learner_is_added_promoted_and_a_member_removed_through_raft() {
     let net = Arc::new(Net::default());
     let mut ms = new_cluster(&net, &[1, 2, 3]);
-    eventually("a leader", || {
+    net.eventually("a leader", || {
         agreed_leader(&ms.iter().collect::<Vec<_>>()).is_some()
     });
     let learner = membership::Member {
@@ -475,12 +506,12 @@ fn learner_is_added_promoted_and_a_member_removed_through_raft() {
         },
     ));
     // The learner replays the log from its first entry and so learns the whole membership.
-    eventually("the learner catches up", || {
+    net.eventually("the learner catches up", || {
         ms[3].cluster.members().len() == 4 && ms[3].cluster.is_local_learner()
     });
     let members = recv(ms[2].change(902, Change::Promote(4))).unwrap();
     assert!(members.iter().all(|m| !m.is_learner));
-    eventually("promoted everywhere", || !ms[3].cluster.is_local_learner());
+    net.eventually("promoted everywhere", || !ms[3].cluster.is_local_learner());
     assert_eq!(
         recv(ms[0].change(903, Change::Promote(4))),
         Err(ServerError::MemberNotLearner)
@@ -494,7 +525,7 @@ fn learner_is_added_promoted_and_a_member_removed_through_raft() {
     assert!(matches!(stopped, Err(RaftError::Removed)), "{stopped:?}");
     net.routes.lock().unwrap().remove(&3);
     assert!(ms[0].cluster.is_removed(3));
-    eventually("a leader of the three", || {
+    net.eventually("a leader of the three", || {
         agreed_leader(&ms.iter().collect::<Vec<_>>()).is_some_and(|l| l != 3)
     });
     // Once the new leader has applied an entry of its term (raft-rs turns a membership change proposed
@@ -505,7 +536,7 @@ fn learner_is_added_promoted_and_a_member_removed_through_raft() {
         Err(ServerError::MemberNotFound)
     );
     for m in &ms {
-        eventually("replicated", || m.has("after"));
+        net.eventually("replicated", || m.has("after"));
         let st = store::load(&m.backend).unwrap();
         assert_eq!(st.removed, [3], "member {}", m.id);
         let cs = st.conf_state.unwrap();
@@ -535,7 +566,9 @@ fn put_ok(m: &Member, id: u64, key: &str) {
 }
 
 fn leader_of<'a>(ms: &[&'a Member]) -> &'a Member {
-    eventually("a leader", || agreed_leader(ms).is_some());
+    ms[0]
+        .net
+        .eventually("a leader", || agreed_leader(ms).is_some());
     let l = agreed_leader(ms).unwrap();
     ms.iter().find(|m| m.id == l).unwrap()
 }
@@ -557,28 +590,28 @@ fn follower_behind_the_compacted_log_installs_a_snapshot_and_restarts_from_it() 
     assert!(net.snapshots.lock().unwrap().is_empty());
     net.cut.lock().unwrap().clear();
     let b = ms.iter().find(|m| m.id == behind).unwrap();
-    eventually("the member behind catches up", || b.has("k59"));
-    eventually("by a snapshot", || {
+    net.eventually("the member behind catches up", || b.has("k59"));
+    net.eventually("by a snapshot", || {
         net.snapshots.lock().unwrap().contains(&behind)
     });
     assert!(b.backend.read().is_ok());
-    eventually("same data everywhere", || {
+    net.eventually("same data everywhere", || {
         let h = ms[0].hash();
         ms.iter().all(|m| m.hash() == h)
     });
     // Writes go on, through the member that installed the snapshot too.
     put_ok(b, 2000, "after");
     for m in &ms {
-        eventually("replicated", || m.has("after"));
+        net.eventually("replicated", || m.has("after"));
     }
     assert_eq!(b.cluster.members().len(), 3);
     // It restarts from the snapshot: the WAL's marker and the installed backend agree.
     let i = ms.iter().position(|m| m.id == behind).unwrap();
     let b = ms.remove(i).restart(&net, OFTEN);
-    eventually("it still has everything", || b.has("k0") && b.has("after"));
+    net.eventually("it still has everything", || b.has("k0") && b.has("after"));
     put_ok(&b, 2001, "after-restart");
     ms.push(b);
-    eventually("same data everywhere after the restart", || {
+    net.eventually("same data everywhere after the restart", || {
         let h = ms[0].hash();
         ms.iter().all(|m| m.has("after-restart") && m.hash() == h)
     });
@@ -616,16 +649,16 @@ fn member_added_after_compaction_joins_by_snapshot() {
         tempfile::tempdir().unwrap(),
         OFTEN,
     ));
-    eventually("the new member catches up", || ms[3].has("j39"));
-    eventually("by a snapshot", || {
+    net.eventually("the new member catches up", || ms[3].has("j39"));
+    net.eventually("by a snapshot", || {
         net.snapshots.lock().unwrap().contains(&4)
     });
     assert!(ms[3].cluster.is_local_learner());
     assert_eq!(ms[3].cluster.members().len(), 4);
     recv(ms[1].change(3901, Change::Promote(4))).unwrap();
-    eventually("promoted", || !ms[3].cluster.is_local_learner());
+    net.eventually("promoted", || !ms[3].cluster.is_local_learner());
     put_ok(&ms[3], 3902, "from-4");
-    eventually("same data everywhere", || {
+    net.eventually("same data everywhere", || {
         let h = ms[0].hash();
         ms.iter().all(|m| m.has("from-4") && m.hash() == h)
     });
@@ -642,7 +675,7 @@ fn hostile_peer_messages_do_not_bring_a_member_down() {
     let leader = leader_of(&all);
     put_ok(leader, 4000, "before");
     for m in &ms {
-        eventually("replicated", || m.has("before"));
+        net.eventually("replicated", || m.has("before"));
     }
     let follower = ms.iter().find(|m| m.id != leader.id).unwrap();
     let term = leader.status.term.load(Ordering::Acquire);
@@ -709,7 +742,7 @@ fn hostile_peer_messages_do_not_bring_a_member_down() {
     }
     put_ok(leader, 4001, "after");
     for m in &ms {
-        eventually("still replicating", || m.has("after"));
+        net.eventually("still replicating", || m.has("after"));
         assert!(m.thread.as_ref().is_some_and(|t| !t.is_finished()));
     }
 }
