@@ -17,7 +17,7 @@
 
 #![forbid(unsafe_code)]
 
-pub mod metrics;
+mod metrics;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -18,7 +18,7 @@
 
 mod admit;
 mod log;
-pub mod metrics;
+mod metrics;
 mod node;
 mod proposal;
 mod storage;

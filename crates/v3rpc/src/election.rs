@@ -11,7 +11,8 @@ use api::v3electionpb::{
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
-use crate::concurrency::{election, or_stopped, stopping, Client};
+use crate::concurrency::{election, Client};
+use crate::shutdown::{or_stopped, stopping};
 use rpctypes::{relayed, ServerError};
 
 /// Observe responses buffered per stream.

@@ -20,8 +20,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use rpctypes::ServerError;
 
-use crate::concurrency::stopping;
 use crate::header::header;
+use crate::shutdown::stopping;
 use crate::{KvGetter, Lessor, RaftStatusGetter};
 
 /// Keep-alive responses buffered per stream before the stream stops reading requests.

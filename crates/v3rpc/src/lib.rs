@@ -18,7 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod authority;
-pub mod concurrency;
+mod concurrency;
 mod election;
 mod etcdhttp;
 mod header;
@@ -29,6 +29,7 @@ mod lock;
 mod maintenance;
 mod member;
 pub mod metrics;
+mod shutdown;
 mod unimplemented;
 pub mod validate;
 mod watch;

@@ -6,7 +6,8 @@ use api::v3lockpb::{lock_server::Lock, LockRequest, LockResponse, UnlockRequest,
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::concurrency::{mutex, or_stopped, Client};
+use crate::concurrency::{mutex, Client};
+use crate::shutdown::or_stopped;
 use rpctypes::relayed;
 
 pub struct LockService {

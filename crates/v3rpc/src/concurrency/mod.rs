@@ -315,24 +315,6 @@ pub fn header_rev(h: &Option<ResponseHeader>) -> i64 {
     h.as_ref().map(|h| h.revision).unwrap_or(0)
 }
 
-/// Runs `f` unless the member stops first (`shutdown` turns true): then `etcdserver: server
-/// stopped`. A graceful shutdown waits for every request in flight, so nothing may wait past it.
-pub async fn or_stopped<T>(
-    shutdown: &tokio::sync::watch::Receiver<bool>,
-    f: impl std::future::Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    let mut shutdown = shutdown.clone();
-    tokio::select! {
-        r = f => r,
-        _ = stopping(&mut shutdown) => Err(ServerError::Stopped.into()),
-    }
-}
-
-/// Resolves when `shutdown` turns true (or its sender is gone).
-pub async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
 /// Runs `f` on drop unless disarmed: the clean-up a recipe does when its caller goes away
 /// mid-wait (etcd's does it when the request context is cancelled). It runs as its own task.
 pub struct OnCancel {
