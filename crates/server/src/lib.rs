@@ -1,10 +1,12 @@
-//! Hearth's server: one member of a Hearth cluster.
+//! Hearth's server: wires one member of a Hearth cluster together, as etcd's `etcdserver` and `embed`.
 //!
 //! Start-up opens the backend (`<data-dir>/member/snap/db`) and the WAL (`<data-dir>/member/wal`) (or
-//! bootstraps them, `bootstrap`), rebuilds the Raft log (`storage`), starts the Raft loop on its own thread
-//! (`raft_node`), streams Raft messages to and from the other members on the peer URLs (`rafthttp`), and
+//! bootstraps them, `bootstrap`), rebuilds the Raft log and starts the Raft loop on its own thread
+//! (`raftnode`), streams Raft messages to and from the other members on the peer URLs (`rafthttp`), and
 //! serves etcd's gRPC API on the client URLs (`v3rpc`). Requests reach the store only through Raft
-//! (`etcdserver` proposes, `applier` applies); reads wait for a ReadIndex round unless serializable.
+//! (`etcdserver` proposes, `apply` applies); reads wait for a ReadIndex round unless serializable. The
+//! logic lives in those crates; this one builds them, connects them through their traits and runs the
+//! member's own tasks (publishing its attributes, the lessor driver, the NOSPACE alarm).
 
 #![forbid(unsafe_code)]
 
