@@ -5,7 +5,7 @@
 //! One client channel per peer is kept and reused (a keep-alive stream forwards a request every few
 //! seconds per lease; dialling each time would cost a connection per request). tonic's channel
 //! reconnects by itself; a channel whose URLs changed is replaced. Each call is bounded by the caller's
-//! deadline; which errors are worth another try is the caller's decision (`lease_requests`).
+//! deadline; which errors are worth another try is the caller's decision (the server's `lease_requests`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

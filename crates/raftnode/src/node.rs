@@ -20,7 +20,7 @@
 //! consistent index is written to the WAL, older WAL segments are released, and the in-memory log keeps only
 //! `snapshot_catchup_entries` entries before the marker for slow followers. The backend file is the snapshot:
 //! a follower behind the compacted log is sent a copy of it (by the peer transport, from
-//! [`BackendSnapshots`]), which it installs between two turns of this loop (`raft_snapshot`).
+//! [`BackendSnapshots`]), which it installs between two turns of this loop (`snapshot`).
 //!
 //! Messages from peers pass `admit` before they are stepped: raft-rs stops the process on some inputs a
 //! correct member never sends.
@@ -101,7 +101,7 @@ pub enum Command {
     },
     /// A peer refused this member as removed from the cluster.
     Removed,
-    /// A snapshot from the leader, received and verified, to install (`raft_snapshot`).
+    /// A snapshot from the leader, received and verified, to install (`snapshot`).
     InstallSnapshot(rafthttp::Incoming),
     /// A snapshot send to `to` ended; raft-rs hears whether it succeeded.
     SnapshotStatus {

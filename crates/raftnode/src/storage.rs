@@ -14,7 +14,7 @@
 //!
 //! The backend only ever applies entries the WAL already holds, so its consistent index is an entry of the
 //! WAL with the same term, or the latest snapshot marker. When it is not, the backend is a snapshot from
-//! the leader whose install was interrupted before its marker reached the WAL (`raft_snapshot`): the backend
+//! the leader whose install was interrupted before its marker reached the WAL (`node::snapshot`): the backend
 //! is taken as the snapshot, the WAL's entries (all older, or from a term the snapshot superseded) are
 //! dropped, and the missing marker is written, which is where the install would have got to. Likewise,
 //! entries after a marker whose term is older than the marker's were left behind by an install (raft-rs

@@ -64,7 +64,7 @@ impl Net {
         }
     }
 
-    /// Delivers `m`'s snapshot from `from` on its own thread, as `rafthttp::snapshot` does over the
+    /// Delivers `m`'s snapshot from `from` on its own thread, as the peer transport does over the
     /// network, and reports the outcome to the sender's loop.
     fn send_snapshot(self: &Arc<Net>, from: u64, mut m: raft::prelude::Message) {
         let net = self.clone();
