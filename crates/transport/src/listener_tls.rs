@@ -176,7 +176,7 @@ impl Acceptor {
         let stream = verify::with_presented_slot(slot.clone(), acceptor.accept(tcp))
             .await
             .map_err(|e| HandshakeError {
-                error: e.to_string(),
+                error: describe(&e),
                 presented: slot.lock().ok().and_then(|mut s| s.take()),
             })?;
         let (_, session) = stream.get_ref();
@@ -245,6 +245,21 @@ impl Acceptor {
                 self.role.rejected_message()
             ),
         }
+    }
+}
+
+/// The reason a handshake failed, with our own refusals (allowed CN/hostname) in plain words instead of
+/// rustls' debug form of a foreign error.
+fn describe(e: &io::Error) -> String {
+    let Some(inner) = e.get_ref() else {
+        return e.to_string();
+    };
+    match inner.downcast_ref::<rustls::Error>() {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))) => {
+            format!("invalid peer certificate: {}", o.0)
+        }
+        Some(r) => r.to_string(),
+        None => e.to_string(),
     }
 }
 

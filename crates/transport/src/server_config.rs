@@ -85,6 +85,11 @@ impl ServerTls {
             builder.with_no_client_auth()
         };
         let mut config = builder.with_cert_resolver(Arc::new(source));
+        // No session resumption: a resumed session skips certificate verification, so a client whose
+        // certificate was revoked (or whose CA was removed) could keep reconnecting on an old ticket.
+        // Clients of etcd keep long-lived HTTP/2 connections; full handshakes cost little.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         config.alpn_protocols = match role {
             Role::Client => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             Role::Peer => vec![b"h2".to_vec()],
