@@ -468,3 +468,33 @@ fn bad_files_are_refused_at_build_time_naming_the_file() {
         Err(TlsError::KeyMismatch { .. })
     ));
 }
+
+/// The protocol a client offering only `alpn` ends up with, or the handshake error.
+async fn negotiated(role: Role, alpn: &[u8]) -> Result<Option<Vec<u8>>, std::io::Error> {
+    let pki = Pki::new();
+    let addr = echo_server(Acceptor::tls(
+        ServerTls::new(&pki.server_info(false), role).unwrap(),
+    ))
+    .await;
+    let tls = client(&pki.client_info(None));
+    let mut config = (*tls.config()).clone();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = TcpStream::connect(addr).await?;
+    let s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(tls.server_name("127.0.0.1").unwrap(), tcp)
+        .await?;
+    Ok(s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
+}
+
+#[tokio::test]
+async fn the_client_port_speaks_http1_over_tls_and_the_peer_port_only_h2() {
+    assert_eq!(
+        negotiated(Role::Client, b"http/1.1").await.unwrap(),
+        Some(b"http/1.1".to_vec())
+    );
+    assert_eq!(
+        negotiated(Role::Client, b"h2").await.unwrap(),
+        Some(b"h2".to_vec())
+    );
+    assert!(negotiated(Role::Peer, b"http/1.1").await.is_err());
+}
