@@ -3,7 +3,8 @@
 //! The server certificate is verified against the trusted CA file (the system's CAs without one) for the
 //! URL's host, a DNS name or an IP address, unless the info says to skip verification (auto TLS, as etcd
 //! does for self-signed certificates). The certificate presented is `client_cert_file` or else
-//! `cert_file`, re-read when the files change, as etcd re-reads it on every handshake. ALPN offers `h2`.
+//! `cert_file`, re-read when the files change, as etcd re-reads it on every handshake. The trusted CA is
+//! read once, as in etcd (a dialer that must trust a new CA is rebuilt). ALPN offers `h2`.
 
 use std::sync::Arc;
 
@@ -85,5 +86,36 @@ impl ClientTls {
             .unwrap_or(name);
         ServerName::try_from(name.to_string())
             .map_err(|_| TlsError::Config(format!("invalid server name {name:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_come_from_the_host_or_the_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::testing::Ca::new("ca");
+        let ca_file = crate::testing::write(dir.path(), "ca.pem", ca.cert_pem());
+        let mut info = TlsInfo {
+            trusted_ca_file: Some(ca_file),
+            ..Default::default()
+        };
+        let t = ClientTls::new(&info).unwrap();
+        assert_eq!(
+            t.server_name("[::1]").unwrap(),
+            ServerName::IpAddress("::1".parse::<std::net::IpAddr>().unwrap().into())
+        );
+        assert!(matches!(
+            t.server_name("db.example").unwrap(),
+            ServerName::DnsName(_)
+        ));
+        info.server_name = Some("etcd.example".into());
+        let t = ClientTls::new(&info).unwrap();
+        assert_eq!(
+            t.server_name("10.0.0.1").unwrap(),
+            ServerName::try_from("etcd.example").unwrap()
+        );
     }
 }

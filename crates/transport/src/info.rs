@@ -31,7 +31,7 @@ pub struct TlsInfo {
     /// The key of `client_cert_file`.
     pub client_key_file: Option<PathBuf>,
     /// CA certificates that client certificates (server side) and server certificates (when dialing)
-    /// must chain to. Without it the system's CAs are used for dialing.
+    /// must chain to. Without it the system's CAs are used, as Go uses its system pool.
     pub trusted_ca_file: Option<PathBuf>,
     /// Client certificates are required and verified; the auth layer takes the CN as user.
     pub client_cert_auth: bool,

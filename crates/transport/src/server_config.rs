@@ -49,7 +49,9 @@ impl ServerTls {
     pub fn new(info: &TlsInfo, role: Role) -> Result<ServerTls, TlsError> {
         info.validate()?;
         let (Some(cert), Some(key)) = (&info.cert_file, &info.key_file) else {
-            unreachable!("validate checked both are present")
+            return Err(TlsError::Config(
+                "KeyFile and CertFile must both be present".into(),
+            ));
         };
         let provider = info.options.provider();
         let source = KeyPairSource::load(cert, key, provider.clone())?;
