@@ -251,6 +251,23 @@ fn socket_addr(flag: &'static str, value: &str) -> Result<SocketAddr, ProxyError
 
 impl GrpcProxy {
     pub async fn start(cfg: Config) -> Result<GrpcProxy, ProxyError> {
+        GrpcProxy::start_with(cfg, |s| s).await
+    }
+
+    /// Like `start`, with every accepted client connection passed through `wrap` before HTTP/2
+    /// sees it. The `hearth` binary passes the server's `:authority` fix-up here, so etcdctl 3.4
+    /// (which sends `http://host:port` as authority) works through the proxy as it does against
+    /// a member; the proxy itself stays free of the server's crates.
+    pub async fn start_with<W, IO>(cfg: Config, wrap: W) -> Result<GrpcProxy, ProxyError>
+    where
+        W: Fn(tokio::net::TcpStream) -> IO + Send + 'static,
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+    {
         let addr = socket_addr("--listen-addr", &cfg.listen_addr)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -274,9 +291,10 @@ impl GrpcProxy {
         let mut tasks = Vec::new();
         let incoming = tokio_stream::StreamExt::map(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            |s| {
-                s.inspect(|s| {
+            move |s| {
+                s.map(|s| {
                     let _ = s.set_nodelay(true);
+                    wrap(s)
                 })
             },
         );
