@@ -333,20 +333,23 @@ async fn watch_guarantees_hold_through_the_proxy_while_a_member_is_killed() {
         clients.push(c);
     }
 
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = tokio::spawn({
         let eps: Vec<String> = [1, 2]
             .iter()
             .map(|&i| cluster.member(i).endpoint())
             .collect();
+        let written = written.clone();
         async move {
             let mut c = hearth_tests::server::connect(&eps[0]).await.unwrap();
             let mut last = 0;
             let mut n = 0;
-            while n < 300 {
+            while n < 600 {
                 match c.put(format!("g/{n}"), format!("{n}"), None).await {
                     Ok(r) => {
                         last = r.header().unwrap().revision();
                         n += 1;
+                        written.store(n, std::sync::atomic::Ordering::Release);
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                 }
@@ -354,10 +357,15 @@ async fn watch_guarantees_hold_through_the_proxy_while_a_member_is_killed() {
             last
         }
     });
-    // Kill the member the proxy pinned first (endpoint 0), then bring it back.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reached = |n: usize| {
+        let w = written.clone();
+        move || w.load(std::sync::atomic::Ordering::Acquire) >= n
+    };
+    // Kill the member the proxy watches on (endpoint 0, pinned first) while writes go on,
+    // and bring it back while they still go on.
+    eventually("100 writes", reached(100)).await;
     cluster.member_mut(0).kill9();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("300 writes", reached(300)).await;
     cluster.member_mut(0).restart().await;
     let last = writer.await.unwrap();
 
@@ -380,6 +388,10 @@ async fn watch_guarantees_hold_through_the_proxy_while_a_member_is_killed() {
         // one put under g/.
         assert_eq!(got, &want, "watcher from {from}");
     }
+    assert!(
+        proxy.log().contains("upstream watch stream broke"),
+        "the proxy's upstream watch stream was on the killed member"
+    );
     cluster.assert_hashkv_equal().await;
 }
 

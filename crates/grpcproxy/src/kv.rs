@@ -248,7 +248,7 @@ impl Kv for KvProxy {
         let up = &self.up;
         let resp = up
             .call(Retry::Unsent, |ch| {
-                let req = forward(&md, r.clone());
+                let req = forward(&md, r);
                 async move { client(up, ch).compact(req).await.map(Response::into_inner) }
             })
             .await

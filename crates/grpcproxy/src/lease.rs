@@ -123,7 +123,7 @@ async fn keepalive_loop(
                             up.observe(h.revision);
                         }
                         for r in pending.remove(&resp.id).unwrap_or_default() {
-                            let _ = r.try_send(Ok(resp.clone()));
+                            let _ = r.try_send(Ok(resp));
                         }
                     }
                     Ok(None) | Err(_) => {

@@ -126,6 +126,11 @@ impl Upstream {
         self.endpoints.len()
     }
 
+    /// Never true: an upstream has at least one endpoint.
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
     /// The pinned endpoint's index.
     pub fn pinned(&self) -> usize {
         self.pinned.load(Ordering::Relaxed) % self.endpoints.len()

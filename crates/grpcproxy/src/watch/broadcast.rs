@@ -167,7 +167,7 @@ impl RangeState {
     fn header_at(&self, rev: i64) -> ResponseHeader {
         ResponseHeader {
             revision: rev,
-            ..self.header.clone()
+            ..self.header
         }
     }
 
@@ -415,7 +415,7 @@ impl RangeState {
         m: &Metrics,
     ) {
         if let Some(h) = &resp.header {
-            self.header = h.clone();
+            self.header = *h;
         }
         let Some(feed) = self.feeds.get(&fid) else {
             return;
@@ -461,7 +461,7 @@ impl RangeState {
         for s in feed.subs {
             if let Some(sub) = self.subs.remove(&s) {
                 sub.spec.sink.push(WatchResponse {
-                    header: resp.header.clone(),
+                    header: resp.header,
                     watch_id: sub.spec.watch_id,
                     created: resp.created && !sub.created,
                     canceled: true,
@@ -502,7 +502,7 @@ impl RangeState {
                 sub.next_rev = through + 1;
             }
             sub.spec.sink.push(WatchResponse {
-                header: resp.header.clone(),
+                header: resp.header,
                 watch_id: sub.spec.watch_id,
                 created: true,
                 ..Default::default()
@@ -522,7 +522,7 @@ impl RangeState {
             .unwrap_or(0);
         let subs: Vec<SubId> = feed.subs.iter().copied().collect();
         let buffering: Vec<SubId> = feed.buffering.iter().copied().collect();
-        let header = resp.header.clone().unwrap_or_default();
+        let header = resp.header.unwrap_or_default();
         let mut lagged = Vec::new();
         for s in &subs {
             if let Some(sub) = self.subs.get_mut(s) {
@@ -578,7 +578,7 @@ impl RangeState {
                     // Best effort: a progress notification dropped for a full queue loses
                     // nothing.
                     sub.spec.sink.try_push(vec![WatchResponse {
-                        header: resp.header.clone(),
+                        header: resp.header,
                         watch_id: sub.spec.watch_id,
                         ..Default::default()
                     }]);
@@ -653,7 +653,7 @@ impl RangeState {
                 };
                 let mut ok = true;
                 for r in buffer.map(|b| b.responses).unwrap_or_default() {
-                    let header = r.header.clone().unwrap_or_default();
+                    let header = r.header.unwrap_or_default();
                     if !deliver(sub, &header, &r.events) {
                         ok = false;
                         break;
@@ -751,7 +751,7 @@ fn deliver(sub: &mut Sub, header: &ResponseHeader, events: &[Event]) -> bool {
         return true;
     }
     let resp = WatchResponse {
-        header: Some(header.clone()),
+        header: Some(*header),
         watch_id: sub.spec.watch_id,
         events: out,
         ..Default::default()

@@ -129,10 +129,7 @@ impl WatchMux {
 
     /// The last header the cluster sent on the watch stream.
     pub fn header(&self) -> ResponseHeader {
-        self.header
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        *self.header.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -345,7 +342,7 @@ async fn session(
                     Err(e) => return Ended::Broken(e.to_string()),
                 };
                 if let Some(h) = &r.header {
-                    *mux.header.lock().unwrap_or_else(|e| e.into_inner()) = h.clone();
+                    *mux.header.lock().unwrap_or_else(|e| e.into_inner()) = *h;
                     // Clients are sent this revision (or told of it): the cache must not answer
                     // from anything older.
                     up.observe(h.revision);
