@@ -159,11 +159,7 @@ impl EtcdSnapshot {
     }
 
     /// The next pairs of `bucket` after `after` (from the start if `None`).
-    fn batch(
-        &self,
-        bucket: Bucket,
-        after: Option<&[u8]>,
-    ) -> Result<bbolt::Entries, SnapshotError> {
+    fn batch(&self, bucket: Bucket, after: Option<&[u8]>) -> Result<bbolt::Entries, SnapshotError> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         self.txn
