@@ -288,7 +288,7 @@ impl Db {
         f: &mut dyn FnMut(Entry<'_>) -> bool,
     ) -> Result<bool> {
         match b {
-            BucketRef::Tree(root) => self.walk_page(*root, 0, walk, f),
+            BucketRef::Tree(root) => self.walk_page(*root, 0, Bounds::default(), walk, f),
             BucketRef::Inline(page) => {
                 let h =
                     PageHeader::parse(page).ok_or_else(|| corrupt("inline bucket: page header"))?;
@@ -298,7 +298,7 @@ impl Db {
                         h.kind()
                     )));
                 }
-                leaf_entries(page, &h, "inline bucket", walk, f)
+                leaf_entries(page, &h, "inline bucket", Bounds::default(), walk, f)
             }
         }
     }
@@ -307,6 +307,7 @@ impl Db {
         &self,
         id: u64,
         depth: usize,
+        bounds: Bounds<'_>,
         walk: &mut Walk<'_>,
         f: &mut dyn FnMut(Entry<'_>) -> bool,
     ) -> Result<bool> {
@@ -326,16 +327,35 @@ impl Db {
             cb(id, &h);
         }
         if h.flags & LEAF_PAGE != 0 {
-            leaf_entries(&page, &h, &format!("page {id}"), walk, f)
+            leaf_entries(&page, &h, &format!("page {id}"), bounds, walk, f)
         } else if h.flags & BRANCH_PAGE != 0 {
             if h.count == 0 {
                 return Err(corrupt(format!("page {id}: empty branch page")));
             }
-            for i in 0..usize::from(h.count) {
-                let (_, child) = branch_element(&page, i).ok_or_else(|| {
-                    corrupt(format!("page {id}: branch element {i} out of bounds"))
-                })?;
-                if !self.walk_page(child, depth + 1, walk, f)? {
+            let count = usize::from(h.count);
+            let elem = |i: usize| {
+                branch_element(&page, i)
+                    .ok_or_else(|| corrupt(format!("page {id}: branch element {i} out of bounds")))
+            };
+            let mut prev: Option<&[u8]> = None;
+            for i in 0..count {
+                let (key, child) = elem(i)?;
+                if prev.is_some_and(|p| key <= p) || !bounds.admit(key) {
+                    return Err(corrupt(format!(
+                        "page {id}: branch key {i} {:?} out of order",
+                        String::from_utf8_lossy(key)
+                    )));
+                }
+                prev = Some(key);
+                // bbolt's rule (`tx.Check` since 1.3.8): a child's keys lie in
+                // [its key, the next key), within the parent's own range.
+                let hi = if i + 1 < count {
+                    Some(elem(i + 1)?.0)
+                } else {
+                    bounds.hi
+                };
+                let child_bounds = Bounds { lo: Some(key), hi };
+                if !self.walk_page(child, depth + 1, child_bounds, walk, f)? {
                     return Ok(false);
                 }
             }
@@ -494,11 +514,25 @@ impl Db {
     }
 }
 
+/// The key range a page's keys must lie in: `[lo, hi)`, from the branch above it.
+#[derive(Clone, Copy, Default)]
+struct Bounds<'a> {
+    lo: Option<&'a [u8]>,
+    hi: Option<&'a [u8]>,
+}
+
+impl Bounds<'_> {
+    fn admit(&self, key: &[u8]) -> bool {
+        self.lo.is_none_or(|lo| key >= lo) && self.hi.is_none_or(|hi| key < hi)
+    }
+}
+
 /// The entries of one leaf page, checking bounds and key order.
 fn leaf_entries(
     page: &[u8],
     h: &PageHeader,
     what: &str,
+    bounds: Bounds<'_>,
     walk: &mut Walk<'_>,
     f: &mut dyn FnMut(Entry<'_>) -> bool,
 ) -> Result<bool> {
@@ -508,6 +542,12 @@ fn leaf_entries(
         if key.is_empty() {
             return Err(corrupt(format!(
                 "{what}: leaf element {i} has an empty key"
+            )));
+        }
+        if !bounds.admit(key) {
+            return Err(corrupt(format!(
+                "{what}: key {:?} outside the range its parent branch gives",
+                String::from_utf8_lossy(key)
             )));
         }
         if walk.started && key <= walk.last.as_slice() {

@@ -317,7 +317,28 @@ fn check_reports_unreachable_and_doubly_used_pages() {
     );
     let key = db.bucket(b"key").unwrap().unwrap();
     let e = db.for_each(&key, &mut |_| true).unwrap_err().to_string();
-    assert!(e.contains("out of order"), "{e}");
+    assert!(
+        e.contains("outside the range its parent branch gives"),
+        "{e}"
+    );
+
+    // A branch key that no longer matches its child (bbolt 1.3.8+ checks this too).
+    let mut shifted = bytes.clone();
+    let pos = u32::from_le_bytes(
+        shifted[branch * 4096 + PAGE_HEADER + 16..branch * 4096 + PAGE_HEADER + 20]
+            .try_into()
+            .unwrap(),
+    ) as usize;
+    // The second element's key: raise its revision's last byte.
+    let at = branch * 4096 + PAGE_HEADER + 16 + pos + 7;
+    shifted[at] = shifted[at].wrapping_add(1);
+    let f = write_tmp(&shifted);
+    let db = Db::open(f.path()).unwrap();
+    let problems = db.check().unwrap();
+    assert!(
+        problems.iter().any(|p| p.contains("outside the range")),
+        "{problems:?}"
+    );
 }
 
 fn set_meta_pgid(bytes: &mut [u8], pgid: u64) {
