@@ -179,8 +179,8 @@ pub fn restore(file: &Path, cfg: &server::Config, skip_hash_check: bool) -> anyh
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "data".into());
-    // Removed on any error (and by the next restore's name if the process dies: it is hidden
-    // and never mistaken for a data directory).
+    // Removed on any error. If the process dies, a hidden `.<name>.restore-*` directory is left
+    // beside the target, never a half-written data directory at the target itself.
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{base}.restore-"))
         .tempdir_in(&parent)
