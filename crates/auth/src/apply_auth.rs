@@ -168,9 +168,11 @@ impl AuthStore {
         self.check_lease_keys_writable(ai, keys)
     }
 
-    /// LeaseTimeToLive (etcd's `checkLeaseTimeToLive`): with auth enabled, a user is required
-    /// (`UserEmpty`) with read access to every attached key.
-    pub fn check_lease_time_to_live(
+    /// LeaseTimeToLive with `keys` (etcd's `checkLeaseTimeToLive`, with the lease's keys) and
+    /// LeaseLeases (etcd 3.5's `checkLeaseLeases`, with the keys of every lease): with auth
+    /// enabled, a user is required (`UserEmpty`), and unless it has the root role, read access to
+    /// every key.
+    pub fn check_lease_keys_readable(
         &self,
         ai: Option<&AuthInfo>,
         keys: &[Vec<u8>],
@@ -179,6 +181,9 @@ impl AuthStore {
             return Ok(());
         }
         let ai = ai.ok_or(AuthError::UserEmpty)?;
+        if self.is_admin_permitted(ai).is_ok() {
+            return Ok(());
+        }
         for key in keys {
             self.is_range_permitted(ai, key, &[])?;
         }
@@ -186,7 +191,8 @@ impl AuthStore {
     }
 
     /// etcd 3.5's `requireAuthInfo`, for calls any logged-in user may make (LeaseGrant,
-    /// LeaseRevoke before the apply-time key check, MemberList, Status, Alarm GET): with auth
+    /// LeaseRevoke before the apply-time key check, LeaseTimeToLive, MemberList, Status, Alarm
+    /// GET): with auth
     /// enabled, no credentials → `UserEmpty`.
     pub fn require_auth_info(&self, ai: Option<&AuthInfo>) -> Result<(), AuthError> {
         if self.is_enabled() && ai.is_none() {

@@ -72,7 +72,8 @@
 //! | Watch create | `is_range_permitted(ai or default, key, range_end)` on the request's raw `key`/`range_end`, before `range_end` is normalized; refusal cancels the watch with [`AuthError::watch_cancel_reason`] |
 //! | LeaseGrant, LeaseRevoke (before proposing) | `require_auth_info` |
 //! | LeaseKeepAlive | `check_lease_renew` with the lease's keys |
-//! | LeaseTimeToLive with keys | `check_lease_time_to_live` with the lease's keys |
+//! | LeaseTimeToLive | `require_auth_info`; with `keys`, also `check_lease_keys_readable` with the lease's keys |
+//! | LeaseLeases | `check_lease_keys_readable` with the keys of every lease |
 //! | Compact, Defragment, Snapshot, Hash, HashKV, MoveLeader, Alarm activate/deactivate, MemberAdd/Remove/Update/Promote, Downgrade | `require_admin` |
 //! | Status, MemberList, Alarm GET | `require_auth_info` |
 //! | Lock, Election | run with the caller's credentials through the KV checks |

@@ -464,15 +464,28 @@ fn lease_checks_need_a_user_and_access_to_every_attached_key() {
         Err(AuthError::UserEmpty)
     ));
     assert!(matches!(
-        fx.store.check_lease_time_to_live(Some(&u), &keys),
+        fx.store.check_lease_keys_readable(Some(&u), &keys),
         Err(AuthError::PermissionDenied)
     ));
     fx.store
-        .check_lease_time_to_live(Some(&u), &[b"rw/a".to_vec(), b"r/c".to_vec()])
+        .check_lease_keys_readable(Some(&u), &[b"rw/a".to_vec(), b"r/c".to_vec()])
         .unwrap();
     assert!(matches!(
-        fx.store.check_lease_time_to_live(None, &[]),
+        fx.store.check_lease_keys_readable(None, &[]),
         Err(AuthError::UserEmpty)
+    ));
+    // root reads every lease's keys, even with credentials from an older revision (etcd checks
+    // admin first, and admin checks ignore the revision).
+    let stale_root = AuthInfo {
+        username: "root".into(),
+        revision: 1,
+    };
+    fx.store
+        .check_lease_keys_readable(Some(&stale_root), &[b"secret".to_vec()])
+        .unwrap();
+    assert!(matches!(
+        fx.store.is_range_permitted(&stale_root, b"secret", b""),
+        Err(AuthError::AuthOldRevision)
     ));
     assert!(matches!(
         fx.store.check_lease_keys_writable(&u, &[b"r/c".to_vec()]),
@@ -496,7 +509,7 @@ fn lease_checks_need_a_user_and_access_to_every_attached_key() {
     // With auth disabled nothing is required.
     let plain = Fx::new();
     plain.store.check_lease_renew(None, &keys).unwrap();
-    plain.store.check_lease_time_to_live(None, &keys).unwrap();
+    plain.store.check_lease_keys_readable(None, &keys).unwrap();
     plain.store.require_auth_info(None).unwrap();
     plain.store.require_admin(None).unwrap();
 }
