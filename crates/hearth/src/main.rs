@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+mod grpc_proxy;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,7 +16,8 @@ use server::{ClusterState, Config, Hearth};
 #[command(
     name = "hearth",
     version,
-    about = "A distributed, strongly consistent key-value store speaking etcd's v3 API"
+    about = "A distributed, strongly consistent key-value store speaking etcd's v3 API",
+    after_help = "Run `hearth grpc-proxy start --help` for the gRPC proxy."
 )]
 struct Flags {
     /// Human-readable name for this member.
@@ -164,6 +167,10 @@ fn accept_etcd_env() {
 }
 
 fn main() -> anyhow::Result<()> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "grpc-proxy") {
+        return grpc_proxy::main(args);
+    }
     accept_etcd_env();
     let flags = Flags::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

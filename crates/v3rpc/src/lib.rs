@@ -50,6 +50,7 @@ use api::v3lockpb::lock_server::LockServer;
 use membership::Member;
 use rpctypes::ServerError;
 
+pub use authority::FixAuthority;
 pub use election::ElectionService;
 pub use header::header;
 pub use kv::KvService;
