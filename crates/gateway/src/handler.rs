@@ -140,7 +140,9 @@ pub(crate) async fn call(
         let requests = stream::iter(first).chain(rest);
         let req = tonic::Request::from_parts(md, Default::default(), requests);
         return match grpc.streaming(req, method.path.clone(), codec).await {
-            Ok(resp) => forward_stream(gw, resp).await,
+            // With no first request etcd never waits for the response headers, so it has none
+            // to forward.
+            Ok(resp) => forward_stream(gw, resp, more).await,
             Err(status) => errors::call_error(&status),
         };
     }
@@ -156,7 +158,7 @@ pub(crate) async fn call(
     let req = tonic::Request::from_parts(md, Default::default(), msg);
     if method.server_streaming {
         match grpc.server_streaming(req, method.path.clone(), codec).await {
-            Ok(resp) => forward_stream(gw, resp).await,
+            Ok(resp) => forward_stream(gw, resp, true).await,
             Err(status) => errors::call_error(&status),
         }
     } else {
@@ -187,11 +189,14 @@ fn result_chunk(gw: &Inner, msg: &DynamicMessage) -> Bytes {
 
 /// Streams the responses. HTTP headers go out with the first response (as Go writes them with
 /// the first chunk), so a call that fails before answering still gets its error's HTTP status.
+/// `with_headers` says whether the call's header metadata is forwarded.
 async fn forward_stream(
     gw: Arc<Inner>,
     resp: tonic::Response<Streaming<DynamicMessage>>,
+    with_headers: bool,
 ) -> http::Response<Body> {
     let (md, mut responses, _) = resp.into_parts();
+    let md = if with_headers { md } else { MetadataMap::new() };
     let (status, first, more) = match responses.message().await {
         Ok(Some(m)) => (StatusCode::OK, result_chunk(&gw, &m), true),
         Ok(None) => (StatusCode::OK, Bytes::new(), false),
