@@ -281,10 +281,10 @@ impl Pair {
         headers: &[(&str, &str)],
     ) -> [Reply; 2] {
         let mut out = Vec::new();
-        for side in 0..2 {
+        for (side, (conn, body)) in self.conns.iter_mut().zip(bodies).enumerate() {
             let r = tokio::time::timeout(
                 DEADLINE,
-                self.conns[side].request(method, path, bodies[side].as_bytes(), headers),
+                conn.request(method, path, body.as_bytes(), headers),
             )
             .await
             .unwrap_or_else(|_| panic!("{method} {path}: no answer from side {side}"));

@@ -161,3 +161,136 @@ async fn route(inner: Arc<Inner>, req: http::Request<Body>) -> http::Response<Bo
         mux::Lookup::MethodNotAllowed => errors::method_not_allowed(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The gateway against a stand-in KV service: what reaches the service is what a gRPC client
+    //! would have sent, metadata included.
+
+    use super::*;
+    use api::etcdserverpb::kv_server::{Kv, KvServer};
+    use api::etcdserverpb::{
+        CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+        PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    };
+    use api::mvccpb::KeyValue;
+    use http_body_util::BodyExt;
+    use tonic::{Request, Response, Status};
+    use tower::ServiceExt;
+
+    /// Answers a Range with one key: the requested key, its value the `token` metadata it got.
+    struct EchoToken;
+
+    #[tonic::async_trait]
+    impl Kv for EchoToken {
+        async fn range(
+            &self,
+            req: Request<RangeRequest>,
+        ) -> Result<Response<RangeResponse>, Status> {
+            let token = req
+                .metadata()
+                .get("token")
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default();
+            Ok(Response::new(RangeResponse {
+                kvs: vec![KeyValue {
+                    key: req.into_inner().key,
+                    value: token,
+                    ..Default::default()
+                }],
+                count: 1,
+                ..Default::default()
+            }))
+        }
+        async fn put(&self, _: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+            Err(Status::unimplemented("put"))
+        }
+        async fn delete_range(
+            &self,
+            _: Request<DeleteRangeRequest>,
+        ) -> Result<Response<DeleteRangeResponse>, Status> {
+            Err(Status::unimplemented("delete_range"))
+        }
+        async fn txn(&self, _: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+            Err(Status::unimplemented("txn"))
+        }
+        async fn compact(
+            &self,
+            _: Request<CompactionRequest>,
+        ) -> Result<Response<CompactionResponse>, Status> {
+            Err(Status::failed_precondition(
+                "etcdserver: nothing to compact",
+            ))
+        }
+    }
+
+    fn app() -> Router {
+        let grpc = tonic::service::Routes::new(KvServer::new(EchoToken));
+        router(
+            Router::new(),
+            GrpcService::new(grpc),
+            Config {
+                max_grpc_message_bytes: 1 << 20,
+            },
+        )
+        .expect("every route names a method of the protos")
+    }
+
+    async fn post(path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+        let mut b = http::Request::post(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = app()
+            .oneshot(b.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_authorization_header_reaches_the_service_as_its_token() {
+        let (status, body) = post(
+            "/v3/kv/range",
+            &[("authorization", "user1.42")],
+            r#"{"key":"Zm9v"}"#,
+        )
+        .await;
+        assert_eq!(status, 200);
+        // "dXNlcjEuNDI=" is base64("user1.42").
+        assert_eq!(
+            body,
+            r#"{"kvs":[{"key":"Zm9v","value":"dXNlcjEuNDI="}],"count":"1"}"#
+        );
+        // Without the header, no token.
+        let (_, body) = post("/v3/kv/range", &[], r#"{"key":"Zm9v"}"#).await;
+        assert_eq!(body, r#"{"kvs":[{"key":"Zm9v"}],"count":"1"}"#);
+    }
+
+    #[tokio::test]
+    async fn service_errors_keep_their_code_and_message() {
+        let (status, body) = post("/v3/kv/compaction", &[], "{}").await;
+        assert_eq!(status, 412);
+        assert_eq!(
+            body,
+            r#"{"error":"etcdserver: nothing to compact","message":"etcdserver: nothing to compact","code":9}"#
+        );
+        // A service the stack does not have answers gRPC's Unimplemented.
+        let (status, _) = post("/v3/lease/grant", &[], "{}").await;
+        assert_eq!(status, 501);
+    }
+
+    #[test]
+    fn every_route_names_a_method_of_the_protos() {
+        let pool = DescriptorPool::decode(api::FILE_DESCRIPTOR_SET).unwrap();
+        let methods = methods(&pool).unwrap();
+        assert_eq!(methods.len(), routes::ROUTES.len());
+        let watch = routes::ROUTES
+            .iter()
+            .position(|(p, _, _)| *p == "/v3/watch")
+            .unwrap();
+        assert!(methods[watch].client_streaming && methods[watch].server_streaming);
+    }
+}
