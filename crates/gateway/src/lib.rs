@@ -15,6 +15,27 @@
 //! HTTP/1.1 ──► mux (CORS, /v3beta, 301, 404/405) ──► handler ──► jsonpb::decode ──► gRPC call
 //!                                                        ◄── jsonpb::encode ◄── response(s)
 //! ```
+//!
+//! # Where the answers differ from etcd 3.4's gateway
+//!
+//! Bodies and statuses are meant to be equal (the side-by-side tests in `tests/tests/gateway.rs`
+//! check them). What is knowingly different:
+//! - HTTP framing details: header names are lower case and in another order (hyper's way); the
+//!   trailers of a failed call (`Grpc-Trailer-Content-Type`) are announced but, as HTTP/1.1 asks,
+//!   only sent to a client that said `TE: trailers` (etcd sends them to everyone).
+//! - Not served: the WebSocket form of the streaming routes (etcd wraps its gateway in
+//!   grpc-websocket-proxy), `X-HTTP-Method-Override`, the `Grpc-Timeout` request header, binary
+//!   (`-bin`) metadata headers.
+//! - A request value more than four times the gRPC message limit is refused by the gateway itself
+//!   (ResourceExhausted, naming the body's size); etcd reads any body and its server then names
+//!   the message's size. Below that, the server decides, as in etcd.
+//! - Messages nested deeper than 100 levels (a txn in a txn in ...) are refused with
+//!   `exceeded max depth`; Hearth's gRPC services refuse them too (prost's recursion limit).
+//! - Several members of one oneof in a request: Go keeps one in random (map) order, Hearth the
+//!   last declared. Non-printable non-ASCII characters in quoted error texts follow Go's
+//!   `unicode.IsPrint` closely but not for every code point.
+//! - etcd 3.5's routes `/v3/maintenance/hashkv`, `/v3/maintenance/downgrade` and
+//!   `/v3/auth/status` are served as well.
 
 #![forbid(unsafe_code)]
 
