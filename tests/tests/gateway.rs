@@ -1428,6 +1428,9 @@ async fn bad_input_gets_etcds_status_and_body_and_changes_nothing() {
         ("POST", "/v3alpha/kv/range", "{}".into()),
         ("POST", "/nope", "{}".into()),
         ("POST", "/v3//kv/range", "{}".into()),
+        ("GET", "/v3/kv/./range", "".into()),
+        ("POST", "/v3", "{}".into()),
+        ("POST", "/v3/", "{}".into()),
         ("GET", "/v3/kv/range", "".into()),
         (
             "PUT",

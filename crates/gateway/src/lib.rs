@@ -160,6 +160,11 @@ pub fn router(base: Router, grpc: GrpcService, config: Config) -> Result<Router,
         async move { route(inner, req).await }
     };
     Ok(base
+        // Go's ServeMux sends a request for a subtree's bare name to the subtree.
+        .route(
+            "/v3",
+            any(|req: http::Request<Body>| async move { mux::redirect(req.method(), "/v3/") }),
+        )
         .route("/v3/", any(serve.clone()))
         .route("/v3/{*rest}", any(serve.clone()))
         .route("/v3beta/{*rest}", any(serve))
