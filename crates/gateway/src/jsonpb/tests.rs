@@ -1,6 +1,6 @@
-//! The JSON mapping on etcd's real messages (Hearth's compiled protos). Expected output strings are
-//! what Debian's etcd 3.4 gateway answered for the same messages; expected errors are the texts it
-//! answered for the same bodies.
+//! The JSON mapping on etcd's real messages (Hearth's compiled protos). Expected outputs and error
+//! texts are what Debian's etcd 3.4 gateway answered for the same messages and bodies, except where
+//! a test says it follows from Go's rules (escaping, unknown enum values, nesting).
 
 use api::etcdserverpb as pb;
 use api::mvccpb;
