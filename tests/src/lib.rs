@@ -17,6 +17,7 @@
 //! - [`linearizability`]: checks such a history (and the watcher's changes) for linearizability,
 //!   lost acknowledged writes and etcd's watch guarantees.
 //! - [`leases`]: lease-ID normalization, interactive etcdctl (`lock`, `elect`).
+//! - [`proxy`]: a gRPC proxy process (Hearth's or etcd's) in front of a cluster.
 //! - [`rng`]: a seeded PRNG (`HEARTH_SEED` replays a run).
 //!
 //! `HEARTH_TEST_TARGET=etcd` runs every test that targets Hearth against etcd instead, which is
@@ -29,6 +30,7 @@ pub mod leases;
 pub mod linearizability;
 pub mod load;
 pub mod normalize;
+pub mod proxy;
 pub mod rng;
 pub mod server;
 pub mod wire;

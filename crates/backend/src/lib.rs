@@ -6,7 +6,8 @@
 //! A [`Bucket`] is a redb table with byte keys and byte values. `key` holds the MVCC data
 //! (written by the `mvcc` crate), `meta` holds the Raft consistent index, the term and the
 //! compaction marks; `members` and `members_removed` hold the cluster membership; `lease`, `auth`,
-//! `authUsers`, `authRoles` and `alarm` are reserved for the layers that will need them. Every
+//! `authUsers`, `authRoles`, `alarm` and `cluster` belong to the layers that use them (the same
+//! buckets as etcd's, so a snapshot maps bucket for bucket onto etcd's file). Every
 //! bucket is created when the backend is opened, so read snapshots can always open every bucket.
 //!
 //! # Batched commits and where durability comes from
@@ -154,13 +155,15 @@ pub enum Bucket {
     Members,
     /// Ids of members removed from the cluster (they may never rejoin).
     MembersRemoved,
-    /// Reserved for alarms.
+    /// Alarms: one key (an encoded `AlarmMember`) per active alarm.
     Alarm,
+    /// The cluster version (`clusterVersion`), as etcd keeps it; carried across snapshots.
+    Cluster,
 }
 
 impl Bucket {
     /// Every bucket, in a fixed order.
-    pub const ALL: [Bucket; 9] = [
+    pub const ALL: [Bucket; 10] = [
         Bucket::Key,
         Bucket::Meta,
         Bucket::Lease,
@@ -170,6 +173,7 @@ impl Bucket {
         Bucket::Members,
         Bucket::MembersRemoved,
         Bucket::Alarm,
+        Bucket::Cluster,
     ];
 
     /// The bucket's name, as etcd names it (and as the redb table is named).
@@ -184,6 +188,7 @@ impl Bucket {
             Bucket::Members => "members",
             Bucket::MembersRemoved => "members_removed",
             Bucket::Alarm => "alarm",
+            Bucket::Cluster => "cluster",
         }
     }
 

@@ -1,6 +1,8 @@
 //! `hearth`: runs one member. Flags are etcd's; every flag can also be set as `HEARTH_<FLAG>` (upper case,
 //! dashes as underscores), and `ETCD_<FLAG>` is accepted as well so existing deployments keep working.
 
+mod grpc_proxy;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,7 +14,8 @@ use server::{ClusterState, Config, Hearth};
 #[command(
     name = "hearth",
     version,
-    about = "A distributed, strongly consistent key-value store speaking etcd's v3 API"
+    about = "A distributed, strongly consistent key-value store speaking etcd's v3 API",
+    after_help = "Run `hearth grpc-proxy start --help` for the gRPC proxy."
 )]
 struct Flags {
     /// Human-readable name for this member.
@@ -167,6 +170,10 @@ fn accept_etcd_env() {
 }
 
 fn main() -> anyhow::Result<()> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "grpc-proxy") {
+        return grpc_proxy::main(args);
+    }
     accept_etcd_env();
     let flags = Flags::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

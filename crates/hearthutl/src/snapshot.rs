@@ -1,10 +1,17 @@
-//! Snapshot files: a redb database followed by the SHA-256 of its bytes, as the Snapshot RPC
-//! streams it (etcd's layout). `status` and `restore` verify the checksum before trusting a
-//! byte; `defrag` rewrites a stopped member's backend.
+//! Snapshot files: a database followed by the SHA-256 of its bytes, as `etcdctl snapshot save`
+//! writes them. The database is etcd's (a bbolt file: what etcd and, since it speaks etcd's
+//! format, Hearth's Snapshot RPC stream) or Hearth's own (a redb file, from Hearth before it
+//! streamed etcd's format, or a member's `member/snap/db`); which one is decided by content.
+//! `status` and `restore` verify the checksum before trusting a byte; `defrag` rewrites a
+//! stopped member's backend.
+//!
+//! A restore builds the whole data directory in a staging directory next to the target and
+//! renames it into place only when it is complete (and fsyncs the parent), so an interrupted or
+//! failed restore never leaves a half-written data directory at the target path.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
@@ -13,15 +20,27 @@ use sha2::{Digest as _, Sha256};
 
 const SHA_LEN: u64 = 32;
 
+/// redb's file magic (the first bytes of a Hearth backend).
+const REDB_MAGIC: &[u8] = b"redb\x1a\x0a\xa9\x0d\x0a";
+
 /// What `snapshot status` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
-    /// CRC-32C of every bucket's content.
+    /// CRC-32C of every bucket's name and content (for an etcd file, etcd's own hash).
     pub hash: u32,
     pub revision: i64,
     pub total_keys: u64,
     /// Bytes of the database (without the checksum).
     pub total_size: u64,
+}
+
+/// The two kinds of database a snapshot file can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// etcd's bbolt file.
+    Etcd,
+    /// Hearth's redb file.
+    Hearth,
 }
 
 /// Whether the file ends with a checksum, by etcd's rule: database files are whole 512-byte
@@ -76,15 +95,48 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Which database `db` (an extracted snapshot) holds, by its first bytes.
+fn detect(db: &Path, what: &Path) -> anyhow::Result<Format> {
+    let mut head = Vec::with_capacity(64);
+    File::open(db)?.take(64).read_to_end(&mut head)?;
+    if snapshot::is_etcd_file(&head) {
+        Ok(Format::Etcd)
+    } else if head.starts_with(REDB_MAGIC) {
+        Ok(Format::Hearth)
+    } else {
+        bail!(
+            "{} is not a snapshot: neither an etcd database (bbolt) nor a Hearth database (redb)",
+            what.display()
+        )
+    }
+}
+
 fn open_db(path: &Path, what: &Path) -> anyhow::Result<Backend> {
     Backend::open(path, BackendConfig::default())
         .with_context(|| format!("{} does not hold a valid database", what.display()))
+}
+
+fn open_bbolt(path: &Path, what: &Path) -> anyhow::Result<bbolt::Db> {
+    let db = bbolt::Db::open(path)
+        .with_context(|| format!("{} does not hold a valid etcd database", what.display()))?;
+    snapshot::check_integrity(&db).with_context(|| format!("{}", what.display()))?;
+    Ok(db)
 }
 
 pub fn status(file: &Path) -> anyhow::Result<Status> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("db");
     let total_size = extract(file, &mut File::create(&db)?, false)?;
+    if detect(&db, file)? == Format::Etcd {
+        let s = snapshot::status(&open_bbolt(&db, file)?)
+            .with_context(|| format!("{}", file.display()))?;
+        return Ok(Status {
+            hash: s.hash,
+            revision: s.revision,
+            total_keys: s.total_keys,
+            total_size: s.total_size,
+        });
+    }
     let be = Arc::new(open_db(&db, file)?);
     let (hash, total_keys) = {
         let r = be.read()?;
@@ -100,49 +152,126 @@ pub fn status(file: &Path) -> anyhow::Result<Status> {
     })
 }
 
+/// What a restore made.
+struct Restored {
+    revision: i64,
+    compact_revision: i64,
+    member_id: u64,
+    cluster_id: u64,
+    format: Format,
+    skipped: Vec<String>,
+}
+
 pub fn restore(file: &Path, cfg: &server::Config, skip_hash_check: bool) -> anyhow::Result<()> {
     if cfg.data_dir.exists() {
         bail!("data-dir {:?} exists", cfg.data_dir);
     }
     // Check the flags before writing anything.
     server::new_member_meta(cfg)?;
-    let result = restore_into(file, cfg, skip_hash_check);
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&cfg.data_dir);
-    }
-    result
-}
-
-fn restore_into(file: &Path, cfg: &server::Config, skip_hash_check: bool) -> anyhow::Result<()> {
-    let (_, snap_dir) = server::member_dirs(&cfg.data_dir)?;
-    let staged = snap_dir.join("db.restore");
-    extract(file, &mut File::create(&staged)?, skip_hash_check)?;
-    let revision = {
-        let be = Arc::new(open_db(&staged, file)?);
-        reset_for_new_cluster(&be)?;
-        let kv = mvcc::KvStore::open(be.clone())
-            .with_context(|| format!("{} does not hold valid key-value data", file.display()))?;
-        let rev = kv.rev();
-        drop(kv);
-        Arc::try_unwrap(be)
-            .map_err(|_| anyhow::anyhow!("backend still in use"))?
-            .close()?;
-        rev
+    let parent = match cfg.data_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     };
-    let meta = server::bootstrap_from_backend(cfg, &staged)?;
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let base = cfg
+        .data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into());
+    // Removed on any error. If the process dies, a hidden `.<name>.restore-*` directory is left
+    // beside the target, never a half-written data directory at the target itself.
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{base}.restore-"))
+        .tempdir_in(&parent)
+        .with_context(|| format!("cannot create a staging directory in {}", parent.display()))?;
+    let staged_cfg = server::Config {
+        data_dir: staging.path().to_path_buf(),
+        ..cfg.clone()
+    };
+    let r = restore_into(file, &staged_cfg, skip_hash_check)?;
+    if cfg.data_dir.exists() {
+        bail!("data-dir {:?} exists", cfg.data_dir);
+    }
+    let staged = staging.keep();
+    if let Err(e) = std::fs::rename(&staged, &cfg.data_dir) {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e)
+            .with_context(|| format!("cannot move the restored data into {:?}", cfg.data_dir));
+    }
+    backend::swap::sync_dir(&parent)?;
+    for s in &r.skipped {
+        eprintln!("warning: left out of the restore: {s}");
+    }
     println!(
-        "restored snapshot {} at revision {revision} into {} (member {:x}, cluster {:x})",
+        "restored {} snapshot {} at revision {} (compacted at {}) into {} (member {:x}, cluster {:x})",
+        match r.format {
+            Format::Etcd => "etcd",
+            Format::Hearth => "Hearth",
+        },
         file.display(),
+        r.revision,
+        r.compact_revision,
         cfg.data_dir.display(),
-        meta.node_id,
-        meta.cluster_id
+        r.member_id,
+        r.cluster_id
     );
     Ok(())
 }
 
+fn restore_into(
+    file: &Path,
+    cfg: &server::Config,
+    skip_hash_check: bool,
+) -> anyhow::Result<Restored> {
+    let (_, snap_dir) = server::member_dirs(&cfg.data_dir)?;
+    let raw = snap_dir.join("snapshot.part");
+    extract(file, &mut File::create(&raw)?, skip_hash_check)?;
+    let staged = snap_dir.join("db.restore");
+    let format = detect(&raw, file)?;
+    let mut skipped = Vec::new();
+    match format {
+        Format::Etcd => {
+            let db = open_bbolt(&raw, file)?;
+            let be = Backend::open(&staged, BackendConfig::default())?;
+            let imported = snapshot::import(&db, &be)
+                .with_context(|| format!("reading {}", file.display()))?;
+            skipped = imported.skipped;
+            be.close()?;
+            drop(db);
+            std::fs::remove_file(&raw)?;
+        }
+        Format::Hearth => std::fs::rename(&raw, &staged)?,
+    }
+    let (revision, compact_revision) = {
+        let be = Arc::new(open_db(&staged, file)?);
+        reset_for_new_cluster(&be)?;
+        let kv = mvcc::KvStore::open(be.clone())
+            .with_context(|| format!("{} does not hold valid key-value data", file.display()))?;
+        lease::Lessor::recover(&be.read()?, 1)
+            .with_context(|| format!("{} does not hold valid leases", file.display()))?;
+        let revs = (kv.rev(), kv.compact_rev());
+        drop(kv);
+        Arc::try_unwrap(be)
+            .map_err(|_| anyhow::anyhow!("backend still in use"))?
+            .close()?;
+        revs
+    };
+    let meta = server::bootstrap_from_backend(cfg, &staged)?;
+    Ok(Restored {
+        revision,
+        compact_revision,
+        member_id: meta.node_id,
+        cluster_id: meta.cluster_id,
+        format,
+        skipped,
+    })
+}
+
 /// The snapshot comes from another cluster: its Raft position (consistent index, term) means
-/// nothing to the new member's fresh log, which starts at index 1, so it is cleared; so are the
-/// old cluster's alarms and membership. Data, revisions, compaction marks and leases stay.
+/// nothing to the new member's fresh log, which starts at index 1, so it is cleared; so is the
+/// old cluster's membership. Data, revisions, compaction marks, leases, auth and alarms stay
+/// (etcd's restore keeps alarms too).
 fn reset_for_new_cluster(be: &Backend) -> anyhow::Result<()> {
     let mut w = be.write()?;
     let mut meta_keys = Vec::new();
@@ -155,7 +284,6 @@ fn reset_for_new_cluster(be: &Backend) -> anyhow::Result<()> {
     for k in meta_keys {
         w.delete(Bucket::Meta, &k)?;
     }
-    w.delete_range(Bucket::Alarm, &[], None)?;
     server::membership::store::clear(&mut w)?;
     w.commit_durable()?;
     Ok(())
@@ -188,7 +316,8 @@ mod tests {
         let mut w = be.write().unwrap();
         w.put(Bucket::Meta, b"consistent_index", &9u64.to_be_bytes())
             .unwrap();
-        w.put(Bucket::Lease, b"lease", b"1").unwrap();
+        // Lease 5 with a TTL of 10 s (`leasepb.Lease`).
+        w.put(Bucket::Lease, &5i64.to_be_bytes(), LEASE_5).unwrap();
         w.commit_durable().unwrap();
         let mut bytes = Vec::new();
         be.snapshot().unwrap().read_to_end(&mut bytes).unwrap();
@@ -275,11 +404,132 @@ mod tests {
         let r = be.read().unwrap();
         assert_eq!(r.get(Bucket::Meta, b"consistent_index").unwrap(), None);
         assert_eq!(
-            r.get(Bucket::Lease, b"lease").unwrap().as_deref(),
-            Some(&b"1"[..])
+            r.get(Bucket::Lease, &5i64.to_be_bytes())
+                .unwrap()
+                .as_deref(),
+            Some(LEASE_5)
         );
         assert!(cfg.data_dir.join("member/wal").exists());
         let e = restore(&p, &cfg, false).unwrap_err().to_string();
         assert!(e.contains("exists"), "{e}");
+        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    }
+
+    const LEASE_5: &[u8] = &[0x08, 0x05, 0x10, 0x0a];
+
+    /// Staging directories left in `dir`.
+    fn leftovers(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".restore-"))
+            .collect()
+    }
+
+    /// The snapshot file etcd 3.4.23 saved (see the bbolt crate's golden test), trailer included.
+    const ETCD_FILE: &[u8] = include_bytes!("../../bbolt/tests/data/etcd-3.4.23-small.db");
+
+    #[test]
+    fn status_of_an_etcd_file_is_etcds() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("etcd.db");
+        std::fs::write(&p, ETCD_FILE).unwrap();
+        // What `etcdctl snapshot status -w json` printed for this file.
+        assert_eq!(
+            status(&p).unwrap(),
+            Status {
+                hash: 168725416,
+                revision: 6,
+                total_keys: 14,
+                total_size: 20480
+            }
+        );
+    }
+
+    #[test]
+    fn restore_of_an_etcd_file_keeps_revisions_leases_and_auth() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("etcd.db");
+        std::fs::write(&p, ETCD_FILE).unwrap();
+        let cfg = server::Config {
+            data_dir: dir.path().join("restored"),
+            ..Default::default()
+        };
+        restore(&p, &cfg, false).unwrap();
+        let be = Arc::new(
+            Backend::open(
+                cfg.data_dir.join("member/snap/db"),
+                BackendConfig::default(),
+            )
+            .unwrap(),
+        );
+        {
+            let r = be.read().unwrap();
+            assert_eq!(r.range(Bucket::Lease, &[], None, 0).unwrap().len(), 1);
+            assert!(r.get(Bucket::AuthUsers, b"root").unwrap().is_some());
+            assert!(r.get(Bucket::AuthRoles, b"r1").unwrap().is_some());
+            // The old cluster's member is gone; the new one is written when the log applies.
+            assert!(r.range(Bucket::Members, &[], None, 0).unwrap().is_empty());
+        }
+        let kv = mvcc::KvStore::open(be.clone()).unwrap();
+        assert_eq!((kv.rev(), kv.compact_rev()), (6, 3));
+        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn damaged_or_foreign_files_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = server::Config {
+            data_dir: dir.path().join("never"),
+            ..Default::default()
+        };
+        let with_hash = |db: &[u8]| {
+            let mut b = db.to_vec();
+            b.extend_from_slice(&Sha256::digest(db));
+            b
+        };
+        let etcd_db = &ETCD_FILE[..ETCD_FILE.len() - 32];
+        // A page of the key space pointing past the end: checksum right, structure wrong.
+        let mut bad_root = etcd_db.to_vec();
+        bad_root[16 + 16..16 + 24].copy_from_slice(&1000u64.to_le_bytes());
+        bad_root[4096 + 16 + 16..4096 + 16 + 24].copy_from_slice(&1000u64.to_le_bytes());
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "foreign",
+                with_hash(&[7u8; 8192]),
+                "neither an etcd database",
+            ),
+            (
+                "flipped",
+                {
+                    let mut b = ETCD_FILE.to_vec();
+                    b[9000] ^= 4;
+                    b
+                },
+                "expected sha256",
+            ),
+            (
+                "truncated",
+                ETCD_FILE[..ETCD_FILE.len() - 1000].to_vec(),
+                "missing hash",
+            ),
+            // Truncated, with a checksum of what is left.
+            (
+                "short",
+                with_hash(&etcd_db[..etcd_db.len() - 4096]),
+                "truncated",
+            ),
+            ("bad-meta", with_hash(&bad_root), "no valid meta page"),
+        ];
+        for (name, bytes, want) in cases {
+            let p = dir.path().join(name);
+            std::fs::write(&p, &bytes).unwrap();
+            let e = format!("{:#}", restore(&p, &cfg, false).unwrap_err());
+            assert!(e.contains(want), "{name}: {e}");
+            let e = format!("{:#}", status(&p).unwrap_err());
+            assert!(e.contains(want), "{name}: {e}");
+            assert!(!cfg.data_dir.exists(), "{name}");
+            assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "{name}");
+        }
     }
 }

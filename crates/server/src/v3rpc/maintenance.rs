@@ -1,5 +1,6 @@
 //! The Maintenance service: status, hashes, alarms, defragment (online, see `backend::defrag`),
-//! snapshots (etcd's stream: 32 KiB chunks, then the SHA-256 of the content as the last message)
+//! snapshots (etcd's file, a bbolt database built by the `snapshot` crate from one read snapshot;
+//! etcd's stream: 32 KiB chunks, then the SHA-256 of the content as the last message)
 //! and leader transfer. The Cluster service (membership) is `v3rpc::member`.
 
 use std::sync::Arc;
@@ -41,7 +42,7 @@ const SNAPSHOT_CHUNK: usize = 32 * 1024;
 
 /// Streams `snap` in chunks, each with the bytes still to come, then its SHA-256 alone.
 fn send_snapshot(
-    mut snap: backend::SnapshotFile,
+    mut snap: snapshot::EtcdSnapshot,
     tx: tokio::sync::mpsc::Sender<Result<SnapshotResponse, Status>>,
 ) {
     use sha2::Digest as _;
@@ -203,7 +204,7 @@ impl Maintenance for MaintenanceService {
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         let backend = self.srv.backend.clone();
-        let snap = tokio::task::spawn_blocking(move || backend.snapshot())
+        let snap = tokio::task::spawn_blocking(move || snapshot::EtcdSnapshot::new(&backend))
             .await
             .map_err(|e| ServerError::Internal(e.to_string()))?
             .map_err(|e| ServerError::Internal(e.to_string()))?;

@@ -1,0 +1,580 @@
+//! `hearth grpc-proxy` end to end: etcdctl and the `etcd-client` crate through the proxy in front
+//! of a 3-member Hearth cluster; many watchers sharing few upstream watchers (counted on the
+//! members' own metrics); the watch guarantees (ordered, no gap, no duplicate, from the asked
+//! revision) through the proxy while the member it watches on is killed and restarted; the
+//! namespace; the proxy in front of etcd 3.4; errors while no member is reachable; refused flags.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Compare, CompareOp, EventType, GetOptions, LockOptions, PutOptions, TxnOp, WatchOptions,
+};
+use hearth_tests::leases::Interactive;
+use hearth_tests::proxy::Proxy;
+use hearth_tests::{Cluster, Kind, Server};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn out(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "etcdctl failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The sum over the running members of the watchers they hold.
+fn member_watchers(c: &Cluster) -> f64 {
+    c.running()
+        .map(|i| {
+            c.member(i)
+                .metric("etcd_debugging_mvcc_watcher_total")
+                .unwrap_or(0.0)
+        })
+        .sum()
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + DEADLINE;
+    while !f() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_through_the_proxy_in_front_of_three_members() {
+    let cluster = Cluster::start(3).await;
+    let proxy = Proxy::start(&cluster.endpoints(), &[]).await;
+
+    let mut watch = Interactive::start(&proxy.endpoint(), &["watch", "--prefix", "k"]);
+    assert_eq!(out(&proxy.etcdctl(&["put", "k1", "v1"])), "OK\n");
+    assert_eq!(out(&proxy.etcdctl(&["get", "k1"])), "k1\nv1\n");
+    assert_eq!(
+        out(&proxy.etcdctl(&["get", "k1", "--consistency=s"])),
+        "k1\nv1\n"
+    );
+    let txn = proxy.etcdctl_stdin_txn("value(\"k1\") = \"v1\"\n\nput k2 v2\n\nput k2 no\n\n");
+    assert_eq!(txn, "SUCCESS\n\nOK\n");
+    assert_eq!(out(&proxy.etcdctl(&["del", "k1"])), "1\n");
+    assert!(
+        watch.wait_lines(9, DEADLINE),
+        "watch lines: {:?}",
+        watch.lines()
+    );
+    assert_eq!(
+        watch.lines()[..9],
+        ["PUT", "k1", "v1", "PUT", "k2", "v2", "DELETE", "k1", ""][..]
+    );
+    let _ = watch.interrupt(Duration::from_secs(5));
+
+    // Leases: grant, keep alive once, time to live with keys, revoke.
+    let granted = out(&proxy.etcdctl(&["lease", "grant", "60"]));
+    let id = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_string();
+    assert_eq!(
+        out(&proxy.etcdctl(&["put", "leased", "x", "--lease", &id])),
+        "OK\n"
+    );
+    let kept = out(&proxy.etcdctl(&["lease", "keep-alive", "--once", &id]));
+    assert!(kept.contains("keepalived with TTL(60)"), "{kept}");
+    let ttl = out(&proxy.etcdctl(&["lease", "timetolive", &id, "--keys"]));
+    assert!(ttl.contains("attached keys([leased])"), "{ttl}");
+    assert!(out(&proxy.etcdctl(&["lease", "revoke", &id])).contains("revoked"));
+    assert_eq!(out(&proxy.etcdctl(&["get", "leased"])), "");
+
+    // Lock and election through the proxy.
+    let mut lock = Interactive::start(&proxy.endpoint(), &["lock", "mylock"]);
+    assert!(lock.wait_lines(1, DEADLINE), "lock: {:?}", lock.lines());
+    assert!(lock.lines()[0].starts_with("mylock/"), "{:?}", lock.lines());
+    let _ = lock.interrupt(Duration::from_secs(5));
+    let mut elect = Interactive::start(&proxy.endpoint(), &["elect", "myelection", "alice"]);
+    assert!(elect.wait_lines(2, DEADLINE), "elect: {:?}", elect.lines());
+    assert_eq!(elect.lines()[1], "alice");
+    let _ = elect.interrupt(Duration::from_secs(5));
+
+    // As etcd's proxy: the member list is the proxy itself; status comes from a member.
+    let members = out(&proxy.etcdctl(&["member", "list"]));
+    assert!(members.contains("127.0.0.1:23790"), "{members}");
+    let status = out(&proxy.etcdctl(&["endpoint", "status"]));
+    assert!(status.contains("3.5.0"), "{status}");
+    cluster.assert_hashkv_equal().await;
+}
+
+trait TxnStdin {
+    fn etcdctl_stdin_txn(&self, stdin: &str) -> String;
+}
+
+impl TxnStdin for Proxy {
+    fn etcdctl_stdin_txn(&self, stdin: &str) -> String {
+        out(&hearth_tests::server::etcdctl(
+            &self.endpoint(),
+            &["txn"],
+            stdin,
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_client_crate_through_the_proxy_and_the_cache() {
+    let cluster = Cluster::start(3).await;
+    let proxy = Proxy::start(&cluster.endpoints(), &[]).await;
+    let mut c = proxy.client().await;
+    let put = c.put("a", "1", None).await.unwrap();
+    let rev = put.header().unwrap().revision();
+    // A serializable read is answered from the cache once a linearizable one filled it, and
+    // never older than the proxy's own write.
+    let r = c.get("a", None).await.unwrap();
+    assert_eq!(r.kvs()[0].value(), b"1");
+    for _ in 0..3 {
+        let r = c
+            .get("a", Some(GetOptions::new().with_serializable()))
+            .await
+            .unwrap();
+        assert_eq!(r.kvs()[0].value(), b"1");
+        assert!(r.header().unwrap().revision() >= rev);
+    }
+    eventually("cache hits", || {
+        proxy
+            .proxy_metric("etcd_grpc_proxy_cache_hits_total")
+            .unwrap_or(0.0)
+            >= 1.0
+    })
+    .await;
+    c.put("a", "2", None).await.unwrap();
+    let r = c
+        .get("a", Some(GetOptions::new().with_serializable()))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.kvs()[0].value(),
+        b"2",
+        "a write through the proxy is never hidden by the cache"
+    );
+    // A write that bypasses the proxy reaches the cache through its invalidation watch.
+    let mut direct = cluster.member(1).client().await;
+    let w = direct.put("a", "3", None).await.unwrap();
+    let wrev = w.header().unwrap().revision();
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let r = c
+            .get("a", Some(GetOptions::new().with_serializable()))
+            .await
+            .unwrap();
+        let h = r.header().unwrap().revision();
+        if h >= wrev {
+            assert_eq!(
+                r.kvs()[0].value(),
+                b"3",
+                "answer at {h} must hold the write at {wrev}"
+            );
+            break;
+        }
+        assert!(Instant::now() < until);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let t = c
+        .txn(
+            etcd_client::Txn::new()
+                .when([Compare::value("a", CompareOp::Equal, "3")])
+                .and_then([TxnOp::put(
+                    "b",
+                    "x",
+                    Some(PutOptions::new().with_prev_key()),
+                )]),
+        )
+        .await
+        .unwrap();
+    assert!(t.succeeded());
+
+    let lease = c.lease_grant(30, None).await.unwrap().id();
+    let (mut keeper, mut answers) = c.lease_keep_alive(lease).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    let a = tokio::time::timeout(DEADLINE, answers.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((a.id(), a.ttl()), (lease, 30));
+
+    let lock = c
+        .lock("l", Some(LockOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    assert!(lock.key().starts_with(b"l/"));
+    c.unlock(lock.key()).await.unwrap();
+    cluster.assert_hashkv_equal().await;
+}
+
+/// Many clients watch the same few keys through the proxy: the members hold one upstream
+/// watcher per key (plus the cache's), and every client watcher gets every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_watchers_on_few_keys_share_upstream_watchers() {
+    let cluster = Cluster::start(3).await;
+    let proxy = Proxy::start(&cluster.endpoints(), &[]).await;
+    let before = member_watchers(&cluster);
+    const KEYS: usize = 4;
+    const CLIENTS: usize = 10;
+    const PER_CLIENT: usize = 20;
+    let mut streams = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut c = proxy.client().await;
+        for w in 0..PER_CLIENT {
+            let key = format!("cfg/{}", w % KEYS);
+            let mut s = c.watch(key, None).await.unwrap();
+            let created = tokio::time::timeout(DEADLINE, s.message())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert!(created.created());
+            streams.push((w % KEYS, s));
+        }
+    }
+    let want = before + KEYS as f64;
+    eventually("upstream watchers", || member_watchers(&cluster) == want).await;
+    assert_eq!(
+        proxy.proxy_metric("etcd_grpc_proxy_watchers_coalescing_total"),
+        Some((CLIENTS * PER_CLIENT - KEYS) as f64)
+    );
+    let mut c = cluster.member(0).client().await;
+    let mut revs = BTreeMap::new();
+    for k in 0..KEYS {
+        let r = c.put(format!("cfg/{k}"), "on", None).await.unwrap();
+        revs.insert(k, r.header().unwrap().revision());
+    }
+    for (k, s) in &mut streams {
+        let r = tokio::time::timeout(DEADLINE, s.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.events().len(), 1);
+        assert_eq!(r.events()[0].kv().unwrap().mod_revision(), revs[k]);
+    }
+    // A latecomer from an older revision gets its history, then shares the key's watcher again.
+    let mut late = proxy.client().await;
+    let first = revs[&0] - 1;
+    let mut s = late
+        .watch(
+            "cfg/0",
+            Some(WatchOptions::new().with_start_revision(1).with_prev_key()),
+        )
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(DEADLINE, s.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(r.created() || !r.events().is_empty());
+    let mut seen = Vec::new();
+    while seen.is_empty() {
+        let r = tokio::time::timeout(DEADLINE, s.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.extend(r.events().iter().map(|e| e.kv().unwrap().mod_revision()));
+    }
+    assert_eq!(seen, [revs[&0]], "history after {first}");
+    eventually("the latecomer merged", || member_watchers(&cluster) == want).await;
+    cluster.assert_hashkv_equal().await;
+}
+
+/// Watchers through the proxy while a writer keeps writing one key per revision and the member
+/// the proxy watches on is killed and restarted: every watcher gets exactly the revisions from
+/// its start to the last one, in order, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_guarantees_hold_through_the_proxy_while_a_member_is_killed() {
+    let mut cluster = Cluster::start(3).await;
+    let proxy = Proxy::start(&cluster.endpoints(), &[]).await;
+    let mut w = cluster.member(1).client().await;
+    let base = w
+        .put("g/seed", "0", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+
+    // Watchers from now, from the past, with prev_kv, with a filter.
+    let mut clients = Vec::new();
+    let mut watchers = Vec::new();
+    for (i, start) in [0, base, 1, 0, base].into_iter().enumerate() {
+        let mut c = proxy.client().await;
+        let mut opts = WatchOptions::new().with_prefix();
+        if start > 0 {
+            opts = opts.with_start_revision(start);
+        }
+        if i == 2 {
+            opts = opts.with_prev_key();
+        }
+        let mut s = c.watch("g/", Some(opts)).await.unwrap();
+        let created = tokio::time::timeout(DEADLINE, s.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(created.created());
+        let from = if start > 0 {
+            start
+        } else {
+            created.header().unwrap().revision() + 1
+        };
+        watchers.push((from, s, Vec::<i64>::new()));
+        clients.push(c);
+    }
+
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = tokio::spawn({
+        let eps: Vec<String> = [1, 2]
+            .iter()
+            .map(|&i| cluster.member(i).endpoint())
+            .collect();
+        let written = written.clone();
+        async move {
+            let mut c = hearth_tests::server::connect(&eps[0]).await.unwrap();
+            let mut last = 0;
+            let mut n = 0;
+            while n < 600 {
+                match c.put(format!("g/{n}"), format!("{n}"), None).await {
+                    Ok(r) => {
+                        last = r.header().unwrap().revision();
+                        n += 1;
+                        written.store(n, std::sync::atomic::Ordering::Release);
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+            last
+        }
+    });
+    let reached = |n: usize| {
+        let w = written.clone();
+        move || w.load(std::sync::atomic::Ordering::Acquire) >= n
+    };
+    // Kill the member the proxy watches on (endpoint 0, pinned first) while writes go on,
+    // and bring it back while they still go on.
+    eventually("100 writes", reached(100)).await;
+    cluster.member_mut(0).kill9();
+    eventually("300 writes", reached(300)).await;
+    cluster.member_mut(0).restart().await;
+    let last = writer.await.unwrap();
+
+    for (from, s, got) in &mut watchers {
+        while got.last().is_none_or(|&r| r < last) {
+            let r = tokio::time::timeout(DEADLINE, s.message())
+                .await
+                .unwrap_or_else(|_| panic!("watcher from {from} stalled at {:?}", got.last()))
+                .unwrap()
+                .unwrap();
+            assert!(!r.canceled(), "canceled: {r:?}");
+            for e in r.events() {
+                assert_eq!(e.event_type(), EventType::Put);
+                got.push(e.kv().unwrap().mod_revision());
+            }
+        }
+        // Revision 1 is the empty store: the first write is revision 2.
+        let want: Vec<i64> = ((*from).max(2)..=last).collect();
+        // The seed (and anything before) is in the prefix too; every revision from `from` on is
+        // one put under g/.
+        assert_eq!(got, &want, "watcher from {from}");
+    }
+    assert!(
+        proxy.log().contains("upstream watch stream broke"),
+        "the proxy's upstream watch stream was on the killed member"
+    );
+    cluster.assert_hashkv_equal().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_prefixes_every_key_both_ways() {
+    let cluster = Cluster::start(3).await;
+    let proxy = Proxy::start(&cluster.endpoints(), &["--namespace=tenant/"]).await;
+    let mut direct = cluster.member(0).client().await;
+    direct.put("outside", "no", None).await.unwrap();
+    let mut c = proxy.client().await;
+    let mut watch = c
+        .watch("", Some(WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let created = tokio::time::timeout(DEADLINE, watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(created.created());
+    c.put("a", "1", None).await.unwrap();
+    let r = direct.get("tenant/a", None).await.unwrap();
+    assert_eq!(r.kvs()[0].value(), b"1", "stored under the prefix");
+    let all = c
+        .get("", Some(GetOptions::new().with_all_keys()))
+        .await
+        .unwrap();
+    let keys: Vec<&[u8]> = all.kvs().iter().map(|kv| kv.key()).collect();
+    assert_eq!(keys, [b"a"], "only the namespace, prefix stripped");
+    let from = c
+        .get("\0", Some(GetOptions::new().with_from_key()))
+        .await
+        .unwrap();
+    assert_eq!(from.kvs().len(), 1);
+    let e = tokio::time::timeout(DEADLINE, watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.events()[0].kv().unwrap().key(), b"a");
+    direct.put("outside", "still no", None).await.unwrap();
+    c.delete("", Some(etcd_client::DeleteOptions::new().with_all_keys()))
+        .await
+        .unwrap();
+    assert_eq!(
+        direct.get("outside", None).await.unwrap().kvs().len(),
+        1,
+        "untouched"
+    );
+    let lease = c.lease_grant(30, None).await.unwrap().id();
+    c.put("b", "x", Some(PutOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    direct
+        .put("outside2", "x", Some(PutOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    let ttl = c
+        .lease_time_to_live(
+            lease,
+            Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ttl.keys(), [b"b".to_vec()]);
+    let lock = c
+        .lock("l", Some(LockOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    assert!(lock.key().starts_with(b"l/"));
+    let held = direct
+        .get("tenant/l/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert_eq!(held.kvs().len(), 1, "the lock lives under the prefix");
+    c.unlock(lock.key()).await.unwrap();
+    cluster.assert_hashkv_equal().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_in_front_of_etcd_3_4() {
+    let etcd = Server::start(Kind::Etcd).await;
+    let proxy = Proxy::start(&[etcd.endpoint()], &[]).await;
+    let before = etcd
+        .metric("etcd_debugging_mvcc_watcher_total")
+        .unwrap_or(0.0);
+    let mut c = proxy.client().await;
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        let mut s = c.watch("k", None).await.unwrap();
+        let r = tokio::time::timeout(DEADLINE, s.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(r.created());
+        streams.push(s);
+    }
+    assert_eq!(
+        etcd.metric("etcd_debugging_mvcc_watcher_total"),
+        Some(before + 1.0)
+    );
+    let rev = c
+        .put("k", "v", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    for s in &mut streams {
+        let r = tokio::time::timeout(DEADLINE, s.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.events()[0].kv().unwrap().mod_revision(), rev);
+    }
+    assert_eq!(
+        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
+        "v\n"
+    );
+    let status = out(&proxy.etcdctl(&["endpoint", "status"]));
+    assert!(status.contains("3.4."), "{status}");
+    // A progress request is answered without claiming what was not delivered.
+    let mut s = c
+        .watch("k", Some(WatchOptions::new().with_start_revision(1)))
+        .await
+        .unwrap();
+    let mut last = 0;
+    while last < rev {
+        let r = tokio::time::timeout(DEADLINE, s.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(e) = r.events().last() {
+            last = e.kv().unwrap().mod_revision();
+        }
+    }
+    s.request_progress().await.unwrap();
+    let p = tokio::time::timeout(DEADLINE, s.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.watch_id(), -1);
+    assert!(p.header().unwrap().revision() <= rev);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reachable_member_is_answered_with_unavailable() {
+    let dead = format!("127.0.0.1:{}", hearth_tests::server::free_ports(1)[0]);
+    let live = Server::start(Kind::Hearth).await;
+    // Started with a live member, which then goes away.
+    let mut live = live;
+    let proxy = Proxy::start(&[live.endpoint(), dead], &[]).await;
+    live.kill9();
+    let o = proxy.etcdctl(&["get", "k", "--command-timeout=5s"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Unavailable") || err.contains("connection"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unimplemented_flags_are_refused_by_name() {
+    for flag in [
+        "--cert-file=/nonexistent",
+        "--enable-pprof",
+        "--discovery-srv=example.com",
+    ] {
+        let o = std::process::Command::new(hearth_tests::server::hearth_bin())
+            .args(["grpc-proxy", "start", "--listen-addr=127.0.0.1:0", flag])
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{flag} accepted");
+        let name = flag.split('=').next().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("{name} is not supported")),
+            "{flag}: {err}"
+        );
+    }
+}
