@@ -269,6 +269,43 @@ fn kv_workloads(s: &Server) {
     assert_clean(read, r);
     assert_clean(write, w);
 
+    // The JSON gateway mode: put and range as JSON over HTTP/1.1, one connection per client.
+    let v = run_json(
+        e,
+        &[
+            "put",
+            "--gateway",
+            "--total",
+            "100",
+            "--clients",
+            "4",
+            "--key-space-size",
+            "10",
+        ],
+    );
+    assert_eq!(v["global"]["gateway"], true);
+    assert_clean(report(&v, "put"), 100);
+    let v = run_json(
+        e,
+        &[
+            "range",
+            "a",
+            "z",
+            "--gateway",
+            "--consistency",
+            "s",
+            "--limit",
+            "5",
+            "--total",
+            "50",
+            "--clients",
+            "2",
+        ],
+    );
+    assert_clean(report(&v, "range"), 50);
+    let (ok, _, err) = bench(e, &["txn-put", "--gateway", "--total", "1"]);
+    assert!(!ok && err.contains("--gateway"), "{err}");
+
     // Rate limiting and the text report (no timing assertions: only that it runs and prints).
     let (ok, out, err) = bench(e, &["put", "--total", "20", "--rate", "1000", "--precise"]);
     assert!(ok, "{out}\n{err}");

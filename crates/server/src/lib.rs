@@ -420,8 +420,8 @@ async fn serve_client(
             })
         },
     );
-    let mut routes = tonic::service::Routes::from(http::router(srv.clone()));
-    routes = routes
+    // The gRPC services alone (no fallback: the plain-HTTP router below has it).
+    let grpc = tonic::service::Routes::from(axum::Router::new())
         .add_service(health)
         .add_service(
             KvServer::new(KvService { srv: srv.clone() }).max_decoding_message_size(max_recv),
@@ -457,6 +457,23 @@ async fn serve_client(
             ElectionServer::new(ElectionService::new(srv.clone(), shutdown.clone()))
                 .max_decoding_message_size(max_recv),
         );
+    // The JSON gateway calls the services in process through the same layers as the gRPC port.
+    let local = tower::ServiceBuilder::new()
+        .map_response(v3rpc::fix_oversize_status)
+        .layer(v3rpc::interceptor::layer(srv.clone()))
+        .service(grpc.clone());
+    let plain = gateway::router(
+        http::router(srv.clone()),
+        gateway::GrpcService::new(local),
+        gateway::Config {
+            max_grpc_message_bytes: max_recv,
+        },
+    )
+    .unwrap_or_else(|e| {
+        tracing::error!("JSON gateway not served: {e}");
+        http::router(srv.clone())
+    });
+    let routes = tonic::service::Routes::from(plain.merge(grpc.into_axum_router()));
     tonic::transport::Server::builder()
         // etcd answers plain HTTP/1.1 (/health, /metrics) on the same port as gRPC.
         .accept_http1(true)
