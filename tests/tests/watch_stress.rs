@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use etcd_client::proto::PbWatchResponse;
-use etcd_client::{WatchOptions, WatchResponseStream};
+use etcd_client::WatchOptions;
+use hearth_tests::watch::Inbox;
 use hearth_tests::{Kind, Options, Server};
-use tokio::sync::mpsc;
 
 const WATCHERS: usize = 1000;
 const SMALL_KEYS: usize = 20;
@@ -50,29 +50,6 @@ fn busy_watch(i: usize) -> (String, WatchOptions) {
     }
 }
 
-fn spawn_reader(
-    mut stream: WatchResponseStream,
-) -> mpsc::UnboundedReceiver<Result<PbWatchResponse, String>> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match stream.message().await {
-                Ok(Some(r)) => {
-                    if tx.send(Ok(r.0)).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
-                    return;
-                }
-            }
-        }
-    });
-    rx
-}
-
 /// What one watcher received: (mod_revision, key, value, prev value) per event.
 type Seen = BTreeMap<i64, Vec<(i64, String, Vec<u8>, Option<Vec<u8>>)>>;
 
@@ -89,13 +66,13 @@ fn record(seen: &mut Seen, r: &PbWatchResponse) {
     }
 }
 
-async fn wait_created(rx: &mut mpsc::UnboundedReceiver<Result<PbWatchResponse, String>>, n: usize) {
+async fn wait_created(rx: &mut Inbox, n: usize) {
     let until = Instant::now() + DEADLINE;
     let mut created = 0;
     while created < n {
         let left = until.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Some(Ok(r))) => {
+        match rx.next(left).await {
+            Ok(r) => {
                 assert!(!r.canceled, "watcher refused: {r:?}");
                 assert!(r.events.is_empty(), "events before the writes: {r:?}");
                 created += usize::from(r.created);
@@ -123,7 +100,7 @@ async fn thousand_watchers_and_a_stalled_stream() {
         .await
         .expect("open busy stream")
         .split();
-    let mut busy_rx = spawn_reader(busy_stream);
+    let mut busy_rx = Inbox::spawn(busy_stream);
     for i in 1..WATCHERS {
         let (key, opts) = busy_watch(i);
         busy.watch(key, Some(opts)).await.expect("create watcher");
@@ -202,8 +179,8 @@ async fn thousand_watchers_and_a_stalled_stream() {
     let until = Instant::now() + DEADLINE;
     while got < total {
         let left = until.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, busy_rx.recv()).await {
-            Ok(Some(Ok(r))) => {
+        match busy_rx.next(left).await {
+            Ok(r) => {
                 got += r.events.len();
                 record(&mut seen, &r);
             }
@@ -261,18 +238,11 @@ async fn thousand_watchers_and_a_stalled_stream() {
     drop(slow);
     drop(slow_rx);
     drop(slow_client);
-    let until = Instant::now() + DEADLINE;
-    loop {
-        let total = server.metric("etcd_debugging_mvcc_watcher_total");
-        let streams = server.metric("etcd_debugging_mvcc_watch_stream_total");
-        if total == Some(WATCHERS as f64) && streams == Some(1.0) {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "the stalled stream's watchers were not removed: {total:?} watchers, {streams:?} streams"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server
+        .wait_metrics(&[
+            ("etcd_debugging_mvcc_watcher_total", WATCHERS as f64),
+            ("etcd_debugging_mvcc_watch_stream_total", 1.0),
+        ])
+        .await;
     drop(busy);
 }
