@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 /// The first pause between two attempts.
 pub const FIRST_PAUSE: Duration = Duration::from_millis(5);
 /// The longest pause between two attempts.
-pub const MAX_PAUSE: Duration = Duration::from_millis(100);
+pub const MAX_PAUSE: Duration = Duration::from_millis(50);
 
 /// What a probe returns: ready with a value, or not yet (with what it saw, for the message).
 pub trait Ready {
