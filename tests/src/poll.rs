@@ -13,7 +13,8 @@
 //!   `Some`, `Ok`) and return its value; past the deadline, panic naming what was awaited and the
 //!   last `Err` (or `None`/`false`) seen.
 //! - [`Poll`]: the same loop written out, for waits that do more between attempts (trigger
-//!   something, stop early on a process exit, return instead of panicking at the deadline).
+//!   something, stop early on a process exit, return instead of panicking at the deadline), and
+//!   the deadline of waits that block by themselves (reading a stream: [`Poll::left`]).
 
 use std::fmt::{Debug, Display};
 use std::time::{Duration, Instant};
@@ -76,6 +77,12 @@ impl Poll {
     /// Whether the deadline has passed.
     pub fn expired(&self) -> bool {
         Instant::now() >= self.until
+    }
+
+    /// The time left before the deadline (zero once it has passed): the bound of one attempt
+    /// that blocks by itself, such as reading the next message of a stream.
+    pub fn left(&self) -> Duration {
+        self.until.saturating_duration_since(Instant::now())
     }
 
     /// Panics naming what was awaited and `last` (what the last attempt saw).

@@ -7,11 +7,11 @@
 //!   them to a full TTL, so none expires early because of it; they still expire afterwards.
 //! - The lease metrics etcd exports are on `/metrics`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
 use hearth_tests::leases::keys;
-use hearth_tests::poll;
+use hearth_tests::poll::{self, Poll};
 use hearth_tests::server::metric_value as metric;
 use hearth_tests::{Kind, Server};
 
@@ -77,10 +77,10 @@ async fn expired_lease_keys_go_in_one_revision() {
     assert!(c.lease_keep_alive(l).await.is_err());
 
     let mut deletes = Vec::new();
-    let until = Instant::now() + DEADLINE;
+    let poll = Poll::new("the watcher to see the deletes", DEADLINE);
     while deletes.len() < 3 {
-        assert!(Instant::now() < until, "the watcher saw {deletes:?}");
-        let m = tokio::time::timeout(DEADLINE, w.message())
+        assert!(!poll.expired(), "the watcher saw {deletes:?}");
+        let m = tokio::time::timeout(poll.left(), w.message())
             .await
             .expect("watch answered")
             .unwrap()

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use api::etcdserverpb::request_op::Request;
@@ -25,6 +25,7 @@ use api::etcdserverpb::{CompactionRequest, Compare, DeleteRangeRequest, PutReque
 use etcd_client::proto::{PbEvent, PbKeyValue, PbWatchResponse};
 use etcd_client::{WatchFilterType, WatchOptions, WatchRequestSender};
 use hearth_tests::normalize::{compare, show_bytes};
+use hearth_tests::poll::Poll;
 use hearth_tests::rng::{Rng, RngExt, Seed};
 use hearth_tests::rpc::{header_revision, request_op, RawKv};
 use hearth_tests::watch::Inbox;
@@ -100,11 +101,10 @@ impl Side {
         what: &str,
         want: impl Fn(&PbWatchResponse) -> bool,
     ) -> PbWatchResponse {
-        let until = Instant::now() + DEADLINE;
+        let poll = Poll::new(what, DEADLINE);
         loop {
-            let left = until.saturating_duration_since(Instant::now());
             let r = self.inboxes[s]
-                .next(left)
+                .next(poll.left())
                 .await
                 .unwrap_or_else(|e| panic!("{:?}: stream {s}: no {what}: {e}", self.server.kind()));
             self.received[s].push(r.clone());
@@ -610,8 +610,8 @@ async fn watch_randomized_side_by_side() {
     etcd.wait_slow_zero().await;
     for s in 0..STREAMS {
         let want = event_counts(&hearth.received[s]);
-        let until = Instant::now() + DEADLINE;
-        while Instant::now() < until {
+        let poll = Poll::new("etcd's events", DEADLINE);
+        while !poll.expired() {
             let have = event_counts(&etcd.received[s]);
             if want
                 .iter()
@@ -619,8 +619,7 @@ async fn watch_randomized_side_by_side() {
             {
                 break;
             }
-            let left = until.saturating_duration_since(Instant::now());
-            match etcd.inboxes[s].next(left).await {
+            match etcd.inboxes[s].next(poll.left()).await {
                 Ok(r) => etcd.received[s].push(r),
                 Err(_) => break,
             }

@@ -17,10 +17,11 @@
 //! things to happen at all.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::proto::PbWatchResponse;
 use etcd_client::WatchOptions;
+use hearth_tests::poll::Poll;
 use hearth_tests::watch::Inbox;
 use hearth_tests::{Kind, Options, Server};
 
@@ -67,11 +68,10 @@ fn record(seen: &mut Seen, r: &PbWatchResponse) {
 }
 
 async fn wait_created(rx: &mut Inbox, n: usize) {
-    let until = Instant::now() + DEADLINE;
+    let poll = Poll::new("the watchers created", DEADLINE);
     let mut created = 0;
     while created < n {
-        let left = until.saturating_duration_since(Instant::now());
-        match rx.next(left).await {
+        match rx.next(poll.left()).await {
             Ok(r) => {
                 assert!(!r.canceled, "watcher refused: {r:?}");
                 assert!(r.events.is_empty(), "events before the writes: {r:?}");
@@ -176,10 +176,9 @@ async fn thousand_watchers_and_a_stalled_stream() {
         .collect();
     let total: usize = expected.values().map(Vec::len).sum();
     let mut got = 0;
-    let until = Instant::now() + DEADLINE;
+    let poll = Poll::new("every event on the busy stream", DEADLINE);
     while got < total {
-        let left = until.saturating_duration_since(Instant::now());
-        match busy_rx.next(left).await {
+        match busy_rx.next(poll.left()).await {
             Ok(r) => {
                 got += r.events.len();
                 record(&mut seen, &r);
