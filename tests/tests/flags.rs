@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use hearth_tests::server::{connect, free_ports, hearth_bin, ETCDCTL_BIN};
+use hearth_tests::ports::reserve_n;
+use hearth_tests::server::{connect, hearth_bin, ETCDCTL_BIN};
 use serde_json::Value;
 
 /// The settings of kubeadm's etcd command line that Hearth refuses until they are wired into the
@@ -132,8 +133,8 @@ fn kubeadm_pki(dir: &Path) -> PathBuf {
 async fn kubeadms_static_pod_command_line_parses_and_names_what_is_not_wired_yet() {
     let dir = tempfile::tempdir().unwrap();
     let pki = kubeadm_pki(dir.path());
-    let p = free_ports(3);
-    let (client, peer, metrics) = (p[0], p[1], p[2]);
+    let p = reserve_n(3);
+    let (client, peer, metrics) = (p[0].number(), p[1].number(), p[2].number());
     let f = |n: &str| pki.join(n).display().to_string();
     // kubeadm's getEtcdCommand (cmd/kubeadm/app/phases/etcd/local.go), its arguments sorted by name as
     // kubeadm writes them, with this machine's loopback address and free ports.
@@ -232,8 +233,8 @@ async fn kubeadms_static_pod_command_line_parses_and_names_what_is_not_wired_yet
 #[tokio::test]
 async fn a_config_file_with_etcds_keys_starts_a_member_and_logs_json_to_a_file() {
     let dir = tempfile::tempdir().unwrap();
-    let p = free_ports(2);
-    let (client, peer) = (p[0], p[1]);
+    let p = reserve_n(2);
+    let (client, peer) = (p[0].number(), p[1].number());
     let log = dir.path().join("member.log");
     let conf = dir.path().join("etcd.conf.yml");
     std::fs::write(

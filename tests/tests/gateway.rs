@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use hearth_tests::rng::Rng;
+use hearth_tests::rng::{Rng, RngExt, Seed};
 use hearth_tests::{Kind, Options, Server};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -711,7 +711,7 @@ struct Gen {
 
 impl Gen {
     fn key(&mut self) -> Vec<u8> {
-        match self.rng.below(100) {
+        match self.rng.u64(..100) {
             0..=84 => self.rng.pick(PUT_KEYS).to_vec(),
             85..=97 => self.rng.pick(OTHER_KEYS).to_vec(),
             _ => Vec::new(),
@@ -727,7 +727,7 @@ impl Gen {
 
     fn key_range(&mut self) -> (Vec<u8>, Vec<u8>) {
         let key = self.key();
-        let end = match self.rng.below(100) {
+        let end = match self.rng.u64(..100) {
             0..=34 => Vec::new(),
             35..=54 => prefix_end(&key),
             55..=64 => vec![0],
@@ -741,16 +741,16 @@ impl Gen {
         if self.rng.chance(0.6) {
             return 0;
         }
-        match self.rng.below(10) {
+        match self.rng.u64(..10) {
             0 => -1,
-            1 => self.rev + 1 + self.rng.below(2) as i64,
-            2 => (self.compacted - self.rng.below(2) as i64).max(1),
-            _ => self.rng.range_i64(self.compacted.max(1), self.rev),
+            1 => self.rev + 1 + self.rng.u64(..2) as i64,
+            2 => (self.compacted - self.rng.u64(..2) as i64).max(1),
+            _ => self.rng.i64(self.compacted.max(1)..=self.rev),
         }
     }
 
     fn small_rev(&mut self) -> i64 {
-        self.rng.range_i64(0, self.rev + 1)
+        self.rng.i64(0..=self.rev + 1)
     }
 
     fn maybe_rev(&mut self) -> i64 {
@@ -763,9 +763,9 @@ impl Gen {
 
     fn lease(&mut self) -> LeaseRef {
         if self.granted > 0 && self.rng.chance(0.2) {
-            LeaseRef::Known(self.rng.below(self.granted as u64) as usize)
+            LeaseRef::Known(self.rng.u64(..self.granted as u64) as usize)
         } else if self.rng.chance(0.02) {
-            LeaseRef::Raw(self.rng.range_i64(1, 1000))
+            LeaseRef::Raw(self.rng.i64(1..=1000))
         } else {
             LeaseRef::None
         }
@@ -777,10 +777,10 @@ impl Gen {
         RangeOp {
             key,
             range_end,
-            limit: match self.rng.below(10) {
+            limit: match self.rng.u64(..10) {
                 0..=4 => 0,
                 5 => -1,
-                _ => self.rng.range_i64(1, 4),
+                _ => self.rng.i64(1..=4),
             },
             revision: if in_txn && self.rng.chance(0.7) {
                 0
@@ -788,12 +788,12 @@ impl Gen {
                 self.revision()
             },
             sort_order: if sorted {
-                self.rng.range_i64(0, 2) as i32
+                self.rng.i64(0..=2) as i32
             } else {
                 0
             },
             sort_target: if sorted {
-                self.rng.range_i64(0, 4) as i32
+                self.rng.i64(0..=4) as i32
             } else {
                 0
             },
@@ -833,9 +833,9 @@ impl Gen {
     }
 
     fn compare(&mut self) -> CompareOp {
-        let target = self.rng.range_i64(0, 4) as i32;
+        let target = self.rng.i64(0..=4) as i32;
         let mut value = match target {
-            0 => CmpValue::Version(self.rng.range_i64(0, 4)),
+            0 => CmpValue::Version(self.rng.i64(0..=4)),
             1 => CmpValue::Create(self.small_rev()),
             2 => CmpValue::Mod(self.small_rev()),
             3 => CmpValue::Value(self.rng.pick(VALUES).to_vec()),
@@ -845,17 +845,17 @@ impl Gen {
             }),
         };
         if self.rng.chance(0.03) {
-            value = CmpValue::Version(self.rng.range_i64(0, 2));
+            value = CmpValue::Version(self.rng.i64(0..=2));
         }
         let key = self.rng.pick(PUT_KEYS).to_vec();
-        let range_end = match self.rng.below(10) {
+        let range_end = match self.rng.u64(..10) {
             0 => prefix_end(&key),
             1 => vec![0],
             2 => self.rng.pick(PUT_KEYS).to_vec(),
             _ => Vec::new(),
         };
         CompareOp {
-            result: self.rng.range_i64(0, 3) as i32,
+            result: self.rng.i64(0..=3) as i32,
             target,
             key,
             range_end,
@@ -864,9 +864,9 @@ impl Gen {
     }
 
     fn txn(&mut self, depth: u32) -> Op {
-        let compare = (0..self.rng.below(4)).map(|_| self.compare()).collect();
-        let n_success = self.rng.below(5);
-        let n_failure = self.rng.below(4);
+        let compare = (0..self.rng.u64(..4)).map(|_| self.compare()).collect();
+        let n_success = self.rng.u64(..5);
+        let n_failure = self.rng.u64(..4);
         let success = (0..n_success).map(|_| self.txn_op(depth)).collect();
         let failure = (0..n_failure).map(|_| self.txn_op(depth)).collect();
         Op::Txn {
@@ -877,7 +877,7 @@ impl Gen {
     }
 
     fn txn_op(&mut self, depth: u32) -> Op {
-        match self.rng.below(100) {
+        match self.rng.u64(..100) {
             0..=34 => Op::Range(self.range(true)),
             35..=69 => self.put(),
             70..=89 => self.delete(),
@@ -887,7 +887,7 @@ impl Gen {
     }
 
     fn step(&mut self) -> Op {
-        match self.rng.below(100) {
+        match self.rng.u64(..100) {
             0..=24 => self.put(),
             25..=49 => Op::Range(self.range(false)),
             50..=59 => self.delete(),
@@ -900,7 +900,7 @@ impl Gen {
             }
             80..=82 => Op::Compact {
                 revision: self.compacted - 1
-                    + self.rng.below(((self.rev - self.compacted) / 3 + 3) as u64) as i64,
+                    + self.rng.u64(..((self.rev - self.compacted) / 3 + 3) as u64) as i64,
                 physical: self.rng.chance(0.5),
             },
             83..=88 => Op::Grant {
@@ -908,23 +908,23 @@ impl Gen {
                 ttl: if self.rng.chance(0.03) {
                     9_000_000_001
                 } else {
-                    self.rng.range_i64(3600, 100_000)
+                    self.rng.i64(3600..=100_000)
                 },
                 id: if self.rng.chance(0.6) {
-                    LeaseRef::Raw(self.rng.range_i64(1, 40))
+                    LeaseRef::Raw(self.rng.i64(1..=40))
                 } else {
                     LeaseRef::None
                 },
             },
             89..=91 => Op::Revoke {
                 id: match self.lease() {
-                    LeaseRef::None => LeaseRef::Raw(self.rng.range_i64(1, 40)),
+                    LeaseRef::None => LeaseRef::Raw(self.rng.i64(1..=40)),
                     l => l,
                 },
             },
             92..=96 => Op::TimeToLive {
                 id: match self.lease() {
-                    LeaseRef::None => LeaseRef::Raw(self.rng.range_i64(1, 40)),
+                    LeaseRef::None => LeaseRef::Raw(self.rng.i64(1..=40)),
                     l => l,
                 },
                 keys: self.rng.chance(0.5),
@@ -945,17 +945,16 @@ impl Gen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomized_json_history_answers_as_etcd() {
-    let seed = Rng::seed_from_env();
+    let seed_guard = Seed::from_env("randomized_json_history_answers_as_etcd");
+    let seed = seed_guard.value();
     let steps: usize = std::env::var("HEARTH_STEPS")
         .ok()
         .map(|s| s.parse().expect("HEARTH_STEPS is a number"))
         .unwrap_or(500);
-    println!(
-        "gateway randomized history: seed {seed} ({steps} steps); replay with HEARTH_SEED={seed}"
-    );
+    println!("gateway randomized history: {steps} steps");
     let mut p = Pair::start().await;
     let mut g = Gen {
-        rng: Rng::new(seed),
+        rng: seed_guard.rng(),
         rev: 1,
         compacted: 0,
         granted: 0,
