@@ -1,9 +1,14 @@
-//! A cluster of real server processes on free loopback ports: start N members, find the leader,
-//! kill/restart/cut off members, add members, and check that all members hold the same data.
+//! A cluster of real server processes on reserved loopback ports: start N members, find the
+//! leader, kill/restart/cut off members, add members, and check that all members hold the same
+//! data.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::server::{free_ports, Kind, MemberSpec, Probe, Server};
+use etcd_client::MemberAddOptions;
+
+use crate::poll::{self, Poll};
+use crate::ports::{self, Port};
+use crate::server::{Kind, MemberSpec, Probe, Server};
 
 /// How long a cluster has to elect a leader, or members to converge.
 pub const CONVERGE_DEADLINE: Duration = Duration::from_secs(30);
@@ -39,11 +44,13 @@ impl Cluster {
         extra: &[&str],
         mut prepare: impl FnMut(&MemberSpec, &std::path::Path),
     ) -> Cluster {
-        let ports = free_ports(2 * n);
-        let token = format!("hearth-e2e-cluster-{}-{}", std::process::id(), ports[0]);
+        let ports: Vec<(Port, Port)> = (0..n)
+            .map(|_| (ports::reserve(), ports::reserve()))
+            .collect();
+        let token = format!("hearth-e2e-cluster-{}-{}", std::process::id(), ports[0].0);
         let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
         let initial = (0..n)
-            .map(|i| format!("{}=http://127.0.0.1:{}", names[i], ports[2 * i + 1]))
+            .map(|i| format!("{}={}", names[i], ports[i].1.url()))
             .collect::<Vec<_>>()
             .join(",");
         let args: Vec<String> = FAST_ELECTIONS
@@ -51,14 +58,16 @@ impl Cluster {
             .chain(extra)
             .map(|s| s.to_string())
             .collect();
-        let members = (0..n)
-            .map(|i| {
+        let members = ports
+            .into_iter()
+            .zip(&names)
+            .map(|((client, peer), name)| {
                 Server::spawn_member_prepared(
                     kind,
                     MemberSpec {
-                        name: names[i].clone(),
-                        client_port: ports[2 * i],
-                        peer_port: ports[2 * i + 1],
+                        name: name.clone(),
+                        client,
+                        peer,
                         initial_cluster: initial.clone(),
                         state: "new",
                         token: token.clone(),
@@ -115,17 +124,27 @@ impl Cluster {
     /// Index of the member that the running members (except `except`) agree leads, waiting
     /// for one.
     pub async fn wait_leader(&self, except: &[usize]) -> usize {
-        let deadline = Instant::now() + CONVERGE_DEADLINE;
-        loop {
-            if let Some(i) = self.leader(except).await {
-                return i;
+        poll::eventually(
+            "a leader the running members agree on",
+            CONVERGE_DEADLINE,
+            async || self.leader(except).await,
+        )
+        .await
+    }
+
+    /// Waits until member `i` reports that it knows no leader (cut off from its peers, say);
+    /// returns that Status.
+    pub async fn wait_leader_lost(&self, i: usize) -> etcd_client::StatusResponse {
+        let mut c = self.members[i].client().await;
+        let what = format!("member {i} to lose its leader");
+        poll::eventually(what, CONVERGE_DEADLINE, async || {
+            let s = c.status().await.expect("status");
+            match s.leader() {
+                0 => Ok(s),
+                leader => Err(format!("leader {leader:x}")),
             }
-            assert!(
-                Instant::now() < deadline,
-                "no leader elected within {CONVERGE_DEADLINE:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     async fn leader(&self, except: &[usize]) -> Option<usize> {
@@ -152,8 +171,8 @@ impl Cluster {
     /// Waits until every running member has the same revision and applied index, then checks
     /// that HashKV at that revision is equal on all of them. Returns the revision.
     pub async fn assert_hashkv_equal(&self) -> i64 {
-        let deadline = Instant::now() + CONVERGE_DEADLINE;
-        let rev = loop {
+        let what = "every member at the same revision and applied index";
+        let rev = poll::eventually(what, CONVERGE_DEADLINE, async || {
             let mut revs = Vec::new();
             let mut applied = Vec::new();
             for i in self.running() {
@@ -167,14 +186,12 @@ impl Cluster {
                 }
             }
             if all_equal(&revs) && all_equal(&applied) && revs[0] > 0 {
-                break revs[0];
+                Ok(revs[0])
+            } else {
+                Err(format!("revisions {revs:?}, applied {applied:?}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "members did not converge within {CONVERGE_DEADLINE:?}: revisions {revs:?}, applied {applied:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        })
+        .await;
         let hashes = self.hash_kv_all(rev).await;
         assert!(
             hashes
@@ -188,7 +205,7 @@ impl Cluster {
     /// Checks, while writes may go on, that every running member has the same HashKV at one
     /// revision they have all applied (the smallest current revision among them). Returns it.
     pub async fn assert_hashkv_equal_at_common_revision(&self) -> i64 {
-        let deadline = Instant::now() + CONVERGE_DEADLINE;
+        let mut poll = Poll::new("every member at the same compaction", CONVERGE_DEADLINE);
         loop {
             let mut rev = i64::MAX;
             for i in self.running() {
@@ -200,11 +217,8 @@ impl Cluster {
             // A compaction can be applied on one member and not yet on another; HashKV is only
             // comparable between members at the same compaction (as etcd's corruption check).
             if hashes.windows(2).any(|w| w[0].2 != w[1].2) {
-                assert!(
-                    Instant::now() < deadline,
-                    "members stay at different compactions: {hashes:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                poll.next(format!("members at different compactions: {hashes:?}"))
+                    .await;
                 continue;
             }
             assert!(
@@ -239,18 +253,47 @@ impl Cluster {
             .join(",")
     }
 
-    /// Starts a member that was added with `MemberAdd` (peer URL from `peer_url_port`), joining
-    /// with `--initial-cluster-state existing`. Waits until it serves a serializable read.
-    /// Returns its index.
-    pub async fn join(&mut self, name: &str, client_port: u16, peer_port: u16) -> usize {
-        let url = format!("http://127.0.0.1:{peer_port}");
-        let initial = self.initial_cluster_with(&format!("{name}={url}"));
+    /// Adds a member (a learner if asked) with peer URL `url` through member `via`, retrying
+    /// while the refusal is one that passes: etcd's rule that every peer must have been connected
+    /// for 5 s (`etcdserver: unhealthy cluster`), or `Unavailable` (no leader for a moment).
+    /// Returns the new member's id, or the first other refusal; with `patience` zero it does not
+    /// retry at all.
+    pub async fn member_add(
+        &self,
+        via: usize,
+        url: &str,
+        learner: bool,
+        patience: Duration,
+    ) -> Result<u64, (tonic::Code, String)> {
+        let mut c = self.members[via].client().await;
+        let mut poll = Poll::new(format!("{url} added"), patience);
+        loop {
+            let opts = learner.then(|| MemberAddOptions::new().with_is_learner());
+            match c.member_add([url], opts).await {
+                Ok(r) => return Ok(r.member().expect("added member").id()),
+                Err(e) => {
+                    let st = status_of(e);
+                    let passes =
+                        st.1 == "etcdserver: unhealthy cluster" || st.0 == tonic::Code::Unavailable;
+                    if !passes || !poll.try_next().await {
+                        return Err(st);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts a member that was added with `MemberAdd` (with `peer.url()`), joining with
+    /// `--initial-cluster-state existing`. Waits until it serves a serializable read. Returns
+    /// its index.
+    pub async fn join(&mut self, name: &str, client: Port, peer: Port) -> usize {
+        let initial = self.initial_cluster_with(&format!("{name}={}", peer.url()));
         let mut s = Server::spawn_member(
             self.kind,
             MemberSpec {
                 name: name.to_string(),
-                client_port,
-                peer_port,
+                client,
+                peer,
                 initial_cluster: initial,
                 state: "existing",
                 token: self.token.clone(),
@@ -262,6 +305,18 @@ impl Cluster {
         s.wait_ready().await;
         self.members.push(s);
         self.members.len() - 1
+    }
+}
+
+/// How long [`Cluster::member_add`] retries by default: etcd refuses changes until every peer
+/// has been connected for 5 s.
+pub const MEMBER_ADD_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A gRPC error's code and message (panics on a client-side error).
+pub fn status_of(e: etcd_client::Error) -> (tonic::Code, String) {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
+        other => panic!("not a gRPC status: {other}"),
     }
 }
 

@@ -2,6 +2,9 @@
 
 use serde_json::Value;
 use std::process::Output;
+use std::time::Duration;
+
+use crate::poll::Poll;
 
 /// One etcdctl run, reduced to what is compared: exit code, stdout, and the `Error:` lines of
 /// stderr (etcdctl 3.4 also logs client-side retry warnings there, with timestamps and random
@@ -131,41 +134,42 @@ impl Running {
 
     /// Waits until `done(stdout)` holds or the process exits, for at most `deadline`.
     /// Returns whether `done` held.
-    pub fn wait_for(&mut self, deadline: std::time::Duration, done: impl Fn(&str) -> bool) -> bool {
-        let until = std::time::Instant::now() + deadline;
+    pub fn wait_for(&mut self, deadline: Duration, done: impl Fn(&str) -> bool) -> bool {
+        let mut poll = Poll::new("etcdctl's output", deadline);
         loop {
             if done(&self.stdout()) {
                 return true;
             }
-            if matches!(self.child.try_wait(), Ok(Some(_))) || std::time::Instant::now() > until {
-                // Let the readers take the last bytes.
-                std::thread::sleep(std::time::Duration::from_millis(100));
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                // It exited: once the readers have taken the last bytes, the output is whole.
+                self.join_readers();
                 return done(&self.stdout());
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            if !poll.try_next_blocking() {
+                return false;
+            }
         }
     }
 
     /// Waits for the process to exit by itself (for at most `deadline`, then kills it) and
     /// returns what it printed.
-    pub fn wait_exit(mut self, deadline: std::time::Duration) -> Ctl {
-        let until = std::time::Instant::now() + deadline;
-        while std::time::Instant::now() < until {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+    pub fn wait_exit(mut self, deadline: Duration) -> Ctl {
+        let mut poll = Poll::new("etcdctl to exit", deadline);
+        while !matches!(self.child.try_wait(), Ok(Some(_))) && poll.try_next_blocking() {}
         self.stop()
+    }
+
+    fn join_readers(&mut self) {
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
     }
 
     /// Kills the process (if still running) and returns what it printed.
     pub fn stop(mut self) -> Ctl {
         let _ = self.child.kill();
         let status = self.child.wait().expect("wait for etcdctl");
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
+        self.join_readers();
         let out = Output {
             status,
             stdout: std::mem::take(&mut *self.stdout.lock().unwrap()),

@@ -16,11 +16,20 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use api::etcdserverpb::request_op::Request;
+use api::etcdserverpb::response_op::Response;
+use api::etcdserverpb::{
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, ResponseHeader, TxnRequest,
+};
+use api::mvccpb::KeyValue;
 use etcd_client::{EventType, WatchOptions};
 use tokio::sync::Notify;
 
-use crate::rng::Rng;
-use crate::wire::*;
+use crate::load::RETRY_PAUSE;
+use crate::poll::{self, Poll};
+use crate::rng::{Rng, RngExt};
+use crate::rpc::{request_op, RawKv, RpcError};
 
 /// Keys the traffic writes: few, so that operations on one key really interleave.
 pub const KEYS: u64 = 8;
@@ -139,8 +148,9 @@ pub struct Traffic {
 
 impl Traffic {
     /// Starts `clients` clients on keys `<prefix>/k<n>`; client `i` begins on `endpoints[i % len]`
-    /// and moves to the next endpoint whenever an operation fails.
-    pub fn start(prefix: &str, endpoints: Vec<String>, clients: usize, seed: u64) -> Traffic {
+    /// and moves to the next endpoint whenever an operation fails. Each client draws its
+    /// operations from its own generator, forked from `rng`.
+    pub fn start(prefix: &str, endpoints: Vec<String>, clients: usize, rng: &mut Rng) -> Traffic {
         let shared = Arc::new(Shared {
             epoch: Instant::now(),
             records: Mutex::default(),
@@ -154,7 +164,7 @@ impl Traffic {
                     id,
                     prefix.to_string(),
                     endpoints.clone(),
-                    Rng::new(seed ^ (id as u64).wrapping_mul(0x9e37_79b9)),
+                    rng.fork(),
                     shared.clone(),
                 ))
             })
@@ -170,16 +180,19 @@ impl Traffic {
     /// Waits until `n` more operations than now have succeeded.
     pub async fn wait_more(&self, n: usize) {
         let target = self.succeeded() + n;
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while self.succeeded() < target {
-            assert!(
-                Instant::now() < deadline,
-                "the traffic made no progress: {} operations succeeded, waiting for {target}; last errors {:?}",
-                self.succeeded(),
-                self.shared.errors.lock().unwrap().iter().rev().take(5).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let what = format!("{target} operations succeeded");
+        poll::eventually(what, Duration::from_secs(90), async || {
+            if self.succeeded() >= target {
+                return Ok(());
+            }
+            let errors = self.shared.errors.lock().unwrap();
+            let last: Vec<_> = errors.iter().rev().take(5).collect();
+            Err(format!(
+                "{} succeeded; last errors {last:?}",
+                self.succeeded()
+            ))
+        })
+        .await
     }
 
     /// Stops the clients (each finishes its operation in flight) and returns the history.
@@ -193,9 +206,9 @@ impl Traffic {
 }
 
 fn pick_op(rng: &mut Rng, prefix: &str, id: usize, seq: u64, seen: &HashMap<Vec<u8>, i64>) -> Op {
-    let key = format!("{prefix}/k{}", rng.below(KEYS)).into_bytes();
+    let key = format!("{prefix}/k{}", rng.u64(..KEYS)).into_bytes();
     let value = format!("c{id}-{seq}").into_bytes();
-    match rng.below(100) {
+    match rng.u64(..100) {
         0..35 => Op::Get { key },
         35..65 => Op::Put {
             key,
@@ -260,25 +273,25 @@ async fn execute(kv: &mut RawKv, op: &Op) -> Result<Ret, RpcError> {
             let r = kv
                 .txn(TxnRequest {
                     compare: vec![Compare {
-                        result: compare_result::EQUAL,
-                        target: compare_target::MOD,
+                        result: CompareResult::Equal as i32,
+                        target: CompareTarget::Mod as i32,
                         key: key.clone(),
                         range_end: vec![],
                         target_union: Some(TargetUnion::ModRevision(*expect)),
                     }],
-                    success: vec![RequestOp::new(Request::Put(PutRequest {
+                    success: vec![request_op(Request::RequestPut(PutRequest {
                         key: key.clone(),
                         value: value.clone(),
                         ..Default::default()
                     }))],
-                    failure: vec![RequestOp::new(Request::Range(RangeRequest {
+                    failure: vec![request_op(Request::RequestRange(RangeRequest {
                         key: key.clone(),
                         ..Default::default()
                     }))],
                 })
                 .await?;
             let kv = r.responses.into_iter().find_map(|o| match o.response {
-                Some(Response::Range(g)) => g.kvs.into_iter().next(),
+                Some(Response::ResponseRange(g)) => g.kvs.into_iter().next(),
                 _ => None,
             });
             Ret::Txn {
@@ -302,7 +315,7 @@ async fn client(id: usize, prefix: String, endpoints: Vec<String>, mut rng: Rng,
                 Ok(c) => conn.insert(c),
                 Err(_) => {
                     at += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
             },
@@ -349,7 +362,7 @@ async fn client(id: usize, prefix: String, endpoints: Vec<String>, mut rng: Rng,
             outcome,
         });
         if failed {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
 }
@@ -404,15 +417,12 @@ impl ResumingWatcher {
     /// Waits until a change at revision `rev` or later has arrived, resuming elsewhere whenever the
     /// stream stalls.
     pub async fn wait_for(&self, rev: i64) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut poll = Poll::new(
+            format!("the watcher to reach revision {rev}"),
+            Duration::from_secs(60),
+        );
         let mut last = (self.last_rev(), Instant::now());
         while self.last_rev() < rev {
-            assert!(
-                Instant::now() < deadline,
-                "the watcher did not reach revision {rev} (at {}); problems {:?}",
-                self.last_rev(),
-                self.shared.problems.lock().unwrap()
-            );
             let now = self.last_rev();
             if now != last.0 {
                 last = (now, Instant::now());
@@ -420,7 +430,9 @@ impl ResumingWatcher {
                 self.resume_now();
                 last.1 = Instant::now();
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let problems = self.shared.problems.lock().unwrap().clone();
+            poll.next(format!("at revision {now}; problems {problems:?}"))
+                .await;
         }
     }
 
@@ -443,7 +455,7 @@ async fn watch_loop(prefix: String, endpoints: Vec<String>, s: Arc<WatchShared>)
     while !s.stop.load(Ordering::SeqCst) {
         if attempts > 0 {
             at += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
         attempts += 1;
         let from = s.changes.lock().unwrap().last().map_or(1, |c| c.rev + 1);

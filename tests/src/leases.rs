@@ -11,9 +11,10 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::ctl::Ctl;
+use crate::poll::Poll;
 
 /// One server's lease IDs, by name.
 #[derive(Debug, Default, Clone)]
@@ -162,16 +163,25 @@ impl Interactive {
     /// Waits until at least `n` lines were printed, or the process exited, or `deadline`
     /// passed; returns whether there are `n` lines.
     pub fn wait_lines(&mut self, n: usize, deadline: Duration) -> bool {
-        let until = Instant::now() + deadline;
+        let mut poll = Poll::new(format!("{n} lines from etcdctl"), deadline);
         loop {
             if self.lines().len() >= n {
                 return true;
             }
-            if matches!(self.child.try_wait(), Ok(Some(_))) || Instant::now() > until {
-                std::thread::sleep(Duration::from_millis(100));
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                // It exited: once the readers have taken the last lines, the output is whole.
+                self.join_readers();
                 return self.lines().len() >= n;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            if !poll.try_next_blocking() {
+                return false;
+            }
+        }
+    }
+
+    fn join_readers(&mut self) {
+        for r in self.readers.drain(..) {
+            let _ = r.join();
         }
     }
 
@@ -184,11 +194,7 @@ impl Interactive {
     /// after that) and returns what it printed.
     pub fn interrupt(mut self, deadline: Duration) -> Ctl {
         if self.running() {
-            // SAFETY: plain kill(2) on our own child's pid.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::kill(self.child.id() as libc::pid_t, libc::SIGINT)
-            };
+            let _ = crate::server::signal(&self.child, rustix::process::Signal::INT);
         }
         self.wait(deadline)
     }
@@ -196,15 +202,11 @@ impl Interactive {
     /// Waits up to `deadline` for it to exit by itself (killing it after that) and returns
     /// what it printed.
     pub fn wait(mut self, deadline: Duration) -> Ctl {
-        let until = Instant::now() + deadline;
-        while self.running() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut poll = Poll::new("etcdctl to exit", deadline);
+        while self.running() && poll.try_next_blocking() {}
         let _ = self.child.kill();
         let status = self.child.wait().expect("wait for etcdctl");
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
+        self.join_readers();
         let mut stdout = self.lines().join("\n");
         if !stdout.is_empty() {
             stdout.push('\n');

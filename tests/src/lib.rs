@@ -1,12 +1,16 @@
 //! End-to-end test harness for Hearth: real server processes (Hearth, and etcd 3.4 as the
 //! reference), clients for them, and side-by-side comparison of what they answer.
 //!
-//! - [`Server`]: a server process on free loopback ports in a fresh temp dir; `start`,
-//!   `restart` (SIGTERM, same dir and ports), `stop`, `kill9`, `client`, `raw`, `etcdctl`.
-//! - [`Cluster`]: N members of a new cluster on free loopback ports; leader discovery, members
-//!   joining with `--initial-cluster-state existing`, cutting a member off from its peers
-//!   (Hearth's test-only fault switch), and `assert_hashkv_equal` after every multi-member test.
-//! - [`wire`]: etcd's KV messages and a raw unary client that sends requests exactly as built.
+//! - [`Server`]: a server process on reserved loopback ports in a fresh temp dir; `start`,
+//!   `restart` (SIGTERM, same dir and ports), `stop`, `kill9`, `client`, `raw`, `etcdctl`,
+//!   `/metrics` and waiting for gauges.
+//! - [`Cluster`]: N members of a new cluster on reserved loopback ports; leader discovery,
+//!   members added (`MemberAdd`, retried while etcd's rules refuse it) and joining with
+//!   `--initial-cluster-state existing`, cutting a member off from its peers (Hearth's test-only
+//!   fault switch), and `assert_hashkv_equal` after every multi-member test.
+//! - [`poll`]: the one way to wait for something: a condition polled until a deadline.
+//! - [`ports`]: loopback ports reserved across processes (no race between parallel tests).
+//! - [`rpc`]: requests sent exactly as built, with the `api` crate's etcd messages and client.
 //! - [`normalize`]: compares responses/errors of two servers, ignoring header
 //!   `cluster_id`, `member_id` and `raft_term`, and prints them readably.
 //! - [`ctl`]: etcdctl output normalization.
@@ -18,7 +22,8 @@
 //!   lost acknowledged writes and etcd's watch guarantees.
 //! - [`leases`]: lease-ID normalization, interactive etcdctl (`lock`, `elect`).
 //! - [`proxy`]: a gRPC proxy process (Hearth's or etcd's) in front of a cluster.
-//! - [`rng`]: a seeded PRNG (`HEARTH_SEED` replays a run).
+//! - [`rng`]: the one seeded generator (`HEARTH_SEED` replays a run; seeds printed on failure).
+//! - [`watch`]: a watch stream read into a channel as it comes, read back with a deadline.
 //!
 //! `HEARTH_TEST_TARGET=etcd` runs every test that targets Hearth against etcd instead, which is
 //! how the tests themselves are validated against the reference.
@@ -30,10 +35,13 @@ pub mod leases;
 pub mod linearizability;
 pub mod load;
 pub mod normalize;
+pub mod poll;
+pub mod ports;
 pub mod proxy;
 pub mod rng;
+pub mod rpc;
 pub mod server;
-pub mod wire;
+pub mod watch;
 
 pub use cluster::Cluster;
 pub use server::{Kind, Options, Server};

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use crate::history::{Change, Op, Record, Ret};
 use crate::normalize::show_bytes;
-use crate::wire::KeyValue;
+use api::mvccpb::KeyValue;
 
 /// What a successful check found.
 #[derive(Debug, Default)]

@@ -8,9 +8,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::wire::{KeyValue, PutRequest, RangeRequest, RawKv};
+use api::etcdserverpb::{PutRequest, RangeRequest};
+use api::mvccpb::KeyValue;
+
+use crate::poll;
+use crate::rpc::RawKv;
+
+/// How long the load has to make the progress a test waits for.
+const PROGRESS_DEADLINE: Duration = Duration::from_secs(60);
+/// The pause of a writer after a failed put or connection, before it tries the next member: not
+/// a wait for anything, just not spinning on a member that is down.
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone)]
 pub struct Ack {
@@ -64,22 +74,19 @@ impl Load {
     /// Waits until `n` more puts than now are acknowledged.
     pub async fn wait_more(&self, n: usize) {
         let target = self.acked() + n;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.acked() < target {
-            assert!(
-                Instant::now() < deadline,
-                "the load made no progress: {} acknowledged, waiting for {target}; errors {:?}",
-                self.acked(),
-                self.errors
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .rev()
-                    .take(5)
-                    .collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let what = format!("{target} acknowledged puts");
+        poll::eventually(what, PROGRESS_DEADLINE, async || {
+            if self.acked() >= target {
+                return Ok(());
+            }
+            let errors = self.errors.lock().unwrap();
+            let last: Vec<_> = errors.iter().rev().take(5).collect();
+            Err(format!(
+                "{} acknowledged; last errors {last:?}",
+                self.acked()
+            ))
+        })
+        .await
     }
 
     /// Stops the writers; returns every acknowledged put and how many each task made.
@@ -114,7 +121,7 @@ async fn writer(
                 Ok(c) => client.insert(c),
                 Err(_) => {
                     at += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
             },
@@ -143,7 +150,7 @@ async fn writer(
                 errors.lock().unwrap().push(format!("{e:?}"));
                 client = None;
                 at += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
     }

@@ -5,8 +5,16 @@
 //! are compared by gRPC code and message. Everything here prints bytes readably, so a mismatch
 //! report can be read by a person.
 
-use crate::wire::*;
 use std::fmt::Write as _;
+
+use api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use api::etcdserverpb::range_request::{SortOrder, SortTarget};
+use api::etcdserverpb::request_op::Request;
+use api::etcdserverpb::response_op::Response;
+use api::etcdserverpb::{Compare, RequestOp, ResponseHeader};
+use api::mvccpb::KeyValue;
+
+use crate::rpc::RpcError;
 
 /// What one request produced: the response, or the error.
 pub type Outcome = Result<Response, RpcError>;
@@ -22,10 +30,10 @@ fn header(h: &mut Option<ResponseHeader>) {
 /// Clears the fields that are not compared, recursively.
 pub fn normalize_response(r: &mut Response) {
     match r {
-        Response::Range(r) => header(&mut r.header),
-        Response::Put(r) => header(&mut r.header),
-        Response::DeleteRange(r) => header(&mut r.header),
-        Response::Txn(r) => {
+        Response::ResponseRange(r) => header(&mut r.header),
+        Response::ResponsePut(r) => header(&mut r.header),
+        Response::ResponseDeleteRange(r) => header(&mut r.header),
+        Response::ResponseTxn(r) => {
             header(&mut r.header);
             for op in &mut r.responses {
                 if let Some(r) = &mut op.response {
@@ -112,25 +120,25 @@ fn show_header(h: &Option<ResponseHeader>) -> String {
 
 pub fn show_response(r: &Response) -> String {
     match r {
-        Response::Range(r) => format!(
+        Response::ResponseRange(r) => format!(
             "Range {} count={} more={} kvs={}",
             show_header(&r.header),
             r.count,
             r.more,
             show_kvs(&r.kvs)
         ),
-        Response::Put(r) => format!(
+        Response::ResponsePut(r) => format!(
             "Put {} prev_kv={}",
             show_header(&r.header),
             r.prev_kv.as_ref().map_or("None".into(), show_kv)
         ),
-        Response::DeleteRange(r) => format!(
+        Response::ResponseDeleteRange(r) => format!(
             "DeleteRange {} deleted={} prev_kvs={}",
             show_header(&r.header),
             r.deleted,
             show_kvs(&r.prev_kvs)
         ),
-        Response::Txn(r) => {
+        Response::ResponseTxn(r) => {
             let ops: Vec<String> = r
                 .responses
                 .iter()
@@ -156,15 +164,9 @@ pub fn show_outcome(o: &Outcome) -> String {
     }
 }
 
-const SORT_ORDERS: [&str; 3] = ["NONE", "ASCEND", "DESCEND"];
-const SORT_TARGETS: [&str; 5] = ["KEY", "VERSION", "CREATE", "MOD", "VALUE"];
-const RESULTS: [&str; 4] = ["EQUAL", "GREATER", "LESS", "NOT_EQUAL"];
-const TARGETS: [&str; 5] = ["VERSION", "CREATE", "MOD", "VALUE", "LEASE"];
-
-fn name(names: &[&str], v: i32) -> String {
-    names
-        .get(v as usize)
-        .map_or_else(|| v.to_string(), |s| s.to_string())
+/// An enum field's name in the proto (`ASCEND`), or its number if it has none.
+fn name<E: TryFrom<i32>>(v: i32, as_str: impl Fn(&E) -> &'static str) -> String {
+    E::try_from(v).map_or_else(|_| v.to_string(), |e| as_str(&e).to_string())
 }
 
 pub fn show_compare(c: &Compare) -> String {
@@ -178,21 +180,21 @@ pub fn show_compare(c: &Compare) -> String {
     };
     format!(
         "{}({}{}) {} {}",
-        name(&TARGETS, c.target),
+        name(c.target, CompareTarget::as_str_name),
         show_bytes(&c.key),
         if c.range_end.is_empty() {
             String::new()
         } else {
             format!("..{}", show_bytes(&c.range_end))
         },
-        name(&RESULTS, c.result),
+        name(c.result, CompareResult::as_str_name),
         tu
     )
 }
 
 pub fn show_request(r: &Request) -> String {
     match r {
-        Request::Range(r) => {
+        Request::RequestRange(r) => {
             let mut s = format!(
                 "Range key={} range_end={}",
                 show_bytes(&r.key),
@@ -208,8 +210,8 @@ pub fn show_request(r: &Request) -> String {
                 let _ = write!(
                     s,
                     " sort={}/{}",
-                    name(&SORT_TARGETS, r.sort_target),
-                    name(&SORT_ORDERS, r.sort_order)
+                    name(r.sort_target, SortTarget::as_str_name),
+                    name(r.sort_order, SortOrder::as_str_name)
                 );
             }
             for (flag, on) in [
@@ -233,7 +235,7 @@ pub fn show_request(r: &Request) -> String {
             }
             s
         }
-        Request::Put(r) => {
+        Request::RequestPut(r) => {
             let mut s = format!(
                 "Put key={} value={}",
                 show_bytes(&r.key),
@@ -253,13 +255,13 @@ pub fn show_request(r: &Request) -> String {
             }
             s
         }
-        Request::DeleteRange(r) => format!(
+        Request::RequestDeleteRange(r) => format!(
             "DeleteRange key={} range_end={}{}",
             show_bytes(&r.key),
             show_bytes(&r.range_end),
             if r.prev_kv { " prev_kv" } else { "" }
         ),
-        Request::Txn(t) => {
+        Request::RequestTxn(t) => {
             let ops = |ops: &[RequestOp]| {
                 let v: Vec<String> = ops
                     .iter()
@@ -284,9 +286,10 @@ pub fn show_request(r: &Request) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use api::etcdserverpb::{RangeResponse, ResponseOp, TxnResponse};
 
     fn range(rev: i64, cluster: u64, kvs: Vec<KeyValue>) -> Outcome {
-        Ok(Response::Range(RangeResponse {
+        Ok(Response::ResponseRange(RangeResponse {
             header: Some(ResponseHeader {
                 cluster_id: cluster,
                 member_id: cluster + 1,
@@ -333,7 +336,7 @@ mod tests {
         assert!(compare(&err(tonic::Code::OutOfRange, "x"), &range(5, 1, vec![])).is_err());
         // Nested txn headers are normalized too.
         let txn = |cluster| -> Outcome {
-            Ok(Response::Txn(TxnResponse {
+            Ok(Response::ResponseTxn(TxnResponse {
                 header: None,
                 succeeded: true,
                 responses: vec![ResponseOp {
@@ -343,5 +346,23 @@ mod tests {
         };
         assert!(compare(&txn(1), &txn(2)).is_ok());
         assert_eq!(show_bytes(b"a\0\"\xff"), "\"a\\x00\\\"\\xff\"");
+        let c = Compare {
+            result: CompareResult::NotEqual as i32,
+            target: CompareTarget::Mod as i32,
+            key: b"k".to_vec(),
+            range_end: vec![],
+            target_union: Some(TargetUnion::ModRevision(3)),
+        };
+        assert_eq!(show_compare(&c), "MOD(\"k\") NOT_EQUAL mod_revision=3");
+        let r = Request::RequestRange(api::etcdserverpb::RangeRequest {
+            key: b"a".to_vec(),
+            sort_order: SortOrder::Ascend as i32,
+            sort_target: 9,
+            ..Default::default()
+        });
+        assert_eq!(
+            show_request(&r),
+            "Range key=\"a\" range_end=\"\" sort=9/ASCEND"
+        );
     }
 }

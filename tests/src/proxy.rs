@@ -5,14 +5,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::server::{connect, free_ports, hearth_bin, ETCD_BIN};
+use crate::ports::{reserve, Port};
+use crate::server::{connect, hearth_bin, ETCD_BIN};
 
 /// How long a proxy has to answer a Range through to its cluster.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct Proxy {
     child: Option<Child>,
-    port: u16,
+    port: Port,
     dir: tempfile::TempDir,
     args: Vec<String>,
     etcd: bool,
@@ -30,7 +31,7 @@ impl Proxy {
     }
 
     async fn start_kind(etcd: bool, endpoints: &[String], args: &[&str]) -> Proxy {
-        let port = free_ports(1)[0];
+        let port = reserve();
         let mut all = vec![
             format!("--endpoints={}", endpoints.join(",")),
             format!("--listen-addr=127.0.0.1:{port}"),
@@ -117,7 +118,7 @@ impl Proxy {
 
     /// The value of the unlabelled metric `name` on the proxy's `/proxy/metrics`.
     pub fn proxy_metric(&self, name: &str) -> Option<f64> {
-        let (code, body) = crate::server::http_get(self.port, "/proxy/metrics").ok()?;
+        let (code, body) = crate::server::http_get(self.port.number(), "/proxy/metrics").ok()?;
         assert_eq!(code, 200, "/proxy/metrics: {body}");
         body.lines().find_map(|l| {
             let rest = l.strip_prefix(name)?.strip_prefix(' ')?;
@@ -127,7 +128,7 @@ impl Proxy {
 
     /// `GET path` on the proxy's port.
     pub fn http_get(&self, path: &str) -> (u16, String) {
-        crate::server::http_get(self.port, path).expect("GET from the proxy")
+        crate::server::http_get(self.port.number(), path).expect("GET from the proxy")
     }
 }
 

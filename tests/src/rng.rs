@@ -1,71 +1,92 @@
-//! A small seeded PRNG (SplitMix64): stable across versions of any dependency, so a printed
-//! seed always replays the same sequence.
+//! The tests' one random generator: `fastrand`'s [`Rng`] (wyrand), always seeded from a [`Seed`]
+//! that is printed when the test starts and again if it fails, so `HEARTH_SEED=<seed>` replays
+//! the run's choices (not its timing).
+//!
+//! `fastrand` rather than a generator of our own: it is small, well kept, already in the tree
+//! (under `tempfile`) and its output for a seed is fixed by the version in `Cargo.lock`, which is
+//! all a replay needs. Code that needs several independent streams (one per client task) forks
+//! them from the seeded generator in a fixed order, so they replay too.
 
-pub struct Rng(u64);
+pub use fastrand::Rng;
 
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
+/// A run's seed: from `HEARTH_SEED` if set, else fresh. Printed at once, and again (with how to
+/// replay it) if the test panics while the `Seed` is alive: keep it for the whole test.
+pub struct Seed {
+    test: String,
+    value: u64,
+}
 
-    /// The seed from `HEARTH_SEED` if set, else a fresh one from the clock and pid.
-    pub fn seed_from_env() -> u64 {
-        match std::env::var("HEARTH_SEED") {
+impl Seed {
+    pub fn from_env(test: &str) -> Seed {
+        let value = match std::env::var("HEARTH_SEED") {
             Ok(s) => s
                 .trim()
                 .parse()
                 .unwrap_or_else(|_| panic!("HEARTH_SEED={s:?} is not a u64")),
-            Err(_) => {
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64;
-                t ^ (u64::from(std::process::id()) << 32)
-            }
+            Err(_) => fastrand::u64(..),
+        };
+        println!("{test}: seed {value} (replay with HEARTH_SEED={value})");
+        Seed {
+            test: test.to_string(),
+            value,
         }
     }
 
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    pub fn value(&self) -> u64 {
+        self.value
     }
 
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        assert!(n > 0);
-        self.next_u64() % n
+    /// A generator seeded with this seed.
+    pub fn rng(&self) -> Rng {
+        Rng::with_seed(self.value)
     }
+}
 
-    /// Uniform in `lo..=hi`.
-    pub fn range_i64(&mut self, lo: i64, hi: i64) -> i64 {
-        assert!(lo <= hi);
-        lo + self.below((hi - lo) as u64 + 1) as i64
+impl Drop for Seed {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "{} failed with seed {}: replay with HEARTH_SEED={}",
+                self.test, self.value, self.value
+            );
+        }
     }
+}
 
+/// What the randomized tests ask of a generator beyond `fastrand`'s own methods.
+pub trait RngExt {
     /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 1.0 < p
+    fn chance(&mut self, p: f64) -> bool;
+    /// One of `items` (not empty), uniformly.
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T;
+}
+
+impl RngExt for Rng {
+    fn chance(&mut self, p: f64) -> bool {
+        self.f64() < p
     }
 
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.usize(..items.len())]
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn replays() {
-        let a: Vec<u64> = {
-            let mut r = super::Rng::new(42);
-            (0..5).map(|_| r.next_u64()).collect()
+    fn a_seed_replays_the_same_choices() {
+        let draw = |seed: u64| -> Vec<u64> {
+            let mut r = Rng::with_seed(seed);
+            (0..5).map(|_| r.u64(..1000)).collect()
         };
-        let mut r = super::Rng::new(42);
-        assert_eq!(a, (0..5).map(|_| r.next_u64()).collect::<Vec<_>>());
-        assert_ne!(a[0], a[1]);
-        assert!((0..1000).all(|_| r.range_i64(-2, 3) >= -2));
+        assert_eq!(draw(42), draw(42));
+        assert_ne!(draw(42), draw(43));
+        let mut r = Rng::with_seed(7);
+        assert!((0..1000).all(|_| (-2..=3).contains(&r.i64(-2..=3))));
+        assert!((0..1000).all(|_| ["a", "b"].contains(r.pick(&["a", "b"]))));
+        assert!(!(0..1000).any(|_| r.chance(0.0)));
+        assert!((0..1000).all(|_| r.chance(1.0)));
     }
 }

@@ -2,15 +2,20 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::poll::{self, Poll};
+use crate::ports::{self, Port};
 
 /// How long a server has to answer a Range after being started.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a server has to exit after SIGTERM.
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a server's gauges have to reach what a test waits for: generous, as tearing down a
+/// stalled stream of a thousand watchers on a busy machine may take a while.
+const METRICS_DEADLINE: Duration = Duration::from_secs(180);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -74,27 +79,6 @@ pub fn hearthutl_bin() -> PathBuf {
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
 pub const ETCDCTL_BIN: &str = "/usr/bin/etcdctl";
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
-}
-
-/// `n` distinct free ports. They are held all at once so they differ; the race with other
-/// processes is accepted (and a failed bind is retried once by `Server::start`).
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
-fn two_free_ports() -> (u16, u16) {
-    let p = free_ports(2);
-    (p[0], p[1])
-}
-
 /// How a server is known to be ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Probe {
@@ -104,12 +88,13 @@ pub enum Probe {
     Serializable,
 }
 
-/// Where and how a cluster member runs (see [`Server::start_member`]).
-#[derive(Clone, Debug)]
+/// Where and how a cluster member runs (see [`Server::spawn_member`]).
+#[derive(Debug)]
 pub struct MemberSpec {
     pub name: String,
-    pub client_port: u16,
-    pub peer_port: u16,
+    /// Held by the member for its whole life.
+    pub client: Port,
+    pub peer: Port,
     /// `--initial-cluster`.
     pub initial_cluster: String,
     /// `new` or `existing`.
@@ -123,14 +108,15 @@ pub struct MemberSpec {
     pub probe: Probe,
 }
 
-/// A server process on loopback ports, in its own temporary data dir. Killed (SIGKILL) on
-/// drop; if the test is failing at that point, the tail of its log is printed.
+/// A server process on reserved loopback ports (see [`ports`]), in its own temporary data dir.
+/// Killed (SIGKILL) on drop; if the test is failing at that point, the tail of its log is
+/// printed.
 pub struct Server {
     kind: Kind,
     requested: Kind,
     dir: tempfile::TempDir,
-    client_port: u16,
-    peer_port: u16,
+    client: Port,
+    peer: Port,
     token: String,
     name: String,
     initial_cluster: Option<String>,
@@ -180,7 +166,7 @@ impl Server {
             .prefix("hearth-e2e-")
             .tempdir()
             .expect("create temp dir");
-        let (client_port, peer_port) = two_free_ports();
+        let (client, peer) = (ports::reserve(), ports::reserve());
         let token = format!(
             "hearth-e2e-{}-{}",
             std::process::id(),
@@ -190,8 +176,8 @@ impl Server {
             kind: kind.resolve(),
             requested: kind,
             dir,
-            client_port,
-            peer_port,
+            client,
+            peer,
             token,
             name: "default".into(),
             initial_cluster: None,
@@ -207,22 +193,7 @@ impl Server {
             p(&s.data_dir());
         }
         s.spawn();
-        if let Err(e) = s.probe_until_ready().await {
-            // The one accepted race: a port taken between choosing and binding. Retry once
-            // with new ports; anything else fails the test.
-            if s.log().contains("address already in use") {
-                s.kill_child();
-                s.client_port = free_port();
-                s.peer_port = free_port();
-                let _ = std::fs::remove_dir_all(s.data_dir());
-                s.spawn();
-                if let Err(e) = s.probe_until_ready().await {
-                    s.fail(&e);
-                }
-            } else {
-                s.fail(&e);
-            }
-        }
+        s.wait_ready().await;
         s
     }
 
@@ -243,12 +214,13 @@ impl Server {
             .prefix("hearth-e2e-")
             .tempdir()
             .expect("create temp dir");
+        prepare(&spec, &dir.path().join("data"));
         let mut s = Server {
             kind: kind.resolve(),
             requested: kind,
             dir,
-            client_port: spec.client_port,
-            peer_port: spec.peer_port,
+            client: spec.client,
+            peer: spec.peer,
             token: spec.token,
             name: spec.name,
             initial_cluster: Some(spec.initial_cluster),
@@ -260,7 +232,6 @@ impl Server {
             starts: 0,
             opts: Options::default(),
         };
-        prepare(&spec_of(&s), &s.data_dir());
         s.spawn();
         s
     }
@@ -279,7 +250,7 @@ impl Server {
 
     /// The peer URL (`--initial-advertise-peer-urls`).
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        self.peer.url()
     }
 
     /// Whether the process is running (as far as the harness knows).
@@ -339,7 +310,7 @@ impl Server {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        self.client.url()
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -355,7 +326,7 @@ impl Server {
     }
 
     fn command(&self) -> Command {
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = self.peer_url();
         let client = self.endpoint();
         let mut cmd = match self.kind {
             Kind::Hearth => Command::new(hearth_bin()),
@@ -433,9 +404,9 @@ impl Server {
 
     /// Polls a Range request until it succeeds, the process exits, or the deadline passes.
     async fn probe_until_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + READY_DEADLINE;
+        let mut poll = Poll::new("a Range request answered", READY_DEADLINE);
         let endpoint = self.endpoint();
-        let mut last_err = String::from("no attempt yet");
+        let serializable = self.probe == Probe::Serializable;
         loop {
             if let Some(child) = &mut self.child {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -443,19 +414,19 @@ impl Server {
                     return Err(format!("server exited during startup with {status}"));
                 }
             }
-            if Instant::now() > deadline {
+            let last_err =
+                match tokio::time::timeout(Duration::from_secs(3), probe(&endpoint, serializable))
+                    .await
+                {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(e)) => e,
+                    Err(_) => "probe timed out".into(),
+                };
+            if !poll.try_next().await {
                 return Err(format!(
                     "server did not answer a Range request within {READY_DEADLINE:?} (last error: {last_err})"
                 ));
             }
-            let serializable = self.probe == Probe::Serializable;
-            match tokio::time::timeout(Duration::from_secs(3), probe(&endpoint, serializable)).await
-            {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => last_err = e,
-                Err(_) => last_err = "probe timed out".into(),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -487,11 +458,8 @@ impl Server {
     /// fails the test.
     pub fn stop(&mut self) {
         let mut c = self.child.take().expect("stop: server not running");
-        // SAFETY: plain kill(2) on our own child's pid.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill -TERM failed");
-        let deadline = Instant::now() + STOP_DEADLINE;
+        signal(&c, rustix::process::Signal::TERM).expect("kill -TERM");
+        let mut poll = Poll::new("the server to exit after SIGTERM", STOP_DEADLINE);
         loop {
             if let Some(status) = c.try_wait().expect("wait") {
                 let _ = writeln!(
@@ -500,12 +468,11 @@ impl Server {
                 );
                 return;
             }
-            if Instant::now() > deadline {
+            if !poll.try_next_blocking() {
                 let _ = c.kill();
                 let _ = c.wait();
                 self.fail(&format!("did not exit within {STOP_DEADLINE:?} of SIGTERM"));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -526,20 +493,25 @@ impl Server {
         self.spawn();
     }
 
+    /// The exit status if the process has exited (it is then no longer running), else None.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
     /// Waits until the process exits on its own; returns its exit status, or None if it was
     /// still running at the deadline.
     pub async fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + deadline;
+        let mut poll = Poll::new("the server to exit", deadline);
         loop {
-            let c = self.child.as_mut()?;
-            if let Ok(Some(status)) = c.try_wait() {
-                self.child = None;
+            self.child.as_ref()?;
+            if let Some(status) = self.exited() {
                 return Some(status);
             }
-            if Instant::now() > end {
+            if !poll.try_next().await {
                 return None;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -575,18 +547,31 @@ impl Server {
 
     /// The server's `/metrics` page (Prometheus text format).
     pub fn metrics(&self) -> String {
-        match http_get(self.client_port, "/metrics") {
+        match http_get(self.client.number(), "/metrics") {
             Ok((200, body)) => body,
             other => panic!("GET /metrics from {}: {other:?}", self.endpoint()),
         }
     }
 
-    /// The value of the unlabelled metric `name` on `/metrics` (None if absent).
+    /// The value of the metric `name` on `/metrics` (None if absent); see [`metric_value`].
     pub fn metric(&self, name: &str) -> Option<f64> {
-        self.metrics().lines().find_map(|l| {
-            let rest = l.strip_prefix(name)?.strip_prefix(' ')?;
-            rest.trim().parse().ok()
+        metric_value(&self.metrics(), name)
+    }
+
+    /// Waits until every metric in `want` has its value on `/metrics` (gauges that say the
+    /// server has done something: watchers created and caught up, say).
+    pub async fn wait_metrics(&self, want: &[(&str, f64)]) {
+        let what = format!("{:?} on {:?}'s /metrics", want, self.kind);
+        poll::eventually(what, METRICS_DEADLINE, async || {
+            let page = self.metrics();
+            let have: Vec<Option<f64>> = want.iter().map(|(n, _)| metric_value(&page, n)).collect();
+            if want.iter().zip(&have).all(|((_, v), h)| *h == Some(*v)) {
+                Ok(())
+            } else {
+                Err(have)
+            }
         })
+        .await
     }
 
     /// The sum of every series of metric `name` on `/metrics`, whatever its labels (0 if absent).
@@ -628,7 +613,7 @@ impl Server {
 
     /// `GET path` over plain HTTP/1.1 on the client port (`/metrics`, `/health`): status and body.
     pub async fn http_get(&self, path: &str) -> (u16, String) {
-        let port = self.client_port;
+        let port = self.client.number();
         let p = path.to_string();
         tokio::task::spawn_blocking(move || http_get(port, &p))
             .await
@@ -644,8 +629,8 @@ impl Server {
     }
 
     /// A raw KV client (requests sent exactly as built).
-    pub async fn raw(&self) -> crate::wire::RawKv {
-        crate::wire::RawKv::connect(&self.endpoint())
+    pub async fn raw(&self) -> crate::rpc::RawKv {
+        crate::rpc::RawKv::connect(&self.endpoint())
             .await
             .unwrap_or_else(|e| panic!("connect to {}: {e}", self.endpoint()))
     }
@@ -677,19 +662,18 @@ impl Drop for Server {
     }
 }
 
-/// The spec a member was spawned with.
-fn spec_of(s: &Server) -> MemberSpec {
-    MemberSpec {
-        name: s.name.clone(),
-        client_port: s.client_port,
-        peer_port: s.peer_port,
-        initial_cluster: s.initial_cluster.clone().unwrap_or_default(),
-        state: s.state,
-        token: s.token.clone(),
-        args: s.args.clone(),
-        fault_file: s.fault_file,
-        probe: s.probe,
-    }
+/// Sends `sig` to a child process.
+pub fn signal(c: &Child, sig: rustix::process::Signal) -> std::io::Result<()> {
+    rustix::process::kill_process(rustix::process::Pid::from_child(c), sig).map_err(Into::into)
+}
+
+/// The value of the metric `name` (with its labels, if any: `name{le="2"}`) in a `/metrics`
+/// page; None if absent.
+pub fn metric_value(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?.strip_prefix(' ')?;
+        rest.trim().parse().ok()
+    })
 }
 
 /// A plain HTTP/1.0 GET on the loopback port; returns the body of a 200 answer.

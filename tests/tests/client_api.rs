@@ -2,12 +2,19 @@
 //! request, the raw client), with the exact responses and errors etcd 3.4 gives. Every
 //! expectation here was checked against etcd itself (`HEARTH_TEST_TARGET=etcd`).
 
+use api::etcdserverpb::range_request::{SortOrder as WireSortOrder, SortTarget as WireSortTarget};
+use api::etcdserverpb::response_op::Response;
+use api::etcdserverpb::{
+    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    TxnRequest, TxnResponse,
+};
+use api::mvccpb::KeyValue;
 use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions,
     SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 use hearth_tests::normalize::show_kv;
-use hearth_tests::wire::{self, convert, RpcError};
+use hearth_tests::rpc::{convert, RpcError};
 use hearth_tests::{Kind, Server};
 use tonic::Code;
 
@@ -19,7 +26,7 @@ const TOO_MANY_OPS: &str = "etcdserver: too many operations in txn request";
 const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request";
 const TOO_LARGE: &str = "etcdserver: request is too large";
 
-fn range(r: &etcd_client::GetResponse) -> wire::RangeResponse {
+fn range(r: &etcd_client::GetResponse) -> RangeResponse {
     convert(&r.0)
 }
 
@@ -28,7 +35,7 @@ fn rev(h: Option<&etcd_client::ResponseHeader>) -> i64 {
 }
 
 /// `key=value` for each kv, in order.
-fn kvs(r: &wire::RangeResponse) -> Vec<String> {
+fn kvs(r: &RangeResponse) -> Vec<String> {
     r.kvs
         .iter()
         .map(|kv| {
@@ -41,15 +48,15 @@ fn kvs(r: &wire::RangeResponse) -> Vec<String> {
         .collect()
 }
 
-fn keys(r: &wire::RangeResponse) -> Vec<String> {
+fn keys(r: &RangeResponse) -> Vec<String> {
     r.kvs
         .iter()
         .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
         .collect()
 }
 
-fn kv(key: &str, value: &str, create: i64, modr: i64, version: i64) -> wire::KeyValue {
-    wire::KeyValue {
+fn kv(key: &str, value: &str, create: i64, modr: i64, version: i64) -> KeyValue {
+    KeyValue {
         key: key.into(),
         value: value.into(),
         create_revision: create,
@@ -67,7 +74,7 @@ fn assert_err<T: std::fmt::Debug>(r: Result<T, etcd_client::Error>, code: Code, 
     }
 }
 
-async fn get(c: &mut Client, key: &str, opts: GetOptions) -> wire::RangeResponse {
+async fn get(c: &mut Client, key: &str, opts: GetOptions) -> RangeResponse {
     range(&c.get(key, Some(opts)).await.expect("get"))
 }
 
@@ -253,11 +260,11 @@ async fn range_options() {
     // KEY/ASCEND as sent on the wire (the crate rewrites it to NONE).
     let mut raw = server.raw().await;
     let r = raw
-        .range(wire::RangeRequest {
+        .range(RangeRequest {
             key: vec![0],
             range_end: vec![0],
-            sort_target: wire::sort_target::KEY,
-            sort_order: wire::sort_order::ASCEND,
+            sort_target: WireSortTarget::Key as i32,
+            sort_order: WireSortOrder::Ascend as i32,
             limit: 3,
             ..Default::default()
         })
@@ -363,7 +370,7 @@ async fn put_options_and_errors() {
         .await
         .unwrap();
     assert_eq!(rev(r.header()), 3);
-    let prev: wire::PutResponse = convert(&r.0);
+    let prev: PutResponse = convert(&r.0);
     assert_eq!(prev.prev_kv, Some(kv("k", "v1", 2, 2, 1)));
     // Without prev_kv: none.
     let r = c.put("k", "v3", None).await.unwrap();
@@ -380,7 +387,7 @@ async fn put_options_and_errors() {
         .await
         .unwrap();
     assert_eq!(rev(r.header()), 5);
-    let prev: wire::PutResponse = convert(&r.0);
+    let prev: PutResponse = convert(&r.0);
     assert_eq!(prev.prev_kv, Some(kv("k", "v3", 2, 4, 3)));
     let g = get(&mut c, "k", GetOptions::new()).await;
     assert_eq!(g.kvs, vec![kv("k", "v3", 2, 5, 4)]);
@@ -495,7 +502,7 @@ async fn delete_options() {
         .delete("c", Some(DeleteOptions::new().with_prev_key()))
         .await
         .unwrap();
-    let d: wire::DeleteRangeResponse = convert(&r.0);
+    let d: DeleteRangeResponse = convert(&r.0);
     assert_eq!(d.deleted, 1);
     assert_eq!(d.prev_kvs, vec![kv("c", "3", 4, 4, 1)]);
     assert_eq!(d.header.unwrap().revision, 8);
@@ -514,7 +521,7 @@ async fn delete_options() {
         )
         .await
         .unwrap();
-    let d: wire::DeleteRangeResponse = convert(&r.0);
+    let d: DeleteRangeResponse = convert(&r.0);
     assert_eq!(d.deleted, 2);
     assert_eq!(
         d.prev_kvs,
@@ -558,7 +565,7 @@ async fn delete_options() {
         )
         .await
         .unwrap();
-    let d: wire::DeleteRangeResponse = convert(&r.0);
+    let d: DeleteRangeResponse = convert(&r.0);
     assert_eq!(d.prev_kvs, vec![kv("a", "new", 11, 11, 1)]);
     assert_eq!(d.header.unwrap().revision, 16);
     let r = get(&mut c, "", GetOptions::new().with_all_keys()).await;
@@ -608,9 +615,9 @@ async fn txn_compares() {
                     .or_else([TxnOp::get("b", None)]);
                 let r = c.txn(txn).await.unwrap();
                 assert_eq!(r.succeeded(), expect, "{cmp:?}");
-                let resp: wire::TxnResponse = convert(&r.0);
+                let resp: TxnResponse = convert(&r.0);
                 assert_eq!(resp.header.as_ref().unwrap().revision, 7);
-                let Some(wire::Response::Range(g)) = &resp.responses[0].response else {
+                let Some(Response::ResponseRange(g)) = &resp.responses[0].response else {
                     panic!("expected a range response: {resp:?}");
                 };
                 assert_eq!(keys(g), [if expect { "a" } else { "b" }], "{cmp:?}");
@@ -724,8 +731,8 @@ async fn txn_compares() {
     // A compare with an empty key is an error.
     let mut raw = server.raw().await;
     let e = raw
-        .txn(wire::TxnRequest {
-            compare: vec![wire::Compare::default()],
+        .txn(TxnRequest {
+            compare: vec![api::etcdserverpb::Compare::default()],
             ..Default::default()
         })
         .await
@@ -759,22 +766,22 @@ async fn txn_ops_and_nesting() {
         .await
         .unwrap();
     assert!(r.succeeded());
-    let t: wire::TxnResponse = convert(&r.0);
+    let t: TxnResponse = convert(&r.0);
     assert_eq!(t.header.as_ref().unwrap().revision, 8);
     let resp: Vec<_> = t
         .responses
         .iter()
         .map(|r| r.response.clone().unwrap())
         .collect();
-    let wire::Response::Put(p0) = &resp[0] else {
+    let Response::ResponsePut(p0) = &resp[0] else {
         panic!("{t:?}")
     };
     assert_eq!(p0.header.as_ref().unwrap().revision, 8);
-    let wire::Response::Put(p1) = &resp[1] else {
+    let Response::ResponsePut(p1) = &resp[1] else {
         panic!("{t:?}")
     };
     assert_eq!(p1.prev_kv, Some(kv("a", "10", 2, 5, 2)));
-    let wire::Response::Range(g) = &resp[2] else {
+    let Response::ResponseRange(g) = &resp[2] else {
         panic!("{t:?}")
     };
     assert_eq!(
@@ -789,28 +796,28 @@ async fn txn_ops_and_nesting() {
         ]
     );
     assert_eq!(g.header.as_ref().unwrap().revision, 8);
-    let wire::Response::DeleteRange(d) = &resp[3] else {
+    let Response::ResponseDeleteRange(d) = &resp[3] else {
         panic!("{t:?}")
     };
     assert_eq!(d.deleted, 2);
     assert_eq!(
-        keys(&wire::RangeResponse {
+        keys(&RangeResponse {
             kvs: d.prev_kvs.clone(),
             ..Default::default()
         }),
         ["b", "b/x"]
     );
-    let wire::Response::Range(g) = &resp[4] else {
+    let Response::ResponseRange(g) = &resp[4] else {
         panic!("{t:?}")
     };
     assert_eq!(g.count, 0);
     // Inner headers carry the revision.
     for r in &resp {
         let h = match r {
-            wire::Response::Range(x) => &x.header,
-            wire::Response::Put(x) => &x.header,
-            wire::Response::DeleteRange(x) => &x.header,
-            wire::Response::Txn(x) => &x.header,
+            Response::ResponseRange(x) => &x.header,
+            Response::ResponsePut(x) => &x.header,
+            Response::ResponseDeleteRange(x) => &x.header,
+            Response::ResponseTxn(x) => &x.header,
         };
         assert_eq!(h.as_ref().map(|h| h.revision), Some(8), "{t:?}");
     }
@@ -858,16 +865,16 @@ async fn txn_ops_and_nesting() {
         .unwrap();
     assert!(r.succeeded());
     assert_eq!(rev(r.header()), 9);
-    let t: wire::TxnResponse = convert(&r.0);
-    let Some(wire::Response::Txn(i1)) = &t.responses[1].response else {
+    let t: TxnResponse = convert(&r.0);
+    let Some(Response::ResponseTxn(i1)) = &t.responses[1].response else {
         panic!("{t:?}")
     };
     assert!(i1.succeeded);
     assert_eq!(i1.responses.len(), 2);
-    let Some(wire::Response::Txn(i2)) = &t.responses[2].response else {
+    let Some(Response::ResponseTxn(i2)) = &t.responses[2].response else {
         panic!("{t:?}")
     };
-    let Some(wire::Response::Txn(i3)) = &i2.responses[0].response else {
+    let Some(Response::ResponseTxn(i3)) = &i2.responses[0].response else {
         panic!("{t:?}")
     };
     assert!(!i3.succeeded);
@@ -909,11 +916,11 @@ async fn txn_ops_and_nesting() {
         ]))
         .await
         .unwrap();
-    let t: wire::TxnResponse = convert(&r.0);
-    let Some(wire::Response::Txn(i)) = &t.responses[1].response else {
+    let t: TxnResponse = convert(&r.0);
+    let Some(Response::ResponseTxn(i)) = &t.responses[1].response else {
         panic!("{t:?}")
     };
-    let Some(wire::Response::Range(g)) = &i.responses[0].response else {
+    let Some(Response::ResponseRange(g)) = &i.responses[0].response else {
         panic!("{t:?}")
     };
     assert_eq!(kvs(g), ["seen=again"]);
@@ -940,8 +947,8 @@ async fn txn_ops_and_nesting() {
     // An op with no request in it.
     let mut raw = server.raw().await;
     let e = raw
-        .txn(wire::TxnRequest {
-            success: vec![wire::RequestOp { request: None }],
+        .txn(TxnRequest {
+            success: vec![RequestOp { request: None }],
             ..Default::default()
         })
         .await
@@ -1254,7 +1261,7 @@ async fn request_size_limits() {
     // Over the gRPC receive limit (1.5 MiB + 512 KiB = 2 MiB): rejected by the transport with
     // ResourceExhausted, naming the message size and the limit.
     let v = vec![b'z'; 2 * MIB + 1024];
-    let size = prost::Message::encoded_len(&wire::PutRequest {
+    let size = prost::Message::encoded_len(&PutRequest {
         key: b"too-big".to_vec(),
         value: v.clone(),
         ..Default::default()

@@ -2,12 +2,15 @@
 //! a member cut off from its peers, a peer from another cluster. Every test ends by checking that
 //! HashKV at the same revision is equal on all members.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::GetOptions;
 use hearth_tests::ctl::Ctl;
 use hearth_tests::load::{self, Load};
-use hearth_tests::server::{free_ports, MemberSpec, Probe};
+use hearth_tests::poll;
+use hearth_tests::ports;
+use hearth_tests::rng::Seed;
+use hearth_tests::server::{MemberSpec, Probe};
 use hearth_tests::{Cluster, Kind, Server};
 
 fn ctl_ok(s: &Server, args: &[&str]) -> Ctl {
@@ -35,10 +38,10 @@ async fn writes_and_reads_on_every_member() {
             .expect("get");
         assert_eq!(r.kvs().len(), 3, "linearizable read on member {i}");
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
     for i in 0..3 {
         let mut cl = c.member(i).client().await;
-        loop {
+        let what = format!("member {i} to apply the writes");
+        poll::eventually(what, Duration::from_secs(10), async || {
             let r = cl
                 .get(
                     "k",
@@ -46,15 +49,9 @@ async fn writes_and_reads_on_every_member() {
                 )
                 .await
                 .expect("serializable get");
-            if r.kvs().len() == 3 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "member {i} never applied the writes"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            r.kvs().len() == 3
+        })
+        .await;
     }
 
     // etcdctl, against a follower and the leader.
@@ -169,24 +166,13 @@ async fn member_cut_off_from_peers_serves_again_once_healed() {
     let new_leader = c.wait_leader(&[cut]).await;
     assert_ne!(new_leader, cut);
     let mut isolated = c.member(cut).client().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = isolated.status().await.expect("status");
-        if s.leader() == 0 {
-            assert_eq!(s.errors(), ["etcdserver: no leader"]);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the cut-off member kept its leader"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let s = c.wait_leader_lost(cut).await;
+    assert_eq!(s.errors(), ["etcdserver: no leader"]);
 
     // A client that requires a leader is refused at once (etcd's `WithRequireLeader`).
     let mut raw = c.member(cut).raw().await;
     let refused = raw
-        .range_requiring_leader(hearth_tests::wire::RangeRequest {
+        .range_requiring_leader(api::etcdserverpb::RangeRequest {
             key: b"any".to_vec(),
             serializable: true,
             ..Default::default()
@@ -241,18 +227,13 @@ async fn member_cut_off_from_peers_serves_again_once_healed() {
     );
 
     c.member(cut).cut_off(false);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = isolated.get("during-cut", None).await {
-            assert_eq!(r.kvs().len(), 1);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the healed member does not serve"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let r = poll::eventually(
+        "the healed member to serve a linearizable read",
+        Duration::from_secs(30),
+        async || isolated.get("during-cut", None).await,
+    )
+    .await;
+    assert_eq!(r.kvs().len(), 1);
     isolated
         .put("after-heal", "1", None)
         .await
@@ -271,17 +252,17 @@ async fn peer_from_another_cluster_is_rejected() {
     }
     // A new member that believes it bootstraps a cluster with our members, under another token:
     // another cluster id. Its streams must be refused, loudly, and nothing may change here.
-    let ports = free_ports(2);
+    let (client, peer) = (ports::reserve(), ports::reserve());
     let mut initial: Vec<String> = (0..3)
         .map(|i| format!("{}={}", c.member(i).name(), c.member(i).peer_url()))
         .collect();
-    initial.push(format!("stranger=http://127.0.0.1:{}", ports[1]));
+    initial.push(format!("stranger={}", peer.url()));
     let stranger = Server::spawn_member(
         Kind::Hearth,
         MemberSpec {
             name: "stranger".into(),
-            client_port: ports[0],
-            peer_port: ports[1],
+            client,
+            peer,
             initial_cluster: initial.join(","),
             state: "new",
             token: "another-cluster".into(),
@@ -290,15 +271,18 @@ async fn peer_from_another_cluster_is_rejected() {
             probe: Probe::Serializable,
         },
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !stranger.log().contains("cluster ID mismatch") {
-        assert!(
-            Instant::now() < deadline,
-            "the stranger was not told about the cluster ID mismatch:\n{}",
-            stranger.log_tail(30)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll::eventually(
+        "the stranger to be told about the cluster ID mismatch",
+        Duration::from_secs(20),
+        async || {
+            if stranger.log().contains("cluster ID mismatch") {
+                Ok(())
+            } else {
+                Err(format!("its log ends:\n{}", stranger.log_tail(30)))
+            }
+        },
+    )
+    .await;
     let seen = (0..3).any(|i| c.member(i).log().contains("request cluster ID mismatch"));
     assert!(seen, "no member logged the mismatch");
     let list = ctl_ok(c.member(0), &["member", "list"]).stdout;
@@ -316,9 +300,9 @@ async fn scripts_cluster_starts_and_stops_three_members() {
     }
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster");
     let dir = tempfile::tempdir().expect("temp dir");
-    let ports = free_ports(6);
-    let client: Vec<String> = ports[..3].iter().map(u16::to_string).collect();
-    let peer: Vec<String> = ports[3..].iter().map(u16::to_string).collect();
+    let ports = ports::reserve_n(6);
+    let client: Vec<String> = ports[..3].iter().map(ToString::to_string).collect();
+    let peer: Vec<String> = ports[3..].iter().map(ToString::to_string).collect();
     let run = |arg: &str| {
         let out = std::process::Command::new(&script)
             .arg(arg)
@@ -341,19 +325,20 @@ async fn scripts_cluster_starts_and_stops_three_members() {
         .map(|p| format!("http://127.0.0.1:{p}"))
         .collect::<Vec<_>>()
         .join(",");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let list = loop {
-        let out = hearth_tests::server::etcdctl(&endpoints, &["member", "list"], "");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() && text.matches(", started, infra").count() == 3 {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "scripts/cluster did not come up: {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let list = poll::eventually(
+        "scripts/cluster to come up",
+        Duration::from_secs(30),
+        async || {
+            let out = hearth_tests::server::etcdctl(&endpoints, &["member", "list"], "");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() && text.matches(", started, infra").count() == 3 {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
     for name in ["infra1", "infra2", "infra3"] {
         assert!(list.contains(name), "{list}");
     }
@@ -432,31 +417,31 @@ async fn move_leader_transfers_leadership_to_the_chosen_member() {
         ),
         e => panic!("move-leader through a follower: {e:?}"),
     }
+    // Every member has applied every write (a serializable read shows only what it applied).
+    c.assert_hashkv_equal().await;
     for i in 0..3 {
         load::verify(&c.member(i).endpoint(), "move", &acks).await;
     }
-    c.assert_hashkv_equal().await;
 }
+
+/// How long a member may keep a connection open after the garbage on it ended.
+const HANG_UP: Duration = Duration::from_secs(30);
 
 /// Garbage on a member's peer port (random bytes, a broken HTTP/1 request, an HTTP/2 preface followed
 /// by junk frames, a connection dropped mid-frame) changes nothing: every member keeps running and
 /// serving, and the data stays the same everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_peer_port_is_shrugged_off() {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seed = Seed::from_env("garbage_on_the_peer_port_is_shrugged_off");
+    let mut rng = seed.rng();
     let c = Cluster::start(3).await;
     let load = Load::start("hostile", c.endpoints(), 2);
     load.wait_more(20).await;
-    let mut x = 0x9e37_79b9_u32;
     let mut noise = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
+        let mut b = vec![0; n];
+        rng.fill(&mut b);
+        b
     };
     let mut inputs = vec![
         noise(4096),
@@ -476,9 +461,16 @@ async fn garbage_on_the_peer_port_is_shrugged_off() {
         for (k, bytes) in inputs.iter().enumerate() {
             if let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await {
                 let _ = s.write_all(bytes).await;
-                // Every other time hang up at once, mid-frame.
+                // Every other time hang up at once, mid-frame; else say the input is over and
+                // wait for the member to hang up on it.
                 if k.is_multiple_of(2) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let _ = s.shutdown().await;
+                    let mut rest = Vec::new();
+                    let read = tokio::time::timeout(HANG_UP, s.read_to_end(&mut rest)).await;
+                    assert!(
+                        read.is_ok(),
+                        "member {i} kept a connection of garbage open for {HANG_UP:?}"
+                    );
                 }
             }
         }
@@ -491,7 +483,10 @@ async fn garbage_on_the_peer_port_is_shrugged_off() {
             "member {i} died:\n{}",
             c.member(i).log_tail(30)
         );
+    }
+    // Every member has applied every write (a serializable read shows only what it applied).
+    c.assert_hashkv_equal().await;
+    for i in 0..3 {
         load::verify(&c.member(i).endpoint(), "hostile", &acks).await;
     }
-    c.assert_hashkv_equal().await;
 }

@@ -7,7 +7,8 @@
 //! driven by a trigger (a compaction, a defragmentation, a membership change). The test waits for
 //! the abort (and checks that it was that failpoint), restarts the member without failpoints and
 //! checks that the members' HashKV agree at a revision they all reached. Every few rounds a member
-//! is cut off from its peers for a while and healed, under the same load.
+//! is cut off from its peers, under the same load, until it has lost its leader and the others
+//! have one among themselves, and is healed.
 //!
 //! Throughout, [`Traffic`] records every get, put, delete and compare-and-swap txn with its times,
 //! and a [`ResumingWatcher`] follows the keys, resuming on another member whenever its stream
@@ -21,11 +22,13 @@
 use std::os::unix::process::ExitStatusExt as _;
 use std::time::{Duration, Instant};
 
+use api::etcdserverpb::{CompactionRequest, RangeRequest};
 use etcd_client::MemberAddOptions;
 use hearth_tests::history::{ResumingWatcher, Traffic};
-use hearth_tests::rng::Rng;
-use hearth_tests::server::free_ports;
-use hearth_tests::wire::{CompactionRequest, RangeRequest, RawKv};
+use hearth_tests::poll::{self, Poll};
+use hearth_tests::ports::{self, Port};
+use hearth_tests::rng::{Rng, Seed};
+use hearth_tests::rpc::RawKv;
 use hearth_tests::{linearizability, Cluster, Kind};
 
 const PREFIX: &str = "fp";
@@ -76,8 +79,13 @@ enum Ending {
     FullDisk,
 }
 
+/// A learner added by a trigger: its id, when, and the (never used) port of its peer URL.
+type Learner = Option<(u64, Instant, Port)>;
+
 struct Run {
     c: Cluster,
+    /// Kept for the whole run: prints the seed if the test fails.
+    _seed: Seed,
     rng: Rng,
     traffic: Traffic,
     watcher: ResumingWatcher,
@@ -89,16 +97,17 @@ struct Run {
 
 impl Run {
     async fn start(test: &str, members: usize, args: &[&str]) -> Run {
-        let seed = Rng::seed_from_env();
-        println!("{test}: seed {seed} (replay with HEARTH_SEED={seed})");
+        let seed = Seed::from_env(test);
+        let mut rng = seed.rng();
         let c = Cluster::start_with(Kind::Hearth, members, args).await;
         let endpoints: Vec<String> = c.members.iter().map(|m| m.endpoint()).collect();
-        let traffic = Traffic::start(PREFIX, endpoints.clone(), CLIENTS, seed);
+        let traffic = Traffic::start(PREFIX, endpoints.clone(), CLIENTS, &mut rng);
         let watcher = ResumingWatcher::start(PREFIX, endpoints.clone());
         traffic.wait_more(200).await;
         Run {
             c,
-            rng: Rng::new(seed),
+            _seed: seed,
+            rng,
             traffic,
             watcher,
             endpoints,
@@ -112,8 +121,8 @@ impl Run {
         let leader = self.c.wait_leader(&[]).await;
         match target {
             Target::Leader => leader,
-            Target::Follower => (leader + 1 + self.rng.below(n as u64 - 1) as usize) % n,
-            Target::Any => self.rng.below(n as u64) as usize,
+            Target::Follower => (leader + 1 + self.rng.usize(..n - 1)) % n,
+            Target::Any => self.rng.usize(..n),
         }
     }
 
@@ -128,26 +137,23 @@ impl Run {
             m.set_env(&[("HEARTH_FAILPOINTS", spec)]);
             m.respawn();
         }
-        let deadline = Instant::now() + CRASH_DEADLINE;
-        let mut learner: Option<(u64, Instant)> = None;
+        let mut poll = Poll::new(format!("{name} to reach failpoint {spec}"), CRASH_DEADLINE);
+        let mut learner: Learner = None;
         let mut last_trigger = Instant::now() - Duration::from_secs(10);
         let status = loop {
-            if let Some(st) = self
-                .c
-                .member_mut(i)
-                .wait_exit(Duration::from_millis(100))
-                .await
-            {
+            if let Some(st) = self.c.member_mut(i).exited() {
                 break st;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not reach failpoint {spec} within {CRASH_DEADLINE:?}\n{}",
-                self.c.member(i).log_tail(40)
-            );
+            // Triggers are paced (one a second), not waited on: the exit is what counts.
             if last_trigger.elapsed() >= Duration::from_secs(1) {
                 last_trigger = Instant::now();
                 self.trigger(i, trigger, &mut learner).await;
+            }
+            if !poll.try_next().await {
+                panic!(
+                    "{name} did not reach failpoint {spec} within {CRASH_DEADLINE:?}\n{}",
+                    self.c.member(i).log_tail(40)
+                );
             }
         };
         let log = self.c.member(i).log();
@@ -182,7 +188,7 @@ impl Run {
         let m = self.c.member_mut(i);
         m.set_env(&[]);
         m.restart().await;
-        if let Some((id, _)) = learner {
+        if let Some((id, _, _port)) = learner {
             self.remove_learner(id).await;
         }
         self.watcher.resume_now();
@@ -194,7 +200,7 @@ impl Run {
         );
     }
 
-    async fn trigger(&mut self, i: usize, trigger: Trigger, learner: &mut Option<(u64, Instant)>) {
+    async fn trigger(&mut self, i: usize, trigger: Trigger, learner: &mut Learner) {
         match trigger {
             Trigger::Load => {}
             Trigger::Compact => {
@@ -227,10 +233,10 @@ impl Run {
                     let _ = c.defragment().await;
                 }
             }
-            Trigger::ConfChange => match *learner {
+            Trigger::ConfChange => match learner {
                 None => {
-                    let port = free_ports(1)[0];
-                    let url = format!("http://127.0.0.1:{port}");
+                    let port = ports::reserve();
+                    let url = port.url();
                     let opts = MemberAddOptions::new().with_is_learner();
                     for e in self.endpoints.iter().filter(|e| **e != self.endpoints[i]) {
                         let Ok(mut c) = hearth_tests::server::connect(e).await else {
@@ -238,14 +244,14 @@ impl Run {
                         };
                         if let Ok(r) = c.member_add([url.as_str()], Some(opts.clone())).await {
                             let id = r.member().expect("added member").id();
-                            *learner = Some((id, Instant::now()));
+                            *learner = Some((id, Instant::now(), port));
                             return;
                         }
                     }
                 }
                 // The target was not ready for the change: remove the learner and add another.
-                Some((id, since)) if since.elapsed() > Duration::from_secs(3) => {
-                    self.remove_learner(id).await;
+                Some((id, since, _)) if since.elapsed() > Duration::from_secs(3) => {
+                    self.remove_learner(*id).await;
                     *learner = None;
                 }
                 Some(_) => {}
@@ -254,30 +260,31 @@ impl Run {
     }
 
     async fn remove_learner(&self, id: u64) {
-        let deadline = Instant::now() + CRASH_DEADLINE;
-        loop {
+        let what = format!("learner {id:x} removed");
+        poll::eventually(what, CRASH_DEADLINE, async || {
+            let mut last = String::from("no member reachable");
             for e in &self.endpoints {
                 let Ok(mut c) = hearth_tests::server::connect(e).await else {
                     continue;
                 };
                 match c.member_remove(id).await {
-                    Ok(_) => return,
-                    Err(e) if e.to_string().contains("member not found") => return,
-                    Err(_) => {}
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.to_string().contains("member not found") => return Ok(()),
+                    Err(e) => last = e.to_string(),
                 }
             }
-            assert!(Instant::now() < deadline, "cannot remove learner {id:x}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            Err(last)
+        })
+        .await
     }
 
     async fn crash_at(&mut self, case: Case) {
         let i = self.pick(case.target).await;
         let skip = match case.trigger {
             // Snapshot markers come every `--snapshot-count` entries: the next one or the one after.
-            Trigger::Load if case.point.contains("WAL") => self.rng.below(2),
+            Trigger::Load if case.point.contains("WAL") => self.rng.u64(..2),
             // Enough passes that the crash comes mid-load, not during the restart.
-            Trigger::Load => 20 + self.rng.below(80),
+            Trigger::Load => 20 + self.rng.u64(..80),
             _ => 0,
         };
         let spec = format!("{}={skip}*off->abort", case.point);
@@ -285,13 +292,15 @@ impl Run {
             .await;
     }
 
-    /// Cuts a member off from its peers under load for a while, then heals it.
+    /// Cuts a member off from its peers under load until it has noticed (it knows no leader)
+    /// and the others have a leader among themselves, then heals it.
     async fn partition(&mut self) {
         let n = self.c.members.len();
-        let i = self.rng.below(n as u64) as usize;
+        let i = self.rng.usize(..n);
         let name = self.c.member(i).name().to_string();
         self.c.member(i).cut_off(true);
-        tokio::time::sleep(Duration::from_millis(800 + self.rng.below(1200))).await;
+        self.c.wait_leader_lost(i).await;
+        self.c.wait_leader(&[i]).await;
         self.c.member(i).cut_off(false);
         self.watcher.resume_now();
         self.traffic.wait_more(150).await;
@@ -444,14 +453,14 @@ async fn full_disk_stops_the_member_and_loses_nothing() {
             }
             let i = run.pick(target).await;
             // Full for a moment: one write fails, later ones would succeed again.
-            let spec = format!("{point}={}*off->1*return(ENOSPC)", 20 + run.rng.below(80));
+            let spec = format!("{point}={}*off->1*return(ENOSPC)", 20 + run.rng.u64(..80));
             run.crash(i, point, &spec, Trigger::Load, Ending::FullDisk)
                 .await;
         }
         if members == 1 {
             let spec = format!(
                 "walBeforeSync={}*off->1*return(ENOSPC)",
-                20 + run.rng.below(80)
+                20 + run.rng.u64(..80)
             );
             run.crash(0, "walBeforeSync", &spec, Trigger::Load, Ending::FullDisk)
                 .await;

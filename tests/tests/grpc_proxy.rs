@@ -543,7 +543,8 @@ async fn proxy_in_front_of_etcd_3_4() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_reachable_member_is_answered_with_unavailable() {
-    let dead = format!("127.0.0.1:{}", hearth_tests::server::free_ports(1)[0]);
+    let dead_port = hearth_tests::ports::reserve();
+    let dead = format!("127.0.0.1:{dead_port}");
     let live = Server::start(Kind::Hearth).await;
     // Started with a live member, which then goes away.
     let mut live = live;

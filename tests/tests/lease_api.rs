@@ -4,14 +4,15 @@
 //! lease that expired while waiting, etcd #11456), the test says so and checks each server's
 //! own behaviour.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, GetOptions, LeaderKey, LeaseGrantOptions, LeaseTimeToLiveOptions,
     LockOptions, ProclaimOptions, PutOptions, ResignOptions, Txn, TxnOp,
 };
 use hearth_tests::leases::keys;
-use hearth_tests::wire::RpcError;
+use hearth_tests::poll;
+use hearth_tests::rpc::RpcError;
 use hearth_tests::{Kind, Server};
 use tonic::Code;
 
@@ -35,19 +36,6 @@ fn rev(h: Option<&etcd_client::ResponseHeader>) -> i64 {
 
 async fn current_rev(c: &mut Client) -> i64 {
     rev(c.get("hearth-e2e-rev", None).await.unwrap().header())
-}
-
-/// Polls until `done` holds (the server acts on its own clock: expiry, clean-up).
-async fn eventually<F, Fut>(what: &str, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + DEADLINE;
-    while !done().await {
-        assert!(Instant::now() < until, "gave up waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,15 +314,15 @@ async fn lock_waits_in_create_revision_order() {
         })
     };
     let second = spawn_lock(leases[1]);
-    eventually("the second waiter queued", || {
+    poll::eventually("the second waiter queued", DEADLINE, async || {
         let mut c = c.clone();
-        async move { keys(&mut c, "q/").await.len() == 2 }
+        keys(&mut c, "q/").await.len() == 2
     })
     .await;
     let third = spawn_lock(leases[2]);
-    eventually("the third waiter queued", || {
+    poll::eventually("the third waiter queued", DEADLINE, async || {
         let mut c = c.clone();
-        async move { keys(&mut c, "q/").await.len() == 3 }
+        keys(&mut c, "q/").await.len() == 3
     })
     .await;
     assert!(!second.is_finished() && !third.is_finished());
@@ -374,15 +362,15 @@ async fn lock_is_released_by_lease_expiry_and_cancelled_waiters_leave() {
     let mut c2 = c.clone();
     let waiter =
         tokio::spawn(async move { c2.lock("x", Some(LockOptions::new().with_lease(w))).await });
-    eventually("the waiter queued", || {
+    poll::eventually("the waiter queued", DEADLINE, async || {
         let mut c = c.clone();
-        async move { keys(&mut c, "x/").await.len() == 2 }
+        keys(&mut c, "x/").await.len() == 2
     })
     .await;
     waiter.abort();
-    eventually("the cancelled waiter's key is gone", || {
+    poll::eventually("the cancelled waiter's key is gone", DEADLINE, async || {
         let mut c = c.clone();
-        async move { keys(&mut c, "x/").await.len() == 1 }
+        keys(&mut c, "x/").await.len() == 1
     })
     .await;
 }
@@ -405,14 +393,14 @@ async fn lock_is_never_granted_on_an_expired_lease() {
         c2.lock("j", Some(LockOptions::new().with_lease(doomed)))
             .await
     });
-    eventually("the waiter queued", || {
+    poll::eventually("the waiter queued", DEADLINE, async || {
         let mut c = c.clone();
-        async move { keys(&mut c, "j/").await.len() == 2 }
+        keys(&mut c, "j/").await.len() == 2
     })
     .await;
-    eventually("the waiter's lease expired", || {
+    poll::eventually("the waiter's lease expired", DEADLINE, async || {
         let mut c = c.clone();
-        async move { c.lease_time_to_live(doomed, None).await.unwrap().ttl() == -1 }
+        c.lease_time_to_live(doomed, None).await.unwrap().ttl() == -1
     })
     .await;
     assert_eq!(keys(&mut c, "j/").await, [format!("j/{holder:x}")]);
@@ -499,9 +487,9 @@ async fn election_campaign_proclaim_leader_resign() {
     // A second candidate waits until the leader resigns.
     let mut c2 = c.clone();
     let second = tokio::spawn(async move { c2.campaign("e", "w", l2).await });
-    eventually("the second candidate queued", || {
+    poll::eventually("the second candidate queued", DEADLINE, async || {
         let mut c = c.clone();
-        async move { keys(&mut c, "e/").await.len() == 2 }
+        keys(&mut c, "e/").await.len() == 2
     })
     .await;
     assert!(!second.is_finished());
@@ -554,9 +542,11 @@ async fn election_observe_follows_the_leader() {
 
     // Observing an election without a leader: the first candidate is the first message.
     // (etcd sends the stream's headers only with that message, so the call returns then.)
+    // The observer is waiting once its watcher exists on the server.
     let mut c3 = c.clone();
     let obs = tokio::spawn(async move { c3.observe("o").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.wait_metrics(&[("etcd_debugging_mvcc_watcher_total", 1.0)])
+        .await;
     let won = c.campaign("o", "a1", l1).await.unwrap();
     let mut obs = obs.await.unwrap().unwrap();
     let me = won.leader().unwrap().clone();
@@ -568,9 +558,9 @@ async fn election_observe_follows_the_leader() {
 
     let mut c2 = c.clone();
     let second = tokio::spawn(async move { c2.campaign("o", "b1", l2).await });
-    eventually("the second candidate queued", || {
+    poll::eventually("the second candidate queued", DEADLINE, async || {
         let mut c = c.clone();
-        async move { keys(&mut c, "o/").await.len() == 2 }
+        keys(&mut c, "o/").await.len() == 2
     })
     .await;
     c.resign(Some(ResignOptions::new().with_leader(me)))

@@ -13,7 +13,8 @@
 use std::time::Duration;
 
 use hearth_tests::ctl::Ctl;
-use hearth_tests::leases::{base64_decode, Ids, Interactive};
+use hearth_tests::leases::{base64_decode, keys, Ids, Interactive};
+use hearth_tests::poll;
 use hearth_tests::{Kind, Server};
 use serde_json::Value;
 
@@ -122,6 +123,24 @@ impl Pair {
     }
 
     /// Starts an interactive etcdctl on both servers.
+    /// Waits until both servers hold `n` keys under `prefix` (etcdctl `lock` and `elect` queue a
+    /// key there before they wait).
+    async fn wait_keys(&self, prefix: &str, n: usize, what: &str) {
+        for s in &self.servers {
+            let mut c = s.client().await;
+            let what = format!("{what} ({:?})", s.kind());
+            poll::eventually(what, WAIT, async || {
+                let k = keys(&mut c, prefix).await;
+                if k.len() == n {
+                    Ok(())
+                } else {
+                    Err(k)
+                }
+            })
+            .await;
+        }
+    }
+
     fn start(&self, args: &[&str]) -> [Interactive; 2] {
         [0, 1].map(|i| {
             let args: Vec<String> = args.iter().map(|a| self.ids[i].fill(a)).collect();
@@ -329,7 +348,8 @@ async fn etcdctl_lock_side_by_side() {
 
     // A second locker waits for the first, then gets the lock when it is released.
     let mut waiting = p.start(&["lock", "mylock"]);
-    std::thread::sleep(Duration::from_secs(1));
+    p.wait_keys("mylock/", 2, "the second locker queued behind the holder")
+        .await;
     for w in &mut waiting {
         assert!(w.running() && w.lines().is_empty(), "{:?}", w.lines());
     }
@@ -388,7 +408,12 @@ async fn etcdctl_elect_side_by_side() {
     // A second candidate waits; when the leader resigns, it leads and the observer
     // prints it.
     let mut second = p.start(&["elect", "myelection", "second"]);
-    std::thread::sleep(Duration::from_secs(1));
+    p.wait_keys(
+        "myelection/",
+        2,
+        "the second candidate queued behind the leader",
+    )
+    .await;
     for s in &mut second {
         assert!(s.running() && s.lines().is_empty(), "{:?}", s.lines());
     }

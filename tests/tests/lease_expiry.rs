@@ -7,11 +7,12 @@
 //!   them to a full TTL, so none expires early because of it; they still expire afterwards.
 //! - The lease metrics etcd exports are on `/metrics`.
 
-use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
 use hearth_tests::leases::keys;
+use hearth_tests::poll::{self, Poll};
+use hearth_tests::server::metric_value as metric;
 use hearth_tests::{Kind, Server};
 
 /// Generous: a 2 s lease is revoked well within it.
@@ -27,11 +28,15 @@ async fn remaining(c: &mut Client, id: i64) -> i64 {
 
 /// Polls until lease `id` is gone (TTL -1).
 async fn wait_revoked(c: &mut Client, id: i64) {
-    let until = Instant::now() + DEADLINE;
-    while remaining(c, id).await != -1 {
-        assert!(Instant::now() < until, "lease {id:x} never expired");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll::eventually(
+        format!("lease {id:x} to expire"),
+        DEADLINE,
+        async || match remaining(c, id).await {
+            -1 => Ok(()),
+            ttl => Err(format!("{ttl} s left")),
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,10 +77,10 @@ async fn expired_lease_keys_go_in_one_revision() {
     assert!(c.lease_keep_alive(l).await.is_err());
 
     let mut deletes = Vec::new();
-    let until = Instant::now() + DEADLINE;
+    let poll = Poll::new("the watcher to see the deletes", DEADLINE);
     while deletes.len() < 3 {
-        assert!(Instant::now() < until, "the watcher saw {deletes:?}");
-        let m = tokio::time::timeout(DEADLINE, w.message())
+        assert!(!poll.expired(), "the watcher saw {deletes:?}");
+        let m = tokio::time::timeout(poll.left(), w.message())
             .await
             .expect("watch answered")
             .unwrap()
@@ -117,11 +122,15 @@ async fn leases_survive_restarts_and_are_extended_by_them() {
     for crash in [false, true] {
         // Let half the TTL go by, so a lease that was not extended would show it.
         let mut c = s.client().await;
-        let until = Instant::now() + DEADLINE;
-        while remaining(&mut c, term).await > 5 {
-            assert!(Instant::now() < until, "the lease's TTL never went down");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        poll::eventually(
+            "the lease's TTL to go down to 5 s",
+            DEADLINE,
+            async || match remaining(&mut c, term).await {
+                ttl if ttl <= 5 => Ok(()),
+                ttl => Err(format!("{ttl} s left")),
+            },
+        )
+        .await;
         if crash {
             s.kill9();
         } else {
@@ -171,22 +180,6 @@ async fn leases_survive_restarts_and_are_extended_by_them() {
     assert!(keys(&mut c, "").await.is_empty());
 }
 
-/// A plain HTTP GET of `/metrics` on the client port.
-fn metrics(endpoint: &str) -> String {
-    let addr = endpoint.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect for /metrics");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read /metrics");
-    body
-}
-
-fn metric(page: &str, name: &str) -> Option<f64> {
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_metrics_are_etcds() {
     let s = Server::start(Kind::Hearth).await;
@@ -201,16 +194,9 @@ async fn lease_metrics_are_etcds() {
 
     // The expiry driver counts the lease once its revoke proposal returned, which may be a moment
     // after the lease is gone.
-    let until = Instant::now() + DEADLINE;
-    let page = loop {
-        let page = metrics(&s.endpoint());
-        if metric(&page, "etcd_debugging_server_lease_expired_total").is_some_and(|n| n >= 1.0)
-            || Instant::now() > until
-        {
-            break page;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    s.wait_metrics(&[("etcd_debugging_server_lease_expired_total", 1.0)])
+        .await;
+    let page = s.metrics();
     assert_eq!(
         metric(&page, "etcd_debugging_lease_granted_total"),
         Some(2.0)

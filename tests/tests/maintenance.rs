@@ -5,9 +5,10 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hearth_tests::ctl::Ctl;
+use hearth_tests::poll;
 use hearth_tests::server::hearthutl_bin;
 use hearth_tests::{Kind, Options, Server};
 
@@ -153,15 +154,6 @@ async fn nospace_alarm_caps_writes_until_compact_defrag_disarm_like_etcd() {
     assert!(status_json(&hearth)["errors"].is_null());
 }
 
-/// Waits for `cond` with a generous deadline.
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn defrag_serves_requests_while_copying_and_loses_no_acknowledged_write() {
     // The defragmentation pauses in its copy phase (armed from the start) until the failpoint
@@ -208,7 +200,7 @@ async fn defrag_serves_requests_while_copying_and_loses_no_acknowledged_write() 
 
     let mut dc = s.client().await;
     let defrag = tokio::spawn(async move { dc.defragment().await });
-    wait_for("the defrag to reach its copy phase", || {
+    poll::eventually("the defrag to reach its copy phase", DEADLINE, async || {
         s.log()
             .contains("failpoint defragBeforeCopy pauses until it is re-armed")
     })
@@ -261,14 +253,15 @@ async fn defrag_serves_requests_while_copying_and_loses_no_acknowledged_write() 
         }
     };
     let after_swap = count(&mut c).await;
-    let deadline = Instant::now() + DEADLINE;
-    while count(&mut c).await < after_swap + 20 {
-        assert!(
-            Instant::now() < deadline,
-            "the writer stalled after the swap"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll::eventually("the writer to go on after the swap", DEADLINE, async || {
+        let now = count(&mut c).await;
+        if now >= after_swap + 20 {
+            Ok(())
+        } else {
+            Err(format!("{now} keys written, {after_swap} at the swap"))
+        }
+    })
+    .await;
     stop.store(true, Ordering::SeqCst);
     let acked = writer.await.unwrap();
     assert!(

@@ -2,48 +2,14 @@
 //! removed (and stops itself), and every member agrees on the member list; and etcd's errors for
 //! the changes it refuses, side by side with etcd.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use etcd_client::{Error, MemberAddOptions};
+use hearth_tests::cluster::{status_of, MEMBER_ADD_PATIENCE};
 use hearth_tests::ctl::Ctl;
 use hearth_tests::load::{self, Load};
-use hearth_tests::server::free_ports;
+use hearth_tests::poll;
+use hearth_tests::ports;
 use hearth_tests::{Cluster, Kind, Server};
-
-fn status_of(e: Error) -> (tonic::Code, String) {
-    match e {
-        Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
-        other => panic!("not a gRPC status: {other}"),
-    }
-}
-
-/// etcd refuses membership changes until every peer has been connected for 5 s; retry until then.
-async fn member_add(s: &Server, url: &str, learner: bool) -> Result<u64, (tonic::Code, String)> {
-    member_add_within(s, url, learner, Duration::from_secs(30)).await
-}
-
-async fn member_add_within(
-    s: &Server,
-    url: &str,
-    learner: bool,
-    patience: Duration,
-) -> Result<u64, (tonic::Code, String)> {
-    let mut c = s.client().await;
-    let deadline = Instant::now() + patience;
-    loop {
-        let opts = learner.then(|| MemberAddOptions::new().with_is_learner());
-        match c.member_add([url], opts).await {
-            Ok(r) => return Ok(r.member().expect("added member").id()),
-            Err(e) => {
-                let st = status_of(e);
-                if st.1 != "etcdserver: unhealthy cluster" || Instant::now() > deadline {
-                    return Err(st);
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 fn member_list(s: &Server) -> String {
     let c = Ctl::from_output(&s.etcdctl(&["member", "list"]));
@@ -64,9 +30,10 @@ async fn learner_joins_under_load_is_promoted_and_a_member_is_removed() {
     );
     load.wait_more(100).await;
 
-    let ports = free_ports(2);
-    let url = format!("http://127.0.0.1:{}", ports[1]);
-    let id = member_add(c.member(leader), &url, true)
+    let (client, peer) = (ports::reserve(), ports::reserve());
+    let url = peer.url();
+    let id = c
+        .member_add(leader, &url, true, MEMBER_ADD_PATIENCE)
         .await
         .expect("add a learner");
     // Not started yet, so far behind: etcd refuses to promote it, on the leader and elsewhere.
@@ -95,7 +62,8 @@ async fn learner_joins_under_load_is_promoted_and_a_member_is_removed() {
     );
     // One learner at a time.
     assert_eq!(
-        member_add(c.member(leader), "http://127.0.0.1:1", true).await,
+        c.member_add(leader, "http://127.0.0.1:1", true, MEMBER_ADD_PATIENCE)
+            .await,
         Err((
             tonic::Code::FailedPrecondition,
             "etcdserver: too many learner members in cluster".into()
@@ -107,7 +75,7 @@ async fn learner_joins_under_load_is_promoted_and_a_member_is_removed() {
         "{unstarted}"
     );
 
-    let learner = c.join("m3", ports[0], ports[1]).await;
+    let learner = c.join("m3", client, peer).await;
     {
         let mut cl = c.member(learner).client().await;
         let s = cl.status().await.expect("learner status");
@@ -142,29 +110,26 @@ async fn learner_joins_under_load_is_promoted_and_a_member_is_removed() {
     load.wait_more(100).await;
 
     // Once caught up it can be promoted, through a follower too (which forwards to the leader).
-    let deadline = Instant::now() + Duration::from_secs(30);
     let mut cl = c.member(leaving).client().await;
-    loop {
-        match cl.member_promote(id).await {
-            Ok(r) => {
-                let m = r
-                    .members()
-                    .iter()
-                    .find(|m| m.id() == id)
-                    .expect("promoted member");
-                assert!(!m.is_learner());
-                break;
-            }
+    let r = poll::eventually(
+        "the learner in sync, and promoted",
+        Duration::from_secs(30),
+        async || match cl.member_promote(id).await {
+            Ok(r) => Ok(r),
             Err(e) => {
                 let st = status_of(e);
-                assert!(
-                    st.1.contains("in sync with leader") && Instant::now() < deadline,
-                    "promote: {st:?}"
-                );
+                assert!(st.1.contains("in sync with leader"), "promote: {st:?}");
+                Err(st)
             }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        },
+    )
+    .await;
+    let m = r
+        .members()
+        .iter()
+        .find(|m| m.id() == id)
+        .expect("promoted member");
+    assert!(!m.is_learner());
     load.wait_more(100).await;
 
     // Removing a member makes it stop by itself (exit status 0, as etcd's).
@@ -238,10 +203,13 @@ async fn refused_membership_changes_match_etcd() {
         );
     }
     // A learner, then a second one.
-    let ports = free_ports(2);
-    let l1 = format!("http://127.0.0.1:{}", ports[0]);
-    let l2 = format!("http://127.0.0.1:{}", ports[1]);
-    let (ei, hi) = tokio::join!(member_add(e, &l1, true), member_add(h, &l1, true));
+    let ports = ports::reserve_n(2);
+    let l1 = ports[0].url();
+    let l2 = ports[1].url();
+    let (ei, hi) = tokio::join!(
+        etcd.member_add(0, &l1, true, MEMBER_ADD_PATIENCE),
+        hearth.member_add(0, &l1, true, MEMBER_ADD_PATIENCE)
+    );
     let (ei, hi) = (
         ei.expect("etcd: add learner"),
         hi.expect("hearth: add learner"),
@@ -254,9 +222,15 @@ async fn refused_membership_changes_match_etcd() {
     assert_eq!((hr.code, &hr.errors), (er.code, &er.errors));
     assert_eq!(hr.errors, ["Error: etcdserver: Peer URLs already exists"]);
 
-    let (ee, he) = tokio::join!(member_add(e, &l2, true), member_add(h, &l2, true));
+    let (ee, he) = tokio::join!(
+        etcd.member_add(0, &l2, true, MEMBER_ADD_PATIENCE),
+        hearth.member_add(0, &l2, true, MEMBER_ADD_PATIENCE)
+    );
     assert_eq!(he, ee);
-    let (ee, he) = tokio::join!(member_add(e, &l2, false), member_add(h, &l2, false));
+    let (ee, he) = tokio::join!(
+        etcd.member_add(0, &l2, false, MEMBER_ADD_PATIENCE),
+        hearth.member_add(0, &l2, false, MEMBER_ADD_PATIENCE)
+    );
     assert!(
         ee.is_ok() == he.is_ok(),
         "adding an unstarted voter: etcd {ee:?}, hearth {he:?}"
@@ -264,8 +238,8 @@ async fn refused_membership_changes_match_etcd() {
     // Another voter, while one is unstarted (hence not connected).
     let l3 = "http://127.0.0.1:1";
     let (ee3, he3) = tokio::join!(
-        member_add_within(e, l3, false, Duration::ZERO),
-        member_add_within(h, l3, false, Duration::ZERO)
+        etcd.member_add(0, l3, false, Duration::ZERO),
+        hearth.member_add(0, l3, false, Duration::ZERO)
     );
     assert_eq!(he3, ee3);
 

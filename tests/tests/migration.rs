@@ -473,7 +473,7 @@ async fn hearth_cluster_from_etcd_snapshot_serves_old_watchers_and_new_writes() 
 
     let file_arg = file.to_str().expect("utf-8 path").to_string();
     let c = Cluster::start_prepared(Kind::Hearth, 3, &[], |spec, data_dir| {
-        let peer = format!("http://127.0.0.1:{}", spec.peer_port);
+        let peer = format!("http://127.0.0.1:{}", spec.peer);
         ok(
             hearthutl(&[
                 "snapshot",

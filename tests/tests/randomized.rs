@@ -7,9 +7,18 @@
 //! The seed is printed; `HEARTH_SEED=<seed>` replays a run, `HEARTH_STEPS=<n>` changes its
 //! length.
 
+use api::etcdserverpb::compare::{CompareTarget, TargetUnion};
+use api::etcdserverpb::range_request::SortTarget;
+use api::etcdserverpb::request_op::Request;
+use api::etcdserverpb::response_op::Response;
+use api::etcdserverpb::{
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
+    RangeResponse, RequestOp, TxnRequest,
+};
+use api::mvccpb::KeyValue;
 use hearth_tests::normalize::{compare, show_request, Outcome};
-use hearth_tests::rng::Rng;
-use hearth_tests::wire::*;
+use hearth_tests::rng::{Rng, RngExt, Seed};
+use hearth_tests::rpc::{header_revision, request_op, RawKv, RpcError};
 use hearth_tests::{Kind, Server};
 use std::collections::VecDeque;
 
@@ -55,7 +64,7 @@ struct Gen {
 
 impl Gen {
     fn key(&mut self) -> Vec<u8> {
-        let r = self.rng.below(100);
+        let r = self.rng.u64(..100);
         if r < 85 {
             self.rng.pick(KEYS).to_vec()
         } else if r < 98 {
@@ -73,7 +82,7 @@ impl Gen {
     /// all keys ("\0", "\0"), an explicit end (possibly before the key), end == key.
     fn key_range(&mut self) -> (Vec<u8>, Vec<u8>) {
         let key = self.key();
-        let end = match self.rng.below(100) {
+        let end = match self.rng.u64(..100) {
             0..=34 => Vec::new(),
             35..=54 => prefix_end(&key),
             55..=64 => vec![0],
@@ -96,16 +105,16 @@ impl Gen {
         if self.rng.chance(0.6) {
             return 0;
         }
-        match self.rng.below(10) {
+        match self.rng.u64(..10) {
             0 => -1,
-            1 => self.rev + 1 + self.rng.below(2) as i64, // future
-            2 => (self.compacted - self.rng.below(2) as i64).max(1), // compacted (or its edge)
-            _ => self.rng.range_i64(self.compacted.max(1), self.rev),
+            1 => self.rev + 1 + self.rng.u64(..2) as i64, // future
+            2 => (self.compacted - self.rng.u64(..2) as i64).max(1), // compacted (or its edge)
+            _ => self.rng.i64(self.compacted.max(1)..=self.rev),
         }
     }
 
     fn small_rev(&mut self) -> i64 {
-        self.rng.range_i64(0, self.rev + 1)
+        self.rng.i64(0..=self.rev + 1)
     }
 
     fn range(&mut self, in_txn: bool) -> RangeRequest {
@@ -114,10 +123,10 @@ impl Gen {
         RangeRequest {
             key,
             range_end,
-            limit: match self.rng.below(10) {
+            limit: match self.rng.u64(..10) {
                 0..=4 => 0,
                 5 => -1,
-                _ => self.rng.range_i64(1, 4),
+                _ => self.rng.i64(1..=4),
             },
             revision: if in_txn && self.rng.chance(0.7) {
                 0
@@ -125,12 +134,12 @@ impl Gen {
                 self.revision()
             },
             sort_order: if sorted {
-                self.rng.range_i64(0, 2) as i32
+                self.rng.i64(0..=2) as i32
             } else {
                 0
             },
             sort_target: if sorted {
-                self.rng.range_i64(0, 4) as i32
+                self.rng.i64(0..=4) as i32
             } else {
                 0
             },
@@ -187,28 +196,28 @@ impl Gen {
     }
 
     fn compare(&mut self) -> Compare {
-        let target = self.rng.range_i64(0, 4) as i32;
-        let mut tu = match target {
-            compare_target::VERSION => TargetUnion::Version(self.rng.range_i64(0, 4)),
-            compare_target::CREATE => TargetUnion::CreateRevision(self.small_rev()),
-            compare_target::MOD => TargetUnion::ModRevision(self.small_rev()),
-            compare_target::VALUE => TargetUnion::Value(self.value()),
-            _ => TargetUnion::Lease(self.rng.range_i64(0, 1)),
+        let target = self.rng.i64(0..=4) as i32;
+        let mut tu = match CompareTarget::try_from(target) {
+            Ok(CompareTarget::Version) => TargetUnion::Version(self.rng.i64(0..=4)),
+            Ok(CompareTarget::Create) => TargetUnion::CreateRevision(self.small_rev()),
+            Ok(CompareTarget::Mod) => TargetUnion::ModRevision(self.small_rev()),
+            Ok(CompareTarget::Value) => TargetUnion::Value(self.value()),
+            _ => TargetUnion::Lease(self.rng.i64(0..=1)),
         };
         // Rarely, a target_union that does not match the target (etcd then compares
         // against the zero value).
         if self.rng.chance(0.03) {
-            tu = TargetUnion::Version(self.rng.range_i64(0, 2));
+            tu = TargetUnion::Version(self.rng.i64(0..=2));
         }
         let key = self.rng.pick(KEYS).to_vec();
-        let range_end = match self.rng.below(10) {
+        let range_end = match self.rng.u64(..10) {
             0 => prefix_end(&key),
             1 => vec![0],
             2 => self.rng.pick(KEYS).to_vec(),
             _ => Vec::new(),
         };
         Compare {
-            result: self.rng.range_i64(0, 3) as i32,
+            result: self.rng.i64(0..=3) as i32,
             target,
             key,
             target_union: Some(tu),
@@ -217,9 +226,9 @@ impl Gen {
     }
 
     fn txn(&mut self, depth: u32) -> TxnRequest {
-        let compare = (0..self.rng.below(4)).map(|_| self.compare()).collect();
-        let n_success = self.rng.below(5);
-        let n_failure = self.rng.below(4);
+        let compare = (0..self.rng.u64(..4)).map(|_| self.compare()).collect();
+        let n_success = self.rng.u64(..5);
+        let n_failure = self.rng.u64(..4);
         let success = (0..n_success).map(|_| self.txn_op(depth)).collect();
         let failure = (0..n_failure).map(|_| self.txn_op(depth)).collect();
         TxnRequest {
@@ -230,33 +239,33 @@ impl Gen {
     }
 
     fn txn_op(&mut self, depth: u32) -> RequestOp {
-        let r = match self.rng.below(100) {
-            0..=34 => Request::Range(self.range(true)),
-            35..=69 => Request::Put(self.put()),
-            70..=89 => Request::DeleteRange(self.delete()),
-            _ if depth < 2 => Request::Txn(self.txn(depth + 1)),
-            _ => Request::Range(self.range(true)),
+        let r = match self.rng.u64(..100) {
+            0..=34 => Request::RequestRange(self.range(true)),
+            35..=69 => Request::RequestPut(self.put()),
+            70..=89 => Request::RequestDeleteRange(self.delete()),
+            _ if depth < 2 => Request::RequestTxn(self.txn(depth + 1)),
+            _ => Request::RequestRange(self.range(true)),
         };
-        RequestOp::new(r)
+        request_op(r)
     }
 
     fn step(&mut self) -> Step {
-        match self.rng.below(100) {
-            0..=29 => Step::Kv(Request::Put(self.put())),
-            30..=59 => Step::Kv(Request::Range(self.range(false))),
-            60..=71 => Step::Kv(Request::DeleteRange(self.delete())),
+        match self.rng.u64(..100) {
+            0..=29 => Step::Kv(Request::RequestPut(self.put())),
+            30..=59 => Step::Kv(Request::RequestRange(self.range(false))),
+            60..=71 => Step::Kv(Request::RequestDeleteRange(self.delete())),
             72..=97 => {
                 let mut t = self.txn(0);
                 if has_delete(&t) {
                     drop_ignore_flags(&mut t);
                 }
-                Step::Kv(Request::Txn(t))
+                Step::Kv(Request::RequestTxn(t))
             }
             // Compactions advance slowly, so history stays readable; sometimes at or below
             // the compacted revision (an error) or beyond the current one (an error).
             _ => Step::Compact(CompactionRequest {
                 revision: self.compacted - 1
-                    + self.rng.below(((self.rev - self.compacted) / 3 + 3) as u64) as i64,
+                    + self.rng.u64(..((self.rev - self.compacted) / 3 + 3) as u64) as i64,
                 physical: self.rng.chance(0.5),
             }),
         }
@@ -269,8 +278,8 @@ fn has_delete(t: &TxnRequest) -> bool {
         .iter()
         .chain(&t.failure)
         .any(|op| match &op.request {
-            Some(Request::DeleteRange(_)) => true,
-            Some(Request::Txn(inner)) => has_delete(inner),
+            Some(Request::RequestDeleteRange(_)) => true,
+            Some(Request::RequestTxn(inner)) => has_delete(inner),
             _ => false,
         })
 }
@@ -283,11 +292,11 @@ fn has_delete(t: &TxnRequest) -> bool {
 fn drop_ignore_flags(t: &mut TxnRequest) {
     for op in t.success.iter_mut().chain(t.failure.iter_mut()) {
         match &mut op.request {
-            Some(Request::Put(p)) => {
+            Some(Request::RequestPut(p)) => {
                 p.ignore_value = false;
                 p.ignore_lease = false;
             }
-            Some(Request::Txn(inner)) => drop_ignore_flags(inner),
+            Some(Request::RequestTxn(inner)) => drop_ignore_flags(inner),
             _ => {}
         }
     }
@@ -309,7 +318,7 @@ fn show_step(s: &Step) -> String {
 fn compaction_outcome(r: Result<CompactionResponse, RpcError>) -> Outcome {
     // Shown and compared as a header-only range response (the header is all it has).
     r.map(|c| {
-        Response::Range(RangeResponse {
+        Response::ResponseRange(RangeResponse {
             header: c.header,
             ..Default::default()
         })
@@ -319,7 +328,7 @@ fn compaction_outcome(r: Result<CompactionResponse, RpcError>) -> Outcome {
 async fn run(raw: &mut RawKv, step: &Step) -> Outcome {
     match step {
         Step::Kv(r) => raw.call(r.clone()).await,
-        Step::Compact(c) => compaction_outcome(raw.compact(c.clone()).await),
+        Step::Compact(c) => compaction_outcome(raw.compact(*c).await),
     }
 }
 
@@ -336,21 +345,21 @@ fn mask_tie_order(req: &Request, out: &mut Outcome) {
 
 fn mask_response(req: &Request, resp: &mut Response) {
     match (req, resp) {
-        (Request::Range(r), Response::Range(rr))
-            if r.sort_target != sort_target::KEY && rr.count > 12 =>
+        (Request::RequestRange(r), Response::ResponseRange(rr))
+            if r.sort_target != SortTarget::Key as i32 && rr.count > 12 =>
         {
             for kv in &mut rr.kvs {
                 let mut only = KeyValue::default();
-                match r.sort_target {
-                    sort_target::VERSION => only.version = kv.version,
-                    sort_target::CREATE => only.create_revision = kv.create_revision,
-                    sort_target::MOD => only.mod_revision = kv.mod_revision,
+                match SortTarget::try_from(r.sort_target) {
+                    Ok(SortTarget::Version) => only.version = kv.version,
+                    Ok(SortTarget::Create) => only.create_revision = kv.create_revision,
+                    Ok(SortTarget::Mod) => only.mod_revision = kv.mod_revision,
                     _ => only.value = std::mem::take(&mut kv.value),
                 }
                 *kv = only;
             }
         }
-        (Request::Txn(t), Response::Txn(tr)) => {
+        (Request::RequestTxn(t), Response::ResponseTxn(tr)) => {
             let ops = if tr.succeeded { &t.success } else { &t.failure };
             for (op, rop) in ops.iter().zip(tr.responses.iter_mut()) {
                 if let (Some(q), Some(a)) = (&op.request, &mut rop.response) {
@@ -363,31 +372,24 @@ fn mask_response(req: &Request, resp: &mut Response) {
 }
 
 fn header_rev(o: &Outcome) -> Option<i64> {
-    let h = match o.as_ref().ok()? {
-        Response::Range(r) => &r.header,
-        Response::Put(r) => &r.header,
-        Response::DeleteRange(r) => &r.header,
-        Response::Txn(r) => &r.header,
-    };
-    h.as_ref().map(|h| h.revision)
+    header_revision(o.as_ref().ok()?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomized_side_by_side() {
-    let seed = Rng::seed_from_env();
+    let seed_guard = Seed::from_env("randomized_side_by_side");
+    let seed = seed_guard.value();
     let steps: usize = std::env::var("HEARTH_STEPS")
         .ok()
         .map(|s| s.parse().expect("HEARTH_STEPS is a number"))
         .unwrap_or(DEFAULT_STEPS);
-    println!(
-        "randomized_side_by_side: seed {seed} (replay with HEARTH_SEED={seed}), {steps} steps"
-    );
+    println!("randomized_side_by_side: {steps} steps");
     let etcd = Server::start(Kind::Etcd).await;
     let hearth = Server::start(Kind::Hearth).await;
     let mut e = etcd.raw().await;
     let mut h = hearth.raw().await;
     let mut gen = Gen {
-        rng: Rng::new(seed),
+        rng: seed_guard.rng(),
         rev: 1,
         compacted: 0,
     };
@@ -443,7 +445,7 @@ async fn randomized_side_by_side() {
 
     // Every readable revision, the whole keyspace, both servers.
     for rev in gen.compacted.max(1)..=gen.rev {
-        let req = Request::Range(RangeRequest {
+        let req = Request::RequestRange(RangeRequest {
             key: vec![0],
             range_end: vec![0],
             revision: rev,

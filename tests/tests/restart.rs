@@ -3,9 +3,16 @@
 //! current revision, the whole keyspace at several historical revisions, the compacted
 //! revision's errors, and writes go on from the next revision.
 
+use api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use api::etcdserverpb::request_op::Request;
+use api::etcdserverpb::response_op::Response;
+use api::etcdserverpb::{
+    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest,
+};
+use api::mvccpb::KeyValue;
 use hearth_tests::normalize::{compare, Outcome};
-use hearth_tests::rng::Rng;
-use hearth_tests::wire::*;
+use hearth_tests::rng::Seed;
+use hearth_tests::rpc::{request_op, RawKv, RpcError};
 use hearth_tests::{Kind, Server};
 
 async fn snapshot(raw: &mut RawKv, revs: &[i64]) -> Vec<(i64, Outcome)> {
@@ -18,7 +25,7 @@ async fn snapshot(raw: &mut RawKv, revs: &[i64]) -> Vec<(i64, Outcome)> {
                 revision: rev,
                 ..Default::default()
             };
-            out.push((rev, raw.call(Request::Range(req)).await));
+            out.push((rev, raw.call(Request::RequestRange(req)).await));
         }
     }
     out
@@ -26,9 +33,8 @@ async fn snapshot(raw: &mut RawKv, revs: &[i64]) -> Vec<(i64, Outcome)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_everything() {
-    let seed = Rng::seed_from_env();
-    println!("restart_keeps_everything: seed {seed} (replay with HEARTH_SEED={seed})");
-    let mut rng = Rng::new(seed);
+    let seed = Seed::from_env("restart_keeps_everything");
+    let mut rng = seed.rng();
     let mut server = Server::start(Kind::Hearth).await;
     let mut raw = server.raw().await;
 
@@ -36,8 +42,8 @@ async fn restart_keeps_everything() {
     let mut rev = 1;
     let mut compacted = 0;
     for i in 0..300 {
-        let key = format!("k/{}", rng.below(60)).into_bytes();
-        let r = match rng.below(10) {
+        let key = format!("k/{}", rng.u64(..60)).into_bytes();
+        let r = match rng.u64(..10) {
             0 => raw
                 .delete_range(DeleteRangeRequest {
                     key,
@@ -46,7 +52,7 @@ async fn restart_keeps_everything() {
                 .await
                 .map(|r| r.header),
             1 => {
-                let end = format!("k/{}", rng.below(60)).into_bytes();
+                let end = format!("k/{}", rng.u64(..60)).into_bytes();
                 raw.delete_range(DeleteRangeRequest {
                     key,
                     range_end: end,
@@ -58,18 +64,18 @@ async fn restart_keeps_everything() {
             2 => raw
                 .txn(TxnRequest {
                     compare: vec![Compare {
-                        target: compare_target::VERSION,
-                        result: compare_result::GREATER,
+                        target: CompareTarget::Version as i32,
+                        result: CompareResult::Greater as i32,
                         key: key.clone(),
                         target_union: Some(TargetUnion::Version(0)),
                         range_end: vec![],
                     }],
-                    success: vec![RequestOp::new(Request::Put(PutRequest {
+                    success: vec![request_op(Request::RequestPut(PutRequest {
                         key: key.clone(),
                         value: format!("txn-{i}").into_bytes(),
                         ..Default::default()
                     }))],
-                    failure: vec![RequestOp::new(Request::Put(PutRequest {
+                    failure: vec![request_op(Request::RequestPut(PutRequest {
                         key: b"k/created-by-txn".to_vec(),
                         value: format!("{i}").into_bytes(),
                         ..Default::default()
@@ -139,7 +145,7 @@ async fn restart_keeps_everything() {
         before
             .iter()
             .filter(|(r, _)| *r == 0)
-            .any(|(_, o)| matches!(o, Ok(Response::Range(r)) if r.count > 10)),
+            .any(|(_, o)| matches!(o, Ok(Response::ResponseRange(r)) if r.count > 10)),
         "the keyspace has content"
     );
 
@@ -149,7 +155,10 @@ async fn restart_keeps_everything() {
     let after = snapshot(&mut raw, &revs).await;
     for ((rev, b), (_, a)) in before.iter().zip(&after) {
         if let Err(diff) = compare(b, a) {
-            panic!("seed {seed}: range at revision {rev} differs after restart\n{diff}");
+            panic!(
+                "seed {}: range at revision {rev} differs after restart\n{diff}",
+                seed.value()
+            );
         }
     }
     // Compacting again at or below the old compaction is still an error.

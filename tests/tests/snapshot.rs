@@ -7,12 +7,11 @@
 //! etcd 3.4 has no `--experimental-snapshot-catchup-entries` (it keeps 5000 entries), so these
 //! tests run against Hearth only.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use etcd_client::MemberAddOptions;
 use hearth_tests::load::{self, Load};
-use hearth_tests::server::{free_ports, hearthutl_bin};
-use hearth_tests::{Cluster, Kind};
+use hearth_tests::server::hearthutl_bin;
+use hearth_tests::{poll, ports, Cluster, Kind};
 
 /// Compact often and keep few entries for slow followers, so falling behind is quick.
 const COMPACT_OFTEN: [&str; 2] = [
@@ -35,15 +34,15 @@ fn installed(c: &Cluster, i: usize) -> usize {
 }
 
 async fn wait_installed(c: &Cluster, i: usize, more_than: usize) {
-    let deadline = Instant::now() + DEADLINE;
-    while installed(c, i) <= more_than {
-        assert!(
-            Instant::now() < deadline,
-            "member {i} installed no snapshot:\n{}",
-            c.member(i).log_tail(40)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("member {i} to install a snapshot");
+    poll::eventually(what, DEADLINE, async || {
+        if installed(c, i) > more_than {
+            Ok(())
+        } else {
+            Err(format!("its log ends:\n{}", c.member(i).log_tail(40)))
+        }
+    })
+    .await
 }
 
 fn others(c: &Cluster, but: usize) -> Vec<String> {
@@ -149,21 +148,6 @@ async fn lease_requests_through_a_follower_reach_the_leader() {
     cl.unlock(lock.key()).await.expect("unlock");
 }
 
-/// Adds a member through `via`, as a learner if asked; retries while etcd's rules refuse it
-/// (peers connected for less than 5 s).
-async fn member_add(c: &Cluster, via: usize, url: &str, learner: bool) -> u64 {
-    let mut cl = c.member(via).client().await;
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let opts = learner.then(|| MemberAddOptions::new().with_is_learner());
-        match cl.member_add([url], opts).await {
-            Ok(r) => return r.member().expect("added member").id(),
-            Err(e) => assert!(Instant::now() < deadline, "member add: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_added_after_compaction_joins_by_snapshot_and_is_promoted() {
     if !hearth_only() {
@@ -175,31 +159,32 @@ async fn member_added_after_compaction_joins_by_snapshot_and_is_promoted() {
     let (acks, _) = load.stop().await;
 
     let leader = c.wait_leader(&[]).await;
-    let ports = free_ports(2);
-    let url = format!("http://127.0.0.1:{}", ports[1]);
-    let id = member_add(&c, leader, &url, true).await;
-    let new = c.join("m3", ports[0], ports[1]).await;
+    let (client, peer) = (ports::reserve(), ports::reserve());
+    let url = peer.url();
+    let id = c
+        .member_add(leader, &url, true, DEADLINE)
+        .await
+        .expect("member add");
+    let new = c.join("m3", client, peer).await;
     // The log it would need is gone: only a snapshot can bring it up to date.
     wait_installed(&c, new, 0).await;
-    let deadline = Instant::now() + DEADLINE;
-    loop {
+    poll::eventually("the new member promoted", DEADLINE, async || {
         let leader = c.wait_leader(&[new]).await;
         let mut cl = c.member(leader).client().await;
-        match cl.member_promote(id).await {
-            Ok(_) => break,
-            Err(e) => assert!(Instant::now() < deadline, "promote: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // The leader answers once it applied the promotion; the new voter applies it a moment later.
+        cl.member_promote(id).await
+    })
+    .await;
+    // The promotion is the leader's answer; the new member acts on it once it has applied it.
     let mut cl = c.member(new).client().await;
-    while cl.status().await.is_ok_and(|s| s.is_learner()) {
-        assert!(
-            Instant::now() < deadline,
-            "the new member never became a voter"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll::eventually(
+        "the new member to see itself promoted",
+        DEADLINE,
+        async || {
+            let s = cl.status().await.expect("status of the new member");
+            !s.is_learner()
+        },
+    )
+    .await;
     cl.put("promoted", "yes", None)
         .await
         .expect("put through the new voter");
@@ -298,7 +283,7 @@ async fn saved_snapshot_restores_into_a_new_three_member_cluster() {
     drop(c);
 
     let restored = Cluster::start_prepared(Kind::Hearth, 3, &[], |spec, data_dir| {
-        let peer = format!("http://127.0.0.1:{}", spec.peer_port);
+        let peer = spec.peer.url();
         let o = hearthutl(&[
             "snapshot",
             "restore",

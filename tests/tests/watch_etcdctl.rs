@@ -7,7 +7,7 @@
 //! `etcd_debugging_mvcc_watcher_total` and `etcd_debugging_mvcc_slow_watcher_total` gauges
 //! (both servers export them) before it writes: every watcher exists and has caught up.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hearth_tests::ctl::{json_lines, Ctl, Running};
 use hearth_tests::{Kind, Server};
@@ -42,20 +42,11 @@ fn sentinel_count(out: &str, json: bool) -> usize {
 
 /// Waits until the server's gauges say `watchers` watchers exist and none is catching up.
 async fn wait_watchers(s: &Server, watchers: f64) {
-    let until = Instant::now() + DEADLINE;
-    loop {
-        let total = s.metric("etcd_debugging_mvcc_watcher_total");
-        let slow = s.metric("etcd_debugging_mvcc_slow_watcher_total");
-        if total == Some(watchers) && slow == Some(0.0) {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "{:?}: watchers never reached {watchers} synced (total {total:?}, slow {slow:?})",
-            s.kind()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    s.wait_metrics(&[
+        ("etcd_debugging_mvcc_watcher_total", watchers),
+        ("etcd_debugging_mvcc_slow_watcher_total", 0.0),
+    ])
+    .await;
 }
 
 fn ctl_ok(s: &Server, args: &[&str]) {

@@ -2,10 +2,11 @@
 //! notifications (`--experimental-watch-progress-notify-interval`) and fragmented responses
 //! (one revision larger than the request size limit, split for a watcher that asked).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::proto::PbWatchResponse;
 use etcd_client::{Compare, CompareOp, TxnOp, WatchOptions};
+use hearth_tests::poll::Poll;
 use hearth_tests::{Kind, Options, Server};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -36,11 +37,11 @@ async fn progress_notifications(kind: Kind) -> Vec<(i64, i64, usize)> {
     let created = next(&mut w, "created response").await;
     assert!(created.created);
     let mut out = Vec::new();
-    let started = Instant::now();
+    let poll = Poll::new("two progress notifications", DEADLINE);
     while out.len() < 2 {
         let r = next(&mut w, "progress notification").await;
         out.push((r.watch_id, rev(&r), r.events.len()));
-        assert!(started.elapsed() < DEADLINE, "{kind:?}: {out:?}");
+        assert!(!poll.expired(), "{kind:?}: {out:?}");
     }
     // An event in between: the next notification carries the new revision.
     c.put("idle", "x", None).await.unwrap();

@@ -17,15 +17,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use api::etcdserverpb::request_op::Request;
+use api::etcdserverpb::{CompactionRequest, Compare, DeleteRangeRequest, PutRequest, TxnRequest};
 use etcd_client::proto::{PbEvent, PbKeyValue, PbWatchResponse};
 use etcd_client::{WatchFilterType, WatchOptions, WatchRequestSender};
 use hearth_tests::normalize::{compare, show_bytes};
-use hearth_tests::rng::Rng;
-use hearth_tests::wire::*;
+use hearth_tests::poll::Poll;
+use hearth_tests::rng::{Rng, RngExt, Seed};
+use hearth_tests::rpc::{header_revision, request_op, RawKv};
+use hearth_tests::watch::Inbox;
 use hearth_tests::{Kind, Server};
-use tokio::sync::mpsc;
 
 const KEYS: &[&[u8]] = &[b"a", b"a/1", b"a/2", b"ab", b"b", b"b/1", b"c", b"\xff"];
 const BOUNDS: &[&[u8]] = &[b"a", b"a/", b"a0", b"b", b"b0", b"c", b"d", b"\x00"];
@@ -51,7 +55,7 @@ struct Side {
     server: Server,
     raw: RawKv,
     senders: Vec<WatchRequestSender>,
-    inboxes: Vec<mpsc::UnboundedReceiver<Result<PbWatchResponse, String>>>,
+    inboxes: Vec<Inbox>,
     received: Vec<Vec<PbWatchResponse>>,
     _client: etcd_client::Client,
 }
@@ -71,26 +75,9 @@ impl Side {
                 .watch("never-written", None)
                 .await
                 .expect("open watch stream");
-            let (sender, mut responses) = stream.split();
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(async move {
-                loop {
-                    match responses.message().await {
-                        Ok(Some(r)) => {
-                            if tx.send(Ok(r.0)).is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => return,
-                        Err(e) => {
-                            let _ = tx.send(Err(e.to_string()));
-                            return;
-                        }
-                    }
-                }
-            });
+            let (sender, responses) = stream.split();
             senders.push(sender);
-            inboxes.push(rx);
+            inboxes.push(Inbox::spawn(responses));
         }
         let mut side = Side {
             server,
@@ -114,18 +101,12 @@ impl Side {
         what: &str,
         want: impl Fn(&PbWatchResponse) -> bool,
     ) -> PbWatchResponse {
-        let until = Instant::now() + DEADLINE;
+        let poll = Poll::new(what, DEADLINE);
         loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let r = match tokio::time::timeout(left, self.inboxes[s].recv()).await {
-                Ok(Some(Ok(r))) => r,
-                Ok(Some(Err(e))) => panic!("{:?}: stream {s} failed: {e}", self.server.kind()),
-                Ok(None) => panic!("{:?}: stream {s} ended", self.server.kind()),
-                Err(_) => panic!(
-                    "{:?}: stream {s}: no {what} within {DEADLINE:?}",
-                    self.server.kind()
-                ),
-            };
+            let r = self.inboxes[s]
+                .next(poll.left())
+                .await
+                .unwrap_or_else(|e| panic!("{:?}: stream {s}: no {what}: {e}", self.server.kind()));
             self.received[s].push(r.clone());
             if want(&r) {
                 return r;
@@ -135,19 +116,9 @@ impl Side {
 
     /// Waits until the server's gauge says no watcher is catching up.
     async fn wait_slow_zero(&self) {
-        let until = Instant::now() + DEADLINE;
-        loop {
-            let slow = self.server.metric("etcd_debugging_mvcc_slow_watcher_total");
-            if slow == Some(0.0) {
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "{:?}: watchers never caught up (slow {slow:?})",
-                self.server.kind()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.server
+            .wait_metrics(&[("etcd_debugging_mvcc_slow_watcher_total", 0.0)])
+            .await;
     }
 
     /// Waits until the server's gauges say no watcher is catching up and no event is queued
@@ -157,22 +128,12 @@ impl Side {
         if self.server.kind() == Kind::Etcd {
             return self.wait_slow_zero().await;
         }
-        let until = Instant::now() + DEADLINE;
-        loop {
-            let slow = self.server.metric("etcd_debugging_mvcc_slow_watcher_total");
-            let pending = self
-                .server
-                .metric("etcd_debugging_mvcc_pending_events_total");
-            if slow == Some(0.0) && pending == Some(0.0) {
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "{:?}: watchers never caught up (slow {slow:?}, pending {pending:?})",
-                self.server.kind()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.server
+            .wait_metrics(&[
+                ("etcd_debugging_mvcc_slow_watcher_total", 0.0),
+                ("etcd_debugging_mvcc_pending_events_total", 0.0),
+            ])
+            .await;
     }
 }
 
@@ -237,7 +198,7 @@ impl Gen {
     }
 
     fn put(&mut self) -> Request {
-        Request::Put(PutRequest {
+        Request::RequestPut(PutRequest {
             key: self.key(),
             value: self.rng.pick(VALUES).to_vec(),
             ..Default::default()
@@ -246,12 +207,12 @@ impl Gen {
 
     fn delete(&mut self) -> Request {
         let key = self.key();
-        let range_end = match self.rng.below(4) {
+        let range_end = match self.rng.u64(..4) {
             0 | 1 => Vec::new(),
             2 => prefix_end(&key),
             _ => self.rng.pick(BOUNDS).to_vec(),
         };
-        Request::DeleteRange(DeleteRangeRequest {
+        Request::RequestDeleteRange(DeleteRangeRequest {
             key,
             range_end,
             prev_kv: false,
@@ -262,19 +223,19 @@ impl Gen {
         // Distinct keys per branch: etcd rejects duplicates, and single-key ops keep clear of
         // the txn shapes that crash etcd 3.4 (see randomized.rs).
         let branch = |g: &mut Gen| {
-            let mut keys: Vec<Vec<u8>> = (0..1 + g.rng.below(3)).map(|_| g.key()).collect();
+            let mut keys: Vec<Vec<u8>> = (0..1 + g.rng.u64(..3)).map(|_| g.key()).collect();
             keys.sort();
             keys.dedup();
             keys.into_iter()
                 .map(|key| {
-                    RequestOp::new(if g.rng.chance(0.7) {
-                        Request::Put(PutRequest {
+                    request_op(if g.rng.chance(0.7) {
+                        Request::RequestPut(PutRequest {
                             key,
                             value: g.rng.pick(VALUES).to_vec(),
                             ..Default::default()
                         })
                     } else {
-                        Request::DeleteRange(DeleteRangeRequest {
+                        Request::RequestDeleteRange(DeleteRangeRequest {
                             key,
                             ..Default::default()
                         })
@@ -285,12 +246,12 @@ impl Gen {
         let success = branch(self);
         let failure = branch(self);
         let key = self.key();
-        Request::Txn(TxnRequest {
+        Request::RequestTxn(TxnRequest {
             compare: vec![Compare {
-                result: compare_result::GREATER,
-                target: compare_target::VERSION,
+                result: CompareResult::Greater as i32,
+                target: CompareTarget::Version as i32,
                 key,
-                target_union: Some(TargetUnion::Version(self.rng.range_i64(0, 2))),
+                target_union: Some(TargetUnion::Version(self.rng.i64(0..=2))),
                 range_end: Vec::new(),
             }],
             success,
@@ -299,9 +260,9 @@ impl Gen {
     }
 
     fn create(&mut self) -> Step {
-        let stream = self.rng.below(STREAMS as u64) as usize;
+        let stream = self.rng.usize(..STREAMS);
         let key = self.key();
-        let (key, end) = match self.rng.below(6) {
+        let (key, end) = match self.rng.u64(..6) {
             0 | 1 => (key, None),
             2 | 3 => {
                 let end = prefix_end(&key);
@@ -315,15 +276,15 @@ impl Gen {
                 (a, Some(b))
             }
         };
-        let start_rev = match self.rng.below(20) {
+        let start_rev = match self.rng.u64(..20) {
             0..=8 => 0,
             // Not exactly the compaction revision: Hearth keeps a tombstone there (as etcd
             // 3.5.16+ does, so such a watcher sees that delete), etcd 3.4 drops it.
-            9..=16 => match self.rng.range_i64(1, self.rev) {
+            9..=16 => match self.rng.i64(1..=self.rev) {
                 r if r == self.compacted => r + 1,
                 r => r,
             },
-            17 | 18 => self.rev + self.rng.range_i64(1, 3),
+            17 | 18 => self.rev + self.rng.i64(1..=3),
             _ => -1,
         };
         let mut filters = Vec::new();
@@ -336,7 +297,7 @@ impl Gen {
         let id = if self.rng.chance(0.6) {
             0
         } else {
-            self.rng.range_i64(1, 12)
+            self.rng.i64(1..=12)
         };
         Step::Create {
             stream,
@@ -354,31 +315,31 @@ impl Gen {
     }
 
     fn step(&mut self) -> Step {
-        match self.rng.below(100) {
+        match self.rng.u64(..100) {
             0..=34 => Step::Write(self.put()),
             35..=46 => Step::Write(self.delete()),
             47..=56 => Step::Write(self.txn()),
             57..=59 => {
                 let lo = self.compacted.max(1);
                 Step::Compact(if self.rng.chance(0.9) && self.rev > lo {
-                    self.rng.range_i64(lo + 1, self.rev)
+                    self.rng.i64(lo + 1..=self.rev)
                 } else {
-                    self.rng.range_i64(1, self.rev + 2)
+                    self.rng.i64(1..=self.rev + 2)
                 })
             }
             60..=79 => self.create(),
             80..=89 => {
-                let stream = self.rng.below(STREAMS as u64) as usize;
+                let stream = self.rng.usize(..STREAMS);
                 let ids: Vec<i64> = self.live[stream].keys().copied().collect();
                 let id = if !ids.is_empty() && self.rng.chance(0.8) {
                     *self.rng.pick(&ids)
                 } else {
-                    self.rng.range_i64(-1, 15)
+                    self.rng.i64(-1..=15)
                 };
                 Step::Cancel { stream, id }
             }
             _ => Step::Progress {
-                stream: self.rng.below(STREAMS as u64) as usize,
+                stream: self.rng.usize(..STREAMS),
             },
         }
     }
@@ -479,16 +440,17 @@ fn check_invariants(kind: Kind, responses: &[PbWatchResponse]) -> Result<(), Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_randomized_side_by_side() {
-    let seed = Rng::seed_from_env();
+    let seed_guard = Seed::from_env("watch_randomized_side_by_side");
+    let seed = seed_guard.value();
     let steps: usize = std::env::var("HEARTH_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_STEPS);
-    eprintln!("watch_randomized: seed {seed} (HEARTH_SEED={seed} replays), {steps} steps");
+    eprintln!("watch_randomized: {steps} steps");
     let mut etcd = Side::start(Kind::Etcd).await;
     let mut hearth = Side::start(Kind::Hearth).await;
     let mut g = Gen {
-        rng: Rng::new(seed),
+        rng: seed_guard.rng(),
         rev: 1,
         compacted: 0,
         live: vec![BTreeMap::new(); STREAMS],
@@ -520,7 +482,7 @@ async fn watch_randomized_side_by_side() {
                     revision: rev,
                     physical: false,
                 };
-                let e = etcd.raw.compact(req.clone()).await.map(|_| ());
+                let e = etcd.raw.compact(req).await.map(|_| ());
                 let h = hearth.raw.compact(req).await.map(|_| ());
                 assert_eq!(e, h, "step #{n} (seed {seed}): compaction\n{log}");
                 if e.is_ok() {
@@ -595,7 +557,7 @@ async fn watch_randomized_side_by_side() {
             revision: at,
             physical: false,
         };
-        let e = etcd.raw.compact(req.clone()).await.map(|_| ());
+        let e = etcd.raw.compact(req).await.map(|_| ());
         let h = hearth.raw.compact(req).await.map(|_| ());
         assert_eq!(e, h, "final compaction");
         g.compacted = at;
@@ -617,7 +579,7 @@ async fn watch_randomized_side_by_side() {
     // Pass every future start revision, let everything be delivered, then end each stream
     // with a progress reply: all events before it have been received.
     for i in 0..4 {
-        let req = Request::Put(PutRequest {
+        let req = Request::RequestPut(PutRequest {
             key: KEYS[i % KEYS.len()].to_vec(),
             value: b"last".to_vec(),
             ..Default::default()
@@ -648,8 +610,8 @@ async fn watch_randomized_side_by_side() {
     etcd.wait_slow_zero().await;
     for s in 0..STREAMS {
         let want = event_counts(&hearth.received[s]);
-        let until = Instant::now() + DEADLINE;
-        while Instant::now() < until {
+        let poll = Poll::new("etcd's events", DEADLINE);
+        while !poll.expired() {
             let have = event_counts(&etcd.received[s]);
             if want
                 .iter()
@@ -657,10 +619,9 @@ async fn watch_randomized_side_by_side() {
             {
                 break;
             }
-            let left = until.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, etcd.inboxes[s].recv()).await {
-                Ok(Some(Ok(r))) => etcd.received[s].push(r),
-                _ => break,
+            match etcd.inboxes[s].next(poll.left()).await {
+                Ok(r) => etcd.received[s].push(r),
+                Err(_) => break,
             }
         }
         etcd.senders[s]
@@ -735,12 +696,6 @@ fn event_counts(responses: &[PbWatchResponse]) -> BTreeMap<i64, usize> {
     out
 }
 
-fn response_rev(r: &Response) -> i64 {
-    let h = match r {
-        Response::Range(r) => &r.header,
-        Response::Put(r) => &r.header,
-        Response::DeleteRange(r) => &r.header,
-        Response::Txn(r) => &r.header,
-    };
-    h.as_ref().map_or(0, |h| h.revision)
+fn response_rev(r: &api::etcdserverpb::response_op::Response) -> i64 {
+    header_revision(r).unwrap_or(0)
 }

@@ -17,12 +17,13 @@
 //! things to happen at all.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::proto::PbWatchResponse;
-use etcd_client::{WatchOptions, WatchResponseStream};
+use etcd_client::WatchOptions;
+use hearth_tests::poll::Poll;
+use hearth_tests::watch::Inbox;
 use hearth_tests::{Kind, Options, Server};
-use tokio::sync::mpsc;
 
 const WATCHERS: usize = 1000;
 const SMALL_KEYS: usize = 20;
@@ -50,29 +51,6 @@ fn busy_watch(i: usize) -> (String, WatchOptions) {
     }
 }
 
-fn spawn_reader(
-    mut stream: WatchResponseStream,
-) -> mpsc::UnboundedReceiver<Result<PbWatchResponse, String>> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match stream.message().await {
-                Ok(Some(r)) => {
-                    if tx.send(Ok(r.0)).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
-                    return;
-                }
-            }
-        }
-    });
-    rx
-}
-
 /// What one watcher received: (mod_revision, key, value, prev value) per event.
 type Seen = BTreeMap<i64, Vec<(i64, String, Vec<u8>, Option<Vec<u8>>)>>;
 
@@ -89,13 +67,12 @@ fn record(seen: &mut Seen, r: &PbWatchResponse) {
     }
 }
 
-async fn wait_created(rx: &mut mpsc::UnboundedReceiver<Result<PbWatchResponse, String>>, n: usize) {
-    let until = Instant::now() + DEADLINE;
+async fn wait_created(rx: &mut Inbox, n: usize) {
+    let poll = Poll::new("the watchers created", DEADLINE);
     let mut created = 0;
     while created < n {
-        let left = until.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Some(Ok(r))) => {
+        match rx.next(poll.left()).await {
+            Ok(r) => {
                 assert!(!r.canceled, "watcher refused: {r:?}");
                 assert!(r.events.is_empty(), "events before the writes: {r:?}");
                 created += usize::from(r.created);
@@ -123,7 +100,7 @@ async fn thousand_watchers_and_a_stalled_stream() {
         .await
         .expect("open busy stream")
         .split();
-    let mut busy_rx = spawn_reader(busy_stream);
+    let mut busy_rx = Inbox::spawn(busy_stream);
     for i in 1..WATCHERS {
         let (key, opts) = busy_watch(i);
         busy.watch(key, Some(opts)).await.expect("create watcher");
@@ -199,11 +176,10 @@ async fn thousand_watchers_and_a_stalled_stream() {
         .collect();
     let total: usize = expected.values().map(Vec::len).sum();
     let mut got = 0;
-    let until = Instant::now() + DEADLINE;
+    let poll = Poll::new("every event on the busy stream", DEADLINE);
     while got < total {
-        let left = until.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, busy_rx.recv()).await {
-            Ok(Some(Ok(r))) => {
+        match busy_rx.next(poll.left()).await {
+            Ok(r) => {
                 got += r.events.len();
                 record(&mut seen, &r);
             }
@@ -261,18 +237,11 @@ async fn thousand_watchers_and_a_stalled_stream() {
     drop(slow);
     drop(slow_rx);
     drop(slow_client);
-    let until = Instant::now() + DEADLINE;
-    loop {
-        let total = server.metric("etcd_debugging_mvcc_watcher_total");
-        let streams = server.metric("etcd_debugging_mvcc_watch_stream_total");
-        if total == Some(WATCHERS as f64) && streams == Some(1.0) {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "the stalled stream's watchers were not removed: {total:?} watchers, {streams:?} streams"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server
+        .wait_metrics(&[
+            ("etcd_debugging_mvcc_watcher_total", WATCHERS as f64),
+            ("etcd_debugging_mvcc_watch_stream_total", 1.0),
+        ])
+        .await;
     drop(busy);
 }

@@ -210,6 +210,8 @@ fn batch_limit_and_interval_trigger_durable_commits() {
     w.put(Bucket::Key, b"a", b"v").unwrap();
     assert!(!w.commit().unwrap().durable);
     assert!(!b2.commit_if_due().unwrap());
+    // The interval passing on the backend's own clock is what is under test, and there is
+    // nothing else to wait for: sleeping at least 40 ms passes the 30 ms interval for sure.
     std::thread::sleep(Duration::from_millis(40));
     let mut w = b2.write().unwrap();
     w.put(Bucket::Key, b"b", b"v").unwrap();
@@ -219,6 +221,7 @@ fn batch_limit_and_interval_trigger_durable_commits() {
     let mut w = b2.write().unwrap();
     w.put(Bucket::Key, b"c", b"v").unwrap();
     assert!(!w.commit().unwrap().durable);
+    // As above: the interval passing is the behaviour under test.
     std::thread::sleep(Duration::from_millis(40));
     assert!(b2.commit_if_due().unwrap());
     assert_eq!(b2.pending_commits(), 0);

@@ -1,7 +1,12 @@
 //! Keys and values the workloads write, made as etcd's benchmark makes them: a key is the
 //! index in the key space as a Go `binary.PutVarint` (zig-zag, base-128) padded with zero bytes
-//! to `--key-size`; a value is random bytes. Randomness is a seeded SplitMix64, hashed with the
-//! request index, so that tasks need no shared generator.
+//! to `--key-size`; a value is random bytes.
+//!
+//! Randomness comes from one per-run seed. Values are drawn once from `fastrand` (the
+//! generator the tests use too). Per-request choices (a random key, read or write) are a hash
+//! of the seed and the request index ([`mix64`], SplitMix64's output function) rather than draws
+//! from a generator: requests are numbered and served by many tasks at once, and a hash needs no
+//! shared, locked generator state.
 
 use anyhow::{bail, Result};
 
@@ -13,13 +18,9 @@ pub fn mix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// A per-run seed from the clock and the process id.
+/// A fresh per-run seed.
 pub fn seed() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    mix64(t ^ ((std::process::id() as u64) << 32))
+    fastrand::u64(..)
 }
 
 /// A uniformly distributed float in `[0, 1)` derived from `(seed, i)`.
@@ -39,15 +40,10 @@ pub fn varint(v: i64) -> Vec<u8> {
     out
 }
 
-/// `random_bytes(n)` from `(seed)`: the value written by the workloads.
+/// `n` random bytes drawn from `seed`: the value written by the workloads.
 pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n + 8);
-    let mut i = 0u64;
-    while out.len() < n {
-        out.extend_from_slice(&mix64(seed ^ mix64(i)).to_le_bytes());
-        i += 1;
-    }
-    out.truncate(n);
+    let mut out = vec![0; n];
+    fastrand::Rng::with_seed(seed).fill(&mut out);
     out
 }
 

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod gateway;
 mod keys;
 mod limiter;
 mod progress;
@@ -63,6 +64,10 @@ pub struct Global {
     /// Use full floating point precision in the text report
     #[arg(long, global = true)]
     pub precise: bool,
+    /// Send put and range as JSON to the gRPC-gateway (`POST /v3/kv/put`, `/v3/kv/range`) over
+    /// HTTP/1.1 keep-alive connections, one per client, instead of gRPC
+    #[arg(long, global = true)]
+    pub gateway: bool,
     /// Dial timeout for client connections (0 waits as long as it takes)
     #[arg(long, global = true, default_value = "5s")]
     pub dial_timeout: GoDuration,
@@ -220,6 +225,9 @@ fn print(cli: &Cli, name: &str, options: &impl Serialize, out: Outcome) -> Resul
 
 async fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
+    if g.gateway && !matches!(cli.command, Command::Put(_) | Command::Range(_)) {
+        anyhow::bail!("--gateway covers the put and range benchmarks only");
+    }
     match &cli.command {
         Command::Put(a) => print(&cli, "put", a, workload::put::run(g, a).await?),
         Command::Range(a) => print(&cli, "range", a, workload::range::run(g, a).await?),
@@ -322,6 +330,9 @@ mod tests {
             (w.streams, w.watchers_per_stream, w.key_space_size),
             (10, 3, 2)
         );
+
+        let cli = Cli::try_parse_from(["hearth-bench", "put", "--gateway"]).unwrap();
+        assert!(cli.global.gateway);
 
         assert!(Cli::try_parse_from(["hearth-bench", "range"]).is_err());
         assert!(Cli::try_parse_from(["hearth-bench", "put", "--clients", "0"]).is_err());

@@ -1,119 +1,22 @@
-//! Runs the `hearth-bench` binary against real servers on free loopback ports: Hearth (the
-//! binary at `$HEARTH_BIN`, else `hearth` beside this test's target directory, else
-//! `<workspace>/target/debug/hearth`) for put/range/txn, and Debian's `/usr/bin/etcd` for
-//! watch/lease (which Hearth does not serve yet). A server that is not installed skips its
-//! checks with a message. Only counts and errors are checked, never timings.
+//! Runs the `hearth-bench` binary against real servers started by the end-to-end tests'
+//! harness (`hearth_tests::Server`, on reserved loopback ports): Hearth (the binary at
+//! `$HEARTH_BIN`, else `<workspace>/target/debug/hearth`) for put/range/txn, and Debian's
+//! `/usr/bin/etcd` for watch/lease (which Hearth does not serve yet); without etcd installed,
+//! its checks are skipped with a message. Only counts and errors are checked, never timings.
 
+use hearth_tests::server::ETCD_BIN;
+use hearth_tests::{ports, Kind, Server};
 use serde_json::Value;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-const ETCD_BIN: &str = "/usr/bin/etcd";
 const BENCH: &str = env!("CARGO_BIN_EXE_hearth-bench");
 
-fn hearth_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("HEARTH_BIN") {
-        let p = PathBuf::from(p);
-        assert!(p.is_file(), "HEARTH_BIN={} does not exist", p.display());
-        return Some(p);
-    }
-    // target/<profile>/deps/bench-<hash> -> target/<profile>/hearth
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.parent()?.join("hearth")));
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/hearth");
-    beside.into_iter().chain([workspace]).find(|p| p.is_file())
-}
-
-/// A server process in a temp dir; killed on drop.
-struct Server {
-    child: Child,
-    endpoint: String,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(bin: &Path) -> Server {
-        let dir = tempfile::Builder::new()
-            .prefix("hearth-bench-")
-            .tempdir()
-            .unwrap();
-        let (a, b) = (
-            TcpListener::bind("127.0.0.1:0").unwrap(),
-            TcpListener::bind("127.0.0.1:0").unwrap(),
-        );
-        let client = format!("http://{}", a.local_addr().unwrap());
-        let peer = format!("http://{}", b.local_addr().unwrap());
-        drop((a, b));
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let mut cmd = Command::new(bin);
-        cmd.arg("--name=default")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=default={peer}"))
-            .arg(format!(
-                "--initial-cluster-token=hearth-bench-{}",
-                std::process::id()
-            ));
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            if k.starts_with("ETCD_") || k.starts_with("HEARTH_") {
-                cmd.env_remove(k);
-            }
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let mut s = Server {
-            child,
-            endpoint: client,
-            dir,
-        };
-        s.wait_ready();
-        s
-    }
-
-    /// Waits until a one-request range run succeeds.
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("server exited during startup ({status}):\n{}", self.log());
-            }
-            let out = bench(
-                &self.endpoint,
-                &["range", "probe", "--total", "1", "--json"],
-            );
-            if out.0 && json(&out.1)["reports"][0]["count"] == 1 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server not ready:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A server of `kind` on reserved loopback ports (the end-to-end tests' harness).
+fn start(kind: Kind) -> Server {
+    tokio::runtime::Runtime::new()
+        .expect("tokio runtime")
+        .block_on(Server::start(kind))
 }
 
 /// Runs `hearth-bench --endpoints=E ARGS`: (success, stdout, stderr).
@@ -178,7 +81,7 @@ fn assert_clean(r: &Value, count: u64) {
 }
 
 fn kv_workloads(s: &Server) {
-    let e = &s.endpoint;
+    let e = &s.endpoint();
     let v = run_json(
         e,
         &[
@@ -269,6 +172,43 @@ fn kv_workloads(s: &Server) {
     assert_clean(read, r);
     assert_clean(write, w);
 
+    // The JSON gateway mode: put and range as JSON over HTTP/1.1, one connection per client.
+    let v = run_json(
+        e,
+        &[
+            "put",
+            "--gateway",
+            "--total",
+            "100",
+            "--clients",
+            "4",
+            "--key-space-size",
+            "10",
+        ],
+    );
+    assert_eq!(v["global"]["gateway"], true);
+    assert_clean(report(&v, "put"), 100);
+    let v = run_json(
+        e,
+        &[
+            "range",
+            "a",
+            "z",
+            "--gateway",
+            "--consistency",
+            "s",
+            "--limit",
+            "5",
+            "--total",
+            "50",
+            "--clients",
+            "2",
+        ],
+    );
+    assert_clean(report(&v, "range"), 50);
+    let (ok, _, err) = bench(e, &["txn-put", "--gateway", "--total", "1"]);
+    assert!(!ok && err.contains("--gateway"), "{err}");
+
     // Rate limiting and the text report (no timing assertions: only that it runs and prints).
     let (ok, out, err) = bench(e, &["put", "--total", "20", "--rate", "1000", "--precise"]);
     assert!(ok, "{out}\n{err}");
@@ -285,13 +225,7 @@ fn kv_workloads(s: &Server) {
 
 #[test]
 fn kv_workloads_against_hearth() {
-    let Some(bin) = hearth_bin() else {
-        eprintln!(
-            "SKIP: no hearth binary (build it with `cargo build -p hearth` or set HEARTH_BIN)"
-        );
-        return;
-    };
-    let s = Server::start(&bin);
+    let s = start(Kind::Hearth);
     kv_workloads(&s);
 }
 
@@ -301,8 +235,8 @@ fn all_workloads_against_etcd() {
         eprintln!("SKIP: {ETCD_BIN} is not installed");
         return;
     }
-    let s = Server::start(Path::new(ETCD_BIN));
-    let e = &s.endpoint;
+    let s = start(Kind::Etcd);
+    let e = &s.endpoint();
     kv_workloads(&s);
 
     let v = run_json(e, &["lease-keepalive", "--total", "100", "--clients", "3"]);
@@ -350,11 +284,9 @@ fn all_workloads_against_etcd() {
 
 #[test]
 fn unreachable_server_fails_cleanly_or_counts_errors() {
-    // Nothing listens on this port: every request fails, and the failures are counted.
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Nothing listens on this (reserved) port: every request fails, and the failures are
+    // counted.
+    let port = ports::reserve();
     let (ok, out, err) = bench(
         &format!("127.0.0.1:{port}"),
         &["put", "--total", "3", "--dial-timeout", "1s", "--json"],

@@ -890,30 +890,20 @@ fn shared_types_are_send_and_sync() {
     send_sync::<MvccError>();
 }
 
-/// SplitMix64 for the fuzz tests below (fixed seeds: failures replay).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
+/// `n` random bytes for the fuzz tests below (`fastrand` with fixed seeds: failures replay).
+fn random_bytes(rng: &mut fastrand::Rng, n: usize) -> Vec<u8> {
+    let mut b = vec![0; n];
+    rng.fill(&mut b);
+    b
 }
 
 #[test]
 fn revision_keys_decode_or_fail_cleanly() {
-    let mut rng = Rng(17);
+    let mut rng = fastrand::Rng::with_seed(17);
     for _ in 0..20_000 {
-        let n = (rng.next() % 24) as usize;
-        let mut b = rng.bytes(n);
-        if n >= REV_BYTES_LEN && rng.next().is_multiple_of(2) {
+        let n = rng.usize(..24);
+        let mut b = random_bytes(&mut rng, n);
+        if n >= REV_BYTES_LEN && rng.bool() {
             b[8] = b'_';
         }
         if let Ok(k) = BucketKey::from_bytes(&b) {
@@ -935,7 +925,7 @@ fn revision_keys_decode_or_fail_cleanly() {
 /// reports corruption, and writes on top never panic, whatever the numbers in the records.
 #[test]
 fn records_with_extreme_numbers_do_not_panic() {
-    let mut rng = Rng(99);
+    let mut rng = fastrand::Rng::with_seed(99);
     let extremes = [i64::MIN, -1, 0, 1, i64::MAX - 1, i64::MAX];
     for round in 0..200 {
         let dir = tempfile::tempdir().unwrap();
@@ -943,7 +933,7 @@ fn records_with_extreme_numbers_do_not_panic() {
         {
             let mut w = b.write().unwrap();
             for i in 0..4i64 {
-                let mut pick = || extremes[(rng.next() % extremes.len() as u64) as usize];
+                let mut pick = || extremes[rng.usize(..extremes.len())];
                 let kv = KeyValue {
                     key: b"a".to_vec(),
                     create_revision: pick(),
@@ -954,8 +944,8 @@ fn records_with_extreme_numbers_do_not_panic() {
                 };
                 let rev = Revision::new(2 + i, 0);
                 let tomb = round % 5 == 0 && i == 1;
-                let value = if rng.next().is_multiple_of(8) {
-                    rng.bytes(12)
+                let value = if rng.u8(..8) == 0 {
+                    random_bytes(&mut rng, 12)
                 } else {
                     prost::Message::encode_to_vec(&kv)
                 };

@@ -347,6 +347,8 @@ fn concurrent_history_watch_with_background_sync_never_loses_or_duplicates() {
                 put(&kv, if i % 2 == 0 { "h" } else { "h2" }, &i.to_string());
             }
         });
+        // Not a wait: a varying head start for the writer, so the watcher is created at
+        // different points of the writes from round to round.
         std::thread::sleep(Duration::from_micros((round % 10) * 100));
         let start = (fx.kv.rev() - 5).max(2);
         // A small sink: the watcher also goes through victim retries.

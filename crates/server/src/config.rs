@@ -33,6 +33,77 @@ pub struct Config {
     pub watch_progress_notify_interval: Duration,
     /// Reject membership changes that could cost the cluster its quorum (etcd's default: on).
     pub strict_reconfig_check: bool,
+    // What follows is parsed by the `hearth` binary but not used by the server yet: the binary refuses
+    // to start when one of these is set to anything but its default (its table of flags not wired yet),
+    // so whoever wires a feature reads its field here and removes its line from that table.
+    /// `--listen-client-http-urls`: HTTP only (gateway, health, metrics) client URLs; when set,
+    /// `listen_client_urls` serve gRPC only.
+    pub listen_client_http_urls: Vec<String>,
+    /// `--listen-metrics-urls`: URLs serving `/metrics`, `/health`, `/livez`, `/readyz` only.
+    pub listen_metrics_urls: Vec<String>,
+    /// TLS of the client URLs (`--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`,
+    /// ...; empty: no TLS), as etcd's `ClientTLSInfo`.
+    pub client_tls: transport::TlsInfo,
+    /// `--auto-tls`: self-signed client certificates under `<data-dir>/fixtures/client` when
+    /// `client_tls` has none.
+    pub client_auto_tls: bool,
+    /// TLS of the peer URLs and of dialing peers (`--peer-*` flags), as etcd's `PeerTLSInfo`.
+    pub peer_tls: transport::TlsInfo,
+    /// `--peer-auto-tls`: self-signed peer certificates under `<data-dir>/fixtures/peer`.
+    pub peer_auto_tls: bool,
+    /// `--self-signed-cert-validity`, in years.
+    pub self_signed_cert_validity: u32,
+    /// `--auth-token`.
+    pub auth_token: AuthToken,
+    /// `--auth-token-ttl`: lifetime of a simple token.
+    pub auth_token_ttl: Duration,
+    /// `--bcrypt-cost`: cost factor of password hashes.
+    pub bcrypt_cost: u32,
+    /// `--force-new-cluster`: restart this member's data as a one-member cluster (disaster recovery).
+    pub force_new_cluster: bool,
+    /// `--unsafe-no-fsync`: never fsync (data loss on power failure).
+    pub unsafe_no_fsync: bool,
+    /// `--backend-batch-interval`: longest time before a backend commit is made durable (0: 100 ms).
+    pub backend_batch_interval: Duration,
+    /// `--backend-batch-limit`: most operations before a backend commit is made durable (0: 10000).
+    pub backend_batch_limit: usize,
+    /// `--max-concurrent-streams`: HTTP/2 streams a client connection may open at once.
+    pub max_concurrent_streams: u32,
+    /// `--grpc-keepalive-min-time`: clients pinging more often than this are disconnected.
+    pub grpc_keepalive_min_time: Duration,
+    /// `--grpc-keepalive-interval`: server-to-client ping period (0: off).
+    pub grpc_keepalive_interval: Duration,
+    /// `--grpc-keepalive-timeout`: how long a ping may go unanswered before the connection is closed.
+    pub grpc_keepalive_timeout: Duration,
+    /// `--max-learners`: most learners the membership may hold.
+    pub max_learners: usize,
+    /// `--compaction-batch-limit`: records deleted per compaction batch (0: 1000).
+    pub compaction_batch_limit: usize,
+    /// `--compaction-sleep-interval`: pause between compaction batches (0: 10 ms).
+    pub compaction_sleep_interval: Duration,
+    /// `--corrupt-check-time`: period of the cluster-wide corruption check (0: off).
+    pub corrupt_check_time: Duration,
+    /// `--compact-hash-check-time`: period of the leader's compaction hash check.
+    pub compact_hash_check_time: Duration,
+    /// `--feature-gates` (and the 3.5 `--experimental-*` switches): etcd's server feature gates, every
+    /// known gate with its value, by etcd's name (`InitialCorruptCheck`, `CompactHashCheck`, ...).
+    pub feature_gates: std::collections::BTreeMap<String, bool>,
+}
+
+/// etcd's `--auth-token`: how the tokens handed out by `Authenticate` are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthToken {
+    /// `simple`: random tokens held by the member that issued them, valid for `auth_token_ttl`.
+    Simple,
+    /// `jwt,sign-method=<alg>[,pub-key=<file>][,priv-key=<file>][,ttl=<duration>]`: signed tokens.
+    Jwt {
+        /// A JWT algorithm name (`RS256`, `ES256`, `EdDSA`, `HS256`, ...).
+        sign_method: String,
+        pub_key: Option<PathBuf>,
+        priv_key: Option<PathBuf>,
+        /// Token lifetime (etcd's default: 5 minutes).
+        ttl: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +142,30 @@ impl Default for Config {
             election_timeout: Duration::from_millis(1000),
             watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
             strict_reconfig_check: true,
+            listen_client_http_urls: Vec::new(),
+            listen_metrics_urls: Vec::new(),
+            client_tls: transport::TlsInfo::default(),
+            client_auto_tls: false,
+            peer_tls: transport::TlsInfo::default(),
+            peer_auto_tls: false,
+            self_signed_cert_validity: 1,
+            auth_token: AuthToken::Simple,
+            auth_token_ttl: Duration::from_secs(300),
+            bcrypt_cost: 10,
+            force_new_cluster: false,
+            unsafe_no_fsync: false,
+            backend_batch_interval: Duration::ZERO,
+            backend_batch_limit: 0,
+            max_concurrent_streams: u32::MAX,
+            grpc_keepalive_min_time: Duration::from_secs(5),
+            grpc_keepalive_interval: Duration::from_secs(2 * 60 * 60),
+            grpc_keepalive_timeout: Duration::from_secs(20),
+            max_learners: membership::MAX_LEARNERS,
+            compaction_batch_limit: 0,
+            compaction_sleep_interval: Duration::ZERO,
+            corrupt_check_time: Duration::ZERO,
+            compact_hash_check_time: Duration::from_secs(60),
+            feature_gates: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -390,7 +390,24 @@ async fn serve_client(
         max_txn_ops: srv.cfg().max_txn_ops,
         watch_progress_notify_interval: srv.cfg().watch_progress_notify_interval,
     };
-    let routes = v3rpc::routes(srv.clone(), &cfg, shutdown.clone()).await;
+    let grpc = v3rpc::routes(srv.clone(), &cfg, shutdown.clone()).await;
+    // The JSON gateway calls the same services in process, through the same layers as the gRPC port.
+    let local = tower::ServiceBuilder::new()
+        .map_response(v3rpc::fix_oversize_status)
+        .layer(v3rpc::interceptor::layer(srv.clone()))
+        .service(grpc.clone());
+    let plain = gateway::router(
+        v3rpc::http_router(srv.clone()),
+        gateway::GrpcService::new(local),
+        gateway::Config {
+            max_grpc_message_bytes: cfg.max_request_bytes + v3rpc::GRPC_OVERHEAD_BYTES,
+        },
+    )
+    .unwrap_or_else(|e| {
+        tracing::error!("JSON gateway not served: {e}");
+        v3rpc::http_router(srv.clone())
+    });
+    let routes = tonic::service::Routes::from(plain.merge(grpc.into_axum_router()));
     v3rpc::serve(srv, routes, listener, shutdown).await
 }
 

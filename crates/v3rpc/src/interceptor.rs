@@ -20,7 +20,7 @@ const LEARNER_RPCS: &[&str] = &["/etcdserverpb.Maintenance/Status", "/etcdserver
 const REQUIRE_LEADER_KEY: &str = "hasleader";
 const HAS_LEADER: &str = "true";
 
-pub(crate) struct InterceptLayer<M> {
+pub struct InterceptLayer<M> {
     srv: Arc<M>,
 }
 
@@ -32,7 +32,7 @@ impl<M> Clone for InterceptLayer<M> {
     }
 }
 
-pub(crate) fn layer<M>(srv: Arc<M>) -> InterceptLayer<M> {
+pub fn layer<M>(srv: Arc<M>) -> InterceptLayer<M> {
     InterceptLayer { srv }
 }
 
@@ -47,7 +47,7 @@ impl<S, M> tower::Layer<S> for InterceptLayer<M> {
     }
 }
 
-pub(crate) struct Intercept<S, M> {
+pub struct Intercept<S, M> {
     inner: S,
     srv: Arc<M>,
 }

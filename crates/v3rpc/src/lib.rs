@@ -22,7 +22,7 @@ mod concurrency;
 mod election;
 mod etcdhttp;
 mod header;
-mod interceptor;
+pub mod interceptor;
 mod kv;
 mod lease;
 mod lock;
@@ -222,7 +222,7 @@ pub struct ClientConfig {
     pub watch_progress_notify_interval: Duration,
 }
 
-/// Every service of the client port (gRPC and plain HTTP) as tonic routes. `shutdown` turning true ends
+/// Every gRPC service of the client port as tonic routes (the plain-HTTP pages are `http_router`). `shutdown` turning true ends
 /// streams and waiting requests (a graceful shutdown waits for every request in flight).
 pub async fn routes<S: V3Server>(
     srv: Arc<S>,
@@ -236,7 +236,7 @@ pub async fn routes<S: V3Server>(
         .await;
     let kv = KvService::new(srv.clone(), cfg.max_txn_ops);
     let recipes = concurrency::Client::new(srv.clone(), Arc::new(kv.clone()));
-    tonic::service::Routes::from(etcdhttp::router(srv.clone()))
+    tonic::service::Routes::from(axum::Router::new())
         .add_service(health)
         .add_service(KvServer::new(kv).max_decoding_message_size(max_recv))
         .add_service(
@@ -264,6 +264,14 @@ pub async fn routes<S: V3Server>(
             ElectionServer::new(ElectionService::new(recipes, shutdown))
                 .max_decoding_message_size(max_recv),
         )
+}
+
+/// The client port's plain-HTTP pages: `/health`, `/livez`, `/readyz`, `/version`, `/metrics`.
+pub fn http_router<S>(srv: Arc<S>) -> axum::Router
+where
+    S: RaftStatusGetter + ReadIndexer + MetricsSource,
+{
+    etcdhttp::router(srv)
 }
 
 /// Serves `routes` on a client listener until `shutdown` turns true: plain HTTP/1.1 beside gRPC (as
@@ -300,7 +308,7 @@ pub async fn serve<S: RaftStatusGetter>(
 /// Rewrites tonic's status for an oversized request message into grpc-go's, which etcd clients see from etcd:
 /// `ResourceExhausted "grpc: received message larger than max (N vs. M)"`. tonic rejects such a request before
 /// the service runs and answers trailers-only, so the status is in the response headers.
-fn fix_oversize_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
+pub fn fix_oversize_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
     const OUT_OF_RANGE: &[u8] = b"11";
     let h = resp.headers_mut();
     if h.get("grpc-status").map(|v| v.as_bytes()) != Some(OUT_OF_RANGE) {

@@ -209,24 +209,11 @@ fn assert_corrupt_at(err: WalError, path: &Path, offset: usize) {
     }
 }
 
-/// Tiny deterministic generator: the tests must not depend on a crate we do not ship.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
+/// `n` random bytes (the tests' generator is `fastrand`, seeded: a failure replays).
+fn random_bytes(rng: &mut fastrand::Rng, n: usize) -> Vec<u8> {
+    let mut b = vec![0; n];
+    rng.fill(&mut b);
+    b
 }
 
 fn round_trip(fs: Box<dyn Fs>, reopen: impl Fn() -> Box<dyn Fs>, dir: &Path) {
@@ -738,7 +725,7 @@ fn release_to_keeps_the_log_readable() {
 
 #[test]
 fn garbage_never_panics() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     let first = dir().join("0000000000000000-0000000000000000.wal");
 
     // Random bytes as the only segment.
@@ -746,11 +733,11 @@ fn garbage_never_panics() {
         let fs = MemFs::new();
         fs.create_dir_all(dir()).unwrap();
         let len = if i % 3 == 0 {
-            rng.below(40)
+            rng.usize(..40)
         } else {
-            rng.below(5000)
+            rng.usize(..5000)
         };
-        fs.put_file(&first, rng.bytes(len));
+        fs.put_file(&first, random_bytes(&mut rng, len));
         assert!(open(&fs).is_err());
     }
 
@@ -783,8 +770,8 @@ fn garbage_never_panics() {
     for _ in 0..100 {
         let fs = fs.reboot(0);
         let mut data = original.clone();
-        let n = rng.below(data.len() - end) + 1;
-        data[end..end + n].copy_from_slice(&rng.bytes(n));
+        let n = rng.usize(..data.len() - end) + 1;
+        data[end..end + n].copy_from_slice(&random_bytes(&mut rng, n));
         fs.write_file(&last, data);
         let (_, rec) = open(&fs).unwrap();
         assert_eq!(rec.repaired_tail, Some((last.clone(), end as u64)));
@@ -794,15 +781,15 @@ fn garbage_never_panics() {
     let paths = seg_paths(&fs);
     for i in 0..400 {
         let fs = fs.reboot(0);
-        let path = &paths[rng.below(paths.len())];
+        let path = &paths[rng.usize(..paths.len())];
         let mut data = fs.read_file(path);
         if i % 10 == 0 {
-            let n = rng.below(3000);
-            data = rng.bytes(n);
+            let n = rng.usize(..3000);
+            data = random_bytes(&mut rng, n);
         } else {
-            for _ in 0..1 + rng.below(8) {
-                let at = rng.below(data.len());
-                data[at] = rng.next() as u8;
+            for _ in 0..1 + rng.usize(..8) {
+                let at = rng.usize(..data.len());
+                data[at] = rng.u8(..);
             }
         }
         fs.write_file(path, data);
@@ -819,7 +806,7 @@ fn garbage_never_panics() {
         "0000000000000000-0000000000000000.wal.bak",
         "0000000000000000-00000000000000000.wal",
     ] {
-        fs.put_file(&dir().join(name), rng.bytes(100));
+        fs.put_file(&dir().join(name), random_bytes(&mut rng, 100));
     }
     assert!(!Wal::exists_with(&fs, dir()));
     drop(create(&fs));

@@ -13,8 +13,10 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use etcd_client::LeaseTimeToLiveOptions;
+use hearth_tests::poll::{self, Poll};
 use hearth_tests::{Kind, Server};
 
 const SLOTS: usize = 2;
@@ -44,12 +46,25 @@ fn history(log: &Path) -> Vec<String> {
         .collect()
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !done() {
-        assert!(Instant::now() < until, "gave up waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
+/// The ids of the leases on the server.
+async fn leases(c: &mut etcd_client::Client) -> BTreeSet<i64> {
+    let r = c.leases().await.expect("list leases");
+    r.leases().iter().map(|l| l.id()).collect()
+}
+
+/// How many leases, other than those in `except`, have a key in every slot's queue: each is a
+/// machine waiting for a slot (a machine grants its lease before it queues).
+async fn queued_machines(c: &mut etcd_client::Client, except: &BTreeSet<i64>) -> usize {
+    let mut queued = 0;
+    for id in leases(c).await.difference(except) {
+        let opts = LeaseTimeToLiveOptions::new().with_keys();
+        let t = c
+            .lease_time_to_live(*id, Some(opts))
+            .await
+            .expect("lease time-to-live");
+        queued += usize::from(t.keys().len() == SLOTS);
     }
+    queued
 }
 
 /// Replays the history; returns the acquisitions per machine.
@@ -102,9 +117,11 @@ fn never_more_than_k_reboot_at_once_even_when_holders_die() {
             (name, c)
         })
         .collect();
-    wait_for("the doomed machines hold every slot", || {
+    poll::eventually_blocking("the doomed machines to hold every slot", DEADLINE, || {
         history(&log).len() == SLOTS
     });
+    let mut client = rt.block_on(server.client());
+    let doomed_leases = rt.block_on(leases(&mut client));
 
     // The fleet queues up behind them.
     let mut fleet: Vec<(String, Child)> = (0..MACHINES)
@@ -114,7 +131,18 @@ fn never_more_than_k_reboot_at_once_even_when_holders_die() {
             (name, c)
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(1));
+    poll::eventually_blocking(
+        "every machine of the fleet to queue on every slot",
+        DEADLINE,
+        || {
+            let queued = rt.block_on(queued_machines(&mut client, &doomed_leases));
+            if queued == MACHINES {
+                Ok(())
+            } else {
+                Err(format!("{queued} of {MACHINES} queued"))
+            }
+        },
+    );
     assert_eq!(history(&log).len(), SLOTS, "nobody got past the holders");
 
     for (name, c) in &mut doomed {
@@ -125,19 +153,19 @@ fn never_more_than_k_reboot_at_once_even_when_holders_die() {
     }
 
     // Their leases expire, the slots come free, and every machine gets its rounds.
-    let until = Instant::now() + DEADLINE;
+    let mut poll = Poll::new("every machine of the fleet to finish", DEADLINE);
     for (name, c) in &mut fleet {
         loop {
             if let Some(status) = c.try_wait().unwrap() {
                 assert!(status.success(), "{name} failed: {status}");
                 break;
             }
-            assert!(
-                Instant::now() < until,
-                "{name} did not finish; history:\n{}",
-                history(&log).join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            if !poll.try_next_blocking() {
+                panic!(
+                    "{name} did not finish; history:\n{}",
+                    history(&log).join("\n")
+                );
+            }
         }
     }
 
@@ -157,8 +185,7 @@ fn never_more_than_k_reboot_at_once_even_when_holders_die() {
 
     // Nothing is left under the semaphore: released slots and the dead machines' keys are gone.
     rt.block_on(async {
-        let mut c = server.client().await;
-        let r = c
+        let r = client
             .get("fleet/", Some(etcd_client::GetOptions::new().with_prefix()))
             .await
             .unwrap();

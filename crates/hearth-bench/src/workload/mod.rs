@@ -28,6 +28,12 @@ async fn load(g: &Global, total: u64) -> Result<Load> {
     })
 }
 
+/// A client's connection for the KV workloads that also run through the JSON gateway.
+pub enum KvConn {
+    Grpc(Box<etcd_client::KvClient>),
+    Json(crate::gateway::JsonConn),
+}
+
 /// Result of one request as the runner counts it.
 fn outcome<T>(r: Result<T, etcd_client::Error>) -> Result<(), String> {
     r.map(|_| ()).map_err(|e| crate::client::error_text(&e))

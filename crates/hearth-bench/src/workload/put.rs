@@ -4,6 +4,7 @@
 //! `--compact-interval` compacts the store every so often, `--compact-index-delta` revisions
 //! behind the head, as etcd's tool does.
 
+use crate::gateway::{b64, JsonConn};
 use crate::keys::{random_bytes, seed, KeySpace};
 use crate::runner::{self, Workload};
 use crate::{Global, GoDuration, Outcome};
@@ -11,6 +12,7 @@ use anyhow::Result;
 use clap::Args;
 use etcd_client::{Client, KvClient};
 use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 #[derive(Args, Debug, Clone, Serialize)]
@@ -41,30 +43,54 @@ pub struct PutArgs {
 struct Put {
     keys: KeySpace,
     value: Vec<u8>,
+    /// With `--gateway`: the endpoints, and the value as it appears in JSON.
+    gateway: Option<(Vec<String>, String)>,
+    opened: AtomicUsize,
 }
 
 impl Workload for Put {
-    type Conn = KvClient;
+    type Conn = super::KvConn;
 
     fn report_names(&self) -> Vec<String> {
         vec!["put".into()]
     }
 
-    async fn open(&self, client: Client) -> Result<KvClient> {
-        Ok(client.kv_client())
+    async fn open(&self, client: Client) -> Result<super::KvConn> {
+        Ok(match &self.gateway {
+            None => super::KvConn::Grpc(Box::new(client.kv_client())),
+            Some((endpoints, _)) => {
+                let n = self.opened.fetch_add(1, Ordering::Relaxed);
+                super::KvConn::Json(JsonConn::new(&endpoints[n % endpoints.len()]))
+            }
+        })
     }
 
-    async fn call(&self, kv: &mut KvClient, i: u64) -> (usize, Result<(), String>) {
-        let r = kv.put(self.keys.key_for(i), self.value.clone(), None).await;
-        (0, super::outcome(r))
+    async fn call(&self, conn: &mut super::KvConn, i: u64) -> (usize, Result<(), String>) {
+        match conn {
+            super::KvConn::Grpc(kv) => {
+                let r = kv.put(self.keys.key_for(i), self.value.clone(), None).await;
+                (0, super::outcome(r))
+            }
+            super::KvConn::Json(c) => {
+                let value = self.gateway.as_ref().map_or("", |(_, v)| v.as_str());
+                let body = format!(
+                    r#"{{"key":"{}","value":"{value}"}}"#,
+                    b64(&self.keys.key_for(i))
+                );
+                (0, c.post("/v3/kv/put", body.into()).await)
+            }
+        }
     }
 }
 
 pub async fn run(g: &Global, a: &PutArgs) -> Result<Outcome> {
     let seed = seed();
+    let value = random_bytes(seed, a.val_size);
     let w = Put {
         keys: KeySpace::new(a.key_size, a.key_space_size, a.sequential_keys, seed)?,
-        value: random_bytes(seed, a.val_size),
+        gateway: g.gateway.then(|| (g.endpoints.clone(), b64(&value))),
+        value,
+        opened: AtomicUsize::new(0),
     };
     let load = super::load(g, a.total).await?;
     let compactor = match &a.compact_interval {

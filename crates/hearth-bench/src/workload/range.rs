@@ -3,12 +3,14 @@
 //! local store), optionally with `--limit` and `--count-only`. Measures read latency and
 //! throughput.
 
+use crate::gateway::{b64, JsonConn};
 use crate::runner::{self, Workload};
 use crate::{Consistency, Global, Outcome};
 use anyhow::Result;
 use clap::Args;
-use etcd_client::{Client, GetOptions, KvClient};
+use etcd_client::{Client, GetOptions};
 use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 #[derive(Args, Debug, Clone, Serialize)]
@@ -34,23 +36,62 @@ pub struct RangeArgs {
 struct Range {
     key: Vec<u8>,
     opts: GetOptions,
+    /// With `--gateway`: the endpoints, and the request body (the same for every request).
+    gateway: Option<(Vec<String>, bytes::Bytes)>,
+    opened: AtomicUsize,
 }
 
 impl Workload for Range {
-    type Conn = KvClient;
+    type Conn = super::KvConn;
 
     fn report_names(&self) -> Vec<String> {
         vec!["range".into()]
     }
 
-    async fn open(&self, client: Client) -> Result<KvClient> {
-        Ok(client.kv_client())
+    async fn open(&self, client: Client) -> Result<super::KvConn> {
+        Ok(match &self.gateway {
+            None => super::KvConn::Grpc(Box::new(client.kv_client())),
+            Some((endpoints, _)) => {
+                let n = self.opened.fetch_add(1, Ordering::Relaxed);
+                super::KvConn::Json(JsonConn::new(&endpoints[n % endpoints.len()]))
+            }
+        })
     }
 
-    async fn call(&self, kv: &mut KvClient, _i: u64) -> (usize, Result<(), String>) {
-        let r = kv.get(self.key.clone(), Some(self.opts.clone())).await;
-        (0, super::outcome(r))
+    async fn call(&self, conn: &mut super::KvConn, _i: u64) -> (usize, Result<(), String>) {
+        match conn {
+            super::KvConn::Grpc(kv) => {
+                let r = kv.get(self.key.clone(), Some(self.opts.clone())).await;
+                (0, super::outcome(r))
+            }
+            super::KvConn::Json(c) => {
+                let body = self
+                    .gateway
+                    .as_ref()
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
+                (0, c.post("/v3/kv/range", body).await)
+            }
+        }
     }
+}
+
+/// The JSON body of the Range the flags describe.
+fn json_body(a: &RangeArgs) -> String {
+    let mut fields = vec![format!(r#""key":"{}""#, b64(a.key.as_bytes()))];
+    if let Some(end) = &a.end {
+        fields.push(format!(r#""range_end":"{}""#, b64(end.as_bytes())));
+    }
+    if a.limit != 0 {
+        fields.push(format!(r#""limit":"{}""#, a.limit));
+    }
+    if a.consistency == Consistency::Serializable {
+        fields.push(r#""serializable":true"#.into());
+    }
+    if a.count_only {
+        fields.push(r#""count_only":true"#.into());
+    }
+    format!("{{{}}}", fields.join(","))
 }
 
 /// The Range options of the flags (shared with txn-mixed).
@@ -77,9 +118,34 @@ pub async fn run(g: &Global, a: &RangeArgs) -> Result<Outcome> {
     let w = Range {
         key: a.key.clone().into_bytes(),
         opts: get_options(a.end.as_deref(), a.consistency, a.limit, a.count_only),
+        gateway: g
+            .gateway
+            .then(|| (g.endpoints.clone(), bytes::Bytes::from(json_body(a)))),
+        opened: AtomicUsize::new(0),
     };
     let mut reports = runner::run(Arc::new(w), super::load(g, a.total).await?).await?;
     let mut out = Outcome::single(reports.remove(0));
     out.preface.push(a.consistency.banner().into());
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_body_carries_the_flags() {
+        let a = RangeArgs {
+            key: "foo".into(),
+            end: Some("fop".into()),
+            consistency: Consistency::Serializable,
+            limit: 10,
+            count_only: true,
+            total: 1,
+        };
+        assert_eq!(
+            json_body(&a),
+            r#"{"key":"Zm9v","range_end":"Zm9w","limit":"10","serializable":true,"count_only":true}"#
+        );
+    }
 }

@@ -1,0 +1,258 @@
+//! How a request finds its route, following the three Go layers it crosses in etcd: the access
+//! controller (CORS headers, `OPTIONS`, `/v3beta/` rewritten to `/v3/`), Go's `http.ServeMux` (a
+//! path that is not clean is redirected with 301), and grpc-gateway's `ServeMux` (exact path
+//! components, an optional `:verb` suffix, 405 for a known path asked with another method than
+//! POST, 404 otherwise).
+
+use axum::body::Body;
+use http::{header, HeaderValue, Method, StatusCode};
+
+use crate::errors;
+
+/// What the path and method select.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// Index into `routes::ROUTES`.
+    Route(usize),
+    Redirect(String),
+    NotFound,
+    MethodNotAllowed,
+}
+
+/// Decodes `%XX` escapes as Go's `url.URL.Path` holds the path (invalid escapes kept as they are).
+fn percent_decode(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(v) = hex {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Go's `path.Clean`: no `.` or `..` elements, no repeated or trailing slashes.
+fn clean(p: &str) -> String {
+    let rooted = p.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|l| *l != "..") {
+                    parts.pop();
+                } else if !rooted {
+                    parts.push("..");
+                }
+            }
+            s => parts.push(s),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
+/// Go's `http.ServeMux` `cleanPath`: cleaned, rooted, a trailing slash kept.
+fn clean_path(p: &str) -> String {
+    if p.is_empty() {
+        return "/".to_string();
+    }
+    let rooted = if p.starts_with('/') {
+        p.to_string()
+    } else {
+        format!("/{p}")
+    };
+    let mut np = clean(&rooted);
+    if rooted.ends_with('/') && np != "/" {
+        np.push('/');
+    }
+    np
+}
+
+/// The path etcd routes on: percent-decoded, `/v3beta/` taken as `/v3/`.
+pub(crate) fn effective_path(raw: &str) -> String {
+    let p = percent_decode(raw);
+    match p.strip_prefix("/v3beta/") {
+        Some(rest) => format!("/v3/{rest}"),
+        None => p,
+    }
+}
+
+/// Finds the route for `method` and the (effective) `path`; `query` is kept on a redirect.
+pub(crate) fn lookup(method: &Method, path: &str, query: Option<&str>) -> Lookup {
+    let cleaned = clean_path(path);
+    if cleaned != path {
+        let loc = match query {
+            Some(q) if !q.is_empty() => format!("{cleaned}?{q}"),
+            _ => cleaned,
+        };
+        return Lookup::Redirect(loc);
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Lookup::NotFound;
+    };
+    let mut components: Vec<&str> = rest.split('/').collect();
+    // grpc-gateway splits a `:verb` off the last component; no etcd route has a verb.
+    if let Some(last) = components.last_mut() {
+        if let Some(idx) = last.rfind(':') {
+            if idx == 0 || idx + 1 < last.len() {
+                return Lookup::NotFound;
+            }
+            *last = &last[..idx];
+        }
+    }
+    let wanted = format!("/{}", components.join("/"));
+    let Some(i) = crate::routes::ROUTES
+        .iter()
+        .position(|(p, _, _)| *p == wanted)
+    else {
+        return Lookup::NotFound;
+    };
+    if method == Method::POST {
+        Lookup::Route(i)
+    } else {
+        Lookup::MethodNotAllowed
+    }
+}
+
+/// Go's `http.Redirect` with 301.
+pub(crate) fn redirect(method: &Method, location: &str) -> http::Response<Body> {
+    let mut b = http::Response::builder()
+        .status(StatusCode::MOVED_PERMANENTLY)
+        .header(header::LOCATION, location);
+    let body = if method == Method::GET || method == Method::HEAD {
+        b = b.header(header::CONTENT_TYPE, "text/html; charset=utf-8");
+        if method == Method::GET {
+            // Go's htmlEscape.
+            let href = location
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&#34;")
+                .replace('\'', "&#39;");
+            format!("<a href=\"{href}\">Moved Permanently</a>.\n\n")
+        } else {
+            String::new()
+        }
+    } else {
+        String::new()
+    };
+    b.body(Body::from(body)).unwrap_or_default()
+}
+
+/// etcd's access controller, around every plain-HTTP answer of the client port: `OPTIONS` is
+/// answered at once, everything else gets the CORS headers etcd sends with its default `--cors=*`.
+pub(crate) async fn access_control(
+    req: http::Request<Body>,
+    next: axum::middleware::Next,
+) -> http::Response<Body> {
+    let mut resp = if req.method() == Method::OPTIONS {
+        http::Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, "0")
+            .body(Body::empty())
+            .unwrap_or_default()
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("accept, content-type, authorization"),
+    );
+    resp
+}
+
+/// What the client port answers for a path nothing serves: gRPC's `Unimplemented` to a gRPC
+/// request (as tonic's router does), Go's `404 page not found` to anything else.
+pub(crate) async fn fallback(req: http::Request<Body>) -> http::Response<Body> {
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        let (parts, ()) = tonic::Status::unimplemented("")
+            .into_http::<()>()
+            .into_parts();
+        return http::Response::from_parts(parts, Body::empty());
+    }
+    errors::text(StatusCode::NOT_FOUND, "404 page not found")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(path: &str) -> Lookup {
+        lookup(&Method::POST, &effective_path(path), None)
+    }
+
+    #[test]
+    fn routes_match_as_in_grpc_gateway() {
+        assert!(matches!(post("/v3/kv/range"), Lookup::Route(_)));
+        assert!(matches!(post("/v3beta/kv/range"), Lookup::Route(_)));
+        assert!(matches!(post("/v3/kv/%72ange"), Lookup::Route(_)));
+        // An empty verb is no verb; any other verb matches nothing.
+        assert!(matches!(post("/v3/kv/range:"), Lookup::Route(_)));
+        assert_eq!(post("/v3/kv/range:foo"), Lookup::NotFound);
+        assert_eq!(post("/v3/kv/:range"), Lookup::NotFound);
+        assert_eq!(post("/v3/kv/range/"), Lookup::NotFound);
+        assert_eq!(post("/v3/kv/nope"), Lookup::NotFound);
+        assert_eq!(post("/v3alpha/kv/range"), Lookup::NotFound);
+        assert_eq!(
+            lookup(&Method::GET, "/v3/kv/range", None),
+            Lookup::MethodNotAllowed
+        );
+        assert_eq!(
+            lookup(&Method::PUT, "/v3/watch", None),
+            Lookup::MethodNotAllowed
+        );
+    }
+
+    #[test]
+    fn unclean_paths_redirect_as_go_servemux() {
+        assert_eq!(
+            post("/v3//kv/range"),
+            Lookup::Redirect("/v3/kv/range".into())
+        );
+        assert_eq!(
+            lookup(&Method::POST, "/v3/kv/./range", Some("a=1")),
+            Lookup::Redirect("/v3/kv/range?a=1".into())
+        );
+        assert_eq!(
+            post("/v3/x/../kv/range/"),
+            Lookup::Redirect("/v3/kv/range/".into())
+        );
+    }
+
+    #[test]
+    fn path_clean_follows_go() {
+        assert_eq!(clean("/a/b/../c/./d//"), "/a/c/d");
+        assert_eq!(clean("/../a"), "/a");
+        assert_eq!(clean("/"), "/");
+        assert_eq!(clean_path("/v3/"), "/v3/");
+    }
+}

@@ -1,0 +1,362 @@
+//! The flags Hearth parses but does not act on yet, in one table: a member given one of them with
+//! anything but its default refuses to start, naming it ("--cert-file is not supported yet"), rather than
+//! run without what the operator asked for. Whoever wires a feature into the server removes its lines
+//! here (the values are already in `server::Config`, see `member`).
+//!
+//! Also here: etcd flags Hearth will never need (the v2 API and v2 proxy of etcd 3.5). They are accepted
+//! with their defaults, which mean "off" in etcd as well, and refused otherwise, as etcd 3.6 refuses them.
+
+use std::collections::BTreeMap;
+
+use crate::flags::Values;
+
+/// When a row is in effect.
+enum When {
+    /// The flag is set to something other than its default.
+    NotDefault,
+    /// A feature gate is on (given by `--feature-gates` or its 3.5 `--experimental-*` switch).
+    GateOn(&'static str),
+    /// A rule of its own.
+    If(fn(&Values) -> bool),
+}
+
+use When::*;
+
+/// (what to name, when it is in effect). Names are flags, or configuration file keys for the two TLS
+/// settings only a file can give.
+static NOT_YET: &[(&str, When)] = &[
+    // TLS: the transport crate is ready; the server's listeners and peer dialing do not use it yet.
+    ("cert-file", NotDefault),
+    ("key-file", NotDefault),
+    ("client-cert-file", NotDefault),
+    ("client-key-file", NotDefault),
+    ("client-cert-auth", NotDefault),
+    ("client-crl-file", NotDefault),
+    ("client-cert-allowed-hostname", NotDefault),
+    ("client-cert-allowed-cn", NotDefault),
+    ("client-skip-client-san-verification", NotDefault),
+    ("trusted-ca-file", NotDefault),
+    ("auto-tls", NotDefault),
+    ("peer-cert-file", NotDefault),
+    ("peer-key-file", NotDefault),
+    ("peer-client-cert-file", NotDefault),
+    ("peer-client-key-file", NotDefault),
+    ("peer-client-cert-auth", NotDefault),
+    ("peer-trusted-ca-file", NotDefault),
+    ("peer-crl-file", NotDefault),
+    ("peer-cert-allowed-cn", NotDefault),
+    ("peer-cert-allowed-hostname", NotDefault),
+    ("peer-skip-client-san-verification", NotDefault),
+    ("experimental-peer-skip-client-san-verification", NotDefault),
+    ("peer-auto-tls", NotDefault),
+    ("self-signed-cert-validity", NotDefault),
+    ("cipher-suites", NotDefault),
+    ("tls-min-version", NotDefault),
+    ("tls-max-version", NotDefault),
+    // Auth.
+    ("auth-token", NotDefault),
+    ("auth-token-ttl", NotDefault),
+    ("bcrypt-cost", NotDefault),
+    // Listeners and HTTP.
+    ("listen-metrics-urls", NotDefault),
+    ("listen-client-http-urls", NotDefault),
+    ("metrics", NotDefault),
+    ("enable-pprof", NotDefault),
+    ("enable-grpc-gateway", NotDefault),
+    ("cors", NotDefault),
+    ("host-whitelist", NotDefault),
+    ("max-concurrent-streams", NotDefault),
+    ("grpc-keepalive-min-time", NotDefault),
+    ("grpc-keepalive-interval", NotDefault),
+    ("grpc-keepalive-timeout", NotDefault),
+    ("socket-reuse-port", NotDefault),
+    ("socket-reuse-address", NotDefault),
+    ("warning-unary-request-duration", NotDefault),
+    ("experimental-warning-unary-request-duration", NotDefault),
+    // Raft and peers.
+    ("force-new-cluster", NotDefault),
+    ("initial-election-tick-advance", NotDefault),
+    ("pre-vote", NotDefault),
+    ("raft-read-timeout", NotDefault),
+    ("raft-write-timeout", NotDefault),
+    ("max-learners", NotDefault),
+    ("discovery", NotDefault),
+    ("discovery-token", NotDefault),
+    ("discovery-endpoints", NotDefault),
+    ("discovery-dial-timeout", NotDefault),
+    ("discovery-request-timeout", NotDefault),
+    ("discovery-keepalive-time", NotDefault),
+    ("discovery-keepalive-timeout", NotDefault),
+    ("discovery-insecure-transport", NotDefault),
+    ("discovery-insecure-skip-tls-verify", NotDefault),
+    ("discovery-cert", NotDefault),
+    ("discovery-key", NotDefault),
+    ("discovery-cacert", NotDefault),
+    ("discovery-user", NotDefault),
+    ("discovery-password", NotDefault),
+    ("discovery-proxy", NotDefault),
+    ("discovery-srv", NotDefault),
+    ("discovery-srv-name", NotDefault),
+    ("discovery-config", NotDefault),
+    // Storage.
+    ("unsafe-no-fsync", NotDefault),
+    ("wal-dir", NotDefault),
+    ("max-snapshots", NotDefault),
+    ("max-wals", NotDefault),
+    ("backend-batch-interval", NotDefault),
+    ("backend-batch-limit", NotDefault),
+    ("quota-backend-bytes", If(negative_quota)),
+    ("memory-mlock", NotDefault),
+    ("experimental-memory-mlock", NotDefault),
+    ("bootstrap-defrag-threshold-megabytes", NotDefault),
+    (
+        "experimental-bootstrap-defrag-threshold-megabytes",
+        NotDefault,
+    ),
+    ("warning-apply-duration", NotDefault),
+    ("experimental-warning-apply-duration", NotDefault),
+    // Compaction and corruption checks.
+    ("auto-compaction-retention", If(auto_compaction_on)),
+    ("compaction-batch-limit", NotDefault),
+    ("experimental-compaction-batch-limit", NotDefault),
+    ("compaction-sleep-interval", NotDefault),
+    ("experimental-compaction-sleep-interval", NotDefault),
+    ("corrupt-check-time", NotDefault),
+    ("experimental-corrupt-check-time", NotDefault),
+    ("compact-hash-check-time", NotDefault),
+    ("experimental-compact-hash-check-time", NotDefault),
+    (
+        "InitialCorruptCheck",
+        GateOn("experimental-initial-corrupt-check"),
+    ),
+    (
+        "CompactHashCheck",
+        GateOn("experimental-compact-hash-check-enabled"),
+    ),
+    // Leases, defragmentation, downgrades, membership.
+    (
+        "LeaseCheckpoint",
+        GateOn("experimental-enable-lease-checkpoint"),
+    ),
+    (
+        "LeaseCheckpointPersist",
+        GateOn("experimental-enable-lease-checkpoint-persist"),
+    ),
+    (
+        "StopGRPCServiceOnDefrag",
+        GateOn("experimental-stop-grpc-service-on-defrag"),
+    ),
+    ("SetMemberLocalAddr", GateOn("")),
+    ("downgrade-check-time", NotDefault),
+    ("experimental-downgrade-check-time", NotDefault),
+    // Distributed tracing.
+    ("enable-distributed-tracing", NotDefault),
+    ("experimental-enable-distributed-tracing", NotDefault),
+    ("distributed-tracing-address", NotDefault),
+    ("experimental-distributed-tracing-address", NotDefault),
+    ("distributed-tracing-service-name", NotDefault),
+    ("experimental-distributed-tracing-service-name", NotDefault),
+    ("distributed-tracing-instance-id", NotDefault),
+    ("experimental-distributed-tracing-instance-id", NotDefault),
+    ("distributed-tracing-sampling-rate", NotDefault),
+    ("experimental-distributed-tracing-sampling-rate", NotDefault),
+];
+
+/// Configuration file keys for the rows named after file-only settings.
+fn display(name: &str) -> String {
+    match name {
+        "client-cert-allowed-cn" => "client-transport-security.allowed-cn".into(),
+        "client-skip-client-san-verification" => {
+            "client-transport-security.skip-client-san-verification".into()
+        }
+        "discovery-config" => "discovery-config".into(),
+        n => format!("--{n}"),
+    }
+}
+
+fn negative_quota(v: &Values) -> bool {
+    v.int("quota-backend-bytes") < 0
+}
+
+/// etcd runs no compactor when the retention parses to zero.
+fn auto_compaction_on(v: &Values) -> bool {
+    let r = v.str("auto-compaction-retention");
+    let zero = r.parse::<f64>().map(|n| n == 0.0).unwrap_or(false)
+        || server::config::parse_go_duration(&r).is_ok_and(|d| d.is_zero());
+    !zero
+}
+
+/// The settings in effect that Hearth does not implement yet, each named ("--cert-file",
+/// "--feature-gates=InitialCorruptCheck=true", ...), in the table's order.
+pub(crate) fn not_yet(values: &Values, gates: &BTreeMap<String, bool>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, when) in NOT_YET {
+        match when {
+            NotDefault if values.differs_from_default(name) => out.push(display(name)),
+            If(f) if f(values) => out.push(display(name)),
+            GateOn(switch) if gates.get(*name).copied().unwrap_or(false) => {
+                if !switch.is_empty() && values.is_set(switch) {
+                    out.push(format!("--{switch}"));
+                } else {
+                    out.push(format!("--feature-gates={name}=true"));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// etcd flags for the v2 API and v2 proxy (etcd 3.5), which Hearth will never serve: their defaults
+/// are accepted, anything else is an error naming the flag.
+pub(crate) fn never(values: &Values) -> Result<(), String> {
+    if values.bool("enable-v2") {
+        return Err("--enable-v2=true is not supported: Hearth serves the v3 API only (etcd 3.6 removed v2)".into());
+    }
+    if !values.str("experimental-enable-v2v3").is_empty() {
+        return Err("--experimental-enable-v2v3 is not supported: Hearth serves the v3 API only (etcd 3.6 removed v2)".into());
+    }
+    let proxy = values.str("proxy");
+    if proxy != "off" {
+        return Err(format!(
+            "--proxy={proxy} is not supported: the v2 proxy was removed in etcd 3.6 (use the grpc-proxy)"
+        ));
+    }
+    if values.str("discovery-fallback") == "proxy" {
+        return Err(
+            "v2 proxy is deprecated, and --discovery-fallback can't be configured as \"proxy\""
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A member refusing settings it does not implement yet.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NotSupportedYet(pub Vec<String>);
+
+impl std::fmt::Display for NotSupportedYet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|n| format!("{n} is not supported yet"))
+            .collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flags::{lookup, parse_args, Command};
+    use crate::notice::Notices;
+
+    fn values(a: &[&str]) -> Values {
+        let a: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+        match parse_args(&a, &mut Notices::default()).unwrap() {
+            Command::Run(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn gates(v: &Values) -> BTreeMap<String, bool> {
+        let switches: Vec<(&'static str, bool)> = crate::features::EXPERIMENTAL_FLAG_GATES
+            .iter()
+            .filter(|(f, _)| v.is_set(f))
+            .map(|(f, _)| (*f, v.bool(f)))
+            .collect();
+        crate::features::resolve(&v.gates(), &switches).unwrap()
+    }
+
+    #[test]
+    fn every_row_names_a_flag_or_a_gate() {
+        for (name, when) in NOT_YET {
+            match when {
+                GateOn(_) => assert!(
+                    crate::features::GATES.iter().any(|g| g.name == *name),
+                    "{name}"
+                ),
+                _ => assert!(lookup(name).is_some(), "{name}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_row() {
+        let readme = include_str!("../../../README.md");
+        for (name, when) in NOT_YET {
+            let shown = match when {
+                GateOn(_) => format!("`--feature-gates={name}=true`"),
+                _ => format!("`{}`", display(name)),
+            };
+            let tracing_alias = name.contains("distributed-tracing");
+            assert!(
+                readme.contains(&shown) || tracing_alias,
+                "README.md's table of flags not wired yet lacks {shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_and_wired_flags_pass() {
+        let v = values(&[
+            "--name=a",
+            "--snapshot-count=5",
+            "--client-cert-auth=false",
+            "--tls-min-version=TLS1.2",
+            "--quota-backend-bytes=1024",
+            "--auto-compaction-retention=0h",
+            "--feature-gates=TxnModeWriteWithSharedBuffer=false",
+        ]);
+        assert_eq!(not_yet(&v, &gates(&v)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn settings_not_wired_are_named() {
+        let v = values(&[
+            "--cert-file=/c",
+            "--listen-metrics-urls=http://127.0.0.1:2381",
+            "--feature-gates=InitialCorruptCheck=true",
+            "--experimental-enable-lease-checkpoint",
+            "--quota-backend-bytes=-1",
+            "--auto-compaction-retention=1",
+        ]);
+        assert_eq!(
+            not_yet(&v, &gates(&v)),
+            [
+                "--cert-file",
+                "--listen-metrics-urls",
+                "--quota-backend-bytes",
+                "--auto-compaction-retention",
+                "--feature-gates=InitialCorruptCheck=true",
+                "--experimental-enable-lease-checkpoint",
+            ]
+        );
+        assert_eq!(
+            NotSupportedYet(vec!["--cert-file".into(), "--key-file".into()]).to_string(),
+            "--cert-file is not supported yet; --key-file is not supported yet"
+        );
+    }
+
+    #[test]
+    fn v2_flags_are_accepted_only_off() {
+        assert!(never(&values(&[
+            "--enable-v2=false",
+            "--proxy=off",
+            "--proxy-dial-timeout=5"
+        ]))
+        .is_ok());
+        assert!(never(&values(&["--enable-v2"]))
+            .unwrap_err()
+            .contains("--enable-v2"));
+        assert!(never(&values(&["--proxy=on"]))
+            .unwrap_err()
+            .contains("--proxy=on"));
+        assert!(never(&values(&["--experimental-enable-v2v3=/v2"])).is_err());
+        assert_eq!(
+            never(&values(&["--discovery-fallback=proxy"])).unwrap_err(),
+            "v2 proxy is deprecated, and --discovery-fallback can't be configured as \"proxy\""
+        );
+    }
+}
