@@ -102,7 +102,8 @@ pub struct MemberSpec {
     pub token: String,
     /// More flags, e.g. `--snapshot-count=...`.
     pub args: Vec<String>,
-    /// Started with the test-only peer fault switch on this file (Hearth only).
+    /// Started following a failpoint file, so it can be cut off from its peers (Hearth only;
+    /// see [`Server::cut_off`]).
     pub fault_file: bool,
     pub probe: Probe,
 }
@@ -257,21 +258,23 @@ impl Server {
         self.child.is_some()
     }
 
-    /// The file whose existence cuts this member off from its peers (`--unsafe-test-peer-fault-file`).
-    pub fn fault_path(&self) -> PathBuf {
-        self.dir.path().join("peer-fault")
+    /// The failpoint file this member follows (`HEARTH_FAILPOINTS_FILE`, see `docs/failpoints.md`).
+    pub fn failpoint_file(&self) -> PathBuf {
+        self.dir.path().join("failpoints")
     }
 
-    /// Cuts this member off from its peers, or heals it (test-only fault switch; Hearth only).
+    /// Cuts this member off from its peers, or heals it, by arming or disarming the
+    /// `blackholePeerNetwork` failpoint (Hearth only).
     pub fn cut_off(&self, cut: bool) {
         assert!(
             self.fault_file && self.kind == Kind::Hearth,
-            "cut_off needs a Hearth member started with the fault switch"
+            "cut_off needs a Hearth member started with the failpoint file"
         );
         if cut {
-            std::fs::write(self.fault_path(), b"").expect("create fault file");
+            std::fs::write(self.failpoint_file(), b"blackholePeerNetwork=return")
+                .expect("write the failpoint file");
         } else {
-            let _ = std::fs::remove_file(self.fault_path());
+            let _ = std::fs::remove_file(self.failpoint_file());
         }
     }
 
@@ -370,8 +373,7 @@ impl Server {
             cmd.env(k, v);
         }
         if self.fault_file && self.kind == Kind::Hearth {
-            cmd.arg("--unsafe-test-peer-fault-file")
-                .arg(self.fault_path());
+            cmd.env("HEARTH_FAILPOINTS_FILE", self.failpoint_file());
         }
         cmd
     }
@@ -661,7 +663,7 @@ impl Drop for Server {
 }
 
 /// Sends `sig` to a child process.
-pub(crate) fn signal(c: &Child, sig: rustix::process::Signal) -> std::io::Result<()> {
+pub fn signal(c: &Child, sig: rustix::process::Signal) -> std::io::Result<()> {
     rustix::process::kill_process(rustix::process::Pid::from_child(c), sig).map_err(Into::into)
 }
 

@@ -6,10 +6,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use hearth_tests::poll;
 use hearth_tests::ports::reserve_n;
-use hearth_tests::server::{connect, hearth_bin, ETCDCTL_BIN};
+use hearth_tests::server::{connect, hearth_bin, signal, ETCDCTL_BIN};
 use serde_json::Value;
 
 /// The settings of kubeadm's etcd command line that Hearth refuses until they are wired into the
@@ -48,17 +49,9 @@ fn spawn(dir: &Path, args: &[String], env: &[(&str, &str)]) -> Child {
 }
 
 fn wait_exit(child: &mut Child) -> ExitStatus {
-    let until = Instant::now() + EXIT_DEADLINE;
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return s;
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("hearth did not exit within {EXIT_DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll::eventually_blocking("hearth to exit", EXIT_DEADLINE, || {
+        child.try_wait().expect("wait")
+    })
 }
 
 fn stderr_of(dir: &Path) -> String {
@@ -78,36 +71,24 @@ fn json_lines(text: &str) -> Vec<serde_json::Map<String, Value>> {
 
 /// Waits until the member at `endpoint` answers a put and a get; fails if it exits first.
 async fn wait_serving(child: &mut Child, endpoint: &str, dir: &Path) {
-    let until = Instant::now() + READY_DEADLINE;
-    let mut last = String::new();
-    loop {
+    let what = format!("hearth to serve at {endpoint}");
+    poll::eventually(what, READY_DEADLINE, async || {
         if let Ok(Some(s)) = child.try_wait() {
             panic!("hearth exited with {s}:\n{}", stderr_of(dir));
         }
-        if Instant::now() > until {
-            panic!(
-                "hearth did not serve within {READY_DEADLINE:?} ({last}):\n{}",
-                stderr_of(dir)
-            );
-        }
-        match connect(endpoint).await {
-            Ok(mut c) => match c.put("flags-e2e", "ok", None).await {
-                Ok(_) => {
-                    let r = c.get("flags-e2e", None).await.expect("get");
-                    assert_eq!(r.kvs()[0].value(), b"ok");
-                    return;
-                }
-                Err(e) => last = e.to_string(),
-            },
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let mut c = connect(endpoint).await.map_err(|e| e.to_string())?;
+        c.put("flags-e2e", "ok", None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let r = c.get("flags-e2e", None).await.map_err(|e| e.to_string())?;
+        assert_eq!(r.kvs()[0].value(), b"ok");
+        Ok::<(), String>(())
+    })
+    .await
 }
 
 fn stop(mut child: Child) {
-    // SAFETY: plain kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    signal(&child, rustix::process::Signal::TERM).expect("kill -TERM");
     let status = wait_exit(&mut child);
     assert!(
         status.success(),
@@ -165,8 +146,7 @@ async fn kubeadms_static_pod_command_line_parses_and_names_what_is_not_wired_yet
     if KUBEADM_NOT_WIRED_YET.is_empty() {
         // The member serves over TLS to a client with a certificate (the server's pair, signed by the
         // same CA), as kube-apiserver connects.
-        let until = Instant::now() + READY_DEADLINE;
-        loop {
+        poll::eventually("hearth to serve over TLS", READY_DEADLINE, async || {
             if let Ok(Some(s)) = child.try_wait() {
                 panic!("hearth exited with {s}:\n{}", stderr_of(dir.path()));
             }
@@ -182,16 +162,9 @@ async fn kubeadms_static_pod_command_line_parses_and_names_what_is_not_wired_yet
                 ])
                 .output()
                 .expect("run etcdctl");
-            if out.status.success() {
-                break;
-            }
-            assert!(
-                Instant::now() < until,
-                "not serving: {}",
-                stderr_of(dir.path())
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            out.status.success()
+        })
+        .await;
         let body = Command::new("curl")
             .args(["-sf", &format!("http://127.0.0.1:{metrics}/readyz")])
             .output()

@@ -192,6 +192,10 @@ async fn lease_metrics_are_etcds() {
     c.lease_revoke(l).await.unwrap();
     wait_revoked(&mut c, short).await;
 
+    // The expiry driver counts the lease once its revoke proposal returned, which may be a moment
+    // after the lease is gone.
+    s.wait_metrics(&[("etcd_debugging_server_lease_expired_total", 1.0)])
+        .await;
     let page = s.metrics();
     assert_eq!(
         metric(&page, "etcd_debugging_lease_granted_total"),

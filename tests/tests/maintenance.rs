@@ -156,12 +156,20 @@ async fn nospace_alarm_caps_writes_until_compact_defrag_disarm_like_etcd() {
 
 #[tokio::test]
 async fn defrag_serves_requests_while_copying_and_loses_no_acknowledged_write() {
+    // The defragmentation pauses in its copy phase (armed from the start) until the failpoint
+    // file re-arms the point.
     let hold_dir = tempfile::tempdir().unwrap();
-    let hold = hold_dir.path().join("hold");
+    let failpoints = hold_dir.path().join("failpoints");
     let s = Server::start_with(
         Kind::Hearth,
         Options {
-            env: vec![("HEARTH_TEST_DEFRAG_HOLD".into(), hold.display().to_string())],
+            env: vec![
+                ("HEARTH_FAILPOINTS".into(), "defragBeforeCopy=pause".into()),
+                (
+                    "HEARTH_FAILPOINTS_FILE".into(),
+                    failpoints.display().to_string(),
+                ),
+            ],
             ..Default::default()
         },
     )
@@ -190,11 +198,11 @@ async fn defrag_serves_requests_while_copying_and_loses_no_acknowledged_write() 
     .unwrap();
     let size_before = c.status().await.unwrap().db_size();
 
-    std::fs::write(&hold, b"").unwrap();
     let mut dc = s.client().await;
     let defrag = tokio::spawn(async move { dc.defragment().await });
     poll::eventually("the defrag to reach its copy phase", DEADLINE, async || {
-        s.log().contains("defragment held in its copy phase")
+        s.log()
+            .contains("failpoint defragBeforeCopy pauses until it is re-armed")
     })
     .await;
 
@@ -225,7 +233,7 @@ async fn defrag_serves_requests_while_copying_and_loses_no_acknowledged_write() 
     }
     assert!(!defrag.is_finished(), "the defrag was released by nobody");
 
-    std::fs::remove_file(&hold).unwrap();
+    std::fs::write(&failpoints, "defragBeforeCopy=off").unwrap();
     defrag.await.unwrap().expect("defragment failed");
     // Keep writing a little after the swap too.
     let count = |c: &mut etcd_client::Client| {

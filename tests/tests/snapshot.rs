@@ -194,9 +194,9 @@ async fn member_added_after_compaction_joins_by_snapshot_and_is_promoted() {
     }
 }
 
-/// Every kill point of an install (see the server's `raft_snapshot` module): the member aborts
-/// there, restarts without the hook, catches up (by another snapshot where the first was not
-/// complete), and ends with the leader's data.
+/// Every failpoint of an install (see `docs/failpoints.md`): the member aborts there, restarts
+/// without it, catches up (by another snapshot where the first was not complete), and ends with the
+/// leader's data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_killed_at_any_point_of_an_install_restarts_and_catches_up() {
     if !hearth_only() {
@@ -207,14 +207,14 @@ async fn a_member_killed_at_any_point_of_an_install_restarts_and_catches_up() {
     let behind = (leader + 1) % 3;
     let mut all_acks = Vec::new();
     for (round, point) in [
-        "received",
-        "staged",
-        "synced",
-        "renamed",
-        "dir-synced",
-        "swapped",
-        "rebuilt",
-        "marked",
+        "applyBeforeOpenSnapshot",
+        "installBeforeRename",
+        "installAfterRename",
+        "installAfterSyncDir",
+        "installAfterSwap",
+        "raftBeforeSaveSnap",
+        "raftAfterSaveSnap",
+        "raftBeforeApplySnap",
     ]
     .into_iter()
     .enumerate()
@@ -225,12 +225,16 @@ async fn a_member_killed_at_any_point_of_an_install_restarts_and_catches_up() {
         let (acks, _) = load.stop().await;
         all_acks.push((format!("kill{round}"), acks));
 
+        let abort_there = format!("{point}=abort");
         c.member_mut(behind)
-            .set_env(&[("HEARTH_TEST_SNAPSHOT_KILL", point)]);
+            .set_env(&[("HEARTH_FAILPOINTS", abort_there.as_str())]);
         c.member_mut(behind).respawn();
         let status = c.member_mut(behind).wait_exit(DEADLINE).await;
         assert!(
-            status.is_some_and(|s| !s.success()),
+            status.is_some_and(|s| !s.success())
+                && c.member(behind)
+                    .log()
+                    .contains(&format!("failpoint {point}: aborting the process")),
             "member did not abort at {point}: {status:?}\n{}",
             c.member(behind).log_tail(30)
         );

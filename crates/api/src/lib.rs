@@ -5,6 +5,8 @@
 //! Each service comes with a client (`*_client`) and a server (`*_server`) module. The one package that is
 //! Hearth's own, `hearthraftpb`, is spoken only between the members of a cluster, on the peer URLs.
 
+#![forbid(unsafe_code)]
+
 /// Key-value records and watch events (`mvccpb`).
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");

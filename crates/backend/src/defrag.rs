@@ -203,7 +203,7 @@ impl Backend {
             stats.final_ops = ops.len();
             replay(&db, ops, Durability::Immediate)?;
             failpoint::hit("defragBeforeRename");
-            self.swap_in(db, &staged, gate)?;
+            self.swap_in(db, &staged, gate, None)?;
             stats.size_after = self.size()?;
             Ok(stats)
         });

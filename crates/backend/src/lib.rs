@@ -57,8 +57,9 @@
 //! * **Defragment** ([`Backend::defrag`]): copy in the background, catch up the writes made
 //!   meanwhile from a journal, and swap in a short critical section. See [`defrag`].
 //!
-//! [`Backend::set_hook`] runs a callback at each named [`Point`] of these operations, so tests
-//! can hold them at a point or kill the process there.
+//! [`Backend::set_hook`] runs a callback at each named [`Point`] of these operations, so this
+//! crate's tests can act there (run writers mid-copy, exit a child process). Everything else injects
+//! faults through failpoints (`defragBeforeCopy`, `installAfterRename`, ..., `docs/failpoints.md`).
 //!
 //! # Corruption
 //!
@@ -67,6 +68,8 @@
 //! [`BackendError::Corrupt`] (or another error) instead of a panic; as a last line of defence a
 //! panic inside redb while opening is caught and reported as `Corrupt` too. The check reads the
 //! whole file, so opening costs O(file size).
+
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::ops::Bound;

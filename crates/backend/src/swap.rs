@@ -47,6 +47,16 @@ pub enum Point {
 /// A callback run at each [`Point`]; see [`Backend::set_hook`].
 pub type Hook = Arc<dyn Fn(Point) + Send + Sync>;
 
+/// The failpoints of an install's swap, at [`Point::Synced`], [`Point::Renamed`],
+/// [`Point::DirSynced`] and [`Point::Swapped`] (`docs/failpoints.md`). A defragmentation's swap has
+/// etcd's `defragBeforeRename`, hit just before it.
+const INSTALL_FAILPOINTS: [&str; 4] = [
+    "installBeforeRename",
+    "installAfterRename",
+    "installAfterSyncDir",
+    "installAfterSwap",
+];
+
 /// The purposes a staging file may have; each has its own fixed name next to the database.
 const STAGING: [&str; 2] = ["defrag", "install"];
 
@@ -139,7 +149,7 @@ impl Backend {
         // Changes set aside for the old file are replaced with it; committing them first keeps
         // the old file consistent if the swap fails.
         self.commit_deferred_locked()?;
-        self.swap_in(db, &staged, gate)?;
+        self.swap_in(db, &staged, gate, Some(&INSTALL_FAILPOINTS))?;
         if src != staged {
             let _ = std::fs::remove_file(src);
         }
@@ -147,23 +157,32 @@ impl Backend {
     }
 
     /// Steps 1-5 of the module doc. `db` is open on `staged` and fully durable; `gate` keeps
-    /// writers out until the switch is done.
+    /// writers out until the switch is done. `failpoints` are hit after steps 2 to 5.
     pub(crate) fn swap_in(
         &self,
         db: redb::Database,
         staged: &Path,
         gate: MutexGuard<'_, ()>,
+        failpoints: Option<&[&'static str; 4]>,
     ) -> Result<()> {
+        let failpoint = |i: usize| {
+            if let Some(names) = failpoints {
+                failpoint::hit(names[i]);
+            }
+        };
         self.at(Point::Staged);
         self.at(Point::Synced);
+        failpoint(0);
         if let Err(e) = std::fs::rename(staged, &self.path) {
             drop(db);
             let _ = std::fs::remove_file(staged);
             return Err(e.into());
         }
         self.at(Point::Renamed);
+        failpoint(1);
         let synced = sync_dir(parent_dir(&self.path));
         self.at(Point::DirSynced);
+        failpoint(2);
         // The rename happened: the path holds the new database whatever the directory fsync
         // said, so the handle must follow it.
         let old = std::mem::replace(
@@ -180,6 +199,7 @@ impl Backend {
         // Closing the old handle (if no reader holds it) may flush it; writers need not wait.
         drop(old);
         self.at(Point::Swapped);
+        failpoint(3);
         tracing::info!(path = %self.path.display(), "backend switched to a new database file");
         synced.map_err(BackendError::from)
     }

@@ -2,6 +2,8 @@
 //! (Hearth, etcd), modelled on etcd's `benchmark` tool: same subcommands, flags, defaults and
 //! report layout.
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod gateway;
 mod keys;

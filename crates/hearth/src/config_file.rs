@@ -77,7 +77,6 @@ const NOT_KEYS: &[&str] = &[
     "discovery-cacert",
     "discovery-user",
     "discovery-password",
-    "unsafe-test-peer-fault-file",
     "client-cert-allowed-cn",
     "client-skip-client-san-verification",
 ];

@@ -138,7 +138,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("stopping");
     match hearth.stop().await {
         // etcd exits cleanly when it was removed from the cluster, after saying so.
-        Err(server::raft_node::RaftError::Removed) => {
+        Err(server::RaftError::Removed) => {
             tracing::warn!("the member has been permanently removed from the cluster");
             tracing::warn!("data-dir used by this member must be removed");
             return Ok(());

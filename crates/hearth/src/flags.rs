@@ -302,7 +302,6 @@ pub(crate) static FLAGS: &[Flag] = &[
     // Unsafe
     flag("force-new-cluster", Bool, "false", Unsafe, Both, "Restart this member's data as a cluster of this member alone (disaster recovery)."),
     flag("unsafe-no-fsync", Bool, "false", Unsafe, Both, "Never fsync: data is lost on power failure."),
-    flag("unsafe-test-peer-fault-file", Str, "", Unsafe, Hearth, "TESTS ONLY: while this file exists, all traffic with peers is dropped."),
     // etcd 3.5's v2 API and v2 proxy
     flag("enable-v2", Bool, "false", Legacy, Etcd35, "Serve the v2 API (removed in etcd 3.6; Hearth has none)."),
     flag("experimental-enable-v2v3", Str, "", Legacy, Etcd35, "Serve v2 emulated on v3 under this prefix (removed in etcd 3.6)."),
@@ -858,7 +857,6 @@ mod tests {
         let h = help();
         assert!(h.contains("--listen-metrics-urls ''"));
         assert!(h.contains("InitialCorruptCheck=true|false (ALPHA - default=false)"));
-        assert!(!h.contains("unsafe-test-peer-fault-file"));
     }
 
     #[test]

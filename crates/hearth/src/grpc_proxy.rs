@@ -249,7 +249,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let proxy = grpcproxy::GrpcProxy::start_with(cfg.clone(), server::authority::FixAuthority::new)
+        let proxy = grpcproxy::GrpcProxy::start_with(cfg.clone(), v3rpc::FixAuthority::new)
             .await
             .context("grpc-proxy failed to start")?;
         tracing::info!(address = %proxy.local_addr(), endpoints = ?cfg.upstream.endpoints, "started gRPC proxy");

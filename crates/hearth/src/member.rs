@@ -437,7 +437,6 @@ pub(crate) fn build(
     };
 
     let not_yet = unsupported::not_yet(values, &gates);
-    let fault = values.str("unsafe-test-peer-fault-file");
     let cfg = Config {
         name,
         data_dir,
@@ -461,7 +460,6 @@ pub(crate) fn build(
         election_timeout: Duration::from_millis(election),
         watch_progress_notify_interval: eff.duration("watch-progress-notify-interval"),
         strict_reconfig_check: values.bool("strict-reconfig-check"),
-        unsafe_test_peer_fault_file: (!fault.is_empty()).then(|| PathBuf::from(fault)),
         listen_client_http_urls: listen_client_http,
         listen_metrics_urls: listen_metrics,
         client_tls,

@@ -1,6 +1,8 @@
 //! `hearthutl`: offline tools for a Hearth member's data, as `etcdutl` is for etcd's. They work
 //! on files (snapshots, data directories), never over the network.
 
+#![forbid(unsafe_code)]
+
 mod print;
 mod snapshot;
 

@@ -284,7 +284,7 @@ fn reset_for_new_cluster(be: &Backend) -> anyhow::Result<()> {
     for k in meta_keys {
         w.delete(Bucket::Meta, &k)?;
     }
-    server::membership::store::clear(&mut w)?;
+    membership::store::clear(&mut w)?;
     w.commit_durable()?;
     Ok(())
 }

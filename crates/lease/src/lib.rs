@@ -82,6 +82,8 @@
 //! * The lessor is a plain value (`Send + Sync`, no interior locking); the server owns it
 //!   behind one mutex. See the crate-level notes on locking in [`Lessor`].
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 

@@ -69,7 +69,8 @@
 //!   the server's); a backend failure inside them poisons the transaction, and `end` returns the
 //!   error and discards the transaction.
 
-mod crc32c;
+#![forbid(unsafe_code)]
+
 mod index;
 mod revision;
 mod store;

@@ -17,7 +17,7 @@ use prost::Message as _;
 use crate::index::{TreeIndex, Undo};
 use crate::revision::{BucketKey, Revision};
 use crate::watchable_store::Watchers;
-use crate::{crc32c, MvccError};
+use crate::MvccError;
 
 /// `meta` key of the consistent index (8 bytes, big endian), as etcd names it.
 pub(crate) const META_CONSISTENT_INDEX: &[u8] = b"consistent_index";
@@ -765,7 +765,7 @@ impl KvStore {
             let at = if rev == 0 { cur } else { rev };
             (compact, at, st.index.keep(at), self.inner.backend.read()?)
         };
-        let mut h = crc32c::append(0, Bucket::Key.name().as_bytes());
+        let mut h = crc32c::crc32c_append(0, Bucket::Key.name().as_bytes());
         let mut failure = None;
         snap.for_each(Bucket::Key, &[], None, &mut |k, v| {
             let bk = match BucketKey::from_bytes(k) {
@@ -785,8 +785,8 @@ impl KvStore {
             if bk.rev.main == compact && bk.tombstone {
                 return true;
             }
-            h = crc32c::append(h, k);
-            h = crc32c::append(h, v);
+            h = crc32c::crc32c_append(h, k);
+            h = crc32c::crc32c_append(h, v);
             true
         })?;
         match failure {

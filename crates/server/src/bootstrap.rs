@@ -10,12 +10,11 @@
 
 use std::time::Duration;
 
-use api::hearthraftpb::{raft_client::RaftClient, MembersRequest, MembersResponse};
-use tonic::transport::Endpoint;
+use api::hearthraftpb::MembersResponse;
 
 use crate::config::{ClusterState, Config, InitialMember};
-use crate::membership::Member;
-use crate::storage::{Bootstrap, WalMeta};
+use membership::Member;
+use raftnode::{Bootstrap, WalMeta};
 
 /// How long one peer gets to answer a join request, and how many rounds over all peers are made.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -130,26 +129,13 @@ async fn fetch_cluster(urls: &[String]) -> Result<MembersResponse, BootstrapErro
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         for url in urls {
-            match ask(url).await {
+            match rafthttp::discovery::members(url, JOIN_TIMEOUT).await {
                 Ok(r) => return Ok(r),
                 Err(e) => tracing::warn!(url = %url, "could not get cluster information: {e}"),
             }
         }
     }
     Err(BootstrapError::NoPeerAnswered)
-}
-
-async fn ask(url: &str) -> Result<MembersResponse, String> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(JOIN_TIMEOUT)
-        .timeout(JOIN_TIMEOUT);
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-    RaftClient::new(channel)
-        .members(MembersRequest {})
-        .await
-        .map(|r| r.into_inner())
-        .map_err(|s| s.message().to_string())
 }
 
 /// etcd's `ValidateClusterAndAssignIDs`: the running cluster and `--initial-cluster` must list the same

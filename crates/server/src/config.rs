@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::urls;
+
 /// Everything a member needs to start. Field names follow etcd's flags.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -31,9 +33,6 @@ pub struct Config {
     pub watch_progress_notify_interval: Duration,
     /// Reject membership changes that could cost the cluster its quorum (etcd's default: on).
     pub strict_reconfig_check: bool,
-    /// Test only: while this file exists, all peer traffic is dropped (`rafthttp::fault`).
-    pub unsafe_test_peer_fault_file: Option<PathBuf>,
-
     // What follows is parsed by the `hearth` binary but not used by the server yet: the binary refuses
     // to start when one of these is set to anything but its default (its table of flags not wired yet),
     // so whoever wires a feature reads its field here and removes its line from that table.
@@ -113,17 +112,14 @@ pub enum ClusterState {
     Existing,
 }
 
+/// etcd's default `--experimental-snapshot-catchup-entries`.
+pub use raftnode::SNAPSHOT_CATCHUP_ENTRIES as DEFAULT_SNAPSHOT_CATCHUP_ENTRIES;
 /// etcd's default `--max-request-bytes`: 1.5 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1572864;
 /// etcd's default `--quota-backend-bytes` when the flag is 0: 2 GiB.
-pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+pub use apply::quota::DEFAULT_QUOTA_BACKEND_BYTES;
 /// etcd's default `--experimental-watch-progress-notify-interval`: 10 minutes.
 pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
-/// etcd raises a shorter progress notify interval to this.
-pub const MIN_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_millis(100);
-/// gRPC lets a request this much over `max_request_bytes` through, so that a slightly large request gets
-/// etcd's own "request is too large" error rather than a transport error (etcd uses the same margin).
-pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -141,12 +137,11 @@ impl Default for Config {
             max_txn_ops: 128,
             quota_backend_bytes: 0,
             snapshot_count: 10_000,
-            snapshot_catchup_entries: crate::raft_node::SNAPSHOT_CATCHUP_ENTRIES,
+            snapshot_catchup_entries: DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
             strict_reconfig_check: true,
-            unsafe_test_peer_fault_file: None,
             listen_client_http_urls: Vec::new(),
             listen_metrics_urls: Vec::new(),
             client_tls: transport::TlsInfo::default(),
@@ -165,7 +160,7 @@ impl Default for Config {
             grpc_keepalive_min_time: Duration::from_secs(5),
             grpc_keepalive_interval: Duration::from_secs(2 * 60 * 60),
             grpc_keepalive_timeout: Duration::from_secs(20),
-            max_learners: crate::membership::MAX_LEARNERS,
+            max_learners: membership::MAX_LEARNERS,
             compaction_batch_limit: 0,
             compaction_sleep_interval: Duration::ZERO,
             corrupt_check_time: Duration::ZERO,
@@ -335,22 +330,17 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total.round() as u64))
 }
 
-/// Accepts `http://host:port` (or `https://`), without a path; returns it without a trailing slash.
+/// Accepts `http://host:port` (or `https://`, `unix://`), without a path; returns it without a trailing
+/// slash.
 fn normalize_url(url: &str) -> Result<String, ConfigError> {
     let url = url.trim().trim_end_matches('/');
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .or_else(|| url.strip_prefix("unix://"))
-        .ok_or(ConfigError::Url(
-            url.to_string(),
-            "scheme must be http or https",
-        ))?;
-    if rest.is_empty() || rest.contains('/') {
-        return Err(ConfigError::Url(
-            url.to_string(),
-            "expected scheme://host:port",
-        ));
+    let bad = |why| ConfigError::Url(url.to_string(), why);
+    let uri = urls::parse(url).map_err(|e| match e {
+        urls::UrlError::Scheme => bad("scheme must be http or https"),
+        urls::UrlError::Shape => bad("expected scheme://host:port"),
+    })?;
+    if !matches!(uri.scheme_str(), Some("http" | "https" | "unix")) {
+        return Err(bad("scheme must be http or https"));
     }
     Ok(url.to_string())
 }
@@ -358,19 +348,21 @@ fn normalize_url(url: &str) -> Result<String, ConfigError> {
 /// The socket address to bind for a listen URL. `localhost` binds the IPv4 loopback.
 pub fn listen_addr(url: &str) -> Result<SocketAddr, ConfigError> {
     let url = normalize_url(url)?;
-    let hostport = url.split_once("://").map(|(_, r)| r).unwrap_or(&url);
-    let (host, port) = hostport
-        .rsplit_once(':')
-        .ok_or(ConfigError::Url(url.clone(), "a port is required"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| ConfigError::Url(url.clone(), "bad port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let bad = |why| ConfigError::Url(url.clone(), why);
+    let uri = urls::parse(&url).map_err(|_| bad("expected scheme://host:port"))?;
+    let port = urls::port(&uri)
+        .map_err(|()| bad("bad port"))?
+        .ok_or_else(|| bad("a port is required"))?;
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let ip = if host == "localhost" {
         std::net::Ipv4Addr::LOCALHOST.into()
     } else {
         host.parse()
-            .map_err(|_| ConfigError::Url(url.clone(), "host must be an IP address or localhost"))?
+            .map_err(|_| bad("host must be an IP address or localhost"))?
     };
     Ok(SocketAddr::new(ip, port))
 }
@@ -429,5 +421,8 @@ mod tests {
         );
         assert!(listen_addr("http://host.example:1").is_err());
         assert!(listen_addr("ftp://127.0.0.1:1").is_err());
+        assert!(listen_addr("http://127.0.0.1").is_err());
+        assert!(listen_addr("http://127.0.0.1:1/path").is_err());
+        assert!(listen_addr("unix://sock").is_err());
     }
 }

@@ -9,6 +9,7 @@
 //! enum values, nested txns, garbage bytes instead of an entry.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use api::etcdserverpb::{
     compare, request_op, AlarmRequest, CompactionRequest, Compare, DeleteRangeRequest,
@@ -17,8 +18,14 @@ use api::etcdserverpb::{
 };
 use prost::Message as _;
 
-use crate::applier::{Applier, ApplyResult};
-use crate::wait::Wait;
+use apply::applier::{Applier, ApplyResult};
+use apply::wait::Wait;
+
+/// The lessor's timing for the default configuration.
+fn lessor_config() -> apply::lessor::LessorConfig {
+    let cfg = crate::config::Config::default();
+    apply::lessor::LessorConfig::new(cfg.heartbeat_interval, cfg.election_timeout)
+}
 
 /// SplitMix64: a fixed sequence, so a failure replays.
 struct Rng(u64);
@@ -221,7 +228,10 @@ impl Member {
         let wait = Arc::new(Wait::default());
         let applier = Applier::new(
             kv.clone(),
-            crate::lessor::Leases::for_tests(&kv),
+            Arc::new(
+                apply::lessor::Leases::recover(&kv, lessor_config(), Arc::new(Instant::now))
+                    .unwrap(),
+            ),
             wait.clone(),
         );
         Member {
@@ -248,11 +258,11 @@ impl Member {
 }
 
 /// What an applied entry answered, without the compaction handle (which has no stable form).
-struct Outcome<'a>(&'a crate::applier::Applied);
+struct Outcome<'a>(&'a apply::applier::Applied);
 
 impl std::fmt::Debug for Outcome<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use crate::applier::Applied::*;
+        use apply::applier::Applied::*;
         match self.0 {
             Put(r) => write!(f, "{r:?}"),
             DeleteRange(r) => write!(f, "{r:?}"),
@@ -293,7 +303,7 @@ fn random_entries_never_panic_and_two_members_agree() {
         }
         // Reads of the applied state with random options, as the KV service serves them.
         let req = range(&mut rng);
-        let read = |m: &Member| format!("{:?}", crate::apply::range(&m.kv.read(), &req));
+        let read = |m: &Member| format!("{:?}", apply::txn::range(&m.kv.read(), &req));
         assert_eq!(read(&a), read(&b), "range {req:?} after entry {index}");
     }
     assert!(answered > 500, "too few entries did anything: {answered}");
@@ -304,7 +314,7 @@ fn random_entries_never_panic_and_two_members_agree() {
 
 /// The gRPC layer's checks on the same hostile requests: an answer, never a panic.
 fn validate_as_the_kv_service_would(req: &InternalRaftRequest) {
-    use crate::v3rpc::validate;
+    use v3rpc::validate;
     if let Some(t) = &req.txn {
         for max_ops in [0, 1, 128] {
             let _ = validate::check_txn(t, max_ops);
@@ -312,48 +322,14 @@ fn validate_as_the_kv_service_would(req: &InternalRaftRequest) {
     }
     if let Some(p) = &req.put {
         let _ = validate::check_put(p);
-        let _ = crate::quota::cost_put(p);
+        let _ = apply::quota::cost_put(p);
     }
     if let Some(d) = &req.delete_range {
         let _ = validate::check_delete(d);
     }
     if let Some(t) = &req.txn {
-        let _ = crate::quota::cost_txn(t);
+        let _ = apply::quota::cost_txn(t);
     }
-}
-
-#[test]
-fn deep_and_wide_txns_are_validated_without_panicking() {
-    // As deep as a request of etcd's default size limit can nest, and as wide as the op limit.
-    let mut t = TxnRequest::default();
-    for _ in 0..1000 {
-        t = TxnRequest {
-            success: vec![RequestOp {
-                request: Some(request_op::Request::RequestTxn(t)),
-            }],
-            ..Default::default()
-        };
-    }
-    assert_eq!(
-        crate::v3rpc::validate::check_txn(&t, 128),
-        Err(crate::error::ServerError::TooManyOps)
-    );
-    let wide = TxnRequest {
-        success: (0..5000)
-            .map(|i| RequestOp {
-                request: Some(request_op::Request::RequestPut(PutRequest {
-                    key: format!("k{i}").into_bytes(),
-                    ..Default::default()
-                })),
-            })
-            .collect(),
-        ..Default::default()
-    };
-    assert_eq!(
-        crate::v3rpc::validate::check_txn(&wide, 128),
-        Err(crate::error::ServerError::TooManyOps)
-    );
-    assert_eq!(crate::v3rpc::validate::check_txn(&wide, 5000), Ok(()));
 }
 
 /// Every loader that runs at start-up, over a backend whose buckets hold random records (a damaged or
@@ -415,14 +391,14 @@ fn startup_loaders_survive_garbage_records() {
             }
             w.commit_durable().unwrap();
         }
-        let _ = crate::membership::store::load(&be);
-        let _ = crate::alarm::AlarmStore::load(&be.read().unwrap());
+        let _ = membership::store::load(&be);
+        let _ = apply::alarm::AlarmStore::load(&be.read().unwrap());
         let Ok(kv) = mvcc::KvStore::open(be.clone()) else {
             continue;
         };
         let _ = kv.consistent_index_and_term();
         let _ = kv.hash_kv(0);
-        let _ = crate::apply::range(
+        let _ = apply::txn::range(
             &kv.read(),
             &RangeRequest {
                 key: vec![0],
@@ -430,8 +406,7 @@ fn startup_loaders_survive_garbage_records() {
                 ..Default::default()
             },
         );
-        let cfg = crate::lessor::LessorConfig::from_config(&crate::config::Config::default());
-        if crate::lessor::Leases::recover(&kv, cfg, crate::lessor::system_clock()).is_ok() {
+        if apply::lessor::Leases::recover(&kv, lessor_config(), Arc::new(Instant::now)).is_ok() {
             loaded += 1;
         }
         // Writes on top of whatever was loaded, to the keys the garbage may have named.

@@ -2,13 +2,10 @@
 //! through Raft so every member deletes their keys at the same log index.
 //!
 //! Every [`CHECK_INTERVAL`] (and at once when an empty entry is applied, which is when a new
-//! leader's term starts) it runs [`check`]:
+//! leader's term starts) it runs `apply::expiry::check`:
 //!
-//! 1. **Leadership.** The lessor is primary exactly when this member is the Raft leader *and*
-//!    has applied the empty entry it appended at the start of its term (etcd promotes when it
-//!    applies that entry). Then it is promoted (every deadline restarts at TTL plus the election
-//!    timeout, so a leader change or restart expires nothing early); otherwise it is demoted (no
-//!    deadlines; a follower with a slow clock can expire nothing).
+//! 1. **Leadership.** The lessor is promoted when this member leads and has applied an entry of its
+//!    term, demoted otherwise (see `apply::expiry`).
 //! 2. **Expiry.** On the primary, up to [`REVOKE_LIMIT`] leases past their deadline are taken,
 //!    and a `LeaseRevoke` is proposed for each, at most [`MAX_PENDING_REVOKES`] at a time.
 //!
@@ -27,8 +24,10 @@ use std::time::Duration;
 use api::etcdserverpb::LeaseRevokeRequest;
 use tokio::sync::{watch, Semaphore};
 
+use apply::expiry::{check, Leadership};
+use apply::lessor::metrics;
+
 use crate::etcdserver::EtcdServer;
-use crate::lessor::{metrics, Leases};
 
 /// How often leadership and deadlines are checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -36,55 +35,6 @@ pub const CHECK_INTERVAL: Duration = Duration::from_millis(100);
 pub const REVOKE_LIMIT: usize = lease::LEASE_REVOKE_RATE / 10;
 /// Revoke proposals in flight at once (etcd's `maxPendingRevokes`).
 pub const MAX_PENDING_REVOKES: usize = 16;
-
-/// What the driver knows about Raft leadership at one moment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Leadership {
-    pub member_id: u64,
-    pub leader: u64,
-    pub term: u64,
-    /// The term of the newest empty entry applied here.
-    pub noop_term: u64,
-}
-
-impl Leadership {
-    pub fn of(srv: &EtcdServer) -> Leadership {
-        // The applied empty entry is read first: if the term moves on in between, the terms
-        // differ and the member does not count as primary this round.
-        let noop_term = srv.leases.noop_term();
-        Leadership {
-            member_id: srv.member_id,
-            leader: srv.leader(),
-            term: srv.term(),
-            noop_term,
-        }
-    }
-
-    /// Leader, and it has applied an entry of its own term.
-    pub fn primary(&self) -> bool {
-        self.leader == self.member_id && self.term != 0 && self.noop_term == self.term
-    }
-}
-
-/// One round: promotes or demotes the lessor to match `leadership`, and returns the expired
-/// leases to revoke (at most `limit`; none unless primary).
-pub fn check(leases: &Leases, leadership: Leadership, limit: usize) -> Vec<i64> {
-    let primary = leadership.primary();
-    if primary != leases.is_primary() {
-        if primary {
-            tracing::info!(term = leadership.term, "lessor promoted");
-            leases.promote();
-        } else {
-            tracing::info!(term = leadership.term, "lessor demoted");
-            leases.demote();
-        }
-    }
-    if primary {
-        leases.expired(limit)
-    } else {
-        Vec::new()
-    }
-}
 
 /// Runs the driver until `shutdown` says so.
 pub async fn run(srv: Arc<EtcdServer>, mut shutdown: watch::Receiver<bool>) {
@@ -94,13 +44,26 @@ pub async fn run(srv: Arc<EtcdServer>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = srv.leases.woken() => {}
+            _ = srv.leases().woken() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let expired = check(&srv.leases, Leadership::of(&srv), REVOKE_LIMIT);
+        let expired = check(srv.leases(), leadership(&srv), REVOKE_LIMIT);
         if !expired.is_empty() {
             tokio::spawn(revoke_all(srv.clone(), pending.clone(), expired));
         }
+    }
+}
+
+/// What the driver knows about Raft leadership at this moment.
+fn leadership(srv: &EtcdServer) -> Leadership {
+    // The applied empty entry is read first: if the term moves on in between, the terms
+    // differ and the member does not count as primary this round.
+    let noop_term = srv.leases().noop_term();
+    Leadership {
+        member_id: srv.member_id(),
+        leader: srv.leader(),
+        term: srv.term(),
+        noop_term,
     }
 }
 
@@ -122,4 +85,15 @@ async fn revoke_all(srv: Arc<EtcdServer>, pending: Arc<Semaphore>, ids: Vec<i64>
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoke_limit_is_etcds_rate() {
+        // 1000 leases per second, checked every 100 ms.
+        assert_eq!(
+            REVOKE_LIMIT as u128 * (1000 / CHECK_INTERVAL.as_millis()),
+            lease::LEASE_REVOKE_RATE as u128
+        );
+    }
+}

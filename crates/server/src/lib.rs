@@ -1,61 +1,35 @@
-//! Hearth's server: one member of a Hearth cluster.
+//! Hearth's server: wires one member of a Hearth cluster together, as etcd's `etcdserver` and `embed`.
 //!
 //! Start-up opens the backend (`<data-dir>/member/snap/db`) and the WAL (`<data-dir>/member/wal`) (or
-//! bootstraps them, `bootstrap`), rebuilds the Raft log (`storage`), starts the Raft loop on its own thread
-//! (`raft_node`), streams Raft messages to and from the other members on the peer URLs (`rafthttp`), and
+//! bootstraps them, `bootstrap`), rebuilds the Raft log and starts the Raft loop on its own thread
+//! (`raftnode`), streams Raft messages to and from the other members on the peer URLs (`rafthttp`), and
 //! serves etcd's gRPC API on the client URLs (`v3rpc`). Requests reach the store only through Raft
-//! (`etcdserver` proposes, `applier` applies); reads wait for a ReadIndex round unless serializable.
+//! (`etcdserver` proposes, `apply` applies); reads wait for a ReadIndex round unless serializable. The
+//! logic lives in those crates; this one builds them, connects them through their traits and runs the
+//! member's own tasks (publishing its attributes, the lessor driver, the NOSPACE alarm).
 
-pub mod alarm;
-pub mod applier;
-pub mod apply;
-pub mod authority;
-pub mod bootstrap;
-pub mod concurrency;
+#![forbid(unsafe_code)]
+
+mod bootstrap;
 pub mod config;
-pub mod error;
-pub mod etcdserver;
-mod http;
-pub mod ids;
-pub mod lease_requests;
-pub mod lessor;
-pub mod lessor_driver;
-pub mod membership;
-pub mod metrics;
-pub mod proposal;
-pub mod quota;
-mod raft_log;
-pub mod raft_node;
-pub mod rafthttp;
-mod reconfig;
-pub mod storage;
-pub mod v3rpc;
-mod wait;
+mod etcdserver;
+mod ids;
+mod lessor_driver;
+mod metrics;
+mod urls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use api::etcdserverpb::{
-    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
-    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
-};
-use api::v3electionpb::election_server::ElectionServer;
-use api::v3lockpb::lock_server::LockServer;
 use tokio::sync::watch;
 
+pub use bootstrap::BootstrapError;
 pub use config::{ClusterState, Config};
 use membership::{Member, RaftCluster};
-use raft_node::{ClusterParts, Command, NodeConfig, RaftNode, RaftStatus};
-use rafthttp::{fault::FaultSwitch, RaftTransport as _, Transport, TransportConfig};
-use v3rpc::election::ElectionService;
-use v3rpc::kv::KvService;
-use v3rpc::lease::LeaseService;
-use v3rpc::lock::LockService;
-use v3rpc::maintenance::MaintenanceService;
-use v3rpc::member::ClusterService;
-use v3rpc::unimplemented::Unimplemented;
-use v3rpc::watch::WatchService;
+use rafthttp::{RaftTransport as _, Transport, TransportConfig};
+pub use raftnode::RaftError;
+use raftnode::{BackendSnapshots, ClusterParts, Command, Handle, NodeConfig, RaftNode, RaftStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -70,7 +44,7 @@ pub enum StartError {
     #[error("cannot recover the leases: {0}")]
     Lease(#[from] lease::LeaseError),
     #[error("cannot recover the raft log: {0}")]
-    Raft(#[from] raft_node::RaftError),
+    Raft(#[from] raftnode::RaftError),
     #[error("cannot recover the cluster membership: {0}")]
     Membership(#[from] membership::store::StoreError),
     #[error(transparent)]
@@ -88,8 +62,8 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A running member. Dropping it does not stop it: call `stop`.
 pub struct Hearth {
-    pub server: Arc<etcdserver::EtcdServer>,
-    raft: std::thread::JoinHandle<Result<(), raft_node::RaftError>>,
+    server: Arc<etcdserver::EtcdServer>,
+    raft: std::thread::JoinHandle<Result<(), raftnode::RaftError>>,
     raft_done: watch::Receiver<bool>,
     shutdown: watch::Sender<bool>,
     serving: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
@@ -107,11 +81,13 @@ pub fn member_dirs(data_dir: &Path) -> Result<(PathBuf, PathBuf), StartError> {
 
 /// The identity a member of a new cluster gets from its configuration: its id, the cluster id and
 /// the initial voters. Fails on a configuration a new cluster cannot start from.
-pub fn new_member_meta(cfg: &Config) -> Result<storage::WalMeta, StartError> {
+pub fn new_member_meta(cfg: &Config) -> Result<raftnode::WalMeta, StartError> {
     cfg.validate()?;
     let initial = cfg.initial_members()?;
     match bootstrap::new_cluster(cfg, &initial)?.boot {
-        storage::Bootstrap::NewCluster { meta, .. } | storage::Bootstrap::Join { meta } => Ok(meta),
+        raftnode::Bootstrap::NewCluster { meta, .. } | raftnode::Bootstrap::Join { meta } => {
+            Ok(meta)
+        }
     }
 }
 
@@ -119,14 +95,18 @@ pub fn new_member_meta(cfg: &Config) -> Result<storage::WalMeta, StartError> {
 /// `db` (for `hearthutl snapshot restore`): the file is moved into place and the WAL bootstrapped
 /// exactly as start-up does for a new cluster. The caller has already reset the file's Raft
 /// bookkeeping (`restore::reset_for_new_cluster`), so every entry of the new log applies.
-pub fn bootstrap_from_backend(cfg: &Config, db: &Path) -> Result<storage::WalMeta, StartError> {
+pub fn bootstrap_from_backend(cfg: &Config, db: &Path) -> Result<raftnode::WalMeta, StartError> {
     cfg.validate()?;
     let prepared = bootstrap::new_cluster(cfg, &cfg.initial_members()?)?;
     let (wal_dir, snap_dir) = member_dirs(&cfg.data_dir)?;
     let target = snap_dir.join("db");
     std::fs::rename(db, &target).map_err(|e| StartError::DataDir(target.clone(), e))?;
     backend::swap::sync_dir(&snap_dir).map_err(|e| StartError::DataDir(snap_dir.clone(), e))?;
-    let log = raft_node::open_log(&wal_dir, Some(&prepared.boot), &storage::Applied::default())?;
+    let log = raftnode::open_log(
+        &wal_dir,
+        Some(&prepared.boot),
+        &raftnode::Applied::default(),
+    )?;
     Ok(log.meta)
 }
 
@@ -149,7 +129,12 @@ impl Hearth {
         cfg.validate()?;
         let armed = failpoint::init()?;
         if !armed.is_empty() {
-            tracing::warn!(failpoints = ?armed, "test-only failpoints armed by {}", failpoint::ENV);
+            tracing::warn!(
+                failpoints = ?armed,
+                "test-only failpoints armed by {} / {}",
+                failpoint::ENV,
+                failpoint::FILE_ENV
+            );
         }
         let (wal_dir, snap_dir) = member_dirs(&cfg.data_dir)?;
         let backend = Arc::new(backend::Backend::open(
@@ -159,15 +144,16 @@ impl Hearth {
         let kv = Arc::new(mvcc::KvStore::open(backend.clone())?);
         let stored = membership::store::load(&backend)?;
         let alarms = Arc::new(
-            alarm::AlarmStore::load(&backend.read()?)
+            apply::alarm::AlarmStore::load(&backend.read()?)
                 .map_err(|e| backend::BackendError::Corrupt(e.to_string()))?,
         );
-        let quota = quota::Quota::from_flag(cfg.quota_backend_bytes);
+        let quota = apply::quota::Quota::from_flag(cfg.quota_backend_bytes);
         let nospace = Arc::new(tokio::sync::Notify::new());
-        let leases = Arc::new(lessor::Leases::recover(
+        let leases = Arc::new(apply::lessor::Leases::recover(
             &kv,
-            lessor::LessorConfig::from_config(&cfg),
-            lessor::system_clock(),
+            apply::lessor::LessorConfig::new(cfg.heartbeat_interval, cfg.election_timeout),
+            // The lessor's only clock: monotonic time.
+            Arc::new(std::time::Instant::now),
         )?);
 
         // A member with a WAL restarts from it; the --initial-cluster* flags only matter the first time.
@@ -178,12 +164,12 @@ impl Hearth {
             Some(bootstrap::prepare(&cfg).await?)
         };
         let (consistent_index, applied_term) = kv.consistent_index_and_term()?;
-        let applied = storage::Applied {
+        let applied = raftnode::Applied {
             consistent_index,
             term: applied_term,
             conf_state: stored.conf_state.clone(),
         };
-        let log = raft_node::open_log(&wal_dir, prepared.as_ref().map(|p| &p.boot), &applied)?;
+        let log = raftnode::open_log(&wal_dir, prepared.as_ref().map(|p| &p.boot), &applied)?;
         let (member_id, cluster_id) = (log.meta.node_id, log.meta.cluster_id);
         tracing::info!(
             name = %cfg.name,
@@ -197,7 +183,7 @@ impl Hearth {
         let mut members = stored.members;
         let legacy = stored.conf_state.is_none()
             && !raft::Storage::initial_state(&log.storage)
-                .map_err(raft_node::RaftError::from)?
+                .map_err(raftnode::RaftError::from)?
                 .conf_state
                 .voters
                 .is_empty();
@@ -218,7 +204,6 @@ impl Hearth {
         if let Some(p) = &prepared {
             cluster.set_joined_as_learner(p.learner);
         }
-        crate::metrics::IS_LEARNER.set(if cluster.is_local_learner() { 1.0 } else { 0.0 });
 
         // Bind before starting Raft, so a port conflict fails start-up cleanly.
         let client_listeners = bind(&cfg.listen_client_urls).await?;
@@ -233,11 +218,7 @@ impl Hearth {
             .collect();
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let fault = match &cfg.unsafe_test_peer_fault_file {
-            Some(f) => FaultSwitch::watching(f.clone(), shutdown_rx.clone()),
-            None => FaultSwitch::off(),
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (raft_handle, rx) = Handle::channel();
         let largest_entry = cfg.max_request_bytes.max(1024 * 1024);
         let transport = Arc::new(
             Transport::new(
@@ -248,21 +229,20 @@ impl Hearth {
                     ..TransportConfig::default()
                 },
                 tokio::runtime::Handle::current(),
-                tx.clone(),
-                fault,
+                Arc::new(raft_handle.clone()),
             )
-            .with_backend(backend.clone()),
+            .with_snapshots(Arc::new(BackendSnapshots::new(backend.clone(), member_id))),
         );
         for p in &peers {
             transport.add_peer(p.id, &p.peer_urls);
         }
         let status = Arc::new(RaftStatus::default());
-        let wait = Arc::new(wait::Wait::default());
-        let conf_wait = Arc::new(wait::Wait::default());
+        let wait = Arc::new(apply::wait::Wait::default());
+        let conf_wait = Arc::new(apply::wait::Wait::default());
         let (applied_tx, applied_rx) = watch::channel(0);
-        let applier = applier::Applier::new(kv.clone(), leases.clone(), wait.clone())
+        let applier = apply::Applier::new(kv.clone(), leases.clone(), wait.clone())
             .with_cluster(cluster.clone())
-            .with_space(applier::Space {
+            .with_space(apply::Space {
                 alarms: alarms.clone(),
                 quota,
                 raise_nospace: {
@@ -296,7 +276,7 @@ impl Hearth {
             .spawn(move || {
                 let r = node.run();
                 match &r {
-                    Err(raft_node::RaftError::Removed) => {}
+                    Err(raftnode::RaftError::Removed) => {}
                     Err(e) => tracing::error!("raft loop stopped: {e}"),
                     Ok(()) => {}
                 }
@@ -309,8 +289,8 @@ impl Hearth {
                 .map_err(|e| StartError::Thread("watch", e))?,
         );
 
-        let server = etcdserver::EtcdServer::new(
-            cfg.clone(),
+        let server = Arc::new(etcdserver::EtcdServer::new(etcdserver::Parts {
+            cfg: cfg.clone(),
             member_id,
             cluster_id,
             kv,
@@ -318,17 +298,16 @@ impl Hearth {
             backend,
             status,
             leases,
-            tx,
+            raft: raft_handle,
             wait,
-            applied_rx,
-            etcdserver::ClusterHandles {
-                cluster,
-                transport,
-                conf_wait,
-            },
-        );
-        let server = Arc::new(server.with_space(alarms, quota));
-        tokio::spawn(quota::raise_nospace_when_asked(
+            applied: applied_rx,
+            cluster,
+            transport,
+            conf_wait,
+            alarms,
+            quota,
+        }));
+        tokio::spawn(etcdserver::quota::raise_nospace_when_asked(
             server.clone(),
             nospace,
             shutdown_rx.clone(),
@@ -378,7 +357,7 @@ impl Hearth {
     }
 
     /// Stops serving, lets the Raft loop finish its turn, and makes the backend durable.
-    pub async fn stop(self) -> Result<(), raft_node::RaftError> {
+    pub async fn stop(self) -> Result<(), raftnode::RaftError> {
         let _ = self.shutdown.send(true);
         // Graceful shutdown waits for clients to hang up, and an idle client connection never
         // does: give requests in flight a moment to finish, then drop every connection.
@@ -391,101 +370,45 @@ impl Hearth {
             }
         }
         let _ = self.server.send(Command::Stop);
-        self.server.transport.stop();
+        self.server.transport().stop();
         let raft = self.raft;
         tokio::task::spawn_blocking(move || raft.join())
             .await
-            .map_err(|e| raft_node::RaftError::Corrupt(e.to_string()))?
-            .unwrap_or_else(|_| Err(raft_node::RaftError::Corrupt("raft thread panicked".into())))
+            .map_err(|e| raftnode::RaftError::Corrupt(e.to_string()))?
+            .unwrap_or_else(|_| Err(raftnode::RaftError::Corrupt("raft thread panicked".into())))
     }
 }
 
+/// Serves the client services (`v3rpc`) on a client URL.
 async fn serve_client(
     srv: Arc<etcdserver::EtcdServer>,
     listener: tokio::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
-    let max_recv = srv.cfg.max_request_bytes + config::GRPC_OVERHEAD_BYTES;
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |s| {
-            s.map(|s| {
-                // Requests are small and latency-bound: never let Nagle hold a response back.
-                let _ = s.set_nodelay(true);
-                authority::FixAuthority::new(s)
-            })
-        },
-    );
-    // The gRPC services alone (no fallback: the plain-HTTP router below has it).
-    let grpc = tonic::service::Routes::from(axum::Router::new())
-        .add_service(health)
-        .add_service(
-            KvServer::new(KvService { srv: srv.clone() }).max_decoding_message_size(max_recv),
-        )
-        .add_service(
-            MaintenanceServer::new(MaintenanceService { srv: srv.clone() })
-                .max_decoding_message_size(max_recv),
-        )
-        .add_service(
-            ClusterServer::new(ClusterService { srv: srv.clone() })
-                .max_decoding_message_size(max_recv),
-        )
-        .add_service(
-            WatchServer::new(WatchService {
-                srv: srv.clone(),
-                shutdown: shutdown.clone(),
-            })
-            .max_decoding_message_size(max_recv),
-        )
-        .add_service(
-            LeaseServer::new(LeaseService {
-                srv: srv.clone(),
-                shutdown: shutdown.clone(),
-            })
-            .max_decoding_message_size(max_recv),
-        )
-        .add_service(AuthServer::new(Unimplemented))
-        .add_service(
-            LockServer::new(LockService::new(srv.clone(), shutdown.clone()))
-                .max_decoding_message_size(max_recv),
-        )
-        .add_service(
-            ElectionServer::new(ElectionService::new(srv.clone(), shutdown.clone()))
-                .max_decoding_message_size(max_recv),
-        );
-    // The JSON gateway calls the services in process through the same layers as the gRPC port.
+    let cfg = v3rpc::ClientConfig {
+        max_request_bytes: srv.cfg().max_request_bytes,
+        max_txn_ops: srv.cfg().max_txn_ops,
+        watch_progress_notify_interval: srv.cfg().watch_progress_notify_interval,
+    };
+    let grpc = v3rpc::routes(srv.clone(), &cfg, shutdown.clone()).await;
+    // The JSON gateway calls the same services in process, through the same layers as the gRPC port.
     let local = tower::ServiceBuilder::new()
         .map_response(v3rpc::fix_oversize_status)
         .layer(v3rpc::interceptor::layer(srv.clone()))
         .service(grpc.clone());
     let plain = gateway::router(
-        http::router(srv.clone()),
+        v3rpc::http_router(srv.clone()),
         gateway::GrpcService::new(local),
         gateway::Config {
-            max_grpc_message_bytes: max_recv,
+            max_grpc_message_bytes: cfg.max_request_bytes + v3rpc::GRPC_OVERHEAD_BYTES,
         },
     )
     .unwrap_or_else(|e| {
         tracing::error!("JSON gateway not served: {e}");
-        http::router(srv.clone())
+        v3rpc::http_router(srv.clone())
     });
     let routes = tonic::service::Routes::from(plain.merge(grpc.into_axum_router()));
-    tonic::transport::Server::builder()
-        // etcd answers plain HTTP/1.1 (/health, /metrics) on the same port as gRPC.
-        .accept_http1(true)
-        .layer(tower::util::MapResponseLayer::new(
-            v3rpc::fix_oversize_status,
-        ))
-        .layer(v3rpc::interceptor::layer(srv.clone()))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await
+    v3rpc::serve(srv, routes, listener, shutdown).await
 }
 
 /// Serves Hearth's peer service on a peer URL.
@@ -494,7 +417,7 @@ async fn serve_peer(
     listener: tokio::net::TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
-    let max = srv.transport.config().max_message_bytes;
+    let max = srv.transport().config().max_message_bytes;
     let incoming = tokio_stream::StreamExt::map(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
         |s| {
@@ -503,14 +426,15 @@ async fn serve_peer(
             })
         },
     );
-    let svc = api::hearthraftpb::raft_server::RaftServer::new(rafthttp::server::PeerService::new(
+    let svc = api::hearthraftpb::raft_server::RaftServer::new(rafthttp::PeerService::new(
+        srv.transport(),
         srv.clone(),
         shutdown.clone(),
     ))
     .max_decoding_message_size(max);
     tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(srv.transport.config().keepalive))
-        .http2_keepalive_timeout(Some(srv.transport.config().keepalive_timeout))
+        .http2_keepalive_interval(Some(srv.transport().config().keepalive))
+        .http2_keepalive_timeout(Some(srv.transport().config().keepalive_timeout))
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -525,10 +449,10 @@ async fn publish(srv: Arc<etcdserver::EtcdServer>, mut shutdown: watch::Receiver
     use api::membershippb::{Attributes, ClusterMemberAttrSetRequest};
     let req = InternalRaftRequest {
         cluster_member_attr_set: Some(ClusterMemberAttrSetRequest {
-            member_id: srv.member_id,
+            member_id: srv.member_id(),
             member_attributes: Some(Attributes {
-                name: srv.cfg.name.clone(),
-                client_urls: srv.cfg.advertise_client_urls.clone(),
+                name: srv.cfg().name.clone(),
+                client_urls: srv.cfg().advertise_client_urls.clone(),
             }),
         }),
         ..Default::default()
@@ -538,8 +462,8 @@ async fn publish(srv: Arc<etcdserver::EtcdServer>, mut shutdown: watch::Receiver
             r = srv.propose(req.clone()) => match r {
                 Ok(_) => {
                     tracing::info!(
-                        name = %srv.cfg.name,
-                        client_urls = ?srv.cfg.advertise_client_urls,
+                        name = %srv.cfg().name,
+                        client_urls = ?srv.cfg().advertise_client_urls,
                         "published local member to cluster through raft"
                     );
                     return;

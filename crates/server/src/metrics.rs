@@ -3,15 +3,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{
-    register_counter, register_counter_vec, register_gauge, register_gauge_vec, register_histogram,
-    register_histogram_vec, Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramVec,
-};
-
-/// etcd's disk latency buckets: 1 ms doubling up to about 8 s.
-fn disk_buckets() -> Vec<f64> {
-    prometheus::exponential_buckets(0.001, 2.0, 14).expect("static bucket parameters are valid")
-}
+use prometheus::{register_gauge, register_gauge_vec, Gauge, GaugeVec};
 
 macro_rules! metric {
     ($name:ident, $ty:ty, $make:expr) => {
@@ -37,14 +29,6 @@ metric!(
     )
 );
 metric!(
-    LEADER_CHANGES,
-    Counter,
-    register_counter!(
-        "etcd_server_leader_changes_seen_total",
-        "The number of leader changes seen."
-    )
-);
-metric!(
     PROPOSALS_COMMITTED,
     Gauge,
     register_gauge!(
@@ -66,32 +50,6 @@ metric!(
     register_gauge!(
         "etcd_server_proposals_pending",
         "The current number of pending proposals to commit."
-    )
-);
-metric!(
-    PROPOSALS_FAILED,
-    Counter,
-    register_counter!(
-        "etcd_server_proposals_failed_total",
-        "The total number of failed proposals seen."
-    )
-);
-metric!(
-    WAL_FSYNC,
-    Histogram,
-    register_histogram!(
-        "etcd_disk_wal_fsync_duration_seconds",
-        "The latency distributions of fsync called by WAL.",
-        disk_buckets()
-    )
-);
-metric!(
-    BACKEND_COMMIT,
-    Histogram,
-    register_histogram!(
-        "etcd_disk_backend_commit_duration_seconds",
-        "The latency distributions of commit called by backend.",
-        disk_buckets()
     )
 );
 metric!(
@@ -137,14 +95,6 @@ metric!(
 );
 
 metric!(
-    WATCH_STREAMS,
-    Gauge,
-    register_gauge!(
-        "etcd_debugging_mvcc_watch_stream_total",
-        "Total number of watch streams."
-    )
-);
-metric!(
     WATCHERS,
     Gauge,
     register_gauge!(
@@ -160,169 +110,3 @@ metric!(
         "Total number of unsynced slow watchers."
     )
 );
-metric!(
-    WATCH_PENDING_EVENTS,
-    Gauge,
-    register_gauge!(
-        "etcd_debugging_mvcc_pending_events_total",
-        "Total number of pending events to be sent."
-    )
-);
-metric!(
-    WATCH_EVENTS,
-    Counter,
-    register_counter!(
-        "etcd_debugging_mvcc_events_total",
-        "Total number of events sent by this member."
-    )
-);
-metric!(
-    IS_LEARNER,
-    Gauge,
-    register_gauge!(
-        "etcd_server_is_learner",
-        "Whether or not this member is a learner. 1 if is, 0 otherwise."
-    )
-);
-metric!(
-    PEER_SENT_BYTES,
-    CounterVec,
-    register_counter_vec!(
-        "etcd_network_peer_sent_bytes_total",
-        "The total number of bytes sent to peers.",
-        &["To"]
-    )
-);
-metric!(
-    PEER_RECEIVED_BYTES,
-    CounterVec,
-    register_counter_vec!(
-        "etcd_network_peer_received_bytes_total",
-        "The total number of bytes received from peers.",
-        &["From"]
-    )
-);
-metric!(
-    PEER_SENT_FAILURES,
-    CounterVec,
-    register_counter_vec!(
-        "etcd_network_peer_sent_failures_total",
-        "The total number of send failures from peers.",
-        &["To"]
-    )
-);
-metric!(
-    PEER_RECEIVED_FAILURES,
-    CounterVec,
-    register_counter_vec!(
-        "etcd_network_peer_received_failures_total",
-        "The total number of receive failures from peers.",
-        &["From"]
-    )
-);
-metric!(
-    ACTIVE_PEERS,
-    GaugeVec,
-    register_gauge_vec!(
-        "etcd_network_active_peers",
-        "The current number of active peer connections.",
-        &["Local", "Remote"]
-    )
-);
-metric!(
-    DISCONNECTED_PEERS,
-    CounterVec,
-    register_counter_vec!(
-        "etcd_network_disconnected_peers_total",
-        "The total number of disconnected peers.",
-        &["Local", "Remote"]
-    )
-);
-metric!(
-    SNAPSHOT_SEND_FAILURES,
-    CounterVec,
-    register_counter_vec!(
-        "etcd_network_snapshot_send_failures",
-        "Total number of snapshot send failures",
-        &["To"]
-    )
-);
-
-metric!(
-    SNAPSHOT_SEND_SUCCESS,
-    CounterVec,
-    register_counter_vec!(
-        "etcd_network_snapshot_send_success",
-        "Total number of successful snapshot sends",
-        &["To"]
-    )
-);
-metric!(
-    SNAPSHOT_SEND_INFLIGHTS,
-    GaugeVec,
-    register_gauge_vec!(
-        "etcd_network_snapshot_send_inflights_total",
-        "Total number of inflight snapshot sends",
-        &["To"]
-    )
-);
-metric!(
-    SNAPSHOT_SEND_SECONDS,
-    HistogramVec,
-    register_histogram_vec!(
-        "etcd_network_snapshot_send_total_duration_seconds",
-        "Total latency distributions of v3 snapshot sends",
-        &["To"],
-        snapshot_buckets()
-    )
-);
-metric!(
-    SNAPSHOT_RECEIVE_SUCCESS,
-    CounterVec,
-    register_counter_vec!(
-        "etcd_network_snapshot_receive_success",
-        "Total number of successful snapshot receives",
-        &["From"]
-    )
-);
-metric!(
-    SNAPSHOT_RECEIVE_FAILURES,
-    CounterVec,
-    register_counter_vec!(
-        "etcd_network_snapshot_receive_failures",
-        "Total number of snapshot receive failures",
-        &["From"]
-    )
-);
-metric!(
-    SNAPSHOT_RECEIVE_INFLIGHTS,
-    GaugeVec,
-    register_gauge_vec!(
-        "etcd_network_snapshot_receive_inflights_total",
-        "Total number of inflight snapshot receives",
-        &["From"]
-    )
-);
-metric!(
-    SNAPSHOT_RECEIVE_SECONDS,
-    HistogramVec,
-    register_histogram_vec!(
-        "etcd_network_snapshot_receive_total_duration_seconds",
-        "Total latency distributions of v3 snapshot receives",
-        &["From"],
-        snapshot_buckets()
-    )
-);
-
-/// etcd's snapshot transfer buckets: 100 ms doubling up to about 51 s.
-fn snapshot_buckets() -> Vec<f64> {
-    prometheus::exponential_buckets(0.1, 2.0, 10).expect("static bucket parameters are valid")
-}
-
-/// Renders every registered metric in Prometheus' text format.
-pub fn render() -> String {
-    let families = prometheus::gather();
-    prometheus::TextEncoder::new()
-        .encode_to_string(&families)
-        .unwrap_or_default()
-}

@@ -1,8 +1,6 @@
 //! The server in-process on loopback port 0, driven through the generated gRPC client: the full path from
 //! gRPC through Raft, WAL and apply, without the binary.
 
-use std::time::Duration;
-
 use api::etcdserverpb::{
     compare, kv_client::KvClient, maintenance_client::MaintenanceClient, request_op,
     CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
@@ -20,16 +18,14 @@ fn config(dir: &std::path::Path) -> Config {
     }
 }
 
+/// A channel to the member's client port, which is listening once `Hearth::start` returned.
 async fn client(h: &Hearth) -> Channel {
     let addr = h.client_addrs()[0];
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
-    for _ in 0..100 {
-        if let Ok(c) = ep.connect().await {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("cannot connect to {addr}");
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"))
 }
 
 fn put(k: &str, v: &str) -> PutRequest {

@@ -52,6 +52,8 @@
 //! The log takes no lock on its directory; the server must not open it twice. Unix only
 //! (positional writes).
 
+#![forbid(unsafe_code)]
+
 mod fs;
 #[cfg(test)]
 mod memfs;

@@ -10,6 +10,8 @@
 //!
 //! Every change applied is reported to a [`Sink`], in revision order.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

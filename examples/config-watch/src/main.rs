@@ -2,6 +2,8 @@
 //! PREFIX, prints it, then prints each change as it is applied (one line each, in revision
 //! order), surviving server restarts. See the crate's library for how.
 
+#![forbid(unsafe_code)]
+
 use anyhow::{bail, Context as _};
 use config_watch::{follow, Change, Config, Sink};
 

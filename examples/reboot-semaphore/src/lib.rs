@@ -43,6 +43,8 @@
 //!   failing for `ttl` seconds) is reported through [`Permit::lost`]; by then another machine
 //!   may hold its slot, which is inherent to any lease-based lock.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,6 +5,8 @@
 //! `release <machine> <slot>` just before giving it back, each line in one append-mode write,
 //! so the lines of all machines form one ordered history (the test checks it).
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::time::Duration;
 

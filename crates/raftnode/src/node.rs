@@ -1,0 +1,856 @@
+//! The Raft loop: one thread that owns the raft-rs `RawNode`, the WAL and the applier.
+//!
+//! Each turn it takes every queued command (proposals, read-index requests, messages from peers), ticks the
+//! clock when due, and handles a `Ready`: entries and hard state are appended to the WAL with one fdatasync,
+//! then committed entries are applied. Because every proposal that arrived while the previous fsync was
+//! running lands in the same `Ready`, concurrent clients share fsyncs (group commit) without any timer.
+//!
+//! Durability order: an entry is fsynced in the WAL before raft-rs counts it as persisted, and it is applied
+//! (and its client answered) only once committed, so an acknowledged write survives a crash. Messages raft-rs
+//! marks as persisted messages (votes, append responses) leave only after that fsync; the others (a
+//! leader's appends and heartbeats) leave before it, so followers write in parallel with the leader. The
+//! backend commits without fsync and is made durable every `BACKEND_SYNC_INTERVAL`; after a crash the WAL
+//! is replayed from the backend's consistent index.
+//!
+//! Membership changes are conf change entries: checked against the membership (`membership`), applied to
+//! raft-rs, written to the backend with the consistent index, and then made visible to the transport and
+//! the services; a member that applies its own removal stops shortly after (as etcd does).
+//!
+//! Log compaction: every `snapshot_count` applied entries the backend is synced, a snapshot marker at its
+//! consistent index is written to the WAL, older WAL segments are released, and the in-memory log keeps only
+//! `snapshot_catchup_entries` entries before the marker for slow followers. The backend file is the snapshot:
+//! a follower behind the compacted log is sent a copy of it (by the peer transport, from
+//! [`BackendSnapshots`]), which it installs between two turns of this loop (`snapshot`).
+//!
+//! Messages from peers pass `admit` before they are stepped: raft-rs stops the process on some inputs a
+//! correct member never sends.
+//!
+//! The loop is reached only through its command queue ([`Handle`]); the peer transport reaches it as
+//! its [`rafthttp::Raft`], and it reaches the peers only through [`RaftTransport`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message, ReadState};
+use raft::storage::MemStorage;
+use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
+
+use apply::applier::Applier;
+use apply::wait::Wait;
+use membership::{Change, Member, RaftCluster, MEMBER_UPDATE_CONTEXT};
+use rafthttp::{RaftTransport, SendReport};
+use rpctypes::ServerError;
+
+use crate::metrics;
+use crate::proposal::{Payload, Pending, ProposalState, Waiting};
+use crate::storage::RecoveredLog;
+use crate::RaftError;
+
+/// How many entries before a snapshot stay in memory so a slightly slow follower catches up from the log
+/// (etcd's default).
+pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
+/// How often the backend is made durable when there were writes.
+const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// A read-index request unanswered for this long is sent again (raft-rs drops some silently, e.g. while a
+/// new leader has not committed in its term), as etcd retries its own.
+const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
+/// The most commands taken in one turn, so ticks and readies are never starved.
+const MAX_COMMANDS_PER_TURN: usize = 8192;
+/// How long a member that applied its own removal keeps going (so the change reaches the others) before it
+/// stops, as etcd does.
+const REMOVED_STOP_DELAY: Duration = Duration::from_secs(1);
+
+/// The result of a membership change, for the member that proposed it.
+pub type ConfResult = Result<Vec<Member>, ServerError>;
+
+pub enum Command {
+    Propose {
+        id: u64,
+        data: Vec<u8>,
+        state: Arc<ProposalState>,
+    },
+    /// A membership change, and the request id its result is delivered to.
+    ProposeMembership {
+        id: u64,
+        payload: Payload,
+        state: Arc<ProposalState>,
+    },
+    ReadIndex(oneshot::Sender<Result<u64, ServerError>>),
+    /// Start handing leadership to `target` (a voter); answered once the transfer is under way.
+    TransferLeader {
+        target: u64,
+        reply: oneshot::Sender<Result<(), ServerError>>,
+    },
+    /// Messages from a peer. The permit counts them against the transport's in-flight budget until stepped.
+    Step {
+        msgs: Vec<Message>,
+        permit: OwnedSemaphorePermit,
+    },
+    /// Messages to this peer were lost.
+    Unreachable(u64),
+    /// How far member `id` has replicated the log, and how far the leader has: only the leader knows
+    /// (None elsewhere). `(None, _)` if `id` is not replicating.
+    Progress {
+        id: u64,
+        reply: oneshot::Sender<Option<(Option<u64>, u64)>>,
+    },
+    /// A peer refused this member as removed from the cluster.
+    Removed,
+    /// A snapshot from the leader, received and verified, to install (`snapshot`).
+    InstallSnapshot(rafthttp::Incoming),
+    /// A snapshot send to `to` ended; raft-rs hears whether it succeeded.
+    SnapshotStatus {
+        to: u64,
+        ok: bool,
+    },
+    /// Finish the current turn, make the backend durable and return.
+    Stop,
+}
+
+/// The Raft loop's command queue: how the rest of the member reaches the loop.
+#[derive(Clone)]
+pub struct Handle(Sender<Command>);
+
+impl Handle {
+    /// A queue and the receiving end the loop takes.
+    pub fn channel() -> (Handle, Receiver<Command>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (Handle(tx), rx)
+    }
+
+    /// Queues `cmd`; `Stopped` once the loop is gone.
+    pub fn send(&self, cmd: Command) -> Result<(), ServerError> {
+        self.0.send(cmd).map_err(|_| ServerError::Stopped)
+    }
+}
+
+impl rafthttp::Raft for Handle {
+    fn process(&self, msgs: Vec<Message>, permit: OwnedSemaphorePermit) -> bool {
+        self.0.send(Command::Step { msgs, permit }).is_ok()
+    }
+
+    fn report_unreachable(&self, id: u64) {
+        let _ = self.0.send(Command::Unreachable(id));
+    }
+
+    fn report_snapshot(&self, to: u64, ok: bool) {
+        let _ = self.0.send(Command::SnapshotStatus { to, ok });
+    }
+
+    fn report_removed(&self) {
+        let _ = self.0.send(Command::Removed);
+    }
+
+    fn install_snapshot(&self, snapshot: rafthttp::Incoming) -> bool {
+        self.0.send(Command::InstallSnapshot(snapshot)).is_ok()
+    }
+}
+
+/// What the rest of the server may read about the node without talking to its thread.
+#[derive(Default)]
+pub struct RaftStatus {
+    pub term: AtomicU64,
+    pub leader: AtomicU64,
+    pub commit: AtomicU64,
+    pub applied: AtomicU64,
+    /// When the current leader was first seen (etcd's `leadElectedTime`).
+    pub lead_elected: Mutex<Option<Instant>>,
+}
+
+impl RaftStatus {
+    pub fn lead_elected(&self) -> Option<Instant> {
+        *self.lead_elected.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The membership side of the node: what conf changes update and report to.
+pub struct ClusterParts {
+    pub cluster: Arc<RaftCluster>,
+    pub transport: Box<dyn RaftTransport>,
+    pub conf_wait: Arc<Wait<ConfResult>>,
+}
+
+pub struct RaftNode {
+    node: RawNode<MemStorage>,
+    wal: wal::Wal,
+    applier: Applier,
+    backend: Arc<backend::Backend>,
+    commands: Receiver<Command>,
+    status: Arc<RaftStatus>,
+    applied_tx: watch::Sender<u64>,
+    cluster: ClusterParts,
+    tick_interval: Duration,
+    snapshot_count: u64,
+    snapshot_catchup_entries: u64,
+    snapshot_index: u64,
+    applied: u64,
+    backend_dirty: bool,
+    last_backend_sync: Instant,
+    pending_reads: Vec<oneshot::Sender<Result<u64, ServerError>>>,
+    inflight_reads: HashMap<u64, InflightRead>,
+    read_seq: u64,
+    last_leader: u64,
+    waiting: Waiting,
+    /// Set once this member is no longer in the cluster: when to stop.
+    stop_at: Option<Instant>,
+    conf_changed: bool,
+    /// A command failed in a way that must stop the loop (a snapshot install that went wrong).
+    fatal: Option<RaftError>,
+}
+
+/// Reads waiting on one read-index request.
+struct InflightRead {
+    sent: Instant,
+    waiters: Vec<oneshot::Sender<Result<u64, ServerError>>>,
+}
+
+pub struct NodeConfig {
+    pub heartbeat: Duration,
+    pub election: Duration,
+    pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
+}
+
+impl RaftNode {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        log: RecoveredLog,
+        cfg: &NodeConfig,
+        applier: Applier,
+        backend: Arc<backend::Backend>,
+        commands: Receiver<Command>,
+        status: Arc<RaftStatus>,
+        applied_tx: watch::Sender<u64>,
+        cluster: ClusterParts,
+    ) -> Result<RaftNode, RaftError> {
+        let hs = log.storage.initial_state()?.hard_state;
+        // Entries the backend already holds are not handed to us again; anything between the saved commit
+        // and the backend's index is re-delivered once committed and skipped by the applier.
+        let applied = log
+            .snapshot_index
+            .max(applier.consistent_index().min(hs.commit));
+        let election_tick =
+            (cfg.election.as_millis() / cfg.heartbeat.as_millis().max(1)).max(2) as usize;
+        let rc = raft::Config {
+            id: log.meta.node_id,
+            election_tick,
+            heartbeat_tick: 1,
+            applied,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 512,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        rc.validate()?;
+        let node = RawNode::new(&rc, log.storage, &crate::log::logger())?;
+        status.applied.store(applied, Ordering::Release);
+        status.term.store(node.raft.term, Ordering::Release);
+        status.leader.store(node.raft.leader_id, Ordering::Release);
+        applied_tx.send_replace(applied);
+        let mut n = RaftNode {
+            node,
+            wal: log.wal,
+            applier,
+            backend,
+            commands,
+            status,
+            applied_tx,
+            cluster,
+            tick_interval: cfg.heartbeat,
+            snapshot_count: cfg.snapshot_count.max(1),
+            snapshot_catchup_entries: cfg.snapshot_catchup_entries,
+            snapshot_index: log.snapshot_index,
+            applied,
+            backend_dirty: false,
+            last_backend_sync: Instant::now(),
+            pending_reads: Vec::new(),
+            inflight_reads: HashMap::new(),
+            read_seq: 0,
+            last_leader: raft::INVALID_ID,
+            waiting: Waiting::default(),
+            stop_at: None,
+            conf_changed: false,
+            fatal: None,
+        };
+        n.settle()?;
+        Ok(n)
+    }
+
+    /// Handles what is ready before the loop starts: applies what is committed (a new cluster's first
+    /// entries make its configuration), and lets a lone voter become leader, so that a single member serves
+    /// as soon as it has started.
+    fn settle(&mut self) -> Result<(), RaftError> {
+        self.campaign_if_alone()?;
+        for _ in 0..16 {
+            if !self.node.has_ready() {
+                break;
+            }
+            self.on_ready()?;
+            if std::mem::take(&mut self.conf_changed) {
+                self.campaign_if_alone()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A lone voter needs no election timeout to know it wins.
+    fn campaign_if_alone(&mut self) -> Result<(), RaftError> {
+        let r = &self.node.raft;
+        let cs = r.prs().conf().to_conf_state();
+        let alone = cs.voters == [r.id] && cs.voters_outgoing.is_empty();
+        if alone && r.state != StateRole::Leader {
+            self.node.campaign()?;
+        }
+        Ok(())
+    }
+
+    /// Runs until every command sender is gone. An error is fatal: the log or the backend could not be
+    /// written, and continuing could acknowledge a write that is not durable.
+    pub fn run(mut self) -> Result<(), RaftError> {
+        let mut next_tick = Instant::now() + self.tick_interval;
+        let result = loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.commands.recv_timeout(wait) {
+                Ok(cmd) => {
+                    let mut stop = !self.handle(cmd);
+                    for _ in 0..MAX_COMMANDS_PER_TURN {
+                        match self.commands.try_recv() {
+                            Ok(cmd) => stop |= !self.handle(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Some(e) = self.fatal.take() {
+                        break Err(e);
+                    }
+                    if stop {
+                        break Ok(());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break Ok(()),
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.node.tick();
+                next_tick = now + self.tick_interval;
+                self.waiting.purge();
+                if self.backend_dirty
+                    && now.duration_since(self.last_backend_sync) >= BACKEND_SYNC_INTERVAL
+                {
+                    if let Err(e) = self.sync_backend() {
+                        break Err(e);
+                    }
+                }
+            }
+            if self.stop_at.is_some_and(|t| now >= t) {
+                break Err(RaftError::Removed);
+            }
+            self.flush_waiting();
+            self.flush_reads();
+            if self.node.has_ready() {
+                if let Err(e) = self.on_ready() {
+                    break Err(e);
+                }
+                // A leader may have just appeared.
+                self.flush_waiting();
+            }
+            if std::mem::take(&mut self.conf_changed) {
+                if let Err(e) = self.campaign_if_alone() {
+                    break Err(e);
+                }
+            }
+        };
+        let synced = self.sync_backend();
+        self.fail_reads(ServerError::Stopped);
+        for p in self.waiting.drain() {
+            if p.state.claim() {
+                fail_pending(
+                    &self.applier,
+                    &self.cluster.conf_wait,
+                    p,
+                    ServerError::Stopped,
+                );
+            }
+        }
+        result.and(synced)
+    }
+
+    /// Returns false when asked to stop.
+    fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Propose { id, data, state } => self.propose(Pending {
+                id,
+                payload: Payload::Normal(data),
+                state,
+            }),
+            Command::ProposeMembership { id, payload, state } => {
+                self.propose(Pending { id, payload, state })
+            }
+            Command::ReadIndex(tx) => self.pending_reads.push(tx),
+            Command::TransferLeader { target, reply } => {
+                let r = &self.node.raft;
+                let result = if r.leader_id != r.id {
+                    Err(ServerError::NotLeader)
+                } else if !r.prs().conf().voters().contains(target) {
+                    Err(ServerError::BadLeaderTransferee)
+                } else {
+                    self.node.transfer_leader(target);
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
+            Command::Step { msgs, permit } => {
+                for mut m in msgs {
+                    if let Err(e) = crate::admit::admit(&self.node.raft, &mut m) {
+                        let from = format!("{:x}", m.from);
+                        tracing::warn!(remote_peer_id = %from, "dropped a raft message from a peer: {e}");
+                        rafthttp::metrics::PEER_RECEIVED_FAILURES
+                            .with_label_values(&[&from])
+                            .inc();
+                        continue;
+                    }
+                    if let Err(e) = self.node.step(m) {
+                        tracing::debug!("raft message not stepped: {e}");
+                    }
+                }
+                drop(permit);
+            }
+            Command::InstallSnapshot(incoming) => {
+                if let Err(e) = self.on_snapshot(incoming) {
+                    self.fatal = Some(e);
+                }
+            }
+            Command::SnapshotStatus { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.node.report_snapshot(to, status);
+            }
+            Command::Unreachable(id) => self.node.report_unreachable(id),
+            Command::Progress { id, reply } => {
+                let r = &self.node.raft;
+                let progress = (r.state == StateRole::Leader).then(|| {
+                    let prs = r.prs();
+                    (
+                        prs.get(id).map(|p| p.matched),
+                        prs.get(r.id).map(|p| p.matched).unwrap_or(0),
+                    )
+                });
+                let _ = reply.send(progress);
+            }
+            Command::Removed => {
+                tracing::warn!("this member was removed from the cluster; stopping");
+                self.stop_at = Some(Instant::now());
+            }
+            Command::Stop => return false,
+        }
+        true
+    }
+
+    /// Proposes at once if there is a leader, else holds the proposal until there is one.
+    fn propose(&mut self, p: Pending) {
+        if self.node.raft.leader_id == raft::INVALID_ID {
+            if let Err(p) = self.waiting.push(p) {
+                if p.state.claim() {
+                    fail_pending(
+                        &self.applier,
+                        &self.cluster.conf_wait,
+                        p,
+                        ServerError::TooManyRequests,
+                    );
+                }
+            }
+            return;
+        }
+        if !p.state.claim() {
+            return;
+        }
+        let r = match &p.payload {
+            Payload::Normal(data) => self.node.propose(vec![], data.clone()),
+            Payload::Conf(cc) => self.node.propose_conf_change(vec![], cc.clone()),
+            Payload::MemberUpdate(data) => self
+                .node
+                .propose(MEMBER_UPDATE_CONTEXT.to_vec(), data.clone()),
+        };
+        if let Err(e) = r {
+            tracing::debug!(id = p.id, "proposal dropped: {e}");
+            metrics::PROPOSALS_FAILED.inc();
+            let err = match e {
+                raft::Error::ProposalDropped => ServerError::ProposalDropped,
+                other => ServerError::Internal(other.to_string()),
+            };
+            fail_pending(&self.applier, &self.cluster.conf_wait, p, err);
+        }
+    }
+
+    fn flush_waiting(&mut self) {
+        if self.waiting.is_empty() || self.node.raft.leader_id == raft::INVALID_ID {
+            return;
+        }
+        let waiting: Vec<Pending> = self.waiting.drain().collect();
+        for p in waiting {
+            self.propose(p);
+        }
+    }
+
+    /// Sends one read-index request for every read that arrived since the last one, and sends again those
+    /// left unanswered too long.
+    fn flush_reads(&mut self) {
+        let r = &self.node.raft;
+        if r.leader_id == raft::INVALID_ID || (r.leader_id == r.id && !r.commit_to_current_term()) {
+            return;
+        }
+        let now = Instant::now();
+        let stale: Vec<u64> = self
+            .inflight_reads
+            .iter()
+            .filter(|(_, f)| now.duration_since(f.sent) >= READ_INDEX_RETRY)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in stale {
+            if let Some(f) = self.inflight_reads.get_mut(&seq) {
+                f.sent = now;
+            }
+            self.node.read_index(seq.to_be_bytes().to_vec());
+        }
+        if self.pending_reads.is_empty() {
+            return;
+        }
+        self.read_seq += 1;
+        self.node.read_index(self.read_seq.to_be_bytes().to_vec());
+        let waiters = std::mem::take(&mut self.pending_reads);
+        self.inflight_reads
+            .insert(self.read_seq, InflightRead { sent: now, waiters });
+    }
+
+    fn on_read_state(&mut self, rs: ReadState) {
+        let Ok(seq) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()).map(u64::from_be_bytes) else {
+            return;
+        };
+        for tx in self
+            .inflight_reads
+            .remove(&seq)
+            .map(|f| f.waiters)
+            .unwrap_or_default()
+        {
+            let _ = tx.send(Ok(rs.index));
+        }
+    }
+
+    fn fail_reads(&mut self, e: ServerError) {
+        let inflight = self.inflight_reads.drain().flat_map(|(_, f)| f.waiters);
+        for tx in self.pending_reads.drain(..).chain(inflight) {
+            let _ = tx.send(Err(e.clone()));
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), RaftError> {
+        let mut ready = self.node.ready();
+        let mut report = SendReport::default();
+        // A leader's appends and heartbeats may leave before its own fsync (raft-rs's Ready contract).
+        failpoint::hit("raftBeforeLeaderSend");
+        self.cluster
+            .transport
+            .send(ready.take_messages(), &mut report);
+        if !ready.snapshot().is_empty() {
+            self.store_snapshot(ready.snapshot().clone())?;
+        }
+        for rs in ready.take_read_states() {
+            self.on_read_state(rs);
+        }
+        self.apply(ready.take_committed_entries())?;
+        let entries = ready.take_entries();
+        let hs = ready.hs().cloned();
+        if !entries.is_empty() || hs.is_some() {
+            let hard = hs
+                .clone()
+                .unwrap_or_else(|| self.node.store().rl().hard_state().clone());
+            let hard_bytes = hard
+                .write_to_bytes()
+                .map_err(|e| RaftError::Corrupt(e.to_string()))?;
+            let mut wal_entries = Vec::with_capacity(entries.len());
+            for e in &entries {
+                let data = e
+                    .write_to_bytes()
+                    .map_err(|e| RaftError::Corrupt(e.to_string()))?;
+                wal_entries.push(wal::Entry {
+                    index: e.index,
+                    term: e.term,
+                    data,
+                });
+            }
+            let started = Instant::now();
+            failpoint::hit("raftBeforeSave");
+            self.wal.save(Some(&hard_bytes), &wal_entries)?;
+            failpoint::hit("raftAfterSave");
+            metrics::WAL_FSYNC.observe(started.elapsed().as_secs_f64());
+            let mut store = self.node.mut_store().wl();
+            store.append(&entries)?;
+            if let Some(hs) = hs {
+                store.set_hardstate(hs);
+            }
+        }
+        // Votes and append responses promise what is now on disk: only now may they leave.
+        failpoint::hit("raftBeforeFollowerSend");
+        self.cluster
+            .transport
+            .send(ready.take_persisted_messages(), &mut report);
+        failpoint::hit("raftBeforeAdvance");
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.node.mut_store().wl().mut_hard_state().commit = commit;
+        }
+        self.cluster
+            .transport
+            .send(light.take_messages(), &mut report);
+        self.apply(light.take_committed_entries())?;
+        self.node.advance_apply();
+        for id in report.unreachable {
+            self.node.report_unreachable(id);
+        }
+        for id in report.snapshot_failed {
+            self.node.report_snapshot(id, SnapshotStatus::Failure);
+        }
+        self.publish_status();
+        self.maybe_snapshot()
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
+        for e in entries {
+            match e.get_entry_type() {
+                EntryType::EntryNormal if e.context.as_ref() == MEMBER_UPDATE_CONTEXT => {
+                    self.apply_member_update(e.index, e.term, &e.data)?;
+                    self.backend_dirty = true;
+                }
+                EntryType::EntryNormal => {
+                    failpoint::hit("beforeApplyOneEntryNormal");
+                    self.applier.apply(e.index, e.term, &e.data)?;
+                    self.backend_dirty = true;
+                }
+                EntryType::EntryConfChange => {
+                    failpoint::hit("beforeApplyOneConfChange");
+                    let cc = crate::storage::parse_conf_change(&e)?;
+                    self.apply_conf_change(e.index, e.term, &cc)?;
+                    self.backend_dirty = true;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    // Hearth proposes only simple (v1) changes; raft-rs proposes an empty v2 change only
+                    // to leave a joint configuration, which Hearth never enters.
+                    let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| {
+                        RaftError::Corrupt(format!("conf change {}: {err}", e.index))
+                    })?;
+                    let cs = self.node.apply_conf_change(&cc)?;
+                    self.node.mut_store().wl().set_conf_state(cs);
+                }
+            }
+        }
+        // The batch's writes become visible, and their proposers are answered, with one commit.
+        self.applier.flush()?;
+        self.applied = last;
+        self.status.applied.store(last, Ordering::Release);
+        self.applied_tx.send_replace(last);
+        Ok(())
+    }
+
+    /// Applies one membership change, as etcd's `applyConfChange`: a change the membership rejects is not
+    /// applied to raft-rs either (its proposer gets the error); one it accepts is applied to raft-rs, written
+    /// to the backend with the consistent index, and then made visible.
+    fn apply_conf_change(
+        &mut self,
+        index: u64,
+        term: u64,
+        cc: &ConfChange,
+    ) -> Result<(), RaftError> {
+        let change = Change::from_conf_change(cc).map_err(ServerError::Internal);
+        self.apply_membership(index, term, cc.id, change, Some(cc))
+    }
+
+    /// Applies new peer URLs for a member (a normal entry; Raft's configuration does not change).
+    fn apply_member_update(&mut self, index: u64, term: u64, data: &[u8]) -> Result<(), RaftError> {
+        match Change::from_member_update(data) {
+            Ok((id, change)) => self.apply_membership(index, term, id, Ok(change), None),
+            Err(e) => self.apply_membership(index, term, 0, Err(ServerError::Internal(e)), None),
+        }
+    }
+
+    fn apply_membership(
+        &mut self,
+        index: u64,
+        term: u64,
+        request_id: u64,
+        change: Result<Change, ServerError>,
+        cc: Option<&ConfChange>,
+    ) -> Result<(), RaftError> {
+        if index <= self.applier.consistent_index() {
+            // Already in the backend, and in the configuration raft-rs started with.
+            return Ok(());
+        }
+        let wait = self.cluster.conf_wait.clone();
+        let cluster = self.cluster.cluster.clone();
+        let checked = change.and_then(|c| cluster.validate(&c).map(|()| c));
+        let change = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(index, "membership change rejected: {e}");
+                self.record_index(index, term)?;
+                wait.trigger(request_id, Err(e));
+                return Ok(());
+            }
+        };
+        let cs = match cc.map(|cc| self.node.apply_conf_change(cc)) {
+            None => None,
+            Some(Ok(cs)) => Some(cs),
+            Some(Err(e)) => {
+                tracing::error!(index, "raft rejected a membership change: {e}");
+                self.record_index(index, term)?;
+                wait.trigger(request_id, Err(ServerError::Internal(e.to_string())));
+                return Ok(());
+            }
+        };
+        let (saved, removed) = cluster.outcome(&change);
+        let persisted = self.applier.apply_backend(index, term, |txn| {
+            if let Some(m) = &saved {
+                membership::store::save_member(txn, m)?;
+            }
+            if let Some(id) = removed {
+                membership::store::remove_member(txn, id)?;
+            }
+            match &cs {
+                Some(cs) => membership::store::save_conf_state(txn, cs),
+                None => Ok(()),
+            }
+        });
+        if let Err(e) = persisted {
+            return Err(RaftError::Corrupt(format!(
+                "cannot record membership change {index}: {e}"
+            )));
+        }
+        if let Some(cs) = cs {
+            self.node.mut_store().wl().set_conf_state(cs);
+            self.conf_changed = true;
+        }
+        cluster.commit(saved, removed);
+        let local = self.node.raft.id;
+        match &change {
+            Change::Add(m) => {
+                tracing::info!(member = format!("{:x}", m.id), peer_urls = ?m.peer_urls, learner = m.is_learner, "added member");
+                self.cluster.transport.add_peer(m.id, &m.peer_urls);
+            }
+            Change::UpdatePeerUrls(id, urls) => {
+                tracing::info!(member = format!("{id:x}"), peer_urls = ?urls, "updated member");
+                self.cluster.transport.add_peer(*id, urls);
+            }
+            Change::Promote(id) => {
+                tracing::info!(member = format!("{id:x}"), "promoted learner member");
+            }
+            Change::Remove(id) => {
+                tracing::info!(member = format!("{id:x}"), "removed member");
+                self.cluster.transport.remove_peer(*id);
+                if *id == local {
+                    tracing::warn!("this member was removed from the cluster; stopping");
+                    self.stop_at = Some(Instant::now() + REMOVED_STOP_DELAY);
+                }
+            }
+        }
+        wait.trigger(request_id, Ok(cluster.members()));
+        Ok(())
+    }
+
+    /// Records `index` as applied for an entry that changed nothing.
+    fn record_index(&mut self, index: u64, term: u64) -> Result<(), RaftError> {
+        self.applier
+            .apply_backend(index, term, |_| Ok(()))
+            .map(|_| ())
+            .map_err(|e| RaftError::Corrupt(format!("cannot record entry {index}: {e}")))
+    }
+
+    fn publish_status(&mut self) {
+        let r = &self.node.raft;
+        self.status.term.store(r.term, Ordering::Release);
+        self.status.leader.store(r.leader_id, Ordering::Release);
+        self.status
+            .commit
+            .store(r.raft_log.committed, Ordering::Release);
+        if r.leader_id == self.last_leader {
+            return;
+        }
+        self.last_leader = r.leader_id;
+        if r.leader_id == raft::INVALID_ID {
+            return;
+        }
+        // A new leader (etcd counts a leader after none as new too).
+        metrics::LEADER_CHANGES.inc();
+        *self
+            .status
+            .lead_elected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        // Reads that were waiting on the old leader's confirmation will never get it.
+        let stale: Vec<_> = self
+            .inflight_reads
+            .drain()
+            .flat_map(|(_, f)| f.waiters)
+            .collect();
+        for tx in stale {
+            let _ = tx.send(Err(ServerError::LeaderChanged));
+        }
+    }
+
+    fn sync_backend(&mut self) -> Result<(), RaftError> {
+        let started = Instant::now();
+        self.backend.force_commit()?;
+        metrics::BACKEND_COMMIT.observe(started.elapsed().as_secs_f64());
+        self.backend_dirty = false;
+        self.last_backend_sync = Instant::now();
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), RaftError> {
+        let index = self.applier.consistent_index();
+        if index < self.snapshot_index + self.snapshot_count {
+            return Ok(());
+        }
+        let term = self.node.store().term(index)?;
+        // The marker promises the backend holds everything up to `index`: make that durable first.
+        self.sync_backend()?;
+        failpoint::hit("raftBeforeWALSaveSnaphot");
+        self.wal
+            .save_snapshot(wal::SnapshotMarker { index, term })?;
+        let keep_from = index.saturating_sub(self.snapshot_catchup_entries);
+        let first = self.node.store().first_index()?;
+        if keep_from > first {
+            self.node.mut_store().wl().compact(keep_from)?;
+        }
+        self.wal.release_to(index)?;
+        failpoint::hit("raftAfterWALRelease");
+        self.snapshot_index = index;
+        tracing::info!(index, term, "compacted the raft log at a snapshot marker");
+        Ok(())
+    }
+}
+
+/// Answers a proposal that will never be applied.
+fn fail_pending(applier: &Applier, conf_wait: &Wait<ConfResult>, p: Pending, e: ServerError) {
+    match p.payload {
+        Payload::Normal(_) => applier.fail(p.id, e),
+        Payload::Conf(_) | Payload::MemberUpdate(_) => conf_wait.trigger(p.id, Err(e)),
+    }
+}
+
+mod snapshot;
+
+pub use snapshot::{BackendSnapshots, Described};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,91 @@
+//! The KV service: validate, check the quota before a write (as etcd's `quotaKVServer`), then hand the
+//! request to the member ([`RaftKv`]): writes go through Raft, reads are served from the local store
+//! (after a ReadIndex round unless the request is serializable). Read-only txns are reads, as in etcd.
+
+use std::sync::Arc;
+
+use api::etcdserverpb::{
+    kv_server::Kv, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use rpctypes::ServerError;
+use tonic::{Request, Response, Status};
+
+use crate::header::fill;
+use crate::{validate, KvGetter, Quota, RaftKv, RaftStatusGetter};
+
+pub struct KvService<S> {
+    srv: Arc<S>,
+    max_txn_ops: usize,
+}
+
+impl<S> Clone for KvService<S> {
+    fn clone(&self) -> Self {
+        KvService {
+            srv: self.srv.clone(),
+            max_txn_ops: self.max_txn_ops,
+        }
+    }
+}
+
+impl<S> KvService<S> {
+    /// The service for `srv`, refusing txns of more than `max_txn_ops` operations.
+    pub fn new(srv: Arc<S>, max_txn_ops: usize) -> KvService<S> {
+        KvService { srv, max_txn_ops }
+    }
+}
+
+#[tonic::async_trait]
+impl<S> Kv for KvService<S>
+where
+    S: RaftKv + Quota + RaftStatusGetter + KvGetter,
+{
+    async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let req = req.into_inner();
+        validate::check_range(&req)?;
+        if !req.serializable && self.srv.is_learner() {
+            return Err(ServerError::NotSupportedForLearner.into());
+        }
+        let mut resp = self.srv.range(req).await?;
+        fill(&*self.srv, &mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = req.into_inner();
+        self.srv.check_quota(apply::quota::cost_put(&req)).await?;
+        validate::check_put(&req)?;
+        let mut resp = self.srv.put(req).await?;
+        fill(&*self.srv, &mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let req = req.into_inner();
+        validate::check_delete(&req)?;
+        let mut resp = self.srv.delete_range(req).await?;
+        fill(&*self.srv, &mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let req = req.into_inner();
+        self.srv.check_quota(apply::quota::cost_txn(&req)).await?;
+        validate::check_txn(&req, self.max_txn_ops)?;
+        let mut resp = self.srv.txn(req).await?;
+        fill(&*self.srv, &mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn compact(
+        &self,
+        req: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let mut resp = self.srv.compact(req.into_inner()).await?;
+        fill(&*self.srv, &mut resp.header);
+        Ok(Response::new(resp))
+    }
+}

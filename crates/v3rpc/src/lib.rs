@@ -1,0 +1,384 @@
+//! The client-facing services, as etcd's `v3rpc` package: the gRPC services (KV, Watch, Lease, Cluster,
+//! Maintenance, the v3lock and v3election recipes, `grpc.health.v1`), request validation, what etcd's
+//! interceptors check, the `:authority` filter that lets etcd's own clients in, and the plain HTTP
+//! endpoints (`/health`, `/livez`, `/readyz`, `/version`, `/metrics`) served on the same port.
+//!
+//! Each service depends only on the small traits below, after etcd's interfaces (`RaftKV`, `Lessor`,
+//! `Alarmer`, `LeaderTransferrer`, `KVGetter`, `BackendGetter`, `RaftStatusGetter`, ...); the server
+//! implements them. [`routes`] builds every client service into one set of tonic routes, so another
+//! front end (a JSON gateway) can serve the same services in-process; [`serve`] serves routes on a
+//! client listener.
+//!
+//! # Invariants
+//! * Services validate and translate; they hold no state of their own beyond a stream's buffers, and
+//!   reach the member only through the traits.
+//! * Errors become gRPC statuses only through `rpctypes`.
+//! * Knows nothing of Raft, the peer transport or how the server is wired.
+
+#![forbid(unsafe_code)]
+
+mod authority;
+mod concurrency;
+mod election;
+mod etcdhttp;
+mod header;
+pub mod interceptor;
+mod kv;
+mod lease;
+mod lock;
+mod maintenance;
+mod member;
+pub mod metrics;
+mod shutdown;
+mod unimplemented;
+pub mod validate;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::etcdserverpb::{
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    AlarmMember, AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse,
+    DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use api::v3electionpb::election_server::ElectionServer;
+use api::v3lockpb::lock_server::LockServer;
+use membership::Member;
+use rpctypes::ServerError;
+
+pub use authority::FixAuthority;
+pub use election::ElectionService;
+pub use header::header;
+pub use kv::KvService;
+pub use lease::LeaseService;
+pub use lock::LockService;
+pub use maintenance::MaintenanceService;
+pub use member::ClusterService;
+pub use watch::WatchService;
+
+/// The etcd API version Hearth implements, reported where etcd reports its own version (Maintenance
+/// Status, `/version`): clients use it to decide which features they may use.
+pub const API_VERSION: &str = "3.5.0";
+
+/// gRPC lets a request this much over `max_request_bytes` through, so that a slightly large request gets
+/// etcd's own "request is too large" error rather than a transport error (etcd uses the same margin).
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// etcd raises a shorter progress notify interval to this.
+pub const MIN_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Who this member is and what its Raft node says (etcd's `RaftStatusGetter`, with the ids of its
+/// response `header`).
+pub trait RaftStatusGetter: Send + Sync + 'static {
+    fn member_id(&self) -> u64;
+    fn cluster_id(&self) -> u64;
+    fn term(&self) -> u64;
+    /// 0 while no leader is known.
+    fn leader(&self) -> u64;
+    fn committed_index(&self) -> u64;
+    fn applied_index(&self) -> u64;
+    /// A learner serves only what etcd's learners serve.
+    fn is_learner(&self) -> bool;
+}
+
+/// The store reads are served from and watches follow (etcd's `KVGetter`).
+pub trait KvGetter: Send + Sync + 'static {
+    fn kv(&self) -> &Arc<mvcc::KvStore>;
+    fn watchable(&self) -> &Arc<mvcc::WatchableStore>;
+}
+
+/// The member's backend, for whole-database operations (etcd's `BackendGetter`).
+pub trait BackendGetter: Send + Sync + 'static {
+    fn backend(&self) -> &Arc<backend::Backend>;
+}
+
+/// The KV requests as the member serves them: writes through Raft, reads from the store after a
+/// linearizable read point unless serializable (etcd's `RaftKV`). Requests arrive validated.
+#[tonic::async_trait]
+pub trait RaftKv: Send + Sync + 'static {
+    async fn range(&self, req: RangeRequest) -> Result<RangeResponse, ServerError>;
+    async fn put(&self, req: PutRequest) -> Result<PutResponse, ServerError>;
+    async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, ServerError>;
+    async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, ServerError>;
+    async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, ServerError>;
+}
+
+/// etcd's quota check before a write is proposed (its `quotaAlarmer`): refuses with NOSPACE (and
+/// raises the alarm) when the backend has no room for `cost` bytes.
+#[tonic::async_trait]
+pub trait Quota: Send + Sync + 'static {
+    async fn check_quota(&self, cost: u64) -> Result<(), ServerError>;
+}
+
+/// The cluster's alarms (etcd's `Alarmer`).
+#[tonic::async_trait]
+pub trait Alarmer: Send + Sync + 'static {
+    /// An alarm request through Raft (a GET too, so the answer is linearizable).
+    async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse, ServerError>;
+    /// The active alarms as this member applied them.
+    fn alarms(&self) -> Vec<AlarmMember>;
+}
+
+/// Hands leadership over (etcd's `LeaderTransferrer`).
+#[tonic::async_trait]
+pub trait LeaderTransferrer: Send + Sync + 'static {
+    /// On the leader: makes `target` the leader and returns once it is.
+    async fn move_leader(&self, target: u64) -> Result<(), ServerError>;
+}
+
+/// The member's leases (etcd's `Lessor` as its lease service uses it). Grant and revoke answer with
+/// a complete header.
+#[tonic::async_trait]
+pub trait Lessor: Send + Sync + 'static {
+    async fn lease_grant(&self, req: LeaseGrantRequest) -> Result<LeaseGrantResponse, ServerError>;
+    async fn lease_revoke(
+        &self,
+        req: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, ServerError>;
+    /// Renews a lease at the leader; its TTL.
+    async fn lease_renew(&self, id: i64) -> Result<i64, ServerError>;
+    async fn lease_time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, ServerError>;
+    /// Every lease this member knows.
+    fn lease_ids(&self) -> Vec<i64>;
+}
+
+/// The membership and its changes (etcd's `ClusterGetter` and the server's member operations).
+#[tonic::async_trait]
+pub trait Cluster: Send + Sync + 'static {
+    fn members(&self) -> Vec<Member>;
+    /// The added member and the membership after it.
+    async fn add_member(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<(Member, Vec<Member>), ServerError>;
+    async fn remove_member(&self, id: u64) -> Result<Vec<Member>, ServerError>;
+    async fn update_member(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> Result<Vec<Member>, ServerError>;
+    async fn promote_member(&self, id: u64) -> Result<Vec<Member>, ServerError>;
+}
+
+/// A linearizable read point (etcd's `linearizableReadNotify`), for `/health`.
+#[tonic::async_trait]
+pub trait ReadIndexer: Send + Sync + 'static {
+    async fn linearizable_read(&self) -> Result<(), ServerError>;
+}
+
+/// Brings the gauges that are read from state (rather than counted as things happen) up to date,
+/// before `/metrics` is rendered.
+pub trait MetricsSource: Send + Sync + 'static {
+    fn refresh_metrics(&self);
+}
+
+/// Everything the client services need from the member.
+pub trait V3Server:
+    RaftStatusGetter
+    + KvGetter
+    + BackendGetter
+    + RaftKv
+    + Quota
+    + Alarmer
+    + LeaderTransferrer
+    + Lessor
+    + Cluster
+    + ReadIndexer
+    + MetricsSource
+{
+}
+
+impl<T> V3Server for T where
+    T: RaftStatusGetter
+        + KvGetter
+        + BackendGetter
+        + RaftKv
+        + Quota
+        + Alarmer
+        + LeaderTransferrer
+        + Lessor
+        + Cluster
+        + ReadIndexer
+        + MetricsSource
+{
+}
+
+/// What the client services are configured with (etcd's flags of the same names).
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    /// How often an idle watcher that asked for progress notifications gets one.
+    pub watch_progress_notify_interval: Duration,
+}
+
+/// Every gRPC service of the client port as tonic routes (the plain-HTTP pages are `http_router`). `shutdown` turning true ends
+/// streams and waiting requests (a graceful shutdown waits for every request in flight).
+pub async fn routes<S: V3Server>(
+    srv: Arc<S>,
+    cfg: &ClientConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tonic::service::Routes {
+    let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let kv = KvService::new(srv.clone(), cfg.max_txn_ops);
+    let recipes = concurrency::Client::new(srv.clone(), Arc::new(kv.clone()));
+    tonic::service::Routes::from(axum::Router::new())
+        .add_service(health)
+        .add_service(KvServer::new(kv).max_decoding_message_size(max_recv))
+        .add_service(
+            MaintenanceServer::new(MaintenanceService::new(srv.clone()))
+                .max_decoding_message_size(max_recv),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService::new(srv.clone()))
+                .max_decoding_message_size(max_recv),
+        )
+        .add_service(
+            WatchServer::new(WatchService::new(srv.clone(), cfg, shutdown.clone()))
+                .max_decoding_message_size(max_recv),
+        )
+        .add_service(
+            LeaseServer::new(LeaseService::new(srv.clone(), shutdown.clone()))
+                .max_decoding_message_size(max_recv),
+        )
+        .add_service(AuthServer::new(unimplemented::Unimplemented))
+        .add_service(
+            LockServer::new(LockService::new(recipes.clone(), shutdown.clone()))
+                .max_decoding_message_size(max_recv),
+        )
+        .add_service(
+            ElectionServer::new(ElectionService::new(recipes, shutdown))
+                .max_decoding_message_size(max_recv),
+        )
+}
+
+/// The client port's plain-HTTP pages: `/health`, `/livez`, `/readyz`, `/version`, `/metrics`.
+pub fn http_router<S>(srv: Arc<S>) -> axum::Router
+where
+    S: RaftStatusGetter + ReadIndexer + MetricsSource,
+{
+    etcdhttp::router(srv)
+}
+
+/// Serves `routes` on a client listener until `shutdown` turns true: plain HTTP/1.1 beside gRPC (as
+/// etcd), every connection through the `:authority` filter, etcd's interceptor checks (learners,
+/// `hasleader`) before any service, and grpc-go's status for oversized requests.
+pub async fn serve<S: RaftStatusGetter>(
+    srv: Arc<S>,
+    routes: tonic::service::Routes,
+    listener: tokio::net::TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |s| {
+            s.map(|s| {
+                // Requests are small and latency-bound: never let Nagle hold a response back.
+                let _ = s.set_nodelay(true);
+                authority::FixAuthority::new(s)
+            })
+        },
+    );
+    tonic::transport::Server::builder()
+        // etcd answers plain HTTP/1.1 (/health, /metrics) on the same port as gRPC.
+        .accept_http1(true)
+        .layer(tower::util::MapResponseLayer::new(fix_oversize_status))
+        .layer(interceptor::layer(srv))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+/// Rewrites tonic's status for an oversized request message into grpc-go's, which etcd clients see from etcd:
+/// `ResourceExhausted "grpc: received message larger than max (N vs. M)"`. tonic rejects such a request before
+/// the service runs and answers trailers-only, so the status is in the response headers.
+pub fn fix_oversize_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    const OUT_OF_RANGE: &[u8] = b"11";
+    let h = resp.headers_mut();
+    if h.get("grpc-status").map(|v| v.as_bytes()) != Some(OUT_OF_RANGE) {
+        return resp;
+    }
+    let Some(msg) = h.get("grpc-message").and_then(|v| v.to_str().ok()) else {
+        return resp;
+    };
+    let msg = percent_decode(msg);
+    let Some(rest) = msg.strip_prefix("Error, decoded message length too large: found ") else {
+        return resp;
+    };
+    let mut nums = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
+    let (Some(found), Some(limit)) = (nums.next(), nums.next()) else {
+        return resp;
+    };
+    let text = format!("grpc: received message larger than max ({found} vs. {limit})");
+    if let Ok(v) = http::HeaderValue::from_str(&text) {
+        h.insert("grpc-status", http::HeaderValue::from_static("8"));
+        h.insert("grpc-message", v);
+    }
+    resp
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn oversize_status_is_rewritten_and_others_kept() {
+        let mk = |code: &'static str, msg: &'static str| {
+            let mut r = http::Response::new(());
+            r.headers_mut()
+                .insert("grpc-status", http::HeaderValue::from_static(code));
+            r.headers_mut()
+                .insert("grpc-message", http::HeaderValue::from_static(msg));
+            r
+        };
+        let r = super::fix_oversize_status(mk(
+            "11",
+            "Error,%20decoded%20message%20length%20too%20large:%20found%202098190%20bytes,%20the%20limit%20is:%202097152%20bytes",
+        ));
+        assert_eq!(r.headers()["grpc-status"], "8");
+        assert_eq!(
+            r.headers()["grpc-message"],
+            "grpc: received message larger than max (2098190 vs. 2097152)"
+        );
+        let r = super::fix_oversize_status(mk(
+            "11",
+            "etcdserver:%20mvcc:%20required%20revision%20is%20a%20future%20revision",
+        ));
+        assert_eq!(r.headers()["grpc-status"], "11");
+    }
+}
