@@ -17,7 +17,7 @@ use rpctypes::ServerError;
 
 use crate::header::header;
 use crate::unimplemented::unimplemented;
-use crate::{Alarmer, BackendGetter, KvGetter, LeaderTransferrer, RaftStatusGetter, API_VERSION};
+use crate::{Alarmer, BackendGetter, KvGetter, LeaderTransferrer, RaftStatusGetter, ETCD_VERSION};
 
 /// etcd's chunk size for the Snapshot stream.
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
@@ -127,7 +127,7 @@ where
         errors.extend(status_errors(&s.alarms()));
         Ok(Response::new(StatusResponse {
             header: header(s, 0),
-            version: API_VERSION.into(),
+            version: ETCD_VERSION.into(),
             db_size: db_size as i64,
             leader: s.leader(),
             raft_index: s.committed_index(),
