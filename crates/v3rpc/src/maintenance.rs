@@ -145,9 +145,14 @@ where
     ) -> Result<Response<DefragmentResponse>, Status> {
         let backend = self.srv.backend().clone();
         tracing::info!("starting defragment");
-        let stats =
-            tokio::task::spawn_blocking(move || backend.defrag(&backend::DefragConfig::default()))
-                .await
+        let stats = tokio::task::spawn_blocking(move || {
+            let _inflight = crate::metrics::Inflight::new(&crate::metrics::DEFRAG_INFLIGHT);
+            let start = std::time::Instant::now();
+            let r = backend.defrag(&backend::DefragConfig::default());
+            crate::metrics::DEFRAG_DURATION.observe(start.elapsed().as_secs_f64());
+            r
+        })
+        .await
                 .map_err(|e| ServerError::Internal(e.to_string()))?
                 .map_err(|e| {
                     tracing::warn!("failed to defragment: {e}");
@@ -169,9 +174,10 @@ where
         let (hash, rev) = tokio::task::spawn_blocking(move || {
             // The revision is read first: the snapshot hashed holds at least that revision.
             let rev = kv.rev();
-            backend
-                .hash(&mvcc::is_raft_meta)
-                .map(|h| (h, rev))
+            let start = std::time::Instant::now();
+            let h = backend.hash(&mvcc::is_raft_meta);
+            crate::metrics::HASH_DURATION.observe(start.elapsed().as_secs_f64());
+            h.map(|h| (h, rev))
                 .map_err(|e| ServerError::Internal(e.to_string()))
         })
         .await
@@ -188,8 +194,13 @@ where
     ) -> Result<Response<HashKvResponse>, Status> {
         let rev = req.into_inner().revision;
         let kv = self.srv.kv().clone();
-        let (hash, compact_revision) = tokio::task::spawn_blocking(move || kv.hash_kv(rev))
-            .await
+        let (hash, compact_revision) = tokio::task::spawn_blocking(move || {
+            let start = std::time::Instant::now();
+            let r = kv.hash_kv(rev);
+            crate::metrics::HASH_REV_DURATION.observe(start.elapsed().as_secs_f64());
+            r
+        })
+        .await
             .map_err(|e| ServerError::Internal(e.to_string()))?
             .map_err(ServerError::from)?;
         Ok(Response::new(HashKvResponse {
@@ -213,7 +224,11 @@ where
             "sending database snapshot to client"
         );
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::task::spawn_blocking(move || send_snapshot(snap, tx));
+        tokio::task::spawn_blocking(move || {
+            let start = std::time::Instant::now();
+            send_snapshot(snap, tx);
+            crate::metrics::SNAPSHOT_DURATION.observe(start.elapsed().as_secs_f64());
+        });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

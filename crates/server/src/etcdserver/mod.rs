@@ -290,6 +290,7 @@ impl EtcdServer {
         QUOTA_BACKEND_BYTES.set(self.cfg.quota_bytes() as f64);
         KEYS.set(self.kv.index_len() as f64);
         apply::metrics::register();
+        raftnode::metrics::register();
         register();
         refresh_fds();
     }
