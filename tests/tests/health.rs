@@ -35,7 +35,13 @@ async fn health_pages_answer_as_etcd_3_5_on_client_and_metrics_urls() {
         Options::with_args(&[&format!("--listen-metrics-urls={}", metrics.url())]),
     )
     .await;
-    let client = s.endpoint().rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let client = s
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
     for port in [client, metrics.number()] {
         assert_eq!(get(port, "/health").await, (200, HEALTHY.into()));
         assert_eq!(
@@ -57,7 +63,11 @@ async fn health_pages_answer_as_etcd_3_5_on_client_and_metrics_urls() {
             )
         );
         assert_eq!(
-            get(port, "/readyz?exclude=linearizable_read&exclude=nonexistent&verbose").await,
+            get(
+                port,
+                "/readyz?exclude=linearizable_read&exclude=nonexistent&verbose"
+            )
+            .await,
             (
                 200,
                 "[+]data_corruption ok\n[+]serializable_read ok\nok\n".into()
@@ -73,7 +83,11 @@ async fn health_pages_answer_as_etcd_3_5_on_client_and_metrics_urls() {
         }
         // A sub-path ignores `exclude`, and runs only its own check.
         assert_eq!(
-            get(port, "/readyz/linearizable_read?exclude=linearizable_read&verbose").await,
+            get(
+                port,
+                "/readyz/linearizable_read?exclude=linearizable_read&verbose"
+            )
+            .await,
             (200, "[+]linearizable_read ok\nok\n".into())
         );
         assert_eq!(get(port, "/livez/linearizable_read").await.0, 404);
@@ -163,16 +177,24 @@ async fn member_list(endpoint: &str, linearizable: bool) -> Result<usize, tonic:
     let mut c = ClusterClient::connect(endpoint.to_string()).await.unwrap();
     let mut req = tonic::Request::new(MemberListRequest { linearizable });
     req.set_timeout(Duration::from_secs(20));
-    c.member_list(req).await.map(|r| r.into_inner().members.len())
+    c.member_list(req)
+        .await
+        .map(|r| r.into_inner().members.len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_cut_off_is_unhealthy_and_ends_hasleader_watches() {
-    let mut cluster = Cluster::start(3).await;
+    let cluster = Cluster::start(3).await;
     let leader = cluster.wait_leader(&[]).await;
     let i = (leader + 1) % 3;
     let m = &cluster.members[i];
-    let port = m.endpoint().rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let port = m
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
     assert_eq!(get(port, "/health").await, (200, HEALTHY.into()));
     assert_eq!(member_list(&m.endpoint(), true).await.unwrap(), 3);
 
@@ -234,7 +256,10 @@ async fn a_member_cut_off_is_unhealthy_and_ends_hasleader_watches() {
     .await;
     assert!(err.contains("etcdserver: no leader"), "{err}");
     let lax = tokio::time::timeout(Duration::from_millis(500), lax_stream.message()).await;
-    assert!(lax.is_err(), "the watch without hasleader stays open: {lax:?}");
+    assert!(
+        lax.is_err(),
+        "the watch without hasleader stays open: {lax:?}"
+    );
     // A new hasleader stream is refused at once (the interceptor's check).
     let refused = match strict.watch("k", None).await {
         Err(e) => e.to_string(),

@@ -17,15 +17,31 @@ const MIXIN: &[(&str, &str, &[&str])] = &[
     ("etcd_server_proposals_applied_total", "gauge", &[]),
     ("etcd_server_quota_backend_bytes", "gauge", &[]),
     ("etcd_disk_wal_fsync_duration_seconds", "histogram", &[]),
-    ("etcd_disk_backend_commit_duration_seconds", "histogram", &[]),
+    (
+        "etcd_disk_backend_commit_duration_seconds",
+        "histogram",
+        &[],
+    ),
     ("etcd_mvcc_db_total_size_in_bytes", "gauge", &[]),
     ("etcd_mvcc_db_total_size_in_use_in_bytes", "gauge", &[]),
-    ("etcd_network_client_grpc_received_bytes_total", "counter", &[]),
+    (
+        "etcd_network_client_grpc_received_bytes_total",
+        "counter",
+        &[],
+    ),
     ("etcd_network_client_grpc_sent_bytes_total", "counter", &[]),
-    ("etcd_network_peer_received_bytes_total", "counter", &["From"]),
+    (
+        "etcd_network_peer_received_bytes_total",
+        "counter",
+        &["From"],
+    ),
     ("etcd_network_peer_sent_bytes_total", "counter", &["To"]),
     ("etcd_network_peer_sent_failures_total", "counter", &["To"]),
-    ("etcd_network_peer_round_trip_time_seconds", "histogram", &["To"]),
+    (
+        "etcd_network_peer_round_trip_time_seconds",
+        "histogram",
+        &["To"],
+    ),
     (
         "grpc_server_started_total",
         "counter",
@@ -70,8 +86,16 @@ const MORE: &[(&str, &str, &[&str])] = &[
     ("etcd_cluster_version", "gauge", &["cluster_version"]),
     ("etcd_server_is_leader", "gauge", &[]),
     ("etcd_server_is_learner", "gauge", &[]),
-    ("etcd_disk_backend_defrag_duration_seconds", "histogram", &[]),
-    ("etcd_disk_backend_snapshot_duration_seconds", "histogram", &[]),
+    (
+        "etcd_disk_backend_defrag_duration_seconds",
+        "histogram",
+        &[],
+    ),
+    (
+        "etcd_disk_backend_snapshot_duration_seconds",
+        "histogram",
+        &[],
+    ),
     ("etcd_disk_defrag_inflight", "gauge", &[]),
     ("etcd_mvcc_hash_duration_seconds", "histogram", &[]),
     ("etcd_mvcc_hash_rev_duration_seconds", "histogram", &[]),
@@ -163,7 +187,8 @@ fn per_method(name: &str, method: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_have_what_etcds_alerts_and_dashboard_read_and_requests_move_them() {
-    let cluster = Cluster::start_with(hearth_tests::Kind::Hearth, 3, &["--metrics=extensive"]).await;
+    let cluster =
+        Cluster::start_with(hearth_tests::Kind::Hearth, 3, &["--metrics=extensive"]).await;
     let leader = cluster.wait_leader(&[]).await;
     let m = &cluster.members[leader];
     // The leader measures round trips from its heartbeats: wait for one to each peer.
@@ -194,7 +219,9 @@ async fn metrics_have_what_etcds_alerts_and_dashboard_read_and_requests_move_the
     assert!(before
         .page
         .contains(r#"etcd_cluster_version{cluster_version="3.5"} 1"#));
-    assert!(before.page.contains("etcd_server_quota_backend_bytes 2147483648"));
+    assert!(before
+        .page
+        .contains("etcd_server_quota_backend_bytes 2147483648"));
     // Every method is listed from the start, with every code, as go-grpc-prometheus does.
     assert!(before.page.contains(&handled("Compact", "DataLoss")));
 

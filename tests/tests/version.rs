@@ -12,7 +12,10 @@ fn parse_semantic(v: &str) -> Option<(u64, u64, u64)> {
         return None;
     }
     let num = |s: &str| {
-        if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit()) {
+        if s.is_empty()
+            || (s.len() > 1 && s.starts_with('0'))
+            || !s.bytes().all(|b| b.is_ascii_digit())
+        {
             None
         } else {
             s.parse().ok()
@@ -27,7 +30,7 @@ fn supports_request_watch_progress(status_version: &str) -> bool {
     let Some(v) = parse_semantic(status_version) else {
         return false;
     };
-    !(v < (3, 4, 31) || (v >= (3, 5, 0) && v < (3, 5, 13)))
+    !(v < (3, 4, 31) || ((3, 5, 0)..(3, 5, 13)).contains(&v))
 }
 
 #[test]

@@ -168,7 +168,8 @@ metric!(
         "etcd_network_peer_round_trip_time_seconds",
         "Round-Trip-Time histogram between peers",
         &["To"],
-        prometheus::exponential_buckets(0.0001, 2.0, 16).expect("static bucket parameters are valid")
+        prometheus::exponential_buckets(0.0001, 2.0, 16)
+            .expect("static bucket parameters are valid")
     )
 );
 

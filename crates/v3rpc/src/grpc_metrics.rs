@@ -305,6 +305,7 @@ where
                 method: m,
                 start: Instant::now(),
                 cfg: self.cfg,
+                done: false,
             }),
         }
     }
@@ -315,15 +316,24 @@ struct Call {
     method: &'static Method,
     start: Instant,
     cfg: MetricsConfig,
+    done: bool,
 }
 
 impl Call {
-    fn finish(self, code: usize) {
+    fn finish(mut self, code: usize) {
+        self.record(code);
+    }
+
+    fn record(&mut self, code: usize) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
         let m = self.method;
-        m.handled[code.min(CODES.len() - 1)].inc();
+        let code = code.min(CODES.len() - 1);
+        m.handled[code].inc();
         let took = self.start.elapsed();
-        if let Some(h) = m.handling.get() {
-            if self.cfg.extensive {
+        if self.cfg.extensive {
+            if let Some(h) = m.handling.get() {
                 h.observe(took.as_secs_f64());
             }
         }
@@ -332,22 +342,16 @@ impl Call {
             tracing::warn!(
                 method = m.path,
                 took = ?took,
-                code = CODES[code.min(CODES.len() - 1)],
+                code = CODES[code],
                 "request stats: slow unary request"
             );
         }
-        std::mem::forget(self);
     }
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        let call = Call {
-            method: self.method,
-            start: self.start,
-            cfg: self.cfg,
-        };
-        call.finish(CANCELED);
+        self.record(CANCELED);
     }
 }
 

@@ -153,11 +153,11 @@ where
             r
         })
         .await
-                .map_err(|e| ServerError::Internal(e.to_string()))?
-                .map_err(|e| {
-                    tracing::warn!("failed to defragment: {e}");
-                    ServerError::Internal(e.to_string())
-                })?;
+        .map_err(|e| ServerError::Internal(e.to_string()))?
+        .map_err(|e| {
+            tracing::warn!("failed to defragment: {e}");
+            ServerError::Internal(e.to_string())
+        })?;
         tracing::info!(
             size_before = stats.size_before,
             size_after = stats.size_after,
@@ -201,8 +201,8 @@ where
             r
         })
         .await
-            .map_err(|e| ServerError::Internal(e.to_string()))?
-            .map_err(ServerError::from)?;
+        .map_err(|e| ServerError::Internal(e.to_string()))?
+        .map_err(ServerError::from)?;
         Ok(Response::new(HashKvResponse {
             header: header(&*self.srv, 0),
             hash,

@@ -31,16 +31,6 @@ const MAX_NO_LEADER_COUNT: u32 = 3;
 #[derive(Clone, Debug)]
 pub struct NoLeader(watch::Receiver<u64>);
 
-impl NoLeader {
-    /// A monitor that never fires (for services served without one).
-    pub fn never() -> NoLeader {
-        let (tx, rx) = watch::channel(0);
-        // Keep the sender alive for the process' life: a closed channel would read as a change.
-        std::mem::forget(tx);
-        NoLeader(rx)
-    }
-}
-
 /// Starts etcd's leader monitor: checks every `election` until `shutdown` turns true.
 pub fn monitor_leader<S: RaftStatusGetter>(
     srv: Arc<S>,
