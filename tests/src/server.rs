@@ -677,7 +677,7 @@ pub fn metric_value(page: &str, name: &str) -> Option<f64> {
 }
 
 /// A plain HTTP/1.0 GET on the loopback port; returns the body of a 200 answer.
-pub(crate) fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
     use std::net::TcpStream;
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(20)))

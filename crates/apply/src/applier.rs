@@ -65,6 +65,8 @@ pub struct Applier {
     /// it (etcd's quota also reads the size as of the last commit), and a `stat` per request
     /// was a visible share of the apply loop.
     db_size: Option<u64>,
+    /// etcd's `--warning-apply-duration`, with the clock that measures it (none: not measured).
+    slow: Option<(std::time::Duration, crate::lessor::Clock)>,
 }
 
 /// What the applier needs for alarms and the space quota (see `alarm` and `quota`).
@@ -93,7 +95,19 @@ impl Applier {
             cluster: None,
             unflushed: Vec::new(),
             db_size: None,
+            slow: None,
         }
+    }
+
+    /// Logs an entry whose apply took longer than `threshold` by `clock` and counts it in
+    /// `etcd_server_slow_apply_total`, as etcd's `warnOfExpensiveRequest` (`--warning-apply-duration`).
+    pub fn with_slow_apply(
+        mut self,
+        threshold: std::time::Duration,
+        clock: crate::lessor::Clock,
+    ) -> Applier {
+        self.slow = Some((threshold, clock));
+        self
     }
 
     /// The membership that `cluster_member_attr_set` entries update.
@@ -144,7 +158,21 @@ impl Applier {
                 return Err(e);
             }
         }
+        let start = self.slow.as_ref().map(|(_, clock)| clock());
         let result = self.apply_request(req, index, term);
+        if let (Some(start), Some((threshold, clock))) = (start, &self.slow) {
+            let took = clock().saturating_duration_since(start);
+            if took > *threshold {
+                crate::metrics::SLOW_APPLY.inc();
+                tracing::warn!(
+                    index,
+                    took = ?took,
+                    expected_duration = ?threshold,
+                    error = result.as_ref().err().map(|e| e.to_string()),
+                    "apply request took too long"
+                );
+            }
+        }
         if let Some(reason) = self.kv.backend().failure() {
             // The outcome is unknown to the client until the entry is applied after a restart.
             self.wait.trigger(id, Err(ServerError::Stopped));

@@ -26,6 +26,7 @@ pub mod alarm;
 pub mod applier;
 pub mod expiry;
 pub mod lessor;
+pub mod metrics;
 pub mod quota;
 pub mod txn;
 pub mod wait;

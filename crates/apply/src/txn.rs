@@ -97,6 +97,7 @@ fn get_one(r: &impl KvRead, key: &[u8]) -> Result<Option<KeyValue>, ServerError>
 
 pub fn range(r: &impl KvRead, req: &RangeRequest) -> Result<RangeResponse, ServerError> {
     use range_request::{SortOrder, SortTarget};
+    crate::metrics::range();
     let filtered = req.min_mod_revision != 0
         || req.max_mod_revision != 0
         || req.min_create_revision != 0
@@ -207,6 +208,8 @@ fn put_checked(txn: &mut TxnWrite<'_>, req: &PutRequest) -> Result<PutResponse, 
         }
     }
     let value = value.to_vec();
+    crate::metrics::PUT.inc();
+    crate::metrics::PUT_SIZE.add((req.key.len() + value.len()) as i64);
     let kv = txn.put(&req.key, &value, lease);
     Ok(PutResponse {
         header: header(kv.mod_revision),
@@ -219,6 +222,7 @@ pub fn delete_range(
     req: &DeleteRangeRequest,
 ) -> Result<DeleteRangeResponse, ServerError> {
     let end = range_end(&req.range_end);
+    crate::metrics::DELETE.inc();
     let (deleted, prev) = txn.delete_range(&req.key, end);
     let rev = KvRead::rev(txn);
     Ok(DeleteRangeResponse {
@@ -361,6 +365,9 @@ pub fn txn(
         Exec::Read(v) => prepare(*v, first_rev, leases, req, false)?,
         Exec::Write(w) => prepare(&**w, first_rev, leases, req, true)?,
     };
+    if req.compare.len() + branch(req, path.succeeded).len() > 1 {
+        crate::metrics::TXN.inc();
+    }
     let mut resp = exec(target, req, &path)?;
     let rev = match target {
         Exec::Read(v) => v.rev(),

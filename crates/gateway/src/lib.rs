@@ -64,12 +64,16 @@ pub type GrpcService = BoxCloneSyncService<
     Infallible,
 >;
 
-/// Limits of the gateway.
+/// Limits and access control of the gateway.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The largest gRPC message the server accepts (etcd's `--max-request-bytes` plus its gRPC
     /// overhead allowance).
     pub max_grpc_message_bytes: usize,
+    /// etcd's `--cors`: origins the answers allow (`*` or empty: any).
+    pub cors: Vec<String>,
+    /// etcd's `--host-whitelist`: `Host` names a plain-HTTP request may carry (`*` or empty: any).
+    pub host_whitelist: Vec<String>,
 }
 
 impl Config {
@@ -169,7 +173,10 @@ pub fn router(base: Router, grpc: GrpcService, config: Config) -> Result<Router,
         .route("/v3/{*rest}", any(serve.clone()))
         .route("/v3beta/{*rest}", any(serve))
         .fallback(mux::fallback)
-        .layer(axum::middleware::from_fn(mux::access_control)))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(mux::Access::new(&config.cors, &config.host_whitelist)),
+            mux::access_control,
+        )))
 }
 
 async fn route(inner: Arc<Inner>, req: http::Request<Body>) -> http::Response<Body> {
@@ -257,6 +264,8 @@ mod tests {
             GrpcService::new(grpc),
             Config {
                 max_grpc_message_bytes: 1 << 20,
+                cors: vec!["*".into()],
+                host_whitelist: vec!["*".into()],
             },
         )
         .expect("every route names a method of the protos")

@@ -154,12 +154,82 @@ pub(crate) fn redirect(method: &Method, location: &str) -> http::Response<Body> 
     b.body(Body::from(body)).unwrap_or_default()
 }
 
-/// etcd's access controller, around every plain-HTTP answer of the client port: `OPTIONS` is
-/// answered at once, everything else gets the CORS headers etcd sends with its default `--cors=*`.
+/// etcd's `--cors` and `--host-whitelist` (its `AccessController`): an empty set or `*` allows
+/// any.
+#[derive(Debug)]
+pub(crate) struct Access {
+    cors: Vec<String>,
+    hosts: Vec<String>,
+}
+
+impl Access {
+    pub(crate) fn new(cors: &[String], hosts: &[String]) -> Access {
+        Access {
+            cors: cors.to_vec(),
+            hosts: hosts.to_vec(),
+        }
+    }
+
+    fn origin_allowed(&self, origin: &str) -> bool {
+        self.cors.is_empty() || self.cors.iter().any(|o| o == "*" || o == origin)
+    }
+
+    fn host_allowed(&self, host: &str) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|h| h == "*" || h == host)
+    }
+}
+
+/// Go's `httputil.GetHostname`: the `Host` header without its port.
+fn hostname(req: &http::Request<Body>) -> String {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((h, _)) = rest.split_once(']') {
+            return h.to_string();
+        }
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.chars().all(|c| c.is_ascii_digit()) => h.to_string(),
+        _ => host,
+    }
+}
+
+/// etcd's answer to a `Host` not in `--host-whitelist` (its `errCVE20185702`).
+fn misdirected(host: &str) -> http::Response<Body> {
+    let msg = format!(
+        "\netcd received your request, but the Host header was unrecognized.\n\nTo fix this, choose one of the following options:\n- Enable TLS, then any HTTPS request will be allowed.\n- Add the hostname you want to use to the whitelist in settings.\n  - e.g. etcd --host-whitelist {host:?}\n\nThis requirement has been added to help prevent \"DNS Rebinding\" attacks (CVE-2018-5702).\n"
+    );
+    errors::text(StatusCode::MISDIRECTED_REQUEST, &msg)
+}
+
+/// etcd's access controller, around every plain-HTTP answer of the client port: a plain-text
+/// request whose `Host` is not in `--host-whitelist` is refused (421, DNS rebinding), the CORS
+/// headers are added for an origin `--cors` allows (`*` by default), `OPTIONS` is answered at once.
+/// (The whitelist applies to plain-text connections only in etcd; Hearth's client URLs are plain
+/// text until TLS is served on them.)
 pub(crate) async fn access_control(
+    axum::extract::State(access): axum::extract::State<std::sync::Arc<Access>>,
     req: http::Request<Body>,
     next: axum::middleware::Next,
 ) -> http::Response<Body> {
+    let host = hostname(&req);
+    if !access.host_allowed(&host) {
+        tracing::warn!(host = %host, "rejecting HTTP request to prevent DNS rebinding attacks");
+        return misdirected(&host);
+    }
+    let origin = if access.origin_allowed("*") {
+        Some(HeaderValue::from_static("*"))
+    } else {
+        req.headers()
+            .get(header::ORIGIN)
+            .filter(|o| o.to_str().is_ok_and(|o| access.origin_allowed(o)))
+            .cloned()
+    };
     let mut resp = if req.method() == Method::OPTIONS {
         http::Response::builder()
             .status(StatusCode::OK)
@@ -169,19 +239,18 @@ pub(crate) async fn access_control(
     } else {
         next.run(req).await
     };
-    let h = resp.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("accept, content-type, authorization"),
-    );
+    if let Some(origin) = origin {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("accept, content-type, authorization"),
+        );
+    }
     resp
 }
 

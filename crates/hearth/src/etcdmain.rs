@@ -33,8 +33,16 @@ pub(crate) fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {
+            // etcd prints its version, Git SHA, Go version and OS/arch; Hearth prints its own version
+            // and the etcd version whose behaviour it implements (what Status and /version report).
             println!("hearth Version: {}", env!("CARGO_PKG_VERSION"));
-            println!("etcd API Version: 3.6");
+            println!("etcd Version: {}", v3rpc::ETCD_VERSION);
+            println!("etcd API Version: {}", v3rpc::CLUSTER_VERSION_LABEL);
+            println!(
+                "OS/Arch: {}/{}",
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            );
             return ExitCode::SUCCESS;
         }
         Ok(Command::Run(v)) => v,

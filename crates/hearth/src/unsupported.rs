@@ -4,7 +4,9 @@
 //! here (the values are already in `server::Config`, see `member`).
 //!
 //! Also here: etcd flags Hearth will never need (the v2 API and v2 proxy of etcd 3.5). They are accepted
-//! with their defaults, which mean "off" in etcd as well, and refused otherwise, as etcd 3.6 refuses them.
+//! with their defaults, which mean "off" in etcd as well, and refused otherwise, as etcd 3.6 refuses them;
+//! and two that Hearth cannot honour, refused when set: `--enable-pprof` (Go's runtime profiles) and
+//! `--grpc-keepalive-min-time` (h2 cannot enforce a client's minimum ping interval).
 
 use std::collections::BTreeMap;
 
@@ -58,28 +60,13 @@ static NOT_YET: &[(&str, When)] = &[
     ("auth-token-ttl", NotDefault),
     ("bcrypt-cost", NotDefault),
     // Listeners and HTTP.
-    ("listen-metrics-urls", NotDefault),
-    ("listen-client-http-urls", NotDefault),
-    ("metrics", NotDefault),
-    ("enable-pprof", NotDefault),
     ("enable-grpc-gateway", NotDefault),
-    ("cors", NotDefault),
-    ("host-whitelist", NotDefault),
-    ("max-concurrent-streams", NotDefault),
-    ("grpc-keepalive-min-time", NotDefault),
-    ("grpc-keepalive-interval", NotDefault),
-    ("grpc-keepalive-timeout", NotDefault),
-    ("socket-reuse-port", NotDefault),
-    ("socket-reuse-address", NotDefault),
-    ("warning-unary-request-duration", NotDefault),
-    ("experimental-warning-unary-request-duration", NotDefault),
     // Raft and peers.
     ("force-new-cluster", NotDefault),
     ("initial-election-tick-advance", NotDefault),
     ("pre-vote", NotDefault),
     ("raft-read-timeout", NotDefault),
     ("raft-write-timeout", NotDefault),
-    ("max-learners", NotDefault),
     ("discovery", NotDefault),
     ("discovery-token", NotDefault),
     ("discovery-endpoints", NotDefault),
@@ -103,8 +90,6 @@ static NOT_YET: &[(&str, When)] = &[
     ("wal-dir", NotDefault),
     ("max-snapshots", NotDefault),
     ("max-wals", NotDefault),
-    ("backend-batch-interval", NotDefault),
-    ("backend-batch-limit", NotDefault),
     ("quota-backend-bytes", If(negative_quota)),
     ("memory-mlock", NotDefault),
     ("experimental-memory-mlock", NotDefault),
@@ -113,8 +98,6 @@ static NOT_YET: &[(&str, When)] = &[
         "experimental-bootstrap-defrag-threshold-megabytes",
         NotDefault,
     ),
-    ("warning-apply-duration", NotDefault),
-    ("experimental-warning-apply-duration", NotDefault),
     // Compaction and corruption checks.
     ("auto-compaction-retention", If(auto_compaction_on)),
     ("compaction-batch-limit", NotDefault),
@@ -216,6 +199,12 @@ pub(crate) fn never(values: &Values) -> Result<(), String> {
     if !values.str("experimental-enable-v2v3").is_empty() {
         return Err("--experimental-enable-v2v3 is not supported: Hearth serves the v3 API only (etcd 3.6 removed v2)".into());
     }
+    if values.bool("enable-pprof") {
+        return Err("--enable-pprof is not supported: Hearth is not a Go program, it has no Go runtime profiles to serve".into());
+    }
+    if values.differs_from_default("grpc-keepalive-min-time") {
+        return Err("--grpc-keepalive-min-time is not supported: Hearth's HTTP/2 server (h2) answers every client ping and cannot enforce a minimum ping interval".into());
+    }
     let proxy = values.str("proxy");
     if proxy != "off" {
         return Err(format!(
@@ -316,7 +305,7 @@ mod tests {
     fn settings_not_wired_are_named() {
         let v = values(&[
             "--cert-file=/c",
-            "--listen-metrics-urls=http://127.0.0.1:2381",
+            "--enable-grpc-gateway=false",
             "--feature-gates=InitialCorruptCheck=true",
             "--experimental-enable-lease-checkpoint",
             "--quota-backend-bytes=-1",
@@ -326,7 +315,7 @@ mod tests {
             not_yet(&v, &gates(&v)),
             [
                 "--cert-file",
-                "--listen-metrics-urls",
+                "--enable-grpc-gateway",
                 "--quota-backend-bytes",
                 "--auto-compaction-retention",
                 "--feature-gates=InitialCorruptCheck=true",
@@ -354,6 +343,17 @@ mod tests {
             .unwrap_err()
             .contains("--proxy=on"));
         assert!(never(&values(&["--experimental-enable-v2v3=/v2"])).is_err());
+        assert!(never(&values(&["--enable-pprof"]))
+            .unwrap_err()
+            .starts_with("--enable-pprof is not supported"));
+        assert!(never(&values(&[
+            "--enable-pprof=false",
+            "--grpc-keepalive-min-time=5s"
+        ]))
+        .is_ok());
+        assert!(never(&values(&["--grpc-keepalive-min-time=1s"]))
+            .unwrap_err()
+            .starts_with("--grpc-keepalive-min-time is not supported"));
         assert_eq!(
             never(&values(&["--discovery-fallback=proxy"])).unwrap_err(),
             "v2 proxy is deprecated, and --discovery-fallback can't be configured as \"proxy\""

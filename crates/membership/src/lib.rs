@@ -240,6 +240,8 @@ pub struct RaftCluster {
     state: RwLock<State>,
     /// Whether this member joined as a learner, for the time before it has applied its own addition.
     joined_as_learner: std::sync::atomic::AtomicBool,
+    /// `--max-learners` (etcd checks each member's own setting at apply, so members should agree).
+    max_learners: std::sync::atomic::AtomicUsize,
 }
 
 impl RaftCluster {
@@ -257,9 +259,16 @@ impl RaftCluster {
                 removed: removed.into_iter().collect(),
             }),
             joined_as_learner: Default::default(),
+            max_learners: std::sync::atomic::AtomicUsize::new(MAX_LEARNERS),
         };
         c.publish_learner();
         c
+    }
+
+    /// etcd's `--max-learners`: most learners a change may leave in the membership.
+    pub fn set_max_learners(&self, n: usize) {
+        self.max_learners
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Records what the cluster being joined said about this member, until the log says it again.
@@ -346,7 +355,8 @@ impl RaftCluster {
                     return Err(ServerError::PeerUrlExist);
                 }
                 if m.is_learner
-                    && st.members.values().filter(|m| m.is_learner).count() + 1 > MAX_LEARNERS
+                    && st.members.values().filter(|m| m.is_learner).count() + 1
+                        > self.max_learners.load(std::sync::atomic::Ordering::Relaxed)
                 {
                     return Err(ServerError::TooManyLearners);
                 }

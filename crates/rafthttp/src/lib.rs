@@ -404,6 +404,7 @@ impl RaftTransport for Arc<Transport> {
             remote_peer_urls = ?urls,
             "added remote peer"
         );
+        metrics::show_peer(id);
         let p = peer::Peer::start(
             peer::PeerContext {
                 local_id: self.local_id,

@@ -160,3 +160,30 @@ metric!(
 fn snapshot_buckets() -> Vec<f64> {
     prometheus::exponential_buckets(0.1, 2.0, 10).expect("static bucket parameters are valid")
 }
+
+metric!(
+    PEER_RTT,
+    HistogramVec,
+    register_histogram_vec!(
+        "etcd_network_peer_round_trip_time_seconds",
+        "Round-Trip-Time histogram between peers",
+        &["To"],
+        prometheus::exponential_buckets(0.0001, 2.0, 16)
+            .expect("static bucket parameters are valid")
+    )
+);
+
+/// Shows a peer's traffic and failure counters at zero from the moment it is added, so that alerts
+/// on their rates (etcd's mixin watches `etcd_network_peer_sent_failures_total`) have a series to
+/// read before the first failure.
+pub(crate) fn show_peer(id: u64) {
+    let id = format!("{id:x}");
+    for c in [
+        &*PEER_SENT_BYTES,
+        &*PEER_RECEIVED_BYTES,
+        &*PEER_SENT_FAILURES,
+        &*PEER_RECEIVED_FAILURES,
+    ] {
+        let _ = c.with_label_values(&[&id]);
+    }
+}

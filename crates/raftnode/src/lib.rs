@@ -17,8 +17,9 @@
 #![forbid(unsafe_code)]
 
 mod admit;
+mod heartbeat;
 mod log;
-mod metrics;
+pub mod metrics;
 mod node;
 mod proposal;
 mod storage;

@@ -36,6 +36,46 @@ metric!(
 );
 
 metric!(
+    HEARTBEAT_SEND_FAILURES,
+    Counter,
+    register_counter!(
+        "etcd_server_heartbeat_send_failures_total",
+        "The total number of leader heartbeat send failures (likely overloaded from slow disk)."
+    )
+);
+
+metric!(
+    SLOW_READ_INDEXES,
+    Counter,
+    register_counter!(
+        "etcd_server_slow_read_indexes_total",
+        "The total number of pending read indexes not in sync with leader's or timed out read index requests."
+    )
+);
+
+metric!(
+    READ_INDEXES_FAILED,
+    Counter,
+    register_counter!(
+        "etcd_server_read_indexes_failed_total",
+        "The total number of failed read indexes seen."
+    )
+);
+
+/// Registers the loop's metrics, so they are on `/metrics` from the first scrape.
+pub fn register() {
+    let _ = (
+        LEADER_CHANGES.get(),
+        PROPOSALS_FAILED.get(),
+        HEARTBEAT_SEND_FAILURES.get(),
+        SLOW_READ_INDEXES.get(),
+        READ_INDEXES_FAILED.get(),
+        WAL_FSYNC.get_sample_count(),
+        BACKEND_COMMIT.get_sample_count(),
+    );
+}
+
+metric!(
     WAL_FSYNC,
     Histogram,
     register_histogram!(

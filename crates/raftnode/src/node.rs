@@ -201,6 +201,7 @@ pub struct RaftNode {
     conf_changed: bool,
     /// A command failed in a way that must stop the loop (a snapshot install that went wrong).
     fatal: Option<RaftError>,
+    heartbeats: crate::heartbeat::Heartbeats,
 }
 
 /// Reads waiting on one read-index request.
@@ -277,6 +278,7 @@ impl RaftNode {
             stop_at: None,
             conf_changed: false,
             fatal: None,
+            heartbeats: crate::heartbeat::Heartbeats::new(cfg.heartbeat),
         };
         n.settle()?;
         Ok(n)
@@ -415,6 +417,7 @@ impl RaftNode {
                             .inc();
                         continue;
                     }
+                    self.heartbeats.received(&m, Instant::now());
                     if let Err(e) = self.node.step(m) {
                         tracing::debug!("raft message not stepped: {e}");
                     }
@@ -515,6 +518,8 @@ impl RaftNode {
             .filter(|(_, f)| now.duration_since(f.sent) >= READ_INDEX_RETRY)
             .map(|(seq, _)| *seq)
             .collect();
+        // etcd counts a read index that had to be asked again as slow.
+        metrics::SLOW_READ_INDEXES.inc_by(stale.len() as f64);
         for seq in stale {
             if let Some(f) = self.inflight_reads.get_mut(&seq) {
                 f.sent = now;
@@ -546,6 +551,9 @@ impl RaftNode {
     }
 
     fn fail_reads(&mut self, e: ServerError) {
+        if !self.pending_reads.is_empty() || !self.inflight_reads.is_empty() {
+            metrics::READ_INDEXES_FAILED.inc();
+        }
         let inflight = self.inflight_reads.drain().flat_map(|(_, f)| f.waiters);
         for tx in self.pending_reads.drain(..).chain(inflight) {
             let _ = tx.send(Err(e.clone()));
@@ -557,9 +565,9 @@ impl RaftNode {
         let mut report = SendReport::default();
         // A leader's appends and heartbeats may leave before its own fsync (raft-rs's Ready contract).
         failpoint::hit("raftBeforeLeaderSend");
-        self.cluster
-            .transport
-            .send(ready.take_messages(), &mut report);
+        let msgs = ready.take_messages();
+        self.heartbeats.sent(&msgs, Instant::now());
+        self.cluster.transport.send(msgs, &mut report);
         if !ready.snapshot().is_empty() {
             self.store_snapshot(ready.snapshot().clone())?;
         }
@@ -608,9 +616,9 @@ impl RaftNode {
         if let Some(commit) = light.commit_index() {
             self.node.mut_store().wl().mut_hard_state().commit = commit;
         }
-        self.cluster
-            .transport
-            .send(light.take_messages(), &mut report);
+        let msgs = light.take_messages();
+        self.heartbeats.sent(&msgs, Instant::now());
+        self.cluster.transport.send(msgs, &mut report);
         self.apply(light.take_committed_entries())?;
         self.node.advance_apply();
         for id in report.unreachable {
@@ -785,6 +793,7 @@ impl RaftNode {
         if r.leader_id == self.last_leader {
             return;
         }
+        self.heartbeats.reset();
         self.last_leader = r.leader_id;
         if r.leader_id == raft::INVALID_ID {
             return;

@@ -33,14 +33,30 @@ pub struct Config {
     pub watch_progress_notify_interval: Duration,
     /// Reject membership changes that could cost the cluster its quorum (etcd's default: on).
     pub strict_reconfig_check: bool,
-    // What follows is parsed by the `hearth` binary but not used by the server yet: the binary refuses
-    // to start when one of these is set to anything but its default (its table of flags not wired yet),
-    // so whoever wires a feature reads its field here and removes its line from that table.
+    /// `--metrics extensive`: also the gRPC handling-time histograms (`basic`: without).
+    pub metrics_extensive: bool,
+    /// `--warning-unary-request-duration`: a unary request slower than this is logged (0: 300 ms).
+    pub warning_unary_request_duration: Duration,
+    /// `--warning-apply-duration`: an apply slower than this is logged and counted in
+    /// `etcd_server_slow_apply_total` (0: 100 ms).
+    pub warning_apply_duration: Duration,
+    /// `--cors`: origins the client URLs' HTTP answers allow (`*`: any).
+    pub cors: Vec<String>,
+    /// `--host-whitelist`: `Host` names a plain-HTTP client request may carry (`*`: any).
+    pub host_whitelist: Vec<String>,
+    /// `--socket-reuse-port`: SO_REUSEPORT on every listener.
+    pub socket_reuse_port: bool,
+    /// `--socket-reuse-address`: SO_REUSEADDR on every listener.
+    pub socket_reuse_address: bool,
     /// `--listen-client-http-urls`: HTTP only (gateway, health, metrics) client URLs; when set,
     /// `listen_client_urls` serve gRPC only.
     pub listen_client_http_urls: Vec<String>,
     /// `--listen-metrics-urls`: URLs serving `/metrics`, `/health`, `/livez`, `/readyz` only.
     pub listen_metrics_urls: Vec<String>,
+    // What follows is parsed by the `hearth` binary but not all of it is used by the server yet: the
+    // binary refuses to start when a setting not wired yet is anything but its default (its table of
+    // flags not wired yet), so whoever wires a feature reads its field here and removes its line from
+    // that table.
     /// TLS of the client URLs (`--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`,
     /// ...; empty: no TLS), as etcd's `ClientTLSInfo`.
     pub client_tls: transport::TlsInfo,
@@ -118,6 +134,10 @@ pub use raftnode::SNAPSHOT_CATCHUP_ENTRIES as DEFAULT_SNAPSHOT_CATCHUP_ENTRIES;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1572864;
 /// etcd's default `--quota-backend-bytes` when the flag is 0: 2 GiB.
 pub use apply::quota::DEFAULT_QUOTA_BACKEND_BYTES;
+/// etcd's default `--warning-unary-request-duration`.
+pub const DEFAULT_WARNING_UNARY_REQUEST_DURATION: Duration = Duration::from_millis(300);
+/// etcd's default `--warning-apply-duration`.
+pub const DEFAULT_WARNING_APPLY_DURATION: Duration = Duration::from_millis(100);
 /// etcd's default `--experimental-watch-progress-notify-interval`: 10 minutes.
 pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -142,6 +162,13 @@ impl Default for Config {
             election_timeout: Duration::from_millis(1000),
             watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
             strict_reconfig_check: true,
+            metrics_extensive: false,
+            warning_unary_request_duration: DEFAULT_WARNING_UNARY_REQUEST_DURATION,
+            warning_apply_duration: DEFAULT_WARNING_APPLY_DURATION,
+            cors: vec!["*".into()],
+            host_whitelist: vec!["*".into()],
+            socket_reuse_port: false,
+            socket_reuse_address: false,
             listen_client_http_urls: Vec::new(),
             listen_metrics_urls: Vec::new(),
             client_tls: transport::TlsInfo::default(),
@@ -202,6 +229,11 @@ pub struct InitialMember {
 }
 
 impl Config {
+    /// etcd's `ReqTimeout`: how long a request may wait for Raft (5 s plus two election timeouts).
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(5) + 2 * self.election_timeout
+    }
+
     /// The quota actually in force: etcd treats 0 as its default.
     pub fn quota_bytes(&self) -> u64 {
         if self.quota_backend_bytes == 0 {
@@ -274,7 +306,26 @@ impl Config {
                 advertised,
             });
         }
-        for u in self.listen_client_urls.iter().chain(&self.listen_peer_urls) {
+        for u in self
+            .listen_metrics_urls
+            .iter()
+            .chain(&self.listen_client_http_urls)
+        {
+            if u.trim().starts_with("https://") {
+                // Served as plain HTTP by `client_port`; TLS there comes with the client TLS wiring.
+                return Err(ConfigError::Url(
+                    u.clone(),
+                    "https metrics and client HTTP URLs are not supported yet",
+                ));
+            }
+        }
+        for u in self
+            .listen_client_urls
+            .iter()
+            .chain(&self.listen_peer_urls)
+            .chain(&self.listen_client_http_urls)
+            .chain(&self.listen_metrics_urls)
+        {
             listen_addr(u)?;
         }
         Ok(())

@@ -11,10 +11,12 @@
 #![forbid(unsafe_code)]
 
 mod bootstrap;
+mod client_port;
 pub mod config;
 mod etcdserver;
 mod ids;
 mod lessor_driver;
+mod listener;
 mod metrics;
 mod urls;
 
@@ -69,6 +71,7 @@ pub struct Hearth {
     serving: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
     client_addrs: Vec<SocketAddr>,
     peer_addrs: Vec<SocketAddr>,
+    http_addrs: Vec<SocketAddr>,
 }
 
 /// The member's WAL and snapshot (backend) directories under `data_dir`, created if missing.
@@ -110,15 +113,11 @@ pub fn bootstrap_from_backend(cfg: &Config, db: &Path) -> Result<raftnode::WalMe
     Ok(log.meta)
 }
 
-async fn bind(urls: &[String]) -> Result<Vec<tokio::net::TcpListener>, StartError> {
+async fn bind(cfg: &Config, urls: &[String]) -> Result<Vec<tokio::net::TcpListener>, StartError> {
     let mut out = Vec::new();
     for u in urls {
         let addr = config::listen_addr(u)?;
-        out.push(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| StartError::Listen(addr, e))?,
-        );
+        out.push(listener::listen(addr, cfg).map_err(|e| StartError::Listen(addr, e))?);
     }
     Ok(out)
 }
@@ -139,7 +138,7 @@ impl Hearth {
         let (wal_dir, snap_dir) = member_dirs(&cfg.data_dir)?;
         let backend = Arc::new(backend::Backend::open(
             snap_dir.join("db"),
-            backend::BackendConfig::default(),
+            backend_config(&cfg),
         )?);
         let kv = Arc::new(mvcc::KvStore::open(backend.clone())?);
         let stored = membership::store::load(&backend)?;
@@ -204,10 +203,18 @@ impl Hearth {
         if let Some(p) = &prepared {
             cluster.set_joined_as_learner(p.learner);
         }
+        cluster.set_max_learners(cfg.max_learners);
 
         // Bind before starting Raft, so a port conflict fails start-up cleanly.
-        let client_listeners = bind(&cfg.listen_client_urls).await?;
-        let peer_listeners = bind(&cfg.listen_peer_urls).await?;
+        let client_listeners = bind(&cfg, &cfg.listen_client_urls).await?;
+        let client_http_listeners = bind(&cfg, &cfg.listen_client_http_urls).await?;
+        let metrics_listeners = bind(&cfg, &cfg.listen_metrics_urls).await?;
+        let peer_listeners = bind(&cfg, &cfg.listen_peer_urls).await?;
+        let http_addrs = client_http_listeners
+            .iter()
+            .chain(&metrics_listeners)
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
         let client_addrs = client_listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
@@ -249,7 +256,11 @@ impl Hearth {
                     let n = nospace.clone();
                     Box::new(move || n.notify_one())
                 },
-            });
+            })
+            .with_slow_apply(
+                cfg.warning_apply_duration,
+                Arc::new(std::time::Instant::now),
+            );
         let node_cfg = NodeConfig {
             heartbeat: cfg.heartbeat_interval,
             election: cfg.election_timeout,
@@ -321,12 +332,20 @@ impl Hearth {
                 shutdown_rx.clone(),
             )));
         }
+        let no_leader =
+            v3rpc::monitor_leader(server.clone(), cfg.election_timeout, shutdown_rx.clone());
+        // etcd 3.5: with --listen-client-http-urls, the client URLs serve gRPC only.
+        let split_http = !client_http_listeners.is_empty();
+        let client =
+            client_port::ClientPort::new(server.clone(), no_leader, shutdown_rx.clone()).await;
         for l in client_listeners {
-            serving.push(tokio::spawn(serve_client(
-                server.clone(),
-                l,
-                shutdown_rx.clone(),
-            )));
+            serving.push(tokio::spawn(client.clone().serve(l, !split_http)));
+        }
+        for l in client_http_listeners {
+            serving.push(tokio::spawn(client.clone().serve_http(l)));
+        }
+        for l in metrics_listeners {
+            serving.push(tokio::spawn(client.clone().serve_metrics(l)));
         }
         tokio::spawn(publish(server.clone(), shutdown_rx));
         Ok(Hearth {
@@ -337,7 +356,13 @@ impl Hearth {
             serving,
             client_addrs,
             peer_addrs,
+            http_addrs,
         })
+    }
+
+    /// The bound addresses of `--listen-client-http-urls`, then of `--listen-metrics-urls`.
+    pub fn http_addrs(&self) -> &[SocketAddr] {
+        &self.http_addrs
     }
 
     /// The bound peer addresses (useful when a URL asked for port 0).
@@ -379,38 +404,6 @@ impl Hearth {
     }
 }
 
-/// Serves the client services (`v3rpc`) on a client URL.
-async fn serve_client(
-    srv: Arc<etcdserver::EtcdServer>,
-    listener: tokio::net::TcpListener,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), tonic::transport::Error> {
-    let cfg = v3rpc::ClientConfig {
-        max_request_bytes: srv.cfg().max_request_bytes,
-        max_txn_ops: srv.cfg().max_txn_ops,
-        watch_progress_notify_interval: srv.cfg().watch_progress_notify_interval,
-    };
-    let grpc = v3rpc::routes(srv.clone(), &cfg, shutdown.clone()).await;
-    // The JSON gateway calls the same services in process, through the same layers as the gRPC port.
-    let local = tower::ServiceBuilder::new()
-        .map_response(v3rpc::fix_oversize_status)
-        .layer(v3rpc::interceptor::layer(srv.clone()))
-        .service(grpc.clone());
-    let plain = gateway::router(
-        v3rpc::http_router(srv.clone()),
-        gateway::GrpcService::new(local),
-        gateway::Config {
-            max_grpc_message_bytes: cfg.max_request_bytes + v3rpc::GRPC_OVERHEAD_BYTES,
-        },
-    )
-    .unwrap_or_else(|e| {
-        tracing::error!("JSON gateway not served: {e}");
-        v3rpc::http_router(srv.clone())
-    });
-    let routes = tonic::service::Routes::from(plain.merge(grpc.into_axum_router()));
-    v3rpc::serve(srv, routes, listener, shutdown).await
-}
-
 /// Serves Hearth's peer service on a peer URL.
 async fn serve_peer(
     srv: Arc<etcdserver::EtcdServer>,
@@ -440,6 +433,19 @@ async fn serve_peer(
             let _ = shutdown.wait_for(|s| *s).await;
         })
         .await
+}
+
+/// The backend's batching from `--backend-batch-interval` and `--backend-batch-limit` (0: etcd's
+/// defaults, 100 ms and 10000).
+fn backend_config(cfg: &Config) -> backend::BackendConfig {
+    let mut b = backend::BackendConfig::default();
+    if !cfg.backend_batch_interval.is_zero() {
+        b.batch_interval = cfg.backend_batch_interval;
+    }
+    if cfg.backend_batch_limit > 0 {
+        b.batch_limit = cfg.backend_batch_limit;
+    }
+    b
 }
 
 /// Publishes this member's name and client URLs through Raft once it runs, as etcd's `publish`: that is

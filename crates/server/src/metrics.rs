@@ -5,6 +5,36 @@ use std::sync::LazyLock;
 
 use prometheus::{register_gauge, register_gauge_vec, Gauge, GaugeVec};
 
+/// Registers the gauges of this module and the process collector (`process_*`), so every one is
+/// on `/metrics` from the first scrape.
+pub(crate) fn register() {
+    static PROCESS: std::sync::Once = std::sync::Once::new();
+    PROCESS.call_once(|| {
+        let c = prometheus::process_collector::ProcessCollector::for_self();
+        if let Err(e) = prometheus::register(Box::new(c)) {
+            tracing::warn!("process metrics not registered: {e}");
+        }
+    });
+}
+
+/// `os_fd_used` and `os_fd_limit`, as etcd's `monitorFileDescriptor` reads them (on Linux, the
+/// entries of `/proc/self/fd` and the soft `RLIMIT_NOFILE`).
+pub(crate) fn refresh_fds() {
+    if let Ok(d) = std::fs::read_dir("/proc/self/fd") {
+        FD_USED.set(d.count() as f64);
+    }
+    if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
+        let soft = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse::<f64>().ok());
+        if let Some(v) = soft {
+            FD_LIMIT.set(v);
+        }
+    }
+}
+
 macro_rules! metric {
     ($name:ident, $ty:ty, $make:expr) => {
         pub static $name: LazyLock<$ty> =
@@ -92,6 +122,48 @@ metric!(
         "Which version is running. 1 for 'server_version' label with current version.",
         &["server_version"]
     )
+);
+
+metric!(
+    SERVER_ID,
+    GaugeVec,
+    register_gauge_vec!(
+        "etcd_server_id",
+        "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+        &["server_id"]
+    )
+);
+metric!(
+    CLUSTER_VERSION,
+    GaugeVec,
+    register_gauge_vec!(
+        "etcd_cluster_version",
+        "Which version is running. 1 for 'cluster_version' label with current cluster version",
+        &["cluster_version"]
+    )
+);
+metric!(
+    QUOTA_BACKEND_BYTES,
+    Gauge,
+    register_gauge!(
+        "etcd_server_quota_backend_bytes",
+        "Current backend storage quota size in bytes."
+    )
+);
+metric!(
+    KEYS,
+    Gauge,
+    register_gauge!("etcd_debugging_mvcc_keys_total", "Total number of keys.")
+);
+metric!(
+    FD_USED,
+    Gauge,
+    register_gauge!("os_fd_used", "The number of used file descriptors.")
+);
+metric!(
+    FD_LIMIT,
+    Gauge,
+    register_gauge!("os_fd_limit", "The file descriptor limit.")
 );
 
 metric!(

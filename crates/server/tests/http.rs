@@ -37,11 +37,11 @@ async fn health_version_and_metrics() {
         get(addr, "/health").await,
         (200, r#"{"health":"true","reason":""}"#.to_string())
     );
-    assert_eq!(get(addr, "/livez").await, (200, "ok".to_string()));
-    assert_eq!(get(addr, "/readyz").await, (200, "ok".to_string()));
+    assert_eq!(get(addr, "/livez").await, (200, "ok\n".to_string()));
+    assert_eq!(get(addr, "/readyz").await, (200, "ok\n".to_string()));
     let (code, body) = get(addr, "/version").await;
     assert_eq!(code, 200);
-    assert!(body.contains(r#""etcdserver":"3.5.0""#), "{body}");
+    assert!(body.contains(r#""etcdserver":"3.5.17""#), "{body}");
     let (code, body) = get(addr, "/metrics").await;
     assert_eq!(code, 200);
     for name in [

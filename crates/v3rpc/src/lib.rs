@@ -21,6 +21,7 @@ mod authority;
 mod concurrency;
 mod election;
 mod etcdhttp;
+pub mod grpc_metrics;
 mod header;
 pub mod interceptor;
 mod kv;
@@ -29,6 +30,7 @@ mod lock;
 mod maintenance;
 mod member;
 pub mod metrics;
+pub mod no_leader;
 mod shutdown;
 mod unimplemented;
 pub mod validate;
@@ -60,9 +62,17 @@ pub use maintenance::MaintenanceService;
 pub use member::ClusterService;
 pub use watch::WatchService;
 
-/// The etcd API version Hearth implements, reported where etcd reports its own version (Maintenance
-/// Status, `/version`): clients use it to decide which features they may use.
-pub const API_VERSION: &str = "3.5.0";
+/// The etcd version whose behaviour Hearth implements, reported wherever etcd reports its own
+/// version (Maintenance `Status.version`, `/version`'s `etcdserver`, `etcd_server_version`):
+/// clients gate features on it (Kubernetes uses RequestWatchProgress only from 3.5.13 on). Hearth
+/// follows etcd 3.5.17's code where 3.4 and 3.5 differ (see the README's list), so it reports that
+/// release; it must move only with the behaviour.
+pub const ETCD_VERSION: &str = "3.5.17";
+/// The cluster version, as etcd reports it (`/version`'s `etcdcluster`, the `cluster` bucket):
+/// major.minor of the members' versions, patch 0.
+pub const CLUSTER_VERSION: &str = "3.5.0";
+/// The cluster version's major.minor (etcd's `etcd_cluster_version` label).
+pub const CLUSTER_VERSION_LABEL: &str = "3.5";
 
 /// gRPC lets a request this much over `max_request_bytes` through, so that a slightly large request gets
 /// etcd's own "request is too large" error rather than a transport error (etcd uses the same margin).
@@ -222,6 +232,23 @@ pub struct ClientConfig {
     pub watch_progress_notify_interval: Duration,
 }
 
+/// How a client listener serves gRPC (etcd's flags of the same names).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// `--max-concurrent-streams`: HTTP/2 streams one connection may have open.
+    pub max_concurrent_streams: u32,
+    /// `--grpc-keepalive-interval`: how often the server pings an idle connection (zero: never).
+    pub keepalive_interval: Duration,
+    /// `--grpc-keepalive-timeout`: how long a ping may go unanswered before the connection closes.
+    pub keepalive_timeout: Duration,
+    /// `--metrics` and `--warning-unary-request-duration`.
+    pub metrics: grpc_metrics::MetricsConfig,
+    /// Ends `hasleader` streams when the member has lost its leader.
+    pub no_leader: no_leader::NoLeader,
+    /// Plain HTTP/1.1 on the same port (off for etcd's gRPC-only client URLs).
+    pub accept_http1: bool,
+}
+
 /// Every gRPC service of the client port as tonic routes (the plain-HTTP pages are `http_router`). `shutdown` turning true ends
 /// streams and waiting requests (a graceful shutdown waits for every request in flight).
 pub async fn routes<S: V3Server>(
@@ -266,21 +293,35 @@ pub async fn routes<S: V3Server>(
         )
 }
 
-/// The client port's plain-HTTP pages: `/health`, `/livez`, `/readyz`, `/version`, `/metrics`.
-pub fn http_router<S>(srv: Arc<S>) -> axum::Router
-where
-    S: RaftStatusGetter + ReadIndexer + MetricsSource,
-{
-    etcdhttp::router(srv)
+/// The client port's plain-HTTP pages: `/health`, `/livez`, `/readyz` (and their checks),
+/// `/version`, `/metrics`. `request_timeout` bounds a health check's read (etcd's `ReqTimeout`).
+pub fn http_router<S: etcdhttp::HealthServer>(
+    srv: Arc<S>,
+    request_timeout: Duration,
+) -> axum::Router {
+    etcdhttp::router(srv, request_timeout)
 }
+
+/// What a `--listen-metrics-urls` URL serves: `/metrics` and the health pages.
+pub fn metrics_router<S: etcdhttp::HealthServer>(
+    srv: Arc<S>,
+    request_timeout: Duration,
+) -> axum::Router {
+    etcdhttp::metrics_router(srv, request_timeout)
+}
+
+pub use etcdhttp::HealthServer;
+pub use no_leader::monitor_leader;
 
 /// Serves `routes` on a client listener until `shutdown` turns true: plain HTTP/1.1 beside gRPC (as
 /// etcd), every connection through the `:authority` filter, etcd's interceptor checks (learners,
-/// `hasleader`) before any service, and grpc-go's status for oversized requests.
+/// `hasleader`) before any service, then the gRPC metrics, the end of `hasleader` streams without a
+/// leader, and grpc-go's status for oversized requests.
 pub async fn serve<S: RaftStatusGetter>(
     srv: Arc<S>,
     routes: tonic::service::Routes,
     listener: tokio::net::TcpListener,
+    cfg: &ServeConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tokio_stream::StreamExt::map(
@@ -293,11 +334,17 @@ pub async fn serve<S: RaftStatusGetter>(
             })
         },
     );
+    let keepalive = (!cfg.keepalive_interval.is_zero()).then_some(cfg.keepalive_interval);
     tonic::transport::Server::builder()
         // etcd answers plain HTTP/1.1 (/health, /metrics) on the same port as gRPC.
-        .accept_http1(true)
-        .layer(tower::util::MapResponseLayer::new(fix_oversize_status))
+        .accept_http1(cfg.accept_http1)
+        .max_concurrent_streams(Some(cfg.max_concurrent_streams))
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
         .layer(interceptor::layer(srv))
+        .layer(grpc_metrics::layer(cfg.metrics))
+        .layer(no_leader::layer(cfg.no_leader.clone()))
+        .layer(tower::util::MapResponseLayer::new(fix_oversize_status))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -335,7 +382,7 @@ pub fn fix_oversize_status<B>(mut resp: http::Response<B>) -> http::Response<B> 
     resp
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -17,7 +17,7 @@ use rpctypes::ServerError;
 
 use crate::header::header;
 use crate::unimplemented::unimplemented;
-use crate::{Alarmer, BackendGetter, KvGetter, LeaderTransferrer, RaftStatusGetter, API_VERSION};
+use crate::{Alarmer, BackendGetter, KvGetter, LeaderTransferrer, RaftStatusGetter, ETCD_VERSION};
 
 /// etcd's chunk size for the Snapshot stream.
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
@@ -127,7 +127,7 @@ where
         errors.extend(status_errors(&s.alarms()));
         Ok(Response::new(StatusResponse {
             header: header(s, 0),
-            version: API_VERSION.into(),
+            version: ETCD_VERSION.into(),
             db_size: db_size as i64,
             leader: s.leader(),
             raft_index: s.committed_index(),
@@ -145,14 +145,19 @@ where
     ) -> Result<Response<DefragmentResponse>, Status> {
         let backend = self.srv.backend().clone();
         tracing::info!("starting defragment");
-        let stats =
-            tokio::task::spawn_blocking(move || backend.defrag(&backend::DefragConfig::default()))
-                .await
-                .map_err(|e| ServerError::Internal(e.to_string()))?
-                .map_err(|e| {
-                    tracing::warn!("failed to defragment: {e}");
-                    ServerError::Internal(e.to_string())
-                })?;
+        let stats = tokio::task::spawn_blocking(move || {
+            let _inflight = crate::metrics::Inflight::new(&crate::metrics::DEFRAG_INFLIGHT);
+            let start = std::time::Instant::now();
+            let r = backend.defrag(&backend::DefragConfig::default());
+            crate::metrics::DEFRAG_DURATION.observe(start.elapsed().as_secs_f64());
+            r
+        })
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))?
+        .map_err(|e| {
+            tracing::warn!("failed to defragment: {e}");
+            ServerError::Internal(e.to_string())
+        })?;
         tracing::info!(
             size_before = stats.size_before,
             size_after = stats.size_after,
@@ -169,9 +174,10 @@ where
         let (hash, rev) = tokio::task::spawn_blocking(move || {
             // The revision is read first: the snapshot hashed holds at least that revision.
             let rev = kv.rev();
-            backend
-                .hash(&mvcc::is_raft_meta)
-                .map(|h| (h, rev))
+            let start = std::time::Instant::now();
+            let h = backend.hash(&mvcc::is_raft_meta);
+            crate::metrics::HASH_DURATION.observe(start.elapsed().as_secs_f64());
+            h.map(|h| (h, rev))
                 .map_err(|e| ServerError::Internal(e.to_string()))
         })
         .await
@@ -188,10 +194,15 @@ where
     ) -> Result<Response<HashKvResponse>, Status> {
         let rev = req.into_inner().revision;
         let kv = self.srv.kv().clone();
-        let (hash, compact_revision) = tokio::task::spawn_blocking(move || kv.hash_kv(rev))
-            .await
-            .map_err(|e| ServerError::Internal(e.to_string()))?
-            .map_err(ServerError::from)?;
+        let (hash, compact_revision) = tokio::task::spawn_blocking(move || {
+            let start = std::time::Instant::now();
+            let r = kv.hash_kv(rev);
+            crate::metrics::HASH_REV_DURATION.observe(start.elapsed().as_secs_f64());
+            r
+        })
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))?
+        .map_err(ServerError::from)?;
         Ok(Response::new(HashKvResponse {
             header: header(&*self.srv, 0),
             hash,
@@ -213,7 +224,11 @@ where
             "sending database snapshot to client"
         );
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::task::spawn_blocking(move || send_snapshot(snap, tx));
+        tokio::task::spawn_blocking(move || {
+            let start = std::time::Instant::now();
+            send_snapshot(snap, tx);
+            crate::metrics::SNAPSHOT_DURATION.observe(start.elapsed().as_secs_f64());
+        });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -1,5 +1,6 @@
 //! The Cluster service: member list, add (voter or learner), remove, update and promote, as etcd's
-//! `v3rpc/member.go`. Its response headers carry no revision, as etcd's do.
+//! `v3rpc/member.go`. Its response headers carry no revision, as etcd's do. A `linearizable` member
+//! list waits for a linearizable read point first, as etcd 3.5's does.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use membership::Member;
 
-use crate::{Cluster, RaftStatusGetter};
+use crate::{Cluster, RaftStatusGetter, ReadIndexer};
 
 pub struct ClusterService<S> {
     srv: Arc<S>,
@@ -41,7 +42,7 @@ fn to_pb(members: &[Member]) -> Vec<PbMember> {
 #[tonic::async_trait]
 impl<S> ClusterApi for ClusterService<S>
 where
-    S: Cluster + RaftStatusGetter,
+    S: Cluster + RaftStatusGetter + ReadIndexer,
 {
     async fn member_add(
         &self,
@@ -86,8 +87,13 @@ where
 
     async fn member_list(
         &self,
-        _: Request<MemberListRequest>,
+        req: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
+        // etcd 3.5: a linearizable list is read after a linearizable read point, so it has every
+        // membership change committed before the request.
+        if req.get_ref().linearizable {
+            self.srv.linearizable_read().await?;
+        }
         Ok(Response::new(MemberListResponse {
             header: self.header(),
             members: to_pb(&self.srv.members()),

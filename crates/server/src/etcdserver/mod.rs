@@ -279,7 +279,19 @@ impl EtcdServer {
             DB_SIZE_IN_USE.set(size as f64);
         }
         SERVER_VERSION
-            .with_label_values(&[v3rpc::API_VERSION])
+            .with_label_values(&[v3rpc::ETCD_VERSION])
             .set(1.0);
+        CLUSTER_VERSION
+            .with_label_values(&[v3rpc::CLUSTER_VERSION_LABEL])
+            .set(1.0);
+        SERVER_ID
+            .with_label_values(&[&format!("{:x}", self.member_id)])
+            .set(1.0);
+        QUOTA_BACKEND_BYTES.set(self.cfg.quota_bytes() as f64);
+        KEYS.set(self.kv.index_len() as f64);
+        apply::metrics::register();
+        raftnode::metrics::register();
+        register();
+        refresh_fds();
     }
 }
