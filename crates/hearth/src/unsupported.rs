@@ -53,10 +53,6 @@ static NOT_YET: &[(&str, When)] = &[
     ("cipher-suites", NotDefault),
     ("tls-min-version", NotDefault),
     ("tls-max-version", NotDefault),
-    // Auth.
-    ("auth-token", NotDefault),
-    ("auth-token-ttl", NotDefault),
-    ("bcrypt-cost", NotDefault),
     // Listeners and HTTP.
     ("listen-metrics-urls", NotDefault),
     ("listen-client-http-urls", NotDefault),

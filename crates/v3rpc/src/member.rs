@@ -1,5 +1,7 @@
 //! The Cluster service: member list, add (voter or learner), remove, update and promote, as etcd's
-//! `v3rpc/member.go`. Its response headers carry no revision, as etcd's do.
+//! `v3rpc/member.go`. Its response headers carry no revision, as etcd's do. With auth enabled,
+//! changes need the root role (etcd's `checkMembershipOperationPermission`) and the list any
+//! valid user (etcd 3.5's `requireAuthInfo`).
 
 use std::sync::Arc;
 
@@ -12,8 +14,10 @@ use api::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use membership::Member;
+use rpctypes::ServerError;
 
-use crate::{Cluster, RaftStatusGetter};
+use crate::auth::{require_admin, require_auth_info, Ctx};
+use crate::{AuthGetter, Cluster, RaftStatusGetter};
 
 pub struct ClusterService<S> {
     srv: Arc<S>,
@@ -41,12 +45,15 @@ fn to_pb(members: &[Member]) -> Vec<PbMember> {
 #[tonic::async_trait]
 impl<S> ClusterApi for ClusterService<S>
 where
-    S: Cluster + RaftStatusGetter,
+    S: Cluster + RaftStatusGetter + AuthGetter,
 {
     async fn member_add(
         &self,
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        require_admin(&*self.srv, &Ctx::of(&req))
+            .await
+            .map_err(ServerError::from)?;
         let req = req.into_inner();
         let (m, members) = self.srv.add_member(req.peer_ur_ls, req.is_learner).await?;
         Ok(Response::new(MemberAddResponse {
@@ -65,6 +72,9 @@ where
         &self,
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        require_admin(&*self.srv, &Ctx::of(&req))
+            .await
+            .map_err(ServerError::from)?;
         let members = self.srv.remove_member(req.into_inner().id).await?;
         Ok(Response::new(MemberRemoveResponse {
             header: self.header(),
@@ -76,6 +86,9 @@ where
         &self,
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        require_admin(&*self.srv, &Ctx::of(&req))
+            .await
+            .map_err(ServerError::from)?;
         let req = req.into_inner();
         let members = self.srv.update_member(req.id, req.peer_ur_ls).await?;
         Ok(Response::new(MemberUpdateResponse {
@@ -86,8 +99,11 @@ where
 
     async fn member_list(
         &self,
-        _: Request<MemberListRequest>,
+        req: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
+        require_auth_info(&*self.srv, &Ctx::of(&req))
+            .await
+            .map_err(ServerError::from)?;
         Ok(Response::new(MemberListResponse {
             header: self.header(),
             members: to_pb(&self.srv.members()),
@@ -98,6 +114,9 @@ where
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        require_admin(&*self.srv, &Ctx::of(&req))
+            .await
+            .map_err(ServerError::from)?;
         let members = self.srv.promote_member(req.into_inner().id).await?;
         Ok(Response::new(MemberPromoteResponse {
             header: self.header(),
