@@ -198,14 +198,16 @@ impl AuthError {
     }
 
     /// The reason etcd gives when it cancels a watch because of this error (`v3rpc/watch.go`):
-    /// invalid token, old revision and empty user keep their message, anything else becomes
-    /// `etcdserver: permission denied`.
+    /// invalid token, old revision and empty user keep their error, anything else becomes
+    /// permission denied. etcd writes the gRPC error's `Error()` text, so the reason reads
+    /// `rpc error: code = PermissionDenied desc = etcdserver: permission denied` (etcd 3.4 and
+    /// 3.5 alike).
     pub fn watch_cancel_reason(&self) -> String {
-        match self {
-            AuthError::InvalidAuthToken | AuthError::AuthOldRevision | AuthError::UserEmpty => {
-                self.to_string()
-            }
-            _ => AuthError::PermissionDenied.to_string(),
-        }
+        let (code, e) = match self {
+            AuthError::InvalidAuthToken => ("Unauthenticated", self),
+            AuthError::AuthOldRevision | AuthError::UserEmpty => ("InvalidArgument", self),
+            _ => ("PermissionDenied", &AuthError::PermissionDenied),
+        };
+        format!("rpc error: code = {code} desc = {e}")
     }
 }

@@ -298,7 +298,10 @@ mod tests {
         let s: Status = ServerError::from(auth::AuthError::AuthOldRevision).into();
         assert_eq!(
             (s.code(), s.message()),
-            (Code::InvalidArgument, "etcdserver: revision of auth store is old")
+            (
+                Code::InvalidArgument,
+                "etcdserver: revision of auth store is old"
+            )
         );
         let s: Status = ServerError::auth_unmapped(&auth::AuthError::PermissionDenied).into();
         assert_eq!(

@@ -155,13 +155,55 @@ macro_rules! auth_service {
 }
 
 auth_service!(
-    (auth_enable, AuthEnableRequest, AuthEnableResponse, auth_enable, Enable),
-    (auth_disable, AuthDisableRequest, AuthDisableResponse, auth_disable, Disable),
-    (auth_status, AuthStatusRequest, AuthStatusResponse, auth_status, Status),
-    (user_add, AuthUserAddRequest, AuthUserAddResponse, auth_user_add, UserAdd),
-    (user_get, AuthUserGetRequest, AuthUserGetResponse, auth_user_get, UserGet),
-    (user_list, AuthUserListRequest, AuthUserListResponse, auth_user_list, UserList),
-    (user_delete, AuthUserDeleteRequest, AuthUserDeleteResponse, auth_user_delete, UserDelete),
+    (
+        auth_enable,
+        AuthEnableRequest,
+        AuthEnableResponse,
+        auth_enable,
+        Enable
+    ),
+    (
+        auth_disable,
+        AuthDisableRequest,
+        AuthDisableResponse,
+        auth_disable,
+        Disable
+    ),
+    (
+        auth_status,
+        AuthStatusRequest,
+        AuthStatusResponse,
+        auth_status,
+        Status
+    ),
+    (
+        user_add,
+        AuthUserAddRequest,
+        AuthUserAddResponse,
+        auth_user_add,
+        UserAdd
+    ),
+    (
+        user_get,
+        AuthUserGetRequest,
+        AuthUserGetResponse,
+        auth_user_get,
+        UserGet
+    ),
+    (
+        user_list,
+        AuthUserListRequest,
+        AuthUserListResponse,
+        auth_user_list,
+        UserList
+    ),
+    (
+        user_delete,
+        AuthUserDeleteRequest,
+        AuthUserDeleteResponse,
+        auth_user_delete,
+        UserDelete
+    ),
     (
         user_change_password,
         AuthUserChangePasswordRequest,
@@ -183,10 +225,34 @@ auth_service!(
         auth_user_revoke_role,
         UserRevokeRole
     ),
-    (role_add, AuthRoleAddRequest, AuthRoleAddResponse, auth_role_add, RoleAdd),
-    (role_get, AuthRoleGetRequest, AuthRoleGetResponse, auth_role_get, RoleGet),
-    (role_list, AuthRoleListRequest, AuthRoleListResponse, auth_role_list, RoleList),
-    (role_delete, AuthRoleDeleteRequest, AuthRoleDeleteResponse, auth_role_delete, RoleDelete),
+    (
+        role_add,
+        AuthRoleAddRequest,
+        AuthRoleAddResponse,
+        auth_role_add,
+        RoleAdd
+    ),
+    (
+        role_get,
+        AuthRoleGetRequest,
+        AuthRoleGetResponse,
+        auth_role_get,
+        RoleGet
+    ),
+    (
+        role_list,
+        AuthRoleListRequest,
+        AuthRoleListResponse,
+        auth_role_list,
+        RoleList
+    ),
+    (
+        role_delete,
+        AuthRoleDeleteRequest,
+        AuthRoleDeleteResponse,
+        auth_role_delete,
+        RoleDelete
+    ),
     (
         role_grant_permission,
         AuthRoleGrantPermissionRequest,

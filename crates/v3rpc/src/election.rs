@@ -33,7 +33,11 @@ impl ElectionService {
 
     /// The leader key of a Proclaim or Resign, with the lease of its session: etcd opens a
     /// session on the key's lease, which for lease 0 is a new lease.
-    async fn resume(&self, client: &Client, leader: Option<LeaderKey>) -> Result<LeaderKey, Status> {
+    async fn resume(
+        &self,
+        client: &Client,
+        leader: Option<LeaderKey>,
+    ) -> Result<LeaderKey, Status> {
         let mut leader = leader.ok_or_else(|| Status::from(ServerError::MissingLeaderKey))?;
         leader.lease = client.session(leader.lease).await?;
         Ok(leader)
@@ -117,9 +121,7 @@ impl Election for ElectionService {
             .resume(&client, req.into_inner().leader)
             .await
             .map_err(relayed)?;
-        let header = election::resign(&client, &leader)
-            .await
-            .map_err(relayed)?;
+        let header = election::resign(&client, &leader).await.map_err(relayed)?;
         Ok(Response::new(ResignResponse { header }))
     }
 }

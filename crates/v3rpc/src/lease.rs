@@ -148,10 +148,7 @@ where
         let ids = self.srv.lease_leases(&Ctx::of(&req)).await?;
         Ok(Response::new(LeaseLeasesResponse {
             header: header(&*self.srv, 0),
-            leases: ids
-                .into_iter()
-                .map(|id| LeaseStatus { id })
-                .collect(),
+            leases: ids.into_iter().map(|id| LeaseStatus { id }).collect(),
         }))
     }
 }

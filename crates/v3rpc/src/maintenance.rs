@@ -143,7 +143,10 @@ where
         Ok(Response::new(resp))
     }
 
-    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let s = &*self.srv;
         require_auth_info(s, &Ctx::of(&req))
             .await

@@ -7,19 +7,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use api::etcdserverpb::{
-    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, AuthenticateRequest,
-    AuthenticateResponse, CompactionRequest, CompactionResponse,
-    DeleteRangeRequest, DeleteRangeResponse, InternalRaftRequest, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest,
-    LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest,
-    TxnResponse,
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, AuthenticateRequest, AuthenticateResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    InternalRaftRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use apply::txn::{self, Exec, NoLeases};
 use apply::Applied;
 use membership::Member;
-use v3rpc::Ctx;
 use raftnode::Command;
 use rpctypes::ServerError;
+use v3rpc::Ctx;
 
 use super::EtcdServer;
 
@@ -79,9 +78,11 @@ impl v3rpc::RaftKv for EtcdServer {
         if !req.serializable {
             self.linearizable_read().await?;
         }
-        self.serialize(cx, |store, ai| store.check_range(ai, &req), || {
-            txn::range(&self.kv.read(), &req)
-        })
+        self.serialize(
+            cx,
+            |store, ai| store.check_range(ai, &req),
+            || txn::range(&self.kv.read(), &req),
+        )
         .await
     }
 

@@ -89,7 +89,11 @@ impl Client {
             key,
             ..Default::default()
         };
-        Ok(self.kv.delete_range(self.cx.attach(req)).await?.into_inner())
+        Ok(self
+            .kv
+            .delete_range(self.cx.attach(req))
+            .await?
+            .into_inner())
     }
 
     /// etcd's `NewSession(WithLease(lease))`: the caller's lease, or with lease 0 a new lease of
