@@ -33,6 +33,7 @@ use api::v3electionpb::{
     ResignRequest,
 };
 use api::v3lockpb::{lock_client::LockClient, LockRequest, UnlockRequest};
+use hearth_tests::poll::eventually;
 use hearth_tests::{Kind, Options, Server};
 use tonic::transport::Channel;
 use tonic::Status;
@@ -1088,4 +1089,526 @@ async fn every_rpc_as_every_identity_answers_as_etcd_with_simple_tokens() {
 async fn every_rpc_as_every_identity_answers_as_etcd_with_jwt_tokens() {
     let (tokens, _dir) = es256_tokens();
     matrix(tokens).await;
+}
+
+// ---- etcdctl, side by side ---------------------------------------------------------------
+
+/// The same `etcdctl user/role/auth` session against both servers: every command's exit code,
+/// output and error line equal.
+#[tokio::test]
+async fn etcdctl_user_role_and_auth_commands_answer_as_etcd() {
+    let hearth = Server::start_with(Kind::Hearth, Options::with_args(&["--bcrypt-cost=4"])).await;
+    let etcd = Server::start_with(Kind::Etcd, Options::with_args(&["--bcrypt-cost=4"])).await;
+    let root = ["--user=root:rootpw"];
+    let alice = ["--user=alice:alicepw"];
+    let session: Vec<Vec<&str>> = vec![
+        vec!["user", "add", "root:rootpw"],
+        vec!["user", "add", "root:again"],
+        vec!["auth", "enable"],
+        vec!["user", "grant-role", "root", "root"],
+        vec!["role", "add", "reader"],
+        vec!["role", "add", "reader"],
+        vec![
+            "role",
+            "grant-permission",
+            "reader",
+            "read",
+            "a/",
+            "--prefix",
+        ],
+        vec!["role", "grant-permission", "reader", "readwrite", "b", "c"],
+        vec!["role", "grant-permission", "reader", "write", "k"],
+        vec!["role", "grant-permission", "nosuchrole", "read", "x"],
+        vec!["role", "get", "reader"],
+        vec!["role", "get", "nosuchrole"],
+        vec!["user", "add", "alice:alicepw"],
+        vec!["user", "add", "--no-password", "cert-user"],
+        vec!["user", "grant-role", "alice", "reader"],
+        vec!["user", "grant-role", "alice", "nosuchrole"],
+        vec!["user", "get", "alice"],
+        vec!["user", "get", "--detail", "alice"],
+        vec!["user", "list"],
+        vec!["role", "list"],
+        vec!["put", "a/1", "one"],
+        vec!["auth", "enable"],
+        vec!["auth", "enable"],
+        vec!["put", "a/2", "two"],
+    ];
+    let as_users: Vec<(&[&str], Vec<&str>)> = vec![
+        (&root, vec!["put", "a/2", "two"]),
+        (&alice, vec!["get", "a/", "--prefix"]),
+        (&alice, vec!["put", "a/3", "three"]),
+        (&alice, vec!["put", "b", "bee"]),
+        (&alice, vec!["get", "b"]),
+        (&alice, vec!["get", "k"]),
+        (&alice, vec!["del", "a/1"]),
+        (&alice, vec!["user", "list"]),
+        (&alice, vec!["user", "get", "alice"]),
+        (&alice, vec!["role", "get", "reader"]),
+        (&alice, vec!["role", "get", "root"]),
+        (&alice, vec!["auth", "disable"]),
+        (&["--user=alice:wrong"], vec!["get", "a/1"]),
+        (&["--user=nobody:pw"], vec!["get", "a/1"]),
+        (&["--user=cert-user:pw"], vec!["get", "a/1"]),
+        (
+            &root,
+            vec!["role", "revoke-permission", "reader", "a/", "--prefix"],
+        ),
+        (
+            &root,
+            vec!["role", "revoke-permission", "reader", "a/", "--prefix"],
+        ),
+        (&alice, vec!["get", "a/1"]),
+        (
+            &root,
+            vec!["user", "passwd", "alice", "--interactive=false"],
+        ),
+        (&["--user=alice:newpw"], vec!["get", "b"]),
+        (&root, vec!["user", "revoke-role", "alice", "reader"]),
+        (&root, vec!["user", "revoke-role", "alice", "reader"]),
+        (&root, vec!["user", "revoke-role", "root", "root"]),
+        (&root, vec!["role", "delete", "root"]),
+        (&root, vec!["user", "delete", "root"]),
+        (&root, vec!["role", "delete", "reader"]),
+        (&root, vec!["user", "delete", "alice"]),
+        (&root, vec!["user", "delete", "alice"]),
+        (&root, vec!["user", "list"]),
+        (&root, vec!["auth", "disable"]),
+        (&[], vec!["put", "a/4", "four"]),
+        (&[], vec!["user", "list"]),
+    ];
+    let mut diffs = Vec::new();
+    let mut steps = Vec::new();
+    let run = |s: &Server, user: &[&str], cmd: &[&str]| {
+        let mut args: Vec<&str> = user.to_vec();
+        args.extend_from_slice(cmd);
+        let stdin = if cmd.contains(&"passwd") {
+            "newpw\n"
+        } else {
+            ""
+        };
+        hearth_tests::ctl::Ctl::from_output(&s.etcdctl_stdin(&args, stdin))
+    };
+    let all = session
+        .iter()
+        .map(|c| (&[][..], c.clone()))
+        .chain(as_users.iter().map(|(u, c)| (*u, c.clone())));
+    for (user, cmd) in all {
+        let h = run(&hearth, user, &cmd);
+        let e = run(&etcd, user, &cmd);
+        let line = format!("etcdctl {} {}", user.join(" "), cmd.join(" "));
+        if h != e {
+            diffs.push(format!("{line}\n  hearth: {h:?}\n  etcd:   {e:?}"));
+        }
+        steps.push(format!("{line}: {:?} {:?}", e.code, e.errors));
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} etcdctl commands answered differently:\n{}\n\nthe session as etcd answered it:\n{}",
+        diffs.len(),
+        diffs.join("\n"),
+        steps.join("\n")
+    );
+}
+
+// ---- tokens held while the auth store changes ----------------------------------------------
+
+/// A permission revoked, a role taken away or a user deleted while a client holds a token takes
+/// effect on that client's next request, on both servers alike.
+#[tokio::test]
+async fn a_change_takes_effect_on_the_next_request_of_a_token_holder() {
+    let tokens = Tokens::Simple;
+    let mut hearth = Target::start(Kind::Hearth, &tokens).await;
+    let mut etcd = Target::start(Kind::Etcd, &tokens).await;
+    hearth.setup(&tokens).await;
+    etcd.setup(&tokens).await;
+    let mut seen = Vec::new();
+    for t in [&hearth, &etcd] {
+        let read = || async {
+            outcome(
+                t.kv()
+                    .range(with_token(
+                        RangeRequest {
+                            key: b"a/k".to_vec(),
+                            ..Default::default()
+                        },
+                        t.token(Reader),
+                    ))
+                    .await,
+            )
+        };
+        let write = || async {
+            outcome(
+                t.kv()
+                    .put(with_token(
+                        PutRequest {
+                            key: b"a/k".to_vec(),
+                            value: b"w".to_vec(),
+                            ..Default::default()
+                        },
+                        t.token(Writer),
+                    ))
+                    .await,
+            )
+        };
+        let mut steps = vec![read().await, write().await];
+        t.auth()
+            .role_revoke_permission(with_token(
+                AuthRoleRevokePermissionRequest {
+                    role: "reader".into(),
+                    key: b"a/".to_vec(),
+                    range_end: b"a0".to_vec(),
+                },
+                t.root(),
+            ))
+            .await
+            .unwrap();
+        t.auth()
+            .user_revoke_role(with_token(
+                AuthUserRevokeRoleRequest {
+                    name: "writer".into(),
+                    role: "writer".into(),
+                },
+                t.root(),
+            ))
+            .await
+            .unwrap();
+        steps.push(read().await);
+        steps.push(write().await);
+        t.auth()
+            .user_delete(with_token(
+                AuthUserDeleteRequest {
+                    name: "reader".into(),
+                },
+                t.root(),
+            ))
+            .await
+            .unwrap();
+        steps.push(read().await);
+        seen.push(steps);
+    }
+    assert_eq!(
+        seen[0],
+        [
+            "OK",
+            "OK",
+            "PermissionDenied: etcdserver: permission denied",
+            "PermissionDenied: etcdserver: permission denied",
+            "Unauthenticated: etcdserver: invalid auth token",
+        ],
+        "Hearth"
+    );
+    if hearth.server.kind() == Kind::Hearth {
+        assert_eq!(seen[0], seen[1], "Hearth, then etcd");
+    }
+}
+
+/// A write authorized against an older auth revision is refused when applied: the header
+/// carries the revision its credentials were read at, and a JWT keeps the revision of its
+/// log-in, so a write with a token from before a revoke is refused with etcd's
+/// `revision of auth store is old` (clients log in again and retry), never let through.
+#[tokio::test]
+async fn a_jwt_from_before_a_change_is_refused_as_old_then_works_after_log_in() {
+    let (tokens, _dir) = es256_tokens();
+    let mut hearth = Target::start(Kind::Hearth, &tokens).await;
+    let mut etcd = Target::start(Kind::Etcd, &tokens).await;
+    hearth.setup(&tokens).await;
+    etcd.setup(&tokens).await;
+    let mut seen = Vec::new();
+    for t in [&mut hearth, &mut etcd] {
+        let put = |t: &Target| {
+            let c = t.kv();
+            let tok = t.token(Writer).map(str::to_string);
+            async move {
+                let mut c = c;
+                outcome(
+                    c.put(with_token(
+                        PutRequest {
+                            key: b"a/k".to_vec(),
+                            value: b"w".to_vec(),
+                            ..Default::default()
+                        },
+                        tok.as_deref(),
+                    ))
+                    .await,
+                )
+            }
+        };
+        let mut steps = vec![put(t).await];
+        t.auth()
+            .role_add(with_token(
+                AuthRoleAddRequest {
+                    name: "unrelated".into(),
+                },
+                t.root(),
+            ))
+            .await
+            .unwrap();
+        steps.push(put(t).await);
+        t.login(&tokens).await;
+        steps.push(put(t).await);
+        seen.push(steps);
+    }
+    assert_eq!(
+        seen[0],
+        [
+            "OK",
+            "InvalidArgument: etcdserver: revision of auth store is old",
+            "OK"
+        ]
+    );
+    assert_eq!(seen[0], seen[1], "Hearth, then etcd");
+}
+
+// ---- a cluster -------------------------------------------------------------------------------
+
+async fn channel(s: &Server) -> Channel {
+    Channel::from_shared(s.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect")
+}
+
+async fn login(s: &Server, name: &str, password: &str) -> String {
+    eventually(
+        format!("{name} logged in at {}", s.endpoint()),
+        Duration::from_secs(30),
+        async || {
+            AuthClient::new(channel(s).await)
+                .authenticate(AuthenticateRequest {
+                    name: name.into(),
+                    password: password.into(),
+                })
+                .await
+                .map(|r| r.into_inner().token)
+        },
+    )
+    .await
+}
+
+async fn read_as(s: &Server, token: &str) -> String {
+    outcome(
+        KvClient::new(channel(s).await)
+            .range(with_token(
+                RangeRequest {
+                    key: b"a/k".to_vec(),
+                    ..Default::default()
+                },
+                Some(token),
+            ))
+            .await,
+    )
+}
+
+async fn write_as(s: &Server, token: &str) -> String {
+    outcome(
+        KvClient::new(channel(s).await)
+            .put(with_token(
+                PutRequest {
+                    key: b"a/k".to_vec(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                },
+                Some(token),
+            ))
+            .await,
+    )
+}
+
+/// The leader's member ID as `s` sees it, asked as root.
+async fn leader_of(s: &Server, root: &str) -> Option<u64> {
+    let st = MaintenanceClient::new(channel(s).await)
+        .status(with_token(StatusRequest {}, Some(root)))
+        .await
+        .ok()?
+        .into_inner();
+    (st.leader != 0).then_some(st.leader)
+}
+
+/// Users, roles and permissions survive restarts of every member and leader changes; a JWT
+/// from before them keeps working on every member, and a simple token minted through one member
+/// works on the others once they applied it.
+#[tokio::test]
+async fn auth_survives_restarts_and_leader_changes_in_a_cluster() {
+    let (_tokens, dir) = es256_tokens();
+    let jwt = format!(
+        "--auth-token=jwt,pub-key={},priv-key={},sign-method=ES256,ttl=10m",
+        dir.path().join("jwt.pub").display(),
+        dir.path().join("jwt.key").display()
+    );
+    let mut cluster =
+        hearth_tests::Cluster::start_with(Kind::Hearth, 3, &[&jwt, "--bcrypt-cost=4"]).await;
+    cluster.wait_leader(&[]).await;
+    let m0 = channel(cluster.member(0)).await;
+    let mut auth = AuthClient::new(m0.clone());
+    for (user, pw, role) in [("root", "rootpw", "root"), ("reader", "readerpw", "reader")] {
+        auth.user_add(AuthUserAddRequest {
+            name: user.into(),
+            password: pw.into(),
+            options: Some(UserAddOptions { no_password: false }),
+            hashed_password: String::new(),
+        })
+        .await
+        .unwrap();
+        if role != "root" {
+            auth.role_add(AuthRoleAddRequest { name: role.into() })
+                .await
+                .unwrap();
+            auth.role_grant_permission(AuthRoleGrantPermissionRequest {
+                name: role.into(),
+                perm: Some(Permission {
+                    perm_type: PermType::Read as i32,
+                    key: b"a/".to_vec(),
+                    range_end: b"a0".to_vec(),
+                }),
+            })
+            .await
+            .unwrap();
+        }
+        auth.user_grant_role(AuthUserGrantRoleRequest {
+            user: user.into(),
+            role: role.into(),
+        })
+        .await
+        .unwrap();
+    }
+    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+    let root = login(cluster.member(0), "root", "rootpw").await;
+    let reader = login(cluster.member(0), "reader", "readerpw").await;
+    assert_eq!(write_as(cluster.member(0), &root).await, "OK");
+    for i in 0..3 {
+        assert_eq!(
+            read_as(cluster.member(i), &reader).await,
+            "OK",
+            "member {i}"
+        );
+        assert_eq!(
+            write_as(cluster.member(i), &reader).await,
+            "PermissionDenied: etcdserver: permission denied",
+            "member {i}"
+        );
+    }
+
+    // Every member restarts; the auth state comes back from the backend.
+    for i in 0..3 {
+        cluster.member_mut(i).restart().await;
+    }
+    for i in 0..3 {
+        let s = cluster.member(i);
+        eventually(
+            format!("member {i} reads as reader after the restarts"),
+            Duration::from_secs(30),
+            async || (read_as(s, &reader).await == "OK").then_some(()),
+        )
+        .await;
+        assert_eq!(
+            write_as(s, &reader).await,
+            "PermissionDenied: etcdserver: permission denied",
+            "member {i} after restarts"
+        );
+        let roles = AuthClient::new(channel(s).await)
+            .user_get(with_token(
+                AuthUserGetRequest {
+                    name: "reader".into(),
+                },
+                Some(&root),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .roles;
+        assert_eq!(roles, ["reader"], "member {i} after restarts");
+    }
+
+    // The leader hands over; the same tokens keep working everywhere.
+    let leader = eventually(
+        "a leader after the restarts",
+        Duration::from_secs(30),
+        async || leader_of(cluster.member(0), &root).await,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let st = MaintenanceClient::new(channel(cluster.member(i)).await)
+            .status(with_token(StatusRequest {}, Some(&root)))
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(st.header.unwrap().member_id);
+    }
+    let from = ids.iter().position(|id| *id == leader).unwrap();
+    let target = ids[(from + 1) % 3];
+    MaintenanceClient::new(channel(cluster.member(from)).await)
+        .move_leader(with_token(
+            MoveLeaderRequest { target_id: target },
+            Some(&root),
+        ))
+        .await
+        .expect("move leader");
+    eventually("the new leader", Duration::from_secs(30), async || {
+        (leader_of(cluster.member(from), &root).await == Some(target)).then_some(())
+    })
+    .await;
+    for i in 0..3 {
+        assert_eq!(
+            read_as(cluster.member(i), &reader).await,
+            "OK",
+            "member {i} after the move"
+        );
+        assert_eq!(
+            write_as(cluster.member(i), &root).await,
+            "OK",
+            "member {i} after the move"
+        );
+    }
+
+    // Auth off again, for the harness's own (anonymous) checks.
+    AuthClient::new(channel(cluster.member(0)).await)
+        .auth_disable(with_token(AuthDisableRequest {}, Some(&root)))
+        .await
+        .unwrap();
+    cluster.assert_hashkv_equal().await;
+}
+
+/// etcd's simple tokens: minted by every member as it applies the Authenticate entry, so a token
+/// obtained through one member is accepted by the others (each waits until it applied it).
+#[tokio::test]
+async fn a_simple_token_from_one_member_works_on_the_others() {
+    let mut cluster =
+        hearth_tests::Cluster::start_with(Kind::Hearth, 3, &["--bcrypt-cost=4"]).await;
+    cluster.wait_leader(&[]).await;
+    let mut auth = AuthClient::new(channel(cluster.member(0)).await);
+    auth.user_add(AuthUserAddRequest {
+        name: "root".into(),
+        password: "rootpw".into(),
+        options: Some(UserAddOptions { no_password: false }),
+        hashed_password: String::new(),
+    })
+    .await
+    .unwrap();
+    auth.user_grant_role(AuthUserGrantRoleRequest {
+        user: "root".into(),
+        role: "root".into(),
+    })
+    .await
+    .unwrap();
+    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+    let root = login(cluster.member(1), "root", "rootpw").await;
+    for i in 0..3 {
+        assert_eq!(write_as(cluster.member(i), &root).await, "OK", "member {i}");
+    }
+    // A restart forgets simple tokens (they live in memory, as in etcd): the client logs in again.
+    cluster.member_mut(2).restart().await;
+    assert_eq!(
+        write_as(cluster.member(2), &root).await,
+        "Unauthenticated: etcdserver: invalid auth token"
+    );
+    let again = login(cluster.member(2), "root", "rootpw").await;
+    assert_eq!(write_as(cluster.member(2), &again).await, "OK");
+    AuthClient::new(channel(cluster.member(0)).await)
+        .auth_disable(with_token(AuthDisableRequest {}, Some(&root)))
+        .await
+        .unwrap();
+    cluster.assert_hashkv_equal().await;
 }
