@@ -1612,3 +1612,104 @@ async fn a_simple_token_from_one_member_works_on_the_others() {
         .unwrap();
     cluster.assert_hashkv_equal().await;
 }
+
+// ---- the JSON gateway --------------------------------------------------------------------------
+
+/// One JSON request over HTTP/1.0 on the client port: status and body.
+fn post_json(port: u16, path: &str, body: &str, authorization: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(CALL_TIMEOUT)).unwrap();
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+fn client_port(s: &Server) -> u16 {
+    s.endpoint()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("endpoint with a port")
+}
+
+/// Two users over JSON: each logs in at `/v3/auth/authenticate`, then sends its token in the
+/// `Authorization` header; allowed and denied calls answer as etcd's gateway does.
+#[tokio::test]
+async fn two_users_over_the_json_gateway_answer_as_etcd() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let tokens = Tokens::Simple;
+    let mut hearth = Target::start(Kind::Hearth, &tokens).await;
+    let mut etcd = Target::start(Kind::Etcd, &tokens).await;
+    hearth.setup(&tokens).await;
+    etcd.setup(&tokens).await;
+    let mut transcripts = Vec::new();
+    for t in [&hearth, &etcd] {
+        let port = client_port(&t.server);
+        let mut lines = Vec::new();
+        let mut call = |path: &str, body: String, auth: Option<&str>| {
+            let (status, body) = post_json(port, path, &body, auth);
+            // A success's body carries revisions and ids; an error's is compared whole.
+            let shown = if status == 200 {
+                "<ok>".to_string()
+            } else {
+                body.clone()
+            };
+            lines.push(format!("{path} {status} {shown}"));
+            (status, body)
+        };
+        let login = |call: &mut dyn FnMut(&str, String, Option<&str>) -> (u16, String),
+                     name: &str,
+                     pw: &str| {
+            let (_, body) = call(
+                "/v3/auth/authenticate",
+                format!(r#"{{"name":"{name}","password":"{pw}"}}"#),
+                None,
+            );
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+                .as_str()
+                .map(str::to_string)
+        };
+        let reader = login(&mut call, "reader", "readerpw").expect("reader's token");
+        let writer = login(&mut call, "writer", "writerpw").expect("writer's token");
+        assert_eq!(login(&mut call, "reader", "wrong"), None);
+        let key = b64("a/k");
+        let range = format!(r#"{{"key":"{key}"}}"#);
+        let put = format!(r#"{{"key":"{key}","value":"{}"}}"#, b64("json"));
+        call("/v3/kv/range", range.clone(), Some(&reader));
+        call("/v3/kv/put", put.clone(), Some(&reader));
+        call("/v3/kv/put", put.clone(), Some(&writer));
+        call("/v3/kv/range", range.clone(), Some(&writer));
+        call("/v3/kv/range", range.clone(), None);
+        call("/v3/kv/range", range.clone(), Some("not-a-token"));
+        call("/v3/auth/user/list", "{}".into(), Some(&reader));
+        call(
+            "/v3/auth/user/get",
+            r#"{"name":"reader"}"#.into(),
+            Some(&reader),
+        );
+        transcripts.push(lines);
+    }
+    assert_eq!(
+        transcripts[0], transcripts[1],
+        "Hearth's JSON answers, then etcd's"
+    );
+    assert!(
+        transcripts[0].iter().any(|l| l.contains(" 403 ")),
+        "a denied call: {:#?}",
+        transcripts[0]
+    );
+}
