@@ -1645,6 +1645,8 @@ fn client_port(s: &Server) -> u16 {
         .expect("endpoint with a port")
 }
 
+type JsonCall<'a> = dyn FnMut(&str, String, Option<&str>) -> (u16, String) + 'a;
+
 /// Two users over JSON: each logs in at `/v3/auth/authenticate`, then sends its token in the
 /// `Authorization` header; allowed and denied calls answer as etcd's gateway does.
 #[tokio::test]
@@ -1671,9 +1673,7 @@ async fn two_users_over_the_json_gateway_answer_as_etcd() {
             lines.push(format!("{path} {status} {shown}"));
             (status, body)
         };
-        let login = |call: &mut dyn FnMut(&str, String, Option<&str>) -> (u16, String),
-                     name: &str,
-                     pw: &str| {
+        let login = |call: &mut JsonCall<'_>, name: &str, pw: &str| {
             let (_, body) = call(
                 "/v3/auth/authenticate",
                 format!(r#"{{"name":"{name}","password":"{pw}"}}"#),
