@@ -1091,6 +1091,119 @@ async fn every_rpc_as_every_identity_answers_as_etcd_with_jwt_tokens() {
     matrix(tokens).await;
 }
 
+/// RS256 keys written where `--auth-token` finds them: (PKCS#8 private PEM, SPKI public PEM).
+fn rs256_keys(dir: &std::path::Path) -> String {
+    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    let key = rsa::PrivateKey::new(
+        &mut getrandom::rand_core::UnwrapErr(getrandom::SysRng),
+        2048,
+    )
+    .unwrap();
+    let private = key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+    let public = key
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    std::fs::write(dir.join("rs.key"), &private).unwrap();
+    std::fs::write(dir.join("rs.pub"), public).unwrap();
+    private
+}
+
+/// JWTs signed with RS256 and ES256 keys the test made: a log-in, a request with the token, a
+/// token signed with another key and one past its `exp` answer as etcd 3.4 answers them.
+#[tokio::test]
+async fn jwt_tokens_with_rs256_and_es256_keys_answer_as_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let rs_private = rs256_keys(dir.path());
+    let es = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(dir.path().join("es.key"), es.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("es.pub"), es.public_key_pem()).unwrap();
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    for (method, name, private, alg) in [
+        (
+            "RS256",
+            "rs",
+            rs_private.clone(),
+            jsonwebtoken::Algorithm::RS256,
+        ),
+        (
+            "ES256",
+            "es",
+            es.serialize_pem(),
+            jsonwebtoken::Algorithm::ES256,
+        ),
+    ] {
+        let flag = format!(
+            "--auth-token=jwt,pub-key={},priv-key={},sign-method={method},ttl=10m",
+            dir.path().join(format!("{name}.pub")).display(),
+            dir.path().join(format!("{name}.key")).display()
+        );
+        let sign = |pem: &str, exp_offset: i64| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let claims =
+                serde_json::json!({"exp": now + exp_offset, "revision": 100, "username": "root"});
+            let key = match alg {
+                jsonwebtoken::Algorithm::RS256 => {
+                    jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()
+                }
+                _ => jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+            };
+            jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap()
+        };
+        // Signed with a key the server does not know (and, for RS256, another algorithm).
+        let forged = {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let claims = serde_json::json!({"exp": now + 600, "revision": 100, "username": "root"});
+            let key =
+                jsonwebtoken::EncodingKey::from_ec_pem(other.serialize_pem().as_bytes()).unwrap();
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+                &claims,
+                &key,
+            )
+            .unwrap()
+        };
+        let expired = sign(&private, -3600);
+        let mut seen = Vec::new();
+        for kind in [Kind::Hearth, Kind::Etcd] {
+            let s = Server::start_with(kind, Options::with_args(&[&flag, "--bcrypt-cost=4"])).await;
+            let ch = channel(&s).await;
+            let mut auth = AuthClient::new(ch.clone());
+            auth.user_add(AuthUserAddRequest {
+                name: "root".into(),
+                password: "rootpw".into(),
+                options: Some(UserAddOptions { no_password: false }),
+                hashed_password: String::new(),
+            })
+            .await
+            .unwrap();
+            auth.user_grant_role(AuthUserGrantRoleRequest {
+                user: "root".into(),
+                role: "root".into(),
+            })
+            .await
+            .unwrap();
+            auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+            let token = login(&s, "root", "rootpw").await;
+            assert_eq!(token.split('.').count(), 3, "{method}: a JWT: {token}");
+            seen.push(vec![
+                write_as(&s, &token).await,
+                read_as(&s, &token).await,
+                write_as(&s, &forged).await,
+                write_as(&s, &expired).await,
+            ]);
+        }
+        assert_eq!(seen[0][..2], ["OK", "OK"], "{method}");
+        assert_eq!(seen[0], seen[1], "{method}: Hearth, then etcd");
+    }
+}
+
 // ---- etcdctl, side by side ---------------------------------------------------------------
 
 /// The same `etcdctl user/role/auth` session against both servers: every command's exit code,
