@@ -737,8 +737,14 @@ pub async fn connect(endpoint: &str) -> Result<etcd_client::Client, etcd_client:
 async fn probe(endpoint: &str, serializable: bool) -> Result<(), String> {
     let mut c = connect(endpoint).await.map_err(|e| e.to_string())?;
     let opts = serializable.then(|| etcd_client::GetOptions::new().with_serializable());
-    c.get("hearth-e2e-readiness-probe", opts)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    match c.get("hearth-e2e-readiness-probe", opts).await {
+        Ok(_) => Ok(()),
+        // With auth enabled an anonymous read is refused, but only once the member serves.
+        Err(etcd_client::Error::GRpcStatus(s))
+            if s.message() == "etcdserver: user name is empty" =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }

@@ -108,7 +108,7 @@ async fn health_pages_answer_as_etcd_3_5_on_client_and_metrics_urls() {
         get(client, "/version").await,
         (
             200,
-            r#"{"etcdserver":"3.5.17","etcdcluster":"3.5.0"}"#.into()
+            r#"{"etcdserver":"3.5.33","etcdcluster":"3.5.0"}"#.into()
         )
     );
 

@@ -215,7 +215,7 @@ async fn metrics_have_what_etcds_alerts_and_dashboard_read_and_requests_move_the
     );
     assert!(before
         .page
-        .contains(r#"etcd_server_version{server_version="3.5.17"} 1"#));
+        .contains(r#"etcd_server_version{server_version="3.5.33"} 1"#));
     assert!(before
         .page
         .contains(r#"etcd_cluster_version{cluster_version="3.5"} 1"#));

@@ -1,4 +1,4 @@
-//! The version Hearth reports is the etcd version whose behaviour it implements (3.5.17), the same
+//! The version Hearth reports is the etcd version whose behaviour it implements (3.5.33), the same
 //! everywhere etcd reports one, and Kubernetes' feature gate for RequestWatchProgress passes on it.
 
 use hearth_tests::{server::hearth_bin, Kind, Server};
@@ -49,14 +49,14 @@ async fn hearth_reports_etcd_3_5_17_everywhere_and_passes_kubernetes_gate() {
     let s = Server::start(Kind::Hearth).await;
     let mut c = s.client().await;
     let status = c.status().await.unwrap();
-    assert_eq!(status.version(), "3.5.17");
+    assert_eq!(status.version(), "3.5.33");
     assert!(supports_request_watch_progress(status.version()));
 
     let (code, body) = s.http_get("/version").await;
     assert_eq!(code, 200);
-    assert_eq!(body, r#"{"etcdserver":"3.5.17","etcdcluster":"3.5.0"}"#);
+    assert_eq!(body, r#"{"etcdserver":"3.5.33","etcdcluster":"3.5.0"}"#);
     let page = s.metrics();
-    assert!(page.contains(r#"etcd_server_version{server_version="3.5.17"} 1"#));
+    assert!(page.contains(r#"etcd_server_version{server_version="3.5.33"} 1"#));
     assert!(page.contains(r#"etcd_cluster_version{cluster_version="3.5"} 1"#));
 
     let out = std::process::Command::new(hearth_bin())
@@ -66,6 +66,6 @@ async fn hearth_reports_etcd_3_5_17_everywhere_and_passes_kubernetes_gate() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(text.starts_with("hearth Version: "), "{text}");
-    assert!(text.contains("\netcd Version: 3.5.17\n"), "{text}");
+    assert!(text.contains("\netcd Version: 3.5.33\n"), "{text}");
     assert!(text.contains("\netcd API Version: 3.5\n"), "{text}");
 }

@@ -20,6 +20,7 @@ use mvcc::KvStore;
 use prost::Message as _;
 
 use crate::alarm::{self, AlarmStore};
+use crate::auth::{self as apply_auth, ApplyAuth, AuthApplied};
 use crate::lessor::Leases;
 use crate::quota::{self, Quota};
 use crate::txn::{self, Exec};
@@ -38,6 +39,8 @@ pub enum Applied {
     MemberAttrSet,
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    /// An Auth entry's answer (its header is filled by the server).
+    Auth(AuthApplied),
 }
 
 pub type ApplyResult = Result<Applied, ServerError>;
@@ -59,6 +62,8 @@ pub struct Applier {
     consistent_index: u64,
     space: Space,
     cluster: Option<Arc<membership::RaftCluster>>,
+    /// The auth store and its clock; without it nothing is checked (tests of other concerns).
+    auth: Option<ApplyAuth>,
     /// Responses of requests applied since the last flush, in apply order.
     unflushed: Vec<(u64, ApplyResult)>,
     /// The backend file's size, read once per flush: the file only grows when a commit writes
@@ -93,6 +98,7 @@ impl Applier {
                 raise_nospace: Box::new(|| {}),
             },
             cluster: None,
+            auth: None,
             unflushed: Vec::new(),
             db_size: None,
             slow: None,
@@ -113,6 +119,12 @@ impl Applier {
     /// The membership that `cluster_member_attr_set` entries update.
     pub fn with_cluster(mut self, cluster: Arc<membership::RaftCluster>) -> Applier {
         self.cluster = Some(cluster);
+        self
+    }
+
+    /// Checks every entry against the auth store and applies Auth entries (see `auth`).
+    pub fn with_auth(mut self, auth: ApplyAuth) -> Applier {
+        self.auth = Some(auth);
         self
     }
 
@@ -224,6 +236,13 @@ impl Applier {
 
     fn apply_request(&mut self, req: InternalRaftRequest, index: u64, term: u64) -> ApplyResult {
         alarm::gate(&self.space.alarms, &req)?;
+        // etcd's order: the capped applier (alarms), then auth, then the quota.
+        if let Some(a) = &self.auth {
+            apply_auth::check_entry(&a.store.read(), &self.leases, &req)?;
+            if apply_auth::is_auth_entry(&req) {
+                return self.apply_auth(&req, index, term);
+            }
+        }
         if let Some(a) = &req.alarm {
             return self.apply_alarm(a, index, term);
         }
@@ -241,6 +260,34 @@ impl Applier {
             return Err(ServerError::NoSpace);
         }
         result
+    }
+
+    /// An Auth entry: reads and Authenticate under the store's read lock; changes in one backend
+    /// transaction with the entry's consistent index. A change the store refuses (an unknown user,
+    /// ...) still moves the consistent index, as any applied entry does.
+    fn apply_auth(&mut self, req: &InternalRaftRequest, index: u64, term: u64) -> ApplyResult {
+        let Some(a) = self.auth.clone() else {
+            return Err(ServerError::Internal("auth is not wired".into()));
+        };
+        if !apply_auth::auth_entry_writes(req) {
+            return apply_auth::apply_auth_read(&a, req, index)
+                .map(Applied::Auth)
+                .map_err(ServerError::from);
+        }
+        let kv = Arc::clone(&self.kv);
+        let mut w = kv.write();
+        let txn = w
+            .backend_txn()
+            .ok_or_else(|| ServerError::Internal("no backend transaction".into()))?;
+        let result = apply_auth::apply_auth_write(&a, txn, req);
+        if let Err(e @ (auth::AuthError::Backend(_) | auth::AuthError::Corrupt(_))) = &result {
+            // Dropping the transaction unended discards what was written; memory was not
+            // changed (the store updates memory only after its writes succeeded).
+            drop(w);
+            return Err(ServerError::Internal(e.to_string()));
+        }
+        self.end(w, index, term)?;
+        result.map(Applied::Auth).map_err(ServerError::from)
     }
 
     fn db_size(&mut self) -> u64 {
@@ -455,6 +502,12 @@ impl Applier {
             .read()
             .map_err(|e| ServerError::Internal(e.to_string()))?;
         self.space.alarms.reload(&r)?;
+        if let Some(a) = &self.auth {
+            a.store
+                .write()
+                .recover(&r)
+                .map_err(|e| ServerError::Internal(format!("reloading the auth store: {e}")))?;
+        }
         self.consistent_index = self.kv.consistent_index();
         Ok(())
     }

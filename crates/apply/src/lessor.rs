@@ -280,6 +280,12 @@ impl Leases {
         self.lock().time_to_live(id, now)
     }
 
+    /// The keys attached to lease `id` (none for an unknown lease), for the auth checks of a
+    /// revoke or of a put that attaches the lease.
+    pub fn keys(&self, id: i64) -> Vec<Vec<u8>> {
+        self.time_to_live(id).map(|t| t.keys).unwrap_or_default()
+    }
+
     /// Every lease, in etcd's order (soonest deadline first).
     pub fn leases(&self) -> Vec<i64> {
         self.lock().leases_by_expiry()

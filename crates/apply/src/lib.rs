@@ -6,6 +6,8 @@
 //! * [`txn`]: etcd's Range/Put/DeleteRange/Txn semantics over `mvcc`, also used for reads.
 //! * [`alarm`]: replicated alarms and etcd's capped/corrupt apply rules; [`quota`]: the backend quota
 //!   and etcd's cost estimates.
+//! * [`auth`]: the auth store shared with the services, the permission gate every entry passes at
+//!   apply (etcd's `authApplierV3`) and the Auth entries.
 //! * [`lessor`]: the `lease` crate's lessor behind one mutex with an injected clock; [`expiry`]: which
 //!   leases have expired and whether this member's lessor is primary.
 //!
@@ -24,6 +26,7 @@
 
 pub mod alarm;
 pub mod applier;
+pub mod auth;
 pub mod expiry;
 pub mod lessor;
 pub mod metrics;

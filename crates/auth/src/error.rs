@@ -168,15 +168,46 @@ impl AuthError {
         }
     }
 
+    /// The text of etcd's own store error (`auth: ...`), which clients see, as `Unknown`, where
+    /// etcd hands the store's error to gRPC without its `togRPCError` map: the admin checks of
+    /// Defragment, Snapshot, Hash and HashKV (`authMaintenanceServer`). For errors etcd has no
+    /// store-level twin of, the client-facing text.
+    pub fn store_text(&self) -> String {
+        use AuthError::*;
+        let text = match self {
+            RootUserNotExist => "auth: root user does not exist",
+            RootRoleNotExist => "auth: root user does not have root role",
+            UserAlreadyExist => "auth: user already exists",
+            UserEmpty => "auth: user name is empty",
+            UserNotFound => "auth: user not found",
+            RoleAlreadyExist => "auth: role already exists",
+            RoleNotFound => "auth: role not found",
+            RoleEmpty => "auth: role name is empty",
+            PermissionNotGiven => "auth: permission not given",
+            AuthFailed => "auth: authentication failed, invalid user ID or password",
+            PermissionDenied => "auth: permission denied",
+            RoleNotGranted => "auth: role is not granted to the user",
+            PermissionNotGranted => "auth: permission is not granted to the role",
+            AuthNotEnabled => "auth: authentication is not enabled",
+            AuthOldRevision => "auth: revision in header is old",
+            InvalidAuthToken => "auth: invalid auth token",
+            InvalidAuthMgmt => "auth: invalid auth management",
+            _ => return self.to_string(),
+        };
+        text.to_string()
+    }
+
     /// The reason etcd gives when it cancels a watch because of this error (`v3rpc/watch.go`):
-    /// invalid token, old revision and empty user keep their message, anything else becomes
-    /// `etcdserver: permission denied`.
+    /// invalid token, old revision and empty user keep their error, anything else becomes
+    /// permission denied. etcd writes the gRPC error's `Error()` text, so the reason reads
+    /// `rpc error: code = PermissionDenied desc = etcdserver: permission denied` (etcd 3.4 and
+    /// 3.5 alike).
     pub fn watch_cancel_reason(&self) -> String {
-        match self {
-            AuthError::InvalidAuthToken | AuthError::AuthOldRevision | AuthError::UserEmpty => {
-                self.to_string()
-            }
-            _ => AuthError::PermissionDenied.to_string(),
-        }
+        let (code, e) = match self {
+            AuthError::InvalidAuthToken => ("Unauthenticated", self),
+            AuthError::AuthOldRevision | AuthError::UserEmpty => ("InvalidArgument", self),
+            _ => ("PermissionDenied", &AuthError::PermissionDenied),
+        };
+        format!("rpc error: code = {code} desc = {e}")
     }
 }

@@ -69,12 +69,12 @@
 //! | call | check |
 //! | --- | --- |
 //! | Range, read-only Txn (served locally) | `check_range` / `check_txn` before reading; afterwards, if the credentials' revision is not 0 and differs from `revision()`, answer `AuthOldRevision` (etcd's `doSerialize`) |
-//! | Watch create | `is_range_permitted(ai or default, key, range_end)` on the request's raw `key`/`range_end`, before `range_end` is normalized; refusal cancels the watch with [`AuthError::watch_cancel_reason`] |
+//! | Watch create | `is_range_permitted(ai or default, key, range_end)` on the request's raw `key`/`range_end` (an empty key is `"\0"`), before `range_end` is normalized; refusal cancels the watch with [`AuthError::watch_cancel_reason`] |
 //! | LeaseGrant, LeaseRevoke (before proposing) | `require_auth_info` |
 //! | LeaseKeepAlive | `check_lease_renew` with the lease's keys |
 //! | LeaseTimeToLive | `require_auth_info`; with `keys`, also `check_lease_keys_readable` with the lease's keys |
 //! | LeaseLeases | `check_lease_keys_readable` with the keys of every lease |
-//! | Compact, Defragment, Snapshot, Hash, HashKV, MoveLeader, Alarm activate/deactivate, MemberAdd/Remove/Update/Promote, Downgrade | `require_admin` |
+//! | Compact, Defragment, Snapshot, Hash, HashKV, MoveLeader, Alarm activate/deactivate, MemberAdd/Remove/Update/Promote, Downgrade | `require_admin` (Defragment, Snapshot, Hash and HashKV answer the store's own text as `Unknown`: [`AuthError::store_text`]) |
 //! | Status, MemberList, Alarm GET | `require_auth_info` |
 //! | Lock, Election | run with the caller's credentials through the KV checks |
 //! | the Auth service | through Raft; `check_apply` at apply |
@@ -93,8 +93,11 @@
 //! * After [`AuthStore::recover`], simple tokens of users that no longer exist are dropped.
 //! * Key-pair mismatches and unusable JWT keys are refused at startup; `ES512` is not supported
 //!   (see `jwt`); `EdDSA` is (as etcd 3.6).
-//! * The request-level checks include etcd 3.5's later security fixes (nested Txn, Put-in-Txn
-//!   leases, keep-alive, admin-only Compact), which etcd 3.4.23 lacks.
+//! * The request-level checks include etcd 3.5's later security fixes, which etcd 3.4.23 lacks:
+//!   nested Txn operations (9e4303361, 3.5.28), Put-in-Txn leases and `prev_kv` (e8ce1ae41),
+//!   keep-alive and lease listing (f936af2c0, 3.5.28), a watch checked on its range as sent
+//!   (e863b001b), and the root role for Compact (f936af2c0: `AuthAdmin` in `v3rpc/key.go`, in
+//!   etcd 3.5.28+ and 3.6; 3.5.0-3.5.27 let any user compact).
 
 #![forbid(unsafe_code)]
 

@@ -98,6 +98,8 @@ enum Command {
     WatchLatency(workload::watch::WatchLatencyArgs),
     /// Benchmark lease keepalive
     LeaseKeepalive(workload::lease::LeaseArgs),
+    /// Benchmark puts from --clients authenticated clients while --login-clients log in at once
+    AuthStorm(workload::auth_storm::AuthStormArgs),
 }
 
 /// Linearizable (`l`) or serializable (`s`) reads.
@@ -245,6 +247,12 @@ async fn run(cli: Cli) -> Result<()> {
             "lease-keepalive",
             a,
             workload::lease::run(g, a).await?,
+        ),
+        Command::AuthStorm(a) => print(
+            &cli,
+            "auth-storm",
+            a,
+            workload::auth_storm::run(g, a).await?,
         ),
     }
 }

@@ -55,10 +55,6 @@ static NOT_YET: &[(&str, When)] = &[
     ("cipher-suites", NotDefault),
     ("tls-min-version", NotDefault),
     ("tls-max-version", NotDefault),
-    // Auth.
-    ("auth-token", NotDefault),
-    ("auth-token-ttl", NotDefault),
-    ("bcrypt-cost", NotDefault),
     // Listeners and HTTP.
     ("enable-grpc-gateway", NotDefault),
     // Raft and peers.

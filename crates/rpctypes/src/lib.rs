@@ -103,6 +103,11 @@ pub enum ServerError {
     /// Proclaim and Resign without a leader key (etcd's `v3election.ErrMissingLeaderKey`).
     #[error("\"leader\" field must be provided")]
     MissingLeaderKey,
+    /// An auth error (`auth::AuthError`) with the code and text etcd answers it with: through
+    /// etcd's map (`ServerError::from`), or, where etcd passes the store's error through
+    /// unmapped, `Unknown` with the store's text ([`ServerError::auth_unmapped`]).
+    #[error("{message}")]
+    Auth { code: Code, message: String },
     /// A local failure (disk, corrupt state). The text goes to the log; the client sees a generic error.
     #[error("etcdserver: {0}")]
     Internal(String),
@@ -144,6 +149,7 @@ impl ServerError {
                 Code::Unknown
             }
             Internal(_) => Code::Unknown,
+            Auth { code, .. } => *code,
         }
     }
 }
@@ -199,6 +205,31 @@ pub fn relayed(s: Status) -> Status {
     Status::new(Code::Unknown, s.message().to_string())
 }
 
+impl From<auth::AuthError> for ServerError {
+    /// etcd's `togRPCError` for auth errors: the client-facing text and code.
+    fn from(e: auth::AuthError) -> ServerError {
+        match e {
+            auth::AuthError::PermissionDenied => ServerError::PermissionDenied,
+            auth::AuthError::InvalidAuthToken => ServerError::InvalidAuthToken,
+            e => ServerError::Auth {
+                code: Code::from_i32(i32::from(e.grpc_code())),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+impl ServerError {
+    /// An auth error as etcd answers it where it skips its `togRPCError` map (the admin checks of
+    /// Defragment, Snapshot, Hash and HashKV): `Unknown` with the store's own text.
+    pub fn auth_unmapped(e: &auth::AuthError) -> ServerError {
+        ServerError::Auth {
+            code: Code::Unknown,
+            message: e.store_text(),
+        }
+    }
+}
+
 impl From<lease::LeaseError> for ServerError {
     fn from(e: lease::LeaseError) -> ServerError {
         use lease::LeaseError::*;
@@ -250,6 +281,35 @@ mod tests {
             (s.code(), s.message()),
             (Code::OutOfRange, "etcdserver: too large lease TTL")
         );
+    }
+
+    #[test]
+    fn auth_errors_carry_etcd_code_and_text_mapped_or_not() {
+        let s: Status = ServerError::from(auth::AuthError::UserNotFound).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::FailedPrecondition, "etcdserver: user name not found")
+        );
+        let s: Status = ServerError::from(auth::AuthError::PermissionDenied).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::PermissionDenied, "etcdserver: permission denied")
+        );
+        let s: Status = ServerError::from(auth::AuthError::AuthOldRevision).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (
+                Code::InvalidArgument,
+                "etcdserver: revision of auth store is old"
+            )
+        );
+        let s: Status = ServerError::auth_unmapped(&auth::AuthError::PermissionDenied).into();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unknown, "auth: permission denied")
+        );
+        let s: Status = ServerError::from(auth::AuthError::NoPasswordUser).into();
+        assert_eq!(s.code(), Code::Unknown);
     }
 
     #[test]

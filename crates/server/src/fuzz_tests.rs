@@ -272,6 +272,7 @@ impl std::fmt::Debug for Outcome<'_> {
             MemberAttrSet => write!(f, "member attributes"),
             LeaseGrant(r) => write!(f, "{r:?}"),
             LeaseRevoke(r) => write!(f, "{r:?}"),
+            Auth(r) => write!(f, "{r:?}"),
         }
     }
 }

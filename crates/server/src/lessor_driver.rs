@@ -74,7 +74,12 @@ async fn revoke_all(srv: Arc<EtcdServer>, pending: Arc<Semaphore>, ids: Vec<i64>
         };
         let srv = srv.clone();
         tokio::spawn(async move {
-            match srv.lease_revoke(LeaseRevokeRequest { id }).await {
+            // As root, as etcd's `WithRoot`: an expired lease goes whoever's keys it holds.
+            let root = srv.auth_store().root_auth_info();
+            match srv
+                .lease_revoke(Some(&root), LeaseRevokeRequest { id })
+                .await
+            {
                 Ok(_) => metrics::EXPIRED.inc(),
                 // Revoked meanwhile by a client, or leadership moved: the next primary retries.
                 Err(e) => tracing::warn!(lease = id, "failed to revoke an expired lease: {e}"),

@@ -57,6 +57,9 @@ pub enum StartError {
     Thread(&'static str, std::io::Error),
     #[error(transparent)]
     Failpoints(#[from] failpoint::ParseError),
+    /// `--auth-token` unusable, or the auth buckets unreadable (etcd refuses to start too).
+    #[error("{0}")]
+    Auth(#[from] auth::AuthError),
 }
 
 /// How long a stopping member keeps serving requests already in flight.
@@ -146,6 +149,7 @@ impl Hearth {
             apply::alarm::AlarmStore::load(&backend.read()?)
                 .map_err(|e| backend::BackendError::Corrupt(e.to_string()))?,
         );
+        let auth = Arc::new(etcdserver::auth::open(&cfg, &backend)?);
         let quota = apply::quota::Quota::from_flag(cfg.quota_backend_bytes);
         let nospace = Arc::new(tokio::sync::Notify::new());
         let leases = Arc::new(apply::lessor::Leases::recover(
@@ -249,6 +253,10 @@ impl Hearth {
         let (applied_tx, applied_rx) = watch::channel(0);
         let applier = apply::Applier::new(kv.clone(), leases.clone(), wait.clone())
             .with_cluster(cluster.clone())
+            .with_auth(apply::auth::ApplyAuth {
+                store: auth.clone(),
+                clock: Arc::new(etcdserver::auth::now),
+            })
             .with_space(apply::Space {
                 alarms: alarms.clone(),
                 quota,
@@ -317,6 +325,7 @@ impl Hearth {
             conf_wait,
             alarms,
             quota,
+            auth,
         }));
         tokio::spawn(etcdserver::quota::raise_nospace_when_asked(
             server.clone(),
@@ -324,6 +333,10 @@ impl Hearth {
             shutdown_rx.clone(),
         ));
         tokio::spawn(lessor_driver::run(server.clone(), shutdown_rx.clone()));
+        tokio::spawn(etcdserver::auth::purge_simple_tokens(
+            server.clone(),
+            shutdown_rx.clone(),
+        ));
         let mut serving = Vec::new();
         for l in peer_listeners {
             serving.push(tokio::spawn(serve_peer(

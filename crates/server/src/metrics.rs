@@ -182,3 +182,11 @@ metric!(
         "Total number of unsynced slow watchers."
     )
 );
+metric!(
+    AUTH_REVISION,
+    Gauge,
+    register_gauge!(
+        "etcd_debugging_auth_revision",
+        "The current revision of auth store."
+    )
+);

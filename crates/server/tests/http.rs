@@ -41,7 +41,7 @@ async fn health_version_and_metrics() {
     assert_eq!(get(addr, "/readyz").await, (200, "ok\n".to_string()));
     let (code, body) = get(addr, "/version").await;
     assert_eq!(code, 200);
-    assert!(body.contains(r#""etcdserver":"3.5.17""#), "{body}");
+    assert!(body.contains(r#""etcdserver":"3.5.33""#), "{body}");
     let (code, body) = get(addr, "/metrics").await;
     assert_eq!(code, 200);
     for name in [

@@ -381,6 +381,20 @@ impl ConnInfo {
         self.remote_addr
     }
 
+    /// What a connection with these properties would report: for in-process front ends and
+    /// for tests of what services do with a client certificate.
+    pub fn new(
+        local_addr: Option<SocketAddr>,
+        remote_addr: Option<SocketAddr>,
+        tls: Option<TlsConnInfo>,
+    ) -> ConnInfo {
+        ConnInfo {
+            local_addr,
+            remote_addr,
+            tls: tls.map(Arc::new),
+        }
+    }
+
     /// Whether the connection is TLS.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()

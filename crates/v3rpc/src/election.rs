@@ -11,6 +11,7 @@ use api::v3electionpb::{
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
+use crate::auth::Ctx;
 use crate::concurrency::{election, Client};
 use crate::shutdown::{or_stopped, stopping};
 use rpctypes::{relayed, ServerError};
@@ -32,9 +33,13 @@ impl ElectionService {
 
     /// The leader key of a Proclaim or Resign, with the lease of its session: etcd opens a
     /// session on the key's lease, which for lease 0 is a new lease.
-    async fn resume(&self, leader: Option<LeaderKey>) -> Result<LeaderKey, Status> {
+    async fn resume(
+        &self,
+        client: &Client,
+        leader: Option<LeaderKey>,
+    ) -> Result<LeaderKey, Status> {
         let mut leader = leader.ok_or_else(|| Status::from(ServerError::MissingLeaderKey))?;
-        leader.lease = self.client.session(leader.lease).await?;
+        leader.lease = client.session(leader.lease).await?;
         Ok(leader)
     }
 }
@@ -49,8 +54,9 @@ impl Election for ElectionService {
         &self,
         req: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        let client = self.client.with_ctx(Ctx::of(&req));
         let req = req.into_inner();
-        let campaign = election::campaign(&self.client, &req.name, &req.value, req.lease);
+        let campaign = election::campaign(&client, &req.name, &req.value, req.lease);
         let e = or_stopped(&self.shutdown, campaign)
             .await
             .map_err(relayed)?;
@@ -64,9 +70,10 @@ impl Election for ElectionService {
         &self,
         req: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        let client = self.client.with_ctx(Ctx::of(&req));
         let req = req.into_inner();
-        let leader = self.resume(req.leader).await.map_err(relayed)?;
-        let header = election::proclaim(&self.client, &leader, &req.value)
+        let leader = self.resume(&client, req.leader).await.map_err(relayed)?;
+        let header = election::proclaim(&client, &leader, &req.value)
             .await
             .map_err(relayed)?;
         Ok(Response::new(ProclaimResponse { header }))
@@ -76,7 +83,8 @@ impl Election for ElectionService {
         &self,
         req: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        let resp = election::leader(&self.client, &req.into_inner().name)
+        let client = self.client.with_ctx(Ctx::of(&req));
+        let resp = election::leader(&client, &req.into_inner().name)
             .await
             .map_err(relayed)?;
         Ok(Response::new(resp))
@@ -86,9 +94,9 @@ impl Election for ElectionService {
         &self,
         req: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let client = self.client.with_ctx(Ctx::of(&req));
         let name = req.into_inner().name;
         let (tx, rx) = mpsc::channel(OBSERVE_BUFFER);
-        let client = self.client.clone();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let stopped = tx.clone();
@@ -108,13 +116,12 @@ impl Election for ElectionService {
         &self,
         req: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        let client = self.client.with_ctx(Ctx::of(&req));
         let leader = self
-            .resume(req.into_inner().leader)
+            .resume(&client, req.into_inner().leader)
             .await
             .map_err(relayed)?;
-        let header = election::resign(&self.client, &leader)
-            .await
-            .map_err(relayed)?;
+        let header = election::resign(&client, &leader).await.map_err(relayed)?;
         Ok(Response::new(ResignResponse { header }))
     }
 }

@@ -1,6 +1,7 @@
 //! The KV service: validate, check the quota before a write (as etcd's `quotaKVServer`), then hand the
 //! request to the member ([`RaftKv`]): writes go through Raft, reads are served from the local store
 //! (after a ReadIndex round unless the request is serializable). Read-only txns are reads, as in etcd.
+//! The caller's credentials ([`Ctx`]) go with every request; Compact needs the root role.
 
 use std::sync::Arc;
 
@@ -11,8 +12,9 @@ use api::etcdserverpb::{
 use rpctypes::ServerError;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{require_admin, Ctx};
 use crate::header::fill;
-use crate::{validate, KvGetter, Quota, RaftKv, RaftStatusGetter};
+use crate::{validate, AuthGetter, KvGetter, Quota, RaftKv, RaftStatusGetter};
 
 pub struct KvService<S> {
     srv: Arc<S>,
@@ -38,24 +40,26 @@ impl<S> KvService<S> {
 #[tonic::async_trait]
 impl<S> Kv for KvService<S>
 where
-    S: RaftKv + Quota + RaftStatusGetter + KvGetter,
+    S: RaftKv + Quota + RaftStatusGetter + KvGetter + AuthGetter,
 {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let cx = Ctx::of(&req);
         let req = req.into_inner();
         validate::check_range(&req)?;
         if !req.serializable && self.srv.is_learner() {
             return Err(ServerError::NotSupportedForLearner.into());
         }
-        let mut resp = self.srv.range(req).await?;
+        let mut resp = self.srv.range(&cx, req).await?;
         fill(&*self.srv, &mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let cx = Ctx::of(&req);
         let req = req.into_inner();
         self.srv.check_quota(apply::quota::cost_put(&req)).await?;
         validate::check_put(&req)?;
-        let mut resp = self.srv.put(req).await?;
+        let mut resp = self.srv.put(&cx, req).await?;
         fill(&*self.srv, &mut resp.header);
         Ok(Response::new(resp))
     }
@@ -64,18 +68,20 @@ where
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let cx = Ctx::of(&req);
         let req = req.into_inner();
         validate::check_delete(&req)?;
-        let mut resp = self.srv.delete_range(req).await?;
+        let mut resp = self.srv.delete_range(&cx, req).await?;
         fill(&*self.srv, &mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let cx = Ctx::of(&req);
         let req = req.into_inner();
         self.srv.check_quota(apply::quota::cost_txn(&req)).await?;
         validate::check_txn(&req, self.max_txn_ops)?;
-        let mut resp = self.srv.txn(req).await?;
+        let mut resp = self.srv.txn(&cx, req).await?;
         fill(&*self.srv, &mut resp.header);
         Ok(Response::new(resp))
     }
@@ -84,7 +90,12 @@ where
         &self,
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        let mut resp = self.srv.compact(req.into_inner()).await?;
+        // etcd 3.5.28+ and 3.6: only the root role may compact (etcd's `AuthAdmin`).
+        let cx = Ctx::of(&req);
+        require_admin(&*self.srv, &cx)
+            .await
+            .map_err(ServerError::from)?;
+        let mut resp = self.srv.compact(&cx, req.into_inner()).await?;
         fill(&*self.srv, &mut resp.header);
         Ok(Response::new(resp))
     }

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use rpctypes::ServerError;
 
+use crate::auth::Ctx;
 use crate::header::header;
 use crate::shutdown::stopping;
 use crate::{KvGetter, Lessor, RaftStatusGetter};
@@ -53,15 +54,19 @@ where
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        Ok(Response::new(self.srv.lease_grant(req.into_inner()).await?))
+        let cx = Ctx::of(&req);
+        Ok(Response::new(
+            self.srv.lease_grant(&cx, req.into_inner()).await?,
+        ))
     }
 
     async fn lease_revoke(
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let cx = Ctx::of(&req);
         Ok(Response::new(
-            self.srv.lease_revoke(req.into_inner()).await?,
+            self.srv.lease_revoke(&cx, req.into_inner()).await?,
         ))
     }
 
@@ -69,6 +74,7 @@ where
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let cx = Ctx::of(&req);
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER);
         let srv = self.srv.clone();
@@ -90,7 +96,7 @@ where
                     Ok(None) | Err(_) => return,
                 };
                 let header = header(&*srv, 0);
-                let ttl = match srv.lease_renew(req.id).await {
+                let ttl = match srv.lease_renew(&cx, req.id).await {
                     Ok(ttl) => ttl,
                     Err(ServerError::LeaseNotFound) => 0,
                     Err(e) => {
@@ -117,9 +123,10 @@ where
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let cx = Ctx::of(&req);
         let req = req.into_inner();
         let id = req.id;
-        let mut resp = match self.srv.lease_time_to_live(req).await {
+        let mut resp = match self.srv.lease_time_to_live(&cx, req).await {
             Ok(r) => r,
             Err(ServerError::LeaseNotFound) => LeaseTimeToLiveResponse {
                 header: None,
@@ -136,16 +143,12 @@ where
 
     async fn lease_leases(
         &self,
-        _: Request<LeaseLeasesRequest>,
+        req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let ids = self.srv.lease_leases(&Ctx::of(&req)).await?;
         Ok(Response::new(LeaseLeasesResponse {
             header: header(&*self.srv, 0),
-            leases: self
-                .srv
-                .lease_ids()
-                .into_iter()
-                .map(|id| LeaseStatus { id })
-                .collect(),
+            leases: ids.into_iter().map(|id| LeaseStatus { id }).collect(),
         }))
     }
 }

@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+mod auth;
 mod authority;
 mod concurrency;
 mod election;
@@ -42,16 +43,18 @@ use std::time::Duration;
 use api::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
-    AlarmMember, AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse,
-    DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    AlarmMember, AlarmRequest, AlarmResponse, AuthenticateRequest, AuthenticateResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    InternalRaftRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use api::v3electionpb::election_server::ElectionServer;
 use api::v3lockpb::lock_server::LockServer;
 use membership::Member;
 use rpctypes::ServerError;
 
+pub use auth::{AuthService, Ctx};
 pub use authority::FixAuthority;
 pub use election::ElectionService;
 pub use header::header;
@@ -65,9 +68,9 @@ pub use watch::WatchService;
 /// The etcd version whose behaviour Hearth implements, reported wherever etcd reports its own
 /// version (Maintenance `Status.version`, `/version`'s `etcdserver`, `etcd_server_version`):
 /// clients gate features on it (Kubernetes uses RequestWatchProgress only from 3.5.13 on). Hearth
-/// follows etcd 3.5.17's code where 3.4 and 3.5 differ (see the README's list), so it reports that
+/// follows etcd 3.5.33's code where 3.4 and 3.5 differ (see the README's list), so it reports that
 /// release; it must move only with the behaviour.
-pub const ETCD_VERSION: &str = "3.5.17";
+pub const ETCD_VERSION: &str = "3.5.33";
 /// The cluster version, as etcd reports it (`/version`'s `etcdcluster`, the `cluster` bucket):
 /// major.minor of the members' versions, patch 0.
 pub const CLUSTER_VERSION: &str = "3.5.0";
@@ -108,15 +111,22 @@ pub trait BackendGetter: Send + Sync + 'static {
 /// The KV requests as the member serves them: writes through Raft, reads from the store after a
 /// linearizable read point unless serializable (etcd's `RaftKV`). Requests arrive validated.
 #[tonic::async_trait]
+/// Every method takes the caller's credentials: writes carry them in the proposal (checked at
+/// apply), reads are checked before and after reading (etcd's `doSerialize`).
 pub trait RaftKv: Send + Sync + 'static {
-    async fn range(&self, req: RangeRequest) -> Result<RangeResponse, ServerError>;
-    async fn put(&self, req: PutRequest) -> Result<PutResponse, ServerError>;
+    async fn range(&self, cx: &Ctx, req: RangeRequest) -> Result<RangeResponse, ServerError>;
+    async fn put(&self, cx: &Ctx, req: PutRequest) -> Result<PutResponse, ServerError>;
     async fn delete_range(
         &self,
+        cx: &Ctx,
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, ServerError>;
-    async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, ServerError>;
-    async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, ServerError>;
+    async fn txn(&self, cx: &Ctx, req: TxnRequest) -> Result<TxnResponse, ServerError>;
+    async fn compact(
+        &self,
+        cx: &Ctx,
+        req: CompactionRequest,
+    ) -> Result<CompactionResponse, ServerError>;
 }
 
 /// etcd's quota check before a write is proposed (its `quotaAlarmer`): refuses with NOSPACE (and
@@ -143,22 +153,56 @@ pub trait LeaderTransferrer: Send + Sync + 'static {
 }
 
 /// The member's leases (etcd's `Lessor` as its lease service uses it). Grant and revoke answer with
-/// a complete header.
+/// a complete header. Each call checks the caller's credentials as etcd 3.5 does.
 #[tonic::async_trait]
 pub trait Lessor: Send + Sync + 'static {
-    async fn lease_grant(&self, req: LeaseGrantRequest) -> Result<LeaseGrantResponse, ServerError>;
+    async fn lease_grant(
+        &self,
+        cx: &Ctx,
+        req: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, ServerError>;
     async fn lease_revoke(
         &self,
+        cx: &Ctx,
         req: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, ServerError>;
     /// Renews a lease at the leader; its TTL.
-    async fn lease_renew(&self, id: i64) -> Result<i64, ServerError>;
+    async fn lease_renew(&self, cx: &Ctx, id: i64) -> Result<i64, ServerError>;
     async fn lease_time_to_live(
         &self,
+        cx: &Ctx,
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, ServerError>;
-    /// Every lease this member knows.
-    fn lease_ids(&self) -> Vec<i64>;
+    /// Every lease this member knows (LeaseLeases).
+    async fn lease_leases(&self, cx: &Ctx) -> Result<Vec<i64>, ServerError>;
+}
+
+/// The caller's identity and the auth store (etcd's `AuthGetter`).
+#[tonic::async_trait]
+pub trait AuthGetter: Send + Sync + 'static {
+    /// etcd's `AuthInfoFromCtx`: the user of a valid token (a simple token once this member
+    /// applied the entry that minted it), else under `--client-cert-auth` the client
+    /// certificate's common name, else `None`. A token that is not valid is `InvalidAuthToken`.
+    async fn auth_info(&self, cx: &Ctx) -> Result<Option<::auth::AuthInfo>, ::auth::AuthError>;
+    /// The auth store, for checks; never hold it across an `.await`.
+    fn auth_store(&self) -> std::sync::RwLockReadGuard<'_, ::auth::AuthStore>;
+}
+
+/// The Auth requests as the member serves them (etcd's `Authenticator`).
+#[tonic::async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// Checks the password off the runtime and mints a token through Raft.
+    async fn authenticate(
+        &self,
+        req: AuthenticateRequest,
+    ) -> Result<AuthenticateResponse, ServerError>;
+    /// Any other Auth request (one field of `req` set), through Raft with the caller's
+    /// credentials; the applier checks them.
+    async fn auth_request(
+        &self,
+        cx: &Ctx,
+        req: InternalRaftRequest,
+    ) -> Result<apply::auth::AuthApplied, ServerError>;
 }
 
 /// The membership and its changes (etcd's `ClusterGetter` and the server's member operations).
@@ -205,6 +249,8 @@ pub trait V3Server:
     + Cluster
     + ReadIndexer
     + MetricsSource
+    + AuthGetter
+    + Authenticator
 {
 }
 
@@ -220,6 +266,8 @@ impl<T> V3Server for T where
         + Cluster
         + ReadIndexer
         + MetricsSource
+        + AuthGetter
+        + Authenticator
 {
 }
 
@@ -282,7 +330,9 @@ pub async fn routes<S: V3Server>(
             LeaseServer::new(LeaseService::new(srv.clone(), shutdown.clone()))
                 .max_decoding_message_size(max_recv),
         )
-        .add_service(AuthServer::new(unimplemented::Unimplemented))
+        .add_service(
+            AuthServer::new(AuthService::new(srv.clone())).max_decoding_message_size(max_recv),
+        )
         .add_service(
             LockServer::new(LockService::new(recipes.clone(), shutdown.clone()))
                 .max_decoding_message_size(max_recv),

@@ -6,6 +6,7 @@ use api::v3lockpb::{lock_server::Lock, LockRequest, LockResponse, UnlockRequest,
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Ctx;
 use crate::concurrency::{mutex, Client};
 use crate::shutdown::or_stopped;
 use rpctypes::relayed;
@@ -26,8 +27,9 @@ impl LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let client = self.client.with_ctx(Ctx::of(&req));
         let req = req.into_inner();
-        let lock = mutex::lock(&self.client, &req.name, req.lease);
+        let lock = mutex::lock(&client, &req.name, req.lease);
         let locked = or_stopped(&self.shutdown, lock).await.map_err(relayed)?;
         Ok(Response::new(LockResponse {
             header: locked.header,
@@ -39,7 +41,8 @@ impl Lock for LockService {
         &self,
         req: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let header = mutex::unlock(&self.client, req.into_inner().key)
+        let client = self.client.with_ctx(Ctx::of(&req));
+        let header = mutex::unlock(&client, req.into_inner().key)
             .await
             .map_err(relayed)?;
         Ok(Response::new(UnlockResponse { header }))

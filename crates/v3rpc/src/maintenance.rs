@@ -2,6 +2,10 @@
 //! snapshots (etcd's file, a bbolt database built by the `snapshot` crate from one read snapshot;
 //! etcd's stream: 32 KiB chunks, then the SHA-256 of the content as the last message)
 //! and leader transfer. The Cluster service (membership) is `v3rpc::member`.
+//!
+//! With auth enabled, as etcd 3.5's `authMaintenanceServer`: Defragment, Snapshot, Hash, HashKV,
+//! MoveLeader, Downgrade and changing alarms need the root role; Status and listing alarms need
+//! any valid user.
 
 use std::sync::Arc;
 
@@ -15,9 +19,12 @@ use tonic::{Request, Response, Status};
 
 use rpctypes::ServerError;
 
+use crate::auth::{require_admin, require_auth_info, Ctx};
 use crate::header::header;
 use crate::unimplemented::unimplemented;
-use crate::{Alarmer, BackendGetter, KvGetter, LeaderTransferrer, RaftStatusGetter, ETCD_VERSION};
+use crate::{
+    Alarmer, AuthGetter, BackendGetter, KvGetter, LeaderTransferrer, RaftStatusGetter, ETCD_VERSION,
+};
 
 /// etcd's chunk size for the Snapshot stream.
 const SNAPSHOT_CHUNK: usize = 32 * 1024;
@@ -77,6 +84,23 @@ pub struct MaintenanceService<S> {
     srv: Arc<S>,
 }
 
+/// etcd's `authMaintenanceServer.isAuthenticated` as Defragment, Snapshot, Hash and HashKV use it:
+/// the store's error is returned without etcd's map, so clients see `Unknown` with the store's
+/// text (`auth: permission denied`).
+async fn admin_unmapped<S: AuthGetter>(srv: &S, cx: &Ctx) -> Result<(), Status> {
+    require_admin(srv, cx)
+        .await
+        .map_err(|e| ServerError::auth_unmapped(&e).into())
+}
+
+/// The same check as Alarm (activate, deactivate), MoveLeader and Downgrade make it in etcd 3.5,
+/// through etcd's map (`togRPCError`).
+async fn admin<S: AuthGetter>(srv: &S, cx: &Ctx) -> Result<(), Status> {
+    require_admin(srv, cx)
+        .await
+        .map_err(|e| ServerError::from(e).into())
+}
+
 impl<S> MaintenanceService<S> {
     pub fn new(srv: Arc<S>) -> MaintenanceService<S> {
         MaintenanceService { srv }
@@ -101,18 +125,32 @@ type Stream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Sta
 #[tonic::async_trait]
 impl<S> Maintenance for MaintenanceService<S>
 where
-    S: RaftStatusGetter + KvGetter + BackendGetter + Alarmer + LeaderTransferrer,
+    S: RaftStatusGetter + KvGetter + BackendGetter + Alarmer + LeaderTransferrer + AuthGetter,
 {
     type SnapshotStream = Stream<SnapshotResponse>;
 
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let cx = Ctx::of(&req);
+        if req.get_ref().action == api::etcdserverpb::alarm_request::AlarmAction::Get as i32 {
+            require_auth_info(&*self.srv, &cx)
+                .await
+                .map_err(ServerError::from)?;
+        } else {
+            admin(&*self.srv, &cx).await?;
+        }
         let mut resp = self.srv.alarm(req.into_inner()).await?;
         resp.header = header(&*self.srv, 0);
         Ok(Response::new(resp))
     }
 
-    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let s = &*self.srv;
+        require_auth_info(s, &Ctx::of(&req))
+            .await
+            .map_err(ServerError::from)?;
         let backend = s.backend().clone();
         let sizes = tokio::task::spawn_blocking(move || {
             Ok::<_, backend::BackendError>((backend.size()?, backend.size_in_use()?))
@@ -141,8 +179,9 @@ where
 
     async fn defragment(
         &self,
-        _: Request<DefragmentRequest>,
+        req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        admin_unmapped(&*self.srv, &Ctx::of(&req)).await?;
         let backend = self.srv.backend().clone();
         tracing::info!("starting defragment");
         let stats = tokio::task::spawn_blocking(move || {
@@ -168,7 +207,8 @@ where
         }))
     }
 
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        admin_unmapped(&*self.srv, &Ctx::of(&req)).await?;
         let backend = self.srv.backend().clone();
         let kv = self.srv.kv().clone();
         let (hash, rev) = tokio::task::spawn_blocking(move || {
@@ -192,6 +232,7 @@ where
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        admin_unmapped(&*self.srv, &Ctx::of(&req)).await?;
         let rev = req.into_inner().revision;
         let kv = self.srv.kv().clone();
         let (hash, compact_revision) = tokio::task::spawn_blocking(move || {
@@ -212,8 +253,9 @@ where
 
     async fn snapshot(
         &self,
-        _: Request<SnapshotRequest>,
+        req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        admin_unmapped(&*self.srv, &Ctx::of(&req)).await?;
         let backend = self.srv.backend().clone();
         let snap = tokio::task::spawn_blocking(move || snapshot::EtcdSnapshot::new(&backend))
             .await
@@ -238,6 +280,7 @@ where
         &self,
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        admin(&*self.srv, &Ctx::of(&req)).await?;
         let target = req.into_inner().target_id;
         self.srv.move_leader(target).await?;
         Ok(Response::new(MoveLeaderResponse {
@@ -247,8 +290,9 @@ where
 
     async fn downgrade(
         &self,
-        _: Request<DowngradeRequest>,
+        req: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
+        admin(&*self.srv, &Ctx::of(&req)).await?;
         Err(unimplemented("Maintenance", "Downgrade"))
     }
 }

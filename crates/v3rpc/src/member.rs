@@ -1,6 +1,8 @@
 //! The Cluster service: member list, add (voter or learner), remove, update and promote, as etcd's
-//! `v3rpc/member.go`. Its response headers carry no revision, as etcd's do. A `linearizable` member
-//! list waits for a linearizable read point first, as etcd 3.5's does.
+//! `v3rpc/member.go`. Its response headers carry no revision, as etcd's do. With auth enabled,
+//! changes need the root role (etcd's `checkMembershipOperationPermission`) and the list any
+//! valid user (etcd 3.5's `requireAuthInfo`). A `linearizable` member list waits for a linearizable
+//! read point first, as etcd 3.5's does.
 
 use std::sync::Arc;
 
@@ -13,8 +15,10 @@ use api::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use membership::Member;
+use rpctypes::ServerError;
 
-use crate::{Cluster, RaftStatusGetter, ReadIndexer};
+use crate::auth::{require_admin, require_auth_info, Ctx};
+use crate::{AuthGetter, Cluster, RaftStatusGetter, ReadIndexer};
 
 pub struct ClusterService<S> {
     srv: Arc<S>,
@@ -42,12 +46,15 @@ fn to_pb(members: &[Member]) -> Vec<PbMember> {
 #[tonic::async_trait]
 impl<S> ClusterApi for ClusterService<S>
 where
-    S: Cluster + RaftStatusGetter + ReadIndexer,
+    S: Cluster + RaftStatusGetter + ReadIndexer + AuthGetter,
 {
     async fn member_add(
         &self,
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        require_admin(&*self.srv, &Ctx::of(&req))
+            .await
+            .map_err(ServerError::from)?;
         let req = req.into_inner();
         let (m, members) = self.srv.add_member(req.peer_ur_ls, req.is_learner).await?;
         Ok(Response::new(MemberAddResponse {
@@ -66,6 +73,9 @@ where
         &self,
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        require_admin(&*self.srv, &Ctx::of(&req))
+            .await
+            .map_err(ServerError::from)?;
         let members = self.srv.remove_member(req.into_inner().id).await?;
         Ok(Response::new(MemberRemoveResponse {
             header: self.header(),
@@ -77,6 +87,9 @@ where
         &self,
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        require_admin(&*self.srv, &Ctx::of(&req))
+            .await
+            .map_err(ServerError::from)?;
         let req = req.into_inner();
         let members = self.srv.update_member(req.id, req.peer_ur_ls).await?;
         Ok(Response::new(MemberUpdateResponse {
@@ -89,6 +102,9 @@ where
         &self,
         req: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
+        require_auth_info(&*self.srv, &Ctx::of(&req))
+            .await
+            .map_err(ServerError::from)?;
         // etcd 3.5: a linearizable list is read after a linearizable read point, so it has every
         // membership change committed before the request.
         if req.get_ref().linearizable {
@@ -104,6 +120,9 @@ where
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        require_admin(&*self.srv, &Ctx::of(&req))
+            .await
+            .map_err(ServerError::from)?;
         let members = self.srv.promote_member(req.into_inner().id).await?;
         Ok(Response::new(MemberPromoteResponse {
             header: self.header(),

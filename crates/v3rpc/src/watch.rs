@@ -79,8 +79,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use rpctypes::ServerError;
 
+use crate::auth::Ctx;
 use crate::{
-    metrics, ClientConfig, KvGetter, RaftStatusGetter, GRPC_OVERHEAD_BYTES,
+    metrics, AuthGetter, ClientConfig, KvGetter, RaftStatusGetter, GRPC_OVERHEAD_BYTES,
     MIN_WATCH_PROGRESS_NOTIFY_INTERVAL,
 };
 
@@ -99,10 +100,10 @@ pub const DEFERRED_PROGRESS_RETRY: Duration = Duration::from_millis(50);
 /// What one event costs in the outbox bound, besides its key and value.
 const EVENT_OVERHEAD_BYTES: usize = 64;
 
-/// What a watch stream needs from the member: the store and the header's ids.
-trait Member: KvGetter + RaftStatusGetter {}
+/// What a watch stream needs from the member: the store, the header's ids and the auth store.
+trait Member: KvGetter + RaftStatusGetter + AuthGetter {}
 
-impl<T: KvGetter + RaftStatusGetter> Member for T {}
+impl<T: KvGetter + RaftStatusGetter + AuthGetter> Member for T {}
 
 pub struct WatchService<S> {
     srv: Arc<S>,
@@ -133,13 +134,14 @@ impl<S> WatchService<S> {
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl<S: KvGetter + RaftStatusGetter> Watch for WatchService<S> {
+impl<S: KvGetter + RaftStatusGetter + AuthGetter> Watch for WatchService<S> {
     type WatchStream = ResponseStream;
 
     async fn watch(
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
+        let cx = Ctx::of(&req);
         let inbound = req.into_inner();
         let (tx, rx) = outgoing();
         let limits = Limits {
@@ -148,6 +150,7 @@ impl<S: KvGetter + RaftStatusGetter> Watch for WatchService<S> {
         };
         tokio::spawn(serve(
             self.srv.clone(),
+            cx,
             limits,
             inbound,
             tx,
@@ -392,6 +395,9 @@ struct WatcherOpts {
 /// State shared by the two loops of one stream.
 struct StreamCtx {
     srv: Arc<dyn Member>,
+    /// The stream's credentials: every create is checked with them (a token may expire or its
+    /// user lose the permission while the stream lives).
+    cx: Ctx,
     limits: Limits,
     outbox: Arc<Outbox>,
     store: mvcc::WatchStream,
@@ -433,6 +439,7 @@ impl Drop for StreamGauge {
 
 async fn serve(
     srv: Arc<dyn Member>,
+    cx: Ctx,
     limits: Limits,
     inbound: Streaming<WatchRequest>,
     tx: Outgoing,
@@ -443,6 +450,7 @@ async fn serve(
     let store = srv.watchable().watch_stream(outbox.clone());
     let ctx = Arc::new(StreamCtx {
         srv,
+        cx,
         limits,
         outbox,
         store,
@@ -491,7 +499,24 @@ async fn recv_loop(
             }
         };
         match req.request_union {
-            Some(RequestUnion::CreateRequest(c)) => create(&ctx, c),
+            Some(RequestUnion::CreateRequest(c)) => {
+                let c = WatchCreateRequest {
+                    // \0 is the smallest key.
+                    key: if c.key.is_empty() { vec![0] } else { c.key },
+                    ..c
+                };
+                match watch_permitted(&ctx, &c).await {
+                    Ok(()) => create(&ctx, c),
+                    Err(e) => ctx.outbox.push_control(WatchResponse {
+                        header: ctx.header(ctx.store.rev()),
+                        watch_id: INVALID_WATCH_ID,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: e.watch_cancel_reason(),
+                        ..Default::default()
+                    }),
+                }
+            }
             Some(RequestUnion::CancelRequest(c)) => {
                 let id = c.watch_id;
                 if ctx.store.cancel(id).is_ok() {
@@ -512,8 +537,18 @@ async fn recv_loop(
     }
 }
 
+/// etcd's `isWatchPermitted`: read permission on the watched range, as the client sent it (before
+/// `"\0"` is read as "to the end", so a prefix grant never opens every key after it: etcd 3.5.x's
+/// fix, e863b001b).
+async fn watch_permitted(ctx: &StreamCtx, c: &WatchCreateRequest) -> Result<(), auth::AuthError> {
+    let ai = ctx.srv.auth_info(&ctx.cx).await?.unwrap_or_default();
+    ctx.srv
+        .auth_store()
+        .is_range_permitted(&ai, &c.key, &c.range_end)
+}
+
 fn create(ctx: &StreamCtx, c: WatchCreateRequest) {
-    let key = if c.key.is_empty() { vec![0] } else { c.key };
+    let key = c.key;
     // etcd's range conventions: no end is one key, "\0" is every key from `key` on.
     let end = match c.range_end.as_slice() {
         [] => None,

@@ -207,10 +207,14 @@ fn error_strings_and_grpc_codes_are_etcds() {
     }
     assert_eq!(
         AuthError::UserNotFound.watch_cancel_reason(),
-        "etcdserver: permission denied"
+        "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
     );
     assert_eq!(
         AuthError::AuthOldRevision.watch_cancel_reason(),
-        "etcdserver: revision of auth store is old"
+        "rpc error: code = InvalidArgument desc = etcdserver: revision of auth store is old"
+    );
+    assert_eq!(
+        AuthError::InvalidAuthToken.watch_cancel_reason(),
+        "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"
     );
 }

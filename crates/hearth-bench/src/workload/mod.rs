@@ -1,6 +1,7 @@
 //! One module per workload. Request/response workloads implement [`crate::runner::Workload`];
 //! the watch workloads drive their own streams.
 
+pub mod auth_storm;
 pub mod lease;
 pub mod put;
 pub mod range;

@@ -26,6 +26,7 @@ use api::etcdserverpb::{
     InternalRaftRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
     LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
+use auth::AuthInfo;
 use lease::LeaseError;
 use tokio::time::Instant;
 
@@ -66,16 +67,20 @@ impl EtcdServer {
 
     pub async fn lease_grant(
         &self,
+        ai: Option<&AuthInfo>,
         mut req: LeaseGrantRequest,
     ) -> Result<LeaseGrantResponse, ServerError> {
         while req.id == lease::NO_LEASE {
             req.id = (self.next_id() & (i64::MAX as u64)) as i64;
         }
         let r = self
-            .propose(InternalRaftRequest {
-                lease_grant: Some(req),
-                ..Default::default()
-            })
+            .propose_as(
+                ai,
+                InternalRaftRequest {
+                    lease_grant: Some(req),
+                    ..Default::default()
+                },
+            )
             .await?;
         match r {
             Applied::LeaseGrant(mut resp) => {
@@ -86,15 +91,20 @@ impl EtcdServer {
         }
     }
 
+    /// Revoke on behalf of `ai`: the applier checks write access to the lease's keys.
     pub async fn lease_revoke(
         &self,
+        ai: Option<&AuthInfo>,
         req: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, ServerError> {
         let r = self
-            .propose(InternalRaftRequest {
-                lease_revoke: Some(req),
-                ..Default::default()
-            })
+            .propose_as(
+                ai,
+                InternalRaftRequest {
+                    lease_revoke: Some(req),
+                    ..Default::default()
+                },
+            )
             .await?;
         match r {
             Applied::LeaseRevoke(mut resp) => {

@@ -19,6 +19,7 @@ use raftnode::ProposalState;
 use raftnode::{Command, ConfResult, Handle, RaftStatus};
 use rpctypes::ServerError;
 
+pub(crate) mod auth;
 mod lease_requests;
 mod peer;
 pub(crate) mod quota;
@@ -43,6 +44,7 @@ pub(crate) struct Parts {
     pub conf_wait: Arc<Wait<ConfResult>>,
     pub alarms: Arc<apply::alarm::AlarmStore>,
     pub quota: apply::quota::Quota,
+    pub auth: Arc<apply::auth::SharedAuth>,
 }
 
 /// The member: reached from outside only through the traits it implements (`v3rpc`'s, and
@@ -70,6 +72,10 @@ pub struct EtcdServer {
     /// `apply::quota`.
     alarms: Arc<apply::alarm::AlarmStore>,
     quota: apply::quota::Quota,
+    /// The auth store, shared with the applier (its only writer); see `auth`.
+    auth: Arc<apply::auth::SharedAuth>,
+    /// The bounded pool bcrypt runs on (see `auth`).
+    bcrypt: Arc<tokio::sync::Semaphore>,
 }
 
 impl EtcdServer {
@@ -102,6 +108,8 @@ impl EtcdServer {
             request_timeout,
             alarms: p.alarms,
             quota: p.quota,
+            auth: p.auth,
+            bcrypt: Arc::new(tokio::sync::Semaphore::new(auth::bcrypt_workers())),
         }
     }
 
@@ -167,12 +175,23 @@ impl EtcdServer {
         self.cluster.is_local_learner()
     }
 
-    /// Proposes `req` through Raft and waits until it is applied.
-    pub async fn propose(&self, mut req: InternalRaftRequest) -> Result<Applied, ServerError> {
+    /// Proposes `req` through Raft without credentials and waits until it is applied.
+    pub async fn propose(&self, req: InternalRaftRequest) -> Result<Applied, ServerError> {
+        self.propose_as(None, req).await
+    }
+
+    /// Proposes `req` on behalf of `ai` (its user and auth revision go into the header, and the
+    /// applier checks them) and waits until it is applied.
+    pub async fn propose_as(
+        &self,
+        ai: Option<&::auth::AuthInfo>,
+        mut req: InternalRaftRequest,
+    ) -> Result<Applied, ServerError> {
         let id = self.next_id();
         req.header = Some(RequestHeader {
             id,
-            ..Default::default()
+            username: ai.map(|a| a.username.clone()).unwrap_or_default(),
+            auth_revision: ai.map(|a| a.revision).unwrap_or_default(),
         });
         let data = req.encode_to_vec();
         if data.len() > self.cfg.max_request_bytes {
@@ -266,6 +285,7 @@ impl EtcdServer {
         PROPOSALS_APPLIED.set(applied as f64);
         PROPOSALS_PENDING.set(commit.saturating_sub(applied) as f64);
         CURRENT_REVISION.set(self.kv.rev() as f64);
+        AUTH_REVISION.set(self.auth.read().revision() as f64);
         COMPACT_REVISION.set(self.kv.compact_rev() as f64);
         let w = self.watchable.counts();
         WATCHERS.set((w.synced + w.unsynced + w.victims) as f64);

@@ -7,17 +7,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use api::etcdserverpb::{
-    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
-    DeleteRangeRequest, DeleteRangeResponse, InternalRaftRequest, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest,
-    LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest,
-    TxnResponse,
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, AuthenticateRequest, AuthenticateResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    InternalRaftRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use apply::txn::{self, Exec, NoLeases};
 use apply::Applied;
 use membership::Member;
 use raftnode::Command;
 use rpctypes::ServerError;
+use v3rpc::Ctx;
 
 use super::EtcdServer;
 
@@ -73,19 +74,28 @@ impl v3rpc::BackendGetter for EtcdServer {
 
 #[tonic::async_trait]
 impl v3rpc::RaftKv for EtcdServer {
-    async fn range(&self, req: RangeRequest) -> Result<RangeResponse, ServerError> {
+    async fn range(&self, cx: &Ctx, req: RangeRequest) -> Result<RangeResponse, ServerError> {
         if !req.serializable {
             self.linearizable_read().await?;
         }
-        txn::range(&self.kv.read(), &req)
+        self.serialize(
+            cx,
+            |store, ai| store.check_range(ai, &req),
+            || txn::range(&self.kv.read(), &req),
+        )
+        .await
     }
 
-    async fn put(&self, req: PutRequest) -> Result<PutResponse, ServerError> {
+    async fn put(&self, cx: &Ctx, req: PutRequest) -> Result<PutResponse, ServerError> {
+        let ai = self.auth_info(cx).await?;
         let applied = self
-            .propose(InternalRaftRequest {
-                put: Some(req),
-                ..Default::default()
-            })
+            .propose_as(
+                ai.as_ref(),
+                InternalRaftRequest {
+                    put: Some(req),
+                    ..Default::default()
+                },
+            )
             .await?;
         match applied {
             Applied::Put(resp) => Ok(resp),
@@ -95,13 +105,18 @@ impl v3rpc::RaftKv for EtcdServer {
 
     async fn delete_range(
         &self,
+        cx: &Ctx,
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, ServerError> {
+        let ai = self.auth_info(cx).await?;
         let applied = self
-            .propose(InternalRaftRequest {
-                delete_range: Some(req),
-                ..Default::default()
-            })
+            .propose_as(
+                ai.as_ref(),
+                InternalRaftRequest {
+                    delete_range: Some(req),
+                    ..Default::default()
+                },
+            )
             .await?;
         match applied {
             Applied::DeleteRange(resp) => Ok(resp),
@@ -109,19 +124,32 @@ impl v3rpc::RaftKv for EtcdServer {
         }
     }
 
-    async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, ServerError> {
+    async fn txn(&self, cx: &Ctx, req: TxnRequest) -> Result<TxnResponse, ServerError> {
         if txn::txn_is_read_only(&req) {
             if !txn::txn_is_serializable(&req) {
                 self.linearizable_read().await?;
             }
-            let view = self.kv.read();
-            return txn::txn(&mut Exec::Read(&view), self.kv.first_rev(), &NoLeases, &req);
+            let leases = &self.leases;
+            return self
+                .serialize(
+                    cx,
+                    |store, ai| store.check_txn(ai, &req, &|id| leases.keys(id)),
+                    || {
+                        let view = self.kv.read();
+                        txn::txn(&mut Exec::Read(&view), self.kv.first_rev(), &NoLeases, &req)
+                    },
+                )
+                .await;
         }
+        let ai = self.auth_info(cx).await?;
         let applied = self
-            .propose(InternalRaftRequest {
-                txn: Some(req),
-                ..Default::default()
-            })
+            .propose_as(
+                ai.as_ref(),
+                InternalRaftRequest {
+                    txn: Some(req),
+                    ..Default::default()
+                },
+            )
             .await?;
         match applied {
             Applied::Txn(resp) => Ok(resp),
@@ -129,12 +157,20 @@ impl v3rpc::RaftKv for EtcdServer {
         }
     }
 
-    async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, ServerError> {
+    async fn compact(
+        &self,
+        cx: &Ctx,
+        req: CompactionRequest,
+    ) -> Result<CompactionResponse, ServerError> {
+        let ai = self.auth_info(cx).await?;
         let applied = self
-            .propose(InternalRaftRequest {
-                compaction: Some(req),
-                ..Default::default()
-            })
+            .propose_as(
+                ai.as_ref(),
+                InternalRaftRequest {
+                    compaction: Some(req),
+                    ..Default::default()
+                },
+            )
             .await?;
         match applied {
             Applied::Compaction(resp, handle) => {
@@ -150,6 +186,26 @@ impl v3rpc::RaftKv for EtcdServer {
             }
             _ => Err(unexpected()),
         }
+    }
+}
+
+impl EtcdServer {
+    /// etcd's `doSerialize`: a read served locally is checked against the caller's credentials
+    /// (none is the empty user) before it is read, and refused with `AuthOldRevision` if the auth
+    /// store changed while it was read with credentials of an older revision.
+    async fn serialize<T>(
+        &self,
+        cx: &Ctx,
+        check: impl FnOnce(&auth::AuthStore, &auth::AuthInfo) -> Result<(), auth::AuthError>,
+        read: impl FnOnce() -> Result<T, ServerError>,
+    ) -> Result<T, ServerError> {
+        let ai = self.auth_info(cx).await?.unwrap_or_default();
+        check(&self.auth_store(), &ai)?;
+        let resp = read()?;
+        if ai.revision != 0 && ai.revision != self.auth_store().revision() {
+            return Err(auth::AuthError::AuthOldRevision.into());
+        }
+        Ok(resp)
     }
 }
 
@@ -199,30 +255,87 @@ impl v3rpc::LeaderTransferrer for EtcdServer {
 
 #[tonic::async_trait]
 impl v3rpc::Lessor for EtcdServer {
-    async fn lease_grant(&self, req: LeaseGrantRequest) -> Result<LeaseGrantResponse, ServerError> {
-        EtcdServer::lease_grant(self, req).await
+    async fn lease_grant(
+        &self,
+        cx: &Ctx,
+        req: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, ServerError> {
+        let ai = self.require_auth_info(cx).await?;
+        EtcdServer::lease_grant(self, ai.as_ref(), req).await
     }
 
     async fn lease_revoke(
         &self,
+        cx: &Ctx,
         req: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, ServerError> {
-        EtcdServer::lease_revoke(self, req).await
+        let ai = self.require_auth_info(cx).await?;
+        EtcdServer::lease_revoke(self, ai.as_ref(), req).await
     }
 
-    async fn lease_renew(&self, id: i64) -> Result<i64, ServerError> {
+    async fn lease_renew(&self, cx: &Ctx, id: i64) -> Result<i64, ServerError> {
+        // etcd 3.5's `checkLeaseRenew`: write access to the lease's keys.
+        if self.auth_store().is_enabled() {
+            let ai = self.auth_info(cx).await?;
+            self.auth_store()
+                .check_lease_renew(ai.as_ref(), &self.leases.keys(id))?;
+        }
         EtcdServer::lease_renew(self, id).await
     }
 
     async fn lease_time_to_live(
         &self,
+        cx: &Ctx,
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, ServerError> {
+        let ai = self.require_auth_info(cx).await?;
+        if req.keys {
+            // etcd's `checkLeaseTimeToLive`: read access to the lease's keys.
+            self.auth_store()
+                .check_lease_keys_readable(ai.as_ref(), &self.leases.keys(req.id))?;
+        }
         EtcdServer::lease_time_to_live(self, req).await
     }
 
-    fn lease_ids(&self) -> Vec<i64> {
-        self.leases.leases()
+    async fn lease_leases(&self, cx: &Ctx) -> Result<Vec<i64>, ServerError> {
+        let ids = self.leases.leases();
+        // etcd 3.5's `checkLeaseLeases`: read access to the keys of every lease.
+        if self.auth_store().is_enabled() {
+            let ai = self.auth_info(cx).await?;
+            let keys: Vec<Vec<u8>> = ids.iter().flat_map(|id| self.leases.keys(*id)).collect();
+            self.auth_store()
+                .check_lease_keys_readable(ai.as_ref(), &keys)?;
+        }
+        Ok(ids)
+    }
+}
+
+#[tonic::async_trait]
+impl v3rpc::AuthGetter for EtcdServer {
+    async fn auth_info(&self, cx: &Ctx) -> Result<Option<auth::AuthInfo>, auth::AuthError> {
+        EtcdServer::auth_info(self, cx).await
+    }
+
+    fn auth_store(&self) -> std::sync::RwLockReadGuard<'_, auth::AuthStore> {
+        EtcdServer::auth_store(self)
+    }
+}
+
+#[tonic::async_trait]
+impl v3rpc::Authenticator for EtcdServer {
+    async fn authenticate(
+        &self,
+        req: AuthenticateRequest,
+    ) -> Result<AuthenticateResponse, ServerError> {
+        EtcdServer::authenticate(self, req).await
+    }
+
+    async fn auth_request(
+        &self,
+        cx: &Ctx,
+        req: InternalRaftRequest,
+    ) -> Result<apply::auth::AuthApplied, ServerError> {
+        EtcdServer::auth_request(self, cx, req).await
     }
 }
 

@@ -28,10 +28,11 @@ use api::etcdserverpb::{
 use api::mvccpb::{event::EventType, KeyValue};
 use mvcc::{WatchFilter, WatchResponse, WatchSink, WatchStream};
 use tokio::sync::mpsc;
-use tonic::{Request, Status};
+use tonic::Status;
 
 use rpctypes::ServerError;
 
+use crate::auth::Ctx;
 use crate::{KvGetter, Lessor, RaftStatusGetter};
 
 /// The TTL of the lease a session grants when the caller names none (etcd's
@@ -47,25 +48,40 @@ pub trait Member: Lessor + KvGetter + RaftStatusGetter {}
 
 impl<T: Lessor + KvGetter + RaftStatusGetter> Member for T {}
 
-/// The in-process client the recipes use.
+/// The in-process client the recipes use. It acts with the credentials of the request it serves
+/// ([`Client::with_ctx`]), as etcd's in-process client passes its caller's context on.
 #[derive(Clone)]
 pub struct Client {
     srv: Arc<dyn Member>,
     kv: Arc<dyn Kv>,
+    cx: Ctx,
 }
 
 impl Client {
-    /// A client of `kv` (the member's own KV service) and `srv`.
+    /// A client of `kv` (the member's own KV service) and `srv`, without credentials.
     pub fn new(srv: Arc<dyn Member>, kv: Arc<dyn Kv>) -> Client {
-        Client { srv, kv }
+        Client {
+            srv,
+            kv,
+            cx: Ctx::default(),
+        }
+    }
+
+    /// This client acting with `cx`.
+    pub fn with_ctx(&self, cx: Ctx) -> Client {
+        Client {
+            srv: self.srv.clone(),
+            kv: self.kv.clone(),
+            cx,
+        }
     }
 
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, Status> {
-        Ok(self.kv.txn(Request::new(req)).await?.into_inner())
+        Ok(self.kv.txn(self.cx.attach(req)).await?.into_inner())
     }
 
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
-        Ok(self.kv.range(Request::new(req)).await?.into_inner())
+        Ok(self.kv.range(self.cx.attach(req)).await?.into_inner())
     }
 
     pub async fn delete(&self, key: Vec<u8>) -> Result<DeleteRangeResponse, Status> {
@@ -73,7 +89,11 @@ impl Client {
             key,
             ..Default::default()
         };
-        Ok(self.kv.delete_range(Request::new(req)).await?.into_inner())
+        Ok(self
+            .kv
+            .delete_range(self.cx.attach(req))
+            .await?
+            .into_inner())
     }
 
     /// etcd's `NewSession(WithLease(lease))`: the caller's lease, or with lease 0 a new lease of
@@ -85,10 +105,13 @@ impl Client {
         }
         let resp = self
             .srv
-            .lease_grant(LeaseGrantRequest {
-                ttl: DEFAULT_SESSION_TTL,
-                id: 0,
-            })
+            .lease_grant(
+                &self.cx,
+                LeaseGrantRequest {
+                    ttl: DEFAULT_SESSION_TTL,
+                    id: 0,
+                },
+            )
             .await?;
         Ok(resp.id)
     }
