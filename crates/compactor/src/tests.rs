@@ -177,7 +177,10 @@ fn periodic_pauses_without_leadership_and_keeps_sampling() {
     s.run_to(mins(35));
     assert_eq!(
         s.take(),
-        [(mins(25), per_minute(mins(14))), (mins(35), per_minute(mins(24)))]
+        [
+            (mins(25), per_minute(mins(14))),
+            (mins(35), per_minute(mins(24)))
+        ]
     );
     s.leader = false;
     s.run_to(mins(60));
@@ -233,12 +236,18 @@ fn revision_mode_checks_every_five_minutes() {
 
 #[test]
 fn revision_mode_retries_after_a_failure_and_pauses_on_followers() {
-    let mut s = Sim::new(Retention::Revision(1000), |t| 1 + 100 * (t.as_secs() / 60) as i64);
+    let mut s = Sim::new(Retention::Revision(1000), |t| {
+        1 + 100 * (t.as_secs() / 60) as i64
+    });
     s.outcomes = vec![failed()];
     s.run_to(mins(10));
     assert_eq!(s.take(), [(mins(10), 1)], "revision 1001 keeps 1000");
     s.run_to(mins(15));
-    assert_eq!(s.take(), [(mins(15), 501)], "tried again five minutes later");
+    assert_eq!(
+        s.take(),
+        [(mins(15), 501)],
+        "tried again five minutes later"
+    );
     s.leader = false;
     s.run_to(mins(40));
     assert_eq!(s.take(), []);

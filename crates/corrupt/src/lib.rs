@@ -367,7 +367,7 @@ impl<H: Hasher> CorruptionChecker<H> {
     fn unchecked_revisions(&self) -> Vec<KeyValueHash> {
         let last = self.latest_revision_checked.load(Ordering::SeqCst);
         let mut hashes = self.hasher.hashes();
-        hashes.sort_by(|a, b| b.revision.cmp(&a.revision));
+        hashes.sort_by_key(|h| std::cmp::Reverse(h.revision));
         hashes.retain(|h| h.revision > last);
         hashes
     }
