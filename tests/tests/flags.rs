@@ -14,7 +14,7 @@ use hearth_tests::server::{connect, hearth_bin, signal, ETCDCTL_BIN};
 use serde_json::Value;
 
 /// The settings of kubeadm's etcd command line that Hearth refuses until they are wired into the
-/// server. When TLS, the metrics listener and the initial corruption check are all wired this becomes
+/// server. When TLS and the metrics listener are both wired this becomes
 /// `&[]`, and the test checks that the member starts and serves over TLS instead.
 const KUBEADM_NOT_WIRED_YET: &[&str] = &[
     "--cert-file",
@@ -26,7 +26,6 @@ const KUBEADM_NOT_WIRED_YET: &[&str] = &[
     "--peer-client-cert-auth",
     "--peer-trusted-ca-file",
     "--listen-metrics-urls",
-    "--feature-gates=InitialCorruptCheck=true",
 ];
 
 const EXIT_DEADLINE: Duration = Duration::from_secs(30);

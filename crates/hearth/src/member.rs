@@ -344,6 +344,11 @@ pub(crate) fn build(
             )))
         }
     }
+    let auto_compaction = server::config::parse_auto_compaction(
+        &values.str("auto-compaction-mode"),
+        &values.str("auto-compaction-retention"),
+    )
+    .map_err(ConfigError::Invalid)?;
     if eff.duration("compact-hash-check-time").is_zero() {
         return Err(ConfigError::Invalid(format!(
             "--compact-hash-check-time must be >0 (set to {:?})",
@@ -460,6 +465,7 @@ pub(crate) fn build(
         election_timeout: Duration::from_millis(election),
         watch_progress_notify_interval: eff.duration("watch-progress-notify-interval"),
         strict_reconfig_check: values.bool("strict-reconfig-check"),
+        auto_compaction,
         listen_client_http_urls: listen_client_http,
         listen_metrics_urls: listen_metrics,
         client_tls,

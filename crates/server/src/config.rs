@@ -33,6 +33,9 @@ pub struct Config {
     pub watch_progress_notify_interval: Duration,
     /// Reject membership changes that could cost the cluster its quorum (etcd's default: on).
     pub strict_reconfig_check: bool,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention` (see [`parse_auto_compaction`]);
+    /// none: no auto-compaction (etcd's default, a retention of 0).
+    pub auto_compaction: Option<compactor::Retention>,
     // What follows is parsed by the `hearth` binary but not used by the server yet: the binary refuses
     // to start when one of these is set to anything but its default (its table of flags not wired yet),
     // so whoever wires a feature reads its field here and removes its line from that table.
@@ -142,6 +145,7 @@ impl Default for Config {
             election_timeout: Duration::from_millis(1000),
             watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
             strict_reconfig_check: true,
+            auto_compaction: None,
             listen_client_http_urls: Vec::new(),
             listen_metrics_urls: Vec::new(),
             client_tls: transport::TlsInfo::default(),
@@ -279,6 +283,18 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// etcd's `parseCompactionRetention`: `--auto-compaction-retention` read in `--auto-compaction-mode`
+/// (`periodic` or `revision`). A bare number is hours (periodic) or revisions (revision); otherwise a
+/// Go duration. `None` for a zero retention (no auto-compaction).
+pub fn parse_auto_compaction(
+    mode: &str,
+    retention: &str,
+) -> Result<Option<compactor::Retention>, String> {
+    let mode = compactor::Mode::parse(mode)
+        .ok_or_else(|| format!("unknown auto-compaction-mode {mode:?}"))?;
+    compactor::parse_retention(mode, retention, parse_go_duration)
 }
 
 /// Parses a duration in Go's `time.ParseDuration` syntax, as etcd's duration flags take it: an
