@@ -120,5 +120,12 @@ async fn the_leader_compacts_through_raft_for_every_member() {
             .collect();
         assert_eq!(proposers, [leader], "members whose compactor proposed");
     }
+    if c.kind() == Kind::Etcd {
+        // Known 3.4-vs-3.5 difference: etcd 3.4 refuses HashKV at the compaction revision itself
+        // (`rev <= compactRev`), 3.5 answers it (etcd commit 8cffdbafb, "fix corruption check when
+        // server has just been compacted"). The head is the compaction revision here; one more
+        // write moves it past (the next compaction reaches it only a retention later).
+        cl.put("after", "v", None).await.expect("put");
+    }
     c.assert_hashkv_equal().await;
 }
