@@ -14,6 +14,7 @@
 //! - [`normalize`]: compares responses/errors of two servers, ignoring header
 //!   `cluster_id`, `member_id` and `raft_term`, and prints them readably.
 //! - [`ctl`]: etcdctl output normalization.
+//! - [`corrupt`]: one value of a stopped member's backend changed offline.
 //! - [`load`]: a concurrent write load over several members that records acknowledged puts, and
 //!   the check that every acknowledged put is on a member at its revision.
 //! - [`history`]: mixed KV traffic whose every operation is recorded with its invocation and
@@ -29,6 +30,7 @@
 //! how the tests themselves are validated against the reference.
 
 pub mod cluster;
+pub mod corrupt;
 pub mod ctl;
 pub mod history;
 pub mod leases;

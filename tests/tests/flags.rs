@@ -14,7 +14,7 @@ use hearth_tests::server::{connect, hearth_bin, signal, ETCDCTL_BIN};
 use serde_json::Value;
 
 /// The settings of kubeadm's etcd command line that Hearth refuses until they are wired into the
-/// server. When TLS and the initial corruption check are both wired this becomes
+/// server. When TLS is wired this becomes
 /// `&[]`, and the test checks that the member starts and serves over TLS instead.
 const KUBEADM_NOT_WIRED_YET: &[&str] = &[
     "--cert-file",
@@ -25,7 +25,6 @@ const KUBEADM_NOT_WIRED_YET: &[&str] = &[
     "--peer-key-file",
     "--peer-client-cert-auth",
     "--peer-trusted-ca-file",
-    "--feature-gates=InitialCorruptCheck=true",
 ];
 
 const EXIT_DEADLINE: Duration = Duration::from_secs(30);

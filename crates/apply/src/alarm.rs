@@ -6,7 +6,8 @@
 //! appliers do ([`gate`]): under NOSPACE, puts, txns that contain a put and lease grants fail
 //! with `etcdserver: mvcc: database space exceeded`, while reads, deletes, compactions and
 //! revocations still work, so an operator can free space; under CORRUPT, every KV and lease
-//! request fails with `etcdserver: corrupt cluster`. The decision depends only on replicated
+//! request that goes through Raft fails with `etcdserver: corrupt cluster` (reads do not, and are
+//! still served, as etcd 3.5 serves them from its base applier). The decision depends only on replicated
 //! state, so every member refuses the same entries. Deterministic, no sockets, no clocks.
 
 use std::collections::BTreeSet;

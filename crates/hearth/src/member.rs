@@ -344,6 +344,11 @@ pub(crate) fn build(
             )))
         }
     }
+    let auto_compaction = server::config::parse_auto_compaction(
+        &values.str("auto-compaction-mode"),
+        &values.str("auto-compaction-retention"),
+    )
+    .map_err(ConfigError::Invalid)?;
     if eff.duration("compact-hash-check-time").is_zero() {
         return Err(ConfigError::Invalid(format!(
             "--compact-hash-check-time must be >0 (set to {:?})",
@@ -471,6 +476,7 @@ pub(crate) fn build(
         host_whitelist: values.list("host-whitelist"),
         socket_reuse_port: values.bool("socket-reuse-port"),
         socket_reuse_address: values.bool("socket-reuse-address"),
+        auto_compaction,
         listen_client_http_urls: listen_client_http,
         listen_metrics_urls: listen_metrics,
         client_tls,

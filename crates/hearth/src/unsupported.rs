@@ -94,24 +94,6 @@ static NOT_YET: &[(&str, When)] = &[
         "experimental-bootstrap-defrag-threshold-megabytes",
         NotDefault,
     ),
-    // Compaction and corruption checks.
-    ("auto-compaction-retention", If(auto_compaction_on)),
-    ("compaction-batch-limit", NotDefault),
-    ("experimental-compaction-batch-limit", NotDefault),
-    ("compaction-sleep-interval", NotDefault),
-    ("experimental-compaction-sleep-interval", NotDefault),
-    ("corrupt-check-time", NotDefault),
-    ("experimental-corrupt-check-time", NotDefault),
-    ("compact-hash-check-time", NotDefault),
-    ("experimental-compact-hash-check-time", NotDefault),
-    (
-        "InitialCorruptCheck",
-        GateOn("experimental-initial-corrupt-check"),
-    ),
-    (
-        "CompactHashCheck",
-        GateOn("experimental-compact-hash-check-enabled"),
-    ),
     // Leases, defragmentation, downgrades, membership.
     (
         "LeaseCheckpoint",
@@ -155,14 +137,6 @@ fn display(name: &str) -> String {
 
 fn negative_quota(v: &Values) -> bool {
     v.int("quota-backend-bytes") < 0
-}
-
-/// etcd runs no compactor when the retention parses to zero.
-fn auto_compaction_on(v: &Values) -> bool {
-    let r = v.str("auto-compaction-retention");
-    let zero = r.parse::<f64>().map(|n| n == 0.0).unwrap_or(false)
-        || server::config::parse_go_duration(&r).is_ok_and(|d| d.is_zero());
-    !zero
 }
 
 /// The settings in effect that Hearth does not implement yet, each named ("--cert-file",
@@ -291,7 +265,11 @@ mod tests {
             "--client-cert-auth=false",
             "--tls-min-version=TLS1.2",
             "--quota-backend-bytes=1024",
-            "--auto-compaction-retention=0h",
+            "--auto-compaction-retention=1",
+            "--auto-compaction-mode=revision",
+            "--feature-gates=InitialCorruptCheck=true,CompactHashCheck=true",
+            "--corrupt-check-time=1m",
+            "--compaction-batch-limit=10",
             "--feature-gates=TxnModeWriteWithSharedBuffer=false",
         ]);
         assert_eq!(not_yet(&v, &gates(&v)), Vec::<String>::new());
@@ -302,10 +280,9 @@ mod tests {
         let v = values(&[
             "--cert-file=/c",
             "--enable-grpc-gateway=false",
-            "--feature-gates=InitialCorruptCheck=true",
-            "--experimental-enable-lease-checkpoint",
+            "--feature-gates=LeaseCheckpoint=true",
+            "--experimental-stop-grpc-service-on-defrag",
             "--quota-backend-bytes=-1",
-            "--auto-compaction-retention=1",
         ]);
         assert_eq!(
             not_yet(&v, &gates(&v)),
@@ -313,9 +290,8 @@ mod tests {
                 "--cert-file",
                 "--enable-grpc-gateway",
                 "--quota-backend-bytes",
-                "--auto-compaction-retention",
-                "--feature-gates=InitialCorruptCheck=true",
-                "--experimental-enable-lease-checkpoint",
+                "--feature-gates=LeaseCheckpoint=true",
+                "--experimental-stop-grpc-service-on-defrag",
             ]
         );
         assert_eq!(

@@ -71,6 +71,7 @@
 
 #![forbid(unsafe_code)]
 
+mod hash;
 mod index;
 mod revision;
 mod store;
@@ -83,6 +84,7 @@ mod tests;
 mod watch_tests;
 
 pub use api::mvccpb::{event::EventType, Event, KeyValue};
+pub use hash::{KeyValueHash, HASH_STORAGE_MAX_SIZE};
 pub use revision::{BucketKey, Revision, MARKED_REV_BYTES_LEN, REV_BYTES_LEN};
 pub use store::{
     consistent_index_and_term, CompactHandle, KvStore, RangeOptions, RangeResult, ReadView,

@@ -14,6 +14,7 @@ use api::mvccpb::{event::EventType, Event, KeyValue};
 use backend::{Backend, Bucket, ReadTxn, Reader, WriteTxn};
 use prost::Message as _;
 
+use crate::hash::{HashStorage, KeyValueHash, KvHasher};
 use crate::index::{TreeIndex, Undo};
 use crate::revision::{BucketKey, Revision};
 use crate::watchable_store::Watchers;
@@ -94,6 +95,8 @@ struct Inner {
     /// Revisions written with [`TxnWrite::end_deferred`] but not yet committed and published
     /// (see [`KvStore::flush`]). Changed only under `writer`.
     unpublished: Mutex<Unpublished>,
+    /// The hashes of the last compactions (see `hash`).
+    hashes: HashStorage,
 }
 
 /// Deferred revisions: their events (for the watchers, once published) and how to take their
@@ -168,6 +171,9 @@ struct Job {
     rev: i64,
     keep: HashSet<Revision>,
     generation: u64,
+    /// The compaction before this one, and whether it had finished when this one was scheduled
+    /// (only then is this one's hash stored: see `hash`).
+    prev: Option<i64>,
     done: Arc<Completion>,
 }
 
@@ -404,10 +410,11 @@ impl KvStore {
             stopping: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             watchers: OnceLock::new(),
+            hashes: HashStorage::default(),
         });
         if let Some(s) = scheduled {
             let keep = resume_compaction(&inner, s);
-            run_physical(&inner, s, &keep, Duration::ZERO, 0)?;
+            run_physical(&inner, s, &keep, Duration::ZERO, 0, -1)?;
         }
         let (current_rev, compact_main_rev) = {
             let st = inner.state();
@@ -454,7 +461,7 @@ impl KvStore {
         if let Some(s) = scheduled {
             let keep = resume_compaction(&self.inner, s);
             let generation = self.inner.generation.load(Ordering::SeqCst);
-            self.schedule_physical(s, keep, generation)?;
+            self.schedule_physical(s, keep, generation, None)?;
         }
         tracing::info!(
             current_rev = rev,
@@ -672,9 +679,9 @@ impl KvStore {
     /// backend then runs on the store's compactor thread, in batches. Wait for it with
     /// [`CompactHandle::wait`] (a blocking call); dropping the handle does not cancel it.
     pub fn compact(&self, rev: i64) -> Result<CompactHandle, MvccError> {
-        let keep = {
+        let (keep, generation, prev) = {
             let _w = self.inner.writer();
-            {
+            let prev = {
                 let st = self.inner.state();
                 if rev <= st.compact_main_rev {
                     return Err(MvccError::Compacted);
@@ -682,8 +689,12 @@ impl KvStore {
                 if rev > st.current_rev {
                     return Err(MvccError::FutureRev);
                 }
-            }
+                st.compact_main_rev
+            };
             let mut t = self.inner.backend.write()?;
+            // etcd's checkPrevCompactionCompleted: the previous compaction's physical part is done.
+            let prev_done = read_compact_mark(&t, META_SCHEDULED_COMPACT)?
+                == read_compact_mark(&t, META_FINISHED_COMPACT)?;
             t.put(Bucket::Meta, META_SCHEDULED_COMPACT, &compact_mark(rev))?;
             failpoint::hit("compactBeforeCommitScheduledCompact");
             t.commit_durable()?;
@@ -692,9 +703,10 @@ impl KvStore {
             (
                 compact_index(&self.inner, rev),
                 self.inner.generation.load(Ordering::SeqCst),
+                prev_done.then_some(prev),
             )
         };
-        self.schedule_physical(rev, keep.0, keep.1)
+        self.schedule_physical(rev, keep, generation, prev)
     }
 
     /// Queues the physical part of a compaction at `rev` on the compactor thread (started on
@@ -704,6 +716,7 @@ impl KvStore {
         rev: i64,
         keep: HashSet<Revision>,
         generation: u64,
+        prev: Option<i64>,
     ) -> Result<CompactHandle, MvccError> {
         let done = Arc::new(Completion::default());
         let job = Job {
@@ -711,6 +724,7 @@ impl KvStore {
             rev,
             keep,
             generation,
+            prev,
             done: done.clone(),
         };
         let mut worker = self.worker.lock().unwrap_or_else(|p| p.into_inner());
@@ -729,7 +743,14 @@ impl KvStore {
                                 &job.keep,
                                 job.inner.config.compaction_sleep_interval,
                                 job.generation,
+                                job.prev.unwrap_or(-1),
                             )
+                            .map(|hash| match job.prev {
+                                Some(_) => job.inner.hashes.store(hash),
+                                None => tracing::info!(
+                                    "previous compaction was interrupted, skip storing compaction hash value"
+                                ),
+                            })
                         };
                         if let Err(e) = &result {
                             tracing::warn!(rev = job.rev, "physical compaction: {e}");
@@ -749,11 +770,31 @@ impl KvStore {
     }
 
     /// etcd's `HashKV`: a CRC-32C over the `key` bucket's records of revisions `<= rev` (0 =
-    /// current) that survive compaction, so members at the same revision can be compared.
-    /// Returns the hash and the compaction revision it was computed against (-1 if the store
-    /// was never compacted, as etcd reports it).
+    /// current) that survive compaction, so members at the same revision can be compared (see
+    /// `hash`). Returns the hash and the compaction revision it was computed against (-1 if the
+    /// store was never compacted, as etcd reports it). Always computed afresh.
     pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64), MvccError> {
-        let (compact, at, keep, snap) = {
+        let (h, _) = self.compute_hash(rev)?;
+        Ok((h.hash, h.compact_revision))
+    }
+
+    /// etcd's `HashStorage.HashByRev`: the hash at `rev` (0 = current) and the store's current
+    /// revision, from the hashes kept of recent compactions when `rev` is one of them, else
+    /// computed as [`hash_kv`](Self::hash_kv) does. This is what peers compare.
+    pub fn hash_by_rev(&self, rev: i64) -> Result<(KeyValueHash, i64), MvccError> {
+        if let Some(h) = self.inner.hashes.get(rev) {
+            return Ok((h, self.inner.state().current_rev));
+        }
+        self.compute_hash(rev)
+    }
+
+    /// The hashes kept of the last compactions (at most `HASH_STORAGE_MAX_SIZE`), oldest first.
+    pub fn compaction_hashes(&self) -> Vec<KeyValueHash> {
+        self.inner.hashes.all()
+    }
+
+    fn compute_hash(&self, rev: i64) -> Result<(KeyValueHash, i64), MvccError> {
+        let (compact, cur, at, keep, snap) = {
             let st = self.inner.state();
             let (compact, cur) = (st.compact_main_rev, st.current_rev);
             if rev > 0 && rev < compact {
@@ -763,9 +804,15 @@ impl KvStore {
                 return Err(MvccError::FutureRev);
             }
             let at = if rev == 0 { cur } else { rev };
-            (compact, at, st.index.keep(at), self.inner.backend.read()?)
+            (
+                compact,
+                cur,
+                at,
+                st.index.keep(at),
+                self.inner.backend.read()?,
+            )
         };
-        let mut h = crc32c::crc32c_append(0, Bucket::Key.name().as_bytes());
+        let mut h = KvHasher::new(compact, at, &keep);
         let mut failure = None;
         snap.for_each(Bucket::Key, &[], None, &mut |k, v| {
             let bk = match BucketKey::from_bytes(k) {
@@ -779,19 +826,12 @@ impl KvStore {
                 // Keys are in revision order: nothing after this one counts.
                 return false;
             }
-            if bk.rev.main <= compact && !keep.is_empty() && !keep.contains(&bk.rev) {
-                return true;
-            }
-            if bk.rev.main == compact && bk.tombstone {
-                return true;
-            }
-            h = crc32c::crc32c_append(h, k);
-            h = crc32c::crc32c_append(h, v);
+            h.write(&bk, k, v);
             true
         })?;
         match failure {
             Some(e) => Err(e),
-            None => Ok((h, compact)),
+            None => Ok((h.finish(), cur)),
         }
     }
 }
@@ -830,14 +870,17 @@ fn compact_index(inner: &Inner, rev: i64) -> HashSet<Revision> {
 
 /// Deletes from the backend every record with `main <= rev` that is not in `keep`, in batches
 /// of `compaction_batch_limit` records; the last batch records `finishedCompactRev`. Stops if
-/// the backend's file was replaced since `generation` (`keep` describes the old file).
+/// the backend's file was replaced since `generation` (`keep` describes the old file). Returns
+/// the hash of the records it went through, against the compaction before, `prev` (see `hash`).
 fn run_physical(
     inner: &Inner,
     rev: i64,
     keep: &HashSet<Revision>,
     pause: Duration,
     generation: u64,
-) -> Result<(), MvccError> {
+    prev: i64,
+) -> Result<KeyValueHash, MvccError> {
+    let mut hasher = KvHasher::new(prev, rev, keep);
     let batch = inner.config.compaction_batch_limit.max(1);
     let end = Revision::new(rev.saturating_add(1), 0).to_bytes();
     let mut last = Revision::new(0, 0).to_bytes().to_vec();
@@ -849,7 +892,11 @@ fn run_physical(
             return Err(MvccError::CompactionInterrupted);
         }
         let mut keys = Vec::with_capacity(batch);
-        t.for_each(Bucket::Key, &last, Some(&end), &mut |k, _| {
+        t.for_each(Bucket::Key, &last, Some(&end), &mut |k, v| {
+            // A key that does not decode fails the batch below.
+            if let Ok(bk) = BucketKey::from_bytes(k) {
+                hasher.write(&bk, k, v);
+            }
             keys.push(k.to_vec());
             keys.len() < batch
         })?;
@@ -871,8 +918,14 @@ fn run_physical(
             }
             t.commit()?;
             failpoint::hit("compactAfterSetFinishedCompact");
-            tracing::info!(rev, deleted, "finished compaction");
-            return Ok(());
+            let hash = hasher.finish();
+            tracing::info!(
+                rev,
+                deleted,
+                hash = hash.hash,
+                "finished scheduled compaction"
+            );
+            return Ok(hash);
         }
         failpoint::hit("compactBeforeCommitBatch");
         t.commit()?;

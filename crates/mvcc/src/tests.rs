@@ -753,6 +753,74 @@ fn hash_kv_compares_members() {
 }
 
 #[test]
+fn a_compaction_keeps_the_hash_hash_kv_gave_just_before_it() {
+    let (f1, f2) = (Fixture::new(), Fixture::new());
+    let (_b1, s1) = f1.open();
+    let (_b2, s2) = f2.open();
+    for s in [&s1, &s2] {
+        feed(s, false);
+        put(s, "e", "5"); // 8
+    }
+    let want = s1.hash_by_rev(5).unwrap().0;
+    assert_eq!(
+        want,
+        KeyValueHash {
+            hash: s1.hash_kv(5).unwrap().0,
+            compact_revision: -1,
+            revision: 5
+        }
+    );
+    assert!(s1.compaction_hashes().is_empty());
+    s1.compact(5).unwrap().wait().unwrap();
+    assert_eq!(s1.compaction_hashes(), [want]);
+    // Asked at that revision, the store answers from the kept hash (etcd's HashByRev), with
+    // its current revision; computed afresh the hash is against the new compaction.
+    assert_eq!(s1.hash_by_rev(5).unwrap(), (want, 8));
+    assert_eq!(s1.hash_kv(5).unwrap().1, 5);
+    assert_ne!(s1.hash_kv(5).unwrap().0, want.hash);
+
+    // The next compaction hashes against this one, and both members agree.
+    s2.compact(5).unwrap().wait().unwrap();
+    let want2 = s1.hash_by_rev(7).unwrap().0;
+    assert_eq!(want2.compact_revision, 5);
+    s1.compact(7).unwrap().wait().unwrap();
+    s2.compact(7).unwrap().wait().unwrap();
+    assert_eq!(s1.compaction_hashes(), [want, want2]);
+    assert_eq!(s1.compaction_hashes(), s2.compaction_hashes());
+
+    // Only the newest ten are kept.
+    for i in 0..12 {
+        put(&s1, "f", &i.to_string());
+        s1.compact(s1.rev()).unwrap().wait().unwrap();
+    }
+    let kept = s1.compaction_hashes();
+    assert_eq!(kept.len(), HASH_STORAGE_MAX_SIZE);
+    assert_eq!(kept.last().unwrap().revision, s1.rev());
+    assert!(kept.windows(2).all(|w| w[0].revision < w[1].revision));
+}
+
+#[test]
+fn a_compaction_after_an_unfinished_one_keeps_no_hash() {
+    let f = Fixture::new();
+    let (b, s) = f.open();
+    feed(&s, false);
+    s.compact(3).unwrap().wait().unwrap();
+    // As if the physical part of a compaction at 5 had been cut short: scheduled but never
+    // finished.
+    let mut t = b.write().unwrap();
+    t.put(
+        Bucket::Meta,
+        META_SCHEDULED_COMPACT,
+        &Revision::new(5, 0).to_bytes(),
+    )
+    .unwrap();
+    t.commit_durable().unwrap();
+    s.compact(6).unwrap().wait().unwrap();
+    assert_eq!(s.compaction_hashes().len(), 1, "only the compaction at 3");
+    assert_eq!(s.compaction_hashes()[0].revision, 3);
+}
+
+#[test]
 fn consistent_index_zero_is_not_written() {
     let f = Fixture::new();
     let (_b, s) = f.open();

@@ -32,14 +32,15 @@
 //! # Forwarding and discovery
 //! Lease keep-alives, time-to-live queries and learner promotions, which only the leader can answer,
 //! are forwarded to it over the peer URLs (`forward`), as etcd's `leasehttp` does; a member joining a
-//! cluster asks a peer for the members (`discovery`).
+//! cluster asks a peer for the members (`discovery`); the corruption checks ask peers for their KV
+//! hash (`hashkv`, etcd's `/members/hashkv`).
 //!
 //! # What it knows of the member
 //! Nothing but three traits, implemented by the server: [`Raft`] (hand received messages and
 //! snapshots to the Raft loop, report unreachable peers and snapshot outcomes), [`SnapshotStore`] (copy
 //! the backend for a peer, stage and verify a received one) and [`PeerHandler`] (what peers ask of this
 //! member: is a member removed, the member list, promotions and lease requests forwarded to the
-//! leader). It does not know the Raft loop, the backend, the membership or the server.
+//! leader, its KV hash). It does not know the Raft loop, the backend, the membership or the server.
 //!
 //! # Faults (tests only)
 //! While the failpoint [`BLACKHOLE`] (`blackholePeerNetwork`) is armed with `return`, the member drops
@@ -51,6 +52,7 @@
 
 pub mod discovery;
 mod forward;
+mod hashkv;
 pub mod metrics;
 mod peer;
 mod server;
@@ -62,7 +64,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use api::etcdserverpb::{LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
+use api::etcdserverpb::{
+    HashKvResponse, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
 use api::membershippb;
 use raft::prelude::{ConfState, Message, MessageType};
 use rpctypes::ServerError;
@@ -146,6 +150,8 @@ pub trait PeerHandler: Send + Sync + 'static {
         &self,
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, ServerError>;
+    /// This member's KV hash at `rev` (0: current), for a peer's corruption check.
+    async fn hash_kv(&self, rev: i64) -> Result<HashKvResponse, ServerError>;
 }
 
 /// What the Raft loop needs from a transport; a test drives the loop with an in-memory one.

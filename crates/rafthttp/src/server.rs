@@ -5,7 +5,9 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use api::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
+use api::etcdserverpb::{
+    HashKvRequest, HashKvResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+};
 use api::hearthraftpb::{
     raft_server::Raft, MembersRequest, MembersResponse, MessageBatch, PromoteRequest,
     PromoteResponse, SnapshotChunk, SnapshotResponse, StreamEvent,
@@ -271,5 +273,14 @@ impl Raft for PeerService {
         Ok(Response::new(LeaseInternalResponse {
             lease_time_to_live_response: Some(resp),
         }))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        self.check_sender(&req)?;
+        let rev = req.into_inner().revision;
+        Ok(Response::new(self.handler.hash_kv(rev).await?))
     }
 }

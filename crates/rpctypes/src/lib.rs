@@ -88,6 +88,9 @@ pub enum ServerError {
     InvalidAuthToken,
     #[error("etcdserver: corrupt cluster")]
     Corrupt,
+    /// A peer of another cluster answered (the corruption checks' peer HashKV).
+    #[error("etcdserver: cluster ID mismatch")]
+    ClusterIdMismatch,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
     #[error("etcdserver: request timed out, leader transfer took too long")]
@@ -130,7 +133,8 @@ impl ServerError {
             | MemberNotEnoughStarted
             | MemberNotLearner
             | LearnerNotReady
-            | TooManyLearners => Code::FailedPrecondition,
+            | TooManyLearners
+            | ClusterIdMismatch => Code::FailedPrecondition,
             LeaderTransferTimeout => Code::DeadlineExceeded,
             Corrupt => Code::DataLoss,
             NoLeader
@@ -182,6 +186,8 @@ impl ServerError {
             TooManyRequests,
             LeaseNotFound,
             LeaseTtlTooLarge,
+            Compacted,
+            FutureRev,
         ];
         KNOWN
             .iter()

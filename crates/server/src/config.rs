@@ -48,6 +48,9 @@ pub struct Config {
     pub socket_reuse_port: bool,
     /// `--socket-reuse-address`: SO_REUSEADDR on every listener.
     pub socket_reuse_address: bool,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention` (see [`parse_auto_compaction`]);
+    /// none: no auto-compaction (etcd's default, a retention of 0).
+    pub auto_compaction: Option<compactor::Retention>,
     /// `--listen-client-http-urls`: HTTP only (gateway, health, metrics) client URLs; when set,
     /// `listen_client_urls` serve gRPC only.
     pub listen_client_http_urls: Vec<String>,
@@ -169,6 +172,7 @@ impl Default for Config {
             host_whitelist: vec!["*".into()],
             socket_reuse_port: false,
             socket_reuse_address: false,
+            auto_compaction: None,
             listen_client_http_urls: Vec::new(),
             listen_metrics_urls: Vec::new(),
             client_tls: transport::TlsInfo::default(),
@@ -330,6 +334,18 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// etcd's `parseCompactionRetention`: `--auto-compaction-retention` read in `--auto-compaction-mode`
+/// (`periodic` or `revision`). A bare number is hours (periodic) or revisions (revision); otherwise a
+/// Go duration. `None` for a zero retention (no auto-compaction).
+pub fn parse_auto_compaction(
+    mode: &str,
+    retention: &str,
+) -> Result<Option<compactor::Retention>, String> {
+    let mode = compactor::Mode::parse(mode)
+        .ok_or_else(|| format!("unknown auto-compaction-mode {mode:?}"))?;
+    compactor::parse_retention(mode, retention, parse_go_duration)
 }
 
 /// Parses a duration in Go's `time.ParseDuration` syntax, as etcd's duration flags take it: an

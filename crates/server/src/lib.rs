@@ -12,6 +12,7 @@
 
 mod bootstrap;
 mod client_port;
+mod compactor_driver;
 pub mod config;
 mod etcdserver;
 mod ids;
@@ -60,6 +61,9 @@ pub enum StartError {
     /// `--auth-token` unusable, or the auth buckets unreadable (etcd refuses to start too).
     #[error("{0}")]
     Auth(#[from] auth::AuthError),
+    /// The initial corruption check found a peer with other data.
+    #[error(transparent)]
+    Corrupt(#[from] corrupt::InitialCheckError),
 }
 
 /// How long a stopping member keeps serving requests already in flight.
@@ -116,6 +120,27 @@ pub fn bootstrap_from_backend(cfg: &Config, db: &Path) -> Result<raftnode::WalMe
     Ok(log.meta)
 }
 
+/// The store's tuning from `--compaction-batch-limit` and `--compaction-sleep-interval` (0: etcd's
+/// defaults, 1000 records and 10 ms).
+fn store_config(cfg: &Config) -> mvcc::StoreConfig {
+    let default = mvcc::StoreConfig::default();
+    mvcc::StoreConfig {
+        compaction_batch_limit: match cfg.compaction_batch_limit {
+            0 => default.compaction_batch_limit,
+            n => n,
+        },
+        compaction_sleep_interval: match cfg.compaction_sleep_interval {
+            d if d.is_zero() => default.compaction_sleep_interval,
+            d => d,
+        },
+    }
+}
+
+/// Whether a feature gate is on.
+fn gate(cfg: &Config, name: &str) -> bool {
+    cfg.feature_gates.get(name).copied().unwrap_or(false)
+}
+
 async fn bind(cfg: &Config, urls: &[String]) -> Result<Vec<tokio::net::TcpListener>, StartError> {
     let mut out = Vec::new();
     for u in urls {
@@ -143,7 +168,10 @@ impl Hearth {
             snap_dir.join("db"),
             backend_config(&cfg),
         )?);
-        let kv = Arc::new(mvcc::KvStore::open(backend.clone())?);
+        let kv = Arc::new(mvcc::KvStore::open_with_config(
+            backend.clone(),
+            store_config(&cfg),
+        )?);
         let stored = membership::store::load(&backend)?;
         let alarms = Arc::new(
             apply::alarm::AlarmStore::load(&backend.read()?)
@@ -247,6 +275,22 @@ impl Hearth {
         for p in &peers {
             transport.add_peer(p.id, &p.peer_urls);
         }
+        // etcd's initial corruption check: a member with data compares it with its peers' before
+        // it serves anything (a new member has nothing to compare).
+        if have_wal && gate(&cfg, "InitialCorruptCheck") {
+            let hasher = etcdserver::corrupt::MemberHasher::before_start(
+                member_id,
+                kv.clone(),
+                cluster.clone(),
+                transport.clone(),
+                &cfg,
+            );
+            if let Err(e) = etcdserver::corrupt::initial_check(hasher).await {
+                tracing::error!(error = %e, "checkInitialHashKV failed");
+                transport.stop();
+                return Err(e.into());
+            }
+        }
         let status = Arc::new(RaftStatus::default());
         let wait = Arc::new(apply::wait::Wait::default());
         let conf_wait = Arc::new(apply::wait::Wait::default());
@@ -337,6 +381,14 @@ impl Hearth {
             server.clone(),
             shutdown_rx.clone(),
         ));
+        if let Some(retention) = cfg.auto_compaction {
+            tokio::spawn(compactor_driver::run(
+                server.clone(),
+                retention,
+                shutdown_rx.clone(),
+            ));
+        }
+        etcdserver::corrupt::monitor(server.clone(), shutdown_rx.clone());
         let mut serving = Vec::new();
         for l in peer_listeners {
             serving.push(tokio::spawn(serve_peer(

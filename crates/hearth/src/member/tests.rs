@@ -271,6 +271,41 @@ fn etcds_checks_and_messages() {
 }
 
 #[test]
+fn auto_compaction_flags_reach_the_config() {
+    let (c, _) = built(&flags(&["--name=a"]), Source::Flags);
+    assert_eq!(c.auto_compaction, None, "etcd's default: off");
+    let (c, _) = built(&flags(&["--auto-compaction-retention=2"]), Source::Flags);
+    assert_eq!(
+        c.auto_compaction,
+        Some(compactor::Retention::Periodic(Duration::from_secs(7200))),
+        "a bare number is hours"
+    );
+    let (c, _) = built(
+        &flags(&[
+            "--auto-compaction-mode=revision",
+            "--auto-compaction-retention=1000",
+        ]),
+        Source::Flags,
+    );
+    assert_eq!(
+        c.auto_compaction,
+        Some(compactor::Retention::Revision(1000))
+    );
+    let (c, _) = built(
+        &file("auto-compaction-mode: periodic\nauto-compaction-retention: 30m\n"),
+        Source::File,
+    );
+    assert_eq!(
+        c.auto_compaction,
+        Some(compactor::Retention::Periodic(Duration::from_secs(1800)))
+    );
+    assert_eq!(
+        err(&flags(&["--auto-compaction-retention=soon"])),
+        "error parsing CompactionRetention: time: invalid duration \"soon\""
+    );
+}
+
+#[test]
 fn flags_not_wired_yet_refuse_the_member_by_name() {
     let e = resolve(
         &flags(&["--cert-file=/c", "--key-file=/k", "--unsafe-no-fsync"]),

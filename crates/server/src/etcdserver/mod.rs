@@ -20,6 +20,7 @@ use raftnode::{Command, ConfResult, Handle, RaftStatus};
 use rpctypes::ServerError;
 
 pub(crate) mod auth;
+pub(crate) mod corrupt;
 mod lease_requests;
 mod peer;
 pub(crate) mod quota;
@@ -87,8 +88,7 @@ impl EtcdServer {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let next_id = ((p.member_id & 0xffff) << 48) | ((now_ms & 0xff_ffff_ffff) << 8);
-        // etcd's request timeout: 5 s plus two election timeouts.
-        let request_timeout = Duration::from_secs(5) + p.cfg.election_timeout * 2;
+        let request_timeout = request_timeout(&p.cfg);
         EtcdServer {
             cfg: p.cfg,
             member_id: p.member_id,
@@ -264,6 +264,11 @@ impl EtcdServer {
             .await
             .map_err(|_| ServerError::Timeout)?
     }
+}
+
+/// etcd's request timeout (`ReqTimeout`): 5 s plus two election timeouts.
+pub(crate) fn request_timeout(cfg: &Config) -> Duration {
+    Duration::from_secs(5) + cfg.election_timeout * 2
 }
 
 impl EtcdServer {

@@ -1,5 +1,6 @@
 //! What peers ask of this member, served on the peer URLs by the transport: is a member removed, the
-//! member list for a joining member, and the requests followers forward to the leader.
+//! member list for a joining member, the requests followers forward to the leader, and its KV hash
+//! for a peer's corruption check.
 
 use rpctypes::ServerError;
 
@@ -37,5 +38,14 @@ impl rafthttp::PeerHandler for EtcdServer {
         req: api::etcdserverpb::LeaseTimeToLiveRequest,
     ) -> Result<api::etcdserverpb::LeaseTimeToLiveResponse, ServerError> {
         self.lease_time_to_live_as_leader(req).await
+    }
+
+    async fn hash_kv(&self, rev: i64) -> Result<api::etcdserverpb::HashKvResponse, ServerError> {
+        let (h, current) = self.hash_by_rev(rev).await?;
+        Ok(api::etcdserverpb::HashKvResponse {
+            header: self.header(current),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+        })
     }
 }
