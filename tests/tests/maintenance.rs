@@ -356,8 +356,8 @@ async fn snapshot_save_status_restore_and_continue() {
     let st = snapshot_status(&file);
     assert_eq!(st["revision"], rev);
     // One record per revision after the first, plus the consistent index, the term, the Raft
-    // configuration and the one member.
-    assert_eq!(st["totalKey"], (rev - 1 + 4));
+    // configuration, the one member and the auth revision (written at start, as etcd does).
+    assert_eq!(st["totalKey"], (rev - 1 + 5));
     assert_eq!(
         st["totalSize"].as_u64().unwrap() + 32,
         std::fs::metadata(&file).unwrap().len()
