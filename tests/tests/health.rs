@@ -2,10 +2,10 @@
 //! the client URL and on a `--listen-metrics-urls` URL, the `hasleader` watch cancelled when the member
 //! loses its leader, and the linearizable member list.
 //!
-//! Expected answers come from etcd 3.5.17's `server/etcdhttp/health.go` (Debian's etcd 3.4 has no
+//! Expected answers come from etcd 3.5.33's `server/etcdhttp/health.go` (Debian's etcd 3.4 has no
 //! `/livez` or `/readyz`, and its `/health` JSON lacks `reason`), with one difference: etcd runs a root
 //! path's checks in Go's random map order, Hearth in the order `data_corruption`, `serializable_read`,
-//! `linearizable_read`.
+//! `linearizable_read`, `non_learner`.
 
 use std::time::Duration;
 
@@ -58,7 +58,7 @@ async fn health_pages_answer_as_etcd_3_5_on_client_and_metrics_urls() {
             get(port, "/readyz?verbose=1").await,
             (
                 200,
-                "[+]data_corruption ok\n[+]serializable_read ok\n[+]linearizable_read ok\nok\n"
+                "[+]data_corruption ok\n[+]serializable_read ok\n[+]linearizable_read ok\n[+]non_learner ok\nok\n"
                     .into()
             )
         );
@@ -70,7 +70,7 @@ async fn health_pages_answer_as_etcd_3_5_on_client_and_metrics_urls() {
             .await,
             (
                 200,
-                "[+]data_corruption ok\n[+]serializable_read ok\nok\n".into()
+                "[+]data_corruption ok\n[+]serializable_read ok\n[+]non_learner ok\nok\n".into()
             )
         );
         for sub in [
@@ -144,7 +144,7 @@ async fn health_pages_answer_as_etcd_3_5_on_client_and_metrics_urls() {
         get(client, "/readyz").await,
         (
             503,
-            "[-]data_corruption failed: alarm activated: CORRUPT\n[+]serializable_read ok\n[+]linearizable_read ok\n\n"
+            "[-]data_corruption failed: alarm activated: CORRUPT\n[+]serializable_read ok\n[+]linearizable_read ok\n[+]non_learner ok\n\n"
                 .into()
         )
     );

@@ -106,6 +106,15 @@ async fn learner_joins_under_load_is_promoted_and_a_member_is_removed() {
         )
         .await
         .expect("serializable read on a learner");
+        // etcd 3.5.19 on: a learner is live but not ready.
+        let m = c.member(learner);
+        assert_eq!(m.http_get("/livez").await, (200, "ok\n".into()));
+        let (code, body) = m.http_get("/readyz/non_learner").await;
+        assert_eq!(code, 503, "{body}");
+        assert!(
+            body.contains("[-]non_learner failed: not supported for learner"),
+            "{body}"
+        );
     }
     load.wait_more(100).await;
 

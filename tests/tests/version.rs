@@ -45,7 +45,7 @@ fn the_gate_is_kubernetes_gate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hearth_reports_etcd_3_5_17_everywhere_and_passes_kubernetes_gate() {
+async fn hearth_reports_etcd_3_5_33_everywhere_and_passes_kubernetes_gate() {
     let s = Server::start(Kind::Hearth).await;
     let mut c = s.client().await;
     let status = c.status().await.unwrap();

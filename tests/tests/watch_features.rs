@@ -206,3 +206,37 @@ async fn progress_reply_waits_for_catch_up() {
     }
     assert_eq!(seen, last - 1, "the progress reply overtook events");
 }
+
+/// etcd 3.5.24 on refuses a watch from a negative revision as compacted, with the invalid watch id
+/// and the current revision (etcd 3.4 takes it as "from the start"; Hearth reports 3.5.33). The
+/// stream stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_start_revision_is_refused_as_compacted() {
+    let s = Server::start(Kind::Hearth).await;
+    let mut c = s.client().await;
+    c.put("k", "v", None).await.unwrap();
+    let opts = WatchOptions::new().with_start_revision(-1);
+    let mut w = c.watch_client().watch("k", Some(opts)).await.unwrap();
+    let r = next(&mut w, "refusal").await;
+    assert_eq!(
+        (
+            r.watch_id,
+            r.created,
+            r.canceled,
+            r.cancel_reason.as_str(),
+            rev(&r)
+        ),
+        (
+            -1,
+            true,
+            true,
+            "etcdserver: mvcc: required revision has been compacted",
+            2
+        )
+    );
+    w.watch("k", Some(WatchOptions::new().with_watch_id(3)))
+        .await
+        .unwrap();
+    let r = next(&mut w, "created").await;
+    assert!(r.created && !r.canceled && r.watch_id == 3, "{r:?}");
+}

@@ -3,13 +3,13 @@
 //! and `/metrics`. The client URLs serve all of them; `--listen-metrics-urls` serve all but
 //! `/version`, as etcd's metrics mux does.
 //!
-//! What each answers, as etcd 3.5.17's `health.go`:
+//! What each answers, as etcd 3.5.33's `health.go`:
 //! * `/health`: unhealthy on an active alarm not named in `?exclude=` (`ALARM NOSPACE`, `ALARM
 //!   CORRUPT`), then with no leader (`RAFT NO LEADER`, not checked with `?serializable=true`), then
 //!   when a one-key Range fails (`RANGE ERROR:<error>`; linearizable unless `?serializable=true`).
 //!   JSON `{"health":"true","reason":""}`, 503 when unhealthy.
 //! * `/livez`: a serializable read. `/readyz`: no CORRUPT alarm (`data_corruption`), a serializable
-//!   read, a linearizable read. `ok\n`, or with `?verbose` each check as `[+]name ok`; a failed
+//!   read, a linearizable read, not a learner (`non_learner`, etcd 3.5.19 on). `ok\n`, or with `?verbose` each check as `[+]name ok`; a failed
 //!   check answers 503 with every check's line (`[-]name failed: <error>`). `?exclude=name` skips a
 //!   check of the root path; `/livez/<check>` and `/readyz/<check>` run one check.
 //!
@@ -85,6 +85,7 @@ enum Check {
     DataCorruption,
     SerializableRead,
     LinearizableRead,
+    NonLearner,
 }
 
 impl Check {
@@ -93,6 +94,7 @@ impl Check {
             Check::DataCorruption => "data_corruption",
             Check::SerializableRead => "serializable_read",
             Check::LinearizableRead => "linearizable_read",
+            Check::NonLearner => "non_learner",
         }
     }
 }
@@ -102,6 +104,7 @@ const READYZ: &[Check] = &[
     Check::DataCorruption,
     Check::SerializableRead,
     Check::LinearizableRead,
+    Check::NonLearner,
 ];
 
 /// The health pages, `/version` and `/metrics`, for a client URL.
@@ -338,6 +341,8 @@ impl<S: HealthServer> Health<S> {
             }
             Check::SerializableRead => self.read(true).await.map_err(|e| e.to_string()),
             Check::LinearizableRead => self.read(false).await.map_err(|e| e.to_string()),
+            Check::NonLearner if self.srv.is_learner() => Err("not supported for learner".into()),
+            Check::NonLearner => Ok(()),
         }
     }
 

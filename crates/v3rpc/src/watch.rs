@@ -505,6 +505,19 @@ async fn recv_loop(
                     key: if c.key.is_empty() { vec![0] } else { c.key },
                     ..c
                 };
+                // etcd 3.5.24 on (eb7ef2e23): a negative start revision is refused as compacted,
+                // before the permission check.
+                if c.start_revision < 0 {
+                    ctx.outbox.push_control(WatchResponse {
+                        header: ctx.header(ctx.store.rev()),
+                        watch_id: INVALID_WATCH_ID,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: ServerError::Compacted.to_string(),
+                        ..Default::default()
+                    });
+                    continue;
+                }
                 match watch_permitted(&ctx, &c).await {
                     Ok(()) => create(&ctx, c),
                     Err(e) => ctx.outbox.push_control(WatchResponse {
