@@ -283,9 +283,20 @@ fn expired_jwt(private_pem: &str) -> String {
     .unwrap()
 }
 
-/// Every RPC of the matrix, in the order it runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Case {
+/// Declares `Case` and `CASES` (every case, in declaration order) from one list.
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {
+        /// Every RPC of the matrix, in the order it runs.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+        enum Case {
+            $($case),*
+        }
+
+        const CASES: &[Case] = &[$(Case::$case),*];
+    };
+}
+
+cases! {
     RangeKey,
     RangePrefix,
     RangeFromKey,
@@ -344,64 +355,6 @@ enum Case {
 }
 
 use Case::*;
-
-const CASES: &[Case] = &[
-    RangeKey,
-    RangePrefix,
-    RangeFromKey,
-    RangeOtherPrefix,
-    PutKey,
-    PutOtherPrefix,
-    PutPrevKv,
-    DeleteKey,
-    TxnCompareAndPut,
-    TxnReadOnly,
-    TxnNested,
-    Compact,
-    WatchKey,
-    WatchFromKey,
-    LeaseGrant,
-    LeaseRevoke,
-    LeaseTimeToLive,
-    LeaseTimeToLiveKeys,
-    LeaseKeepAlive,
-    LeaseLeases,
-    Status,
-    Defragment,
-    Hash,
-    HashKv,
-    Snapshot,
-    AlarmGet,
-    AlarmDeactivate,
-    MoveLeader,
-    MemberList,
-    MemberAdd,
-    MemberRemove,
-    MemberUpdate,
-    MemberPromote,
-    AuthStatus,
-    AuthEnable,
-    AuthDisable,
-    Authenticate,
-    UserAdd,
-    UserGet,
-    UserGetSelf,
-    UserList,
-    UserDelete,
-    UserChangePassword,
-    UserGrantRole,
-    UserRevokeRole,
-    RoleAdd,
-    RoleGet,
-    RoleList,
-    RoleDelete,
-    RoleGrantPermission,
-    RoleRevokePermission,
-    Lock,
-    Campaign,
-    ElectionLeader,
-    Proclaim,
-];
 
 impl Case {
     /// Whether a successful cell changes users, roles or the enabled flag (then every JWT is
