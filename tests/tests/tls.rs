@@ -644,7 +644,7 @@ async fn a_cluster_with_peer_mtls_elects_replicates_restarts_and_keeps_foreign_m
         .chain([format!("m3={intruder_peer}")])
         .collect::<Vec<_>>()
         .join(",");
-    let mut intruder = Member::spawn(vec![
+    let intruder = Member::spawn(vec![
         "--name=m3".into(),
         format!("--listen-client-urls={}", p[0].url()),
         format!("--advertise-client-urls={}", p[0].url()),

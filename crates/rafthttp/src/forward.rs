@@ -6,6 +6,11 @@
 //! seconds per lease; dialling each time would cost a connection per request). tonic's channel
 //! reconnects by itself; a channel whose URLs changed is replaced. Each call is bounded by the caller's
 //! deadline; which errors are worth another try is the caller's decision (the server's `lease_requests`).
+//!
+//! The channel goes to the leader's first peer URL, dialed plaintext or TLS by its scheme. Tradeoff:
+//! tonic balances over several endpoints only with its own connector, not with the TLS connector every
+//! peer dial uses, so a leader reachable on a second peer URL only is not reached by forwarded requests
+//! (members have a single peer URL in practice; etcd's `leasehttp` also tries the URLs in order).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
