@@ -426,12 +426,14 @@ async fn an_https_url_without_certificates_is_refused_at_start() {
 
 #[tokio::test]
 async fn auto_tls_serves_a_self_signed_certificate_on_client_and_peer_urls() {
-    let p = reserve_n(2);
+    let p = reserve_n(3);
     let url = format!("https://127.0.0.1:{}", p[0].number());
     let peer = format!("https://127.0.0.1:{}", p[1].number());
+    let http_url = format!("https://127.0.0.1:{}", p[2].number());
     let mut m = Member::spawn(vec![
         "--name=auto".into(),
         format!("--listen-client-urls={url}"),
+        format!("--listen-client-http-urls={http_url}"),
         format!("--advertise-client-urls={url}"),
         format!("--listen-peer-urls={peer}"),
         format!("--initial-advertise-peer-urls={peer}"),
@@ -447,6 +449,16 @@ async fn auto_tls_serves_a_self_signed_certificate_on_client_and_peer_urls() {
     ];
     wait_serving(&mut m, &url, &insecure).await;
     assert!(ok(&etcdctl(&url, &insecure, &["put", "a", "b"])));
+    // The client HTTP URL serves the JSON gateway over https with the same certificate.
+    let body = curl(&[
+        "-k".into(),
+        "-X".into(),
+        "POST".into(),
+        format!("{http_url}/v3/kv/range"),
+        "-d".into(),
+        r#"{"key":"YQ=="}"#.into(),
+    ]);
+    assert!(stdout(&body).contains(r#""value":"Yg==""#), "{body:?}");
     // The certificate is etcd's: under <data-dir>/fixtures, not trusted by a verifying client.
     let fixtures = m.data_dir().join("fixtures");
     for side in ["client", "peer"] {
@@ -615,7 +627,14 @@ async fn a_cluster_with_peer_mtls_elects_replicates_restarts_and_keeps_foreign_m
 
     // A member restarted catches up over the TLS peer streams.
     members[1].stop();
-    c0.put("b", "2", None).await.unwrap();
+    // The stopped member may have led: the put waits for the next leader.
+    poll::eventually("a put with a member down", DEADLINE, async || {
+        c0.put("b", "2", None)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
     members[1].start();
     poll::eventually("the restarted member catching up", DEADLINE, async || {
         members[1].assert_running();
