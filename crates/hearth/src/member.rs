@@ -199,12 +199,23 @@ pub(crate) fn resolve(
     if !not_yet.is_empty() {
         return Err(ConfigError::NotYet(NotSupportedYet(not_yet)));
     }
-    // Only now that TLS flags are known to be off (or wired) do https URLs mean what they say.
-    transport::check_client_urls(&cfg.listen_client_urls, &cfg.client_tls)
-        .map_err(|e| e.to_string())?;
-    transport::check_peer_urls(&cfg.listen_peer_urls, &cfg.peer_tls).map_err(|e| e.to_string())?;
-    transport::check_metrics_urls(&cfg.listen_metrics_urls, &cfg.client_tls)
-        .map_err(|e| e.to_string())?;
+    // etcd's checks of https URLs without certificates. With auto TLS and no certificate given, the
+    // server makes the certificate first and checks then.
+    if !(cfg.client_auto_tls && cfg.client_tls.is_empty()) {
+        let client_urls: Vec<String> = cfg
+            .listen_client_urls
+            .iter()
+            .chain(&cfg.listen_client_http_urls)
+            .cloned()
+            .collect();
+        transport::check_client_urls(&client_urls, &cfg.client_tls).map_err(|e| e.to_string())?;
+        transport::check_metrics_urls(&cfg.listen_metrics_urls, &cfg.client_tls)
+            .map_err(|e| e.to_string())?;
+    }
+    if !(cfg.peer_auto_tls && cfg.peer_tls.is_empty()) {
+        transport::check_peer_urls(&cfg.listen_peer_urls, &cfg.peer_tls)
+            .map_err(|e| e.to_string())?;
+    }
     Ok(cfg)
 }
 

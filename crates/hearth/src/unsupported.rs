@@ -1,5 +1,5 @@
 //! The flags Hearth parses but does not act on yet, in one table: a member given one of them with
-//! anything but its default refuses to start, naming it ("--cert-file is not supported yet"), rather than
+//! anything but its default refuses to start, naming it ("--wal-dir is not supported yet"), rather than
 //! run without what the operator asked for. Whoever wires a feature into the server removes its lines
 //! here (the values are already in `server::Config`, see `member`).
 //!
@@ -24,37 +24,9 @@ enum When {
 
 use When::*;
 
-/// (what to name, when it is in effect). Names are flags, or configuration file keys for the two TLS
-/// settings only a file can give.
+/// (what to name, when it is in effect). Names are flags (shown as configuration file keys for the
+/// settings only a file can give, see `display`).
 static NOT_YET: &[(&str, When)] = &[
-    // TLS: the transport crate is ready; the server's listeners and peer dialing do not use it yet.
-    ("cert-file", NotDefault),
-    ("key-file", NotDefault),
-    ("client-cert-file", NotDefault),
-    ("client-key-file", NotDefault),
-    ("client-cert-auth", NotDefault),
-    ("client-crl-file", NotDefault),
-    ("client-cert-allowed-hostname", NotDefault),
-    ("client-cert-allowed-cn", NotDefault),
-    ("client-skip-client-san-verification", NotDefault),
-    ("trusted-ca-file", NotDefault),
-    ("auto-tls", NotDefault),
-    ("peer-cert-file", NotDefault),
-    ("peer-key-file", NotDefault),
-    ("peer-client-cert-file", NotDefault),
-    ("peer-client-key-file", NotDefault),
-    ("peer-client-cert-auth", NotDefault),
-    ("peer-trusted-ca-file", NotDefault),
-    ("peer-crl-file", NotDefault),
-    ("peer-cert-allowed-cn", NotDefault),
-    ("peer-cert-allowed-hostname", NotDefault),
-    ("peer-skip-client-san-verification", NotDefault),
-    ("experimental-peer-skip-client-san-verification", NotDefault),
-    ("peer-auto-tls", NotDefault),
-    ("self-signed-cert-validity", NotDefault),
-    ("cipher-suites", NotDefault),
-    ("tls-min-version", NotDefault),
-    ("tls-max-version", NotDefault),
     // Listeners and HTTP.
     ("enable-grpc-gateway", NotDefault),
     // Raft and peers.
@@ -126,10 +98,6 @@ static NOT_YET: &[(&str, When)] = &[
 /// Configuration file keys for the rows named after file-only settings.
 fn display(name: &str) -> String {
     match name {
-        "client-cert-allowed-cn" => "client-transport-security.allowed-cn".into(),
-        "client-skip-client-san-verification" => {
-            "client-transport-security.skip-client-san-verification".into()
-        }
         "discovery-config" => "discovery-config".into(),
         n => format!("--{n}"),
     }
@@ -139,7 +107,7 @@ fn negative_quota(v: &Values) -> bool {
     v.int("quota-backend-bytes") < 0
 }
 
-/// The settings in effect that Hearth does not implement yet, each named ("--cert-file",
+/// The settings in effect that Hearth does not implement yet, each named ("--wal-dir",
 /// "--feature-gates=InitialCorruptCheck=true", ...), in the table's order.
 pub(crate) fn not_yet(values: &Values, gates: &BTreeMap<String, bool>) -> Vec<String> {
     let mut out = Vec::new();
@@ -278,7 +246,7 @@ mod tests {
     #[test]
     fn settings_not_wired_are_named() {
         let v = values(&[
-            "--cert-file=/c",
+            "--wal-dir=/w",
             "--enable-grpc-gateway=false",
             "--feature-gates=LeaseCheckpoint=true",
             "--experimental-stop-grpc-service-on-defrag",
@@ -287,16 +255,16 @@ mod tests {
         assert_eq!(
             not_yet(&v, &gates(&v)),
             [
-                "--cert-file",
                 "--enable-grpc-gateway",
+                "--wal-dir",
                 "--quota-backend-bytes",
                 "--feature-gates=LeaseCheckpoint=true",
                 "--experimental-stop-grpc-service-on-defrag",
             ]
         );
         assert_eq!(
-            NotSupportedYet(vec!["--cert-file".into(), "--key-file".into()]).to_string(),
-            "--cert-file is not supported yet; --key-file is not supported yet"
+            NotSupportedYet(vec!["--wal-dir".into(), "--max-wals".into()]).to_string(),
+            "--wal-dir is not supported yet; --max-wals is not supported yet"
         );
     }
 

@@ -5,15 +5,21 @@
 use std::time::Duration;
 
 use api::hearthraftpb::{raft_client::RaftClient, MembersRequest, MembersResponse};
-use tonic::transport::Endpoint;
 
-/// The cluster as the member at `url` knows it. `timeout` bounds the dial and the call.
-pub async fn members(url: &str, timeout: Duration) -> Result<MembersResponse, String> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| e.to_string())?
+/// The cluster as the member at `url` knows it. `timeout` bounds the dial and the call; `tls` dials
+/// an `https` URL.
+pub async fn members(
+    url: &str,
+    tls: Option<&transport::ClientTls>,
+    timeout: Duration,
+) -> Result<MembersResponse, String> {
+    let (endpoint, connector) = transport::endpoint(url, tls).map_err(|e| e.to_string())?;
+    let channel = endpoint
         .connect_timeout(timeout)
-        .timeout(timeout);
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+        .timeout(timeout)
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| super::error_chain(&e))?;
     RaftClient::new(channel)
         .members(MembersRequest {})
         .await

@@ -6,6 +6,11 @@
 //! seconds per lease; dialling each time would cost a connection per request). tonic's channel
 //! reconnects by itself; a channel whose URLs changed is replaced. Each call is bounded by the caller's
 //! deadline; which errors are worth another try is the caller's decision (the server's `lease_requests`).
+//!
+//! The channel goes to the leader's first peer URL, dialed plaintext or TLS by its scheme. Tradeoff:
+//! tonic balances over several endpoints only with its own connector, not with the TLS connector every
+//! peer dial uses, so a leader reachable on a second peer URL only is not reached by forwarded requests
+//! (members have a single peer URL in practice; etcd's `leasehttp` also tries the URLs in order).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,7 +21,7 @@ use api::hearthraftpb::{raft_client::RaftClient, PromoteRequest};
 use api::leasepb::LeaseInternalRequest;
 use api::membershippb;
 use rpctypes::ServerError;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::Transport;
 
@@ -37,17 +42,16 @@ impl Channels {
                 return Ok(c.clone());
             }
         }
-        let endpoints = urls
-            .iter()
-            .map(|u| super::endpoint(u, t.config()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ServerError::Internal)?;
-        if endpoints.is_empty() {
+        // One lazily connected channel to the first URL: a custom connector (TLS) cannot be used
+        // with tonic's balanced channels. Members have one peer URL in practice.
+        let Some(url) = urls.first() else {
             return Err(ServerError::Internal(format!(
                 "member {id:x} has no peer URL"
             )));
-        }
-        let c = Channel::balance_list(endpoints.into_iter());
+        };
+        let (endpoint, connector) =
+            super::endpoint(url, t.config()).map_err(ServerError::Internal)?;
+        let c = endpoint.connect_with_connector_lazy(connector);
         map.insert(id, (urls.to_vec(), c.clone()));
         Ok(c)
     }
@@ -130,13 +134,13 @@ impl Transport {
         id: u64,
         timeout: Duration,
     ) -> Result<Vec<membershippb::Member>, ServerError> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| ServerError::Internal(e.to_string()))?
-            .connect_timeout(PROMOTE_DIAL_TIMEOUT);
+        let (endpoint, connector) =
+            super::endpoint(url, self.config()).map_err(ServerError::Internal)?;
         let channel = endpoint
-            .connect()
+            .connect_timeout(PROMOTE_DIAL_TIMEOUT)
+            .connect_with_connector(connector)
             .await
-            .map_err(|e| ServerError::Internal(e.to_string()))?;
+            .map_err(|e| ServerError::Internal(super::error_chain(&e)))?;
         let mut req = tonic::Request::new(PromoteRequest { member_id: id });
         req.set_timeout(timeout);
         super::set_headers(&mut req, self.cluster_id, self.local_id, leader);

@@ -197,6 +197,9 @@ pub struct TransportConfig {
     pub max_snapshot_sends: usize,
     /// The largest snapshot a peer may send.
     pub max_snapshot_bytes: u64,
+    /// How `https` peer URLs are dialed (the peer certificate presented, the CA trusted); `None`:
+    /// only `http` peers can be reached.
+    pub tls: Option<transport::ClientTls>,
 }
 
 impl Default for TransportConfig {
@@ -213,6 +216,7 @@ impl Default for TransportConfig {
             max_snapshot_sends: 2,
             // Eight times etcd's largest suggested backend quota.
             max_snapshot_bytes: 64 << 30,
+            tls: None,
         }
     }
 }
@@ -437,24 +441,47 @@ impl RaftTransport for Arc<Transport> {
     }
 }
 
-/// How every call to a peer is made: dial timeout, no Nagle, HTTP/2 keepalive.
-pub(crate) fn endpoint(url: &str, cfg: &TransportConfig) -> Result<Endpoint, String> {
-    let e = Endpoint::from_shared(url.to_string()).map_err(|e| format!("bad peer URL: {e}"))?;
-    Ok(e.connect_timeout(cfg.dial_timeout)
+/// How every call to a peer is made: plaintext or TLS by the URL's scheme (`transport::endpoint`),
+/// dial timeout, no Nagle, HTTP/2 keepalive.
+pub(crate) fn endpoint(
+    url: &str,
+    cfg: &TransportConfig,
+) -> Result<(Endpoint, transport::Connector), String> {
+    let (e, c) =
+        transport::endpoint(url, cfg.tls.as_ref()).map_err(|e| format!("bad peer URL: {e}"))?;
+    let e = e
+        .connect_timeout(cfg.dial_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(cfg.keepalive)
         .keep_alive_timeout(cfg.keepalive_timeout)
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true);
+    Ok((e, c))
 }
 
 /// Dials a peer URL.
 pub(crate) async fn connect(url: &str, cfg: &TransportConfig) -> Result<Channel, String> {
-    let e = endpoint(url, cfg)?;
-    match tokio::time::timeout(cfg.dial_timeout * 2, e.connect()).await {
+    let (e, c) = endpoint(url, cfg)?;
+    match tokio::time::timeout(cfg.dial_timeout * 2, e.connect_with_connector(c)).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(format!("dial: {e}")),
+        Ok(Err(e)) => Err(format!("dial: {}", error_chain(&e))),
         Err(_) => Err("dial timed out".into()),
     }
+}
+
+/// An error and its sources, as one line (tonic's "transport error" alone says nothing of a
+/// refused certificate).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        src = s.source();
+    }
+    out
 }
 
 /// Parses a hex id from call metadata.

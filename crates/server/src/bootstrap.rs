@@ -42,11 +42,15 @@ pub struct Prepared {
     pub learner: bool,
 }
 
-pub async fn prepare(cfg: &Config) -> Result<Prepared, BootstrapError> {
+/// `tls` dials `https` peers (a joining member asks them for the cluster).
+pub async fn prepare(
+    cfg: &Config,
+    tls: Option<&transport::ClientTls>,
+) -> Result<Prepared, BootstrapError> {
     let initial = cfg.initial_members()?;
     match cfg.initial_cluster_state {
         ClusterState::New => new_cluster(cfg, &initial),
-        ClusterState::Existing => join(cfg, &initial).await,
+        ClusterState::Existing => join(cfg, &initial, tls).await,
     }
 }
 
@@ -88,7 +92,11 @@ pub fn new_cluster(cfg: &Config, initial: &[InitialMember]) -> Result<Prepared, 
     })
 }
 
-async fn join(cfg: &Config, initial: &[InitialMember]) -> Result<Prepared, BootstrapError> {
+async fn join(
+    cfg: &Config,
+    initial: &[InitialMember],
+    tls: Option<&transport::ClientTls>,
+) -> Result<Prepared, BootstrapError> {
     let mine: Vec<String> = initial
         .iter()
         .filter(|m| m.name == cfg.name)
@@ -99,7 +107,7 @@ async fn join(cfg: &Config, initial: &[InitialMember]) -> Result<Prepared, Boots
         .filter(|m| m.name != cfg.name)
         .flat_map(|m| m.peer_urls.clone())
         .collect();
-    let remote = fetch_cluster(&urls).await?;
+    let remote = fetch_cluster(&urls, tls).await?;
     let existing: Vec<Member> = remote.members.iter().map(Member::from_pb).collect();
     let me = assign_id(cfg, initial, &existing)?;
     let learner = existing.iter().any(|m| m.id == me && m.is_learner);
@@ -123,13 +131,16 @@ async fn join(cfg: &Config, initial: &[InitialMember]) -> Result<Prepared, Boots
 }
 
 /// The cluster as the first of `urls` to answer knows it.
-async fn fetch_cluster(urls: &[String]) -> Result<MembersResponse, BootstrapError> {
+async fn fetch_cluster(
+    urls: &[String],
+    tls: Option<&transport::ClientTls>,
+) -> Result<MembersResponse, BootstrapError> {
     for round in 0..JOIN_ROUNDS {
         if round > 0 {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         for url in urls {
-            match rafthttp::discovery::members(url, JOIN_TIMEOUT).await {
+            match rafthttp::discovery::members(url, tls, JOIN_TIMEOUT).await {
                 Ok(r) => return Ok(r),
                 Err(e) => tracing::warn!(url = %url, "could not get cluster information: {e}"),
             }

@@ -8,6 +8,11 @@
 //!
 //! The services are built once and shared by every listener; each listener is served by
 //! `v3rpc::serve`, so every one has the same interceptor, metrics and HTTP/2 settings.
+//!
+//! TLS is per address, from the URL schemes (`tls_listeners`): an address given as `https://` is
+//! served with the client certificate (`--cert-file`, or `--auto-tls`), one given as both `http://`
+//! and `https://` serves both on one port, told apart by the first byte of each connection (etcd's
+//! cmux). The same certificate serves the client, client HTTP and metrics URLs, as in etcd.
 
 use std::sync::Arc;
 
@@ -103,7 +108,7 @@ impl ClientPort {
     /// A client URL: gRPC, and plain HTTP beside it unless `with_http` is false.
     pub(crate) async fn serve(
         self,
-        listener: tokio::net::TcpListener,
+        incoming: transport::Incoming,
         with_http: bool,
     ) -> Result<(), tonic::transport::Error> {
         let mut cfg = self.serve.clone();
@@ -113,24 +118,24 @@ impl ClientPort {
             cfg.accept_http1 = false;
             self.grpc
         };
-        v3rpc::serve(self.srv, routes, listener, &cfg, self.shutdown).await
+        v3rpc::serve(self.srv, routes, incoming, &cfg, self.shutdown).await
     }
 
     /// A client HTTP URL: the gateway and the HTTP pages.
     pub(crate) async fn serve_http(
         self,
-        listener: tokio::net::TcpListener,
+        incoming: transport::Incoming,
     ) -> Result<(), tonic::transport::Error> {
         let routes = tonic::service::Routes::from(self.plain);
-        v3rpc::serve(self.srv, routes, listener, &self.serve, self.shutdown).await
+        v3rpc::serve(self.srv, routes, incoming, &self.serve, self.shutdown).await
     }
 
     /// A metrics URL: `/metrics` and the health pages.
     pub(crate) async fn serve_metrics(
         self,
-        listener: tokio::net::TcpListener,
+        incoming: transport::Incoming,
     ) -> Result<(), tonic::transport::Error> {
         let routes = tonic::service::Routes::from(self.metrics);
-        v3rpc::serve(self.srv, routes, listener, &self.serve, self.shutdown).await
+        v3rpc::serve(self.srv, routes, incoming, &self.serve, self.shutdown).await
     }
 }

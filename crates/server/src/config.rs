@@ -311,19 +311,6 @@ impl Config {
             });
         }
         for u in self
-            .listen_metrics_urls
-            .iter()
-            .chain(&self.listen_client_http_urls)
-        {
-            if u.trim().starts_with("https://") {
-                // Served as plain HTTP by `client_port`; TLS there comes with the client TLS wiring.
-                return Err(ConfigError::Url(
-                    u.clone(),
-                    "https metrics and client HTTP URLs are not supported yet",
-                ));
-            }
-        }
-        for u in self
             .listen_client_urls
             .iter()
             .chain(&self.listen_peer_urls)

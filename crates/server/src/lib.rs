@@ -19,6 +19,7 @@ mod ids;
 mod lessor_driver;
 mod listener;
 mod metrics;
+mod tls;
 mod urls;
 
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use membership::{Member, RaftCluster};
 use rafthttp::{RaftTransport as _, Transport, TransportConfig};
 pub use raftnode::RaftError;
 use raftnode::{BackendSnapshots, ClusterParts, Command, Handle, NodeConfig, RaftNode, RaftStatus};
+use transport::Role;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -64,6 +66,9 @@ pub enum StartError {
     /// The initial corruption check found a peer with other data.
     #[error(transparent)]
     Corrupt(#[from] corrupt::InitialCheckError),
+    /// A certificate, key, CA or CRL file is unusable, or an https URL has no certificate.
+    #[error(transparent)]
+    Tls(#[from] transport::TlsError),
 }
 
 /// How long a stopping member keeps serving requests already in flight.
@@ -141,19 +146,12 @@ fn gate(cfg: &Config, name: &str) -> bool {
     cfg.feature_gates.get(name).copied().unwrap_or(false)
 }
 
-async fn bind(cfg: &Config, urls: &[String]) -> Result<Vec<tokio::net::TcpListener>, StartError> {
-    let mut out = Vec::new();
-    for u in urls {
-        let addr = config::listen_addr(u)?;
-        out.push(listener::listen(addr, cfg).map_err(|e| StartError::Listen(addr, e))?);
-    }
-    Ok(out)
-}
-
 impl Hearth {
     /// Opens the member's data and starts serving. Must be called inside a tokio runtime.
-    pub async fn start(cfg: Config) -> Result<Hearth, StartError> {
+    pub async fn start(mut cfg: Config) -> Result<Hearth, StartError> {
         cfg.validate()?;
+        tls::apply_auto_tls(&mut cfg)?;
+        let member_tls = tls::MemberTls::new(&cfg)?;
         let armed = failpoint::init()?;
         if !armed.is_empty() {
             tracing::warn!(
@@ -192,7 +190,7 @@ impl Hearth {
         let prepared = if have_wal {
             None
         } else {
-            Some(bootstrap::prepare(&cfg).await?)
+            Some(bootstrap::prepare(&cfg, member_tls.peer_dial.as_ref()).await?)
         };
         let (consistent_index, applied_term) = kv.consistent_index_and_term()?;
         let applied = raftnode::Applied {
@@ -238,22 +236,30 @@ impl Hearth {
         cluster.set_max_learners(cfg.max_learners);
 
         // Bind before starting Raft, so a port conflict fails start-up cleanly.
-        let client_listeners = bind(&cfg, &cfg.listen_client_urls).await?;
-        let client_http_listeners = bind(&cfg, &cfg.listen_client_http_urls).await?;
-        let metrics_listeners = bind(&cfg, &cfg.listen_metrics_urls).await?;
-        let peer_listeners = bind(&cfg, &cfg.listen_peer_urls).await?;
+        let client_tls = member_tls.client.as_ref();
+        let client_listeners = tls::bind(&cfg, &cfg.listen_client_urls, Role::Client, client_tls)?;
+        let client_http_listeners =
+            tls::bind(&cfg, &cfg.listen_client_http_urls, Role::Client, client_tls)?;
+        let metrics_listeners =
+            tls::bind(&cfg, &cfg.listen_metrics_urls, Role::Client, client_tls)?;
+        let peer_listeners = tls::bind(
+            &cfg,
+            &cfg.listen_peer_urls,
+            Role::Peer,
+            member_tls.peer.as_ref(),
+        )?;
         let http_addrs = client_http_listeners
             .iter()
             .chain(&metrics_listeners)
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(tls::Bound::local_addr)
             .collect();
         let client_addrs = client_listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(tls::Bound::local_addr)
             .collect();
         let peer_addrs = peer_listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(tls::Bound::local_addr)
             .collect();
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -265,6 +271,7 @@ impl Hearth {
                 cluster_id,
                 TransportConfig {
                     max_message_bytes: 2 * largest_entry + 1024 * 1024,
+                    tls: member_tls.peer_dial.clone(),
                     ..TransportConfig::default()
                 },
                 tokio::runtime::Handle::current(),
@@ -393,7 +400,7 @@ impl Hearth {
         for l in peer_listeners {
             serving.push(tokio::spawn(serve_peer(
                 server.clone(),
-                l,
+                l.incoming(),
                 shutdown_rx.clone(),
             )));
         }
@@ -404,13 +411,15 @@ impl Hearth {
         let client =
             client_port::ClientPort::new(server.clone(), no_leader, shutdown_rx.clone()).await;
         for l in client_listeners {
-            serving.push(tokio::spawn(client.clone().serve(l, !split_http)));
+            serving.push(tokio::spawn(
+                client.clone().serve(l.incoming(), !split_http),
+            ));
         }
         for l in client_http_listeners {
-            serving.push(tokio::spawn(client.clone().serve_http(l)));
+            serving.push(tokio::spawn(client.clone().serve_http(l.incoming())));
         }
         for l in metrics_listeners {
-            serving.push(tokio::spawn(client.clone().serve_metrics(l)));
+            serving.push(tokio::spawn(client.clone().serve_metrics(l.incoming())));
         }
         tokio::spawn(publish(server.clone(), shutdown_rx));
         Ok(Hearth {
@@ -472,18 +481,10 @@ impl Hearth {
 /// Serves Hearth's peer service on a peer URL.
 async fn serve_peer(
     srv: Arc<etcdserver::EtcdServer>,
-    listener: tokio::net::TcpListener,
+    incoming: transport::Incoming,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let max = srv.transport().config().max_message_bytes;
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |s| {
-            s.inspect(|s| {
-                let _ = s.set_nodelay(true);
-            })
-        },
-    );
     let svc = api::hearthraftpb::raft_server::RaftServer::new(rafthttp::PeerService::new(
         srv.transport(),
         srv.clone(),

@@ -426,8 +426,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FixAuthority<S> {
     }
 }
 
-impl tonic::transport::server::Connected for FixAuthority<tokio::net::TcpStream> {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected
+    for FixAuthority<S>
+{
+    type ConnectInfo = S::ConnectInfo;
     fn connect_info(&self) -> Self::ConnectInfo {
         self.inner.connect_info()
     }

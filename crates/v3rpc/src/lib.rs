@@ -366,24 +366,17 @@ pub use no_leader::monitor_leader;
 /// Serves `routes` on a client listener until `shutdown` turns true: plain HTTP/1.1 beside gRPC (as
 /// etcd), every connection through the `:authority` filter, etcd's interceptor checks (learners,
 /// `hasleader`) before any service, then the gRPC metrics, the end of `hasleader` streams without a
-/// leader, and grpc-go's status for oversized requests.
+/// leader, and grpc-go's status for oversized requests. `incoming` yields the listener's connections,
+/// plaintext or TLS, already handshaken (`transport::Acceptor::incoming`); each request carries its
+/// connection's `transport::ConnInfo` in its extensions (the client certificate's CN for auth).
 pub async fn serve<S: RaftStatusGetter>(
     srv: Arc<S>,
     routes: tonic::service::Routes,
-    listener: tokio::net::TcpListener,
+    incoming: transport::Incoming,
     cfg: &ServeConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |s| {
-            s.map(|s| {
-                // Requests are small and latency-bound: never let Nagle hold a response back.
-                let _ = s.set_nodelay(true);
-                authority::FixAuthority::new(s)
-            })
-        },
-    );
+    let incoming = tokio_stream::StreamExt::map(incoming, |c| c.map(authority::FixAuthority::new));
     let keepalive = (!cfg.keepalive_interval.is_zero()).then_some(cfg.keepalive_interval);
     tonic::transport::Server::builder()
         // etcd answers plain HTTP/1.1 (/health, /metrics) on the same port as gRPC.

@@ -308,7 +308,7 @@ fn auto_compaction_flags_reach_the_config() {
 #[test]
 fn flags_not_wired_yet_refuse_the_member_by_name() {
     let e = resolve(
-        &flags(&["--cert-file=/c", "--key-file=/k", "--unsafe-no-fsync"]),
+        &flags(&["--wal-dir=/w", "--max-wals=3", "--unsafe-no-fsync"]),
         Source::Flags,
         &mut Notices::default(),
     )
@@ -316,14 +316,14 @@ fn flags_not_wired_yet_refuse_the_member_by_name() {
     assert_eq!(
         e,
         ConfigError::NotYet(NotSupportedYet(vec![
-            "--cert-file".into(),
-            "--key-file".into(),
-            "--unsafe-no-fsync".into()
+            "--unsafe-no-fsync".into(),
+            "--wal-dir".into(),
+            "--max-wals".into()
         ]))
     );
     assert_eq!(
         e.to_string(),
-        "--cert-file is not supported yet; --key-file is not supported yet; --unsafe-no-fsync is not supported yet"
+        "--unsafe-no-fsync is not supported yet; --wal-dir is not supported yet; --max-wals is not supported yet"
     );
     // Defaults given explicitly are fine.
     assert!(resolve(

@@ -1,0 +1,700 @@
+//! TLS end to end: the real `hearth` binary serving its client, metrics and peer URLs over TLS, driven by
+//! etcdctl, curl and a gRPC client that dials through the `transport` crate. Every test makes its own
+//! certificates (`transport::testing`). What is checked: TLS and mTLS clients, refusals (no client
+//! certificate, a certificate of another CA), plaintext and TLS on one port, certificates rotated on disk
+//! while the member runs, etcd's refusal of an https URL without certificates, `--auto-tls`, the client
+//! certificate's CN as the user under auth, the JSON gateway over https, and a three-member cluster whose
+//! peers use mTLS (a member with a certificate of another CA cannot join).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+use api::etcdserverpb::kv_client::KvClient;
+use api::etcdserverpb::{PutRequest, RangeRequest};
+use hearth_tests::poll;
+use hearth_tests::ports::{reserve, reserve_n, Port};
+use hearth_tests::server::{connect, hearth_bin, signal, ETCDCTL_BIN};
+use transport::testing::{Ca, CertSpec};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A certificate authority and the files of what it issued, in a temporary directory.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: Ca,
+}
+
+/// A certificate and its key on disk.
+#[derive(Clone)]
+struct Pair {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new(name);
+        transport::testing::write(dir.path(), "ca.pem", ca.cert_pem());
+        Pki { dir, ca }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A certificate named `cn`, valid for 127.0.0.1 and localhost, for server and client use.
+    fn issue(&self, file: &str, cn: &str) -> Pair {
+        let (cert, key) = self
+            .ca
+            .issue(&CertSpec::new(cn))
+            .write(self.dir.path(), file);
+        Pair { cert, key }
+    }
+}
+
+/// `--cacert --cert --key` for etcdctl (and curl).
+fn ctl_tls(ca: &Path, pair: Option<&Pair>) -> Vec<String> {
+    let mut v = vec![format!("--cacert={}", ca.display())];
+    if let Some(p) = pair {
+        v.push(format!("--cert={}", p.cert.display()));
+        v.push(format!("--key={}", p.key.display()));
+    }
+    v
+}
+
+fn curl_tls(ca: &Path, pair: Option<&Pair>) -> Vec<String> {
+    let mut v = vec!["--cacert".to_string(), ca.display().to_string()];
+    if let Some(p) = pair {
+        v.extend([
+            "--cert".to_string(),
+            p.cert.display().to_string(),
+            "--key".to_string(),
+            p.key.display().to_string(),
+        ]);
+    }
+    v
+}
+
+fn etcdctl(endpoint: &str, tls: &[String], args: &[&str]) -> Output {
+    let mut cmd = Command::new(ETCDCTL_BIN);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ETCDCTL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(["--dial-timeout=3s", "--command-timeout=5s"])
+        .args(tls)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run etcdctl")
+}
+
+fn ok(o: &Output) -> bool {
+    o.status.success()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn curl(args: &[String]) -> Output {
+    Command::new("curl")
+        .args(["-s", "--max-time", "5"])
+        .args(args)
+        .output()
+        .expect("run curl")
+}
+
+/// A gRPC KV client over TLS with `ca` trusted and `pair` presented.
+async fn tls_kv(
+    url: &str,
+    ca: &Path,
+    pair: Option<&Pair>,
+) -> Result<KvClient<tonic::transport::Channel>, String> {
+    let info = transport::TlsInfo {
+        cert_file: pair.map(|p| p.cert.clone()),
+        key_file: pair.map(|p| p.key.clone()),
+        trusted_ca_file: Some(ca.to_path_buf()),
+        ..Default::default()
+    };
+    let tls = transport::ClientTls::new(&info).map_err(|e| e.to_string())?;
+    let (ep, c) = transport::endpoint(url, Some(&tls)).map_err(|e| e.to_string())?;
+    let ch = ep
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(5))
+        .connect_with_connector(c)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(KvClient::new(ch))
+}
+
+async fn tls_get(url: &str, ca: &Path, pair: Option<&Pair>, key: &str) -> Result<String, String> {
+    let mut kv = tls_kv(url, ca, pair).await?;
+    let r = kv
+        .range(RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner();
+    Ok(r.kvs
+        .first()
+        .map(|kv| String::from_utf8_lossy(&kv.value).to_string())
+        .unwrap_or_default())
+}
+
+/// A `hearth` process with its data dir and its log (stdout and stderr, appended across starts).
+struct Member {
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Member {
+    fn spawn(args: Vec<String>) -> Member {
+        let dir = tempfile::Builder::new()
+            .prefix("hearth-tls-")
+            .tempdir()
+            .unwrap();
+        let mut m = Member {
+            dir,
+            args,
+            child: None,
+        };
+        m.start();
+        m
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn start(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("log"))
+            .unwrap();
+        let mut cmd = Command::new(hearth_bin());
+        cmd.arg(format!("--data-dir={}", self.data_dir().display()))
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (k, _) in std::env::vars_os() {
+            let k_str = k.to_string_lossy();
+            if k_str.starts_with("ETCD_") || k_str.starts_with("HEARTH_") || k_str == "RUST_LOG" {
+                cmd.env_remove(&k);
+            }
+        }
+        self.child = Some(cmd.spawn().expect("spawn hearth"));
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// Panics with the log if the process has exited.
+    fn assert_running(&mut self) {
+        if let Some(c) = &mut self.child {
+            if let Ok(Some(s)) = c.try_wait() {
+                panic!("hearth exited with {s}:\n{}", self.log());
+            }
+        }
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let c = self.child.as_mut().expect("running");
+        let s = poll::eventually_blocking("hearth to exit", DEADLINE, || c.try_wait().unwrap());
+        self.child = None;
+        s
+    }
+
+    fn stop(&mut self) {
+        let c = self.child.as_ref().expect("running");
+        signal(c, rustix::process::Signal::TERM).unwrap();
+        assert!(self.wait_exit().success(), "{}", self.log());
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A single member's flags with `client_urls` as its client URLs and a plaintext peer URL.
+fn single(name: &str, client_urls: &str, peer: &Port, extra: &[String]) -> Vec<String> {
+    let advertise = client_urls.split(',').next().unwrap();
+    let mut v = vec![
+        format!("--name={name}"),
+        format!("--listen-client-urls={client_urls}"),
+        format!("--advertise-client-urls={advertise}"),
+        format!("--listen-peer-urls={}", peer.url()),
+        format!("--initial-advertise-peer-urls={}", peer.url()),
+        format!("--initial-cluster={name}={}", peer.url()),
+    ];
+    v.extend(extra.iter().cloned());
+    v
+}
+
+fn server_tls_flags(pki: &Pki, server: &Pair) -> Vec<String> {
+    vec![
+        format!("--cert-file={}", server.cert.display()),
+        format!("--key-file={}", server.key.display()),
+        "--client-cert-auth".to_string(),
+        format!("--trusted-ca-file={}", pki.ca_file().display()),
+    ]
+}
+
+/// Waits until etcdctl with `tls` gets an answer from `endpoint`.
+async fn wait_serving(m: &mut Member, endpoint: &str, tls: &[String]) {
+    poll::eventually(
+        format!("hearth to serve at {endpoint}"),
+        DEADLINE,
+        async || {
+            m.assert_running();
+            let o = etcdctl(endpoint, tls, &["get", "probe"]);
+            ok(&o)
+                .then_some(())
+                .ok_or(String::from_utf8_lossy(&o.stderr).to_string())
+        },
+    )
+    .await
+}
+
+/// Replaces a file the way a certificate manager does: a new file renamed over the old one.
+fn replace(path: &Path, from: &Path) {
+    let tmp = path.with_extension("new");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn client_mtls_plaintext_beside_it_refusals_gateway_metrics_and_rotation() {
+    let pki = Pki::new("client-ca");
+    let other = Pki::new("other-ca");
+    let server = pki.issue("server", "server");
+    let client = pki.issue("client", "client");
+    let intruder = other.issue("intruder", "client");
+    let p = reserve_n(3);
+    let (port, metrics) = (p[0].number(), p[1].number());
+    let https = format!("https://127.0.0.1:{port}");
+    let http = format!("http://127.0.0.1:{port}");
+    let mut extra = server_tls_flags(&pki, &server);
+    extra.push(format!("--listen-metrics-urls=https://127.0.0.1:{metrics}"));
+    let mut m = Member::spawn(single("tls", &format!("{https},{http}"), &p[2], &extra));
+    let mtls = ctl_tls(&pki.ca_file(), Some(&client));
+    wait_serving(&mut m, &https, &mtls).await;
+
+    // etcdctl and a gRPC client, both with a client certificate.
+    assert!(ok(&etcdctl(&https, &mtls, &["put", "k", "v1"])));
+    assert_eq!(
+        stdout(&etcdctl(&https, &mtls, &["get", "k", "--print-value-only"])),
+        "v1"
+    );
+    assert_eq!(
+        tls_get(&https, &pki.ca_file(), Some(&client), "k")
+            .await
+            .unwrap(),
+        "v1"
+    );
+    let mut kv = tls_kv(&https, &pki.ca_file(), Some(&client)).await.unwrap();
+    kv.put(PutRequest {
+        key: b"k".to_vec(),
+        value: b"v2".to_vec(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    // The same port answers plaintext too (http and https URLs on one address).
+    assert_eq!(
+        stdout(&etcdctl(&http, &[], &["get", "k", "--print-value-only"])),
+        "v2"
+    );
+
+    // Under --client-cert-auth: no certificate, or one of another CA, is refused.
+    let no_cert = ctl_tls(&pki.ca_file(), None);
+    assert!(!ok(&etcdctl(&https, &no_cert, &["get", "k"])));
+    assert!(tls_get(&https, &pki.ca_file(), None, "k").await.is_err());
+    let foreign = ctl_tls(&pki.ca_file(), Some(&intruder));
+    assert!(!ok(&etcdctl(&https, &foreign, &["get", "k"])));
+    assert!(tls_get(&https, &pki.ca_file(), Some(&intruder), "k")
+        .await
+        .is_err());
+    poll::eventually("the refusal in the log", DEADLINE, async || {
+        m.log().contains("rejected connection on client endpoint")
+    })
+    .await;
+
+    // The JSON gateway and the metrics URL over https.
+    let body = curl(
+        &[
+            curl_tls(&pki.ca_file(), Some(&client)),
+            vec![
+                "-X".into(),
+                "POST".into(),
+                format!("{https}/v3/kv/range"),
+                "-d".into(),
+                r#"{"key":"aw=="}"#.into(),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(ok(&body), "{body:?}");
+    assert!(stdout(&body).contains(r#""value":"djI=""#), "{body:?}");
+    for page in ["/livez", "/readyz"] {
+        let o = curl(
+            &[
+                curl_tls(&pki.ca_file(), Some(&client)),
+                vec![format!("https://127.0.0.1:{metrics}{page}")],
+            ]
+            .concat(),
+        );
+        assert_eq!(stdout(&o), "ok", "{page}: {o:?}");
+    }
+    let o = curl(
+        &[
+            curl_tls(&pki.ca_file(), None),
+            vec![format!("https://127.0.0.1:{metrics}/livez")],
+        ]
+        .concat(),
+    );
+    assert_ne!(
+        stdout(&o),
+        "ok",
+        "the metrics URL wants a client certificate too"
+    );
+
+    // The server certificate replaced on disk (by one of a new CA) is served without a restart.
+    let rotated = Pki::new("rotated-ca");
+    let next = rotated.issue("server", "server");
+    replace(&server.key, &next.key);
+    replace(&server.cert, &next.cert);
+    let via_new_ca = ctl_tls(&rotated.ca_file(), Some(&client));
+    poll::eventually("the rotated certificate served", DEADLINE, async || {
+        m.assert_running();
+        let o = etcdctl(&https, &via_new_ca, &["get", "k", "--print-value-only"]);
+        (stdout(&o) == "v2")
+            .then_some(())
+            .ok_or(String::from_utf8_lossy(&o.stderr).to_string())
+    })
+    .await;
+    assert!(!ok(&etcdctl(&https, &mtls, &["get", "k"])));
+    m.stop();
+}
+
+#[tokio::test]
+async fn an_https_url_without_certificates_is_refused_at_start() {
+    let p = reserve_n(2);
+    let url = format!("https://127.0.0.1:{}", p[0].number());
+    let mut m = Member::spawn(single("nocert", &url, &p[1], &[]));
+    assert!(!m.wait_exit().success());
+    let want = format!(
+        "TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"
+    );
+    assert!(m.log().contains(&want), "{}", m.log());
+
+    let p = reserve_n(3);
+    let peer = format!("https://127.0.0.1:{}", p[1].number());
+    let mut m = Member::spawn(vec![
+        "--name=nocert".into(),
+        format!("--listen-client-urls=http://127.0.0.1:{}", p[0].number()),
+        format!("--advertise-client-urls=http://127.0.0.1:{}", p[0].number()),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster=nocert={peer}"),
+    ]);
+    assert!(!m.wait_exit().success());
+    let want = format!(
+        "cannot listen on TLS for 127.0.0.1:{}: KeyFile and CertFile are not presented",
+        p[1].number()
+    );
+    assert!(m.log().contains(&want), "{}", m.log());
+}
+
+#[tokio::test]
+async fn auto_tls_serves_a_self_signed_certificate_on_client_and_peer_urls() {
+    let p = reserve_n(3);
+    let url = format!("https://127.0.0.1:{}", p[0].number());
+    let peer = format!("https://127.0.0.1:{}", p[1].number());
+    let http_url = format!("https://127.0.0.1:{}", p[2].number());
+    let mut m = Member::spawn(vec![
+        "--name=auto".into(),
+        format!("--listen-client-urls={url}"),
+        format!("--listen-client-http-urls={http_url}"),
+        format!("--advertise-client-urls={url}"),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster=auto={peer}"),
+        "--auto-tls".into(),
+        "--peer-auto-tls".into(),
+    ]);
+    // etcdctl 3.4 dials an https endpoint without TLS settings with Go's default (verifying)
+    // configuration unless told --insecure-transport=false.
+    let insecure = vec![
+        "--insecure-transport=false".to_string(),
+        "--insecure-skip-tls-verify".to_string(),
+    ];
+    wait_serving(&mut m, &url, &insecure).await;
+    assert!(ok(&etcdctl(&url, &insecure, &["put", "a", "b"])));
+    // The client HTTP URL serves the JSON gateway over https with the same certificate.
+    let body = curl(&[
+        "-k".into(),
+        "-X".into(),
+        "POST".into(),
+        format!("{http_url}/v3/kv/range"),
+        "-d".into(),
+        r#"{"key":"YQ=="}"#.into(),
+    ]);
+    assert!(stdout(&body).contains(r#""value":"Yg==""#), "{body:?}");
+    // The certificate is etcd's: under <data-dir>/fixtures, not trusted by a verifying client.
+    let fixtures = m.data_dir().join("fixtures");
+    for side in ["client", "peer"] {
+        assert!(fixtures.join(side).join("cert.pem").is_file());
+        assert!(fixtures.join(side).join("key.pem").is_file());
+    }
+    let ca = fixtures.join("client").join("cert.pem");
+    let verified = etcdctl(
+        &url,
+        &["--insecure-transport=false".to_string()],
+        &["get", "a"],
+    );
+    assert!(
+        !ok(&verified),
+        "a self-signed certificate is not trusted: {verified:?}"
+    );
+    // The same certificate is served again after a restart (the files are reused).
+    let before = std::fs::read(&ca).unwrap();
+    m.stop();
+    m.start();
+    wait_serving(&mut m, &url, &insecure).await;
+    assert_eq!(std::fs::read(&ca).unwrap(), before);
+    m.stop();
+}
+
+#[tokio::test]
+async fn the_client_certificate_cn_is_the_user_under_auth() {
+    let pki = Pki::new("auth-ca");
+    let server = pki.issue("server", "server");
+    let root = pki.issue("root", "root");
+    let alice = pki.issue("alice", "alice");
+    let p = reserve_n(2);
+    let https = format!("https://127.0.0.1:{}", p[0].number());
+    let mut m = Member::spawn(single(
+        "cn",
+        &https,
+        &p[1],
+        &server_tls_flags(&pki, &server),
+    ));
+    let as_root = ctl_tls(&pki.ca_file(), Some(&root));
+    let as_alice = ctl_tls(&pki.ca_file(), Some(&alice));
+    wait_serving(&mut m, &https, &as_root).await;
+    for args in [
+        vec!["user", "add", "root:rootpw"],
+        vec!["user", "grant-role", "root", "root"],
+        vec!["user", "add", "--no-password", "alice"],
+        vec!["role", "add", "foo-writer"],
+        vec!["role", "grant-permission", "foo-writer", "readwrite", "foo"],
+        vec!["user", "grant-role", "alice", "foo-writer"],
+        vec!["auth", "enable"],
+    ] {
+        let o = etcdctl(&https, &as_root, &args);
+        assert!(ok(&o), "{args:?}: {o:?}");
+    }
+    // No token: the certificate's CN is the user.
+    assert!(ok(&etcdctl(&https, &as_alice, &["put", "foo", "1"])));
+    let denied = etcdctl(&https, &as_alice, &["put", "bar", "1"]);
+    assert!(!ok(&denied));
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("permission denied"),
+        "{denied:?}"
+    );
+    assert!(ok(&etcdctl(&https, &as_root, &["put", "bar", "1"])));
+    // A token wins over the certificate: alice's certificate with root's password acts as root.
+    assert!(ok(&etcdctl(
+        &https,
+        &as_alice,
+        &["--user=root:rootpw", "put", "bar", "2"]
+    )));
+    // The JSON gateway ignores the certificate (etcd's rule): without a token there is no user.
+    let body = curl(
+        &[
+            curl_tls(&pki.ca_file(), Some(&alice)),
+            vec![
+                "-X".into(),
+                "POST".into(),
+                format!("{https}/v3/kv/put"),
+                "-d".into(),
+                r#"{"key":"Zm9v","value":"Mg=="}"#.into(),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(stdout(&body).contains("user name is empty"), "{body:?}");
+    m.stop();
+}
+
+/// The flags of member `i` of a three-member cluster with peer mTLS; client URLs are plaintext.
+fn peer_mtls_member(
+    i: usize,
+    ports: &[(Port, Port)],
+    pki: &Pki,
+    pair: &Pair,
+    token: &str,
+    extra: &[String],
+) -> Vec<String> {
+    let peer = |j: usize| format!("https://127.0.0.1:{}", ports[j].1.number());
+    let initial = (0..3)
+        .map(|j| format!("m{j}={}", peer(j)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let client = ports[i].0.url();
+    let mut v = vec![
+        format!("--name=m{i}"),
+        format!("--listen-client-urls={client}"),
+        format!("--advertise-client-urls={client}"),
+        format!("--listen-peer-urls={}", peer(i)),
+        format!("--initial-advertise-peer-urls={}", peer(i)),
+        format!("--initial-cluster={initial}"),
+        format!("--initial-cluster-token={token}"),
+        "--heartbeat-interval=50".into(),
+        "--election-timeout=500".into(),
+        format!("--peer-cert-file={}", pair.cert.display()),
+        format!("--peer-key-file={}", pair.key.display()),
+        "--peer-client-cert-auth".into(),
+        format!("--peer-trusted-ca-file={}", pki.ca_file().display()),
+    ];
+    v.extend(extra.iter().cloned());
+    v
+}
+
+async fn serializable_get(endpoint: &str, key: &str) -> Result<String, String> {
+    let mut c = connect(endpoint).await.map_err(|e| e.to_string())?;
+    let r = c
+        .get(
+            key,
+            Some(etcd_client::GetOptions::new().with_serializable()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(r.kvs()
+        .first()
+        .map(|kv| String::from_utf8_lossy(kv.value()).to_string())
+        .unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_cluster_with_peer_mtls_elects_replicates_restarts_and_keeps_foreign_members_out() {
+    let pki = Pki::new("peer-ca");
+    let ports: Vec<(Port, Port)> = (0..3).map(|_| (reserve(), reserve())).collect();
+    let token = format!("tls-{}-{}", std::process::id(), ports[0].0);
+    let mut members: Vec<Member> = (0..3)
+        .map(|i| {
+            let pair = pki.issue(&format!("m{i}"), &format!("m{i}"));
+            Member::spawn(peer_mtls_member(i, &ports, &pki, &pair, &token, &[]))
+        })
+        .collect();
+    let endpoints: Vec<String> = ports.iter().map(|(c, _)| c.url()).collect();
+
+    // Elected (a linearizable read needs a leader) and replicated.
+    let mut c0 = poll::eventually("a leader", DEADLINE, async || {
+        for m in members.iter_mut() {
+            m.assert_running();
+        }
+        let mut c = connect(&endpoints[0]).await.map_err(|e| e.to_string())?;
+        c.put("a", "1", None).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(c)
+    })
+    .await;
+    for e in &endpoints {
+        poll::eventually(format!("a replicated to {e}"), DEADLINE, async || {
+            serializable_get(e, "a").await == Ok("1".into())
+        })
+        .await;
+    }
+
+    // A member restarted catches up over the TLS peer streams.
+    members[1].stop();
+    // The stopped member may have led: the put waits for the next leader.
+    poll::eventually("a put with a member down", DEADLINE, async || {
+        c0.put("b", "2", None)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    members[1].start();
+    poll::eventually("the restarted member catching up", DEADLINE, async || {
+        members[1].assert_running();
+        serializable_get(&endpoints[1], "b").await == Ok("2".into())
+    })
+    .await;
+
+    // A member whose certificate comes from another CA cannot join: the cluster's peers refuse it.
+    let other = Pki::new("other-ca");
+    let intruder_pair = other.issue("m3", "m3");
+    let p = reserve_n(2);
+    let intruder_peer = format!("https://127.0.0.1:{}", p[1].number());
+    // etcd refuses to add a member until the restarted one has been connected for a while.
+    poll::eventually("the learner added", DEADLINE, async || {
+        c0.member_add(
+            [intruder_peer.as_str()],
+            Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    })
+    .await;
+    let initial = (0..3)
+        .map(|j| format!("m{j}=https://127.0.0.1:{}", ports[j].1.number()))
+        .chain([format!("m3={intruder_peer}")])
+        .collect::<Vec<_>>()
+        .join(",");
+    let intruder = Member::spawn(vec![
+        "--name=m3".into(),
+        format!("--listen-client-urls={}", p[0].url()),
+        format!("--advertise-client-urls={}", p[0].url()),
+        format!("--listen-peer-urls={intruder_peer}"),
+        format!("--initial-advertise-peer-urls={intruder_peer}"),
+        format!("--initial-cluster={initial}"),
+        "--initial-cluster-state=existing".into(),
+        format!("--peer-cert-file={}", intruder_pair.cert.display()),
+        format!("--peer-key-file={}", intruder_pair.key.display()),
+        "--peer-client-cert-auth".into(),
+        format!("--peer-trusted-ca-file={}", other.ca_file().display()),
+    ]);
+    poll::eventually("the foreign certificate refused", DEADLINE, async || {
+        members
+            .iter()
+            .any(|m| m.log().contains("rejected connection on peer endpoint"))
+    })
+    .await;
+    poll::eventually("the joining member refused", DEADLINE, async || {
+        intruder.log().contains("could not get cluster information")
+    })
+    .await;
+    let list = c0.member_list().await.unwrap();
+    let learner = list
+        .members()
+        .iter()
+        .find(|m| m.peer_urls().contains(&intruder_peer))
+        .expect("the learner is listed");
+    assert_eq!(learner.name(), "", "the foreign member never started");
+    drop(intruder);
+    for m in &mut members {
+        m.stop();
+    }
+}
