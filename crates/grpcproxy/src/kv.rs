@@ -110,7 +110,7 @@ impl KvProxy {
             tracing::info!("a client sent an auth token: cached answers are no longer served");
         }
         if self.up.auth_seen() {
-            if c.len() > 0 {
+            if !c.is_empty() {
                 c.reset(self.up.seen());
                 self.metrics.cache_keys.set(0.0);
             }

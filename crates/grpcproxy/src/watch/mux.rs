@@ -162,6 +162,9 @@ struct Session {
     req_tx: mpsc::UnboundedSender<WatchRequest>,
     stream: Streaming<WatchResponse>,
     ordered: bool,
+    /// Creates sent and not answered yet, in order: a refused create (permission denied) is
+    /// answered with watch id -1, and creates are answered in the order they were sent.
+    creates: VecDeque<FeedId>,
 }
 
 async fn connect(
@@ -222,6 +225,7 @@ async fn connect(
         req_tx,
         stream,
         ordered,
+        creates: VecDeque::new(),
     })
 }
 
@@ -264,7 +268,8 @@ async fn run(
         });
         first.push(progress_req());
         match connect(&up, ep, &auth, first).await {
-            Ok(s) => {
+            Ok(mut s) => {
+                s.creates = std::mem::take(&mut creates);
                 tracing::info!(
                     endpoint = up.endpoint(ep).0,
                     watchers = registry.len(),
@@ -273,7 +278,7 @@ async fn run(
                 mux.connected.store(true, Ordering::Release);
                 mux.connected_notify.notify_waiters();
                 backoff = BACKOFF_MIN;
-                let ended = session(&mux, &up, &auth, ep, s, creates, &mut registry, &mut rx).await;
+                let ended = session(&mux, &up, &auth, ep, s, &mut registry, &mut rx).await;
                 mux.connected.store(false, Ordering::Release);
                 match ended {
                     Ended::Shutdown => return,
@@ -365,9 +370,6 @@ async fn session(
     auth: &MetadataMap,
     ep: usize,
     mut s: Session,
-    // Creates sent and not answered yet, in order: a refused create (permission denied) is
-    // answered with watch id -1, and creates are answered in the order they were sent.
-    mut creates: VecDeque<FeedId>,
     registry: &mut HashMap<FeedId, Arc<dyn FeedSink>>,
     rx: &mut mpsc::UnboundedReceiver<Cmd>,
 ) -> Ended {
@@ -383,7 +385,7 @@ async fn session(
                 None | Some(Cmd::Stop) => return Ended::Shutdown,
                 Some(Cmd::Create(id, sink, c)) => {
                     registry.insert(id, sink);
-                    creates.push_back(id);
+                    s.creates.push_back(id);
                     let _ = s.req_tx.send(create_req(id, c));
                 }
                 Some(Cmd::Cancel(id)) => {
@@ -434,7 +436,7 @@ async fn session(
                 }
                 let mut r = r;
                 if r.created {
-                    let asked = creates.pop_front();
+                    let asked = s.creates.pop_front();
                     if r.watch_id == -1 {
                         match asked {
                             Some(id) => r.watch_id = id,
