@@ -891,7 +891,7 @@ async fn client_as(proxy: &Proxy, user: &str, password: &str) -> etcd_client::Cl
 /// user allowed to read `k` and one who is not both watch `k` through the proxy; the first is
 /// sent its events, the second is refused (never joined to the first one's upstream watcher),
 /// and a cached serializable read of `k` is not handed to the second either. Watchers of one
-/// authenticated client share one upstream watcher.
+/// authenticated client share one upstream watcher. Lease keep-alives are checked per user too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_through_the_proxy_keeps_users_apart() {
     let member = Server::start(Kind::Hearth).await;
@@ -1016,6 +1016,21 @@ async fn auth_through_the_proxy_keeps_users_apart() {
     assert!(err.contains("permission denied"), "{err}");
     let err = proxy.etcdctl(&["get", "k", "--consistency=s"]);
     failed(&err);
+
+    // Keep-alives carry their client's token too: a lease with a key on it is renewed for root,
+    // and refused to bob, who may not write that key (etcd 3.5's check), even while root's
+    // keep-alives of it go on.
+    let lease = root.lease_grant(60, None).await.unwrap().id();
+    root.put("k", "leased", Some(PutOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    let (_keeper, _answers) = root.lease_keep_alive(lease).await.unwrap();
+    let refused = bob.lease_keep_alive(lease).await.map(|_| ()).unwrap_err();
+    assert!(
+        refused.to_string().contains("permission denied"),
+        "{refused}"
+    );
+    let (_keeper, _answers) = root.lease_keep_alive(lease).await.unwrap();
 }
 
 /// etcd's JSON gateway on the proxy's port: put, range and a watch stream with curl, through the
