@@ -591,13 +591,14 @@ async fn unimplemented_flags_are_refused_by_name() {
     }
 }
 
-/// A test PKI: a CA, a certificate for 127.0.0.1 (server and client use), a client certificate
-/// and a revoked one, and a CRL revoking it.
+/// A test PKI: a CA, a certificate for 127.0.0.1 (server and client use), a client certificate,
+/// one without a CN (what a proxy presents to its cluster), a revoked one, and a CRL revoking it.
 struct Pki {
     _dir: tempfile::TempDir,
     ca: PathBuf,
     server: (PathBuf, PathBuf),
     client: (PathBuf, PathBuf),
+    no_cn: (PathBuf, PathBuf),
     revoked: (PathBuf, PathBuf),
     crl: PathBuf,
 }
@@ -609,11 +610,16 @@ fn pki() -> Pki {
     let server = ca.issue(&CertSpec::new("proxy"));
     let client = ca.issue(&CertSpec::new("client"));
     let revoked = ca.issue(&CertSpec::new("revoked"));
+    let no_cn = ca.issue(&CertSpec {
+        cn: None,
+        ..CertSpec::new("")
+    });
     let crl = write(dir.path(), "crl.pem", &ca.crl_pem(&[&revoked]));
     Pki {
         ca: write(dir.path(), "ca.pem", ca.cert_pem()),
         server: server.write(dir.path(), "server"),
         client: client.write(dir.path(), "client"),
+        no_cn: no_cn.write(dir.path(), "no-cn"),
         revoked: revoked.write(dir.path(), "revoked"),
         crl,
         _dir: dir,
@@ -762,7 +768,9 @@ struct TlsEtcd {
 }
 
 impl TlsEtcd {
-    async fn start(pki: &Pki) -> TlsEtcd {
+    /// With `client_auth`, etcd also requires client certificates from the test's CA
+    /// (`--client-cert-auth --trusted-ca-file`).
+    async fn start(pki: &Pki, client_auth: bool) -> TlsEtcd {
         let dir = tempfile::tempdir().unwrap();
         let (client, peer) = (
             hearth_tests::ports::reserve(),
@@ -774,6 +782,12 @@ impl TlsEtcd {
             if k.to_string_lossy().starts_with("ETCD_") {
                 cmd.env_remove(k);
             }
+        }
+        if client_auth {
+            cmd.args([
+                "--client-cert-auth".to_string(),
+                flag("trusted-ca-file", &pki.ca),
+            ]);
         }
         let child = cmd
             .args([
@@ -798,11 +812,22 @@ impl TlsEtcd {
             client,
             _peer: peer,
         };
-        let ca = flag("cacert", &pki.ca);
+        let tls = [
+            flag("cacert", &pki.ca),
+            flag("cert", &pki.client.0),
+            flag("key", &pki.client.1),
+        ];
         poll::eventually("etcd to serve over TLS", DEADLINE, async || {
             let o = hearth_tests::server::etcdctl(
                 &e.endpoint(),
-                &[&ca, "endpoint", "health", "--command-timeout=3s"],
+                &[
+                    &tls[0],
+                    &tls[1],
+                    &tls[2],
+                    "endpoint",
+                    "health",
+                    "--command-timeout=3s",
+                ],
                 "",
             );
             o.status.success().then_some(()).ok_or_else(|| {
@@ -831,11 +856,13 @@ impl Drop for TlsEtcd {
 
 /// The proxy dials a cluster that serves only TLS (Debian's etcd 3.4) with `--cacert`, for an
 /// `https://` endpoint and for a bare `host:port` (TLS because a TLS flag is given, as
-/// clientv3 decides), and fetches the cluster's `/metrics` over TLS too.
+/// clientv3 decides), and fetches the cluster's `/metrics` over TLS too; with
+/// `--insecure-skip-tls-verify` it dials without the CA; a cluster requiring client certificates
+/// is reached with `--cert --key`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_dials_a_tls_etcd_with_cacert() {
     let pki = pki();
-    let etcd = TlsEtcd::start(&pki).await;
+    let etcd = TlsEtcd::start(&pki, false).await;
     let ca = flag("cacert", &pki.ca);
     let proxy = Proxy::start(&[etcd.endpoint()], &[&ca]).await;
     let mut c = proxy.client().await;
@@ -869,10 +896,30 @@ async fn the_proxy_dials_a_tls_etcd_with_cacert() {
     drop(proxy);
 
     let bare = etcd.endpoint().trim_start_matches("https://").to_string();
-    let proxy = Proxy::start(&[bare], &[&ca]).await;
+    let proxy = Proxy::start(std::slice::from_ref(&bare), &[&ca]).await;
     assert_eq!(
         out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
         "v\n"
+    );
+    drop(proxy);
+    let proxy = Proxy::start(&[bare], &["--insecure-skip-tls-verify"]).await;
+    assert_eq!(
+        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
+        "v\n"
+    );
+    drop(proxy);
+    drop(etcd);
+
+    let etcd = TlsEtcd::start(&pki, true).await;
+    let proxy = Proxy::start(
+        &[etcd.endpoint()],
+        &[&ca, &flag("cert", &pki.no_cn.0), &flag("key", &pki.no_cn.1)],
+    )
+    .await;
+    assert_eq!(out(&proxy.etcdctl(&["put", "k", "v2"])), "OK\n");
+    assert_eq!(
+        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
+        "v2\n"
     );
 }
 
