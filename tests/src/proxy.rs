@@ -1,10 +1,15 @@
 //! A gRPC proxy process in front of a cluster: Hearth's (`hearth grpc-proxy start`) or etcd's
 //! (`etcd grpc-proxy start`), on a free loopback port, killed on drop.
+//!
+//! A proxy started with [`Proxy::start_tls`] serves TLS: its endpoint is `https://`, etcdctl and
+//! curl are given the CA (and a client certificate if one is set), and readiness is probed with
+//! etcdctl (the `etcd-client` crate here is built without TLS).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::poll::Poll;
 use crate::ports::{reserve, Port};
 use crate::server::{connect, hearth_bin, ETCD_BIN};
 
@@ -17,20 +22,51 @@ pub struct Proxy {
     dir: tempfile::TempDir,
     args: Vec<String>,
     etcd: bool,
+    tls: Option<ClientFiles>,
+}
+
+/// What a client of a TLS proxy presents: the CA to trust and, optionally, a certificate.
+#[derive(Clone, Debug, Default)]
+pub struct ClientFiles {
+    pub ca: PathBuf,
+    pub cert_key: Option<(PathBuf, PathBuf)>,
+}
+
+impl ClientFiles {
+    /// etcdctl's (and curl's) flags for these files.
+    fn etcdctl_flags(&self) -> Vec<String> {
+        let mut f = vec![format!("--cacert={}", self.ca.display())];
+        if let Some((c, k)) = &self.cert_key {
+            f.push(format!("--cert={}", c.display()));
+            f.push(format!("--key={}", k.display()));
+        }
+        f
+    }
 }
 
 impl Proxy {
     /// `hearth grpc-proxy start --endpoints=ENDPOINTS ARGS`, ready to serve.
     pub async fn start(endpoints: &[String], args: &[&str]) -> Proxy {
-        Proxy::start_kind(false, endpoints, args).await
+        Proxy::start_kind(false, endpoints, args, None).await
+    }
+
+    /// Like [`start`](Self::start) with client-facing TLS flags in `args`; clients trust and
+    /// present `client`.
+    pub async fn start_tls(endpoints: &[String], args: &[&str], client: ClientFiles) -> Proxy {
+        Proxy::start_kind(false, endpoints, args, Some(client)).await
     }
 
     /// Debian's `etcd grpc-proxy start` with the same flags, for side-by-side figures.
     pub async fn start_etcd(endpoints: &[String], args: &[&str]) -> Proxy {
-        Proxy::start_kind(true, endpoints, args).await
+        Proxy::start_kind(true, endpoints, args, None).await
     }
 
-    async fn start_kind(etcd: bool, endpoints: &[String], args: &[&str]) -> Proxy {
+    async fn start_kind(
+        etcd: bool,
+        endpoints: &[String],
+        args: &[&str],
+        tls: Option<ClientFiles>,
+    ) -> Proxy {
         let port = reserve();
         let mut all = vec![
             format!("--endpoints={}", endpoints.join(",")),
@@ -46,6 +82,7 @@ impl Proxy {
                 .expect("temp dir"),
             args: all,
             etcd,
+            tls,
         };
         p.spawn();
         p.wait_ready().await;
@@ -72,28 +109,100 @@ impl Proxy {
         self.child = Some(cmd.spawn().expect("spawn proxy"));
     }
 
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_DEADLINE;
-        loop {
-            if let Ok(mut c) = connect(&self.endpoint()).await {
-                if c.get("hearth-e2e-proxy-probe", None).await.is_ok() {
-                    return;
-                }
+    /// One readiness probe: a Range through the proxy to the cluster.
+    async fn probe(&self) -> Result<(), String> {
+        if self.tls.is_some() {
+            let o = self.etcdctl(&["get", "hearth-e2e-proxy-probe"]);
+            return if o.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&o.stderr).into_owned())
+            };
+        }
+        let mut c = connect(&self.endpoint()).await.map_err(|e| e.to_string())?;
+        match c.get("hearth-e2e-proxy-probe", None).await {
+            Ok(_) => Ok(()),
+            // A cluster with auth enabled refuses an anonymous read, once it serves.
+            Err(etcd_client::Error::GRpcStatus(s))
+                if s.message().contains("user name is empty") =>
+            {
+                Ok(())
             }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn wait_ready(&mut self) {
+        let mut poll = Poll::new("the proxy to answer a Range", READY_DEADLINE);
+        loop {
+            let last = match self.probe().await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("proxy exited with {status}:\n{}", self.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "proxy not ready:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            poll.next(format!("{last}\n{}", self.log())).await;
         }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port.number()
+    }
+
+    /// `curl --silent ARGS URL-of-path` against the proxy (with its CA and client certificate
+    /// when it serves TLS).
+    pub fn curl_command(&self, path: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("curl");
+        cmd.arg("--silent").args(args);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cacert").arg(&t.ca);
+            if let Some((c, k)) = &t.cert_key {
+                cmd.arg("--cert").arg(c).arg("--key").arg(k);
+            }
+        }
+        cmd.arg(format!("{}{path}", self.endpoint()));
+        cmd
+    }
+
+    /// `curl -X POST --data-binary BODY` of `path`: the HTTP status and the body.
+    pub fn curl_post(&self, path: &str, body: &str) -> (u16, String) {
+        let o = self
+            .curl_command(
+                path,
+                &[
+                    "-X",
+                    "POST",
+                    "--data-binary",
+                    body,
+                    "--write-out",
+                    "\n%{http_code}",
+                ],
+            )
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let code = code.trim().parse().unwrap_or(0);
+        if code == 0 {
+            return (0, format!("curl: {o:?}"));
+        }
+        (code, body.to_string())
+    }
+
+    /// The files clients of this proxy present, if it serves TLS.
+    pub fn client_files(&self) -> Option<&ClientFiles> {
+        self.tls.as_ref()
+    }
+
+    /// The directory the proxy's log is in (free for a test's files too).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -111,9 +220,19 @@ impl Proxy {
             .unwrap_or_else(|e| panic!("connect to the proxy: {e}"))
     }
 
-    /// Runs etcdctl against the proxy.
+    /// Runs etcdctl against the proxy (with the TLS files of a TLS proxy).
     pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
-        crate::server::etcdctl(&self.endpoint(), args, "")
+        let flags = self
+            .tls
+            .as_ref()
+            .map(ClientFiles::etcdctl_flags)
+            .unwrap_or_default();
+        let all: Vec<&str> = flags
+            .iter()
+            .map(String::as_str)
+            .chain(args.iter().copied())
+            .collect();
+        crate::server::etcdctl(&self.endpoint(), &all, "")
     }
 
     /// The value of the unlabelled metric `name` on the proxy's `/proxy/metrics`.

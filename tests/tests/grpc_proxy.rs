@@ -2,16 +2,21 @@
 //! of a 3-member Hearth cluster; many watchers sharing few upstream watchers (counted on the
 //! members' own metrics); the watch guarantees (ordered, no gap, no duplicate, from the asked
 //! revision) through the proxy while the member it watches on is killed and restarted; the
-//! namespace; the proxy in front of etcd 3.4; errors while no member is reachable; refused flags.
+//! namespace; the proxy in front of etcd 3.4; errors while no member is reachable; refused flags;
+//! TLS on the client side (etcdctl and curl with `--cacert`, client certificates, a CRL) and to
+//! the cluster (etcd 3.4 serving TLS); auth through the proxy (users with different permissions
+//! watching one key); the JSON gateway on the proxy's port.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use etcd_client::{
     Compare, CompareOp, EventType, GetOptions, LockOptions, PutOptions, TxnOp, WatchOptions,
 };
 use hearth_tests::leases::Interactive;
-use hearth_tests::proxy::Proxy;
+use hearth_tests::poll::{self, Poll};
+use hearth_tests::proxy::{ClientFiles, Proxy};
 use hearth_tests::{Cluster, Kind, Server};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -37,12 +42,9 @@ fn member_watchers(c: &Cluster) -> f64 {
         .sum()
 }
 
+/// Waits (see `poll`) until `f` holds.
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !f() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll::eventually(what, DEADLINE, async || f()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +165,10 @@ async fn etcd_client_crate_through_the_proxy_and_the_cache() {
     let mut direct = cluster.member(1).client().await;
     let w = direct.put("a", "3", None).await.unwrap();
     let wrev = w.header().unwrap().revision();
-    let until = Instant::now() + DEADLINE;
+    let mut wait = Poll::new(
+        "a serializable answer at the direct write's revision",
+        DEADLINE,
+    );
     loop {
         let r = c
             .get("a", Some(GetOptions::new().with_serializable()))
@@ -178,8 +183,7 @@ async fn etcd_client_crate_through_the_proxy_and_the_cache() {
             );
             break;
         }
-        assert!(Instant::now() < until);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        wait.next(format!("an answer at {h}")).await;
     }
 
     let t = c
@@ -347,14 +351,19 @@ async fn watch_guarantees_hold_through_the_proxy_while_a_member_is_killed() {
             let mut last = 0;
             let mut n = 0;
             while n < 600 {
-                match c.put(format!("g/{n}"), format!("{n}"), None).await {
-                    Ok(r) => {
-                        last = r.header().unwrap().revision();
-                        n += 1;
-                        written.store(n, std::sync::atomic::Ordering::Release);
+                // A write refused while the cluster elects a leader is repeated.
+                let mut retry = Poll::new(format!("write {n} to succeed"), DEADLINE);
+                loop {
+                    match c.put(format!("g/{n}"), format!("{n}"), None).await {
+                        Ok(r) => {
+                            last = r.header().unwrap().revision();
+                            break;
+                        }
+                        Err(e) => retry.next(e).await,
                     }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                 }
+                n += 1;
+                written.store(n, std::sync::atomic::Ordering::Release);
             }
             last
         }
@@ -564,7 +573,7 @@ async fn no_reachable_member_is_answered_with_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unimplemented_flags_are_refused_by_name() {
     for flag in [
-        "--cert-file=/nonexistent",
+        "--resolver-prefix=/proxies",
         "--enable-pprof",
         "--discovery-srv=example.com",
     ] {
@@ -580,4 +589,546 @@ async fn unimplemented_flags_are_refused_by_name() {
             "{flag}: {err}"
         );
     }
+}
+
+/// A test PKI: a CA, a certificate for 127.0.0.1 (server and client use), a client certificate,
+/// one without a CN (what a proxy presents to its cluster), a revoked one, and a CRL revoking it.
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    client: (PathBuf, PathBuf),
+    no_cn: (PathBuf, PathBuf),
+    revoked: (PathBuf, PathBuf),
+    crl: PathBuf,
+}
+
+fn pki() -> Pki {
+    use transport::testing::{write, Ca, CertSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("hearth-e2e-proxy-ca");
+    let server = ca.issue(&CertSpec::new("proxy"));
+    let client = ca.issue(&CertSpec::new("client"));
+    let revoked = ca.issue(&CertSpec::new("revoked"));
+    let no_cn = ca.issue(&CertSpec {
+        cn: None,
+        ..CertSpec::new("")
+    });
+    let crl = write(dir.path(), "crl.pem", &ca.crl_pem(&[&revoked]));
+    Pki {
+        ca: write(dir.path(), "ca.pem", ca.cert_pem()),
+        server: server.write(dir.path(), "server"),
+        client: client.write(dir.path(), "client"),
+        no_cn: no_cn.write(dir.path(), "no-cn"),
+        revoked: revoked.write(dir.path(), "revoked"),
+        crl,
+        _dir: dir,
+    }
+}
+
+fn flag(name: &str, p: &std::path::Path) -> String {
+    format!("--{name}={}", p.display())
+}
+
+fn failed(o: &std::process::Output) -> String {
+    assert!(
+        !o.status.success(),
+        "expected a failure: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// etcdctl and curl reach a plaintext member through a proxy that serves TLS; clients that do
+/// not speak TLS or do not trust its certificate are refused; with a trusted CA the proxy
+/// requires client certificates and honours the CRL; an `https://` metrics address serves TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_and_curl_through_a_tls_proxy_to_a_plaintext_member() {
+    let pki = pki();
+    let member = Server::start(Kind::Hearth).await;
+    let metrics = hearth_tests::ports::reserve();
+    let proxy = Proxy::start_tls(
+        &[member.endpoint()],
+        &[
+            &flag("cert-file", &pki.server.0),
+            &flag("key-file", &pki.server.1),
+            &format!("--metrics-addr=https://127.0.0.1:{metrics}"),
+        ],
+        ClientFiles {
+            ca: pki.ca.clone(),
+            cert_key: None,
+        },
+    )
+    .await;
+    assert!(proxy.endpoint().starts_with("https://"));
+    assert_eq!(out(&proxy.etcdctl(&["put", "k", "v"])), "OK\n");
+    assert_eq!(
+        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
+        "v\n"
+    );
+    // The JSON gateway over TLS ("k" and "v" in base64).
+    let (code, body) = proxy.curl_post("/v3/kv/range", r#"{"key":"aw=="}"#);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""value":"dg==""#), "{body}");
+    // Plaintext on the TLS port, and TLS without trusting the proxy's CA, are refused.
+    let plain = format!("http://127.0.0.1:{}", proxy.port());
+    failed(&hearth_tests::server::etcdctl(
+        &plain,
+        &["get", "k", "--command-timeout=3s"],
+        "",
+    ));
+    failed(&hearth_tests::server::etcdctl(
+        &proxy.endpoint(),
+        &["get", "k", "--command-timeout=3s"],
+        "",
+    ));
+    poll::eventually(
+        "the proxy to log the refused handshake",
+        DEADLINE,
+        async || {
+            proxy
+                .log()
+                .contains("rejected connection on client endpoint")
+        },
+    )
+    .await;
+    // The metrics address serves TLS with the same certificate.
+    let o = std::process::Command::new("curl")
+        .args([
+            "--silent",
+            "--fail",
+            "--cacert",
+            &pki.ca.display().to_string(),
+            &format!("https://127.0.0.1:{metrics}/proxy/metrics"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("etcd_grpc_proxy_cache_keys_total"),
+        "{o:?}"
+    );
+    drop(proxy);
+
+    // A trusted CA makes client certificates required; the CRL refuses the revoked one.
+    let proxy = Proxy::start_tls(
+        &[member.endpoint()],
+        &[
+            &flag("cert-file", &pki.server.0),
+            &flag("key-file", &pki.server.1),
+            &flag("trusted-ca-file", &pki.ca),
+            &flag("client-crl-file", &pki.crl),
+        ],
+        ClientFiles {
+            ca: pki.ca.clone(),
+            cert_key: Some(pki.client.clone()),
+        },
+    )
+    .await;
+    assert_eq!(
+        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
+        "v\n"
+    );
+    let (code, body) = proxy.curl_post("/v3/kv/range", r#"{"key":"aw=="}"#);
+    assert_eq!(code, 200, "{body}");
+    let ca = flag("cacert", &pki.ca);
+    failed(&hearth_tests::server::etcdctl(
+        &proxy.endpoint(),
+        &[&ca, "get", "k", "--command-timeout=3s"],
+        "",
+    ));
+    failed(&hearth_tests::server::etcdctl(
+        &proxy.endpoint(),
+        &[
+            &ca,
+            &flag("cert", &pki.revoked.0),
+            &flag("key", &pki.revoked.1),
+            "get",
+            "k",
+            "--command-timeout=3s",
+        ],
+        "",
+    ));
+    poll::eventually(
+        "the proxy to log the refused certificate",
+        DEADLINE,
+        async || {
+            let log = proxy.log();
+            log.contains("rejected connection on client endpoint") && log.contains("revoked")
+        },
+    )
+    .await;
+}
+
+/// An `etcd` 3.4 member serving only TLS, started with the test's certificates; killed on drop.
+struct TlsEtcd {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    client: hearth_tests::ports::Port,
+    _peer: hearth_tests::ports::Port,
+}
+
+impl TlsEtcd {
+    /// With `client_auth`, etcd also requires client certificates from the test's CA
+    /// (`--client-cert-auth --trusted-ca-file`).
+    async fn start(pki: &Pki, client_auth: bool) -> TlsEtcd {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (
+            hearth_tests::ports::reserve(),
+            hearth_tests::ports::reserve(),
+        );
+        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let mut cmd = std::process::Command::new(hearth_tests::server::ETCD_BIN);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ETCD_") {
+                cmd.env_remove(k);
+            }
+        }
+        if client_auth {
+            cmd.args([
+                "--client-cert-auth".to_string(),
+                flag("trusted-ca-file", &pki.ca),
+            ]);
+        }
+        let child = cmd
+            .args([
+                "--name=tls".to_string(),
+                flag("data-dir", &dir.path().join("data")),
+                format!("--listen-client-urls=https://127.0.0.1:{client}"),
+                format!("--advertise-client-urls=https://127.0.0.1:{client}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
+                format!("--initial-cluster=tls=http://127.0.0.1:{peer}"),
+                flag("cert-file", &pki.server.0),
+                flag("key-file", &pki.server.1),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        let e = TlsEtcd {
+            child,
+            dir,
+            client,
+            _peer: peer,
+        };
+        let tls = [
+            flag("cacert", &pki.ca),
+            flag("cert", &pki.client.0),
+            flag("key", &pki.client.1),
+        ];
+        poll::eventually("etcd to serve over TLS", DEADLINE, async || {
+            let o = hearth_tests::server::etcdctl(
+                &e.endpoint(),
+                &[
+                    &tls[0],
+                    &tls[1],
+                    &tls[2],
+                    "endpoint",
+                    "health",
+                    "--command-timeout=3s",
+                ],
+                "",
+            );
+            o.status.success().then_some(()).ok_or_else(|| {
+                format!(
+                    "{}\n{}",
+                    String::from_utf8_lossy(&o.stderr),
+                    std::fs::read_to_string(e.dir.path().join("etcd.log")).unwrap_or_default()
+                )
+            })
+        })
+        .await;
+        e
+    }
+
+    fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.client)
+    }
+}
+
+impl Drop for TlsEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The proxy dials a cluster that serves only TLS (Debian's etcd 3.4) with `--cacert`, for an
+/// `https://` endpoint and for a bare `host:port` (TLS because a TLS flag is given, as
+/// clientv3 decides), and fetches the cluster's `/metrics` over TLS too; with
+/// `--insecure-skip-tls-verify` it dials without the CA; a cluster requiring client certificates
+/// is reached with `--cert --key`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_dials_a_tls_etcd_with_cacert() {
+    let pki = pki();
+    let etcd = TlsEtcd::start(&pki, false).await;
+    let ca = flag("cacert", &pki.ca);
+    let proxy = Proxy::start(&[etcd.endpoint()], &[&ca]).await;
+    let mut c = proxy.client().await;
+    let mut w = c.watch("k", None).await.unwrap();
+    let created = tokio::time::timeout(DEADLINE, w.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(created.created());
+    let rev = c
+        .put("k", "v", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let ev = tokio::time::timeout(DEADLINE, w.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.events()[0].kv().unwrap().mod_revision(), rev);
+    assert_eq!(
+        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
+        "v\n"
+    );
+    let (code, body) = proxy.http_get("/metrics");
+    assert_eq!(code, 200);
+    assert!(body.contains("etcd_server_has_leader 1"), "{body}");
+    drop(proxy);
+
+    let bare = etcd.endpoint().trim_start_matches("https://").to_string();
+    let proxy = Proxy::start(std::slice::from_ref(&bare), &[&ca]).await;
+    assert_eq!(
+        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
+        "v\n"
+    );
+    drop(proxy);
+    let proxy = Proxy::start(&[bare], &["--insecure-skip-tls-verify"]).await;
+    assert_eq!(
+        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
+        "v\n"
+    );
+    drop(proxy);
+    drop(etcd);
+
+    let etcd = TlsEtcd::start(&pki, true).await;
+    let proxy = Proxy::start(
+        &[etcd.endpoint()],
+        &[&ca, &flag("cert", &pki.no_cn.0), &flag("key", &pki.no_cn.1)],
+    )
+    .await;
+    assert_eq!(out(&proxy.etcdctl(&["put", "k", "v2"])), "OK\n");
+    assert_eq!(
+        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
+        "v2\n"
+    );
+}
+
+/// A client of the proxy authenticated as `user`.
+async fn client_as(proxy: &Proxy, user: &str, password: &str) -> etcd_client::Client {
+    let opts = etcd_client::ConnectOptions::new()
+        .with_user(user, password)
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(20));
+    etcd_client::Client::connect([proxy.endpoint()], Some(opts))
+        .await
+        .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
+}
+
+/// With auth enabled on a Hearth member, each client's token travels through the proxy: a
+/// user allowed to read `k` and one who is not both watch `k` through the proxy; the first is
+/// sent its events, the second is refused (never joined to the first one's upstream watcher),
+/// and a cached serializable read of `k` is not handed to the second either. Watchers of one
+/// authenticated client share one upstream watcher. Lease keep-alives are checked per user too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_through_the_proxy_keeps_users_apart() {
+    let member = Server::start(Kind::Hearth).await;
+    let proxy = Proxy::start(&[member.endpoint()], &[]).await;
+    for args in [
+        &[
+            "user",
+            "add",
+            "root",
+            "--new-user-password=rootpw",
+            "--interactive=false",
+        ][..],
+        &["user", "grant-role", "root", "root"],
+        &[
+            "user",
+            "add",
+            "alice",
+            "--new-user-password=alicepw",
+            "--interactive=false",
+        ],
+        &["role", "add", "reads-k"],
+        &["role", "grant-permission", "reads-k", "read", "k"],
+        &["user", "grant-role", "alice", "reads-k"],
+        &[
+            "user",
+            "add",
+            "bob",
+            "--new-user-password=bobpw",
+            "--interactive=false",
+        ],
+        &["role", "add", "reads-other"],
+        &["role", "grant-permission", "reads-other", "read", "other"],
+        &["user", "grant-role", "bob", "reads-other"],
+        &["auth", "enable"],
+    ] {
+        out(&proxy.etcdctl(args));
+    }
+    let mut root = client_as(&proxy, "root", "rootpw").await;
+    root.put("k", "v0", None).await.unwrap();
+    let mut alice = client_as(&proxy, "alice", "alicepw").await;
+    let mut bob = client_as(&proxy, "bob", "bobpw").await;
+
+    let before = member
+        .metric("etcd_debugging_mvcc_watcher_total")
+        .unwrap_or(0.0);
+    let mut alice_watches = Vec::new();
+    for _ in 0..2 {
+        let mut s = alice.watch("k", None).await.unwrap();
+        let r = tokio::time::timeout(DEADLINE, s.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(r.created() && !r.canceled(), "{r:?}");
+        alice_watches.push(s);
+    }
+    // Two streams of one authenticated client: one upstream watcher.
+    poll::eventually("one upstream watcher for alice", DEADLINE, async || {
+        member.metric("etcd_debugging_mvcc_watcher_total") == Some(before + 1.0)
+    })
+    .await;
+
+    // Bob may not read k: his watcher is refused, not joined to alice's.
+    let mut s = bob.watch("k", None).await.unwrap();
+    let r = tokio::time::timeout(DEADLINE, s.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(r.canceled(), "bob's watch on k: {r:?}");
+    assert!(
+        r.cancel_reason().contains("permission denied"),
+        "{}",
+        r.cancel_reason()
+    );
+    let mut bob_other = bob.watch("other", None).await.unwrap();
+    let r = tokio::time::timeout(DEADLINE, bob_other.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(r.created() && !r.canceled(), "{r:?}");
+
+    let rev = root
+        .put("k", "v1", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    root.put("other", "o", None).await.unwrap();
+    for s in &mut alice_watches {
+        let r = tokio::time::timeout(DEADLINE, s.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.events()[0].kv().unwrap().mod_revision(), rev);
+        assert_eq!(r.events()[0].kv().unwrap().value(), b"v1");
+    }
+    // Bob's next event is the one on the key he may read.
+    let r = tokio::time::timeout(DEADLINE, bob_other.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.events()[0].kv().unwrap().key(), b"other");
+
+    // Serializable reads: alice's answer is never served to bob.
+    for _ in 0..2 {
+        let r = alice
+            .get("k", Some(GetOptions::new().with_serializable()))
+            .await
+            .unwrap();
+        assert_eq!(r.kvs()[0].value(), b"v1");
+    }
+    let err = bob
+        .get("k", Some(GetOptions::new().with_serializable()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("permission denied"), "{err}");
+    let err = proxy.etcdctl(&["get", "k", "--consistency=s"]);
+    failed(&err);
+
+    // Keep-alives carry their client's token too: a lease with a key on it is renewed for root,
+    // and refused to bob, who may not write that key (etcd 3.5's check), even while root's
+    // keep-alives of it go on.
+    let lease = root.lease_grant(60, None).await.unwrap().id();
+    root.put("k", "leased", Some(PutOptions::new().with_lease(lease)))
+        .await
+        .unwrap();
+    let (_keeper, _answers) = root.lease_keep_alive(lease).await.unwrap();
+    let refused = bob.lease_keep_alive(lease).await.map(|_| ()).unwrap_err();
+    assert!(
+        refused.to_string().contains("permission denied"),
+        "{refused}"
+    );
+    let (_keeper, _answers) = root.lease_keep_alive(lease).await.unwrap();
+}
+
+/// etcd's JSON gateway on the proxy's port: put, range and a watch stream with curl, through the
+/// proxy's services (here with a namespace, which the gateway's calls get too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_gateway_through_the_proxy() {
+    use tokio::io::AsyncBufReadExt as _;
+    let member = Server::start(Kind::Hearth).await;
+    let proxy = Proxy::start(&[member.endpoint()], &["--namespace=ns/"]).await;
+    let mut watch = tokio::process::Command::from(proxy.curl_command(
+        "/v3/watch",
+        &[
+            "--no-buffer",
+            "-X",
+            "POST",
+            "--data-binary",
+            r#"{"create_request":{"key":"aw=="}}"#,
+        ],
+    ))
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut line = async || {
+        tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .expect("a watch response from curl")
+            .unwrap()
+            .expect("curl's stream open")
+    };
+    let created = line().await;
+    assert!(created.contains(r#""created":true"#), "{created}");
+    let (code, body) = proxy.curl_post("/v3/kv/put", r#"{"key":"aw==","value":"dg=="}"#);
+    assert_eq!(code, 200, "{body}");
+    let event = line().await;
+    assert!(
+        event.contains(r#""key":"aw==""#) && event.contains(r#""value":"dg==""#),
+        "{event}"
+    );
+    let (code, body) = proxy.curl_post("/v3/kv/range", r#"{"key":"aw=="}"#);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains(r#""key":"aw==""#) && body.contains(r#""count":"1""#),
+        "{body}"
+    );
+    // The member holds the key under the namespace.
+    let mut direct = member.client().await;
+    let r = direct.get("ns/k", None).await.unwrap();
+    assert_eq!(r.kvs()[0].value(), b"v");
+    let (code, _) = proxy.curl_post("/v3/kv/nonexistent", "{}");
+    assert_eq!(code, 404);
 }

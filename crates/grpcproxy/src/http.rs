@@ -43,8 +43,8 @@ fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// None if a read of key "a" through to the cluster works (permission denied counts as working,
-/// as for etcd), else why not.
+/// None if a read of key "a" through to the cluster works (an auth refusal counts as working, as
+/// permission denied does for etcd), else why not.
 async fn check(up: &Upstream) -> Option<String> {
     let read = up.call(Retry::Safe, |ch| async move {
         KvClient::new(ch)
@@ -56,7 +56,8 @@ async fn check(up: &Upstream) -> Option<String> {
     });
     match tokio::time::timeout(HEALTH_TIMEOUT, read).await {
         Ok(Ok(_)) => None,
-        Ok(Err(s)) if s.message() == "etcdserver: permission denied" => None,
+        // Auth refusing an anonymous read means the cluster serves.
+        Ok(Err(s)) if crate::upstream::is_auth_error(&s) => None,
         Ok(Err(s)) => Some(format!("GET ERROR:{}", s.message())),
         Err(_) => Some("GET ERROR:context deadline exceeded".into()),
     }
@@ -97,8 +98,10 @@ async fn proxy_metrics(st: HttpState) -> Response {
 }
 
 async fn upstream_metrics(st: HttpState) -> Response {
-    let url = st.up.endpoint(st.up.pinned()).0.to_string();
-    match tokio::time::timeout(METRICS_TIMEOUT, http_get(&url, "/metrics")).await {
+    let i = st.up.pinned();
+    let url = st.up.endpoint(i).0.to_string();
+    let tls = st.up.tls(i).cloned();
+    match tokio::time::timeout(METRICS_TIMEOUT, http_get(&url, tls, "/metrics")).await {
         Ok(Ok(body)) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -109,19 +112,47 @@ async fn upstream_metrics(st: HttpState) -> Response {
     }
 }
 
-/// A plain HTTP/1.0 GET of `path` from the server at `url` (`http://host:port`); the body of a
-/// 200 answer. Small on purpose: one request per scrape, no connection reuse needed.
-async fn http_get(url: &str, path: &str) -> std::io::Result<Vec<u8>> {
+/// An HTTP/1.0 GET of `path` from the server at `url` (`http://host:port`, or `https://` with
+/// the endpoint's TLS); the body of a 200 answer. Small on purpose: one request per scrape, no
+/// connection reuse needed.
+async fn http_get(
+    url: &str,
+    tls: Option<transport::ClientTls>,
+    path: &str,
+) -> std::io::Result<Vec<u8>> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let host = url
         .strip_prefix("http://")
-        .ok_or_else(|| bad("only http:// endpoints"))?
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| bad("only http:// and https:// endpoints"))?
         .trim_end_matches('/');
-    let mut s = tokio::net::TcpStream::connect(host).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-        .await?;
+    let tcp = tokio::net::TcpStream::connect(host).await?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
+    match tls {
+        None => {
+            let mut s = tcp;
+            s.write_all(request.as_bytes()).await?;
+            s.read_to_end(&mut buf).await?;
+        }
+        Some(tls) => {
+            // The gRPC dialer offers only h2; this request is HTTP/1.
+            let mut config = (*tls.config()).clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+            let name = tls.server_name(name).map_err(|e| bad(&e.to_string()))?;
+            let mut s = transport::tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(name, tcp)
+                .await?;
+            s.write_all(request.as_bytes()).await?;
+            // Go servers close without a TLS close_notify; what was read so far is the answer.
+            if let Err(e) = s.read_to_end(&mut buf).await {
+                if buf.is_empty() {
+                    return Err(e);
+                }
+            }
+        }
+    }
     let split = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -5,6 +5,12 @@
 //! the cluster. With `--experimental-serializable-ordering`, a serializable read answered by an
 //! endpoint behind a revision the proxy has already passed on is asked of the other endpoints,
 //! and fails with etcd's `ErrNoGreaterRev` if none is far enough (etcd's `ordering` KV).
+//!
+//! Auth: a cached answer cannot be checked against the permissions of whoever asks next, so the
+//! cache only serves (and is only filled by) requests without credentials, and only while the
+//! proxy has not seen the cluster with auth enabled (`Upstream::auth_seen`: a token, an auth
+//! error, `AuthStatus`). Once it has, the cache is emptied and stays off; every read goes to the
+//! cluster with the client's token, as through etcd's proxy.
 
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +27,7 @@ use tonic::{Request, Response, Status};
 use crate::cache::Cache;
 use crate::metrics::Metrics;
 use crate::namespace::Namespace;
-use crate::upstream::{client_status, forward, Retry, Upstream};
+use crate::upstream::{client_status, forward, has_token, is_auth_error, Retry, Upstream};
 use crate::watch::broadcast::FeedId;
 use crate::watch::mux::{FeedSink, WatchMux};
 
@@ -97,6 +103,29 @@ impl KvProxy {
         }
     }
 
+    /// The cache, if this request may use it (see the module doc).
+    fn usable_cache(&self, md: &tonic::metadata::MetadataMap) -> Option<&Arc<Cache>> {
+        let c = self.cache.as_ref()?;
+        if has_token(md) && self.up.note_auth() {
+            tracing::info!("a client sent an auth token: cached answers are no longer served");
+        }
+        if self.up.auth_seen() {
+            if !c.is_empty() {
+                c.reset(self.up.seen());
+                self.metrics.cache_keys.set(0.0);
+            }
+            return None;
+        }
+        Some(c)
+    }
+
+    /// Notes what an error from the cluster says about auth.
+    fn seen_error(&self, s: &Status) {
+        if is_auth_error(s) && self.up.note_auth() {
+            tracing::info!("the cluster has auth enabled: cached answers are no longer served");
+        }
+    }
+
     async fn range_upstream(
         &self,
         md: &tonic::metadata::MetadataMap,
@@ -141,8 +170,9 @@ impl Kv for KvProxy {
         let mut r = req.into_inner();
         self.empty_key(&r.key)?;
         self.ns.range_request(&mut r);
-        let cache_key = self.cache.as_ref().and_then(|_| Cache::key_of(&r));
-        if let (Some(c), Some(k), true) = (&self.cache, &cache_key, r.serializable) {
+        let cache = self.usable_cache(&md);
+        let cache_key = cache.and_then(|_| Cache::key_of(&r));
+        if let (Some(c), Some(k), true) = (cache, &cache_key, r.serializable) {
             if let Some(mut hit) = c.get(k, self.up.seen()) {
                 self.metrics.cache_hits.inc();
                 self.up.observe(rev_of(&hit.header));
@@ -151,12 +181,12 @@ impl Kv for KvProxy {
             }
             self.metrics.cache_misses.inc();
         }
-        let mut resp = self
-            .range_upstream(&md, &r)
-            .await
-            .map_err(|s| client_status(&self.up, s))?;
+        let mut resp = self.range_upstream(&md, &r).await.map_err(|s| {
+            self.seen_error(&s);
+            client_status(&self.up, s)
+        })?;
         self.up.observe(rev_of(&resp.header));
-        if let (Some(c), Some(k)) = (&self.cache, cache_key) {
+        if let (Some(c), Some(k)) = (self.usable_cache(&md), cache_key) {
             c.insert(k, &r.key, &r.range_end, &resp);
             self.metrics.cache_keys.set(c.len() as f64);
         }
@@ -264,6 +294,7 @@ impl Kv for KvProxy {
 /// off), the cache is emptied and the watch starts again from the current revision.
 pub struct CacheWatch {
     cache: Arc<Cache>,
+    up: Arc<Upstream>,
     mux: Arc<WatchMux>,
     me: std::sync::Weak<CacheWatch>,
     state: Mutex<CacheWatchState>,
@@ -276,9 +307,10 @@ struct CacheWatchState {
 }
 
 impl CacheWatch {
-    pub fn start(cache: Arc<Cache>, mux: Arc<WatchMux>) -> Arc<CacheWatch> {
+    pub fn start(cache: Arc<Cache>, up: Arc<Upstream>, mux: Arc<WatchMux>) -> Arc<CacheWatch> {
         let w = Arc::new_cyclic(|me| CacheWatch {
             cache,
+            up,
             mux: mux.clone(),
             me: me.clone(),
             state: Mutex::new(CacheWatchState {
@@ -313,6 +345,17 @@ impl CacheWatch {
     }
 }
 
+/// Whether a watch cancel reason is an auth refusal (etcd words it as a gRPC error or bare).
+fn is_auth_reason(reason: &str) -> bool {
+    [
+        "permission denied",
+        "user name is empty",
+        "invalid auth token",
+    ]
+    .iter()
+    .any(|r| reason.contains(r))
+}
+
 impl FeedSink for CacheWatch {
     fn on_response(&self, id: FeedId, resp: WatchResponse) {
         let mut st = self.lock();
@@ -321,8 +364,16 @@ impl FeedSink for CacheWatch {
         }
         let rev = rev_of(&resp.header);
         if resp.canceled {
-            // Lost events: start over from now.
             self.cache.reset(rev.max(resp.compact_revision));
+            if resp.compact_revision == 0 && is_auth_reason(&resp.cancel_reason) {
+                // The cluster has auth enabled: the cache is off for good (see the module doc).
+                if self.up.note_auth() {
+                    tracing::info!("the cluster refused the cache's watch ({}): cached answers are no longer served", resp.cancel_reason);
+                }
+                st.created = false;
+                return;
+            }
+            // Lost events: start over from now.
             st.id = self.mux.new_id();
             st.start = 0;
             st.created = false;
@@ -362,7 +413,7 @@ impl FeedSink for CacheWatch {
 
     fn resume(&self, id: FeedId) -> Option<WatchCreateRequest> {
         let mut st = self.lock();
-        if id != st.id {
+        if id != st.id || self.up.auth_seen() {
             return None;
         }
         if st.created {

@@ -11,13 +11,19 @@
 //! lease then expires at most that much earlier than the client computes, the same uncertainty
 //! network latency already gives it.
 //!
+//! Auth: keep-alives are coalesced per credentials. Each distinct client token has its own hub and
+//! upstream stream carrying that token (the cluster checks a keep-alive against the permissions
+//! of the stream's user: write access to the lease's keys), so one user's keep-alive never
+//! renews a lease for another who may not. A refusal ends the upstream stream, as it ends a
+//! direct client's; the clients waiting on it get the cluster's error.
+//!
 //! When the upstream stream breaks, the keep-alives in flight are sent again on the next endpoint
 //! (a keep-alive is idempotent). An answer a client stream is too slow to take is dropped for
 //! that client (it asks again), never waited on.
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use api::etcdserverpb::lease_client::LeaseClient;
@@ -29,12 +35,15 @@ use api::etcdserverpb::{
 };
 use futures::Stream;
 use tokio::sync::mpsc;
+use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
 use crate::namespace::Namespace;
-use crate::upstream::{client_status, forward, Retry, Upstream, DIAL_TIMEOUT};
+use crate::upstream::{
+    auth_metadata, client_status, credentials_key, forward, Retry, Upstream, DIAL_TIMEOUT,
+};
 
 /// Answers a client keep-alive stream may have waiting.
 const CLIENT_QUEUE: usize = 1024;
@@ -47,9 +56,10 @@ pub struct KeepAlives {
 }
 
 impl KeepAlives {
-    pub fn spawn(up: Arc<Upstream>, metrics: Arc<Metrics>) -> Arc<KeepAlives> {
+    /// A hub whose upstream stream carries `auth` (a client's credentials, or none).
+    pub fn spawn(up: Arc<Upstream>, metrics: Arc<Metrics>, auth: MetadataMap) -> Arc<KeepAlives> {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(keepalive_loop(up, metrics, rx));
+        tokio::spawn(keepalive_loop(up, metrics, auth, rx));
         Arc::new(KeepAlives { tx })
     }
 
@@ -58,9 +68,41 @@ impl KeepAlives {
     }
 }
 
+/// One keep-alive hub per distinct client credentials (see the module doc); a hub and its
+/// upstream stream end with the last client stream using it.
+pub struct KeepAliveHubs {
+    up: Arc<Upstream>,
+    metrics: Arc<Metrics>,
+    hubs: Mutex<HashMap<Option<Vec<u8>>, Weak<KeepAlives>>>,
+}
+
+impl KeepAliveHubs {
+    pub fn new(up: Arc<Upstream>, metrics: Arc<Metrics>) -> KeepAliveHubs {
+        KeepAliveHubs {
+            up,
+            metrics,
+            hubs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The hub for a client stream opened with metadata `md`.
+    pub fn hub(&self, md: &MetadataMap) -> Arc<KeepAlives> {
+        let key = credentials_key(md);
+        let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
+        hubs.retain(|_, h| h.strong_count() > 0);
+        if let Some(h) = hubs.get(&key).and_then(Weak::upgrade) {
+            return h;
+        }
+        let h = KeepAlives::spawn(self.up.clone(), self.metrics.clone(), auth_metadata(md));
+        hubs.insert(key, Arc::downgrade(&h));
+        h
+    }
+}
+
 async fn keepalive_loop(
     up: Arc<Upstream>,
     metrics: Arc<Metrics>,
+    auth: MetadataMap,
     mut rx: mpsc::UnboundedReceiver<(i64, Reply)>,
 ) {
     let mut pending: HashMap<i64, Vec<Reply>> = HashMap::new();
@@ -81,8 +123,11 @@ async fn keepalive_loop(
         let (url, ch) = up.endpoint(ep);
         let opened = tokio::time::timeout(
             DIAL_TIMEOUT,
-            client(&up, ch)
-                .lease_keep_alive(tokio_stream::wrappers::UnboundedReceiverStream::new(req_rx)),
+            client(&up, ch).lease_keep_alive(Request::from_parts(
+                auth.clone(),
+                Default::default(),
+                tokio_stream::wrappers::UnboundedReceiverStream::new(req_rx),
+            )),
         )
         .await;
         let mut stream = match opened {
@@ -126,6 +171,17 @@ async fn keepalive_loop(
                             let _ = r.try_send(Ok(resp));
                         }
                     }
+                    Err(s) if refusal(&s) => {
+                        // The cluster refused a keep-alive (auth): as for a direct client, the
+                        // stream ends with its error for whoever was waiting on it.
+                        tracing::debug!(endpoint = url, "upstream keep-alive refused: {s}");
+                        for (_, rs) in pending.drain() {
+                            for r in rs {
+                                let _ = r.try_send(Err(s.clone()));
+                            }
+                        }
+                        break;
+                    }
                     Ok(None) | Err(_) => {
                         tracing::debug!(endpoint = url, "upstream keep-alive stream ended");
                         ep = (ep + 1) % up.len();
@@ -137,6 +193,16 @@ async fn keepalive_loop(
     }
 }
 
+/// An error that the next endpoint would give as well.
+fn refusal(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::PermissionDenied
+            | tonic::Code::InvalidArgument
+            | tonic::Code::FailedPrecondition
+    ) || crate::upstream::is_auth_error(s)
+}
+
 fn client(up: &Upstream, ch: Channel) -> LeaseClient<Channel> {
     LeaseClient::new(ch)
         .max_decoding_message_size(up.max_recv_bytes)
@@ -146,7 +212,7 @@ fn client(up: &Upstream, ch: Channel) -> LeaseClient<Channel> {
 pub struct LeaseProxy {
     pub up: Arc<Upstream>,
     pub ns: Namespace,
-    pub keepalives: Arc<KeepAlives>,
+    pub keepalives: Arc<KeepAliveHubs>,
 }
 
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
@@ -213,9 +279,9 @@ impl Lease for LeaseProxy {
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
+        let hub = self.keepalives.hub(req.metadata());
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-        let hub = self.keepalives.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {

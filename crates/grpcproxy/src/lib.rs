@@ -1,7 +1,7 @@
 //! Hearth's gRPC proxy (`hearth grpc-proxy start`), after etcd's `server/proxy/grpcproxy`: a
 //! stateless process between many clients and a cluster (Hearth or etcd) that serves every etcd
-//! service, so etcdctl, the client libraries and (later) the JSON gateway work through it
-//! unchanged, while sparing the cluster:
+//! service, so etcdctl, the client libraries and the JSON gateway (`/v3/...`, served on the listen
+//! address as by a member) work through it unchanged, while sparing the cluster:
 //!
 //! * **Watch coalescing** (`watch`): client watchers on the same key range share one upstream
 //!   watcher, including watchers that start from an older revision (they catch up on their own
@@ -15,6 +15,16 @@
 //! * **Namespaces** (`namespace`): `--namespace` prefixes every key both ways.
 //! * **Upstream faults** (`upstream`, `watch::mux`): failover across `--endpoints`, watchers
 //!   resumed from their last revision, etcd's errors passed through.
+//! * **TLS** on both sides (`transport`): clients reach the listen address (and an `https://`
+//!   `--metrics-addr`) over TLS when a certificate is configured, with client certificates
+//!   verified against `--trusted-ca-file` and `--client-crl-file`; the cluster is dialed over TLS
+//!   as `upstream` describes.
+//! * **Auth**: each client's token travels with its calls; watchers are coalesced only among
+//!   clients with the same credentials (`watch::groups`); the cache is off once the cluster is
+//!   seen with auth enabled (`kv`).
+//!
+//! Unlike etcd 3.5's proxy, whose listen address serves only gRPC and the health and metrics
+//! pages, this one also serves the JSON gateway there, as a member's client URL does.
 //!
 //! Layering: the services implement the tonic server traits of the `api` crate and talk to the
 //! cluster only through its tonic clients; nothing here depends on Hearth's server crates, so the
@@ -76,6 +86,9 @@ pub struct Config {
     pub grpc_keepalive_timeout: Duration,
     /// `--max-concurrent-streams`.
     pub max_concurrent_streams: u32,
+    /// Client-facing TLS (`--cert-file --key-file --trusted-ca-file --client-crl-file`, or
+    /// `--auto-tls`); None serves plaintext.
+    pub tls: Option<transport::ServerTls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,12 +105,74 @@ pub enum ProxyError {
     Listen(String, std::io::Error),
 }
 
+/// A client connection as the proxy serves it: whatever the caller's wrapper made of the accepted
+/// connection, with what is known about it (addresses, TLS) for the services.
+pub struct ProxyConn<IO> {
+    io: IO,
+    info: transport::ConnInfo,
+}
+
+impl<IO> tonic::transport::server::Connected for ProxyConn<IO> {
+    type ConnectInfo = transport::ConnInfo;
+
+    fn connect_info(&self) -> transport::ConnInfo {
+        self.info.clone()
+    }
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ProxyConn<IO> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ProxyConn<IO> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
 /// The proxy's services and shared parts.
 pub struct Services {
     pub up: Arc<upstream::Upstream>,
     pub metrics: Arc<metrics::Metrics>,
     pub mux: Arc<watch::mux::WatchMux>,
     pub cache: Option<Arc<cache::Cache>>,
+    pub watch_groups: Arc<watch::groups::WatchGroups>,
     kv: Arc<kv::KvProxy>,
     watch: Arc<watch::WatchProxy>,
     lease: Arc<lease::LeaseProxy>,
@@ -117,10 +192,11 @@ impl Services {
             (cfg.cache_max_bytes > 0).then(|| Arc::new(cache::Cache::new(cfg.cache_max_bytes)));
         let cache_watch = cache
             .as_ref()
-            .map(|c| kv::CacheWatch::start(c.clone(), mux.clone()));
-        let ranges = Arc::new(watch::ranges::WatchRanges::new(
-            mux.clone(),
+            .map(|c| kv::CacheWatch::start(c.clone(), up.clone(), mux.clone()));
+        let watch_groups = Arc::new(watch::groups::WatchGroups::new(
+            up.clone(),
             metrics.clone(),
+            mux.clone(),
         ));
         let kv = Arc::new(kv::KvProxy {
             up: up.clone(),
@@ -130,7 +206,7 @@ impl Services {
             ordering: cfg.serializable_ordering,
         });
         let watch = Arc::new(watch::WatchProxy {
-            ranges,
+            groups: watch_groups.clone(),
             up: up.clone(),
             ns: ns.clone(),
             fragment_bytes: cfg.upstream.max_send_bytes,
@@ -138,13 +214,14 @@ impl Services {
         let lease = Arc::new(lease::LeaseProxy {
             up: up.clone(),
             ns,
-            keepalives: lease::KeepAlives::spawn(up.clone(), metrics.clone()),
+            keepalives: Arc::new(lease::KeepAliveHubs::new(up.clone(), metrics.clone())),
         });
         Ok(Services {
             up,
             metrics,
             mux,
             cache,
+            watch_groups,
             kv,
             watch,
             lease,
@@ -153,10 +230,34 @@ impl Services {
         })
     }
 
-    /// Every client-facing route of the proxy: the etcd gRPC services, `grpc.health.v1`, and the
-    /// plain HTTP endpoints. This is the one place where routes are assembled: the JSON gateway
-    /// (`/v3/...`) is to be added here, next to the HTTP router, when it exists.
+    /// Every client-facing route of the proxy: the etcd gRPC services, `grpc.health.v1`, the JSON
+    /// gateway (`/v3/...`, calling the same services in process, so its calls take the same path
+    /// through the proxy as gRPC ones) and the plain HTTP endpoints.
     pub async fn routes(&self) -> tonic::service::Routes {
+        let max_recv =
+            GRPC_DEFAULT_RECV_BYTES.max(self.cfg.upstream.max_send_bytes + GRPC_OVERHEAD_BYTES);
+        let grpc = self.grpc_routes().await;
+        let local = tower::ServiceBuilder::new()
+            .map_response(|r: ::http::Response<_>| r.map(tonic::body::Body::new))
+            .service(grpc.clone());
+        let plain = gateway::router(
+            self.http_router(),
+            gateway::GrpcService::new(local),
+            gateway::Config {
+                max_grpc_message_bytes: max_recv,
+                cors: Vec::new(),
+                host_whitelist: Vec::new(),
+            },
+        )
+        .unwrap_or_else(|e| {
+            tracing::error!("JSON gateway not served: {e}");
+            self.http_router()
+        });
+        tonic::service::Routes::from(plain.merge(grpc.into_axum_router()))
+    }
+
+    /// The gRPC services alone.
+    async fn grpc_routes(&self) -> tonic::service::Routes {
         let max_recv =
             GRPC_DEFAULT_RECV_BYTES.max(self.cfg.upstream.max_send_bytes + GRPC_OVERHEAD_BYTES);
         let ns = namespace::Namespace::new(self.cfg.namespace.as_bytes());
@@ -164,7 +265,8 @@ impl Services {
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
-        tonic::service::Routes::from(self.http_router())
+        // No fallback of its own: the gateway's router (merged with this one) has Go's 404.
+        tonic::service::Routes::from(axum::Router::new())
             .add_service(health)
             .add_service(KvServer::from_arc(self.kv.clone()).max_decoding_message_size(max_recv))
             .add_service(
@@ -226,10 +328,11 @@ pub struct GrpcProxy {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// `host:port`, or a URL's `host:port`.
-fn socket_addr(flag: &'static str, value: &str) -> Result<SocketAddr, ProxyError> {
-    let hostport = match value.split_once("://") {
-        Some(("http", rest)) => rest.trim_end_matches('/'),
+/// `host:port`, or a URL's `host:port`; true for an `https://` URL.
+fn socket_addr(flag: &'static str, value: &str) -> Result<(SocketAddr, bool), ProxyError> {
+    let (hostport, tls) = match value.split_once("://") {
+        Some(("http", rest)) => (rest.trim_end_matches('/'), false),
+        Some(("https", rest)) => (rest.trim_end_matches('/'), true),
         Some((scheme, _)) => {
             return Err(ProxyError::Address {
                 flag,
@@ -237,16 +340,17 @@ fn socket_addr(flag: &'static str, value: &str) -> Result<SocketAddr, ProxyError
                 why: format!("scheme {scheme} is not supported"),
             })
         }
-        None => value,
+        None => (value, false),
     };
     let hostport = hostport.replace("localhost", "127.0.0.1");
-    hostport
+    let addr = hostport
         .parse()
         .map_err(|e: std::net::AddrParseError| ProxyError::Address {
             flag,
             value: value.into(),
             why: e.to_string(),
-        })
+        })?;
+    Ok((addr, tls))
 }
 
 impl GrpcProxy {
@@ -254,50 +358,53 @@ impl GrpcProxy {
         GrpcProxy::start_with(cfg, |s| s).await
     }
 
-    /// Like `start`, with every accepted client connection passed through `wrap` before HTTP/2
-    /// sees it. The `hearth` binary passes the server's `:authority` fix-up here, so etcdctl 3.4
-    /// (which sends `http://host:port` as authority) works through the proxy as it does against
-    /// a member; the proxy itself stays free of the server's crates.
+    /// Like `start`, with every accepted client connection (after its TLS handshake) passed
+    /// through `wrap` before HTTP/2 sees it. The `hearth` binary passes the server's `:authority`
+    /// fix-up here, so etcdctl 3.4 (which sends `http://host:port` as authority) works through the
+    /// proxy as it does against a member; the proxy itself stays free of the server's crates.
     pub async fn start_with<W, IO>(cfg: Config, wrap: W) -> Result<GrpcProxy, ProxyError>
     where
-        W: Fn(tokio::net::TcpStream) -> IO + Send + 'static,
-        IO: tokio::io::AsyncRead
-            + tokio::io::AsyncWrite
-            + tonic::transport::server::Connected
-            + Unpin
-            + Send
-            + 'static,
+        W: Fn(transport::Conn) -> IO + Send + 'static,
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let addr = socket_addr("--listen-addr", &cfg.listen_addr)?;
+        let (addr, _) = socket_addr("--listen-addr", &cfg.listen_addr)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| ProxyError::Listen(cfg.listen_addr.clone(), e))?;
         let addr = listener.local_addr().unwrap_or(addr);
+        let acceptor = |tls: bool| match (&cfg.tls, tls) {
+            (Some(t), true) => transport::Acceptor::tls(t.clone()),
+            _ => transport::Acceptor::plain(transport::Role::Client),
+        };
         let metrics_listener = match &cfg.metrics_addr {
             Some(m) => {
-                let a = socket_addr("--metrics-addr", m)?;
-                Some(
-                    tokio::net::TcpListener::bind(a)
-                        .await
-                        .map_err(|e| ProxyError::Listen(m.clone(), e))?,
-                )
+                let (a, tls) = socket_addr("--metrics-addr", m)?;
+                if tls && cfg.tls.is_none() {
+                    return Err(ProxyError::Address {
+                        flag: "--metrics-addr",
+                        value: m.clone(),
+                        why: "https needs the proxy's TLS (--cert-file and --key-file, or --auto-tls)".into(),
+                    });
+                }
+                let l = tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|e| ProxyError::Listen(m.clone(), e))?;
+                Some(acceptor(tls).incoming(l))
             }
             None => None,
         };
-        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr());
         let (shutdown, rx) = signal::channel(false);
         let services = Services::new(cfg.clone())?;
         let routes = services.routes().await;
         let mut tasks = Vec::new();
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            move |s| {
-                s.map(|s| {
-                    let _ = s.set_nodelay(true);
-                    wrap(s)
-                })
-            },
-        );
+        // etcd serves TLS alone on a TLS listen address (gRPC and HTTP/1.1 over it).
+        let incoming = tokio_stream::StreamExt::map(acceptor(true).incoming(listener), move |c| {
+            c.map(|c| {
+                let info = c.info().clone();
+                ProxyConn { io: wrap(c), info }
+            })
+        });
         let mut server = tonic::transport::Server::builder()
             .accept_http1(true)
             .max_concurrent_streams(cfg.max_concurrent_streams);
@@ -321,7 +428,7 @@ impl GrpcProxy {
         if let Some(l) = metrics_listener {
             let routes = tonic::service::Routes::from(services.http_router());
             let mut stop = rx.clone();
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+            let incoming = l;
             tasks.push(tokio::spawn(async move {
                 let r = tonic::transport::Server::builder()
                     .accept_http1(true)

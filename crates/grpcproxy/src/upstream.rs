@@ -21,18 +21,33 @@
 //! settles on a live one and stays there (sticky, like clientv3 3.3's pinned endpoint): its cache
 //! and watchers then see one member's view of the revisions.
 //!
+//! # TLS
+//!
+//! Each endpoint is dialed with `transport`'s connector (rustls, no tonic TLS), following
+//! clientv3's rule per endpoint: `https://` always dials TLS (with the system's CAs when no
+//! `--cacert` is given), `http://` never does, and a bare `host:port` dials TLS exactly when upstream
+//! TLS is configured (`--cacert`, `--cert`/`--key` or `--insecure-skip-tls-verify`). clientv3 lets
+//! the first endpoint decide for all of them; deciding per endpoint only differs for a mixed list.
+//!
+//! # Auth
+//!
+//! The client's `token` (or `authorization`) metadata travels with every call it makes, so the
+//! cluster checks each client's own permissions. [`Upstream::note_auth`] records that the cluster
+//! has auth enabled (a token seen, an auth error, `AuthStatus`): from then on cached answers,
+//! which cannot be checked per user, are no longer served (see `kv`).
+//!
 //! # Revisions seen
 //!
 //! [`Upstream::observe`] records the highest header revision of any answer the proxy forwarded.
 //! The cache (see `cache`) never answers from a state older than that.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 /// How long a connection attempt to one endpoint may take.
@@ -41,6 +56,8 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Metadata that travels from the client to the cluster: the auth token, the require-leader flag
 /// and the deadline.
 const FORWARDED_METADATA: &[&str] = &["token", "authorization", "hasleader", "grpc-timeout"];
+/// The metadata that carries a client's credentials.
+pub const AUTH_METADATA: &[&str] = &["token", "authorization"];
 
 /// Connection settings for the upstream endpoints (etcd's `--dial-keepalive-*` and
 /// `--max-send-bytes`/`--max-recv-bytes`).
@@ -52,6 +69,9 @@ pub struct UpstreamConfig {
     pub keepalive_time: Option<Duration>,
     pub keepalive_timeout: Duration,
     pub permit_without_stream: bool,
+    /// Upstream TLS (`--cacert`, `--cert`, `--key`, `--insecure-skip-tls-verify`); None when
+    /// none of them is given.
+    pub tls: Option<transport::ClientTls>,
 }
 
 /// Whether a call may be repeated on another endpoint after it was sent.
@@ -65,8 +85,11 @@ pub enum Retry {
 
 pub struct Upstream {
     endpoints: Vec<(String, Channel)>,
+    /// Each endpoint's TLS, if dialed with TLS (for the HTTP `/metrics` fetch).
+    tls: Vec<Option<transport::ClientTls>>,
     pinned: AtomicUsize,
     seen: AtomicI64,
+    auth: AtomicBool,
     pub max_send_bytes: usize,
     pub max_recv_bytes: usize,
 }
@@ -79,11 +102,13 @@ pub enum EndpointError {
     Invalid(String, String),
 }
 
-/// `host:port` or a URL, as etcd's `--endpoints` takes them; `https://` needs TLS, which the caller
-/// refuses before this point.
-pub fn endpoint_url(e: &str) -> String {
+/// `host:port` or a URL, as etcd's `--endpoints` takes them: a bare `host:port` is `https://`
+/// when upstream TLS is configured (clientv3's "credentials optional" endpoints).
+pub fn endpoint_url(e: &str, tls: bool) -> String {
     if e.contains("://") {
         e.to_string()
+    } else if tls {
+        format!("https://{e}")
     } else {
         format!("http://{e}")
     }
@@ -95,10 +120,28 @@ impl Upstream {
             return Err(EndpointError::Empty);
         }
         let mut endpoints = Vec::new();
+        let mut tls_of = Vec::new();
+        // clientv3 dials an `https://` endpoint with the system's CAs when no TLS flag is given.
+        let mut default_tls = None;
         for e in &cfg.endpoints {
-            let url = endpoint_url(e);
-            let mut ep = Endpoint::from_shared(url.clone())
-                .map_err(|err| EndpointError::Invalid(e.clone(), err.to_string()))?
+            let url = endpoint_url(e, cfg.tls.is_some());
+            let tls = match &cfg.tls {
+                Some(t) => Some(t.clone()),
+                None if url.starts_with("https://") => {
+                    if default_tls.is_none() {
+                        default_tls = Some(
+                            transport::ClientTls::new(&transport::TlsInfo::default()).map_err(
+                                |err| EndpointError::Invalid(e.clone(), err.to_string()),
+                            )?,
+                        );
+                    }
+                    default_tls.clone()
+                }
+                None => None,
+            };
+            let (ep, connector) = transport::endpoint(&url, tls.as_ref())
+                .map_err(|err| EndpointError::Invalid(e.clone(), err.to_string()))?;
+            let mut ep = ep
                 .connect_timeout(DIAL_TIMEOUT)
                 .tcp_nodelay(true)
                 .keep_alive_timeout(cfg.keepalive_timeout)
@@ -106,12 +149,15 @@ impl Upstream {
             if let Some(t) = cfg.keepalive_time {
                 ep = ep.http2_keep_alive_interval(t);
             }
-            endpoints.push((url, ep.connect_lazy()));
+            endpoints.push((url.clone(), ep.connect_with_connector_lazy(connector)));
+            tls_of.push(tls.filter(|_| url.starts_with("https://")));
         }
         Ok(Arc::new(Upstream {
             endpoints,
+            tls: tls_of,
             pinned: AtomicUsize::new(0),
             seen: AtomicI64::new(0),
+            auth: AtomicBool::new(false),
             max_send_bytes: cfg.max_send_bytes,
             max_recv_bytes: cfg.max_recv_bytes,
         }))
@@ -140,6 +186,21 @@ impl Upstream {
     pub fn endpoint(&self, i: usize) -> (&str, Channel) {
         let (u, c) = &self.endpoints[i % self.endpoints.len()];
         (u, c.clone())
+    }
+
+    /// Endpoint `i`'s TLS (modulo the count), if it is dialed with TLS.
+    pub fn tls(&self, i: usize) -> Option<&transport::ClientTls> {
+        self.tls[i % self.tls.len()].as_ref()
+    }
+
+    /// Records that the cluster has auth enabled; true the first time.
+    pub fn note_auth(&self) -> bool {
+        !self.auth.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether the cluster was seen with auth enabled.
+    pub fn auth_seen(&self) -> bool {
+        self.auth.load(Ordering::Acquire)
     }
 
     pub fn pin(&self, i: usize) {
@@ -233,11 +294,79 @@ pub fn forward<T>(md: &MetadataMap, msg: T) -> Request<T> {
     r
 }
 
+/// Whether `md` carries a client's credentials.
+pub fn has_token(md: &MetadataMap) -> bool {
+    AUTH_METADATA.iter().any(|k| md.get(*k).is_some())
+}
+
+/// The client's credentials alone, to open a stream on its behalf.
+pub fn auth_metadata(md: &MetadataMap) -> MetadataMap {
+    let mut out = MetadataMap::new();
+    for k in AUTH_METADATA {
+        if let Some(v) = md.get(*k) {
+            out.insert(*k, v.clone());
+        }
+    }
+    out
+}
+
+/// The credentials of `md` as one map key (None without any).
+pub fn credentials_key(md: &MetadataMap) -> Option<Vec<u8>> {
+    let mut key = Vec::new();
+    let mut any = false;
+    for k in AUTH_METADATA {
+        key.extend_from_slice(k.as_bytes());
+        key.push(0);
+        if let Some(v) = md.get(*k) {
+            any = true;
+            key.extend_from_slice(v.as_bytes());
+        }
+        key.push(0);
+    }
+    any.then_some(key)
+}
+
+/// Whether `s` is one of etcd's answers that only a cluster with auth enabled gives.
+pub fn is_auth_error(s: &Status) -> bool {
+    matches!(
+        s.message(),
+        "etcdserver: permission denied"
+            | "etcdserver: user name is empty"
+            | "etcdserver: invalid auth token"
+            | "etcdserver: authentication failed, invalid user ID or password"
+            | "etcdserver: revision of auth store is old"
+    )
+}
+
 /// Turns a dial failure into grpc-go's wording; any other status is passed through untouched.
 pub fn client_status(up: &Upstream, s: Status) -> Status {
     if never_sent(&s) {
         unreachable(up.endpoint(up.pinned()).0)
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_tell_groups_apart() {
+        let none = MetadataMap::new();
+        assert_eq!(credentials_key(&none), None);
+        let mut a = MetadataMap::new();
+        a.insert("token", "a.1".parse().unwrap());
+        a.insert("hasleader", "true".parse().unwrap());
+        let mut b = MetadataMap::new();
+        b.insert("token", "b.2".parse().unwrap());
+        let mut a2 = MetadataMap::new();
+        a2.insert("token", "a.1".parse().unwrap());
+        assert!(credentials_key(&a).is_some());
+        assert_ne!(credentials_key(&a), credentials_key(&b));
+        assert_eq!(credentials_key(&a), credentials_key(&a2));
+        let mut c = MetadataMap::new();
+        c.insert("authorization", "a.1".parse().unwrap());
+        assert_ne!(credentials_key(&a), credentials_key(&c));
     }
 }

@@ -1,9 +1,16 @@
 //! `hearth grpc-proxy start`: etcd's `etcd grpc-proxy start`, with etcd's flag names and defaults.
 //!
-//! Every flag of etcd's proxy is recognized. Those Hearth does not implement yet are refused by
-//! name when given (never silently ignored): TLS on either side (until the `transport` crate
-//! lands), DNS discovery, resolver registration, auto-TLS and its data directory, pprof, the
-//! leasing prefix, endpoint auto-sync and the keepalive enforcement policy.
+//! Every flag of etcd's proxy is recognized. Those Hearth does not implement are refused by name
+//! when given (never silently ignored): DNS discovery, resolver registration, pprof, the leasing
+//! prefix, endpoint auto-sync and the keepalive enforcement policy.
+//!
+//! TLS follows etcd's `startGRPCProxy`: `--cacert --cert --key` (and `--insecure-skip-tls-verify`)
+//! configure the dial to the cluster, and the certificate given with `--cert` must have an empty
+//! CN (etcd's `EmptyCN`: a cluster with `--client-cert-auth` would otherwise take every proxied
+//! request for that CN's user); `--cert-file --key-file --trusted-ca-file` configure the listen
+//! address (a trusted CA makes client certificates required), with `--client-crl-file`,
+//! `--listen-cipher-suites`, `--tls-min-version` and `--tls-max-version`; `--auto-tls` generates a
+//! certificate under `<data-dir>/fixtures/proxy` when none is given.
 
 use std::time::Duration;
 
@@ -114,8 +121,15 @@ struct StartFlags {
     #[arg(long)]
     client_crl_file: Option<String>,
     /// The validity period of the proxy certificates, unit is year
-    #[arg(long)]
-    self_signed_cert_validity: Option<u32>,
+    #[arg(long, default_value_t = 1)]
+    self_signed_cert_validity: u32,
+    /// Minimum TLS version supported by grpc proxy. Possible values: TLS1.2, TLS1.3.
+    #[arg(long, default_value = "TLS1.2")]
+    tls_min_version: String,
+    /// Maximum TLS version supported by grpc proxy. Possible values: TLS1.2, TLS1.3 (empty defers
+    /// to the TLS library).
+    #[arg(long, default_value = "")]
+    tls_max_version: String,
 
     // Discovery and registration.
     /// domain name to query for SRV records describing cluster endpoints
@@ -139,8 +153,8 @@ struct StartFlags {
 
     // Others.
     /// Data directory for persistent data
-    #[arg(long)]
-    data_dir: Option<String>,
+    #[arg(long, default_value = "default.proxy")]
+    data_dir: String,
     /// Enable runtime profiling data via HTTP server
     #[arg(long)]
     enable_pprof: bool,
@@ -161,23 +175,6 @@ impl StartFlags {
                 r.push(flag);
             }
         };
-        refuse(self.cacert.is_some(), "--cacert");
-        refuse(self.cert.is_some(), "--cert");
-        refuse(self.key.is_some(), "--key");
-        refuse(self.insecure_skip_tls_verify, "--insecure-skip-tls-verify");
-        refuse(self.cert_file.is_some(), "--cert-file");
-        refuse(self.key_file.is_some(), "--key-file");
-        refuse(self.trusted_ca_file.is_some(), "--trusted-ca-file");
-        refuse(
-            !self.listen_cipher_suites.is_empty(),
-            "--listen-cipher-suites",
-        );
-        refuse(self.auto_tls, "--auto-tls");
-        refuse(self.client_crl_file.is_some(), "--client-crl-file");
-        refuse(
-            self.self_signed_cert_validity.is_some(),
-            "--self-signed-cert-validity",
-        );
         refuse(self.discovery_srv.is_some(), "--discovery-srv");
         refuse(self.discovery_srv_name.is_some(), "--discovery-srv-name");
         refuse(self.insecure_discovery, "--insecure-discovery");
@@ -188,7 +185,6 @@ impl StartFlags {
                 .is_some_and(|d| !d.is_zero()),
             "--endpoints-auto-sync-interval",
         );
-        refuse(self.data_dir.is_some(), "--data-dir");
         refuse(self.enable_pprof, "--enable-pprof");
         refuse(
             self.experimental_leasing_prefix.is_some(),
@@ -201,14 +197,83 @@ impl StartFlags {
         r
     }
 
+    /// etcd's `newClientCfg` TLS: set when any of `--cacert --cert --key` is given, or
+    /// `--insecure-skip-tls-verify` alone.
+    fn upstream_tls(&self) -> anyhow::Result<Option<transport::ClientTls>> {
+        let any = self.cacert.is_some() || self.cert.is_some() || self.key.is_some();
+        if !any && !self.insecure_skip_tls_verify {
+            return Ok(None);
+        }
+        let info = transport::TlsInfo {
+            trusted_ca_file: self.cacert.as_ref().map(Into::into),
+            cert_file: self.cert.as_ref().map(Into::into),
+            key_file: self.key.as_ref().map(Into::into),
+            insecure_skip_verify: self.insecure_skip_tls_verify,
+            ..Default::default()
+        };
+        let tls = transport::ClientTls::new(&info)?;
+        if let Some(cert) = &self.cert {
+            if let Some(cn) = first_common_name(cert)? {
+                bail!("cert has non empty Common Name ({cn}): {cert}");
+            }
+        }
+        if self.insecure_skip_tls_verify {
+            tracing::warn!("--insecure-skip-tls-verify was given, this grpc proxy process skips authentication of etcd server TLS certificates. This option should be enabled only for testing purposes.");
+        }
+        tracing::info!(tls_info = %info, "gRPC proxy client TLS");
+        Ok(Some(tls))
+    }
+
+    /// etcd's listen TLS: `--cert-file --key-file --trusted-ca-file` when any is given, else
+    /// `--auto-tls`; then the CRL, cipher suites and versions.
+    fn listen_tls(&self) -> anyhow::Result<Option<transport::ServerTls>> {
+        let options = transport::TlsOptions::new(
+            &self.listen_cipher_suites,
+            &self.tls_min_version,
+            &self.tls_max_version,
+        )?;
+        let given =
+            self.cert_file.is_some() || self.key_file.is_some() || self.trusted_ca_file.is_some();
+        let mut info = if given {
+            transport::TlsInfo {
+                cert_file: self.cert_file.as_ref().map(Into::into),
+                key_file: self.key_file.as_ref().map(Into::into),
+                trusted_ca_file: self.trusted_ca_file.as_ref().map(Into::into),
+                ..Default::default()
+            }
+        } else if self.auto_tls {
+            let dir = std::path::Path::new(&self.data_dir)
+                .join("fixtures")
+                .join("proxy");
+            transport::self_cert(
+                &dir,
+                std::slice::from_ref(&self.listen_addr),
+                self.self_signed_cert_validity,
+                options.clone(),
+            )?
+        } else {
+            return Ok(None);
+        };
+        info.crl_file = self.client_crl_file.as_ref().map(Into::into);
+        info.options = options;
+        tracing::info!(tls_info = %info, "gRPC proxy server TLS");
+        Ok(Some(transport::ServerTls::new(
+            &info,
+            transport::Role::Client,
+        )?))
+    }
+
     fn into_config(self) -> anyhow::Result<grpcproxy::Config> {
         if let Some(flag) = self.refused().first() {
             bail!("{flag} is not supported yet by hearth grpc-proxy");
         }
-        if let Some(e) = self.endpoints.iter().find(|e| e.starts_with("https://")) {
-            bail!("--endpoints {e}: TLS to the cluster is not supported yet by hearth grpc-proxy");
+        if self.auto_tls && self.self_signed_cert_validity == 0 {
+            bail!("selfSignedCertValidity is invalid,it should be greater than 0");
         }
+        let upstream_tls = self.upstream_tls()?;
+        let tls = self.listen_tls()?;
         Ok(grpcproxy::Config {
+            tls,
             listen_addr: self.listen_addr,
             metrics_addr: self.metrics_addr.filter(|m| !m.is_empty()),
             upstream: grpcproxy::UpstreamConfig {
@@ -219,6 +284,7 @@ impl StartFlags {
                     .then_some(self.dial_keepalive_time),
                 keepalive_timeout: self.dial_keepalive_timeout,
                 permit_without_stream: self.permit_without_stream,
+                tls: upstream_tls,
             },
             advertise_client_url: self.advertise_client_url,
             namespace: self.namespace,
@@ -229,6 +295,20 @@ impl StartFlags {
             max_concurrent_streams: self.max_concurrent_streams,
         })
     }
+}
+
+/// The CN of the first certificate in the PEM file `path`, if it has a non-empty one.
+fn first_common_name(path: &str) -> anyhow::Result<Option<String>> {
+    use transport::rustls::pki_types::pem::PemObject as _;
+    use transport::rustls::pki_types::CertificateDer;
+    let der = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read {path}"))?
+        .next()
+        .with_context(|| format!("no certificate in {path}"))?
+        .with_context(|| format!("cannot read {path}"))?;
+    let summary = transport::CertSummary::parse(&der)
+        .with_context(|| format!("cannot parse the certificate in {path}"))?;
+    Ok(summary.common_name.filter(|cn| !cn.is_empty()))
 }
 
 /// Runs `hearth grpc-proxy ...`; `args` start with the program name.
@@ -288,11 +368,13 @@ mod tests {
     #[test]
     fn unimplemented_flags_are_refused_by_name() {
         for (args, flag) in [
-            (&["--cert-file=/x"][..], "--cert-file"),
-            (&["--cacert", "/x"], "--cacert"),
-            (&["--enable-pprof"], "--enable-pprof"),
+            (&["--enable-pprof"][..], "--enable-pprof"),
             (&["--discovery-srv=example.com"], "--discovery-srv"),
-            (&["--data-dir=/tmp/p"], "--data-dir"),
+            (&["--resolver-prefix=/p"], "--resolver-prefix"),
+            (
+                &["--experimental-leasing-prefix=/l"],
+                "--experimental-leasing-prefix",
+            ),
         ] {
             let err = parse(args).into_config().unwrap_err().to_string();
             assert!(err.contains(flag), "{args:?}: {err}");
@@ -300,5 +382,63 @@ mod tests {
         assert!(parse(&["--endpoints-auto-sync-interval=0s"])
             .refused()
             .is_empty());
+    }
+
+    #[test]
+    fn tls_flags_are_checked_as_etcd_checks_them() {
+        let err = |args: &[&str]| parse(args).into_config().unwrap_err().to_string();
+        assert!(err(&["--cert-file=/nonexistent/c.pem"])
+            .contains("KeyFile and CertFile must both be present"),);
+        assert!(err(&["--tls-min-version=TLS1.1"]).contains("unexpected TLS version"));
+        assert!(
+            err(&["--tls-min-version=TLS1.3", "--tls-max-version=TLS1.2"])
+                .contains("min version (TLS1.3) is greater than max version (TLS1.2)")
+        );
+        assert!(err(&["--cacert=/nonexistent/ca.pem"]).contains("/nonexistent/ca.pem"));
+        assert!(err(&["--auto-tls", "--self-signed-cert-validity=0"])
+            .contains("selfSignedCertValidity is invalid"));
+    }
+
+    #[test]
+    fn the_upstream_certificate_must_have_an_empty_cn() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = transport::testing::Ca::new("ca");
+        let ca_file = transport::testing::write(dir.path(), "ca.pem", ca.cert_pem());
+        let ca_file = ca_file.to_str().unwrap();
+        let named = ca.issue(&transport::testing::CertSpec::new("proxy").sans(&["127.0.0.1"]));
+        let (cert, key) = named.write(dir.path(), "named");
+        let e = parse(&[
+            &format!("--cacert={ca_file}"),
+            &format!("--cert={}", cert.display()),
+            &format!("--key={}", key.display()),
+        ])
+        .into_config()
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            format!("cert has non empty Common Name (proxy): {}", cert.display())
+        );
+        let cfg = parse(&[&format!("--cacert={ca_file}")])
+            .into_config()
+            .unwrap();
+        assert!(cfg.upstream.tls.is_some() && cfg.tls.is_none());
+        let cfg = parse(&["--insecure-skip-tls-verify"])
+            .into_config()
+            .unwrap();
+        assert!(cfg.upstream.tls.is_some());
+        let cfg = parse(&[]).into_config().unwrap();
+        assert!(cfg.upstream.tls.is_none());
+    }
+
+    #[test]
+    fn auto_tls_writes_its_certificate_under_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("p");
+        let cfg = parse(&["--auto-tls", &format!("--data-dir={}", data.display())])
+            .into_config()
+            .unwrap();
+        assert!(cfg.tls.is_some());
+        assert!(data.join("fixtures/proxy/cert.pem").exists());
     }
 }

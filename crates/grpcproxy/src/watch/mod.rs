@@ -5,6 +5,8 @@
 //! * `mux`: every upstream watcher of the proxy rides one Watch stream to the cluster, with ids
 //!   the proxy chooses; it follows endpoints and resumes each upstream watcher from the revision
 //!   after the last one it received.
+//! * `groups`: client streams are grouped by the credentials they carry; each group has its own
+//!   mux and ranges, so upstream watchers are shared within a group only (no events cross users).
 //! * `ranges`: one state machine per distinct `(key, range_end)` (`broadcast::RangeState`), found
 //!   by the exact range (as etcd's proxy does; overlapping but different ranges are not merged).
 //! * `broadcast`: within a range, a **shared feed** (one upstream watcher) serves every client
@@ -61,6 +63,7 @@
 //! stops reading requests while its queue is full, so a client cannot grow it by asking.
 
 pub mod broadcast;
+pub mod groups;
 pub mod mux;
 pub mod ranges;
 
@@ -82,6 +85,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::namespace::Namespace;
 use crate::upstream::Upstream;
 use broadcast::{ClientSink, SubId, SubSpec};
+use groups::WatchGroups;
 use ranges::{RangeEntry, WatchRanges};
 
 /// Responses a client stream may have queued before its watchers are dropped to catch up later.
@@ -167,7 +171,7 @@ impl Stream for QueueStream {
 }
 
 pub struct WatchProxy {
-    pub ranges: Arc<WatchRanges>,
+    pub groups: Arc<WatchGroups>,
     pub up: Arc<Upstream>,
     pub ns: Namespace,
     /// Responses larger than this are fragmented for clients that asked.
@@ -193,7 +197,7 @@ impl Watch for WatchProxy {
             drained: Notify::new(),
         });
         let stream = ClientStream {
-            ranges: self.ranges.clone(),
+            ranges: self.groups.group(req.metadata()),
             up: self.up.clone(),
             ns: self.ns.clone(),
             fragment_bytes: self.fragment_bytes,

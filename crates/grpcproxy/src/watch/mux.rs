@@ -11,29 +11,35 @@
 //! revision after the last one it received (`FeedSink::resume`): nothing is lost or repeated,
 //! and a watcher whose revision was compacted meanwhile gets the cluster's compaction answer.
 //!
+//! The stream carries the credentials (`token`/`authorization` metadata) of the clients it serves
+//! (see `groups`): the cluster checks their permissions when each upstream watcher is created, as
+//! it would for a client watching directly.
+//!
 //! Progress requests: etcd 3.5 and Hearth answer one (watch id -1) only once every watcher of the
 //! stream has been sent everything up to the revision they report, so such an answer moves every
 //! created watcher's known revision forward (`FeedSink::on_progress_all`). etcd 3.4 answers at
 //! once, possibly ahead of events not sent yet; on such a cluster (told by its version in
 //! `Status`) the mux never asks, and `progress` reports false.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use api::etcdserverpb::auth_client::AuthClient;
 use api::etcdserverpb::maintenance_client::MaintenanceClient;
 use api::etcdserverpb::watch_client::WatchClient;
 use api::etcdserverpb::watch_request::RequestUnion;
 use api::etcdserverpb::{
-    ResponseHeader, StatusRequest, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest,
-    WatchRequest, WatchResponse,
+    AuthStatusRequest, ResponseHeader, StatusRequest, WatchCancelRequest, WatchCreateRequest,
+    WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use tokio::sync::{mpsc, oneshot, Notify};
+use tonic::metadata::MetadataMap;
 use tonic::Streaming;
 
 use crate::metrics::Metrics;
-use crate::upstream::{Upstream, DIAL_TIMEOUT};
+use crate::upstream::{is_auth_error, Upstream, DIAL_TIMEOUT};
 use crate::watch::broadcast::{Commands, FeedId};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -52,6 +58,7 @@ enum Cmd {
     Create(FeedId, Arc<dyn FeedSink>, WatchCreateRequest),
     Cancel(FeedId),
     Progress(oneshot::Sender<bool>),
+    Stop,
 }
 
 pub struct WatchMux {
@@ -84,7 +91,13 @@ impl Commands for SinkCommands<'_> {
 }
 
 impl WatchMux {
+    /// A mux whose stream carries no credentials.
     pub fn spawn(up: Arc<Upstream>, metrics: Arc<Metrics>) -> Arc<WatchMux> {
+        WatchMux::spawn_as(up, metrics, MetadataMap::new())
+    }
+
+    /// A mux whose stream carries `auth` (a client's `token`/`authorization` metadata).
+    pub fn spawn_as(up: Arc<Upstream>, metrics: Arc<Metrics>, auth: MetadataMap) -> Arc<WatchMux> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mux = Arc::new(WatchMux {
             tx,
@@ -94,8 +107,13 @@ impl WatchMux {
             header: Mutex::new(ResponseHeader::default()),
             connected_notify: Notify::new(),
         });
-        tokio::spawn(run(mux.clone(), up, metrics, rx));
+        tokio::spawn(run(mux.clone(), up, metrics, auth, rx));
         mux
+    }
+
+    /// Closes the upstream stream and every watcher on it, for good.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Cmd::Stop);
     }
 
     /// A proxy-wide id for a new upstream watcher.
@@ -144,26 +162,50 @@ struct Session {
     req_tx: mpsc::UnboundedSender<WatchRequest>,
     stream: Streaming<WatchResponse>,
     ordered: bool,
+    /// Creates sent and not answered yet, in order: a refused create (permission denied) is
+    /// answered with watch id -1, and creates are answered in the order they were sent.
+    creates: VecDeque<FeedId>,
 }
 
-async fn connect(up: &Upstream, ep: usize, first: Vec<WatchRequest>) -> Result<Session, String> {
+async fn connect(
+    up: &Upstream,
+    ep: usize,
+    auth: &MetadataMap,
+    first: Vec<WatchRequest>,
+) -> Result<Session, String> {
     let (url, ch) = up.endpoint(ep);
     let status = tokio::time::timeout(
         DIAL_TIMEOUT,
-        MaintenanceClient::new(ch.clone()).status(StatusRequest {}),
+        MaintenanceClient::new(ch.clone()).status(tonic::Request::from_parts(
+            auth.clone(),
+            Default::default(),
+            StatusRequest {},
+        )),
     )
     .await
-    .map_err(|_| format!("{url}: status timed out"))?
-    .map_err(|s| format!("{url}: {s}"))?
-    .into_inner();
-    if status.leader == 0 {
-        return Err(format!("{url}: member has no leader"));
-    }
+    .map_err(|_| format!("{url}: status timed out"))?;
+    let ordered = match status {
+        Ok(s) => {
+            let s = s.into_inner();
+            if s.leader == 0 {
+                return Err(format!("{url}: member has no leader"));
+            }
+            ordered_progress(&s.version)
+        }
+        // etcd 3.5 (and Hearth) answer Status only to an authenticated client once auth is on;
+        // such a member serves, and the cluster will judge each watcher's credentials itself.
+        Err(s) if is_auth_error(&s) => true,
+        Err(s) => return Err(format!("{url}: {s}")),
+    };
     let (req_tx, req_rx) = mpsc::unbounded_channel();
     for r in first {
         let _ = req_tx.send(r);
     }
-    let mut req = tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(req_rx));
+    let mut req = tonic::Request::from_parts(
+        auth.clone(),
+        Default::default(),
+        tokio_stream::wrappers::UnboundedReceiverStream::new(req_rx),
+    );
     req.metadata_mut().insert(
         "hasleader",
         tonic::metadata::MetadataValue::from_static("true"),
@@ -182,7 +224,8 @@ async fn connect(up: &Upstream, ep: usize, first: Vec<WatchRequest>) -> Result<S
     Ok(Session {
         req_tx,
         stream,
-        ordered: ordered_progress(&status.version),
+        ordered,
+        creates: VecDeque::new(),
     })
 }
 
@@ -203,6 +246,7 @@ async fn run(
     mux: Arc<WatchMux>,
     up: Arc<Upstream>,
     _metrics: Arc<Metrics>,
+    auth: MetadataMap,
     mut rx: mpsc::UnboundedReceiver<Cmd>,
 ) {
     let mut registry: HashMap<FeedId, Arc<dyn FeedSink>> = HashMap::new();
@@ -213,16 +257,19 @@ async fn run(
         // every cluster answers at once when idle, so the stream's headers come back even with
         // no watcher.
         let mut first = Vec::new();
+        let mut creates = VecDeque::new();
         registry.retain(|id, sink| match sink.resume(*id) {
             Some(c) => {
                 first.push(create_req(*id, c));
+                creates.push_back(*id);
                 true
             }
             None => false,
         });
         first.push(progress_req());
-        match connect(&up, ep, first).await {
-            Ok(s) => {
+        match connect(&up, ep, &auth, first).await {
+            Ok(mut s) => {
+                s.creates = std::mem::take(&mut creates);
                 tracing::info!(
                     endpoint = up.endpoint(ep).0,
                     watchers = registry.len(),
@@ -231,7 +278,7 @@ async fn run(
                 mux.connected.store(true, Ordering::Release);
                 mux.connected_notify.notify_waiters();
                 backoff = BACKOFF_MIN;
-                let ended = session(&mux, &up, ep, s, &mut registry, &mut rx).await;
+                let ended = session(&mux, &up, &auth, ep, s, &mut registry, &mut rx).await;
                 mux.connected.store(false, Ordering::Release);
                 match ended {
                     Ended::Shutdown => return,
@@ -253,7 +300,7 @@ async fn run(
             tokio::select! {
                 _ = &mut wait => break,
                 cmd = rx.recv() => match cmd {
-                    None => return,
+                    None | Some(Cmd::Stop) => return,
                     Some(Cmd::Create(id, sink, _)) => { registry.insert(id, sink); }
                     Some(Cmd::Cancel(id)) => { registry.remove(&id); }
                     Some(Cmd::Progress(w)) => { let _ = w.send(false); }
@@ -274,19 +321,41 @@ enum Ended {
 const LEADER_CHECK: Duration = Duration::from_secs(2);
 
 /// Resolves when the member behind endpoint `ep` has had no leader (or not answered) twice in a
-/// row.
-async fn watchdog(up: Arc<Upstream>, ep: usize) -> String {
+/// row. Also notes when the cluster has auth enabled (`AuthStatus`, which etcd 3.4 lacks), so the
+/// cache stops answering within one check of an `auth enable` made behind the proxy's back.
+async fn watchdog(up: Arc<Upstream>, ep: usize, auth: MetadataMap) -> String {
     let mut bad = 0;
     loop {
         tokio::time::sleep(LEADER_CHECK).await;
         let (url, ch) = up.endpoint(ep);
+        if !up.auth_seen() {
+            let st = tokio::time::timeout(
+                DIAL_TIMEOUT,
+                AuthClient::new(ch.clone()).auth_status(AuthStatusRequest {}),
+            )
+            .await;
+            let enabled = match st {
+                Ok(Ok(st)) => st.get_ref().enabled,
+                Ok(Err(s)) => is_auth_error(&s),
+                Err(_) => false,
+            };
+            if enabled && up.note_auth() {
+                tracing::info!("the cluster has auth enabled: cached answers are no longer served");
+            }
+        }
         let r = tokio::time::timeout(
             DIAL_TIMEOUT,
-            MaintenanceClient::new(ch).status(StatusRequest {}),
+            MaintenanceClient::new(ch).status(tonic::Request::from_parts(
+                auth.clone(),
+                Default::default(),
+                StatusRequest {},
+            )),
         )
         .await;
         match r {
             Ok(Ok(s)) if s.get_ref().leader != 0 => bad = 0,
+            // It answers (auth refuses an anonymous or expired token's Status).
+            Ok(Err(s)) if is_auth_error(&s) => bad = 0,
             _ => bad += 1,
         }
         if bad >= 2 {
@@ -298,12 +367,13 @@ async fn watchdog(up: Arc<Upstream>, ep: usize) -> String {
 async fn session(
     mux: &WatchMux,
     up: &Arc<Upstream>,
+    auth: &MetadataMap,
     ep: usize,
     mut s: Session,
     registry: &mut HashMap<FeedId, Arc<dyn FeedSink>>,
     rx: &mut mpsc::UnboundedReceiver<Cmd>,
 ) -> Ended {
-    let dog = watchdog(up.clone(), ep);
+    let dog = watchdog(up.clone(), ep, auth.clone());
     tokio::pin!(dog);
     // The connection's own progress request (see `run`) is the first in flight.
     let mut in_flight: Option<Vec<oneshot::Sender<bool>>> = Some(Vec::new());
@@ -312,9 +382,10 @@ async fn session(
         tokio::select! {
             why = &mut dog => return Ended::Broken(why),
             cmd = rx.recv() => match cmd {
-                None => return Ended::Shutdown,
+                None | Some(Cmd::Stop) => return Ended::Shutdown,
                 Some(Cmd::Create(id, sink, c)) => {
                     registry.insert(id, sink);
+                    s.creates.push_back(id);
                     let _ = s.req_tx.send(create_req(id, c));
                 }
                 Some(Cmd::Cancel(id)) => {
@@ -362,6 +433,16 @@ async fn session(
                         let _ = s.req_tx.send(progress_req());
                     }
                     continue;
+                }
+                let mut r = r;
+                if r.created {
+                    let asked = s.creates.pop_front();
+                    if r.watch_id == -1 {
+                        match asked {
+                            Some(id) => r.watch_id = id,
+                            None => continue,
+                        }
+                    }
                 }
                 let id = r.watch_id;
                 let canceled = r.canceled;

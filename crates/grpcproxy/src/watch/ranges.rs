@@ -21,6 +21,16 @@ pub struct WatchRanges {
     metrics: Arc<Metrics>,
     ranges: Mutex<HashMap<RangeKey, Arc<RangeEntry>>>,
     next_sub: AtomicU64,
+    /// The mux is this group's alone (see `groups`): stopped when the group is dropped.
+    owns_mux: bool,
+}
+
+impl Drop for WatchRanges {
+    fn drop(&mut self) {
+        if self.owns_mux {
+            self.mux.stop();
+        }
+    }
 }
 
 /// One range: its state machine behind its lock.
@@ -75,12 +85,13 @@ impl FeedSink for RangeEntry {
 }
 
 impl WatchRanges {
-    pub fn new(mux: Arc<WatchMux>, metrics: Arc<Metrics>) -> WatchRanges {
+    pub fn new(mux: Arc<WatchMux>, metrics: Arc<Metrics>, owns_mux: bool) -> WatchRanges {
         WatchRanges {
             mux,
             metrics,
             ranges: Mutex::new(HashMap::new()),
             next_sub: AtomicU64::new(1),
+            owns_mux,
         }
     }
 
