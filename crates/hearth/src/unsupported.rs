@@ -58,7 +58,6 @@ static NOT_YET: &[(&str, When)] = &[
     // Listeners and HTTP.
     ("enable-grpc-gateway", NotDefault),
     // Raft and peers.
-    ("force-new-cluster", NotDefault),
     ("initial-election-tick-advance", NotDefault),
     ("pre-vote", NotDefault),
     ("raft-read-timeout", NotDefault),
@@ -82,10 +81,6 @@ static NOT_YET: &[(&str, When)] = &[
     ("discovery-srv-name", NotDefault),
     ("discovery-config", NotDefault),
     // Storage.
-    ("unsafe-no-fsync", NotDefault),
-    ("wal-dir", NotDefault),
-    ("max-snapshots", NotDefault),
-    ("max-wals", NotDefault),
     ("quota-backend-bytes", If(negative_quota)),
     ("memory-mlock", NotDefault),
     ("experimental-memory-mlock", NotDefault),

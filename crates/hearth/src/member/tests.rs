@@ -306,9 +306,34 @@ fn auto_compaction_flags_reach_the_config() {
 }
 
 #[test]
+fn storage_flags_reach_the_config() {
+    let c = resolve(
+        &flags(&[
+            "--wal-dir=/w",
+            "--max-wals=0",
+            "--max-snapshots=2",
+            "--unsafe-no-fsync",
+            "--force-new-cluster",
+        ]),
+        Source::Flags,
+        &mut Notices::default(),
+    )
+    .unwrap();
+    assert_eq!(c.wal_dir.as_deref(), Some(std::path::Path::new("/w")));
+    assert_eq!(c.wal_dir(), std::path::PathBuf::from("/w"));
+    assert_eq!((c.max_wals, c.max_snapshots), (0, 2));
+    assert!(c.unsafe_no_fsync && c.force_new_cluster);
+    let d = resolve(&flags(&[]), Source::Flags, &mut Notices::default()).unwrap();
+    assert_eq!(d.wal_dir, None);
+    assert_eq!(d.wal_dir(), d.data_dir.join("member").join("wal"));
+    assert_eq!((d.max_wals, d.max_snapshots), (5, 5));
+    assert!(!d.unsafe_no_fsync && !d.force_new_cluster);
+}
+
+#[test]
 fn flags_not_wired_yet_refuse_the_member_by_name() {
     let e = resolve(
-        &flags(&["--cert-file=/c", "--key-file=/k", "--unsafe-no-fsync"]),
+        &flags(&["--cert-file=/c", "--key-file=/k", "--memory-mlock"]),
         Source::Flags,
         &mut Notices::default(),
     )
@@ -318,17 +343,17 @@ fn flags_not_wired_yet_refuse_the_member_by_name() {
         ConfigError::NotYet(NotSupportedYet(vec![
             "--cert-file".into(),
             "--key-file".into(),
-            "--unsafe-no-fsync".into()
+            "--memory-mlock".into()
         ]))
     );
     assert_eq!(
         e.to_string(),
-        "--cert-file is not supported yet; --key-file is not supported yet; --unsafe-no-fsync is not supported yet"
+        "--cert-file is not supported yet; --key-file is not supported yet; --memory-mlock is not supported yet"
     );
     // Defaults given explicitly are fine.
     assert!(resolve(
         &flags(&[
-            "--unsafe-no-fsync=false",
+            "--memory-mlock=false",
             "--max-learners=1",
             "--pre-vote=true"
         ]),
