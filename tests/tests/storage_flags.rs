@@ -112,13 +112,15 @@ async fn force_new_cluster_brings_one_member_back_alone_with_its_data() {
         .await
         .expect("member add");
     let new = c.join("m3", client_port, peer_port).await;
-    poll::eventually("the new member to catch up", CONVERGE_DEADLINE, async || {
-        match keys(c.member(new), true).await {
+    poll::eventually(
+        "the new member to catch up",
+        CONVERGE_DEADLINE,
+        async || match keys(c.member(new), true).await {
             Ok(k) if k == want => Ok(()),
             Ok(k) => Err(format!("{} keys", k.len())),
             Err(e) => Err(e),
-        }
-    })
+        },
+    )
     .await;
     let mut both = vec![me, added];
     both.sort();

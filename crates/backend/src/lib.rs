@@ -888,9 +888,9 @@ impl Reader for WriteTxn<'_> {
 }
 
 mod copy;
-mod nosync;
 pub mod defrag;
 mod hash;
+mod nosync;
 pub mod swap;
 
 pub use copy::SnapshotFile;

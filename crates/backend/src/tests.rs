@@ -415,14 +415,22 @@ fn unsafe_no_fsync_still_writes_the_file_and_defragments() {
     let image = crash_image(&b, dir.path(), "image");
     let copy = Backend::open(&image, BackendConfig::default()).unwrap();
     assert_eq!(
-        copy.read().unwrap().get(Bucket::Key, &7u32.to_be_bytes()).unwrap().as_deref(),
+        copy.read()
+            .unwrap()
+            .get(Bucket::Key, &7u32.to_be_bytes())
+            .unwrap()
+            .as_deref(),
         Some(&b"v"[..])
     );
     b.defrag(&crate::defrag::DefragConfig::default()).unwrap();
     b.close().unwrap();
     let b = Backend::open(&path, cfg).unwrap();
     assert_eq!(
-        b.read().unwrap().get(Bucket::Key, &99u32.to_be_bytes()).unwrap().as_deref(),
+        b.read()
+            .unwrap()
+            .get(Bucket::Key, &99u32.to_be_bytes())
+            .unwrap()
+            .as_deref(),
         Some(&b"v"[..])
     );
 }

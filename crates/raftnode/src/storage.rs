@@ -277,7 +277,13 @@ pub fn open_log_with(
         hs.vote = 0;
     }
     if opts.force_new_cluster {
-        force_new_cluster(&mut w, &meta, &mut entries, &mut hs, (&conf_state, conf_from))?;
+        force_new_cluster(
+            &mut w,
+            &meta,
+            &mut entries,
+            &mut hs,
+            (&conf_state, conf_from),
+        )?;
     }
     let storage = MemStorage::new();
     {
@@ -358,11 +364,7 @@ fn force_new_cluster(
     }
     let ids = member_ids(conf_state, entries, conf_from)?;
     let me = meta.node_id;
-    let term = entries
-        .last()
-        .map(|e| e.term)
-        .unwrap_or(0)
-        .max(hs.term);
+    let term = entries.last().map(|e| e.term).unwrap_or(0).max(hs.term);
     let mut changes = Vec::new();
     // Raft must never be left without a voter: this member is added before the others go.
     if !ids.contains(&me) {
@@ -372,7 +374,11 @@ fn force_new_cluster(
             ..Default::default()
         }));
     }
-    changes.extend(ids.iter().filter(|&&id| id != me).map(|&id| Change::Remove(id)));
+    changes.extend(
+        ids.iter()
+            .filter(|&&id| id != me)
+            .map(|&id| Change::Remove(id)),
+    );
     let mut added = Vec::with_capacity(changes.len());
     for (i, c) in changes.iter().enumerate() {
         let mut e = Entry::default();
@@ -814,7 +820,11 @@ mod tests {
             conf_state: Some(ConfState::from((vec![1], vec![]))),
         };
         let log = open_log_with(dir.path(), None, &applied, &force()).unwrap();
-        assert_eq!(log.storage.last_index().unwrap(), 3, "entries 4 and 5 dropped");
+        assert_eq!(
+            log.storage.last_index().unwrap(),
+            3,
+            "entries 4 and 5 dropped"
+        );
         assert_eq!(log.storage.initial_state().unwrap().hard_state.commit, 3);
     }
 

@@ -927,7 +927,11 @@ fn max_files_keeps_that_many_segments_and_never_one_still_needed() {
     wal.save_snapshot(marker(needed_from, 1)).unwrap();
     wal.release_to(needed_from).unwrap();
     let kept = seg_paths(&fs);
-    assert_eq!(kept[..], all[4..], "four old segments purged, the needed ones kept");
+    assert_eq!(
+        kept[..],
+        all[4..],
+        "four old segments purged, the needed ones kept"
+    );
     assert!(kept.len() > 3, "needed segments are kept beyond max_files");
 
     // Everything covered: down to max_files, newest kept.
