@@ -294,6 +294,17 @@ impl Server {
             .collect();
     }
 
+    /// The extra flags later starts get.
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
+    /// Sets the extra flags of later starts (replacing those given before), e.g.
+    /// `--force-new-cluster` for the next start only.
+    pub fn set_args(&mut self, args: Vec<String>) {
+        self.args = args;
+    }
+
     /// Sets the readiness probe used by later restarts.
     pub fn set_probe(&mut self, probe: Probe) {
         self.probe = probe;

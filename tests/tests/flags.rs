@@ -277,12 +277,12 @@ peer-transport-security:
 async fn console_logs_to_a_file_have_no_escape_codes() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("console.log");
-    // --unsafe-no-fsync is refused (not wired yet), so the member stops right after logging why.
+    // --memory-mlock is refused (not wired yet), so the member stops right after logging why.
     let args = vec![
         "--log-format=console".to_string(),
         "--log-level=debug".to_string(),
         format!("--log-outputs={}", log.display()),
-        "--unsafe-no-fsync".to_string(),
+        "--memory-mlock".to_string(),
     ];
     let mut child = spawn(dir.path(), &args, &[]);
     assert_eq!(wait_exit(&mut child).code(), Some(1));
@@ -292,7 +292,7 @@ async fn console_logs_to_a_file_have_no_escape_codes() {
         "{text}"
     );
     assert!(
-        text.contains("--unsafe-no-fsync is not supported yet"),
+        text.contains("--memory-mlock is not supported yet"),
         "{text}"
     );
     assert!(!text.contains('\x1b'), "escape codes in {text:?}");
@@ -303,7 +303,7 @@ async fn unknown_environment_variables_are_warned_about_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = spawn(
         dir.path(),
-        &["--unsafe-no-fsync".to_string()],
+        &["--memory-mlock".to_string()],
         &[
             ("ETCD_NAMME", "typo"),
             ("HEARTH_LOG_LEVEL", "info"),

@@ -175,9 +175,10 @@ impl Backend {
         let result = snap.and_then(|snap| {
             self.at(Point::DefragCopy);
             failpoint::hit("defragBeforeCopy");
-            let db = redb::Database::builder()
-                .set_cache_size(self.config.cache_bytes)
-                .create(&staged)?;
+            let mut b = redb::Database::builder();
+            b.set_cache_size(self.config.cache_bytes);
+            // This file becomes the served one: it syncs as the served one does.
+            let db = crate::nosync::create(&b, &staged, self.config.unsafe_no_fsync)?;
             let copied = copy_into(&snap, &db)?;
             drop(snap);
             self.at(Point::DefragCatchUp);

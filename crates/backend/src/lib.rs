@@ -221,6 +221,9 @@ pub struct BackendConfig {
     /// at half of it). Pages not cached are read with `pread` and usually come from the kernel's
     /// page cache, which the kernel can reclaim, unlike this cache; see [`DEFAULT_CACHE_BYTES`].
     pub cache_bytes: usize,
+    /// etcd's `--unsafe-no-fsync` (bbolt's `NoSync`): redb's syncs of the served file do nothing,
+    /// so a "durable" commit is only written, not fsynced (see `nosync`).
+    pub unsafe_no_fsync: bool,
 }
 
 /// The default of [`BackendConfig::cache_bytes`]: 32 MiB.
@@ -239,6 +242,7 @@ impl Default for BackendConfig {
             batch_interval: Duration::from_millis(100),
             batch_limit: 10_000,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            unsafe_no_fsync: false,
         }
     }
 }
@@ -314,7 +318,7 @@ impl Backend {
         let path = path.as_ref().to_path_buf();
         // A replacement that was interrupted before its rename leaves its staging file behind.
         swap::remove_stale_staging(&path)?;
-        let db = open_db(&path, config.cache_bytes)?;
+        let db = open_db(&path, &config)?;
         tracing::debug!(path = %path.display(), "backend opened");
         Ok(Backend::on(db, path, config))
     }
@@ -546,12 +550,12 @@ impl Backend {
 }
 
 /// Opens (or creates) a redb file with the integrity check and makes sure every bucket exists.
-fn open_db(path: &Path, cache_bytes: usize) -> Result<redb::Database> {
+fn open_db(path: &Path, config: &BackendConfig) -> Result<redb::Database> {
     let opened = catch_unwind(AssertUnwindSafe(|| {
-        redb::Database::builder()
-            .set_check_integrity_on_open(true)
-            .set_cache_size(cache_bytes)
-            .create(path)
+        let mut b = redb::Database::builder();
+        b.set_check_integrity_on_open(true)
+            .set_cache_size(config.cache_bytes);
+        nosync::create(&b, path, config.unsafe_no_fsync)
     }));
     let db = match opened {
         Ok(Ok(db)) => db,
@@ -886,6 +890,7 @@ impl Reader for WriteTxn<'_> {
 mod copy;
 pub mod defrag;
 mod hash;
+mod nosync;
 pub mod swap;
 
 pub use copy::SnapshotFile;

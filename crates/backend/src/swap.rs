@@ -132,7 +132,7 @@ impl Backend {
         let opened = std::fs::File::open(&staged)
             .and_then(|f| f.sync_all())
             .map_err(BackendError::from)
-            .and_then(|()| open_db(&staged, self.config.cache_bytes));
+            .and_then(|()| open_db(&staged, &self.config));
         let db = match opened {
             Ok(db) => db,
             Err(e) => {

@@ -396,3 +396,41 @@ fn a_full_disk_refuses_further_writes_and_keeps_what_was_durable() {
     w.put(Bucket::Key, b"after", b"1").unwrap();
     w.commit_durable().unwrap();
 }
+
+#[test]
+fn unsafe_no_fsync_still_writes_the_file_and_defragments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let cfg = BackendConfig {
+        unsafe_no_fsync: true,
+        ..BackendConfig::default()
+    };
+    let b = Backend::open(&path, cfg.clone()).unwrap();
+    let mut w = b.write().unwrap();
+    for i in 0..100u32 {
+        w.put(Bucket::Key, &i.to_be_bytes(), b"v").unwrap();
+    }
+    w.commit_durable().unwrap();
+    // What the file holds now (no fsync needed for another reader of the file to see it).
+    let image = crash_image(&b, dir.path(), "image");
+    let copy = Backend::open(&image, BackendConfig::default()).unwrap();
+    assert_eq!(
+        copy.read()
+            .unwrap()
+            .get(Bucket::Key, &7u32.to_be_bytes())
+            .unwrap()
+            .as_deref(),
+        Some(&b"v"[..])
+    );
+    b.defrag(&crate::defrag::DefragConfig::default()).unwrap();
+    b.close().unwrap();
+    let b = Backend::open(&path, cfg).unwrap();
+    assert_eq!(
+        b.read()
+            .unwrap()
+            .get(Bucket::Key, &99u32.to_be_bytes())
+            .unwrap()
+            .as_deref(),
+        Some(&b"v"[..])
+    );
+}

@@ -500,6 +500,9 @@ pub(crate) fn build(
         bcrypt_cost: bcrypt_cost as u32,
         force_new_cluster: values.bool("force-new-cluster"),
         unsafe_no_fsync: values.bool("unsafe-no-fsync"),
+        wal_dir: opt("wal-dir"),
+        max_snapshots: usize::try_from(values.uint("max-snapshots")).unwrap_or(usize::MAX),
+        max_wals: usize::try_from(values.uint("max-wals")).unwrap_or(usize::MAX),
         backend_batch_interval: values.duration("backend-batch-interval"),
         backend_batch_limit: usize::try_from(values.int("backend-batch-limit")).unwrap_or(0),
         max_concurrent_streams: u32::try_from(values.uint("max-concurrent-streams"))

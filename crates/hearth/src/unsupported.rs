@@ -30,7 +30,6 @@ static NOT_YET: &[(&str, When)] = &[
     // Listeners and HTTP.
     ("enable-grpc-gateway", NotDefault),
     // Raft and peers.
-    ("force-new-cluster", NotDefault),
     ("initial-election-tick-advance", NotDefault),
     ("pre-vote", NotDefault),
     ("raft-read-timeout", NotDefault),
@@ -54,10 +53,6 @@ static NOT_YET: &[(&str, When)] = &[
     ("discovery-srv-name", NotDefault),
     ("discovery-config", NotDefault),
     // Storage.
-    ("unsafe-no-fsync", NotDefault),
-    ("wal-dir", NotDefault),
-    ("max-snapshots", NotDefault),
-    ("max-wals", NotDefault),
     ("quota-backend-bytes", If(negative_quota)),
     ("memory-mlock", NotDefault),
     ("experimental-memory-mlock", NotDefault),
@@ -246,7 +241,7 @@ mod tests {
     #[test]
     fn settings_not_wired_are_named() {
         let v = values(&[
-            "--wal-dir=/w",
+            "--memory-mlock",
             "--enable-grpc-gateway=false",
             "--feature-gates=LeaseCheckpoint=true",
             "--experimental-stop-grpc-service-on-defrag",
@@ -256,15 +251,15 @@ mod tests {
             not_yet(&v, &gates(&v)),
             [
                 "--enable-grpc-gateway",
-                "--wal-dir",
                 "--quota-backend-bytes",
+                "--memory-mlock",
                 "--feature-gates=LeaseCheckpoint=true",
                 "--experimental-stop-grpc-service-on-defrag",
             ]
         );
         assert_eq!(
-            NotSupportedYet(vec!["--wal-dir".into(), "--max-wals".into()]).to_string(),
-            "--wal-dir is not supported yet; --max-wals is not supported yet"
+            NotSupportedYet(vec!["--memory-mlock".into(), "--discovery".into()]).to_string(),
+            "--memory-mlock is not supported yet; --discovery is not supported yet"
         );
     }
 

@@ -63,6 +63,9 @@ enum SnapshotCmd {
         /// Path to the data directory to create (default: <name>.hearth).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Path to the WAL directory to create (default: <data-dir>/member/wal).
+        #[arg(long)]
+        wal_dir: Option<PathBuf>,
         /// Human-readable name for this member.
         #[arg(long, default_value = "default")]
         name: String,
@@ -92,6 +95,7 @@ fn main() {
                 SnapshotCmd::Restore {
                     file,
                     data_dir,
+                    wal_dir,
                     name,
                     initial_cluster,
                     initial_cluster_token,
@@ -108,6 +112,7 @@ fn main() {
             });
             let cfg = server::Config {
                 data_dir: data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.hearth"))),
+                wal_dir,
                 name,
                 initial_cluster,
                 initial_cluster_token,

@@ -166,6 +166,9 @@ pub fn restore(file: &Path, cfg: &server::Config, skip_hash_check: bool) -> anyh
     if cfg.data_dir.exists() {
         bail!("data-dir {:?} exists", cfg.data_dir);
     }
+    if let Some(w) = cfg.wal_dir.as_ref().filter(|w| w.exists()) {
+        bail!("wal-dir {w:?} exists");
+    }
     // Check the flags before writing anything.
     server::new_member_meta(cfg)?;
     let parent = match cfg.data_dir.parent() {
@@ -185,8 +188,10 @@ pub fn restore(file: &Path, cfg: &server::Config, skip_hash_check: bool) -> anyh
         .prefix(&format!(".{base}.restore-"))
         .tempdir_in(&parent)
         .with_context(|| format!("cannot create a staging directory in {}", parent.display()))?;
+    // The WAL is staged in the data directory too, and moved to `--wal-dir` last.
     let staged_cfg = server::Config {
         data_dir: staging.path().to_path_buf(),
+        wal_dir: None,
         ..cfg.clone()
     };
     let r = restore_into(file, &staged_cfg, skip_hash_check)?;
@@ -200,6 +205,9 @@ pub fn restore(file: &Path, cfg: &server::Config, skip_hash_check: bool) -> anyh
             .with_context(|| format!("cannot move the restored data into {:?}", cfg.data_dir));
     }
     backend::swap::sync_dir(&parent)?;
+    if let Some(w) = &cfg.wal_dir {
+        move_wal(&cfg.data_dir.join("member").join("wal"), w)?;
+    }
     for s in &r.skipped {
         eprintln!("warning: left out of the restore: {s}");
     }
@@ -219,12 +227,40 @@ pub fn restore(file: &Path, cfg: &server::Config, skip_hash_check: bool) -> anyh
     Ok(())
 }
 
+/// Moves the restored WAL directory `from` to `--wal-dir` `to` (copying when they are on different
+/// file systems), and makes the move durable.
+fn move_wal(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let parent = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    if std::fs::rename(from, to).is_err() {
+        std::fs::create_dir(to).with_context(|| format!("cannot create wal-dir {to:?}"))?;
+        for e in std::fs::read_dir(from)? {
+            let e = e?;
+            let dst = to.join(e.file_name());
+            std::fs::copy(e.path(), &dst)
+                .with_context(|| format!("cannot copy the WAL into {to:?}"))?;
+            File::open(&dst)?.sync_all()?;
+        }
+        backend::swap::sync_dir(to)?;
+        std::fs::remove_dir_all(from)?;
+    }
+    backend::swap::sync_dir(&parent)?;
+    if let Some(p) = from.parent() {
+        backend::swap::sync_dir(p)?;
+    }
+    Ok(())
+}
+
 fn restore_into(
     file: &Path,
     cfg: &server::Config,
     skip_hash_check: bool,
 ) -> anyhow::Result<Restored> {
-    let (_, snap_dir) = server::member_dirs(&cfg.data_dir)?;
+    let (_, snap_dir) = server::member_dirs(cfg)?;
     let raw = snap_dir.join("snapshot.part");
     extract(file, &mut File::create(&raw)?, skip_hash_check)?;
     let staged = snap_dir.join("db.restore");
@@ -416,6 +452,39 @@ mod tests {
     }
 
     const LEASE_5: &[u8] = &[0x08, 0x05, 0x10, 0x0a];
+
+    #[test]
+    fn restore_puts_the_wal_in_wal_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = snapshot_file(dir.path());
+        let cfg = server::Config {
+            data_dir: dir.path().join("restored"),
+            wal_dir: Some(dir.path().join("logs").join("wal")),
+            ..Default::default()
+        };
+        restore(&p, &cfg, false).unwrap();
+        assert!(!cfg.data_dir.join("member/wal").exists());
+        let segments = std::fs::read_dir(dir.path().join("logs/wal"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".wal")
+            })
+            .count();
+        assert_eq!(segments, 1);
+        assert!(cfg.data_dir.join("member/snap/db").exists());
+        // An existing wal-dir is refused before anything is written.
+        let again = server::Config {
+            data_dir: dir.path().join("other"),
+            ..cfg.clone()
+        };
+        let e = restore(&p, &again, false).unwrap_err().to_string();
+        assert!(e.contains("wal-dir"), "{e}");
+        assert!(!again.data_dir.exists());
+    }
 
     /// Staging directories left in `dir`.
     fn leftovers(dir: &Path) -> Vec<String> {

@@ -29,7 +29,7 @@ pub use node::{
     RaftStatus, SNAPSHOT_CATCHUP_ENTRIES,
 };
 pub use proposal::{Payload, ProposalState};
-pub use storage::{open_log, Applied, Bootstrap, RecoveredLog, WalMeta};
+pub use storage::{open_log, open_log_with, Applied, Bootstrap, LogOptions, RecoveredLog, WalMeta};
 
 /// Why the Raft loop stopped, or the log could not be opened. Any of them is fatal for the member.
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,11 @@
 //! dropped, and the missing marker is written, which is where the install would have got to. Likewise,
 //! entries after a marker whose term is older than the marker's were left behind by an install (raft-rs
 //! discarded them with its log) and are dropped: a log's terms never go down.
+//!
+//! `--force-new-cluster` ([`LogOptions::force_new_cluster`]) restarts a member's log as etcd's
+//! `restartAsStandaloneNode` does: the uncommitted tail is dropped and committed conf changes removing
+//! every other member are appended, so the member comes back alone with its data, id and cluster id.
+//! Segments no longer needed (before the newest snapshot marker) are purged at open as `--max-wals` says.
 
 use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfState, Entry, EntryType, HardState, Snapshot};
@@ -141,12 +146,32 @@ fn wal_entries(entries: &[Entry]) -> Result<Vec<wal::Entry>, RaftError> {
         .collect()
 }
 
+/// How the log is opened.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogOptions {
+    /// The WAL's fsync and segment-retention options (`--unsafe-no-fsync`, `--max-wals`).
+    pub wal: wal::WalOptions,
+    /// `--force-new-cluster`: restart an existing log as a cluster of this member alone
+    /// ([`force_new_cluster`]). Ignored when there is no WAL yet.
+    pub force_new_cluster: bool,
+}
+
 /// Opens the WAL in `dir`, or creates it as `boot` says if it does not exist, and rebuilds the in-memory
 /// raft log.
 pub fn open_log(
     dir: &std::path::Path,
     boot: Option<&Bootstrap>,
     applied: &Applied,
+) -> Result<RecoveredLog, RaftError> {
+    open_log_with(dir, boot, applied, &LogOptions::default())
+}
+
+/// [`open_log`] with options.
+pub fn open_log_with(
+    dir: &std::path::Path,
+    boot: Option<&Bootstrap>,
+    applied: &Applied,
+    opts: &LogOptions,
 ) -> Result<RecoveredLog, RaftError> {
     if !wal::Wal::exists(dir) {
         let boot = boot.ok_or_else(|| {
@@ -155,9 +180,9 @@ pub fn open_log(
                 dir.display()
             ))
         })?;
-        return create_log(dir, boot);
+        return create_log(dir, boot, opts.wal);
     }
-    let (w, rec) = wal::Wal::open(dir)?;
+    let (w, rec) = wal::Wal::open_with_options(dir, opts.wal)?;
     if let Some((file, offset)) = &rec.repaired_tail {
         tracing::warn!(file = %file.display(), offset, "repaired a torn write at the end of the WAL");
     }
@@ -175,17 +200,19 @@ pub fn open_log(
         }
         entries.push(entry);
     }
-    let conf_state = match &applied.conf_state {
-        Some(cs) => cs.clone(),
+    // The configuration the log starts from, and the index from which the log's conf changes are not
+    // in it yet.
+    let (conf_state, conf_from) = match &applied.conf_state {
+        Some(cs) => (cs.clone(), applied.consistent_index),
         // A log that starts with the bootstrap entries rebuilds its configuration by applying them.
         None if entries
             .first()
             .is_some_and(|e| e.index == 1 && e.get_entry_type() == EntryType::EntryConfChange) =>
         {
-            ConfState::default()
+            (ConfState::default(), 0)
         }
         // A log from before membership was recorded: the voters it was bootstrapped with.
-        None => ConfState::from((meta.voters.clone(), vec![])),
+        None => (ConfState::from((meta.voters.clone(), vec![])), 0),
     };
     let mut marker = rec.snapshot;
     if let Some(m) = uninstalled_snapshot(applied, marker, &entries) {
@@ -211,9 +238,54 @@ pub fn open_log(
             );
             entries.truncate(stale);
         }
+        // Segments before the marker are no longer needed: purge them as `--max-wals` says.
+        w.release_to(m.index)?;
+    }
+    let snapshot_index = marker.map(|m| m.index).unwrap_or(0);
+    if let Some(first) = entries.first() {
+        if first.index != snapshot_index + 1 {
+            return Err(RaftError::Corrupt(format!(
+                "log starts at {} but the snapshot is at {snapshot_index}",
+                first.index
+            )));
+        }
+    }
+    let last = entries.last().map(|e| e.index).unwrap_or(snapshot_index);
+    if applied.consistent_index > last {
+        tracing::error!(
+            consistent_index = applied.consistent_index,
+            last_index = last,
+            "the backend has applied entries the WAL does not have"
+        );
+    }
+    let mut hs = match &rec.hard_state {
+        Some(hs) => HardState::parse_from_bytes(hs)
+            .map_err(|err| RaftError::Corrupt(format!("hard state: {err}")))?,
+        None => HardState::default(),
+    };
+    // The commit index is saved lazily (with the next append): it can trail the snapshot marker and
+    // what the backend applied, both of which were committed.
+    hs.commit = hs
+        .commit
+        .max(snapshot_index)
+        .max(applied.consistent_index)
+        .min(last);
+    // A snapshot from a later term than the saved hard state (its hard state was never saved after
+    // the install): the term moves on, with no vote cast in it.
+    if let Some(m) = marker.filter(|m| m.term > hs.term) {
+        hs.term = m.term;
+        hs.vote = 0;
+    }
+    if opts.force_new_cluster {
+        force_new_cluster(
+            &mut w,
+            &meta,
+            &mut entries,
+            &mut hs,
+            (&conf_state, conf_from),
+        )?;
     }
     let storage = MemStorage::new();
-    let mut snapshot_index = 0;
     {
         let mut core = storage.wl();
         if let Some(m) = &marker {
@@ -223,43 +295,8 @@ pub fn open_log(
             md.term = m.term;
             md.set_conf_state(conf_state.clone());
             core.apply_snapshot(snap)?;
-            snapshot_index = m.index;
-        }
-        if let Some(first) = entries.first() {
-            if first.index != snapshot_index + 1 {
-                return Err(RaftError::Corrupt(format!(
-                    "log starts at {} but the snapshot is at {snapshot_index}",
-                    first.index
-                )));
-            }
         }
         core.append(&entries)?;
-        let last = entries.last().map(|e| e.index).unwrap_or(snapshot_index);
-        if applied.consistent_index > last {
-            tracing::error!(
-                consistent_index = applied.consistent_index,
-                last_index = last,
-                "the backend has applied entries the WAL does not have"
-            );
-        }
-        let mut hs = match &rec.hard_state {
-            Some(hs) => HardState::parse_from_bytes(hs)
-                .map_err(|err| RaftError::Corrupt(format!("hard state: {err}")))?,
-            None => HardState::default(),
-        };
-        // The commit index is saved lazily (with the next append): it can trail the snapshot marker and
-        // what the backend applied, both of which were committed.
-        hs.commit = hs
-            .commit
-            .max(snapshot_index)
-            .max(applied.consistent_index)
-            .min(last);
-        // A snapshot from a later term than the saved hard state (its hard state was never saved after
-        // the install): the term moves on, with no vote cast in it.
-        if let Some(m) = marker.filter(|m| m.term > hs.term) {
-            hs.term = m.term;
-            hs.vote = 0;
-        }
         core.set_hardstate(hs);
         core.set_conf_state(conf_state);
     }
@@ -271,12 +308,123 @@ pub fn open_log(
     })
 }
 
-fn create_log(dir: &std::path::Path, boot: &Bootstrap) -> Result<RecoveredLog, RaftError> {
+/// The members in the configuration `conf_state` changed by the conf changes of `entries` after
+/// index `from`, in order (etcd's `getIDs`): voters and learners alike.
+fn member_ids(
+    conf_state: &ConfState,
+    entries: &[Entry],
+    from: u64,
+) -> Result<std::collections::BTreeSet<u64>, RaftError> {
+    use raft::prelude::ConfChangeType;
+    let mut ids: std::collections::BTreeSet<u64> = conf_state
+        .voters
+        .iter()
+        .chain(&conf_state.learners)
+        .copied()
+        .collect();
+    for e in entries.iter().filter(|e| e.index > from) {
+        if e.get_entry_type() != EntryType::EntryConfChange {
+            continue;
+        }
+        let cc = parse_conf_change(e)?;
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                ids.insert(cc.node_id);
+            }
+            ConfChangeType::RemoveNode => {
+                ids.remove(&cc.node_id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// etcd's `restartAsStandaloneNode` (`--force-new-cluster`): entries past the commit index are
+/// discarded, and committed conf change entries are appended that remove every other member of the
+/// configuration (`conf_state` changed by the conf changes after `conf_from`, [`member_ids`]) (and add this one first if it is not among them, with etcd's placeholder peer URL), so the
+/// member restarts as a cluster of its own, with its data, its id and its cluster id. The entries and
+/// the commit index covering them are saved before anything else happens; the Raft loop applies
+/// them as any committed entries, which removes the other members from the membership.
+fn force_new_cluster(
+    w: &mut wal::Wal,
+    meta: &WalMeta,
+    entries: &mut Vec<Entry>,
+    hs: &mut HardState,
+    (conf_state, conf_from): (&ConfState, u64),
+) -> Result<(), RaftError> {
+    let old_commit = hs.commit;
+    if let Some(i) = entries.iter().position(|e| e.index > hs.commit) {
+        tracing::info!(
+            entry_index = entries[i].index,
+            commit_index_from_wal = hs.commit,
+            number_of_discarded_entries = entries.len() - i,
+            "discarding uncommitted WAL entries"
+        );
+        entries.truncate(i);
+    }
+    let ids = member_ids(conf_state, entries, conf_from)?;
+    let me = meta.node_id;
+    let term = entries.last().map(|e| e.term).unwrap_or(0).max(hs.term);
+    let mut changes = Vec::new();
+    // Raft must never be left without a voter: this member is added before the others go.
+    if !ids.contains(&me) {
+        changes.push(Change::Add(Member {
+            id: me,
+            peer_urls: vec!["http://localhost:2380".into()],
+            ..Default::default()
+        }));
+    }
+    changes.extend(
+        ids.iter()
+            .filter(|&&id| id != me)
+            .map(|&id| Change::Remove(id)),
+    );
+    let mut added = Vec::with_capacity(changes.len());
+    for (i, c) in changes.iter().enumerate() {
+        let mut e = Entry::default();
+        e.set_entry_type(EntryType::EntryConfChange);
+        e.term = term;
+        e.index = hs.commit + 1 + i as u64;
+        e.data = c
+            .to_conf_change()
+            .write_to_bytes()
+            .map_err(|err| RaftError::Corrupt(err.to_string()))?
+            .into();
+        added.push(e);
+    }
+    if let Some(e) = added.last() {
+        hs.commit = e.index;
+    }
+    if term > hs.term {
+        hs.term = term;
+        hs.vote = 0;
+    }
+    let hs_bytes = hs
+        .write_to_bytes()
+        .map_err(|e| RaftError::Corrupt(e.to_string()))?;
+    // Entries replace whatever the WAL holds at their indexes (the uncommitted tail just discarded).
+    w.save(Some(&hs_bytes), &wal_entries(&added)?)?;
+    entries.extend(added);
+    tracing::info!(
+        cluster_id = format!("{:x}", meta.cluster_id),
+        local_member_id = format!("{me:x}"),
+        wal_commit_index = old_commit,
+        commit_index = hs.commit,
+        "forcing restart member"
+    );
+    Ok(())
+}
+
+fn create_log(
+    dir: &std::path::Path,
+    boot: &Bootstrap,
+    opts: wal::WalOptions,
+) -> Result<RecoveredLog, RaftError> {
     let (meta, entries) = match boot {
         Bootstrap::NewCluster { meta, members } => (meta, bootstrap_entries(members)?),
         Bootstrap::Join { meta } => (meta, Vec::new()),
     };
-    let mut w = wal::Wal::create(dir, &meta.encode())?;
+    let mut w = wal::Wal::create_with_options(dir, &meta.encode(), opts)?;
     let storage = MemStorage::new();
     if !entries.is_empty() {
         let hs = HardState {
@@ -554,6 +702,161 @@ mod tests {
         assert_eq!(log.snapshot_index, 0);
         assert_eq!(log.storage.last_index().unwrap(), 5);
         assert_eq!(log.storage.initial_state().unwrap().hard_state.commit, 3);
+    }
+
+    fn force() -> LogOptions {
+        LogOptions {
+            force_new_cluster: true,
+            ..LogOptions::default()
+        }
+    }
+
+    fn changes(log: &RecoveredLog, from: u64) -> Vec<Change> {
+        let last = log.storage.last_index().unwrap();
+        log.storage
+            .entries(from, last + 1, None, raft::GetEntriesContext::empty(false))
+            .unwrap()
+            .iter()
+            .map(|e| Change::from_conf_change(&parse_conf_change(e).unwrap()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn force_new_cluster_drops_the_uncommitted_tail_and_removes_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        log_with_uncommitted_tail(dir.path());
+        let applied = Applied {
+            consistent_index: 3,
+            term: 2,
+            conf_state: Some(ConfState::from((vec![1, 2], vec![3]))),
+        };
+        let log = open_log_with(dir.path(), None, &applied, &force()).unwrap();
+        let st = log.storage.initial_state().unwrap();
+        assert_eq!(st.hard_state.commit, 5, "the new entries are committed");
+        assert_eq!(st.hard_state.term, 2);
+        assert_eq!(log.storage.last_index().unwrap(), 5);
+        assert_eq!(changes(&log, 4), [Change::Remove(2), Change::Remove(3)]);
+        assert_eq!(log.storage.term(5).unwrap(), 2);
+        // Raft starts from the old configuration and applies the removals.
+        assert_eq!(st.conf_state.voters, [1, 2]);
+        drop(log);
+
+        // Durable: a restart without the flag finds the removals in place of the old tail.
+        let log = open_log(dir.path(), None, &applied).unwrap();
+        let st = log.storage.initial_state().unwrap();
+        assert_eq!(st.hard_state.commit, 5);
+        assert_eq!(changes(&log, 4), [Change::Remove(2), Change::Remove(3)]);
+    }
+
+    #[test]
+    fn force_new_cluster_counts_committed_changes_and_adds_itself_when_missing() {
+        // Member 1's log: entries 1..=2 applied (configuration {2, 3}), then a committed addition of 4
+        // and an uncommitted addition of 5.
+        let dir = tempfile::tempdir().unwrap();
+        let meta = WalMeta {
+            node_id: 1,
+            cluster_id: 9,
+            voters: vec![],
+        };
+        let mut w = wal::Wal::create(dir.path(), &meta.encode()).unwrap();
+        let add = |index: u64, id: u64| {
+            let cc = Change::Add(member(id, "x")).to_conf_change();
+            let mut e = Entry::default();
+            e.set_entry_type(EntryType::EntryConfChange);
+            e.term = 3;
+            e.index = index;
+            e.data = cc.write_to_bytes().unwrap().into();
+            e
+        };
+        let normal = |index: u64| Entry {
+            index,
+            term: 3,
+            ..Default::default()
+        };
+        let entries = [normal(1), normal(2), add(3, 4), add(4, 5)];
+        let hs = HardState {
+            term: 3,
+            vote: 2,
+            commit: 3,
+            ..Default::default()
+        };
+        w.save(
+            Some(&hs.write_to_bytes().unwrap()),
+            &wal_entries(&entries).unwrap(),
+        )
+        .unwrap();
+        drop(w);
+        let applied = Applied {
+            consistent_index: 2,
+            term: 3,
+            conf_state: Some(ConfState::from((vec![2, 3], vec![]))),
+        };
+        let log = open_log_with(dir.path(), None, &applied, &force()).unwrap();
+        let got = changes(&log, 4);
+        assert_eq!(
+            got,
+            [
+                Change::Add(Member {
+                    id: 1,
+                    peer_urls: vec!["http://localhost:2380".into()],
+                    ..Default::default()
+                }),
+                Change::Remove(2),
+                Change::Remove(3),
+                Change::Remove(4),
+            ]
+        );
+        let st = log.storage.initial_state().unwrap();
+        assert_eq!((st.hard_state.commit, st.hard_state.vote), (7, 2));
+    }
+
+    #[test]
+    fn force_new_cluster_of_a_lone_member_appends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        log_with_uncommitted_tail(dir.path());
+        let applied = Applied {
+            consistent_index: 3,
+            term: 2,
+            conf_state: Some(ConfState::from((vec![1], vec![]))),
+        };
+        let log = open_log_with(dir.path(), None, &applied, &force()).unwrap();
+        assert_eq!(
+            log.storage.last_index().unwrap(),
+            3,
+            "entries 4 and 5 dropped"
+        );
+        assert_eq!(log.storage.initial_state().unwrap().hard_state.commit, 3);
+    }
+
+    #[test]
+    fn wal_options_reach_the_wal_on_create_and_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogOptions {
+            wal: wal::WalOptions {
+                unsafe_no_fsync: true,
+                max_files: 3,
+            },
+            force_new_cluster: false,
+        };
+        let meta = WalMeta {
+            node_id: 5,
+            cluster_id: 99,
+            voters: vec![],
+        };
+        let log = open_log_with(
+            dir.path(),
+            Some(&Bootstrap::Join { meta }),
+            &Applied::default(),
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(log.wal.options(), opts.wal);
+        drop(log);
+        let log = open_log_with(dir.path(), None, &Applied::default(), &opts).unwrap();
+        assert_eq!(log.wal.options(), opts.wal);
+        drop(log);
+        let log = open_log(dir.path(), None, &Applied::default()).unwrap();
+        assert!(!log.wal.options().unsafe_no_fsync);
     }
 
     #[test]

@@ -82,6 +82,13 @@ pub struct Config {
     pub force_new_cluster: bool,
     /// `--unsafe-no-fsync`: never fsync (data loss on power failure).
     pub unsafe_no_fsync: bool,
+    /// `--wal-dir`: a dedicated directory for the WAL (none: `<data-dir>/member/wal`).
+    pub wal_dir: Option<PathBuf>,
+    /// `--max-snapshots`: snapshot files (`*.snap`, `*.snap.db`) kept in `<data-dir>/member/snap`
+    /// (0: all).
+    pub max_snapshots: usize,
+    /// `--max-wals`: WAL segment files kept once no longer needed (0: all).
+    pub max_wals: usize,
     /// `--backend-batch-interval`: longest time before a backend commit is made durable (0: 100 ms).
     pub backend_batch_interval: Duration,
     /// `--backend-batch-limit`: most operations before a backend commit is made durable (0: 10000).
@@ -185,6 +192,9 @@ impl Default for Config {
             bcrypt_cost: 10,
             force_new_cluster: false,
             unsafe_no_fsync: false,
+            wal_dir: None,
+            max_snapshots: 5,
+            max_wals: 5,
             backend_batch_interval: Duration::ZERO,
             backend_batch_limit: 0,
             max_concurrent_streams: u32::MAX,
@@ -233,6 +243,19 @@ pub struct InitialMember {
 }
 
 impl Config {
+    /// Where the WAL is: `--wal-dir`, or `<data-dir>/member/wal` (etcd's `WALDir`).
+    pub fn wal_dir(&self) -> PathBuf {
+        match &self.wal_dir {
+            Some(d) => d.clone(),
+            None => self.data_dir.join("member").join("wal"),
+        }
+    }
+
+    /// Where the backend (and etcd's snapshot files) are: `<data-dir>/member/snap`.
+    pub fn snap_dir(&self) -> PathBuf {
+        self.data_dir.join("member").join("snap")
+    }
+
     /// etcd's `ReqTimeout`: how long a request may wait for Raft (5 s plus two election timeouts).
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(5) + 2 * self.election_timeout

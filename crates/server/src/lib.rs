@@ -1,6 +1,7 @@
 //! Hearth's server: wires one member of a Hearth cluster together, as etcd's `etcdserver` and `embed`.
 //!
-//! Start-up opens the backend (`<data-dir>/member/snap/db`) and the WAL (`<data-dir>/member/wal`) (or
+//! Start-up opens the backend (`<data-dir>/member/snap/db`) and the WAL (`<data-dir>/member/wal`, or
+//! `--wal-dir`) (or
 //! bootstraps them, `bootstrap`), rebuilds the Raft log and starts the Raft loop on its own thread
 //! (`raftnode`), streams Raft messages to and from the other members on the peer URLs (`rafthttp`), and
 //! serves etcd's gRPC API on the client URLs (`v3rpc`). Requests reach the store only through Raft
@@ -19,6 +20,7 @@ mod ids;
 mod lessor_driver;
 mod listener;
 mod metrics;
+mod purge;
 mod tls;
 mod urls;
 
@@ -86,12 +88,20 @@ pub struct Hearth {
     http_addrs: Vec<SocketAddr>,
 }
 
-/// The member's WAL and snapshot (backend) directories under `data_dir`, created if missing.
-pub fn member_dirs(data_dir: &Path) -> Result<(PathBuf, PathBuf), StartError> {
-    let wal = data_dir.join("member").join("wal");
-    let snap = data_dir.join("member").join("snap");
+/// The member's WAL directory (`--wal-dir`, or `<data-dir>/member/wal`) and snapshot (backend)
+/// directory, the latter created if missing.
+pub fn member_dirs(cfg: &Config) -> Result<(PathBuf, PathBuf), StartError> {
+    let snap = cfg.snap_dir();
     std::fs::create_dir_all(&snap).map_err(|e| StartError::DataDir(snap.clone(), e))?;
-    Ok((wal, snap))
+    Ok((cfg.wal_dir(), snap))
+}
+
+/// How the WAL is opened: `--unsafe-no-fsync`, `--max-wals`.
+fn wal_options(cfg: &Config) -> wal::WalOptions {
+    wal::WalOptions {
+        unsafe_no_fsync: cfg.unsafe_no_fsync,
+        max_files: cfg.max_wals,
+    }
 }
 
 /// The identity a member of a new cluster gets from its configuration: its id, the cluster id and
@@ -113,14 +123,18 @@ pub fn new_member_meta(cfg: &Config) -> Result<raftnode::WalMeta, StartError> {
 pub fn bootstrap_from_backend(cfg: &Config, db: &Path) -> Result<raftnode::WalMeta, StartError> {
     cfg.validate()?;
     let prepared = bootstrap::new_cluster(cfg, &cfg.initial_members()?)?;
-    let (wal_dir, snap_dir) = member_dirs(&cfg.data_dir)?;
+    let (wal_dir, snap_dir) = member_dirs(cfg)?;
     let target = snap_dir.join("db");
     std::fs::rename(db, &target).map_err(|e| StartError::DataDir(target.clone(), e))?;
     backend::swap::sync_dir(&snap_dir).map_err(|e| StartError::DataDir(snap_dir.clone(), e))?;
-    let log = raftnode::open_log(
+    let log = raftnode::open_log_with(
         &wal_dir,
         Some(&prepared.boot),
         &raftnode::Applied::default(),
+        &raftnode::LogOptions {
+            wal: wal_options(cfg),
+            force_new_cluster: false,
+        },
     )?;
     Ok(log.meta)
 }
@@ -161,7 +175,13 @@ impl Hearth {
                 failpoint::FILE_ENV
             );
         }
-        let (wal_dir, snap_dir) = member_dirs(&cfg.data_dir)?;
+        if cfg.unsafe_no_fsync {
+            tracing::warn!(
+                "--unsafe-no-fsync: the WAL and the backend are never fsynced; a power failure or \
+                 an operating system crash can lose acknowledged writes or corrupt the data"
+            );
+        }
+        let (wal_dir, snap_dir) = member_dirs(&cfg)?;
         let backend = Arc::new(backend::Backend::open(
             snap_dir.join("db"),
             backend_config(&cfg),
@@ -198,7 +218,20 @@ impl Hearth {
             term: applied_term,
             conf_state: stored.conf_state.clone(),
         };
-        let log = raftnode::open_log(&wal_dir, prepared.as_ref().map(|p| &p.boot), &applied)?;
+        if cfg.force_new_cluster && have_wal {
+            tracing::warn!(
+                "--force-new-cluster: restarting this member's data as a cluster of this member alone"
+            );
+        }
+        let log = raftnode::open_log_with(
+            &wal_dir,
+            prepared.as_ref().map(|p| &p.boot),
+            &applied,
+            &raftnode::LogOptions {
+                wal: wal_options(&cfg),
+                force_new_cluster: cfg.force_new_cluster,
+            },
+        )?;
         let (member_id, cluster_id) = (log.meta.node_id, log.meta.cluster_id);
         tracing::info!(
             name = %cfg.name,
@@ -207,6 +240,11 @@ impl Hearth {
             revision = kv.rev(),
             consistent_index = kv.consistent_index(),
             data_dir = %cfg.data_dir.display(),
+            wal_dir = %wal_dir.display(),
+            force_new_cluster = cfg.force_new_cluster,
+            max_wals = cfg.max_wals,
+            max_snapshots = cfg.max_snapshots,
+            unsafe_no_fsync = cfg.unsafe_no_fsync,
             "starting member"
         );
         let mut members = stored.members;
@@ -396,6 +434,13 @@ impl Hearth {
             ));
         }
         etcdserver::corrupt::monitor(server.clone(), shutdown_rx.clone());
+        if cfg.max_snapshots > 0 {
+            tokio::spawn(purge::run(
+                snap_dir.clone(),
+                cfg.max_snapshots,
+                shutdown_rx.clone(),
+            ));
+        }
         let mut serving = Vec::new();
         for l in peer_listeners {
             serving.push(tokio::spawn(serve_peer(
@@ -504,7 +549,10 @@ async fn serve_peer(
 /// The backend's batching from `--backend-batch-interval` and `--backend-batch-limit` (0: etcd's
 /// defaults, 100 ms and 10000).
 fn backend_config(cfg: &Config) -> backend::BackendConfig {
-    let mut b = backend::BackendConfig::default();
+    let mut b = backend::BackendConfig {
+        unsafe_no_fsync: cfg.unsafe_no_fsync,
+        ..backend::BackendConfig::default()
+    };
     if !cfg.backend_batch_interval.is_zero() {
         b.batch_interval = cfg.backend_batch_interval;
     }

@@ -28,6 +28,18 @@
 //!   to create: an unsynced directory entry can disappear together with everything under it.
 //! * [`Wal::release_to`] fsyncs the directory after each deletion, oldest first, so that a crash
 //!   leaves a contiguous run of segments rather than an old segment resurrected behind a gap.
+//! * With [`WalOptions::unsafe_no_fsync`] (etcd's `--unsafe-no-fsync`) none of these syncs happen:
+//!   the file system sees the same writes, renames and removals in the same order, but nothing is
+//!   made durable, so a power failure can lose acknowledged data or leave a log that does not open.
+//!   A crash of the process alone loses nothing (the kernel still has the pages).
+//!
+//! # Releasing and purging segments
+//!
+//! [`Wal::release_to`] says which segments are no longer needed (a snapshot covers their entries),
+//! as etcd's `ReleaseLockTo` unlocks them; they are then deleted oldest first while the log has more
+//! than [`WalOptions::max_files`] segments, as etcd's purge of `--max-wals` does (0: never). A segment
+//! still needed is never deleted, whatever the count. etcd purges on a 30 s timer; here the purge runs
+//! when it can change something, after a release and after a cut, so it needs no thread.
 //!
 //! Segments are preallocated with `File::set_len`. On most file systems that makes a sparse file
 //! rather than reserving blocks, so block allocation still happens on write; `fdatasync` persists
@@ -66,7 +78,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use fs::{Fs, FsFile, StdFs};
+use fs::{Fs, FsFile, NoSyncFs, StdFs};
 use record::{RecordType, ENTRY_HEAD_LEN, SNAPSHOT_LEN};
 use replay::Replay;
 
@@ -267,15 +279,56 @@ fn write_segment(
     Ok(f)
 }
 
+/// How a log is created or opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalOptions {
+    /// Never fsync (etcd's `--unsafe-no-fsync`; see the module doc).
+    pub unsafe_no_fsync: bool,
+    /// The most segment files kept (etcd's `--max-wals`): segments no longer needed are deleted,
+    /// oldest first, while there are more. 0 keeps every segment. The default, 1, deletes a segment
+    /// as soon as it is no longer needed.
+    pub max_files: usize,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            unsafe_no_fsync: false,
+            max_files: 1,
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Options {
     segment_size: u64,
+    max_files: usize,
+    no_fsync: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
+        Options::from(WalOptions::default())
+    }
+}
+
+impl From<WalOptions> for Options {
+    fn from(o: WalOptions) -> Self {
         Options {
             segment_size: SEGMENT_SIZE,
+            max_files: o.max_files,
+            no_fsync: o.unsafe_no_fsync,
+        }
+    }
+}
+
+impl Options {
+    /// The file system to use: `fs`, or `fs` without syncs.
+    fn fs(self, fs: Box<dyn Fs>) -> Box<dyn Fs> {
+        if self.no_fsync {
+            Box::new(NoSyncFs(fs))
+        } else {
+            fs
         }
     }
 }
@@ -285,6 +338,11 @@ pub struct Wal {
     fs: Box<dyn Fs>,
     dir: PathBuf,
     segment_size: u64,
+    max_files: usize,
+    no_fsync: bool,
+    /// The highest index given to [`Wal::release_to`]: segments before the newest one that starts
+    /// at or below it are no longer needed.
+    released_to: u64,
     /// Live segments in order; never empty, the last one is `file`.
     segments: Vec<Segment>,
     file: Box<dyn FsFile>,
@@ -329,11 +387,30 @@ impl Wal {
         Self::open_with(Box::new(StdFs), dir, Options::default())
     }
 
+    /// [`Wal::create`] with options.
+    pub fn create_with_options(dir: &Path, metadata: &[u8], opts: WalOptions) -> Result<Wal> {
+        Self::create_with(Box::new(StdFs), dir, metadata, opts.into())
+    }
+
+    /// [`Wal::open`] with options.
+    pub fn open_with_options(dir: &Path, opts: WalOptions) -> Result<(Wal, Recovered)> {
+        Self::open_with(Box::new(StdFs), dir, opts.into())
+    }
+
+    /// The options this log was opened or created with.
+    pub fn options(&self) -> WalOptions {
+        WalOptions {
+            unsafe_no_fsync: self.no_fsync,
+            max_files: self.max_files,
+        }
+    }
+
     fn exists_with(fs: &dyn Fs, dir: &Path) -> bool {
         scan_dir(fs, dir).is_ok_and(|(segs, _)| !segs.is_empty())
     }
 
     fn create_with(fs: Box<dyn Fs>, dir: &Path, metadata: &[u8], opts: Options) -> Result<Wal> {
+        let fs = opts.fs(fs);
         frame_len(metadata.len())?;
         // Every directory entry on the way to `dir` that we create must be made durable in its
         // parent, or a crash could take the whole log with it. `dir` itself may have been
@@ -370,6 +447,9 @@ impl Wal {
             fs,
             dir: dir.to_path_buf(),
             segment_size: opts.segment_size,
+            max_files: opts.max_files,
+            no_fsync: opts.no_fsync,
+            released_to: 0,
             segments: vec![seg],
             file,
             offset: buf.len() as u64,
@@ -385,6 +465,7 @@ impl Wal {
     }
 
     fn open_with(fs: Box<dyn Fs>, dir: &Path, opts: Options) -> Result<(Wal, Recovered)> {
+        let fs = opts.fs(fs);
         let (segments, temps) = match scan_dir(&*fs, dir) {
             Ok(found) => found,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -460,6 +541,9 @@ impl Wal {
             fs,
             dir: dir.to_path_buf(),
             segment_size: opts.segment_size,
+            max_files: opts.max_files,
+            no_fsync: opts.no_fsync,
+            released_to: 0,
             segments,
             file,
             offset: end_offset,
@@ -533,10 +617,11 @@ impl Wal {
         Ok(())
     }
 
-    /// Deletes the oldest segments whose live entries are all below `index`. The current segment
-    /// is never deleted. Segments start with the latest metadata, hard state and snapshot
-    /// marker, so the log stays readable; `index` must not exceed the latest snapshot index + 1
-    /// or replay will find entries missing.
+    /// Marks the oldest segments whose live entries are all below `index` as no longer needed, and
+    /// deletes those beyond [`WalOptions::max_files`] (see the module doc). The current segment is
+    /// never deleted. Segments start with the latest metadata, hard state and snapshot marker, so
+    /// the log stays readable; `index` must not exceed the latest snapshot index + 1 or replay will
+    /// find entries missing.
     pub fn release_to(&mut self, index: u64) -> Result<()> {
         self.usable()?;
         let r = self.release(index);
@@ -547,22 +632,32 @@ impl Wal {
     }
 
     fn release(&mut self, index: u64) -> Result<()> {
+        self.released_to = self.released_to.max(index);
+        self.purge()
+    }
+
+    /// Deletes segments no longer needed, oldest first, while there are more than `max_files`.
+    fn purge(&mut self) -> Result<()> {
+        if self.max_files == 0 {
+            return Ok(());
+        }
         // Every live entry in segments[..k] is below segments[k].index (see `Segment::index`),
         // whatever the names of the segments before k say, so only the largest such k matters.
         let Some(k) = (1..self.segments.len())
             .rev()
-            .find(|&k| self.segments[k].index <= index)
+            .find(|&k| self.segments[k].index <= self.released_to)
         else {
             return Ok(());
         };
-        for _ in 0..k {
+        let excess = self.segments.len().saturating_sub(self.max_files);
+        for _ in 0..k.min(excess) {
             let path = self.segments[0].path(&self.dir);
             self.fs.remove(&path).ctx("remove", &path)?;
             self.segments.remove(0);
             self.fs
                 .sync_dir(&self.dir)
                 .ctx("sync directory", &self.dir)?;
-            tracing::debug!(path = %path.display(), "released wal segment");
+            tracing::info!(path = %path.display(), "purged");
         }
         Ok(())
     }
@@ -619,7 +714,8 @@ impl Wal {
         self.header_end = header_end;
         self.crc = crc;
         tracing::debug!(segment = %next.name(), "cut wal segment");
-        Ok(())
+        // One more segment: an old one may now be beyond the count.
+        self.purge()
     }
 
     /// Writes `self.buf` at the append offset and syncs it; `crc` is the chain value after it.

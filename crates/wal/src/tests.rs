@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use crate::fs::{Fs, StdFs};
 use crate::memfs::MemFs;
 use crate::record::{self, Decoded};
-use crate::{Entry, Options, Recovered, SnapshotMarker, Wal, WalError};
+use crate::{Entry, Options, Recovered, SnapshotMarker, Wal, WalError, WalOptions};
 
 const META: &[u8] = b"node=1 cluster=7";
 /// Deliberately two levels, so that `create` has to make both directory entries durable.
@@ -16,7 +16,10 @@ fn dir() -> &'static Path {
 
 /// Small enough that the workloads below span many segments.
 fn small() -> Options {
-    Options { segment_size: 1024 }
+    Options {
+        segment_size: 1024,
+        ..Options::default()
+    }
 }
 
 fn entry(index: u64, term: u64, len: usize) -> Entry {
@@ -336,6 +339,7 @@ fn one_write_and_one_sync_per_save() {
     let fs = MemFs::new();
     let opts = Options {
         segment_size: 1 << 20,
+        ..Options::default()
     };
     let mut wal = Wal::create_with(fs.boxed(), dir(), META, opts).unwrap();
     let entries: Vec<Entry> = (1..=100).map(|i| entry(i, 1, 100)).collect();
@@ -890,4 +894,135 @@ fn a_full_disk_fails_the_save_and_loses_nothing_acknowledged() {
             model.check(&open(&fs).unwrap().1);
         }
     }
+}
+
+/// Segments of a log with a snapshot marker at every save, cut every few saves.
+fn log_with_segments(fs: &MemFs, opts: Options, saves: u64) -> Wal {
+    let mut wal = Wal::create_with(fs.boxed(), dir(), META, opts).unwrap();
+    for i in 1..=saves {
+        wal.save(Some(b"hs"), &[entry(i, 1, 300)]).unwrap();
+    }
+    wal
+}
+
+#[test]
+fn max_files_keeps_that_many_segments_and_never_one_still_needed() {
+    let fs = MemFs::new();
+    let opts = Options {
+        max_files: 3,
+        ..small()
+    };
+    let mut wal = log_with_segments(&fs, opts, 40);
+    let all = seg_paths(&fs);
+    assert!(all.len() > 6, "{all:?}");
+
+    // Nothing is covered by a snapshot: every segment is needed, whatever the count.
+    wal.release_to(0).unwrap();
+    assert_eq!(seg_paths(&fs), all);
+
+    // A snapshot covering the first entries only: only the segments before the one holding the
+    // first entry still needed may go.
+    let segs = wal.segments.clone();
+    let needed_from = segs[4].index;
+    wal.save_snapshot(marker(needed_from, 1)).unwrap();
+    wal.release_to(needed_from).unwrap();
+    let kept = seg_paths(&fs);
+    assert_eq!(
+        kept[..],
+        all[4..],
+        "four old segments purged, the needed ones kept"
+    );
+    assert!(kept.len() > 3, "needed segments are kept beyond max_files");
+
+    // Everything covered: down to max_files, newest kept.
+    let last = wal.last_index;
+    wal.save_snapshot(marker(last, 1)).unwrap();
+    wal.release_to(last).unwrap();
+    let kept = seg_paths(&fs);
+    assert_eq!(kept.len(), 3);
+    assert_eq!(kept[..], all[all.len() - 3..]);
+
+    // Cutting a new segment purges the oldest released one, keeping the count.
+    let before = wal.current();
+    while wal.current() == before {
+        let i = wal.last_index + 1;
+        wal.save(Some(b"hs"), &[entry(i, 1, 300)]).unwrap();
+    }
+    let after = seg_paths(&fs);
+    assert_eq!(after.len(), 3);
+    assert_eq!(after[..2], kept[1..]);
+    drop(wal);
+    let (_, rec) = open(&fs).unwrap();
+    assert_eq!(rec.snapshot, Some(marker(last, 1)));
+}
+
+#[test]
+fn max_files_zero_keeps_every_segment() {
+    let fs = MemFs::new();
+    let opts = Options {
+        max_files: 0,
+        ..small()
+    };
+    let mut wal = log_with_segments(&fs, opts, 30);
+    let all = seg_paths(&fs);
+    let last = wal.last_index;
+    wal.save_snapshot(marker(last, 1)).unwrap();
+    wal.release_to(last).unwrap();
+    for i in last + 1..last + 20 {
+        wal.save(Some(b"hs"), &[entry(i, 1, 300)]).unwrap();
+    }
+    let now = seg_paths(&fs);
+    assert!(now.len() > all.len());
+    assert_eq!(now[..all.len()], all[..]);
+    drop(wal);
+    let (_, rec) = open(&fs).unwrap();
+    assert_eq!(rec.entries.first().map(|e| e.index), Some(last + 1));
+}
+
+#[test]
+fn unsafe_no_fsync_never_syncs() {
+    let fs = MemFs::new();
+    let mut wal = Wal::create_with(
+        fs.boxed(),
+        dir(),
+        META,
+        Options {
+            no_fsync: true,
+            ..small()
+        },
+    )
+    .unwrap();
+    assert!(wal.options().unsafe_no_fsync);
+    for i in 1..=20 {
+        wal.save(Some(b"hs"), &[entry(i, 1, 300)]).unwrap();
+    }
+    wal.save_snapshot(marker(20, 1)).unwrap();
+    wal.release_to(20).unwrap();
+    assert_eq!(fs.syncs(), 0, "no sync of any file or directory");
+    // The writes reached the files all the same.
+    drop(wal);
+    let (wal, rec) = open(&fs).unwrap();
+    assert_eq!(rec.snapshot, Some(marker(20, 1)));
+    assert!(!wal.options().unsafe_no_fsync);
+
+    // The default syncs.
+    let fs = MemFs::new();
+    let mut wal = create(&fs);
+    wal.save(Some(b"hs"), &[entry(1, 1, 3)]).unwrap();
+    assert!(fs.syncs() > 0);
+}
+
+#[test]
+fn public_options_reach_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let opts = WalOptions {
+        unsafe_no_fsync: true,
+        max_files: 7,
+    };
+    let wal = Wal::create_with_options(&dir, META, opts).unwrap();
+    assert_eq!(wal.options(), opts);
+    drop(wal);
+    let (wal, _) = Wal::open_with_options(&dir, WalOptions::default()).unwrap();
+    assert_eq!(wal.options(), WalOptions::default());
 }

@@ -306,9 +306,38 @@ fn auto_compaction_flags_reach_the_config() {
 }
 
 #[test]
+fn storage_flags_reach_the_config() {
+    let c = resolve(
+        &flags(&[
+            "--wal-dir=/w",
+            "--max-wals=0",
+            "--max-snapshots=2",
+            "--unsafe-no-fsync",
+            "--force-new-cluster",
+        ]),
+        Source::Flags,
+        &mut Notices::default(),
+    )
+    .unwrap();
+    assert_eq!(c.wal_dir.as_deref(), Some(std::path::Path::new("/w")));
+    assert_eq!(c.wal_dir(), std::path::PathBuf::from("/w"));
+    assert_eq!((c.max_wals, c.max_snapshots), (0, 2));
+    assert!(c.unsafe_no_fsync && c.force_new_cluster);
+    let d = resolve(&flags(&[]), Source::Flags, &mut Notices::default()).unwrap();
+    assert_eq!(d.wal_dir, None);
+    assert_eq!(d.wal_dir(), d.data_dir.join("member").join("wal"));
+    assert_eq!((d.max_wals, d.max_snapshots), (5, 5));
+    assert!(!d.unsafe_no_fsync && !d.force_new_cluster);
+}
+
+#[test]
 fn flags_not_wired_yet_refuse_the_member_by_name() {
     let e = resolve(
-        &flags(&["--wal-dir=/w", "--max-wals=3", "--unsafe-no-fsync"]),
+        &flags(&[
+            "--discovery=http://d",
+            "--memory-mlock",
+            "--bootstrap-defrag-threshold-megabytes=5",
+        ]),
         Source::Flags,
         &mut Notices::default(),
     )
@@ -316,19 +345,19 @@ fn flags_not_wired_yet_refuse_the_member_by_name() {
     assert_eq!(
         e,
         ConfigError::NotYet(NotSupportedYet(vec![
-            "--unsafe-no-fsync".into(),
-            "--wal-dir".into(),
-            "--max-wals".into()
+            "--discovery".into(),
+            "--memory-mlock".into(),
+            "--bootstrap-defrag-threshold-megabytes".into()
         ]))
     );
     assert_eq!(
         e.to_string(),
-        "--unsafe-no-fsync is not supported yet; --wal-dir is not supported yet; --max-wals is not supported yet"
+        "--discovery is not supported yet; --memory-mlock is not supported yet; --bootstrap-defrag-threshold-megabytes is not supported yet"
     );
     // Defaults given explicitly are fine.
     assert!(resolve(
         &flags(&[
-            "--unsafe-no-fsync=false",
+            "--memory-mlock=false",
             "--max-learners=1",
             "--pre-vote=true"
         ]),
