@@ -891,3 +891,5 @@ fn a_full_disk_fails_the_save_and_loses_nothing_acknowledged() {
         }
     }
 }
+
+mod fuzz;
