@@ -160,6 +160,6 @@ mod tests {
         }
         seeds.push(recs[0].0.clone());
         seeds.push(BucketKey::new(Revision::new(i64::MAX, i64::MAX), true).to_bytes());
-        fuzzcorpus::run(0x6b65_7973, &seeds, 4000, fuzz_backend_key);
+        fuzzcorpus::run(0x6b65_7973, &seeds, 3000, fuzz_backend_key);
     }
 }

@@ -43,10 +43,16 @@ pub fn fuzz_peer_message(data: &[u8]) {
     }
 }
 
+/// Compared by encoding: rust-protobuf's `PartialEq` tells an emptied set of unknown fields from
+/// none (a repeated singular message field is replaced, leaving one), which no encoding shows.
 fn round_trips(m: &Message) {
     let bytes = m.write_to_bytes().expect("an accepted message encodes");
     let again = Message::parse_from_bytes(&bytes).expect("its encoding decodes");
-    assert_eq!(&again, m, "re-encoding changed an accepted message");
+    assert_eq!(
+        again.write_to_bytes().expect("it encodes again"),
+        bytes,
+        "re-encoding changed an accepted message"
+    );
 }
 
 fn accepted_on_stream(local: u64, from: u64, m: &Message) {

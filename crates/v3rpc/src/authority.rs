@@ -167,8 +167,9 @@ impl Filter {
                     let frame = input.split_to(FRAME_HEADER_LEN + payload_len);
                     self.state = State::FrameHeader;
                     if !self.collect(&frame) {
-                        out.extend_from_slice(&frame);
+                        // The block collected so far first: the bytes go on in their order.
                         self.step_aside(out);
+                        out.extend_from_slice(&frame);
                         continue;
                     }
                     if self
