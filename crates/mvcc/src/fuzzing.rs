@@ -20,10 +20,7 @@ use crate::KeyValue;
 pub fn records(data: &[u8]) -> Vec<(&[u8], &[u8])> {
     let mut out = Vec::new();
     let mut rest = data;
-    loop {
-        let Some((&klen, tail)) = rest.split_first() else {
-            break;
-        };
+    while let Some((&klen, tail)) = rest.split_first() {
         let Some((k, tail)) = tail.split_at_checked(usize::from(klen)) else {
             break;
         };
@@ -103,7 +100,10 @@ mod tests {
 
     /// A history as the store writes it: puts of a few keys over revisions 2..=40, some deleted
     /// and recreated, and the latest (main) revision of each key's last put, or `None` if deleted.
-    fn history() -> (Vec<(Vec<u8>, Vec<u8>)>, BTreeMap<Vec<u8>, Option<i64>>) {
+    /// Records of the `key` bucket, `(key, value)` in key order.
+    type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+    fn history() -> (Records, BTreeMap<Vec<u8>, Option<i64>>) {
         let mut records = Vec::new();
         let mut state: BTreeMap<Vec<u8>, (i64, i64, bool)> = BTreeMap::new();
         let mut last = BTreeMap::new();
@@ -121,7 +121,11 @@ mod tests {
                 last.insert(key, None);
                 continue;
             }
-            let (created, version) = if live { (created, version + 1) } else { (main, 1) };
+            let (created, version) = if live {
+                (created, version + 1)
+            } else {
+                (main, 1)
+            };
             let kv = KeyValue {
                 key: key.clone(),
                 create_revision: created,

@@ -197,8 +197,11 @@ impl Loaded {
         let mut current_rev = 1i64;
         let mut failure = None;
         let start = Revision::new(1, 0).to_bytes();
-        snap.for_each(Bucket::Key, &start, None, &mut |k, v| {
-            match restore_record(&mut index, k, v) {
+        snap.for_each(
+            Bucket::Key,
+            &start,
+            None,
+            &mut |k, v| match restore_record(&mut index, k, v) {
                 Ok(main) => {
                     current_rev = main;
                     true
@@ -207,8 +210,8 @@ impl Loaded {
                     failure = Some(e);
                     false
                 }
-            }
-        })?;
+            },
+        )?;
         if let Some(e) = failure {
             return Err(e);
         }

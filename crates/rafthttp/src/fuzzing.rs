@@ -190,7 +190,10 @@ mod tests {
         let decoded = Message::parse_from_bytes(&snap.write_to_bytes().unwrap()).unwrap();
         assert!(check_snapshot_message(1, 2, &decoded).is_ok());
         // The same messages from someone else, or to someone else, are refused.
-        for r in decode_batch(1, 3, &raw).into_iter().chain(decode_batch(2, 2, &raw)) {
+        for r in decode_batch(1, 3, &raw)
+            .into_iter()
+            .chain(decode_batch(2, 2, &raw))
+        {
             assert!(r.is_err());
         }
     }

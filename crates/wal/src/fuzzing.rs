@@ -94,7 +94,11 @@ pub fn fuzz_wal(data: &[u8]) {
         assert_eq!(pair[0].index.checked_add(1), Some(pair[1].index));
     }
     if let (Some(first), Some(s)) = (log.entries.first(), snap) {
-        assert_eq!(Some(first.index), s.checked_add(1), "entries follow the snapshot");
+        assert_eq!(
+            Some(first.index),
+            s.checked_add(1),
+            "entries follow the snapshot"
+        );
     }
     if let Some(last) = log.entries.last() {
         assert_eq!(log.last_live, Some(last.index));

@@ -138,7 +138,9 @@ pub fn fuzz_authority(data: &[u8]) {
     for (block, frames) in header_blocks(&whole) {
         let mut headers = Vec::new();
         if h2
-            .decode_with_cb(&block, |n, v| headers.push((n.into_owned(), v.into_owned())))
+            .decode_with_cb(&block, |n, v| {
+                headers.push((n.into_owned(), v.into_owned()))
+            })
             .is_err()
         {
             break;
@@ -248,7 +250,11 @@ mod tests {
             .collect();
         assert_eq!(
             authorities,
-            [b"127.0.0.1:2379".to_vec(), vec![], b"127.0.0.1:2379".to_vec()]
+            [
+                b"127.0.0.1:2379".to_vec(),
+                vec![],
+                b"127.0.0.1:2379".to_vec()
+            ]
         );
     }
 

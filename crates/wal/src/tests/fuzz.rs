@@ -93,5 +93,8 @@ fn damage_is_an_error_or_a_prefix_of_the_writes() {
         }
     }
     // The property is only as good as the damage that reached it.
-    assert!(errors > 500 && shorter > 50, "{errors} errors, {shorter} cut short");
+    assert!(
+        errors > 500 && shorter > 50,
+        "{errors} errors, {shorter} cut short"
+    );
 }
