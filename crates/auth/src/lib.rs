@@ -105,6 +105,8 @@ use std::time::{Instant, SystemTime};
 
 mod apply_auth;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod jwt;
 mod options;
 pub mod password;

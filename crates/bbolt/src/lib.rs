@@ -19,6 +19,8 @@
 
 #![forbid(unsafe_code)]
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod page;
 mod read;
 mod write;

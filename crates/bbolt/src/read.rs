@@ -29,10 +29,40 @@ const MAX_DEPTH: usize = 64;
 /// Most problems [`Db::check`] reports before it stops looking.
 const MAX_PROBLEMS: usize = 100;
 
+/// Where a file's bytes are read from: the file, a page at a time, or a copy already in memory.
+#[derive(Debug)]
+enum Source {
+    File(File),
+    Bytes(Vec<u8>),
+}
+
+impl Source {
+    fn len(&self) -> std::io::Result<u64> {
+        match self {
+            Source::File(f) => Ok(f.metadata()?.len()),
+            Source::Bytes(b) => Ok(b.len() as u64),
+        }
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match self {
+            Source::File(f) => f.read_exact_at(buf, offset),
+            Source::Bytes(b) => {
+                let bytes = usize::try_from(offset)
+                    .ok()
+                    .and_then(|start| b.get(start..start.checked_add(buf.len())?))
+                    .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+                buf.copy_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// An open bbolt file (read only).
 #[derive(Debug)]
 pub struct Db {
-    file: File,
+    file: Source,
     len: u64,
     page_size: usize,
     meta: Meta,
@@ -85,7 +115,16 @@ impl Db {
     /// valid is refused, naming what is wrong with each. The file must be at least as long as
     /// the pages the meta says are in use.
     pub fn from_file(file: File) -> Result<Db> {
-        let len = file.metadata()?.len();
+        Db::from_source(Source::File(file))
+    }
+
+    /// [`from_file`](Self::from_file) for a file already read into memory.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Db> {
+        Db::from_source(Source::Bytes(bytes))
+    }
+
+    fn from_source(file: Source) -> Result<Db> {
+        let len = file.len()?;
         let mut first = [0u8; PAGE_HEADER + crate::page::META_LEN];
         if len < first.len() as u64 {
             return Err(Error::NotBbolt(format!(

@@ -42,6 +42,8 @@
 mod body;
 mod codec;
 mod errors;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod jsonpb;
 mod mux;

@@ -71,6 +71,8 @@
 
 #![forbid(unsafe_code)]
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod hash;
 mod index;
 mod revision;

@@ -197,35 +197,21 @@ impl Loaded {
         let mut current_rev = 1i64;
         let mut failure = None;
         let start = Revision::new(1, 0).to_bytes();
-        snap.for_each(Bucket::Key, &start, None, &mut |k, v| {
-            let mut step = || -> Result<(), MvccError> {
-                let bk = BucketKey::from_bytes(k)?;
-                let kv = decode_kv(v)?;
-                check_record(&bk, &kv)?;
-                current_rev = bk.rev.main;
-                if let Err(e) = index.restore_record(
-                    &kv.key,
-                    bk.rev,
-                    bk.tombstone,
-                    kv.create_revision,
-                    kv.version,
-                ) {
-                    tracing::warn!(
-                        key = %String::from_utf8_lossy(&kv.key),
-                        rev = bk.rev.main,
-                        "restoring key index: {e:?}"
-                    );
+        snap.for_each(
+            Bucket::Key,
+            &start,
+            None,
+            &mut |k, v| match restore_record(&mut index, k, v) {
+                Ok(main) => {
+                    current_rev = main;
+                    true
                 }
-                Ok(())
-            };
-            match step() {
-                Ok(()) => true,
                 Err(e) => {
                     failure = Some(e);
                     false
                 }
-            }
-        })?;
+            },
+        )?;
         if let Some(e) = failure {
             return Err(e);
         }
@@ -303,6 +289,28 @@ fn check_record(bk: &BucketKey, kv: &KeyValue) -> Result<(), MvccError> {
             main, bk.rev.sub, kv.create_revision, kv.mod_revision, kv.version
         )))
     }
+}
+
+/// Adds one record of the `key` bucket (scanned in key order) to the index being rebuilt, after
+/// checking it; returns its main revision.
+pub(crate) fn restore_record(index: &mut TreeIndex, k: &[u8], v: &[u8]) -> Result<i64, MvccError> {
+    let bk = BucketKey::from_bytes(k)?;
+    let kv = decode_kv(v)?;
+    check_record(&bk, &kv)?;
+    if let Err(e) = index.restore_record(
+        &kv.key,
+        bk.rev,
+        bk.tombstone,
+        kv.create_revision,
+        kv.version,
+    ) {
+        tracing::warn!(
+            key = %String::from_utf8_lossy(&kv.key),
+            rev = bk.rev.main,
+            "restoring key index: {e:?}"
+        );
+    }
+    Ok(bk.rev.main)
 }
 
 fn read_u64(r: &dyn Reader, key: &[u8]) -> Result<Option<u64>, MvccError> {

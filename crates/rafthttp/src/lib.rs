@@ -52,6 +52,8 @@
 
 pub mod discovery;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hashkv;
 pub mod metrics;
 mod peer;

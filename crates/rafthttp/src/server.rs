@@ -13,8 +13,6 @@ use api::hearthraftpb::{
     PromoteResponse, SnapshotChunk, SnapshotResponse, StreamEvent,
 };
 use api::leasepb::{LeaseInternalRequest, LeaseInternalResponse};
-use protobuf::Message as _;
-use raft::prelude::Message;
 use rpctypes::ServerError;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
@@ -168,12 +166,7 @@ impl Raft for PeerService {
                     .with_label_values(&[&label])
                     .inc_by(bytes as f64);
                 let mut msgs = Vec::with_capacity(batch.messages.len());
-                for b in &batch.messages {
-                    let checked = Message::parse_from_bytes(b)
-                        .map_err(|e| format!("undecodable: {e}"))
-                        .and_then(|m| {
-                            super::validate::check_peer_message(local, from, &m).map(|()| m)
-                        });
+                for checked in super::validate::decode_batch(local, from, &batch.messages) {
                     match checked {
                         Ok(m) => msgs.push(m),
                         Err(e) => {

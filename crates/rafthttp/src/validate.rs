@@ -18,6 +18,7 @@
 //! The checks reject only what a correct member never sends; everything else is left to raft-rs, whose
 //! job it is to handle stale, duplicated and reordered messages.
 
+use protobuf::Message as _;
 use raft::prelude::{ConfState, Message, MessageType};
 
 /// Why a message was dropped.
@@ -82,6 +83,20 @@ pub fn check_peer_message(local: u64, from: u64, m: &Message) -> Result<(), Reje
         )),
         _ => Ok(()),
     }
+}
+
+/// Decodes and checks the messages of one batch received on the message stream from member
+/// `from`, each on its own: a message that does not decode or fails [`check_peer_message`] is
+/// dropped without affecting the others.
+pub fn decode_batch(local: u64, from: u64, batch: &[Vec<u8>]) -> Vec<Result<Message, Rejection>> {
+    batch
+        .iter()
+        .map(|b| {
+            let m = Message::parse_from_bytes(b).map_err(|e| format!("undecodable: {e}"))?;
+            check_peer_message(local, from, &m)?;
+            Ok(m)
+        })
+        .collect()
 }
 
 /// An append's entries follow its index one by one, with terms that never go down, from the term at

@@ -16,6 +16,12 @@
 //! connection costs one HPACK decode in all instead of one per request (measured at over a tenth of the
 //! server's CPU for small puts). Anything the filter does not understand (bad HPACK, oversized blocks,
 //! frames out of order) also makes it step aside, leaving the verdict to `h2`.
+//!
+//! Bounds, because the bytes are a stranger's: one header block of at most `MAX_BLOCK` bytes is
+//! buffered, it is decoded into at most `MAX_HEADER_LIST` bytes of headers (HPACK's indexed fields
+//! make a few input bytes stand for kilobytes), and no further frame is taken while
+//! `MAX_PENDING_OUT` bytes of output wait for `h2`. The fuzz target `authority` checks them
+//! (`docs/fuzzing.md`).
 
 use std::io;
 use std::pin::Pin;
@@ -23,6 +29,9 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+#[doc(hidden)]
+pub mod fuzz;
 
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const PREFACE_LEN: usize = PREFACE.len();
@@ -35,6 +44,14 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 /// The largest header block the filter buffers; beyond it, it steps aside.
 const MAX_BLOCK: usize = 1 << 20;
+/// The largest header list (RFC 7541 sizes: name, value and 32 per field) the filter decodes a
+/// block into; beyond it, it steps aside. HPACK lets one byte name a dynamic-table entry of up to
+/// 4 KiB, so without this bound a block of `MAX_BLOCK` bytes would decode into gigabytes. etcd's
+/// clients send a few hundred bytes.
+const MAX_HEADER_LIST: usize = 256 << 10;
+/// `feed` takes no further frame once this much output waits to be read: a rewritten block can be
+/// much larger than the bytes that encoded it, so the output is bounded separately from the input.
+const MAX_PENDING_OUT: usize = 1 << 20;
 /// Frame size used for re-encoded blocks: the protocol minimum, valid whatever the server advertised.
 const OUT_FRAME: usize = 16384;
 
@@ -81,8 +98,13 @@ impl Default for Filter {
 
 impl Filter {
     /// Consumes what it can of `input` and appends the bytes to forward to `out`.
+    /// Stops early, leaving input unconsumed, when `out` holds `MAX_PENDING_OUT` bytes: call it
+    /// again once `out` was drained.
     pub fn feed(&mut self, input: &mut BytesMut, out: &mut BytesMut) {
         loop {
+            if out.len() >= MAX_PENDING_OUT && !matches!(self.state, State::Verbatim) {
+                return;
+            }
             match self.state {
                 State::Verbatim => {
                     out.extend_from_slice(input);
@@ -145,8 +167,9 @@ impl Filter {
                     let frame = input.split_to(FRAME_HEADER_LEN + payload_len);
                     self.state = State::FrameHeader;
                     if !self.collect(&frame) {
-                        out.extend_from_slice(&frame);
+                        // The block collected so far first: the bytes go on in their order.
                         self.step_aside(out);
+                        out.extend_from_slice(&frame);
                         continue;
                     }
                     if self
@@ -213,13 +236,14 @@ impl Filter {
 
     fn finish(&mut self, p: Pending, out: &mut BytesMut) {
         let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        if self
-            .decoder
-            .decode_with_cb(&p.block, |n, v| {
-                headers.push((n.into_owned(), v.into_owned()))
-            })
-            .is_err()
-        {
+        let mut size = 0usize;
+        let decoded = self.decoder.decode_with_cb(&p.block, |n, v| {
+            size = size.saturating_add(n.len() + v.len() + 32);
+            if size <= MAX_HEADER_LIST {
+                headers.push((n.into_owned(), v.into_owned()));
+            }
+        });
+        if decoded.is_err() || size > MAX_HEADER_LIST {
             out.extend_from_slice(&p.raw);
             self.step_aside(out);
             return;
@@ -380,6 +404,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for FixAuthority<S> {
             }
             if this.eof {
                 return Poll::Ready(Ok(()));
+            }
+            // Frames left over when `feed` stopped at its output bound come before new reads.
+            if !this.input.is_empty() {
+                this.filter.feed(&mut this.input, &mut this.output);
+                if !this.output.is_empty() {
+                    continue;
+                }
             }
             this.input.reserve(16 * 1024);
             // Reads straight into the buffer's spare capacity (no zeroing, no copy).

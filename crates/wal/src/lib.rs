@@ -67,6 +67,8 @@
 #![forbid(unsafe_code)]
 
 mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(test)]
 mod memfs;
 mod record;
@@ -80,7 +82,7 @@ use std::path::{Path, PathBuf};
 
 use fs::{Fs, FsFile, NoSyncFs, StdFs};
 use record::{RecordType, ENTRY_HEAD_LEN, SNAPSHOT_LEN};
-use replay::Replay;
+use replay::{Replay, SegmentEnd};
 
 /// Size a segment is preallocated to; a new segment is cut before a save that would not fit.
 pub const SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
@@ -333,6 +335,57 @@ impl Options {
     }
 }
 
+/// A log read back from its segments (oldest first), before a torn tail is repaired: everything
+/// [`Wal::open`] checks, without any I/O, so the fuzz entry runs exactly these checks.
+struct ReadLog {
+    /// The newest segment and where its valid records end.
+    tail: PathBuf,
+    end: SegmentEnd,
+    file_len: u64,
+    metadata: Vec<u8>,
+    /// The running CRC after the last good record.
+    crc: u32,
+    hard_state: Option<Vec<u8>>,
+    snapshot: Option<SnapshotMarker>,
+    /// Entries after the snapshot, in index order.
+    entries: Vec<Entry>,
+    /// Index of the last live entry (the snapshot may cover it).
+    last_live: Option<u64>,
+}
+
+fn read_log(segments: impl IntoIterator<Item = Result<(PathBuf, Vec<u8>)>>) -> Result<ReadLog> {
+    let mut replay = Replay::default();
+    let mut tail = None;
+    let mut segments = segments.into_iter().peekable();
+    while let Some(seg) = segments.next() {
+        let (path, data) = seg?;
+        let last = segments.peek().is_none();
+        let end = replay.segment(&path, &data, last)?;
+        if last {
+            tail = Some((path, end, data.len() as u64));
+        }
+    }
+    let Some((tail, end, file_len)) = tail else {
+        return Err(WalError::NotFound(PathBuf::new()));
+    };
+    // Both are set by any segment that passed validation (it must hold crc + metadata).
+    let (Some(metadata), Some(crc)) = (replay.metadata.take(), replay.crc) else {
+        return Err(corrupt(&tail, 0, "no metadata record"));
+    };
+    let (entries, last_live) = replay.finish_entries()?;
+    Ok(ReadLog {
+        tail,
+        end,
+        file_len,
+        metadata,
+        crc,
+        hard_state: replay.hard_state.take(),
+        snapshot: replay.snapshot,
+        entries,
+        last_live,
+    })
+}
+
 /// An open log, positioned for appending.
 pub struct Wal {
     fs: Box<dyn Fs>,
@@ -487,24 +540,18 @@ impl Wal {
         }
         remove_temps(&*fs, dir, &temps)?;
 
-        let mut replay = Replay::default();
-        let mut tail = None;
-        for (i, seg) in segments.iter().enumerate() {
+        let log = read_log(segments.iter().map(|seg| {
             let path = seg.path(dir);
             let data = fs.read(&path).ctx("read", &path)?;
-            let last = i + 1 == segments.len();
-            let end = replay.segment(&path, &data, last)?;
-            if last {
-                tail = Some((path, end, data.len() as u64));
-            }
-        }
-        let (path, end, file_len) = tail.expect("segments is not empty");
-        // Both are set by any segment that passed validation (it must hold crc + metadata).
-        let (Some(metadata), Some(crc)) = (replay.metadata.take(), replay.crc) else {
-            return Err(corrupt(&path, 0, "no metadata record"));
-        };
-
-        let mut file = fs.open(&path).ctx("open", &path)?;
+            Ok((path, data))
+        }))?;
+        let ReadLog {
+            tail: path,
+            end,
+            file_len,
+            ..
+        } = &log;
+        let mut file = fs.open(path).ctx("open", path)?;
         let end_offset = end.end as u64;
         let mut repaired_tail = None;
         if end.torn {
@@ -516,23 +563,31 @@ impl Wal {
             );
             // Shrinking first zeroes the torn bytes when the file is grown back, so stale
             // fragments can never be mistaken for records that follow later appends.
-            file.set_len(end_offset).ctx("truncate", &path)?;
+            file.set_len(end_offset).ctx("truncate", path)?;
             file.set_len(opts.segment_size.max(end_offset))
-                .ctx("preallocate", &path)?;
-            file.sync_all().ctx("sync", &path)?;
+                .ctx("preallocate", path)?;
+            file.sync_all().ctx("sync", path)?;
             repaired_tail = Some((path.clone(), end_offset));
-        } else if file_len < opts.segment_size {
+        } else if *file_len < opts.segment_size {
             // A segment sealed just before a cut that did not survive a crash.
-            file.set_len(opts.segment_size).ctx("preallocate", &path)?;
-            file.sync_all().ctx("sync", &path)?;
+            file.set_len(opts.segment_size).ctx("preallocate", path)?;
+            file.sync_all().ctx("sync", path)?;
         }
 
-        let (entries, last_live) = replay.finish_entries()?;
-        let snapshot = replay.snapshot;
+        let ReadLog {
+            end,
+            metadata,
+            crc,
+            hard_state,
+            snapshot,
+            entries,
+            last_live,
+            ..
+        } = log;
         let last_index = last_live.or(snapshot.map(|s| s.index)).unwrap_or(0);
         let recovered = Recovered {
             metadata: metadata.clone(),
-            hard_state: replay.hard_state.clone(),
+            hard_state: hard_state.clone(),
             snapshot,
             entries,
             repaired_tail,
@@ -551,7 +606,7 @@ impl Wal {
             crc,
             last_index,
             metadata,
-            hard_state: replay.hard_state,
+            hard_state,
             snapshot,
             buf: Vec::new(),
             poisoned: false,

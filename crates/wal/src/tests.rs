@@ -1026,3 +1026,5 @@ fn public_options_reach_the_log() {
     let (wal, _) = Wal::open_with_options(&dir, WalOptions::default()).unwrap();
     assert_eq!(wal.options(), WalOptions::default());
 }
+
+mod fuzz;
