@@ -18,15 +18,9 @@
 #![forbid(unsafe_code)]
 
 mod auth;
-mod authority;
 mod concurrency;
 mod election;
 mod etcdhttp;
-/// Entries of the fuzz targets (`fuzz/`, `docs/fuzzing.md`).
-#[doc(hidden)]
-pub mod fuzzing {
-    pub use crate::authority::fuzz::fuzz_authority;
-}
 pub mod grpc_metrics;
 mod header;
 pub mod interceptor;

@@ -22,6 +22,12 @@
 //! make a few input bytes stand for kilobytes), and no further frame is taken while
 //! `MAX_PENDING_OUT` bytes of output wait for `h2`. The fuzz target `authority` checks them
 //! (`docs/fuzzing.md`).
+//!
+//! # Invariants
+//! * Knows nothing of gRPC services, etcd or the member: it sees bytes of HTTP/2 frames only.
+//! * Never holds more than one header block and `MAX_PENDING_OUT` bytes of output per connection.
+
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::pin::Pin;
@@ -30,6 +36,8 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+#[doc(hidden)]
+/// The entry of the fuzz target (`fuzz/`, `docs/fuzzing.md`).
 #[doc(hidden)]
 pub mod fuzz;
 
