@@ -468,3 +468,100 @@ async fn full_disk_stops_the_member_and_loses_nothing() {
         run.finish().await;
     }
 }
+
+/// Backpressure, as etcd's: while the leader's applying is held (`beforeApplyOneEntryNormal=pause`)
+/// its Raft loop goes on (it keeps its followers, which keep applying what it commits), and once its
+/// committed index is more than 5000 past its applied one it refuses writes at once with etcd's
+/// `etcdserver: too many requests` (ResourceExhausted). Released, it catches up and takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_applying_far_behind_refuses_writes_and_keeps_its_followers() {
+    const FLOOD: usize = 5200;
+    let c = Cluster::start_with(Kind::Hearth, 3, &[]).await;
+    let l = c.wait_leader(&[]).await;
+    let leader = c.member(l);
+    let follower = c.member((l + 1) % 3);
+    let mut kv = leader.client().await;
+    kv.put("bp/before", "v", None).await.unwrap();
+    std::fs::write(leader.failpoint_file(), "beforeApplyOneEntryNormal=pause").unwrap();
+    poll::eventually_blocking("the leader's failpoint file armed", CRASH_DEADLINE, || {
+        leader.log().contains("failpoints re-armed from the file")
+    });
+    // Writes that commit but are not applied on the leader: their clients time out there.
+    // (At most 100 requests in flight per connection, HTTP/2's usual limit.)
+    let mut flood = tokio::task::JoinSet::new();
+    for chunk in 0..FLOOD / 100 {
+        let kv = leader.client().await;
+        for i in chunk * 100..(chunk + 1) * 100 {
+            let mut kv = kv.clone();
+            flood.spawn(async move { kv.put(format!("bp/{i:05}"), "v", None).await });
+        }
+    }
+    // Each ends: timed out waiting for the leader's apply, or refused past the gap.
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    while let Some(r) = flood.join_next().await {
+        let what = match r.unwrap() {
+            Ok(_) => "applied".to_string(),
+            Err(e) => hearth_tests::cluster::status_of(e).1,
+        };
+        *outcomes.entry(what).or_default() += 1;
+    }
+    // What the leader took in commits (some may still be on their way when their clients gave up).
+    poll::eventually(
+        "the leader's commit index more than 5000 past its applied one",
+        CRASH_DEADLINE,
+        async || match leader.metric("etcd_server_proposals_pending") {
+            Some(p) if p > 5000.0 => Ok(p),
+            other => Err((other, &outcomes)),
+        },
+    )
+    .await;
+    for what in outcomes.keys() {
+        assert!(
+            what.starts_with("etcdserver: request timed out")
+                || what == "etcdserver: too many requests"
+                || what == "Timeout expired",
+            "{outcomes:?}"
+        );
+    }
+    // The followers applied them all: the leader's loop went on sending while applying was held.
+    let mut fkv = follower.client().await;
+    poll::eventually(
+        "the followers applied the flood",
+        CRASH_DEADLINE,
+        async || {
+            let r = fkv
+                .get(
+                    "bp/0",
+                    Some(
+                        etcd_client::GetOptions::new()
+                            .with_prefix()
+                            .with_count_only()
+                            .with_serializable(),
+                    ),
+                )
+                .await
+                .ok()?;
+            (r.count() > 5000).then_some(())
+        },
+    )
+    .await;
+    // Every member still agrees on one leader (a leader stuck in its apply would have been replaced
+    // while still claiming to lead).
+    c.wait_leader(&[]).await;
+    let refused = kv.put("bp/refused", "v", None).await.unwrap_err();
+    assert_eq!(
+        hearth_tests::cluster::status_of(refused),
+        (
+            tonic::Code::ResourceExhausted,
+            "etcdserver: too many requests".to_string()
+        )
+    );
+    std::fs::write(leader.failpoint_file(), "beforeApplyOneEntryNormal=off").unwrap();
+    poll::eventually(
+        "the leader takes writes again",
+        CRASH_DEADLINE,
+        async || kv.put("bp/after", "v", None).await,
+    )
+    .await;
+    c.assert_hashkv_equal().await;
+}
