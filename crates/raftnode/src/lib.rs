@@ -19,6 +19,7 @@
 mod admit;
 mod heartbeat;
 mod log;
+pub mod loopcore;
 pub mod metrics;
 mod node;
 mod proposal;

@@ -39,7 +39,6 @@
 //! The loop is reached only through its command queue ([`Handle`]); the peer transport reaches it as
 //! its [`rafthttp::Raft`], and it reaches the peers only through [`RaftTransport`].
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -58,6 +57,7 @@ use membership::{Change, Member, RaftCluster, MEMBER_UPDATE_CONTEXT};
 use rafthttp::{RaftTransport, SendReport};
 use rpctypes::ServerError;
 
+use crate::loopcore::{Reads, REMOVED_STOP_DELAY};
 use crate::metrics;
 use crate::proposal::{Payload, Pending, ProposalState, Waiting};
 use crate::queue::Commands;
@@ -69,9 +69,6 @@ use crate::RaftError;
 pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
 /// How often the backend is made durable when there were writes.
 const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(100);
-/// A read-index request unanswered for this long is sent again (raft-rs drops some silently, e.g. while a
-/// new leader has not committed in its term), as etcd retries its own.
-const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
 /// etcd's `maxGapBetweenApplyAndCommitIndex`: proposals are refused while the committed index is further
 /// than this past the applied one.
 pub const MAX_APPLY_GAP: u64 = 5000;
@@ -85,10 +82,6 @@ const MAX_COMMITTED_BYTES_PER_READY: u64 = 4 * 1024 * 1024;
 const MAX_READS: usize = 64 * 1024;
 /// The most commands taken in one turn, so ticks and readies are never starved.
 const MAX_COMMANDS_PER_TURN: usize = 8192;
-/// How long a member that applied its own removal keeps going (so the change reaches the others) before it
-/// stops, as etcd does.
-const REMOVED_STOP_DELAY: Duration = Duration::from_secs(1);
-
 /// The result of a membership change, for the member that proposed it.
 pub type ConfResult = Result<Vec<Member>, ServerError>;
 
@@ -214,9 +207,7 @@ pub struct RaftNode {
     apply_tx: Option<SyncSender<Vec<Entry>>>,
     apply_thread: Option<std::thread::JoinHandle<()>>,
     progress: Arc<apply_thread::Progress>,
-    pending_reads: Vec<oneshot::Sender<Result<u64, ServerError>>>,
-    inflight_reads: HashMap<u64, InflightRead>,
-    read_seq: u64,
+    reads: Reads<oneshot::Sender<Result<u64, ServerError>>>,
     last_leader: u64,
     waiting: Waiting,
     /// Set once this member is no longer in the cluster: when to stop.
@@ -225,12 +216,6 @@ pub struct RaftNode {
     /// A command failed in a way that must stop the loop (a snapshot install that went wrong).
     fatal: Option<RaftError>,
     heartbeats: crate::heartbeat::Heartbeats,
-}
-
-/// Reads waiting on one read-index request.
-struct InflightRead {
-    sent: Instant,
-    waiters: Vec<oneshot::Sender<Result<u64, ServerError>>>,
 }
 
 pub struct NodeConfig {
@@ -323,9 +308,7 @@ impl RaftNode {
             apply_tx: Some(apply_tx),
             apply_thread: Some(apply_thread),
             progress,
-            pending_reads: Vec::new(),
-            inflight_reads: HashMap::new(),
-            read_seq: 0,
+            reads: Reads::new(MAX_READS),
             last_leader: raft::INVALID_ID,
             waiting: Waiting::default(),
             stop_at: None,
@@ -455,16 +438,8 @@ impl RaftNode {
                 self.propose(Pending { id, payload, state })
             }
             Command::ReadIndex(tx) => {
-                let queued = self.pending_reads.len()
-                    + self
-                        .inflight_reads
-                        .values()
-                        .map(|f| f.waiters.len())
-                        .sum::<usize>();
-                if queued >= MAX_READS {
+                if let Err(tx) = self.reads.push(tx) {
                     let _ = tx.send(Err(ServerError::TooManyRequests));
-                } else {
-                    self.pending_reads.push(tx);
                 }
             }
             Command::TransferLeader { target, reply } => {
@@ -593,57 +568,31 @@ impl RaftNode {
     }
 
     /// Sends one read-index request for every read that arrived since the last one, and sends again those
-    /// left unanswered too long.
+    /// left unanswered too long (`loopcore::Reads`).
     fn flush_reads(&mut self) {
         let r = &self.node.raft;
         if r.leader_id == raft::INVALID_ID || (r.leader_id == r.id && !r.commit_to_current_term()) {
             return;
         }
-        let now = Instant::now();
-        let stale: Vec<u64> = self
-            .inflight_reads
-            .iter()
-            .filter(|(_, f)| now.duration_since(f.sent) >= READ_INDEX_RETRY)
-            .map(|(seq, _)| *seq)
-            .collect();
+        let requests = self.reads.flush(Instant::now());
         // etcd counts a read index that had to be asked again as slow.
-        metrics::SLOW_READ_INDEXES.inc_by(stale.len() as f64);
-        for seq in stale {
-            if let Some(f) = self.inflight_reads.get_mut(&seq) {
-                f.sent = now;
-            }
-            self.node.read_index(seq.to_be_bytes().to_vec());
+        metrics::SLOW_READ_INDEXES.inc_by(requests.retried as f64);
+        for ctx in requests.contexts {
+            self.node.read_index(ctx);
         }
-        if self.pending_reads.is_empty() {
-            return;
-        }
-        self.read_seq += 1;
-        self.node.read_index(self.read_seq.to_be_bytes().to_vec());
-        let waiters = std::mem::take(&mut self.pending_reads);
-        self.inflight_reads
-            .insert(self.read_seq, InflightRead { sent: now, waiters });
     }
 
     fn on_read_state(&mut self, rs: ReadState) {
-        let Ok(seq) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()).map(u64::from_be_bytes) else {
-            return;
-        };
-        for tx in self
-            .inflight_reads
-            .remove(&seq)
-            .map(|f| f.waiters)
-            .unwrap_or_default()
-        {
+        for tx in self.reads.answered(&rs.request_ctx) {
             let _ = tx.send(Ok(rs.index));
         }
     }
 
     fn fail_reads(&mut self, e: ServerError) {
-        if !self.pending_reads.is_empty() || !self.inflight_reads.is_empty() {
+        if !self.reads.is_empty() {
             metrics::READ_INDEXES_FAILED.inc();
         }
-        let inflight = self.inflight_reads.drain().flat_map(|(_, f)| f.waiters);
-        for tx in self.pending_reads.drain(..).chain(inflight) {
+        for tx in self.reads.take_all() {
             let _ = tx.send(Err(e.clone()));
         }
     }
@@ -993,12 +942,7 @@ impl RaftNode {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         // Reads that were waiting on the old leader's confirmation will never get it.
-        let stale: Vec<_> = self
-            .inflight_reads
-            .drain()
-            .flat_map(|(_, f)| f.waiters)
-            .collect();
-        for tx in stale {
+        for tx in self.reads.take_inflight() {
             let _ = tx.send(Err(ServerError::LeaderChanged));
         }
     }
