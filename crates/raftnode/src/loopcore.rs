@@ -42,6 +42,12 @@ pub const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
 /// stops, as etcd does.
 pub const REMOVED_STOP_DELAY: Duration = Duration::from_secs(1);
 
+/// Whether a snapshot marker is due at consistent index `index`, the last one being at `last`: every
+/// `count` (`--snapshot-count`) applied entries.
+pub fn snapshot_due(index: u64, last: u64, count: u64) -> bool {
+    index >= last.saturating_add(count.max(1))
+}
+
 /// Linearizable reads waiting for a read index: those not asked for yet share the next request (one per
 /// turn, however many reads arrived), and a request unanswered for [`READ_INDEX_RETRY`] is sent again.
 pub struct Reads<W> {
@@ -290,7 +296,7 @@ impl<W> Core<W> {
             self.node.advance_apply_to(index);
         }
         if let Some(ci) = durable {
-            if ci >= self.snapshot_index + self.cfg.snapshot_count.max(1) {
+            if snapshot_due(ci, self.snapshot_index, self.cfg.snapshot_count) {
                 if let Ok(term) = self.node.store().term(ci) {
                     out.push(Effect::SnapshotMarker { index: ci, term });
                 }

@@ -150,7 +150,7 @@ impl Worker {
                     dirty = true;
                     let ci = applier.consistent_index();
                     let from = self.snapshot_index.load(Ordering::Acquire).max(requested);
-                    if ci >= from + self.snapshot_count {
+                    if crate::loopcore::snapshot_due(ci, from, self.snapshot_count) {
                         // The marker promises the backend holds everything up to `ci`: make it durable
                         // first.
                         sync(&self.backend)?;
