@@ -18,6 +18,9 @@
 //! the final state the history implies.
 //!
 //! Seeds are printed; `HEARTH_SEED` replays the choices (not the timing).
+//!
+//! Also here: backpressure while a leader's applying is held (`beforeApplyOneEntryNormal=pause`), which
+//! must neither stop its Raft loop nor let its apply backlog grow past etcd's gap.
 
 use std::os::unix::process::ExitStatusExt as _;
 use std::time::{Duration, Instant};
@@ -467,4 +470,107 @@ async fn full_disk_stops_the_member_and_loses_nothing() {
         }
         run.finish().await;
     }
+}
+
+/// Backpressure, as etcd's: while the leader's applying is held (`beforeApplyOneEntryNormal=pause`)
+/// its Raft loop goes on (it keeps its followers, which keep applying what it commits), and once its
+/// committed index is more than 5000 past its applied one it refuses writes at once with etcd's
+/// `etcdserver: too many requests` (ResourceExhausted). Released, it catches up and takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_applying_far_behind_refuses_writes_and_keeps_its_followers() {
+    const WAVES: usize = 30;
+    let c = Cluster::start_with(Kind::Hearth, 3, &[]).await;
+    let l = c.wait_leader(&[]).await;
+    let leader = c.member(l);
+    let follower = c.member((l + 1) % 3);
+    let mut kv = leader.client().await;
+    kv.put("bp/before", "v", None).await.unwrap();
+    std::fs::write(leader.failpoint_file(), "beforeApplyOneEntryNormal=pause").unwrap();
+    poll::eventually_blocking("the leader's failpoint file armed", CRASH_DEADLINE, || {
+        leader.log().contains("failpoints re-armed from the file")
+    });
+    // Writes that commit but are not applied on the leader: their clients time out there. In waves
+    // (each of 10 connections with 100 requests in flight, HTTP/2's usual limit) until the leader's
+    // backlog passes the gap, however many a loaded machine gets through per wave.
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    let mut sent = 0;
+    for _wave in 0..WAVES {
+        let pending = leader
+            .metric("etcd_server_proposals_pending")
+            .unwrap_or(0.0);
+        if pending > 5000.0 {
+            break;
+        }
+        let mut flood = tokio::task::JoinSet::new();
+        for _ in 0..10 {
+            let kv = leader.client().await;
+            for _ in 0..100 {
+                let mut kv = kv.clone();
+                let key = format!("bp/{sent:06}");
+                sent += 1;
+                flood.spawn(async move { kv.put(key, "v", None).await });
+            }
+        }
+        // Each ends: timed out waiting for the leader's apply, or refused past the gap.
+        while let Some(r) = flood.join_next().await {
+            let what = match r.unwrap() {
+                Ok(_) => "applied".to_string(),
+                Err(e) => hearth_tests::cluster::status_of(e).1,
+            };
+            *outcomes.entry(what).or_default() += 1;
+        }
+    }
+    // What the leader took in commits (some may still be on their way when their clients gave up).
+    poll::eventually(
+        "the leader's commit index more than 5000 past its applied one",
+        CRASH_DEADLINE,
+        async || match leader.metric("etcd_server_proposals_pending") {
+            Some(p) if p > 5000.0 => Ok(p),
+            other => Err((other, &outcomes)),
+        },
+    )
+    .await;
+    for what in outcomes.keys() {
+        assert!(
+            what.starts_with("etcdserver: request timed out")
+                || what == "etcdserver: too many requests"
+                || what == "Timeout expired",
+            "{outcomes:?}"
+        );
+    }
+    // The followers applied everything it committed: its Raft loop went on while applying was held.
+    let committed = leader
+        .metric("etcd_server_proposals_committed_total")
+        .unwrap();
+    poll::eventually(
+        "the followers applied what the held member committed",
+        CRASH_DEADLINE,
+        async || {
+            let applied = follower.metric("etcd_server_proposals_applied_total");
+            match applied {
+                Some(a) if a >= committed => Ok(()),
+                other => Err((other, committed)),
+            }
+        },
+    )
+    .await;
+    // Every member still agrees on one leader (a leader stuck in its apply would have been replaced
+    // while still claiming to lead).
+    c.wait_leader(&[]).await;
+    let refused = kv.put("bp/refused", "v", None).await.unwrap_err();
+    assert_eq!(
+        hearth_tests::cluster::status_of(refused),
+        (
+            tonic::Code::ResourceExhausted,
+            "etcdserver: too many requests".to_string()
+        )
+    );
+    std::fs::write(leader.failpoint_file(), "beforeApplyOneEntryNormal=off").unwrap();
+    poll::eventually(
+        "the leader takes writes again",
+        CRASH_DEADLINE,
+        async || kv.put("bp/after", "v", None).await,
+    )
+    .await;
+    c.assert_hashkv_equal().await;
 }

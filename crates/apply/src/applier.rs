@@ -142,6 +142,12 @@ impl Applier {
         &self.kv
     }
 
+    /// The requests waiting for their entries' results (for answering one that never reaches the log
+    /// without holding the applier).
+    pub fn waiters(&self) -> &Arc<Wait<ApplyResult>> {
+        &self.wait
+    }
+
     /// Applies one normal entry's payload (empty for the leader's no-op entries). Fails only when the
     /// store could not take the entry (see [`ApplyFailed`]); a request the entry's semantics reject is
     /// answered with its error and counts as applied.

@@ -1,8 +1,8 @@
-//! The Raft node, as etcd's `etcdserver/raft.go` and `storage`: the loop that owns raft-rs's `RawNode`,
-//! the WAL and the applier (`node`), the Raft log rebuilt from the WAL or bootstrapped for a new member
-//! (`storage`), proposals held back while there is no leader (`proposal`), Raft snapshots sent from and
-//! installed into the backend (`node::snapshot`), and the admission of peer messages against the log
-//! (`admit`).
+//! The Raft node, as etcd's `etcdserver/raft.go` and `storage`: the loop that owns raft-rs's `RawNode`
+//! and the WAL and hands committed entries to an apply thread (`node`), its bounded command queue
+//! (`queue`), the Raft log rebuilt from the WAL or bootstrapped for a new member (`storage`), proposals
+//! held back while there is no leader (`proposal`), Raft snapshots sent from and installed into the
+//! backend (`node::snapshot`), and the admission of peer messages against the log (`admit`).
 //!
 //! # Invariants
 //! * The only place that does Raft I/O: the WAL is written here and nowhere else, and an entry is
@@ -19,16 +19,19 @@
 mod admit;
 mod heartbeat;
 mod log;
+pub mod loopcore;
 pub mod metrics;
 mod node;
 mod proposal;
+mod queue;
 mod storage;
 
 pub use node::{
-    BackendSnapshots, ClusterParts, Command, ConfResult, Described, Handle, NodeConfig, RaftNode,
-    RaftStatus, SNAPSHOT_CATCHUP_ENTRIES,
+    BackendSnapshots, ClusterParts, Command, ConfResult, Described, NodeConfig, RaftNode,
+    RaftStatus, APPLY_QUEUE, MAX_APPLY_GAP, SNAPSHOT_CATCHUP_ENTRIES,
 };
 pub use proposal::{Payload, ProposalState};
+pub use queue::{Commands, Handle, COMMAND_OVERHEAD, QUEUE_BYTES};
 pub use storage::{open_log, open_log_with, Applied, Bootstrap, LogOptions, RecoveredLog, WalMeta};
 
 /// Why the Raft loop stopped, or the log could not be opened. Any of them is fatal for the member.

@@ -1,23 +1,34 @@
-//! The Raft loop: one thread that owns the raft-rs `RawNode`, the WAL and the applier.
+//! The Raft loop: one thread that owns the raft-rs `RawNode` and the WAL, and hands committed entries to
+//! the apply thread (`apply_thread`).
 //!
-//! Each turn it takes every queued command (proposals, read-index requests, messages from peers), ticks the
-//! clock when due, and handles a `Ready`: entries and hard state are appended to the WAL with one fdatasync,
-//! then committed entries are applied. Because every proposal that arrived while the previous fsync was
-//! running lands in the same `Ready`, concurrent clients share fsyncs (group commit) without any timer.
+//! Each turn it takes the queued commands (proposals, read-index requests, messages from peers, the apply
+//! thread's progress), ticks the clock when due, and handles a `Ready`: entries and hard state are
+//! appended to the WAL with one fdatasync, and committed entries are handed to the apply thread through a
+//! bounded queue. Because every proposal that arrived while the previous fsync was running lands in the
+//! same `Ready`, concurrent clients share fsyncs (group commit) without any timer. Applying never holds
+//! up a tick or a heartbeat: when the apply queue is full the loop remembers the range of committed
+//! indexes still to hand over (the entries stay in raft-rs's log) and goes on.
 //!
 //! Durability order: an entry is fsynced in the WAL before raft-rs counts it as persisted, and it is applied
 //! (and its client answered) only once committed, so an acknowledged write survives a crash. Messages raft-rs
 //! marks as persisted messages (votes, append responses) leave only after that fsync; the others (a
 //! leader's appends and heartbeats) leave before it, so followers write in parallel with the leader. The
-//! backend commits without fsync and is made durable every `BACKEND_SYNC_INTERVAL`; after a crash the WAL
-//! is replayed from the backend's consistent index.
+//! backend commits without fsync and is made durable every `BACKEND_SYNC_INTERVAL` (by the apply thread);
+//! after a crash the WAL is replayed from the backend's consistent index.
 //!
-//! Membership changes are conf change entries: checked against the membership (`membership`), applied to
-//! raft-rs, written to the backend with the consistent index, and then made visible to the transport and
-//! the services; a member that applies its own removal stops shortly after (as etcd does).
+//! Bounds (`queue` says how the command queue is bounded): client commands queue up to a byte budget;
+//! proposals are refused with `etcdserver: too many requests` while the committed index is more than
+//! [`MAX_APPLY_GAP`] past the applied one (checked by the caller, [`RaftStatus::check_apply_gap`]), when
+//! more than `proposal::MAX_WAITING` wait for a leader, and dropped by raft-rs past
+//! `MAX_UNCOMMITTED_BYTES` of uncommitted log; reads waiting for a read index are capped at `MAX_READS`.
 //!
-//! Log compaction: every `snapshot_count` applied entries the backend is synced, a snapshot marker at its
-//! consistent index is written to the WAL, older WAL segments are released, and the in-memory log keeps only
+//! Membership changes are conf change entries, applied by the loop itself once the apply thread has
+//! applied everything before them: checked against the membership (`membership`), applied to raft-rs,
+//! written to the backend with the consistent index, and then made visible to the transport and the
+//! services; a member that applies its own removal stops shortly after (as etcd does).
+//!
+//! Log compaction: every `snapshot_count` applied entries the apply thread syncs the backend and the loop
+//! writes a snapshot marker at the consistent index synced to the WAL, older WAL segments are released, and the in-memory log keeps only
 //! `snapshot_catchup_entries` entries before the marker for slow followers. The backend file is the snapshot:
 //! a follower behind the compacted log is sent a copy of it (by the peer transport, from
 //! [`BackendSnapshots`]), which it installs between two turns of this loop (`snapshot`).
@@ -28,9 +39,8 @@
 //! The loop is reached only through its command queue ([`Handle`]); the peer transport reaches it as
 //! its [`rafthttp::Raft`], and it reaches the peers only through [`RaftTransport`].
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,12 +52,15 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
 use apply::applier::Applier;
 use apply::wait::Wait;
+use apply_thread::SharedApplier;
 use membership::{Change, Member, RaftCluster, MEMBER_UPDATE_CONTEXT};
 use rafthttp::{RaftTransport, SendReport};
 use rpctypes::ServerError;
 
+use crate::loopcore::{Reads, REMOVED_STOP_DELAY};
 use crate::metrics;
 use crate::proposal::{Payload, Pending, ProposalState, Waiting};
+use crate::queue::Commands;
 use crate::storage::RecoveredLog;
 use crate::RaftError;
 
@@ -56,15 +69,19 @@ use crate::RaftError;
 pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
 /// How often the backend is made durable when there were writes.
 const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(100);
-/// A read-index request unanswered for this long is sent again (raft-rs drops some silently, e.g. while a
-/// new leader has not committed in its term), as etcd retries its own.
-const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
+/// etcd's `maxGapBetweenApplyAndCommitIndex`: proposals are refused while the committed index is further
+/// than this past the applied one.
+pub const MAX_APPLY_GAP: u64 = 5000;
+/// etcd's `MaxUncommittedEntriesSize`: a leader drops proposals past this many bytes of uncommitted log.
+const MAX_UNCOMMITTED_BYTES: u64 = 1 << 30;
+/// The most bytes of committed entries one `Ready` hands out, so one apply batch (and the apply queue,
+/// [`APPLY_QUEUE`] batches) stays bounded.
+const MAX_COMMITTED_BYTES_PER_READY: u64 = 4 * 1024 * 1024;
+/// The most linearizable reads waiting for a read index at once; past it a read is refused with
+/// `etcdserver: too many requests`.
+const MAX_READS: usize = 64 * 1024;
 /// The most commands taken in one turn, so ticks and readies are never starved.
 const MAX_COMMANDS_PER_TURN: usize = 8192;
-/// How long a member that applied its own removal keeps going (so the change reaches the others) before it
-/// stops, as etcd does.
-const REMOVED_STOP_DELAY: Duration = Duration::from_secs(1);
-
 /// The result of a membership change, for the member that proposed it.
 pub type ConfResult = Result<Vec<Member>, ServerError>;
 
@@ -110,45 +127,20 @@ pub enum Command {
     },
     /// Finish the current turn, make the backend durable and return.
     Stop,
-}
-
-/// The Raft loop's command queue: how the rest of the member reaches the loop.
-#[derive(Clone)]
-pub struct Handle(Sender<Command>);
-
-impl Handle {
-    /// A queue and the receiving end the loop takes.
-    pub fn channel() -> (Handle, Receiver<Command>) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        (Handle(tx), rx)
-    }
-
-    /// Queues `cmd`; `Stopped` once the loop is gone.
-    pub fn send(&self, cmd: Command) -> Result<(), ServerError> {
-        self.0.send(cmd).map_err(|_| ServerError::Stopped)
-    }
-}
-
-impl rafthttp::Raft for Handle {
-    fn process(&self, msgs: Vec<Message>, permit: OwnedSemaphorePermit) -> bool {
-        self.0.send(Command::Step { msgs, permit }).is_ok()
-    }
-
-    fn report_unreachable(&self, id: u64) {
-        let _ = self.0.send(Command::Unreachable(id));
-    }
-
-    fn report_snapshot(&self, to: u64, ok: bool) {
-        let _ = self.0.send(Command::SnapshotStatus { to, ok });
-    }
-
-    fn report_removed(&self) {
-        let _ = self.0.send(Command::Removed);
-    }
-
-    fn install_snapshot(&self, snapshot: rafthttp::Incoming) -> bool {
-        self.0.send(Command::InstallSnapshot(snapshot)).is_ok()
-    }
+    /// A client's command, holding its share of the queue's budget until the loop takes it
+    /// ([`crate::Handle::admit`]).
+    Admitted {
+        cmd: Box<Command>,
+        permit: OwnedSemaphorePermit,
+    },
+    /// The apply thread applied everything up to `index`; with `snapshot`, it made the backend durable
+    /// at that consistent index and a snapshot marker is due there.
+    Applied {
+        index: u64,
+        snapshot: Option<u64>,
+    },
+    /// The apply thread could not apply an entry: the member stops.
+    ApplyFailed(apply::applier::ApplyFailed),
 }
 
 /// What the rest of the server may read about the node without talking to its thread.
@@ -166,6 +158,18 @@ impl RaftStatus {
     pub fn lead_elected(&self) -> Option<Instant> {
         *self.lead_elected.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// etcd's refusal of a proposal while the member applies far behind what is committed
+    /// (`processInternalRaftRequestOnce`): `etcdserver: too many requests` once the committed index is
+    /// more than [`MAX_APPLY_GAP`] past the applied one.
+    pub fn check_apply_gap(&self) -> Result<(), ServerError> {
+        let committed = self.commit.load(Ordering::Acquire);
+        let applied = self.applied.load(Ordering::Acquire);
+        if committed > applied.saturating_add(MAX_APPLY_GAP) {
+            return Err(ServerError::TooManyRequests);
+        }
+        Ok(())
+    }
 }
 
 /// The membership side of the node: what conf changes update and report to.
@@ -178,22 +182,32 @@ pub struct ClusterParts {
 pub struct RaftNode {
     node: RawNode<MemStorage>,
     wal: wal::Wal,
-    applier: Applier,
+    /// Shared with the apply thread, which holds it while it applies a batch.
+    applier: SharedApplier,
+    kv: Arc<mvcc::KvStore>,
+    /// Answers proposals that never reach the log without waiting for the applier.
+    wait: Arc<Wait<apply::applier::ApplyResult>>,
     backend: Arc<backend::Backend>,
-    commands: Receiver<Command>,
+    commands: Commands,
     status: Arc<RaftStatus>,
-    applied_tx: watch::Sender<u64>,
+    applied_tx: Arc<watch::Sender<u64>>,
     cluster: ClusterParts,
     tick_interval: Duration,
-    snapshot_count: u64,
     snapshot_catchup_entries: u64,
     snapshot_index: u64,
+    /// The same, for the apply thread (which decides when a marker is due).
+    shared_snapshot_index: Arc<AtomicU64>,
+    /// The last index applied, as the apply thread last reported it (or the loop applied).
     applied: u64,
-    backend_dirty: bool,
-    last_backend_sync: Instant,
-    pending_reads: Vec<oneshot::Sender<Result<u64, ServerError>>>,
-    inflight_reads: HashMap<u64, InflightRead>,
-    read_seq: u64,
+    /// The last committed index handed to the apply thread or applied here.
+    handed: u64,
+    /// Committed entries not handed over yet because the apply queue was full: their index range (they
+    /// stay in raft-rs's log until applied).
+    backlog: Option<(u64, u64)>,
+    apply_tx: Option<SyncSender<Vec<Entry>>>,
+    apply_thread: Option<std::thread::JoinHandle<()>>,
+    progress: Arc<apply_thread::Progress>,
+    reads: Reads<oneshot::Sender<Result<u64, ServerError>>>,
     last_leader: u64,
     waiting: Waiting,
     /// Set once this member is no longer in the cluster: when to stop.
@@ -202,12 +216,6 @@ pub struct RaftNode {
     /// A command failed in a way that must stop the loop (a snapshot install that went wrong).
     fatal: Option<RaftError>,
     heartbeats: crate::heartbeat::Heartbeats,
-}
-
-/// Reads waiting on one read-index request.
-struct InflightRead {
-    sent: Instant,
-    waiters: Vec<oneshot::Sender<Result<u64, ServerError>>>,
 }
 
 pub struct NodeConfig {
@@ -224,7 +232,7 @@ impl RaftNode {
         cfg: &NodeConfig,
         applier: Applier,
         backend: Arc<backend::Backend>,
-        commands: Receiver<Command>,
+        commands: Commands,
         status: Arc<RaftStatus>,
         applied_tx: watch::Sender<u64>,
         cluster: ClusterParts,
@@ -244,6 +252,9 @@ impl RaftNode {
             applied,
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 512,
+            // etcd's bound on the uncommitted tail of a leader's log; past it proposals are dropped.
+            max_uncommitted_size: MAX_UNCOMMITTED_BYTES,
+            max_committed_size_per_ready: MAX_COMMITTED_BYTES_PER_READY,
             check_quorum: true,
             pre_vote: true,
             ..Default::default()
@@ -254,25 +265,50 @@ impl RaftNode {
         status.term.store(node.raft.term, Ordering::Release);
         status.leader.store(node.raft.leader_id, Ordering::Release);
         applied_tx.send_replace(applied);
+        let applied_tx = Arc::new(applied_tx);
+        let kv = applier.kv().clone();
+        let wait = applier.waiters().clone();
+        let applier = Arc::new(Mutex::new(applier));
+        let progress = Arc::new(apply_thread::Progress::new(applied));
+        let shared_snapshot_index = Arc::new(AtomicU64::new(log.snapshot_index));
+        let (apply_tx, entries) = std::sync::mpsc::sync_channel(apply_thread::APPLY_QUEUE);
+        let worker = apply_thread::Worker {
+            applier: applier.clone(),
+            entries,
+            loop_tx: commands.tx.clone(),
+            status: status.clone(),
+            applied_tx: applied_tx.clone(),
+            progress: progress.clone(),
+            backend: backend.clone(),
+            snapshot_count: cfg.snapshot_count.max(1),
+            snapshot_index: shared_snapshot_index.clone(),
+        };
+        let apply_thread = std::thread::Builder::new()
+            .name("raft-apply".into())
+            .spawn(move || worker.run())
+            .map_err(|e| RaftError::Corrupt(format!("cannot start the apply thread: {e}")))?;
         let mut n = RaftNode {
             node,
             wal: log.wal,
             applier,
+            kv,
+            wait,
             backend,
             commands,
             status,
             applied_tx,
             cluster,
             tick_interval: cfg.heartbeat,
-            snapshot_count: cfg.snapshot_count.max(1),
             snapshot_catchup_entries: cfg.snapshot_catchup_entries,
             snapshot_index: log.snapshot_index,
+            shared_snapshot_index,
             applied,
-            backend_dirty: false,
-            last_backend_sync: Instant::now(),
-            pending_reads: Vec::new(),
-            inflight_reads: HashMap::new(),
-            read_seq: 0,
+            handed: applied,
+            backlog: None,
+            apply_tx: Some(apply_tx),
+            apply_thread: Some(apply_thread),
+            progress,
+            reads: Reads::new(MAX_READS),
             last_leader: raft::INVALID_ID,
             waiting: Waiting::default(),
             stop_at: None,
@@ -312,17 +348,17 @@ impl RaftNode {
         Ok(())
     }
 
-    /// Runs until every command sender is gone. An error is fatal: the log or the backend could not be
+    /// Runs until asked to stop or every [`crate::Handle`] is gone. An error is fatal: the log or the backend could not be
     /// written, and continuing could acknowledge a write that is not durable.
     pub fn run(mut self) -> Result<(), RaftError> {
         let mut next_tick = Instant::now() + self.tick_interval;
         let result = loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            match self.commands.recv_timeout(wait) {
+            match self.commands.rx.recv_timeout(wait) {
                 Ok(cmd) => {
                     let mut stop = !self.handle(cmd);
                     for _ in 0..MAX_COMMANDS_PER_TURN {
-                        match self.commands.try_recv() {
+                        match self.commands.rx.try_recv() {
                             Ok(cmd) => stop |= !self.handle(cmd),
                             Err(_) => break,
                         }
@@ -334,6 +370,7 @@ impl RaftNode {
                         break Ok(());
                     }
                 }
+                Err(RecvTimeoutError::Timeout) if self.commands.abandoned() => break Ok(()),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break Ok(()),
             }
@@ -342,45 +379,51 @@ impl RaftNode {
                 self.node.tick();
                 next_tick = now + self.tick_interval;
                 self.waiting.purge();
-                if self.backend_dirty
-                    && now.duration_since(self.last_backend_sync) >= BACKEND_SYNC_INTERVAL
-                {
-                    if let Err(e) = self.sync_backend() {
-                        break Err(e);
-                    }
-                }
             }
             if self.stop_at.is_some_and(|t| now >= t) {
                 break Err(RaftError::Removed);
             }
-            self.flush_waiting();
-            self.flush_reads();
-            if self.node.has_ready() {
-                if let Err(e) = self.on_ready() {
-                    break Err(e);
-                }
-                // A leader may have just appeared.
-                self.flush_waiting();
-            }
-            if std::mem::take(&mut self.conf_changed) {
-                if let Err(e) = self.campaign_if_alone() {
-                    break Err(e);
-                }
+            if let Err(e) = self.turn() {
+                break Err(e);
             }
         };
+        // The apply thread finishes what it was handed (entries left in the backlog are replayed from
+        // the WAL at the next start).
+        self.stop_apply();
         let synced = self.sync_backend();
         self.fail_reads(ServerError::Stopped);
         for p in self.waiting.drain() {
             if p.state.claim() {
-                fail_pending(
-                    &self.applier,
-                    &self.cluster.conf_wait,
-                    p,
-                    ServerError::Stopped,
-                );
+                fail_pending(&self.wait, &self.cluster.conf_wait, p, ServerError::Stopped);
             }
         }
         result.and(synced)
+    }
+
+    /// What follows the commands of a turn: held proposals and reads go out, a `Ready` is handled, the
+    /// apply queue takes what waited for room.
+    fn turn(&mut self) -> Result<(), RaftError> {
+        self.flush_waiting();
+        self.flush_reads();
+        if self.node.has_ready() {
+            self.on_ready()?;
+            // A leader may have just appeared.
+            self.flush_waiting();
+        }
+        self.flush_backlog()?;
+        if std::mem::take(&mut self.conf_changed) {
+            self.campaign_if_alone()?;
+        }
+        Ok(())
+    }
+
+    fn stop_apply(&mut self) {
+        drop(self.apply_tx.take());
+        if let Some(t) = self.apply_thread.take() {
+            if t.join().is_err() {
+                tracing::error!("the apply thread panicked");
+            }
+        }
     }
 
     /// Returns false when asked to stop.
@@ -394,7 +437,11 @@ impl RaftNode {
             Command::ProposeMembership { id, payload, state } => {
                 self.propose(Pending { id, payload, state })
             }
-            Command::ReadIndex(tx) => self.pending_reads.push(tx),
+            Command::ReadIndex(tx) => {
+                if let Err(tx) = self.reads.push(tx) {
+                    let _ = tx.send(Err(ServerError::TooManyRequests));
+                }
+            }
             Command::TransferLeader { target, reply } => {
                 let r = &self.node.raft;
                 let result = if r.leader_id != r.id {
@@ -454,6 +501,22 @@ impl RaftNode {
                 self.stop_at = Some(Instant::now());
             }
             Command::Stop => return false,
+            Command::Admitted { cmd, permit } => {
+                drop(permit);
+                return self.handle(*cmd);
+            }
+            Command::Applied { index, snapshot } => {
+                self.applied = self.applied.max(index);
+                if index > self.node.raft.raft_log.applied {
+                    self.node.advance_apply_to(index);
+                }
+                if let Some(at) = snapshot {
+                    if let Err(e) = self.write_snapshot_marker(at) {
+                        self.fatal = Some(e);
+                    }
+                }
+            }
+            Command::ApplyFailed(e) => self.fatal = Some(RaftError::Apply(e)),
         }
         true
     }
@@ -464,7 +527,7 @@ impl RaftNode {
             if let Err(p) = self.waiting.push(p) {
                 if p.state.claim() {
                     fail_pending(
-                        &self.applier,
+                        &self.wait,
                         &self.cluster.conf_wait,
                         p,
                         ServerError::TooManyRequests,
@@ -490,7 +553,7 @@ impl RaftNode {
                 raft::Error::ProposalDropped => ServerError::ProposalDropped,
                 other => ServerError::Internal(other.to_string()),
             };
-            fail_pending(&self.applier, &self.cluster.conf_wait, p, err);
+            fail_pending(&self.wait, &self.cluster.conf_wait, p, err);
         }
     }
 
@@ -505,57 +568,31 @@ impl RaftNode {
     }
 
     /// Sends one read-index request for every read that arrived since the last one, and sends again those
-    /// left unanswered too long.
+    /// left unanswered too long (`loopcore::Reads`).
     fn flush_reads(&mut self) {
         let r = &self.node.raft;
         if r.leader_id == raft::INVALID_ID || (r.leader_id == r.id && !r.commit_to_current_term()) {
             return;
         }
-        let now = Instant::now();
-        let stale: Vec<u64> = self
-            .inflight_reads
-            .iter()
-            .filter(|(_, f)| now.duration_since(f.sent) >= READ_INDEX_RETRY)
-            .map(|(seq, _)| *seq)
-            .collect();
+        let requests = self.reads.flush(Instant::now());
         // etcd counts a read index that had to be asked again as slow.
-        metrics::SLOW_READ_INDEXES.inc_by(stale.len() as f64);
-        for seq in stale {
-            if let Some(f) = self.inflight_reads.get_mut(&seq) {
-                f.sent = now;
-            }
-            self.node.read_index(seq.to_be_bytes().to_vec());
+        metrics::SLOW_READ_INDEXES.inc_by(requests.retried as f64);
+        for ctx in requests.contexts {
+            self.node.read_index(ctx);
         }
-        if self.pending_reads.is_empty() {
-            return;
-        }
-        self.read_seq += 1;
-        self.node.read_index(self.read_seq.to_be_bytes().to_vec());
-        let waiters = std::mem::take(&mut self.pending_reads);
-        self.inflight_reads
-            .insert(self.read_seq, InflightRead { sent: now, waiters });
     }
 
     fn on_read_state(&mut self, rs: ReadState) {
-        let Ok(seq) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()).map(u64::from_be_bytes) else {
-            return;
-        };
-        for tx in self
-            .inflight_reads
-            .remove(&seq)
-            .map(|f| f.waiters)
-            .unwrap_or_default()
-        {
+        for tx in self.reads.answered(&rs.request_ctx) {
             let _ = tx.send(Ok(rs.index));
         }
     }
 
     fn fail_reads(&mut self, e: ServerError) {
-        if !self.pending_reads.is_empty() || !self.inflight_reads.is_empty() {
+        if !self.reads.is_empty() {
             metrics::READ_INDEXES_FAILED.inc();
         }
-        let inflight = self.inflight_reads.drain().flat_map(|(_, f)| f.waiters);
-        for tx in self.pending_reads.drain(..).chain(inflight) {
+        for tx in self.reads.take_all() {
             let _ = tx.send(Err(e.clone()));
         }
     }
@@ -568,13 +605,15 @@ impl RaftNode {
         let msgs = ready.take_messages();
         self.heartbeats.sent(&msgs, Instant::now());
         self.cluster.transport.send(msgs, &mut report);
-        if !ready.snapshot().is_empty() {
+        let snapshot =
+            (!ready.snapshot().is_empty()).then(|| ready.snapshot().get_metadata().index);
+        if snapshot.is_some() {
             self.store_snapshot(ready.snapshot().clone())?;
         }
         for rs in ready.take_read_states() {
             self.on_read_state(rs);
         }
-        self.apply(ready.take_committed_entries())?;
+        self.hand_off(ready.take_committed_entries())?;
         let entries = ready.take_entries();
         let hs = ready.hs().cloned();
         if !entries.is_empty() || hs.is_some() {
@@ -612,15 +651,20 @@ impl RaftNode {
             .transport
             .send(ready.take_persisted_messages(), &mut report);
         failpoint::hit("raftBeforeAdvance");
-        let mut light = self.node.advance(ready);
+        // Applying is the apply thread's: raft-rs hears how far it got from its reports.
+        let mut light = self.node.advance_append(ready);
+        if let Some(index) = snapshot {
+            if index > self.node.raft.raft_log.applied {
+                self.node.advance_apply_to(index);
+            }
+        }
         if let Some(commit) = light.commit_index() {
             self.node.mut_store().wl().mut_hard_state().commit = commit;
         }
         let msgs = light.take_messages();
         self.heartbeats.sent(&msgs, Instant::now());
         self.cluster.transport.send(msgs, &mut report);
-        self.apply(light.take_committed_entries())?;
-        self.node.advance_apply();
+        self.hand_off(light.take_committed_entries())?;
         for id in report.unreachable {
             self.node.report_unreachable(id);
         }
@@ -628,47 +672,139 @@ impl RaftNode {
             self.node.report_snapshot(id, SnapshotStatus::Failure);
         }
         self.publish_status();
-        self.maybe_snapshot()
+        Ok(())
     }
 
-    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
+    /// Hands newly committed entries (the next ones, in log order) to the applier without waiting for
+    /// room: behind a backlog they join it; what the apply queue cannot take now becomes the backlog.
+    fn hand_off(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
         let Some(last) = entries.last().map(|e| e.index) else {
             return Ok(());
         };
-        for e in entries {
-            match e.get_entry_type() {
-                EntryType::EntryNormal if e.context.as_ref() == MEMBER_UPDATE_CONTEXT => {
-                    self.apply_member_update(e.index, e.term, &e.data)?;
-                    self.backend_dirty = true;
-                }
-                EntryType::EntryNormal => {
-                    failpoint::hit("beforeApplyOneEntryNormal");
-                    self.applier.apply(e.index, e.term, &e.data)?;
-                    self.backend_dirty = true;
-                }
-                EntryType::EntryConfChange => {
-                    failpoint::hit("beforeApplyOneConfChange");
-                    let cc = crate::storage::parse_conf_change(&e)?;
-                    self.apply_conf_change(e.index, e.term, &cc)?;
-                    self.backend_dirty = true;
-                }
-                EntryType::EntryConfChangeV2 => {
-                    // Hearth proposes only simple (v1) changes; raft-rs proposes an empty v2 change only
-                    // to leave a joint configuration, which Hearth never enters.
-                    let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| {
-                        RaftError::Corrupt(format!("conf change {}: {err}", e.index))
-                    })?;
-                    let cs = self.node.apply_conf_change(&cc)?;
-                    self.node.mut_store().wl().set_conf_state(cs);
-                }
+        if let Some((_, hi)) = &mut self.backlog {
+            *hi = last;
+            return Ok(());
+        }
+        if let Some(first) = self.dispatch(entries, false)? {
+            self.backlog = Some((first, last));
+        }
+        Ok(())
+    }
+
+    /// Hands over as much of the backlog as the apply queue takes now (all of it with `block`).
+    fn flush_backlog_with(&mut self, block: bool) -> Result<(), RaftError> {
+        while let Some((lo, hi)) = self.backlog.take() {
+            let entries = self.node.store().entries(
+                lo,
+                hi + 1,
+                Some(MAX_COMMITTED_BYTES_PER_READY),
+                raft::GetEntriesContext::empty(false),
+            )?;
+            let Some(last) = entries.last().map(|e| e.index) else {
+                return Err(RaftError::Corrupt(format!(
+                    "committed entries {lo}..={hi} are not in the log"
+                )));
+            };
+            if let Some(first) = self.dispatch(entries, block)? {
+                self.backlog = Some((first, hi));
+                return Ok(());
+            }
+            if last < hi {
+                self.backlog = Some((last + 1, hi));
             }
         }
-        // The batch's writes become visible, and their proposers are answered, with one commit.
-        self.applier.flush()?;
-        self.applied = last;
-        self.status.applied.store(last, Ordering::Release);
-        self.applied_tx.send_replace(last);
         Ok(())
+    }
+
+    fn flush_backlog(&mut self) -> Result<(), RaftError> {
+        self.flush_backlog_with(false)
+    }
+
+    /// Sends normal entries to the apply thread and applies membership entries here, once everything
+    /// before them is applied. Without `block`, stops at a full apply queue and returns the index of the
+    /// first entry not handed over.
+    fn dispatch(&mut self, entries: Vec<Entry>, block: bool) -> Result<Option<u64>, RaftError> {
+        let mut batch = Vec::new();
+        for e in entries {
+            if !applied_here(&e) {
+                batch.push(e);
+                continue;
+            }
+            if let Some(first) = self.send_batch(std::mem::take(&mut batch), block)? {
+                return Ok(Some(first));
+            }
+            self.drain_apply()?;
+            self.apply_here(e)?;
+        }
+        self.send_batch(batch, block)
+    }
+
+    fn send_batch(&mut self, batch: Vec<Entry>, block: bool) -> Result<Option<u64>, RaftError> {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(None);
+        };
+        let (first, last) = (first.index, last.index);
+        let gone = || RaftError::Corrupt("the apply thread stopped".into());
+        let tx = self.apply_tx.as_ref().ok_or_else(gone)?;
+        if block {
+            tx.send(batch).map_err(|_| gone())?;
+        } else {
+            match tx.try_send(batch) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => return Ok(Some(first)),
+                Err(TrySendError::Disconnected(_)) => return Err(gone()),
+            }
+        }
+        self.handed = last;
+        Ok(None)
+    }
+
+    /// Waits until the apply thread has applied everything committed so far (the backlog included), as
+    /// etcd's loop waits for the apply of a conf change. The apply thread never waits for the loop, so
+    /// this ends.
+    fn drain_apply(&mut self) -> Result<(), RaftError> {
+        self.flush_backlog_with(true)?;
+        let thread = &self.apply_thread;
+        let done = || thread.as_ref().is_none_or(|t| t.is_finished());
+        self.progress.wait_for(self.handed, &done)?;
+        self.applied = self.applied.max(self.handed);
+        Ok(())
+    }
+
+    /// Applies a membership entry (everything before it is applied).
+    fn apply_here(&mut self, e: Entry) -> Result<(), RaftError> {
+        match e.get_entry_type() {
+            EntryType::EntryNormal => {
+                self.apply_member_update(e.index, e.term, &e.data)?;
+            }
+            EntryType::EntryConfChange => {
+                failpoint::hit("beforeApplyOneConfChange");
+                let cc = crate::storage::parse_conf_change(&e)?;
+                self.apply_conf_change(e.index, e.term, &cc)?;
+            }
+            EntryType::EntryConfChangeV2 => {
+                // Hearth proposes only simple (v1) changes; raft-rs proposes an empty v2 change only
+                // to leave a joint configuration, which Hearth never enters.
+                let cc = ConfChangeV2::parse_from_bytes(&e.data)
+                    .map_err(|err| RaftError::Corrupt(format!("conf change {}: {err}", e.index)))?;
+                let cs = self.node.apply_conf_change(&cc)?;
+                self.node.mut_store().wl().set_conf_state(cs);
+            }
+        }
+        self.handed = e.index;
+        self.set_applied(e.index);
+        if e.index > self.node.raft.raft_log.applied {
+            self.node.advance_apply_to(e.index);
+        }
+        Ok(())
+    }
+
+    /// Publishes `index` as applied (the apply thread is idle: the loop applied it).
+    fn set_applied(&mut self, index: u64) {
+        self.applied = index;
+        self.status.applied.store(index, Ordering::Release);
+        self.applied_tx.send_replace(index);
+        self.progress.set(index);
     }
 
     /// Applies one membership change, as etcd's `applyConfChange`: a change the membership rejects is not
@@ -700,7 +836,7 @@ impl RaftNode {
         change: Result<Change, ServerError>,
         cc: Option<&ConfChange>,
     ) -> Result<(), RaftError> {
-        if index <= self.applier.consistent_index() {
+        if index <= apply_thread::lock(&self.applier).consistent_index() {
             // Already in the backend, and in the configuration raft-rs started with.
             return Ok(());
         }
@@ -727,7 +863,7 @@ impl RaftNode {
             }
         };
         let (saved, removed) = cluster.outcome(&change);
-        let persisted = self.applier.apply_backend(index, term, |txn| {
+        let persisted = apply_thread::lock(&self.applier).apply_backend(index, term, |txn| {
             if let Some(m) = &saved {
                 membership::store::save_member(txn, m)?;
             }
@@ -777,7 +913,7 @@ impl RaftNode {
 
     /// Records `index` as applied for an entry that changed nothing.
     fn record_index(&mut self, index: u64, term: u64) -> Result<(), RaftError> {
-        self.applier
+        apply_thread::lock(&self.applier)
             .apply_backend(index, term, |_| Ok(()))
             .map(|_| ())
             .map_err(|e| RaftError::Corrupt(format!("cannot record entry {index}: {e}")))
@@ -806,12 +942,7 @@ impl RaftNode {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         // Reads that were waiting on the old leader's confirmation will never get it.
-        let stale: Vec<_> = self
-            .inflight_reads
-            .drain()
-            .flat_map(|(_, f)| f.waiters)
-            .collect();
-        for tx in stale {
+        for tx in self.reads.take_inflight() {
             let _ = tx.send(Err(ServerError::LeaderChanged));
         }
     }
@@ -820,19 +951,18 @@ impl RaftNode {
         let started = Instant::now();
         self.backend.force_commit()?;
         metrics::BACKEND_COMMIT.observe(started.elapsed().as_secs_f64());
-        self.backend_dirty = false;
-        self.last_backend_sync = Instant::now();
         Ok(())
     }
 
-    fn maybe_snapshot(&mut self) -> Result<(), RaftError> {
-        let index = self.applier.consistent_index();
-        if index < self.snapshot_index + self.snapshot_count {
+    /// Log compaction at `index`, a consistent index the apply thread made durable in the backend: a
+    /// snapshot marker there, older WAL segments released, and the in-memory log trimmed to
+    /// `snapshot_catchup_entries` before it.
+    fn write_snapshot_marker(&mut self, index: u64) -> Result<(), RaftError> {
+        if index <= self.snapshot_index {
+            // An installed snapshot went past it meanwhile.
             return Ok(());
         }
         let term = self.node.store().term(index)?;
-        // The marker promises the backend holds everything up to `index`: make that durable first.
-        self.sync_backend()?;
         failpoint::hit("raftBeforeWALSaveSnaphot");
         self.wal
             .save_snapshot(wal::SnapshotMarker { index, term })?;
@@ -843,22 +973,43 @@ impl RaftNode {
         }
         self.wal.release_to(index)?;
         failpoint::hit("raftAfterWALRelease");
-        self.snapshot_index = index;
+        self.set_snapshot_index(index);
         tracing::info!(index, term, "compacted the raft log at a snapshot marker");
         Ok(())
+    }
+
+    fn set_snapshot_index(&mut self, index: u64) {
+        self.snapshot_index = index;
+        self.shared_snapshot_index.store(index, Ordering::Release);
+    }
+}
+
+/// Whether the loop applies `e` itself (it changes the membership, which the loop's raft-rs and transport
+/// follow) rather than the apply thread.
+fn applied_here(e: &Entry) -> bool {
+    match e.get_entry_type() {
+        EntryType::EntryNormal => e.context.as_ref() == MEMBER_UPDATE_CONTEXT,
+        EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => true,
     }
 }
 
 /// Answers a proposal that will never be applied.
-fn fail_pending(applier: &Applier, conf_wait: &Wait<ConfResult>, p: Pending, e: ServerError) {
+fn fail_pending(
+    wait: &Wait<apply::applier::ApplyResult>,
+    conf_wait: &Wait<ConfResult>,
+    p: Pending,
+    e: ServerError,
+) {
     match p.payload {
-        Payload::Normal(_) => applier.fail(p.id, e),
+        Payload::Normal(_) => wait.trigger(p.id, Err(e)),
         Payload::Conf(_) | Payload::MemberUpdate(_) => conf_wait.trigger(p.id, Err(e)),
     }
 }
 
+mod apply_thread;
 mod snapshot;
 
+pub use apply_thread::APPLY_QUEUE;
 pub use snapshot::{BackendSnapshots, Described};
 
 #[cfg(test)]

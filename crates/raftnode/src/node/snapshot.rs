@@ -1,5 +1,6 @@
-//! Installing a snapshot from the leader, as etcd's `applySnapshot`, between two turns of the Raft loop
-//! (the loop owns the applier, so nothing is applied meanwhile).
+//! Installing a snapshot from the leader, as etcd's `applySnapshot`, between two turns of the Raft loop,
+//! once the apply thread has applied everything handed to it (`RaftNode::drain_apply`), so nothing is
+//! applied meanwhile and the backend moves from one consistent index to the snapshot's.
 //!
 //! A received snapshot (checked and staged by the peer transport, verified by [`BackendSnapshots`]) is
 //! installed only if raft-rs would
@@ -140,6 +141,11 @@ impl RaftNode {
         let md = msg.get_snapshot().get_metadata();
         let (index, term) = (md.index, md.term);
         let from = format!("{:x}", msg.from);
+        if let Err(e) = self.drain_apply() {
+            let _ = std::fs::remove_file(&staged);
+            let _ = reply.send(Err(e.to_string()));
+            return Err(e);
+        }
         if !self.snapshot_wanted(&msg) {
             let _ = std::fs::remove_file(&staged);
             drop(slot);
@@ -162,7 +168,8 @@ impl RaftNode {
         );
         failpoint::hit("applyBeforeOpenSnapshot");
         let backend = self.backend.clone();
-        let restored = self.applier.restore(|| backend.install(&staged));
+        let restored =
+            super::apply_thread::lock(&self.applier).restore(|| backend.install(&staged));
         // The staging file is gone (installed, or removed by a failed install).
         drop(slot);
         if let Err(e) = restored.map_err(|e| RaftError::Corrupt(e.to_string())) {
@@ -178,12 +185,9 @@ impl RaftNode {
         failpoint::hit("raftAfterSaveSnap");
         self.wal.release_to(index)?;
         failpoint::hit("raftAfterWALRelease");
-        self.snapshot_index = index;
-        self.applied = index;
-        self.backend_dirty = false;
-        self.last_backend_sync = Instant::now();
-        self.status.applied.store(index, Ordering::Release);
-        self.applied_tx.send_replace(index);
+        self.set_snapshot_index(index);
+        self.handed = index;
+        self.set_applied(index);
         self.step_snapshot(msg);
         let _ = reply.send(Ok(true));
         tracing::info!(
@@ -239,7 +243,7 @@ impl RaftNode {
     }
 
     fn backend_revision(&self) -> i64 {
-        self.applier.kv().rev()
+        self.kv.rev()
     }
 
     /// The snapshot raft-rs hands back in a `Ready` after restoring it: the one just installed, which

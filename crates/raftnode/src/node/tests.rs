@@ -2,7 +2,6 @@
 //! loop's replication, elections, held-back proposals and membership changes, without sockets.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Net {
-    routes: Mutex<HashMap<u64, Sender<Command>>>,
+    routes: Mutex<HashMap<u64, crate::Handle>>,
     cut: Mutex<HashSet<u64>>,
     snapshots: Mutex<Vec<u64>>,
     /// Each member's backend and snapshot slot: when set, snapshots are delivered as the real transport
@@ -159,7 +158,7 @@ struct Member {
     backend: Arc<backend::Backend>,
     cluster: Arc<RaftCluster>,
     status: Arc<RaftStatus>,
-    commands: Sender<Command>,
+    commands: crate::Handle,
     wait: Arc<Wait<ApplyResult>>,
     conf_wait: Arc<Wait<ConfResult>>,
     thread: Option<std::thread::JoinHandle<Result<(), RaftError>>>,
@@ -239,7 +238,7 @@ fn start_in(
         wait.clone(),
     )
     .with_cluster(cluster.clone());
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = crate::Handle::channel();
     net.routes.lock().unwrap().insert(id, tx.clone());
     net.backends
         .lock()
@@ -745,4 +744,18 @@ fn hostile_peer_messages_do_not_bring_a_member_down() {
         net.eventually("still replicating", || m.has("after"));
         assert!(m.thread.as_ref().is_some_and(|t| !t.is_finished()));
     }
+}
+
+#[test]
+fn proposals_are_refused_past_etcds_gap_between_commit_and_apply() {
+    let s = RaftStatus::default();
+    s.commit.store(10 + MAX_APPLY_GAP, Ordering::Release);
+    s.applied.store(10, Ordering::Release);
+    assert_eq!(s.check_apply_gap(), Ok(()));
+    s.commit.store(11 + MAX_APPLY_GAP, Ordering::Release);
+    let e = s.check_apply_gap().unwrap_err();
+    assert_eq!(e, ServerError::TooManyRequests);
+    assert_eq!(e.to_string(), "etcdserver: too many requests");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(MAX_APPLY_GAP, 5000);
 }

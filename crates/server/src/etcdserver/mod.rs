@@ -193,6 +193,8 @@ impl EtcdServer {
             username: ai.map(|a| a.username.clone()).unwrap_or_default(),
             auth_revision: ai.map(|a| a.revision).unwrap_or_default(),
         });
+        // etcd refuses a proposal while the member applies far behind what is committed.
+        self.status.check_apply_gap()?;
         let data = req.encode_to_vec();
         if data.len() > self.cfg.max_request_bytes {
             return Err(ServerError::RequestTooLarge);
@@ -200,16 +202,20 @@ impl EtcdServer {
         let rx = self.wait.register(id);
         let state = ProposalState::new();
         let start = Instant::now();
-        let sent = self.raft.send(Command::Propose {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let len = data.len();
+        let cmd = Command::Propose {
             id,
             data,
             state: state.clone(),
-        });
-        if sent.is_err() {
+        };
+        // A full queue into the Raft loop: wait for room until the request's deadline, then give up
+        // with etcd's `too many requests` (the proposal never reached Raft).
+        if let Err(e) = self.raft.admit(cmd, len, self.request_timeout).await {
             self.wait.cancel(id);
-            return Err(ServerError::Stopped);
+            return Err(e);
         }
-        match tokio::time::timeout(self.request_timeout, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ServerError::Stopped),
             Err(_) => {
@@ -250,7 +256,10 @@ impl EtcdServer {
     /// served afterwards is linearizable.
     pub async fn linearizable_read(&self) -> Result<(), ServerError> {
         let (tx, rx) = oneshot::channel();
-        self.raft.send(Command::ReadIndex(tx))?;
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        self.raft
+            .admit(Command::ReadIndex(tx), 0, self.request_timeout)
+            .await?;
         let wait = async {
             let index = rx.await.map_err(|_| ServerError::Stopped)??;
             let mut applied = self.applied.clone();
@@ -260,7 +269,7 @@ impl EtcdServer {
                 .map_err(|_| ServerError::Stopped)?;
             Ok(())
         };
-        tokio::time::timeout(self.request_timeout, wait)
+        tokio::time::timeout_at(deadline, wait)
             .await
             .map_err(|_| ServerError::Timeout)?
     }

@@ -1,0 +1,524 @@
+//! The Raft loop's decisions without its I/O: a [`Core`] owns raft-rs's `RawNode` (over its in-memory
+//! `MemStorage`) and what the loop decides around it — read-index batching and retries, proposals held
+//! while there is no leader, when a snapshot marker is due (`--snapshot-count`), a lone voter's campaign
+//! after a conf change, and when a removed member stops. It takes the time (`now`) and inputs (commands,
+//! peer messages, apply progress) and returns [`Effect`]s for a runtime to perform: persist entries and
+//! hard state, send messages, apply committed entries, apply a membership entry, write a snapshot
+//! marker, answer or fail reads and proposals, stop.
+//!
+//! Because it never reads a clock, sleeps, spawns or touches a disk, its tests drive time explicitly
+//! and several cores can run in one deterministic in-memory simulation (`loopcore/sim.rs`, after raft-rs's
+//! own test network).
+//!
+//! # The runtime's contract
+//! Effects are performed in the order they are returned. A [`Effect::Persist`] must be durable before
+//! anything after it is performed (the core has already told raft-rs the entries are persisted, so a
+//! failed persist is fatal and nothing after it may happen): that is how messages raft-rs marks as
+//! persisted (votes, append responses) leave only after the fsync, while those listed before it (a
+//! leader's appends) leave in parallel with it. [`Effect::Apply`] entries are applied in order and
+//! reported back with [`Core::applied`]; an [`Effect::ApplyMembership`] is performed once everything
+//! before it is applied, and its outcome reported with [`Core::apply_conf_change`] (accepted) or simply
+//! [`Core::applied`] (refused by the membership).
+//!
+//! The production loop (`node`) uses the same read-index batching ([`Reads`]) and held proposals
+//! (`proposal::Waiting`); moving the rest of its decisions onto [`Core`] is the next step (see
+//! ARCHITECTURE.md).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use raft::prelude::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message};
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole, Storage as _};
+use rpctypes::ServerError;
+
+use crate::proposal::{Payload, Pending, Waiting};
+use membership::MEMBER_UPDATE_CONTEXT;
+
+/// A read-index request unanswered for this long is sent again (raft-rs drops some silently, e.g. while a
+/// new leader has not committed in its term), as etcd retries its own.
+pub const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
+/// How long a member that applied its own removal keeps going (so the change reaches the others) before it
+/// stops, as etcd does.
+pub const REMOVED_STOP_DELAY: Duration = Duration::from_secs(1);
+
+/// Whether a snapshot marker is due at consistent index `index`, the last one being at `last`: every
+/// `count` (`--snapshot-count`) applied entries.
+pub fn snapshot_due(index: u64, last: u64, count: u64) -> bool {
+    index >= last.saturating_add(count.max(1))
+}
+
+/// Linearizable reads waiting for a read index: those not asked for yet share the next request (one per
+/// turn, however many reads arrived), and a request unanswered for [`READ_INDEX_RETRY`] is sent again.
+pub struct Reads<W> {
+    pending: Vec<W>,
+    inflight: HashMap<u64, Inflight<W>>,
+    seq: u64,
+    max: usize,
+}
+
+struct Inflight<W> {
+    sent: Instant,
+    waiters: Vec<W>,
+}
+
+/// What [`Reads::flush`] wants sent to raft-rs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReadRequests {
+    /// Request contexts to hand to `RawNode::read_index`, retries first.
+    pub contexts: Vec<Vec<u8>>,
+    /// How many of them are retries (etcd counts them as slow read indexes).
+    pub retried: usize,
+}
+
+impl<W> Reads<W> {
+    /// At most `max` reads waiting at once.
+    pub fn new(max: usize) -> Reads<W> {
+        Reads {
+            pending: Vec::new(),
+            inflight: HashMap::new(),
+            seq: 0,
+            max,
+        }
+    }
+
+    /// Queues a read, or gives it back if `max` reads are already waiting.
+    pub fn push(&mut self, w: W) -> Result<(), W> {
+        if self.len() >= self.max {
+            return Err(w);
+        }
+        self.pending.push(w);
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+            + self
+                .inflight
+                .values()
+                .map(|f| f.waiters.len())
+                .sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The requests to send at `now`: the unanswered ones again if they are old, and one for every read
+    /// that arrived since the last one.
+    pub fn flush(&mut self, now: Instant) -> ReadRequests {
+        let mut out = ReadRequests::default();
+        let mut stale: Vec<u64> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| now.saturating_duration_since(f.sent) >= READ_INDEX_RETRY)
+            .map(|(seq, _)| *seq)
+            .collect();
+        stale.sort_unstable();
+        for seq in stale {
+            if let Some(f) = self.inflight.get_mut(&seq) {
+                f.sent = now;
+            }
+            out.contexts.push(seq.to_be_bytes().to_vec());
+            out.retried += 1;
+        }
+        if !self.pending.is_empty() {
+            self.seq += 1;
+            let waiters = std::mem::take(&mut self.pending);
+            self.inflight
+                .insert(self.seq, Inflight { sent: now, waiters });
+            out.contexts.push(self.seq.to_be_bytes().to_vec());
+        }
+        out
+    }
+
+    /// The reads a read state with `ctx` answers.
+    pub fn answered(&mut self, ctx: &[u8]) -> Vec<W> {
+        let Ok(seq) = <[u8; 8]>::try_from(ctx).map(u64::from_be_bytes) else {
+            return Vec::new();
+        };
+        self.inflight
+            .remove(&seq)
+            .map(|f| f.waiters)
+            .unwrap_or_default()
+    }
+
+    /// The reads already asked for (a new leader will never answer the old one's requests).
+    pub fn take_inflight(&mut self) -> Vec<W> {
+        self.inflight.drain().flat_map(|(_, f)| f.waiters).collect()
+    }
+
+    /// Every waiting read.
+    pub fn take_all(&mut self) -> Vec<W> {
+        let mut all = std::mem::take(&mut self.pending);
+        all.extend(self.take_inflight());
+        all
+    }
+}
+
+/// What the runtime is asked to do.
+pub enum Effect<W> {
+    /// Messages that may leave now.
+    Send(Vec<Message>),
+    /// Entries and hard state to make durable (WAL append and fsync) before any later effect.
+    Persist {
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+    },
+    /// Committed normal entries to apply, in order.
+    Apply(Vec<Entry>),
+    /// A committed membership entry (conf change, or peer URL update with `MEMBER_UPDATE_CONTEXT`), to
+    /// apply once everything before it is applied.
+    ApplyMembership(Entry),
+    /// A snapshot marker is due at `index` (the consistent index reported durable), of `term`.
+    SnapshotMarker { index: u64, term: u64 },
+    /// Reads answered with a read index (serve them once `index` is applied).
+    ReadIndex { waiters: Vec<W>, index: u64 },
+    /// Reads that will not be answered.
+    FailReads { waiters: Vec<W>, error: ServerError },
+    /// A proposal that will never be in the log.
+    FailProposal {
+        pending: Pending,
+        error: ServerError,
+    },
+    /// This member was removed and its grace period is over.
+    Stop,
+}
+
+/// What the core decides when, and with which bounds.
+pub struct CoreConfig {
+    pub tick: Duration,
+    pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
+    pub max_reads: usize,
+}
+
+/// The Raft loop's decisions around raft-rs, without I/O (see the module doc).
+pub struct Core<W> {
+    node: RawNode<MemStorage>,
+    cfg: CoreConfig,
+    reads: Reads<W>,
+    waiting: Waiting,
+    next_tick: Option<Instant>,
+    last_leader: u64,
+    snapshot_index: u64,
+    stop_at: Option<Instant>,
+    conf_changed: bool,
+}
+
+impl<W> Core<W> {
+    pub fn new(node: RawNode<MemStorage>, cfg: CoreConfig, snapshot_index: u64) -> Core<W> {
+        let reads = Reads::new(cfg.max_reads);
+        Core {
+            node,
+            cfg,
+            reads,
+            waiting: Waiting::default(),
+            next_tick: None,
+            last_leader: raft::INVALID_ID,
+            snapshot_index,
+            stop_at: None,
+            conf_changed: true,
+        }
+    }
+
+    pub fn raft(&self) -> &raft::Raft<MemStorage> {
+        &self.node.raft
+    }
+
+    pub fn leader(&self) -> u64 {
+        self.node.raft.leader_id
+    }
+
+    /// When the runtime must call [`Core::turn`] next at the latest (the next tick).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.next_tick
+    }
+
+    /// A proposal: to raft-rs at once if there is a leader, else held until there is one (or refused
+    /// past `proposal::MAX_WAITING`).
+    pub fn propose(&mut self, p: Pending, out: &mut Vec<Effect<W>>) {
+        if self.node.raft.leader_id == raft::INVALID_ID {
+            if let Err(p) = self.waiting.push(p) {
+                if p.state.claim() {
+                    out.push(Effect::FailProposal {
+                        pending: p,
+                        error: ServerError::TooManyRequests,
+                    });
+                }
+            }
+            return;
+        }
+        if !p.state.claim() {
+            return;
+        }
+        let r = match &p.payload {
+            Payload::Normal(data) => self.node.propose(vec![], data.clone()),
+            Payload::Conf(cc) => self.node.propose_conf_change(vec![], cc.clone()),
+            Payload::MemberUpdate(data) => self
+                .node
+                .propose(MEMBER_UPDATE_CONTEXT.to_vec(), data.clone()),
+        };
+        if let Err(e) = r {
+            let error = match e {
+                raft::Error::ProposalDropped => ServerError::ProposalDropped,
+                other => ServerError::Internal(other.to_string()),
+            };
+            out.push(Effect::FailProposal { pending: p, error });
+        }
+    }
+
+    /// A linearizable read waiting for a read index.
+    pub fn read_index(&mut self, w: W, out: &mut Vec<Effect<W>>) {
+        if let Err(w) = self.reads.push(w) {
+            out.push(Effect::FailReads {
+                waiters: vec![w],
+                error: ServerError::TooManyRequests,
+            });
+        }
+    }
+
+    /// A message from a peer (already admitted, see `admit`).
+    pub fn step(&mut self, m: Message) {
+        if let Err(e) = self.node.step(m) {
+            tracing::debug!("raft message not stepped: {e}");
+        }
+    }
+
+    pub fn unreachable(&mut self, id: u64) {
+        self.node.report_unreachable(id);
+    }
+
+    /// Everything up to `index` is applied (the backend's consistent index, made durable, is
+    /// `durable`, if the runtime made it so).
+    pub fn applied(&mut self, index: u64, durable: Option<u64>, out: &mut Vec<Effect<W>>) {
+        if index > self.node.raft.raft_log.applied && index <= self.node.raft.raft_log.committed {
+            self.node.advance_apply_to(index);
+        }
+        if let Some(ci) = durable {
+            if snapshot_due(ci, self.snapshot_index, self.cfg.snapshot_count) {
+                if let Ok(term) = self.node.store().term(ci) {
+                    out.push(Effect::SnapshotMarker { index: ci, term });
+                }
+            }
+        }
+    }
+
+    /// The runtime wrote the marker at `index`: the in-memory log keeps `snapshot_catchup_entries`
+    /// before it.
+    pub fn snapshot_written(&mut self, index: u64) -> Result<(), raft::Error> {
+        self.snapshot_index = self.snapshot_index.max(index);
+        let keep_from = index.saturating_sub(self.cfg.snapshot_catchup_entries);
+        if keep_from > self.node.store().first_index()? {
+            self.node.mut_store().wl().compact(keep_from)?;
+        }
+        Ok(())
+    }
+
+    /// A membership entry the membership accepted: raft-rs's configuration follows. Removing this
+    /// member starts its grace period.
+    pub fn apply_conf_change(
+        &mut self,
+        now: Instant,
+        index: u64,
+        cc: &ConfChange,
+    ) -> Result<ConfState, raft::Error> {
+        let cs = self.node.apply_conf_change(cc)?;
+        self.node.mut_store().wl().set_conf_state(cs.clone());
+        self.conf_changed = true;
+        if index > self.node.raft.raft_log.applied {
+            self.node.advance_apply_to(index);
+        }
+        let removed = !cs
+            .voters
+            .iter()
+            .chain(&cs.learners)
+            .any(|&id| id == self.node.raft.id);
+        if removed && self.stop_at.is_none() {
+            self.stop_at = Some(now + REMOVED_STOP_DELAY);
+        }
+        Ok(cs)
+    }
+
+    /// One turn at `now`: tick if due, release held proposals and reads, handle a `Ready`. Returns the
+    /// effects in the order the runtime must perform them.
+    pub fn turn(&mut self, now: Instant) -> Vec<Effect<W>> {
+        let mut out = Vec::new();
+        match self.next_tick {
+            Some(t) if now < t => {}
+            Some(_) => {
+                self.node.tick();
+                self.waiting.purge();
+                self.next_tick = Some(now + self.cfg.tick);
+            }
+            None => self.next_tick = Some(now + self.cfg.tick),
+        }
+        if self.stop_at.is_some_and(|t| now >= t) {
+            out.push(Effect::Stop);
+            return out;
+        }
+        if std::mem::take(&mut self.conf_changed) {
+            self.campaign_if_alone();
+        }
+        self.flush_waiting(&mut out);
+        self.flush_reads(now);
+        if self.node.has_ready() {
+            self.ready(now, &mut out);
+            self.flush_waiting(&mut out);
+        }
+        out
+    }
+
+    fn campaign_if_alone(&mut self) {
+        let r = &self.node.raft;
+        let cs = r.prs().conf().to_conf_state();
+        if cs.voters == [r.id] && cs.voters_outgoing.is_empty() && r.state != StateRole::Leader {
+            let _ = self.node.campaign();
+        }
+    }
+
+    fn flush_waiting(&mut self, out: &mut Vec<Effect<W>>) {
+        if self.waiting.is_empty() || self.node.raft.leader_id == raft::INVALID_ID {
+            return;
+        }
+        let held: Vec<Pending> = self.waiting.drain().collect();
+        for p in held {
+            self.propose(p, out);
+        }
+    }
+
+    fn flush_reads(&mut self, now: Instant) {
+        let r = &self.node.raft;
+        if r.leader_id == raft::INVALID_ID || (r.leader_id == r.id && !r.commit_to_current_term()) {
+            return;
+        }
+        for ctx in self.reads.flush(now).contexts {
+            self.node.read_index(ctx);
+        }
+    }
+
+    fn ready(&mut self, _now: Instant, out: &mut Vec<Effect<W>>) {
+        let mut ready = self.node.ready();
+        let msgs = ready.take_messages();
+        if !msgs.is_empty() {
+            out.push(Effect::Send(msgs));
+        }
+        for rs in ready.take_read_states() {
+            let waiters = self.reads.answered(&rs.request_ctx);
+            if !waiters.is_empty() {
+                out.push(Effect::ReadIndex {
+                    waiters,
+                    index: rs.index,
+                });
+            }
+        }
+        self.committed(ready.take_committed_entries(), out);
+        let entries = ready.take_entries();
+        let hs = ready.hs().cloned();
+        if !entries.is_empty() || hs.is_some() {
+            {
+                let mut store = self.node.mut_store().wl();
+                if let Err(e) = store.append(&entries) {
+                    tracing::error!("cannot append to the in-memory log: {e}");
+                }
+                if let Some(hs) = &hs {
+                    store.set_hardstate(hs.clone());
+                }
+            }
+            out.push(Effect::Persist {
+                entries,
+                hard_state: hs,
+            });
+        }
+        let persisted = ready.take_persisted_messages();
+        if !persisted.is_empty() {
+            out.push(Effect::Send(persisted));
+        }
+        let mut light = self.node.advance_append(ready);
+        if let Some(commit) = light.commit_index() {
+            self.node.mut_store().wl().mut_hard_state().commit = commit;
+        }
+        let msgs = light.take_messages();
+        if !msgs.is_empty() {
+            out.push(Effect::Send(msgs));
+        }
+        self.committed(light.take_committed_entries(), out);
+        self.leader_changes(out);
+    }
+
+    fn committed(&mut self, entries: Vec<Entry>, out: &mut Vec<Effect<W>>) {
+        let mut batch = Vec::new();
+        for e in entries {
+            let membership = match e.get_entry_type() {
+                EntryType::EntryNormal => e.context.as_ref() == MEMBER_UPDATE_CONTEXT,
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => true,
+            };
+            if !membership {
+                batch.push(e);
+                continue;
+            }
+            if !batch.is_empty() {
+                out.push(Effect::Apply(std::mem::take(&mut batch)));
+            }
+            if e.get_entry_type() == EntryType::EntryConfChangeV2 {
+                // Only raft-rs's own empty change to leave a joint configuration, which Hearth never
+                // enters: nothing for the membership.
+                use protobuf::Message as _;
+                if let Ok(cc) = ConfChangeV2::parse_from_bytes(&e.data) {
+                    if let Ok(cs) = self.node.apply_conf_change(&cc) {
+                        self.node.mut_store().wl().set_conf_state(cs);
+                    }
+                }
+                continue;
+            }
+            out.push(Effect::ApplyMembership(e));
+        }
+        if !batch.is_empty() {
+            out.push(Effect::Apply(batch));
+        }
+    }
+
+    fn leader_changes(&mut self, out: &mut Vec<Effect<W>>) {
+        let leader = self.node.raft.leader_id;
+        if leader == self.last_leader {
+            return;
+        }
+        self.last_leader = leader;
+        if leader == raft::INVALID_ID {
+            return;
+        }
+        // Reads waiting on the old leader's confirmation will never get it.
+        let waiters = self.reads.take_inflight();
+        if !waiters.is_empty() {
+            out.push(Effect::FailReads {
+                waiters,
+                error: ServerError::LeaderChanged,
+            });
+        }
+    }
+
+    /// Everything still waiting, failed (the runtime is stopping).
+    pub fn shut_down(&mut self, out: &mut Vec<Effect<W>>) {
+        let waiters = self.reads.take_all();
+        if !waiters.is_empty() {
+            out.push(Effect::FailReads {
+                waiters,
+                error: ServerError::Stopped,
+            });
+        }
+        let held: Vec<Pending> = self.waiting.drain().collect();
+        for p in held {
+            if p.state.claim() {
+                out.push(Effect::FailProposal {
+                    pending: p,
+                    error: ServerError::Stopped,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+//! The core's decisions with time driven explicitly: no threads, sleeps or wall clock (one `Instant`
+//! read at the start, then only arithmetic on it).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raft::prelude::ConfState;
+use raft::storage::MemStorage;
+use raft::RawNode;
+
+use super::*;
+use crate::proposal::ProposalState;
+
+#[test]
+fn reads_share_a_request_and_are_asked_again_when_unanswered() {
+    let t0 = Instant::now();
+    let mut r: Reads<u32> = Reads::new(3);
+    r.push(1).unwrap();
+    r.push(2).unwrap();
+    let first = r.flush(t0);
+    assert_eq!(first.contexts.len(), 1, "one request for both reads");
+    assert_eq!(first.retried, 0);
+    // Nothing new, not old yet: nothing to send.
+    assert_eq!(r.flush(t0 + READ_INDEX_RETRY / 2), ReadRequests::default());
+    r.push(3).unwrap();
+    assert_eq!(r.push(4), Err(4), "bounded");
+    let second = r.flush(t0 + READ_INDEX_RETRY);
+    assert_eq!(second.retried, 1, "the first request again");
+    assert_eq!(second.contexts[0], first.contexts[0]);
+    assert_eq!(second.contexts.len(), 2);
+    assert_eq!(r.answered(&first.contexts[0]), [1, 2]);
+    assert!(r.answered(&first.contexts[0]).is_empty(), "answered once");
+    assert!(r.answered(b"garbage").is_empty());
+    assert_eq!(r.take_inflight(), [3]);
+    assert!(r.is_empty());
+}
+
+fn lone(snapshot_count: u64) -> Core<u32> {
+    let storage = MemStorage::new_with_conf_state(ConfState::from((vec![1], vec![])));
+    let cfg = raft::Config {
+        id: 1,
+        election_tick: 10,
+        heartbeat_tick: 1,
+        ..Default::default()
+    };
+    let node = RawNode::new(&cfg, storage, &crate::log::logger()).unwrap();
+    Core::new(
+        node,
+        CoreConfig {
+            tick: Duration::from_millis(100),
+            snapshot_count,
+            snapshot_catchup_entries: 2,
+            max_reads: 16,
+        },
+        0,
+    )
+}
+
+fn pending(id: u64) -> Pending {
+    Pending {
+        id,
+        payload: Payload::Normal(vec![1]),
+        state: Arc::new(ProposalState::default()),
+    }
+}
+
+/// Applies what a turn hands out, as a runtime would, and returns the last index applied.
+fn perform(core: &mut Core<u32>, effects: Vec<Effect<u32>>, durable: bool) -> Vec<Effect<u32>> {
+    let mut rest = Vec::new();
+    for e in effects {
+        match e {
+            Effect::Apply(entries) => {
+                let last = entries.last().map(|e| e.index).unwrap_or(0);
+                core.applied(last, durable.then_some(last), &mut rest);
+            }
+            other => rest.push(other),
+        }
+    }
+    rest
+}
+
+#[test]
+fn a_lone_voter_leads_at_once_and_held_proposals_go_in() {
+    let t0 = Instant::now();
+    let mut core = lone(100);
+    let mut out = Vec::new();
+    // No leader yet: the proposal is held, not failed.
+    core.propose(pending(7), &mut out);
+    assert!(out.is_empty());
+    assert_eq!(core.waiting.len(), 1);
+    // The first turn campaigns (a lone voter needs no timeout) and proposes what was held.
+    let effects = core.turn(t0);
+    assert_eq!(core.leader(), 1);
+    assert!(core.waiting.is_empty());
+    let mut effects = perform(&mut core, effects, false);
+    let mut t = t0;
+    for _ in 0..5 {
+        t += Duration::from_millis(100);
+        let turn = core.turn(t);
+        effects.extend(perform(&mut core, turn, false));
+    }
+    assert!(effects.iter().any(|e| matches!(e, Effect::Persist { entries, .. } if entries.iter().any(|e| e.data.as_ref() == [1]))));
+    assert_eq!(core.raft().raft_log.applied, core.raft().raft_log.committed);
+}
+
+#[test]
+fn a_snapshot_marker_is_due_every_snapshot_count_durable_entries() {
+    let t0 = Instant::now();
+    let mut core = lone(3);
+    let mut markers = Vec::new();
+    let mut t = t0;
+    for i in 0..8 {
+        let mut out = Vec::new();
+        if core.leader() != 0 {
+            core.propose(pending(i), &mut out);
+        }
+        out.extend(core.turn(t));
+        for e in perform(&mut core, out, true) {
+            if let Effect::SnapshotMarker { index, .. } = e {
+                markers.push(index);
+                core.snapshot_written(index).unwrap();
+            }
+        }
+        t += Duration::from_millis(100);
+    }
+    assert!(!markers.is_empty());
+    for w in markers.windows(2) {
+        assert!(w[1] >= w[0] + 3, "{markers:?}");
+    }
+    assert!(markers[0] >= 3);
+    // The in-memory log keeps `snapshot_catchup_entries` before the last marker.
+    let last = *markers.last().unwrap();
+    assert_eq!(core.node.store().first_index().unwrap(), last - 2);
+}
+
+#[test]
+fn a_removed_member_stops_after_its_grace_period_by_the_given_clock() {
+    let t0 = Instant::now();
+    let mut core = lone(100);
+    let _ = core.turn(t0);
+    let cc = ConfChange {
+        change_type: raft::prelude::ConfChangeType::AddNode,
+        node_id: 2,
+        ..Default::default()
+    };
+    core.apply_conf_change(t0, 0, &cc).unwrap();
+    let cc = ConfChange {
+        change_type: raft::prelude::ConfChangeType::RemoveNode,
+        node_id: 1,
+        ..Default::default()
+    };
+    core.apply_conf_change(t0, 0, &cc).unwrap();
+    let just_before = t0 + REMOVED_STOP_DELAY - Duration::from_millis(1);
+    assert!(!core
+        .turn(just_before)
+        .iter()
+        .any(|e| matches!(e, Effect::Stop)));
+    assert!(core
+        .turn(t0 + REMOVED_STOP_DELAY)
+        .iter()
+        .any(|e| matches!(e, Effect::Stop)));
+}
+
+#[test]
+fn reads_past_the_bound_and_at_shutdown_are_failed() {
+    let mut core = lone(100);
+    let mut out = Vec::new();
+    for i in 0..17 {
+        core.read_index(i, &mut out);
+    }
+    match out.as_slice() {
+        [Effect::FailReads { waiters, error }] => {
+            assert_eq!(waiters, &[16]);
+            assert_eq!(*error, ServerError::TooManyRequests);
+        }
+        _ => panic!("one refusal"),
+    }
+    let mut out = Vec::new();
+    core.propose(pending(1), &mut out);
+    core.shut_down(&mut out);
+    assert!(
+        matches!(&out[0], Effect::FailReads { waiters, error: ServerError::Stopped } if waiters.len() == 16)
+    );
+    assert!(matches!(
+        &out[1],
+        Effect::FailProposal {
+            error: ServerError::Stopped,
+            ..
+        }
+    ));
+}
