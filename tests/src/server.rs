@@ -708,7 +708,7 @@ pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
 
 /// `etcdctl --endpoints=ENDPOINT ARGS` with API v3, timeouts set, no inherited `ETCDCTL_*`, stdout and
 /// stderr piped.
-pub(crate) fn etcdctl_command(endpoint: &str, args: &[&str]) -> Command {
+pub fn etcdctl_command(endpoint: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(ETCDCTL_BIN);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("ETCDCTL_") {

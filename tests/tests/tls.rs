@@ -14,7 +14,7 @@ use api::etcdserverpb::kv_client::KvClient;
 use api::etcdserverpb::{PutRequest, RangeRequest};
 use hearth_tests::poll;
 use hearth_tests::ports::{reserve, reserve_n, Port};
-use hearth_tests::server::{connect, hearth_bin, signal, ETCDCTL_BIN};
+use hearth_tests::server::{connect, etcdctl_command, hearth_bin, signal};
 use transport::testing::{Ca, CertSpec};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -78,15 +78,8 @@ fn curl_tls(ca: &Path, pair: Option<&Pair>) -> Vec<String> {
 }
 
 fn etcdctl(endpoint: &str, tls: &[String], args: &[&str]) -> Output {
-    let mut cmd = Command::new(ETCDCTL_BIN);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("ETCDCTL_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .args(["--dial-timeout=3s", "--command-timeout=5s"])
+    // Short timeouts (the last of a repeated flag wins): refusals are expected here.
+    etcdctl_command(endpoint, &["--dial-timeout=3s", "--command-timeout=5s"])
         .args(tls)
         .args(args)
         .stdin(Stdio::null())
