@@ -86,6 +86,18 @@ fn scrub_in(v: &mut Value, in_status: bool) {
     }
 }
 
+/// What a command that had to succeed printed on stdout; if it failed, panics naming it (`what`)
+/// with both of its outputs.
+pub fn succeeded(o: &Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// An etcdctl command that runs until stopped (`watch`), its output collected as it comes.
 pub struct Running {
     child: std::process::Child,
