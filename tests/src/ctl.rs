@@ -1,4 +1,5 @@
-//! Running `etcdctl` and normalizing what it prints, for side-by-side comparison.
+//! Running `etcdctl` and normalizing what it prints, for side-by-side comparison; and what a
+//! command that had to succeed printed.
 
 use serde_json::Value;
 use std::process::Output;
