@@ -1,4 +1,5 @@
-//! Running `etcdctl` and normalizing what it prints, for side-by-side comparison.
+//! Running `etcdctl` and normalizing what it prints, for side-by-side comparison; and what a
+//! command that had to succeed printed.
 
 use serde_json::Value;
 use std::process::Output;
@@ -84,6 +85,18 @@ fn scrub_in(v: &mut Value, in_status: bool) {
         Value::Array(a) => a.iter_mut().for_each(|v| scrub_in(v, in_status)),
         _ => {}
     }
+}
+
+/// What a command that had to succeed printed on stdout; if it failed, panics naming it (`what`)
+/// with both of its outputs.
+pub fn succeeded(o: &Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// An etcdctl command that runs until stopped (`watch`), its output collected as it comes.

@@ -13,7 +13,7 @@
 //! - [`rpc`]: requests sent exactly as built, with the `api` crate's etcd messages and client.
 //! - [`normalize`]: compares responses/errors of two servers, ignoring header
 //!   `cluster_id`, `member_id` and `raft_term`, and prints them readably.
-//! - [`ctl`]: etcdctl output normalization.
+//! - [`ctl`]: etcdctl output normalization, and a command's stdout once it must have succeeded.
 //! - [`corrupt`]: one value of a stopped member's backend changed offline.
 //! - [`load`]: a concurrent write load over several members that records acknowledged puts, and
 //!   the check that every acknowledged put is on a member at its revision.

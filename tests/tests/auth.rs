@@ -113,8 +113,111 @@ fn outcome<T>(r: Result<tonic::Response<T>, Status>) -> String {
     }
 }
 
+/// What came back for a cell that changes something; a success is undone first by `undo`
+/// (given the answer, sent as root), so that the next cell starts from the same state.
+async fn undone<T>(r: Result<tonic::Response<T>, Status>, undo: impl AsyncFnOnce(&T)) -> String {
+    if let Ok(answer) = &r {
+        undo(answer.get_ref()).await;
+    }
+    outcome(r)
+}
+
 fn status_text(s: &Status) -> String {
     format!("{:?}: {}", s.code(), s.message())
+}
+
+/// A Range of `key` up to `range_end` (empty: the key alone).
+fn range_req(key: &[u8], range_end: &[u8]) -> RangeRequest {
+    RangeRequest {
+        key: key.to_vec(),
+        range_end: range_end.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn put_req(key: &[u8], value: &[u8]) -> PutRequest {
+    PutRequest {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A user with a password.
+fn user_add_req(name: &str, password: &str) -> AuthUserAddRequest {
+    AuthUserAddRequest {
+        name: name.into(),
+        password: password.into(),
+        options: Some(UserAddOptions { no_password: false }),
+        hashed_password: String::new(),
+    }
+}
+
+fn revoke_role_req(user: &str, role: &str) -> AuthUserRevokeRoleRequest {
+    AuthUserRevokeRoleRequest {
+        name: user.into(),
+        role: role.into(),
+    }
+}
+
+fn authenticate_req(name: &str, password: &str) -> AuthenticateRequest {
+    AuthenticateRequest {
+        name: name.into(),
+        password: password.into(),
+    }
+}
+
+fn grant_role_req(user: &str, role: &str) -> AuthUserGrantRoleRequest {
+    AuthUserGrantRoleRequest {
+        user: user.into(),
+        role: role.into(),
+    }
+}
+
+/// Grants `role` the permission `ty` on `key` up to `range_end`.
+fn grant_permission_req(
+    role: &str,
+    ty: PermType,
+    key: &[u8],
+    range_end: &[u8],
+) -> AuthRoleGrantPermissionRequest {
+    AuthRoleGrantPermissionRequest {
+        name: role.into(),
+        perm: Some(Permission {
+            perm_type: ty as i32,
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+        }),
+    }
+}
+
+/// Reads `a/k` on `channel` with `token`: what came back.
+async fn read_a_k(channel: Channel, token: Option<&str>) -> String {
+    outcome(
+        KvClient::new(channel)
+            .range(with_token(range_req(b"a/k", b""), token))
+            .await,
+    )
+}
+
+/// Writes `value` to `a/k` on `channel` with `token`: what came back.
+async fn write_a_k(channel: Channel, token: Option<&str>, value: &[u8]) -> String {
+    outcome(
+        KvClient::new(channel)
+            .put(with_token(put_req(b"a/k", value), token))
+            .await,
+    )
+}
+
+/// `fn NAME(&self) -> CLIENT<Channel>`: a client of that service on the target's channel.
+macro_rules! clients {
+    ($($name:ident: $client:ident),* $(,)?) => {
+        $(
+            fn $name(&self) -> $client<Channel> {
+                $client::new(self.channel.clone())
+            }
+        )*
+    };
 }
 
 impl Target {
@@ -129,11 +232,7 @@ impl Target {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = Server::start_with(kind, Options::with_args(&args)).await;
-        let channel = Channel::from_shared(server.endpoint())
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect");
+        let channel = channel(&server).await;
         let mut t = Target {
             server,
             channel,
@@ -160,20 +259,14 @@ impl Target {
         self.token(Root)
     }
 
-    fn kv(&self) -> KvClient<Channel> {
-        KvClient::new(self.channel.clone())
-    }
-    fn auth(&self) -> AuthClient<Channel> {
-        AuthClient::new(self.channel.clone())
-    }
-    fn lease(&self) -> LeaseClient<Channel> {
-        LeaseClient::new(self.channel.clone())
-    }
-    fn maint(&self) -> MaintenanceClient<Channel> {
-        MaintenanceClient::new(self.channel.clone())
-    }
-    fn cluster(&self) -> ClusterClient<Channel> {
-        ClusterClient::new(self.channel.clone())
+    clients! {
+        kv: KvClient,
+        auth: AuthClient,
+        lease: LeaseClient,
+        maint: MaintenanceClient,
+        cluster: ClusterClient,
+        lock: LockClient,
+        election: ElectionClient,
     }
 
     /// Logs every user in again (JWTs carry the auth revision, so they go stale with every
@@ -183,10 +276,7 @@ impl Target {
             let (name, password) = id.user().unwrap();
             let r = self
                 .auth()
-                .authenticate(AuthenticateRequest {
-                    name: name.into(),
-                    password: password.into(),
-                })
+                .authenticate(authenticate_req(name, password))
                 .await
                 .unwrap_or_else(|e| panic!("{:?}: authenticate {name}: {e}", self.server.kind()));
             self.tokens.insert(id, r.into_inner().token);
@@ -201,23 +291,11 @@ impl Target {
         let mut auth = self.auth();
         for id in USERS {
             let (name, password) = id.user().unwrap();
-            auth.user_add(AuthUserAddRequest {
-                name: name.into(),
-                password: password.into(),
-                options: Some(UserAddOptions { no_password: false }),
-                hashed_password: String::new(),
-            })
+            auth.user_add(user_add_req(name, password)).await.unwrap();
+        }
+        auth.user_add(user_add_req("scratch", "scratchpw"))
             .await
             .unwrap();
-        }
-        auth.user_add(AuthUserAddRequest {
-            name: "scratch".into(),
-            password: "scratchpw".into(),
-            options: Some(UserAddOptions { no_password: false }),
-            hashed_password: String::new(),
-        })
-        .await
-        .unwrap();
         for (role, ty, key, end) in [
             ("reader", PermType::Read, "a/", "a0"),
             ("writer", PermType::Write, "a/", "a0"),
@@ -227,14 +305,12 @@ impl Target {
             auth.role_add(AuthRoleAddRequest { name: role.into() })
                 .await
                 .unwrap();
-            auth.role_grant_permission(AuthRoleGrantPermissionRequest {
-                name: role.into(),
-                perm: Some(Permission {
-                    perm_type: ty as i32,
-                    key: key.into(),
-                    range_end: end.into(),
-                }),
-            })
+            auth.role_grant_permission(grant_permission_req(
+                role,
+                ty,
+                key.as_bytes(),
+                end.as_bytes(),
+            ))
             .await
             .unwrap();
         }
@@ -244,26 +320,26 @@ impl Target {
             ("writer", "writer"),
             ("prefixed", "prefixed"),
         ] {
-            auth.user_grant_role(AuthUserGrantRoleRequest {
-                user: user.into(),
-                role: role.into(),
-            })
-            .await
-            .unwrap();
-        }
-        for key in ["a/k", "p/k", "z/k"] {
-            self.kv()
-                .put(PutRequest {
-                    key: key.into(),
-                    value: b"v".to_vec(),
-                    ..Default::default()
-                })
+            auth.user_grant_role(grant_role_req(user, role))
                 .await
                 .unwrap();
+        }
+        for key in ["a/k", "p/k", "z/k"] {
+            self.kv().put(put_req(key.as_bytes(), b"v")).await.unwrap();
         }
         auth.auth_enable(AuthEnableRequest {}).await.unwrap();
         self.login(tokens).await;
     }
+}
+
+/// Hearth and etcd 3.4, each set up with the same users, roles and keys, auth enabled and
+/// everyone logged in.
+async fn side_by_side(tokens: &Tokens) -> (Target, Target) {
+    let mut hearth = Target::start(Kind::Hearth, tokens).await;
+    let mut etcd = Target::start(Kind::Etcd, tokens).await;
+    hearth.setup(tokens).await;
+    etcd.setup(tokens).await;
+    (hearth, etcd)
 }
 
 /// A JWT with etcd's claims for `root`, signed with the server's key, expired an hour ago.
@@ -383,10 +459,8 @@ async fn lease_on_a(t: &Target, id: i64) {
     t.kv()
         .put(with_token(
             PutRequest {
-                key: b"a/leased".to_vec(),
-                value: b"v".to_vec(),
                 lease: id,
-                ..Default::default()
+                ..put_req(b"a/leased", b"v")
             },
             t.root(),
         ))
@@ -407,161 +481,74 @@ async fn run_cell(t: &Target, case: Case, id: Ident, n: i64) -> String {
             with_token($m, tok)
         };
     }
+    // `call!(client.method(request))`: the request sent as the caller, and what came back.
+    macro_rules! call {
+        ($client:ident . $method:ident ($m:expr)) => {
+            outcome(t.$client().$method(w!($m)).await)
+        };
+    }
     match case {
-        RangeKey => outcome(
-            t.kv()
-                .range(w!(RangeRequest {
-                    key: b"a/k".to_vec(),
-                    ..Default::default()
-                }))
-                .await,
-        ),
-        RangePrefix => outcome(
-            t.kv()
-                .range(w!(RangeRequest {
-                    key: b"a/".to_vec(),
-                    range_end: b"a0".to_vec(),
-                    ..Default::default()
-                }))
-                .await,
-        ),
-        RangeFromKey => outcome(
-            t.kv()
-                .range(w!(RangeRequest {
-                    key: b"a/".to_vec(),
-                    range_end: vec![0],
-                    ..Default::default()
-                }))
-                .await,
-        ),
-        RangeOtherPrefix => outcome(
-            t.kv()
-                .range(w!(RangeRequest {
-                    key: b"p/k".to_vec(),
-                    ..Default::default()
-                }))
-                .await,
-        ),
-        PutKey => outcome(
-            t.kv()
-                .put(w!(PutRequest {
-                    key: b"a/k".to_vec(),
-                    value: b"w".to_vec(),
-                    ..Default::default()
-                }))
-                .await,
-        ),
-        PutOtherPrefix => outcome(
-            t.kv()
-                .put(w!(PutRequest {
-                    key: b"p/k".to_vec(),
-                    value: b"w".to_vec(),
-                    ..Default::default()
-                }))
-                .await,
-        ),
-        PutPrevKv => outcome(
-            t.kv()
-                .put(w!(PutRequest {
-                    key: b"a/k".to_vec(),
-                    value: b"w".to_vec(),
-                    prev_kv: true,
-                    ..Default::default()
-                }))
-                .await,
-        ),
-        DeleteKey => outcome(
-            t.kv()
-                .delete_range(w!(DeleteRangeRequest {
-                    key: format!("a/del{n}").into_bytes(),
-                    ..Default::default()
-                }))
-                .await,
-        ),
-        TxnCompareAndPut => outcome(
-            t.kv()
-                .txn(w!(TxnRequest {
-                    compare: vec![Compare {
-                        result: compare::CompareResult::Greater as i32,
-                        target: compare::CompareTarget::Version as i32,
-                        key: b"a/k".to_vec(),
-                        range_end: Vec::new(),
-                        target_union: Some(compare::TargetUnion::Version(0)),
-                    }],
-                    success: vec![op(request_op::Request::RequestPut(PutRequest {
-                        key: b"a/k".to_vec(),
-                        value: b"t".to_vec(),
-                        ..Default::default()
-                    }))],
-                    failure: vec![],
-                }))
-                .await,
-        ),
-        TxnReadOnly => outcome(
-            t.kv()
-                .txn(w!(TxnRequest {
-                    compare: vec![],
-                    success: vec![op(request_op::Request::RequestRange(RangeRequest {
-                        key: b"a/k".to_vec(),
-                        ..Default::default()
-                    }))],
-                    failure: vec![],
-                }))
-                .await,
-        ),
-        TxnNested => outcome(
-            t.kv()
-                .txn(w!(TxnRequest {
-                    compare: vec![],
-                    success: vec![op(request_op::Request::RequestTxn(TxnRequest {
-                        compare: vec![],
-                        success: vec![op(request_op::Request::RequestPut(PutRequest {
-                            key: b"z/k".to_vec(),
-                            value: b"n".to_vec(),
-                            ..Default::default()
-                        }))],
-                        failure: vec![],
-                    }))],
-                    failure: vec![],
-                }))
-                .await,
-        ),
-        Compact => outcome(
-            t.kv()
-                .compact(w!(CompactionRequest {
-                    revision: 2,
-                    physical: false,
-                }))
-                .await,
-        ),
+        RangeKey => read_a_k(t.channel.clone(), tok).await,
+        RangePrefix => call!(kv.range(range_req(b"a/", b"a0"))),
+        RangeFromKey => call!(kv.range(range_req(b"a/", &[0]))),
+        RangeOtherPrefix => call!(kv.range(range_req(b"p/k", b""))),
+        PutKey => write_a_k(t.channel.clone(), tok, b"w").await,
+        PutOtherPrefix => call!(kv.put(put_req(b"p/k", b"w"))),
+        PutPrevKv => call!(kv.put(PutRequest {
+            prev_kv: true,
+            ..put_req(b"a/k", b"w")
+        })),
+        DeleteKey => call!(kv.delete_range(DeleteRangeRequest {
+            key: format!("a/del{n}").into_bytes(),
+            ..Default::default()
+        })),
+        TxnCompareAndPut => call!(kv.txn(TxnRequest {
+            compare: vec![Compare {
+                result: compare::CompareResult::Greater as i32,
+                target: compare::CompareTarget::Version as i32,
+                key: b"a/k".to_vec(),
+                range_end: Vec::new(),
+                target_union: Some(compare::TargetUnion::Version(0)),
+            }],
+            success: vec![op(request_op::Request::RequestPut(put_req(b"a/k", b"t")))],
+            failure: vec![],
+        })),
+        TxnReadOnly => call!(kv.txn(TxnRequest {
+            compare: vec![],
+            success: vec![op(request_op::Request::RequestRange(range_req(
+                b"a/k", b""
+            )))],
+            failure: vec![],
+        })),
+        TxnNested => call!(kv.txn(TxnRequest {
+            compare: vec![],
+            success: vec![op(request_op::Request::RequestTxn(TxnRequest {
+                compare: vec![],
+                success: vec![op(request_op::Request::RequestPut(put_req(b"z/k", b"n")))],
+                failure: vec![],
+            }))],
+            failure: vec![],
+        })),
+        Compact => call!(kv.compact(CompactionRequest {
+            revision: 2,
+            physical: false,
+        })),
         WatchKey => watch_cell(t, tok, b"a/k", b"").await,
         WatchFromKey => watch_cell(t, tok, b"a/", &[0]).await,
-        LeaseGrant => outcome(
-            t.lease()
-                .lease_grant(w!(LeaseGrantRequest {
-                    ttl: 600,
-                    id: 1000 + n,
-                }))
-                .await,
-        ),
+        LeaseGrant => call!(lease.lease_grant(LeaseGrantRequest {
+            ttl: 600,
+            id: 1000 + n,
+        })),
         LeaseRevoke => {
             lease_on_a(t, 1000 + n).await;
-            outcome(
-                t.lease()
-                    .lease_revoke(w!(LeaseRevokeRequest { id: 1000 + n }))
-                    .await,
-            )
+            call!(lease.lease_revoke(LeaseRevokeRequest { id: 1000 + n }))
         }
         LeaseTimeToLive | LeaseTimeToLiveKeys => {
             lease_on_a(t, 1000 + n).await;
-            outcome(
-                t.lease()
-                    .lease_time_to_live(w!(LeaseTimeToLiveRequest {
-                        id: 1000 + n,
-                        keys: case == LeaseTimeToLiveKeys,
-                    }))
-                    .await,
-            )
+            call!(lease.lease_time_to_live(LeaseTimeToLiveRequest {
+                id: 1000 + n,
+                keys: case == LeaseTimeToLiveKeys,
+            }))
         }
         LeaseKeepAlive => {
             lease_on_a(t, 1000 + n).await;
@@ -580,11 +567,11 @@ async fn run_cell(t: &Target, case: Case, id: Ident, n: i64) -> String {
                 },
             }
         }
-        LeaseLeases => outcome(t.lease().lease_leases(w!(LeaseLeasesRequest {})).await),
-        Status => outcome(t.maint().status(w!(StatusRequest {})).await),
-        Defragment => outcome(t.maint().defragment(w!(DefragmentRequest {})).await),
-        Hash => outcome(t.maint().hash(w!(HashRequest {})).await),
-        HashKv => outcome(t.maint().hash_kv(w!(HashKvRequest { revision: 0 })).await),
+        LeaseLeases => call!(lease.lease_leases(LeaseLeasesRequest {})),
+        Status => call!(maint.status(StatusRequest {})),
+        Defragment => call!(maint.defragment(DefragmentRequest {})),
+        Hash => call!(maint.hash(HashRequest {})),
+        HashKv => call!(maint.hash_kv(HashKvRequest { revision: 0 })),
         Snapshot => match t.maint().snapshot(w!(SnapshotRequest {})).await {
             Err(s) => status_text(&s),
             Ok(r) => match r.into_inner().message().await {
@@ -593,38 +580,22 @@ async fn run_cell(t: &Target, case: Case, id: Ident, n: i64) -> String {
                 Err(s) => status_text(&s),
             },
         },
-        AlarmGet => outcome(
-            t.maint()
-                .alarm(w!(AlarmRequest {
-                    action: AlarmAction::Get as i32,
-                    member_id: 0,
-                    alarm: AlarmType::None as i32,
-                }))
-                .await,
-        ),
-        AlarmDeactivate => outcome(
-            t.maint()
-                .alarm(w!(AlarmRequest {
-                    action: AlarmAction::Deactivate as i32,
-                    member_id: t.member_id,
-                    alarm: AlarmType::Nospace as i32,
-                }))
-                .await,
-        ),
-        MoveLeader => outcome(
-            t.maint()
-                .move_leader(w!(MoveLeaderRequest {
-                    target_id: t.member_id,
-                }))
-                .await,
-        ),
-        MemberList => outcome(
-            t.cluster()
-                .member_list(w!(MemberListRequest {
-                    linearizable: false,
-                }))
-                .await,
-        ),
+        AlarmGet => call!(maint.alarm(AlarmRequest {
+            action: AlarmAction::Get as i32,
+            member_id: 0,
+            alarm: AlarmType::None as i32,
+        })),
+        AlarmDeactivate => call!(maint.alarm(AlarmRequest {
+            action: AlarmAction::Deactivate as i32,
+            member_id: t.member_id,
+            alarm: AlarmType::Nospace as i32,
+        })),
+        MoveLeader => call!(maint.move_leader(MoveLeaderRequest {
+            target_id: t.member_id,
+        })),
+        MemberList => call!(cluster.member_list(MemberListRequest {
+            linearizable: false,
+        })),
         MemberAdd => {
             let r = t
                 .cluster()
@@ -633,242 +604,164 @@ async fn run_cell(t: &Target, case: Case, id: Ident, n: i64) -> String {
                     is_learner: true,
                 }))
                 .await;
-            if let Ok(added) = &r {
-                let id = added.get_ref().member.as_ref().unwrap().id;
+            undone(r, async |added| {
+                let id = added.member.as_ref().unwrap().id;
                 t.cluster()
                     .member_remove(with_token(MemberRemoveRequest { id }, t.root()))
                     .await
                     .expect("remove the added learner");
-            }
-            outcome(r)
+            })
+            .await
         }
-        MemberRemove => outcome(
-            t.cluster()
-                .member_remove(w!(MemberRemoveRequest { id: 12345 }))
-                .await,
-        ),
-        MemberUpdate => outcome(
-            t.cluster()
-                .member_update(w!(MemberUpdateRequest {
-                    id: 12345,
-                    peer_ur_ls: vec!["http://127.0.0.1:1".into()],
-                }))
-                .await,
-        ),
-        MemberPromote => outcome(
-            t.cluster()
-                .member_promote(w!(MemberPromoteRequest { id: 12345 }))
-                .await,
-        ),
-        AuthStatus => outcome(t.auth().auth_status(w!(AuthStatusRequest {})).await),
-        AuthEnable => outcome(t.auth().auth_enable(w!(AuthEnableRequest {})).await),
+        MemberRemove => call!(cluster.member_remove(MemberRemoveRequest { id: 12345 })),
+        MemberUpdate => call!(cluster.member_update(MemberUpdateRequest {
+            id: 12345,
+            peer_ur_ls: vec!["http://127.0.0.1:1".into()],
+        })),
+        MemberPromote => call!(cluster.member_promote(MemberPromoteRequest { id: 12345 })),
+        AuthStatus => call!(auth.auth_status(AuthStatusRequest {})),
+        AuthEnable => call!(auth.auth_enable(AuthEnableRequest {})),
         AuthDisable => {
             let r = t.auth().auth_disable(w!(AuthDisableRequest {})).await;
-            if r.is_ok() {
+            undone(r, async |_| {
                 t.auth()
                     .auth_enable(AuthEnableRequest {})
                     .await
                     .expect("enable again");
-            }
-            outcome(r)
+            })
+            .await
         }
         Authenticate => {
             let (name, password) = id.user().unwrap_or(("root", "wrong"));
             outcome(
                 t.auth()
-                    .authenticate(AuthenticateRequest {
-                        name: name.into(),
-                        password: password.into(),
-                    })
+                    .authenticate(authenticate_req(name, password))
                     .await,
             )
         }
         UserAdd => {
             let name = format!("tmp{n}");
-            let r = t
-                .auth()
-                .user_add(w!(AuthUserAddRequest {
-                    name: name.clone(),
-                    password: "pw".into(),
-                    options: Some(UserAddOptions { no_password: false }),
-                    hashed_password: String::new(),
-                }))
-                .await;
-            if r.is_ok() {
+            let r = t.auth().user_add(w!(user_add_req(&name, "pw"))).await;
+            undone(r, async |_| {
                 t.auth()
                     .user_delete(with_token(AuthUserDeleteRequest { name }, t.root()))
                     .await
                     .expect("delete the added user");
-            }
-            outcome(r)
+            })
+            .await
         }
-        UserGet => outcome(
-            t.auth()
-                .user_get(w!(AuthUserGetRequest {
-                    name: "reader".into()
-                }))
-                .await,
-        ),
+        UserGet => call!(auth.user_get(AuthUserGetRequest {
+            name: "reader".into()
+        })),
         UserGetSelf => {
             let name = id.user().map(|u| u.0).unwrap_or("root").to_string();
-            outcome(t.auth().user_get(w!(AuthUserGetRequest { name })).await)
+            call!(auth.user_get(AuthUserGetRequest { name }))
         }
-        UserList => outcome(t.auth().user_list(w!(AuthUserListRequest {})).await),
-        UserDelete => outcome(
-            t.auth()
-                .user_delete(w!(AuthUserDeleteRequest {
-                    name: "nobody".into()
-                }))
-                .await,
-        ),
-        UserChangePassword => outcome(
-            t.auth()
-                .user_change_password(w!(AuthUserChangePasswordRequest {
-                    name: "scratch".into(),
-                    password: "scratchpw".into(),
-                    hashed_password: String::new(),
-                }))
-                .await,
-        ),
+        UserList => call!(auth.user_list(AuthUserListRequest {})),
+        UserDelete => call!(auth.user_delete(AuthUserDeleteRequest {
+            name: "nobody".into()
+        })),
+        UserChangePassword => call!(auth.user_change_password(AuthUserChangePasswordRequest {
+            name: "scratch".into(),
+            password: "scratchpw".into(),
+            hashed_password: String::new(),
+        })),
         UserGrantRole => {
             let r = t
                 .auth()
-                .user_grant_role(w!(AuthUserGrantRoleRequest {
-                    user: "scratch".into(),
-                    role: "scratchrole".into(),
-                }))
+                .user_grant_role(w!(grant_role_req("scratch", "scratchrole")))
                 .await;
-            if r.is_ok() {
+            undone(r, async |_| {
                 t.auth()
                     .user_revoke_role(with_token(
-                        AuthUserRevokeRoleRequest {
-                            name: "scratch".into(),
-                            role: "scratchrole".into(),
-                        },
+                        revoke_role_req("scratch", "scratchrole"),
                         t.root(),
                     ))
                     .await
                     .expect("revoke again");
-            }
-            outcome(r)
+            })
+            .await
         }
-        UserRevokeRole => outcome(
-            t.auth()
-                .user_revoke_role(w!(AuthUserRevokeRoleRequest {
-                    name: "scratch".into(),
-                    role: "reader".into(),
-                }))
-                .await,
-        ),
+        UserRevokeRole => call!(auth.user_revoke_role(revoke_role_req("scratch", "reader"))),
         RoleAdd => {
             let name = format!("tmprole{n}");
             let r = t
                 .auth()
                 .role_add(w!(AuthRoleAddRequest { name: name.clone() }))
                 .await;
-            if r.is_ok() {
+            undone(r, async |_| {
                 t.auth()
                     .role_delete(with_token(AuthRoleDeleteRequest { role: name }, t.root()))
                     .await
                     .expect("delete the added role");
-            }
-            outcome(r)
+            })
+            .await
         }
-        RoleGet => outcome(
-            t.auth()
-                .role_get(w!(AuthRoleGetRequest {
-                    role: "reader".into()
-                }))
-                .await,
-        ),
-        RoleList => outcome(t.auth().role_list(w!(AuthRoleListRequest {})).await),
-        RoleDelete => outcome(
-            t.auth()
-                .role_delete(w!(AuthRoleDeleteRequest {
-                    role: "norole-role".into()
-                }))
-                .await,
-        ),
-        RoleGrantPermission => outcome(
-            t.auth()
-                .role_grant_permission(w!(AuthRoleGrantPermissionRequest {
-                    name: "scratchrole".into(),
-                    perm: Some(Permission {
-                        perm_type: PermType::Read as i32,
-                        key: b"s/".to_vec(),
-                        range_end: b"s0".to_vec(),
-                    }),
-                }))
-                .await,
-        ),
-        RoleRevokePermission => outcome(
-            t.auth()
-                .role_revoke_permission(w!(AuthRoleRevokePermissionRequest {
-                    role: "scratchrole".into(),
-                    key: b"q/".to_vec(),
-                    range_end: b"q0".to_vec(),
-                }))
-                .await,
-        ),
+        RoleGet => call!(auth.role_get(AuthRoleGetRequest {
+            role: "reader".into()
+        })),
+        RoleList => call!(auth.role_list(AuthRoleListRequest {})),
+        RoleDelete => call!(auth.role_delete(AuthRoleDeleteRequest {
+            role: "norole-role".into()
+        })),
+        RoleGrantPermission => call!(auth.role_grant_permission(grant_permission_req(
+            "scratchrole",
+            PermType::Read,
+            b"s/",
+            b"s0"
+        ))),
+        RoleRevokePermission => call!(auth.role_revoke_permission(
+            AuthRoleRevokePermissionRequest {
+                role: "scratchrole".into(),
+                key: b"q/".to_vec(),
+                range_end: b"q0".to_vec(),
+            }
+        )),
         Lock => {
             let name = b"p/lock".to_vec();
-            let r = LockClient::new(t.channel.clone())
-                .lock(w!(LockRequest { name, lease: 0 }))
-                .await;
-            if let Ok(l) = &r {
-                LockClient::new(t.channel.clone())
-                    .unlock(with_token(
-                        UnlockRequest {
-                            key: l.get_ref().key.clone(),
-                        },
-                        t.root(),
-                    ))
+            let r = t.lock().lock(w!(LockRequest { name, lease: 0 })).await;
+            undone(r, async |l| {
+                t.lock()
+                    .unlock(with_token(UnlockRequest { key: l.key.clone() }, t.root()))
                     .await
                     .expect("unlock");
-            }
-            outcome(r)
+            })
+            .await
         }
         Campaign => {
-            let r = ElectionClient::new(t.channel.clone())
+            let r = t
+                .election()
                 .campaign(w!(CampaignRequest {
                     name: b"p/elect".to_vec(),
                     lease: 0,
                     value: b"me".to_vec(),
                 }))
                 .await;
-            if let Ok(c) = &r {
-                ElectionClient::new(t.channel.clone())
+            undone(r, async |c| {
+                t.election()
                     .resign(with_token(
                         ResignRequest {
-                            leader: c.get_ref().leader.clone(),
+                            leader: c.leader.clone(),
                         },
                         t.root(),
                     ))
                     .await
                     .expect("resign");
-            }
-            outcome(r)
+            })
+            .await
         }
-        ElectionLeader => outcome(
-            ElectionClient::new(t.channel.clone())
-                .leader(w!(LeaderRequest {
-                    name: b"p/elect".to_vec()
-                }))
-                .await,
-        ),
-        Proclaim => outcome(
-            ElectionClient::new(t.channel.clone())
-                .proclaim(w!(ProclaimRequest {
-                    leader: Some(LeaderKey {
-                        name: b"p/elect".to_vec(),
-                        key: b"p/elect/1".to_vec(),
-                        rev: 1,
-                        lease: 0,
-                    }),
-                    value: b"x".to_vec(),
-                }))
-                .await,
-        ),
+        ElectionLeader => call!(election.leader(LeaderRequest {
+            name: b"p/elect".to_vec()
+        })),
+        Proclaim => call!(election.proclaim(ProclaimRequest {
+            leader: Some(LeaderKey {
+                name: b"p/elect".to_vec(),
+                key: b"p/elect/1".to_vec(),
+                rev: 1,
+                lease: 0,
+            }),
+            value: b"x".to_vec(),
+        })),
     }
 }
 
@@ -971,11 +864,8 @@ async fn matrix(tokens: Tokens) {
             Root, Reader, Writer, Prefixed, NoRole, Anonymous, BadToken, Expired,
         ],
     };
-    let mut hearth = Target::start(Kind::Hearth, &tokens).await;
-    let mut etcd = Target::start(Kind::Etcd, &tokens).await;
+    let (mut hearth, mut etcd) = side_by_side(&tokens).await;
     let both_etcd = hearth.server.kind() == Kind::Etcd;
-    hearth.setup(&tokens).await;
-    etcd.setup(&tokens).await;
 
     let mut rows = Vec::new();
     let mut failures = 0;
@@ -1284,39 +1174,11 @@ async fn etcdctl_user_role_and_auth_commands_answer_as_etcd() {
 #[tokio::test]
 async fn a_change_takes_effect_on_the_next_request_of_a_token_holder() {
     let tokens = Tokens::Simple;
-    let mut hearth = Target::start(Kind::Hearth, &tokens).await;
-    let mut etcd = Target::start(Kind::Etcd, &tokens).await;
-    hearth.setup(&tokens).await;
-    etcd.setup(&tokens).await;
+    let (hearth, etcd) = side_by_side(&tokens).await;
     let mut seen = Vec::new();
     for t in [&hearth, &etcd] {
-        let read = || async {
-            outcome(
-                t.kv()
-                    .range(with_token(
-                        RangeRequest {
-                            key: b"a/k".to_vec(),
-                            ..Default::default()
-                        },
-                        t.token(Reader),
-                    ))
-                    .await,
-            )
-        };
-        let write = || async {
-            outcome(
-                t.kv()
-                    .put(with_token(
-                        PutRequest {
-                            key: b"a/k".to_vec(),
-                            value: b"w".to_vec(),
-                            ..Default::default()
-                        },
-                        t.token(Writer),
-                    ))
-                    .await,
-            )
-        };
+        let read = || read_a_k(t.channel.clone(), t.token(Reader));
+        let write = || write_a_k(t.channel.clone(), t.token(Writer), b"w");
         let mut steps = vec![read().await, write().await];
         t.auth()
             .role_revoke_permission(with_token(
@@ -1330,13 +1192,7 @@ async fn a_change_takes_effect_on_the_next_request_of_a_token_holder() {
             .await
             .unwrap();
         t.auth()
-            .user_revoke_role(with_token(
-                AuthUserRevokeRoleRequest {
-                    name: "writer".into(),
-                    role: "writer".into(),
-                },
-                t.root(),
-            ))
+            .user_revoke_role(with_token(revoke_role_req("writer", "writer"), t.root()))
             .await
             .unwrap();
         steps.push(read().await);
@@ -1376,29 +1232,13 @@ async fn a_change_takes_effect_on_the_next_request_of_a_token_holder() {
 #[tokio::test]
 async fn a_jwt_from_before_a_change_is_refused_as_old_then_works_after_log_in() {
     let (tokens, _dir) = es256_tokens();
-    let mut hearth = Target::start(Kind::Hearth, &tokens).await;
-    let mut etcd = Target::start(Kind::Etcd, &tokens).await;
-    hearth.setup(&tokens).await;
-    etcd.setup(&tokens).await;
+    let (mut hearth, mut etcd) = side_by_side(&tokens).await;
     let mut seen = Vec::new();
     for t in [&mut hearth, &mut etcd] {
         let put = |t: &Target| {
-            let c = t.kv();
+            let channel = t.channel.clone();
             let tok = t.token(Writer).map(str::to_string);
-            async move {
-                let mut c = c;
-                outcome(
-                    c.put(with_token(
-                        PutRequest {
-                            key: b"a/k".to_vec(),
-                            value: b"w".to_vec(),
-                            ..Default::default()
-                        },
-                        tok.as_deref(),
-                    ))
-                    .await,
-                )
-            }
+            async move { write_a_k(channel, tok.as_deref(), b"w").await }
         };
         let mut steps = vec![put(t).await];
         t.auth()
@@ -1442,10 +1282,7 @@ async fn login(s: &Server, name: &str, password: &str) -> String {
         Duration::from_secs(30),
         async || {
             AuthClient::new(channel(s).await)
-                .authenticate(AuthenticateRequest {
-                    name: name.into(),
-                    password: password.into(),
-                })
+                .authenticate(authenticate_req(name, password))
                 .await
                 .map(|r| r.into_inner().token)
         },
@@ -1454,32 +1291,47 @@ async fn login(s: &Server, name: &str, password: &str) -> String {
 }
 
 async fn read_as(s: &Server, token: &str) -> String {
-    outcome(
-        KvClient::new(channel(s).await)
-            .range(with_token(
-                RangeRequest {
-                    key: b"a/k".to_vec(),
-                    ..Default::default()
-                },
-                Some(token),
-            ))
-            .await,
-    )
+    read_a_k(channel(s).await, Some(token)).await
 }
 
 async fn write_as(s: &Server, token: &str) -> String {
-    outcome(
-        KvClient::new(channel(s).await)
-            .put(with_token(
-                PutRequest {
-                    key: b"a/k".to_vec(),
-                    value: b"v".to_vec(),
-                    ..Default::default()
-                },
-                Some(token),
-            ))
-            .await,
-    )
+    write_a_k(channel(s).await, Some(token), b"v").await
+}
+
+/// Adds `root` (password `rootpw`) with the root role, then enables auth.
+async fn enable_auth_with_root(auth: &mut AuthClient<Channel>) {
+    auth.user_add(user_add_req("root", "rootpw")).await.unwrap();
+    auth.user_grant_role(grant_role_req("root", "root"))
+        .await
+        .unwrap();
+    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+}
+
+/// Auth off again as root (for the harness's own anonymous checks), then every member's
+/// HashKV compared.
+async fn disable_auth_and_compare(cluster: &hearth_tests::Cluster, root: &str) {
+    AuthClient::new(channel(cluster.member(0)).await)
+        .auth_disable(with_token(AuthDisableRequest {}, Some(root)))
+        .await
+        .unwrap();
+    cluster.assert_hashkv_equal().await;
+}
+
+const DENIED: &str = "PermissionDenied: etcdserver: permission denied";
+
+/// On every member of `cluster`, a read of `a/k` with the token `reader` is allowed, and a write
+/// with the token `write.0` answers `write.1`; `when` ends the failure message.
+async fn assert_every_member(
+    cluster: &hearth_tests::Cluster,
+    reader: &str,
+    write: (&str, &str),
+    when: &str,
+) {
+    for i in 0..3 {
+        let s = cluster.member(i);
+        assert_eq!(read_as(s, reader).await, "OK", "member {i}{when}");
+        assert_eq!(write_as(s, write.0).await, write.1, "member {i}{when}");
+    }
 }
 
 /// The leader's member ID as `s` sees it, asked as root.
@@ -1508,53 +1360,25 @@ async fn auth_survives_restarts_and_leader_changes_in_a_cluster() {
     cluster.wait_leader(&[]).await;
     let m0 = channel(cluster.member(0)).await;
     let mut auth = AuthClient::new(m0.clone());
-    for (user, pw, role) in [("root", "rootpw", "root"), ("reader", "readerpw", "reader")] {
-        auth.user_add(AuthUserAddRequest {
-            name: user.into(),
-            password: pw.into(),
-            options: Some(UserAddOptions { no_password: false }),
-            hashed_password: String::new(),
-        })
+    auth.role_add(AuthRoleAddRequest {
+        name: "reader".into(),
+    })
+    .await
+    .unwrap();
+    auth.role_grant_permission(grant_permission_req("reader", PermType::Read, b"a/", b"a0"))
         .await
         .unwrap();
-        if role != "root" {
-            auth.role_add(AuthRoleAddRequest { name: role.into() })
-                .await
-                .unwrap();
-            auth.role_grant_permission(AuthRoleGrantPermissionRequest {
-                name: role.into(),
-                perm: Some(Permission {
-                    perm_type: PermType::Read as i32,
-                    key: b"a/".to_vec(),
-                    range_end: b"a0".to_vec(),
-                }),
-            })
-            .await
-            .unwrap();
-        }
-        auth.user_grant_role(AuthUserGrantRoleRequest {
-            user: user.into(),
-            role: role.into(),
-        })
+    auth.user_add(user_add_req("reader", "readerpw"))
         .await
         .unwrap();
-    }
-    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+    auth.user_grant_role(grant_role_req("reader", "reader"))
+        .await
+        .unwrap();
+    enable_auth_with_root(&mut auth).await;
     let root = login(cluster.member(0), "root", "rootpw").await;
     let reader = login(cluster.member(0), "reader", "readerpw").await;
     assert_eq!(write_as(cluster.member(0), &root).await, "OK");
-    for i in 0..3 {
-        assert_eq!(
-            read_as(cluster.member(i), &reader).await,
-            "OK",
-            "member {i}"
-        );
-        assert_eq!(
-            write_as(cluster.member(i), &reader).await,
-            "PermissionDenied: etcdserver: permission denied",
-            "member {i}"
-        );
-    }
+    assert_every_member(&cluster, &reader, (&reader, DENIED), "").await;
 
     // Every member restarts; the auth state comes back from the backend.
     for i in 0..3 {
@@ -1570,7 +1394,7 @@ async fn auth_survives_restarts_and_leader_changes_in_a_cluster() {
         .await;
         assert_eq!(
             write_as(s, &reader).await,
-            "PermissionDenied: etcdserver: permission denied",
+            DENIED,
             "member {i} after restarts"
         );
         let roles = AuthClient::new(channel(s).await)
@@ -1616,25 +1440,9 @@ async fn auth_survives_restarts_and_leader_changes_in_a_cluster() {
         (leader_of(cluster.member(from), &root).await == Some(target)).then_some(())
     })
     .await;
-    for i in 0..3 {
-        assert_eq!(
-            read_as(cluster.member(i), &reader).await,
-            "OK",
-            "member {i} after the move"
-        );
-        assert_eq!(
-            write_as(cluster.member(i), &root).await,
-            "OK",
-            "member {i} after the move"
-        );
-    }
+    assert_every_member(&cluster, &reader, (&root, "OK"), " after the move").await;
 
-    // Auth off again, for the harness's own (anonymous) checks.
-    AuthClient::new(channel(cluster.member(0)).await)
-        .auth_disable(with_token(AuthDisableRequest {}, Some(&root)))
-        .await
-        .unwrap();
-    cluster.assert_hashkv_equal().await;
+    disable_auth_and_compare(&cluster, &root).await;
 }
 
 /// etcd's simple tokens: minted by every member as it applies the Authenticate entry, so a token
@@ -1645,21 +1453,7 @@ async fn a_simple_token_from_one_member_works_on_the_others() {
         hearth_tests::Cluster::start_with(Kind::Hearth, 3, &["--bcrypt-cost=4"]).await;
     cluster.wait_leader(&[]).await;
     let mut auth = AuthClient::new(channel(cluster.member(0)).await);
-    auth.user_add(AuthUserAddRequest {
-        name: "root".into(),
-        password: "rootpw".into(),
-        options: Some(UserAddOptions { no_password: false }),
-        hashed_password: String::new(),
-    })
-    .await
-    .unwrap();
-    auth.user_grant_role(AuthUserGrantRoleRequest {
-        user: "root".into(),
-        role: "root".into(),
-    })
-    .await
-    .unwrap();
-    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+    enable_auth_with_root(&mut auth).await;
     let root = login(cluster.member(1), "root", "rootpw").await;
     for i in 0..3 {
         assert_eq!(write_as(cluster.member(i), &root).await, "OK", "member {i}");
@@ -1672,11 +1466,7 @@ async fn a_simple_token_from_one_member_works_on_the_others() {
     );
     let again = login(cluster.member(2), "root", "rootpw").await;
     assert_eq!(write_as(cluster.member(2), &again).await, "OK");
-    AuthClient::new(channel(cluster.member(0)).await)
-        .auth_disable(with_token(AuthDisableRequest {}, Some(&root)))
-        .await
-        .unwrap();
-    cluster.assert_hashkv_equal().await;
+    disable_auth_and_compare(&cluster, &root).await;
 }
 
 // ---- the JSON gateway --------------------------------------------------------------------------
@@ -1720,10 +1510,7 @@ async fn two_users_over_the_json_gateway_answer_as_etcd() {
     use base64::Engine as _;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let tokens = Tokens::Simple;
-    let mut hearth = Target::start(Kind::Hearth, &tokens).await;
-    let mut etcd = Target::start(Kind::Etcd, &tokens).await;
-    hearth.setup(&tokens).await;
-    etcd.setup(&tokens).await;
+    let (hearth, etcd) = side_by_side(&tokens).await;
     let mut transcripts = Vec::new();
     for t in [&hearth, &etcd] {
         let port = client_port(&t.server);

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, LockOptions, PutOptions, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, GetResponse, LockOptions, PutOptions, TxnOp,
+    WatchOptions, WatchResponse, WatchStream,
 };
 use hearth_tests::leases::Interactive;
 use hearth_tests::poll::{self, Poll};
@@ -22,13 +23,7 @@ use hearth_tests::{Cluster, Kind, Server};
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn out(o: &std::process::Output) -> String {
-    assert!(
-        o.status.success(),
-        "etcdctl failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    hearth_tests::ctl::succeeded(o, "etcdctl")
 }
 
 /// The sum over the running members of the watchers they hold.
@@ -42,6 +37,57 @@ fn member_watchers(c: &Cluster) -> f64 {
         .sum()
 }
 
+/// The next response of a watch stream, which must come within `DEADLINE`.
+async fn next_message(s: &mut WatchStream) -> WatchResponse {
+    tokio::time::timeout(DEADLINE, s.message())
+        .await
+        .expect("a watch response within the deadline")
+        .expect("the watch stream")
+        .expect("the watch stream open")
+}
+
+/// Opens a watcher on `c` and takes its `created` response.
+async fn watch_created(
+    c: &mut Client,
+    key: impl Into<Vec<u8>>,
+    opts: Option<WatchOptions>,
+) -> (WatchStream, WatchResponse) {
+    let mut s = c.watch(key, opts).await.unwrap();
+    let created = next_message(&mut s).await;
+    assert!(created.created(), "{created:?}");
+    (s, created)
+}
+
+/// Puts `key` and returns the revision of the write.
+async fn put_revision(c: &mut Client, key: &str, value: &str) -> i64 {
+    c.put(key, value, None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision()
+}
+
+async fn serializable_get(c: &mut Client, key: &str) -> Result<GetResponse, etcd_client::Error> {
+    c.get(key, Some(GetOptions::new().with_serializable()))
+        .await
+}
+
+/// `etcdctl get KEY --print-value-only` through the proxy prints `value`.
+fn assert_value(proxy: &Proxy, key: &str, value: &str) {
+    assert_eq!(
+        out(&proxy.etcdctl(&["get", key, "--print-value-only"])),
+        format!("{value}\n")
+    );
+}
+
+/// A 3-member cluster and a proxy in front of it started with `args`.
+async fn cluster_and_proxy(args: &[&str]) -> (Cluster, Proxy) {
+    let cluster = Cluster::start(3).await;
+    let proxy = Proxy::start(&cluster.endpoints(), args).await;
+    (cluster, proxy)
+}
+
 /// Waits (see `poll`) until `f` holds.
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     poll::eventually(what, DEADLINE, async || f()).await
@@ -49,8 +95,7 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_through_the_proxy_in_front_of_three_members() {
-    let cluster = Cluster::start(3).await;
-    let proxy = Proxy::start(&cluster.endpoints(), &[]).await;
+    let (cluster, proxy) = cluster_and_proxy(&[]).await;
 
     // From revision 2, the first write's: the watch may reach the cluster after that write.
     let mut watch =
@@ -127,8 +172,7 @@ impl TxnStdin for Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_client_crate_through_the_proxy_and_the_cache() {
-    let cluster = Cluster::start(3).await;
-    let proxy = Proxy::start(&cluster.endpoints(), &[]).await;
+    let (cluster, proxy) = cluster_and_proxy(&[]).await;
     let mut c = proxy.client().await;
     let put = c.put("a", "1", None).await.unwrap();
     let rev = put.header().unwrap().revision();
@@ -137,10 +181,7 @@ async fn etcd_client_crate_through_the_proxy_and_the_cache() {
     let r = c.get("a", None).await.unwrap();
     assert_eq!(r.kvs()[0].value(), b"1");
     for _ in 0..3 {
-        let r = c
-            .get("a", Some(GetOptions::new().with_serializable()))
-            .await
-            .unwrap();
+        let r = serializable_get(&mut c, "a").await.unwrap();
         assert_eq!(r.kvs()[0].value(), b"1");
         assert!(r.header().unwrap().revision() >= rev);
     }
@@ -152,10 +193,7 @@ async fn etcd_client_crate_through_the_proxy_and_the_cache() {
     })
     .await;
     c.put("a", "2", None).await.unwrap();
-    let r = c
-        .get("a", Some(GetOptions::new().with_serializable()))
-        .await
-        .unwrap();
+    let r = serializable_get(&mut c, "a").await.unwrap();
     assert_eq!(
         r.kvs()[0].value(),
         b"2",
@@ -170,10 +208,7 @@ async fn etcd_client_crate_through_the_proxy_and_the_cache() {
         DEADLINE,
     );
     loop {
-        let r = c
-            .get("a", Some(GetOptions::new().with_serializable()))
-            .await
-            .unwrap();
+        let r = serializable_get(&mut c, "a").await.unwrap();
         let h = r.header().unwrap().revision();
         if h >= wrev {
             assert_eq!(
@@ -223,8 +258,7 @@ async fn etcd_client_crate_through_the_proxy_and_the_cache() {
 /// watcher per key (plus the cache's), and every client watcher gets every event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_watchers_on_few_keys_share_upstream_watchers() {
-    let cluster = Cluster::start(3).await;
-    let proxy = Proxy::start(&cluster.endpoints(), &[]).await;
+    let (cluster, proxy) = cluster_and_proxy(&[]).await;
     let before = member_watchers(&cluster);
     const KEYS: usize = 4;
     const CLIENTS: usize = 10;
@@ -234,13 +268,7 @@ async fn many_watchers_on_few_keys_share_upstream_watchers() {
         let mut c = proxy.client().await;
         for w in 0..PER_CLIENT {
             let key = format!("cfg/{}", w % KEYS);
-            let mut s = c.watch(key, None).await.unwrap();
-            let created = tokio::time::timeout(DEADLINE, s.message())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            assert!(created.created());
+            let (s, _) = watch_created(&mut c, key, None).await;
             streams.push((w % KEYS, s));
         }
     }
@@ -257,11 +285,7 @@ async fn many_watchers_on_few_keys_share_upstream_watchers() {
         revs.insert(k, r.header().unwrap().revision());
     }
     for (k, s) in &mut streams {
-        let r = tokio::time::timeout(DEADLINE, s.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let r = next_message(s).await;
         assert_eq!(r.events().len(), 1);
         assert_eq!(r.events()[0].kv().unwrap().mod_revision(), revs[k]);
     }
@@ -275,19 +299,11 @@ async fn many_watchers_on_few_keys_share_upstream_watchers() {
         )
         .await
         .unwrap();
-    let r = tokio::time::timeout(DEADLINE, s.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let r = next_message(&mut s).await;
     assert!(r.created() || !r.events().is_empty());
     let mut seen = Vec::new();
     while seen.is_empty() {
-        let r = tokio::time::timeout(DEADLINE, s.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let r = next_message(&mut s).await;
         seen.extend(r.events().iter().map(|e| e.kv().unwrap().mod_revision()));
     }
     assert_eq!(seen, [revs[&0]], "history after {first}");
@@ -300,16 +316,9 @@ async fn many_watchers_on_few_keys_share_upstream_watchers() {
 /// its start to the last one, in order, once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_guarantees_hold_through_the_proxy_while_a_member_is_killed() {
-    let mut cluster = Cluster::start(3).await;
-    let proxy = Proxy::start(&cluster.endpoints(), &[]).await;
+    let (mut cluster, proxy) = cluster_and_proxy(&[]).await;
     let mut w = cluster.member(1).client().await;
-    let base = w
-        .put("g/seed", "0", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
+    let base = put_revision(&mut w, "g/seed", "0").await;
 
     // Watchers from now, from the past, with prev_kv, with a filter.
     let mut clients = Vec::new();
@@ -323,13 +332,7 @@ async fn watch_guarantees_hold_through_the_proxy_while_a_member_is_killed() {
         if i == 2 {
             opts = opts.with_prev_key();
         }
-        let mut s = c.watch("g/", Some(opts)).await.unwrap();
-        let created = tokio::time::timeout(DEADLINE, s.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(created.created());
+        let (s, created) = watch_created(&mut c, "g/", Some(opts)).await;
         let from = if start > 0 {
             start
         } else {
@@ -408,21 +411,11 @@ async fn watch_guarantees_hold_through_the_proxy_while_a_member_is_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_prefixes_every_key_both_ways() {
-    let cluster = Cluster::start(3).await;
-    let proxy = Proxy::start(&cluster.endpoints(), &["--namespace=tenant/"]).await;
+    let (cluster, proxy) = cluster_and_proxy(&["--namespace=tenant/"]).await;
     let mut direct = cluster.member(0).client().await;
     direct.put("outside", "no", None).await.unwrap();
     let mut c = proxy.client().await;
-    let mut watch = c
-        .watch("", Some(WatchOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    let created = tokio::time::timeout(DEADLINE, watch.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(created.created());
+    let (mut watch, _) = watch_created(&mut c, "", Some(WatchOptions::new().with_prefix())).await;
     c.put("a", "1", None).await.unwrap();
     let r = direct.get("tenant/a", None).await.unwrap();
     assert_eq!(r.kvs()[0].value(), b"1", "stored under the prefix");
@@ -437,11 +430,7 @@ async fn namespace_prefixes_every_key_both_ways() {
         .await
         .unwrap();
     assert_eq!(from.kvs().len(), 1);
-    let e = tokio::time::timeout(DEADLINE, watch.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let e = next_message(&mut watch).await;
     assert_eq!(e.events()[0].kv().unwrap().key(), b"a");
     direct.put("outside", "still no", None).await.unwrap();
     c.delete("", Some(etcd_client::DeleteOptions::new().with_all_keys()))
@@ -492,38 +481,19 @@ async fn proxy_in_front_of_etcd_3_4() {
     let mut c = proxy.client().await;
     let mut streams = Vec::new();
     for _ in 0..20 {
-        let mut s = c.watch("k", None).await.unwrap();
-        let r = tokio::time::timeout(DEADLINE, s.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(r.created());
+        let (s, _) = watch_created(&mut c, "k", None).await;
         streams.push(s);
     }
     assert_eq!(
         etcd.metric("etcd_debugging_mvcc_watcher_total"),
         Some(before + 1.0)
     );
-    let rev = c
-        .put("k", "v", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
+    let rev = put_revision(&mut c, "k", "v").await;
     for s in &mut streams {
-        let r = tokio::time::timeout(DEADLINE, s.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let r = next_message(s).await;
         assert_eq!(r.events()[0].kv().unwrap().mod_revision(), rev);
     }
-    assert_eq!(
-        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
-        "v\n"
-    );
+    assert_value(&proxy, "k", "v");
     let status = out(&proxy.etcdctl(&["endpoint", "status"]));
     assert!(status.contains("3.4."), "{status}");
     // A progress request is answered without claiming what was not delivered.
@@ -533,21 +503,13 @@ async fn proxy_in_front_of_etcd_3_4() {
         .unwrap();
     let mut last = 0;
     while last < rev {
-        let r = tokio::time::timeout(DEADLINE, s.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let r = next_message(&mut s).await;
         if let Some(e) = r.events().last() {
             last = e.kv().unwrap().mod_revision();
         }
     }
     s.request_progress().await.unwrap();
-    let p = tokio::time::timeout(DEADLINE, s.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let p = next_message(&mut s).await;
     assert_eq!(p.watch_id(), -1);
     assert!(p.header().unwrap().revision() <= rev);
 }
@@ -639,6 +601,11 @@ fn failed(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// etcdctl with `args` against `endpoint` (no TLS files unless in `args`) fails.
+fn refused(endpoint: &str, args: &[&str]) {
+    failed(&hearth_tests::server::etcdctl(endpoint, args, ""));
+}
+
 /// etcdctl and curl reach a plaintext member through a proxy that serves TLS; clients that do
 /// not speak TLS or do not trust its certificate are refused; with a trusted CA the proxy
 /// requires client certificates and honours the CRL; an `https://` metrics address serves TLS.
@@ -662,26 +629,15 @@ async fn etcdctl_and_curl_through_a_tls_proxy_to_a_plaintext_member() {
     .await;
     assert!(proxy.endpoint().starts_with("https://"));
     assert_eq!(out(&proxy.etcdctl(&["put", "k", "v"])), "OK\n");
-    assert_eq!(
-        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
-        "v\n"
-    );
+    assert_value(&proxy, "k", "v");
     // The JSON gateway over TLS ("k" and "v" in base64).
     let (code, body) = proxy.curl_post("/v3/kv/range", r#"{"key":"aw=="}"#);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains(r#""value":"dg==""#), "{body}");
     // Plaintext on the TLS port, and TLS without trusting the proxy's CA, are refused.
     let plain = format!("http://127.0.0.1:{}", proxy.port());
-    failed(&hearth_tests::server::etcdctl(
-        &plain,
-        &["get", "k", "--command-timeout=3s"],
-        "",
-    ));
-    failed(&hearth_tests::server::etcdctl(
-        &proxy.endpoint(),
-        &["get", "k", "--command-timeout=3s"],
-        "",
-    ));
+    refused(&plain, &["get", "k", "--command-timeout=3s"]);
+    refused(&proxy.endpoint(), &["get", "k", "--command-timeout=3s"]);
     poll::eventually(
         "the proxy to log the refused handshake",
         DEADLINE,
@@ -724,19 +680,15 @@ async fn etcdctl_and_curl_through_a_tls_proxy_to_a_plaintext_member() {
         },
     )
     .await;
-    assert_eq!(
-        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
-        "v\n"
-    );
+    assert_value(&proxy, "k", "v");
     let (code, body) = proxy.curl_post("/v3/kv/range", r#"{"key":"aw=="}"#);
     assert_eq!(code, 200, "{body}");
     let ca = flag("cacert", &pki.ca);
-    failed(&hearth_tests::server::etcdctl(
+    refused(
         &proxy.endpoint(),
         &[&ca, "get", "k", "--command-timeout=3s"],
-        "",
-    ));
-    failed(&hearth_tests::server::etcdctl(
+    );
+    refused(
         &proxy.endpoint(),
         &[
             &ca,
@@ -746,8 +698,7 @@ async fn etcdctl_and_curl_through_a_tls_proxy_to_a_plaintext_member() {
             "k",
             "--command-timeout=3s",
         ],
-        "",
-    ));
+    );
     poll::eventually(
         "the proxy to log the refused certificate",
         DEADLINE,
@@ -866,30 +817,11 @@ async fn the_proxy_dials_a_tls_etcd_with_cacert() {
     let ca = flag("cacert", &pki.ca);
     let proxy = Proxy::start(&[etcd.endpoint()], &[&ca]).await;
     let mut c = proxy.client().await;
-    let mut w = c.watch("k", None).await.unwrap();
-    let created = tokio::time::timeout(DEADLINE, w.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(created.created());
-    let rev = c
-        .put("k", "v", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
-    let ev = tokio::time::timeout(DEADLINE, w.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let (mut w, _) = watch_created(&mut c, "k", None).await;
+    let rev = put_revision(&mut c, "k", "v").await;
+    let ev = next_message(&mut w).await;
     assert_eq!(ev.events()[0].kv().unwrap().mod_revision(), rev);
-    assert_eq!(
-        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
-        "v\n"
-    );
+    assert_value(&proxy, "k", "v");
     let (code, body) = proxy.http_get("/metrics");
     assert_eq!(code, 200);
     assert!(body.contains("etcd_server_has_leader 1"), "{body}");
@@ -897,16 +829,10 @@ async fn the_proxy_dials_a_tls_etcd_with_cacert() {
 
     let bare = etcd.endpoint().trim_start_matches("https://").to_string();
     let proxy = Proxy::start(std::slice::from_ref(&bare), &[&ca]).await;
-    assert_eq!(
-        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
-        "v\n"
-    );
+    assert_value(&proxy, "k", "v");
     drop(proxy);
     let proxy = Proxy::start(&[bare], &["--insecure-skip-tls-verify"]).await;
-    assert_eq!(
-        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
-        "v\n"
-    );
+    assert_value(&proxy, "k", "v");
     drop(proxy);
     drop(etcd);
 
@@ -917,10 +843,18 @@ async fn the_proxy_dials_a_tls_etcd_with_cacert() {
     )
     .await;
     assert_eq!(out(&proxy.etcdctl(&["put", "k", "v2"])), "OK\n");
-    assert_eq!(
-        out(&proxy.etcdctl(&["get", "k", "--print-value-only"])),
-        "v2\n"
-    );
+    assert_value(&proxy, "k", "v2");
+}
+
+/// `etcdctl user add` through the proxy, with the password on the command line.
+fn add_user(proxy: &Proxy, user: &str, password: &str) {
+    out(&proxy.etcdctl(&[
+        "user",
+        "add",
+        user,
+        &format!("--new-user-password={password}"),
+        "--interactive=false",
+    ]));
 }
 
 /// A client of the proxy authenticated as `user`.
@@ -943,39 +877,16 @@ async fn client_as(proxy: &Proxy, user: &str, password: &str) -> etcd_client::Cl
 async fn auth_through_the_proxy_keeps_users_apart() {
     let member = Server::start(Kind::Hearth).await;
     let proxy = Proxy::start(&[member.endpoint()], &[]).await;
-    for args in [
-        &[
-            "user",
-            "add",
-            "root",
-            "--new-user-password=rootpw",
-            "--interactive=false",
-        ][..],
-        &["user", "grant-role", "root", "root"],
-        &[
-            "user",
-            "add",
-            "alice",
-            "--new-user-password=alicepw",
-            "--interactive=false",
-        ],
-        &["role", "add", "reads-k"],
-        &["role", "grant-permission", "reads-k", "read", "k"],
-        &["user", "grant-role", "alice", "reads-k"],
-        &[
-            "user",
-            "add",
-            "bob",
-            "--new-user-password=bobpw",
-            "--interactive=false",
-        ],
-        &["role", "add", "reads-other"],
-        &["role", "grant-permission", "reads-other", "read", "other"],
-        &["user", "grant-role", "bob", "reads-other"],
-        &["auth", "enable"],
-    ] {
-        out(&proxy.etcdctl(args));
+    add_user(&proxy, "root", "rootpw");
+    out(&proxy.etcdctl(&["user", "grant-role", "root", "root"]));
+    for (user, password, key) in [("alice", "alicepw", "k"), ("bob", "bobpw", "other")] {
+        let role = format!("reads-{key}");
+        add_user(&proxy, user, password);
+        out(&proxy.etcdctl(&["role", "add", &role]));
+        out(&proxy.etcdctl(&["role", "grant-permission", &role, "read", key]));
+        out(&proxy.etcdctl(&["user", "grant-role", user, &role]));
     }
+    out(&proxy.etcdctl(&["auth", "enable"]));
     let mut root = client_as(&proxy, "root", "rootpw").await;
     root.put("k", "v0", None).await.unwrap();
     let mut alice = client_as(&proxy, "alice", "alicepw").await;
@@ -986,13 +897,8 @@ async fn auth_through_the_proxy_keeps_users_apart() {
         .unwrap_or(0.0);
     let mut alice_watches = Vec::new();
     for _ in 0..2 {
-        let mut s = alice.watch("k", None).await.unwrap();
-        let r = tokio::time::timeout(DEADLINE, s.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(r.created() && !r.canceled(), "{r:?}");
+        let (s, r) = watch_created(&mut alice, "k", None).await;
+        assert!(!r.canceled(), "{r:?}");
         alice_watches.push(s);
     }
     // Two streams of one authenticated client: one upstream watcher.
@@ -1003,60 +909,33 @@ async fn auth_through_the_proxy_keeps_users_apart() {
 
     // Bob may not read k: his watcher is refused, not joined to alice's.
     let mut s = bob.watch("k", None).await.unwrap();
-    let r = tokio::time::timeout(DEADLINE, s.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let r = next_message(&mut s).await;
     assert!(r.canceled(), "bob's watch on k: {r:?}");
     assert!(
         r.cancel_reason().contains("permission denied"),
         "{}",
         r.cancel_reason()
     );
-    let mut bob_other = bob.watch("other", None).await.unwrap();
-    let r = tokio::time::timeout(DEADLINE, bob_other.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(r.created() && !r.canceled(), "{r:?}");
+    let (mut bob_other, r) = watch_created(&mut bob, "other", None).await;
+    assert!(!r.canceled(), "{r:?}");
 
-    let rev = root
-        .put("k", "v1", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
+    let rev = put_revision(&mut root, "k", "v1").await;
     root.put("other", "o", None).await.unwrap();
     for s in &mut alice_watches {
-        let r = tokio::time::timeout(DEADLINE, s.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let r = next_message(s).await;
         assert_eq!(r.events()[0].kv().unwrap().mod_revision(), rev);
         assert_eq!(r.events()[0].kv().unwrap().value(), b"v1");
     }
     // Bob's next event is the one on the key he may read.
-    let r = tokio::time::timeout(DEADLINE, bob_other.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let r = next_message(&mut bob_other).await;
     assert_eq!(r.events()[0].kv().unwrap().key(), b"other");
 
     // Serializable reads: alice's answer is never served to bob.
     for _ in 0..2 {
-        let r = alice
-            .get("k", Some(GetOptions::new().with_serializable()))
-            .await
-            .unwrap();
+        let r = serializable_get(&mut alice, "k").await.unwrap();
         assert_eq!(r.kvs()[0].value(), b"v1");
     }
-    let err = bob
-        .get("k", Some(GetOptions::new().with_serializable()))
+    let err = serializable_get(&mut bob, "k")
         .await
         .unwrap_err()
         .to_string();

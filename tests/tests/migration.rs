@@ -26,15 +26,24 @@ struct History {
     head: i64,
 }
 
+/// Puts each `(key, value)` in turn.
+async fn put_all(c: &mut Client, kvs: impl IntoIterator<Item = (String, String)>) {
+    for (k, v) in kvs {
+        c.put(k.as_str(), v, None)
+            .await
+            .unwrap_or_else(|e| panic!("put {k}: {e}"));
+    }
+}
+
 /// Writes the same history on any server. The `key` bucket ends up with several hundred
 /// records (several bbolt pages and a branch level), one value larger than a page, tombstones
 /// from single and range deletes, and a txn's several changes at one revision.
 async fn write_history(c: &mut Client, with_auth: bool) -> History {
-    for i in 0..300 {
-        c.put(format!("bulk/{i:04}"), format!("v{i}"), None)
-            .await
-            .expect("put");
-    }
+    put_all(
+        c,
+        (0..300).map(|i| (format!("bulk/{i:04}"), format!("v{i}"))),
+    )
+    .await;
     let l1 = c.lease_grant(3600, None).await.expect("grant").id();
     let l2 = c.lease_grant(7200, None).await.expect("grant").id();
     for (k, l) in [("leased/a", l1), ("leased/b", l1), ("leased/c", l2)] {
@@ -42,11 +51,11 @@ async fn write_history(c: &mut Client, with_auth: bool) -> History {
             .await
             .expect("put with lease");
     }
-    for i in 0..150 {
-        c.put(format!("bulk/{i:04}"), format!("w{i}"), None)
-            .await
-            .expect("overwrite");
-    }
+    put_all(
+        c,
+        (0..150).map(|i| (format!("bulk/{i:04}"), format!("w{i}"))),
+    )
+    .await;
     c.delete(
         "bulk/0100",
         Some(DeleteOptions::new().with_range("bulk/0200")),
@@ -76,11 +85,11 @@ async fn write_history(c: &mut Client, with_auth: bool) -> History {
     c.compact(compacted, Some(CompactionOptions::new().with_physical()))
         .await
         .expect("compact");
-    for i in 0..40 {
-        c.put(format!("after/{i:02}"), format!("a{i}"), None)
-            .await
-            .expect("put");
-    }
+    put_all(
+        c,
+        (0..40).map(|i| (format!("after/{i:02}"), format!("a{i}"))),
+    )
+    .await;
     c.delete("leased/b", None).await.expect("delete");
     c.put("bulk/0001", "again", None).await.expect("put");
     if with_auth {
@@ -198,6 +207,12 @@ async fn observe(c: &mut Client, h: History) -> Observed {
     }
 }
 
+/// A new write on `c` gets revision `rev`: the store goes on where the snapshot left off.
+async fn assert_next_write_at(c: &mut Client, rev: i64) {
+    let next = c.put("new", "write", None).await.expect("put");
+    assert_eq!(next.header().expect("header").revision(), rev);
+}
+
 fn assert_same(what: &str, got: &Observed, want: &Observed) {
     assert_eq!(got.below, want.below, "{what}: range below the compaction");
     assert_eq!(got.ranges.len(), want.ranges.len(), "{what}: revisions");
@@ -209,13 +224,7 @@ fn assert_same(what: &str, got: &Observed, want: &Observed) {
 }
 
 fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    hearth_tests::ctl::succeeded(&o, what)
 }
 
 fn hearthutl(args: &[&str]) -> Output {
@@ -233,6 +242,16 @@ fn etcdctl_offline(args: &[&str]) -> Output {
 fn save(s: &Server, file: &Path) {
     let o = s.etcdctl(&["snapshot", "save", file.to_str().expect("utf-8 path")]);
     ok(o, "etcdctl snapshot save");
+}
+
+/// A new `kind` server with the history written on it (users and roles too, `with_auth`), saved
+/// to `file` with `etcdctl snapshot save`; the server, a client of it, and what was written.
+async fn saved_history(kind: Kind, with_auth: bool, file: &Path) -> (Server, Client, History) {
+    let s = Server::start(kind).await;
+    let mut c = s.client().await;
+    let h = write_history(&mut c, with_auth).await;
+    save(&s, file);
+    (s, c, h)
 }
 
 fn status_json(o: Output, what: &str) -> serde_json::Value {
@@ -258,63 +277,67 @@ fn assert_status_agrees(file: &Path, head: i64) {
     );
 }
 
-/// A single Hearth member restored from `file` by `hearthutl snapshot restore`.
-async fn hearth_from(file: &Path) -> Server {
-    let file = file.to_path_buf();
-    Server::start_with(
-        Kind::Hearth,
-        Options {
-            prepare: Some(Box::new(move |data_dir: &Path| {
-                ok(
-                    hearthutl(&[
-                        "snapshot",
-                        "restore",
-                        file.to_str().expect("utf-8 path"),
-                        "--data-dir",
-                        data_dir.to_str().expect("utf-8 path"),
-                        "--name",
-                        "default",
-                        "--initial-cluster",
-                        "default=http://127.0.0.1:2380",
-                        "--initial-advertise-peer-urls",
-                        "http://127.0.0.1:2380",
-                        "--initial-cluster-token",
-                        "migrated",
-                    ]),
-                    "hearthutl snapshot restore",
-                );
-            })),
-            ..Default::default()
-        },
-    )
-    .await
+/// `snapshot restore FILE` arguments for one member: its data dir, name, initial cluster,
+/// advertised peer URL and cluster token.
+struct Restore<'a> {
+    file: &'a str,
+    data_dir: &'a Path,
+    name: &'a str,
+    initial_cluster: &'a str,
+    peer: &'a str,
+    token: &'a str,
 }
 
-/// A single etcd 3.4 member restored from `file` by `etcdctl snapshot restore`.
-async fn etcd_from(file: &Path) -> Server {
-    let file = file.to_path_buf();
+impl Restore<'_> {
+    fn args(&self) -> Vec<&str> {
+        vec![
+            "snapshot",
+            "restore",
+            self.file,
+            "--data-dir",
+            self.data_dir.to_str().expect("utf-8 path"),
+            "--name",
+            self.name,
+            "--initial-cluster",
+            self.initial_cluster,
+            "--initial-advertise-peer-urls",
+            self.peer,
+            "--initial-cluster-token",
+            self.token,
+        ]
+    }
+
+    /// `hearthutl snapshot restore`, which must succeed.
+    fn with_hearthutl(&self) {
+        ok(hearthutl(&self.args()), "hearthutl snapshot restore");
+    }
+
+    /// `etcdctl snapshot restore` (etcd 3.4), which must succeed.
+    fn with_etcdctl(&self) {
+        ok(etcdctl_offline(&self.args()), "etcdctl snapshot restore");
+    }
+}
+
+/// A single member of `kind` restored from `file`: by `hearthutl snapshot restore` for Hearth,
+/// by `etcdctl snapshot restore` for etcd 3.4.
+async fn restored_from(kind: Kind, file: &Path) -> Server {
+    let file = file.to_str().expect("utf-8 path").to_string();
     Server::start_with(
-        Kind::Etcd,
+        kind,
         Options {
             prepare: Some(Box::new(move |data_dir: &Path| {
-                ok(
-                    etcdctl_offline(&[
-                        "snapshot",
-                        "restore",
-                        file.to_str().expect("utf-8 path"),
-                        "--data-dir",
-                        data_dir.to_str().expect("utf-8 path"),
-                        "--name",
-                        "default",
-                        "--initial-cluster",
-                        "default=http://127.0.0.1:2380",
-                        "--initial-advertise-peer-urls",
-                        "http://127.0.0.1:2380",
-                        "--initial-cluster-token",
-                        "migrated",
-                    ]),
-                    "etcdctl snapshot restore",
-                );
+                let restore = Restore {
+                    file: &file,
+                    data_dir,
+                    name: "default",
+                    initial_cluster: "default=http://127.0.0.1:2380",
+                    peer: "http://127.0.0.1:2380",
+                    token: "migrated",
+                };
+                match kind {
+                    Kind::Hearth => restore.with_hearthutl(),
+                    Kind::Etcd => restore.with_etcdctl(),
+                }
             })),
             ..Default::default()
         },
@@ -326,8 +349,11 @@ fn snapshot_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
 
+/// Users, roles, and the reader role's permissions.
+type Auth = (Vec<String>, Vec<String>, Vec<String>);
+
 /// The users and roles etcd holds (names, and the reader role's permissions).
-async fn auth_of(c: &mut Client) -> (Vec<String>, Vec<String>, Vec<String>) {
+async fn auth_of(c: &mut Client) -> Auth {
     let users = c.user_list().await.expect("user list").users().to_vec();
     let roles = c.role_list().await.expect("role list").roles().to_vec();
     let perms = c
@@ -341,47 +367,52 @@ async fn auth_of(c: &mut Client) -> (Vec<String>, Vec<String>, Vec<String>) {
     (users, roles, perms)
 }
 
+/// The history written on a new `kind` server and saved to `file`, after which the server is
+/// gone: the history, what the server held of it, and its users and roles (`with_auth`). Both
+/// tools' `snapshot status` of the file agree.
+async fn moved_out(kind: Kind, with_auth: bool, file: &Path) -> (History, Observed, Option<Auth>) {
+    let (server, mut c, h) = saved_history(kind, with_auth, file).await;
+    let want = observe(&mut c, h).await;
+    let auth = if with_auth {
+        Some(auth_of(&mut c).await)
+    } else {
+        None
+    };
+    drop(c);
+    drop(server);
+    assert_status_agrees(file, h.head);
+    (h, want, auth)
+}
+
+/// A `kind` server restored from `file`, and a client of it, after checking that it holds the
+/// history `h` as the server that wrote it did (`want`).
+async fn moved_in(kind: Kind, file: &Path, h: History, want: &Observed) -> (Server, Client) {
+    let s = restored_from(kind, file).await;
+    let mut c = s.client().await;
+    let what = format!("{kind:?} restored from {}", file.display());
+    assert_same(&what, &observe(&mut c, h).await, want);
+    (s, c)
+}
+
 /// etcd → `etcdctl snapshot save` → `hearthutl snapshot restore` → Hearth answers as etcd did;
 /// then Hearth → `etcdctl snapshot save` → `etcdctl snapshot restore` → etcd has it all again,
 /// users and roles included (Hearth carries the auth buckets byte for byte).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_history_moves_to_hearth_and_back() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let etcd = Server::start(Kind::Etcd).await;
-    let mut ec = etcd.client().await;
-    let h = write_history(&mut ec, true).await;
     let from_etcd = snapshot_path(&dir, "from-etcd.db");
-    save(&etcd, &from_etcd);
-    let want = observe(&mut ec, h).await;
-    let want_auth = auth_of(&mut ec).await;
+    let (h, want, want_auth) = moved_out(Kind::Etcd, true, &from_etcd).await;
     assert!(want.ranges.len() > 40 && want.leases.len() == 2, "{h:?}");
-    drop(ec);
-    drop(etcd);
-    assert_status_agrees(&from_etcd, h.head);
 
-    let hearth = hearth_from(&from_etcd).await;
-    let mut hc = hearth.client().await;
-    assert_same(
-        "Hearth restored from etcd",
-        &observe(&mut hc, h).await,
-        &want,
-    );
-    // The store goes on from the same revision.
-    let next = hc.put("new", "write", None).await.expect("put");
-    assert_eq!(next.header().expect("header").revision(), h.head + 1);
+    let (hearth, mut hc) = moved_in(Kind::Hearth, &from_etcd, h, &want).await;
+    assert_next_write_at(&mut hc, h.head + 1).await;
 
     let from_hearth = snapshot_path(&dir, "from-hearth.db");
     save(&hearth, &from_hearth);
     assert_status_agrees(&from_hearth, h.head + 1);
-    let back = etcd_from(&from_hearth).await;
-    let mut bc = back.client().await;
     // Every revision up to the old head as etcd first had it; the new write is there too.
-    assert_same(
-        "etcd restored from Hearth",
-        &observe(&mut bc, h).await,
-        &want,
-    );
-    assert_eq!(auth_of(&mut bc).await, want_auth);
+    let (_back, mut bc) = moved_in(Kind::Etcd, &from_hearth, h, &want).await;
+    assert_eq!(Some(auth_of(&mut bc).await), want_auth);
     let got = bc.get("new", None).await.expect("get");
     assert_eq!(got.kvs()[0].mod_revision(), h.head + 1);
 }
@@ -391,25 +422,11 @@ async fn etcd_history_moves_to_hearth_and_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hearth_history_moves_to_etcd() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let hearth = Server::start(Kind::Hearth).await;
-    let mut hc = hearth.client().await;
-    let h = write_history(&mut hc, false).await;
     let file = snapshot_path(&dir, "from-hearth.db");
-    save(&hearth, &file);
-    let want = observe(&mut hc, h).await;
-    drop(hc);
-    drop(hearth);
-    assert_status_agrees(&file, h.head);
-
-    let etcd = etcd_from(&file).await;
-    let mut ec = etcd.client().await;
-    assert_same(
-        "etcd restored from Hearth",
-        &observe(&mut ec, h).await,
-        &want,
-    );
-    let next = ec.put("new", "write", None).await.expect("put");
-    assert_eq!(next.header().expect("header").revision(), h.head + 1);
+    let (h, want, _) = moved_out(Kind::Hearth, false, &file).await;
+    let (_etcd, mut ec) = moved_in(Kind::Etcd, &file, h, &want).await;
+    // The store goes on from the same revision.
+    assert_next_write_at(&mut ec, h.head + 1).await;
 }
 
 /// `(type, key, value, mod revision, create revision, version, lease)` of a watch event.
@@ -460,11 +477,8 @@ async fn watch_events(c: &mut Client, start: i64, until: i64) -> Vec<Ev> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hearth_cluster_from_etcd_snapshot_serves_old_watchers_and_new_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let etcd = Server::start(Kind::Etcd).await;
-    let mut ec = etcd.client().await;
-    let h = write_history(&mut ec, true).await;
     let file = snapshot_path(&dir, "from-etcd.db");
-    save(&etcd, &file);
+    let (etcd, mut ec, h) = saved_history(Kind::Etcd, true, &file).await;
     let start = h.compacted + 1;
     let want_events = watch_events(&mut ec, start, h.head).await;
     let want_hash = hash_kv(&mut ec, h.head).await;
@@ -474,24 +488,15 @@ async fn hearth_cluster_from_etcd_snapshot_serves_old_watchers_and_new_writes() 
     let file_arg = file.to_str().expect("utf-8 path").to_string();
     let c = Cluster::start_prepared(Kind::Hearth, 3, &[], |spec, data_dir| {
         let peer = format!("http://127.0.0.1:{}", spec.peer);
-        ok(
-            hearthutl(&[
-                "snapshot",
-                "restore",
-                &file_arg,
-                "--data-dir",
-                data_dir.to_str().expect("utf-8 path"),
-                "--name",
-                &spec.name,
-                "--initial-cluster",
-                &spec.initial_cluster,
-                "--initial-cluster-token",
-                &spec.token,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ]),
-            "hearthutl snapshot restore",
-        );
+        Restore {
+            file: &file_arg,
+            data_dir,
+            name: &spec.name,
+            initial_cluster: &spec.initial_cluster,
+            peer: &peer,
+            token: &spec.token,
+        }
+        .with_hearthutl();
     })
     .await;
     let mut watcher = c.member(2).client().await;
