@@ -4,7 +4,13 @@
 //! certificate, a certificate of another CA), plaintext and TLS on one port, certificates rotated on disk
 //! while the member runs, etcd's refusal of an https URL without certificates, `--auto-tls`, the client
 //! certificate's CN as the user under auth, the JSON gateway over https, and a three-member cluster whose
-//! peers use mTLS (a member with a certificate of another CA cannot join).
+//! peers use mTLS (a member with a certificate of another CA cannot join). The certificate policy flags:
+//! `--client-crl-file` (a revoked certificate refused, the CRL re-read from disk when it changes),
+//! `--peer-cert-allowed-cn` and `--peer-crl-file` (a joining member with another CN, or with a revoked
+//! certificate, is refused while the others keep serving), `--client-cert-allowed-hostname`,
+//! `--tls-min-version`, `--tls-max-version` and `--cipher-suites` (what curl can negotiate, and etcd's
+//! refusal of an unknown suite at start). Every refusal is also looked for in the accepting member's log,
+//! by the presented certificate's serial and the reason.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -15,7 +21,7 @@ use api::etcdserverpb::{PutRequest, RangeRequest};
 use hearth_tests::poll;
 use hearth_tests::ports::{reserve, reserve_n, Port};
 use hearth_tests::server::{connect, etcdctl_command, hearth_bin, signal};
-use transport::testing::{Ca, CertSpec};
+use transport::testing::{Ca, CertSpec, Issued};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -46,11 +52,26 @@ impl Pki {
 
     /// A certificate named `cn`, valid for 127.0.0.1 and localhost, for server and client use.
     fn issue(&self, file: &str, cn: &str) -> Pair {
-        let (cert, key) = self
-            .ca
-            .issue(&CertSpec::new(cn))
-            .write(self.dir.path(), file);
-        Pair { cert, key }
+        self.issue_spec(file, &CertSpec::new(cn)).0
+    }
+
+    /// A certificate as `spec` says, with what a CRL needs to revoke it.
+    fn issue_spec(&self, file: &str, spec: &CertSpec) -> (Pair, Issued) {
+        let issued = self.ca.issue(spec);
+        let (cert, key) = issued.write(self.dir.path(), file);
+        (Pair { cert, key }, issued)
+    }
+
+    /// Writes (by renaming a new file over the old one) this CA's CRL revoking `revoked` to `file`.
+    fn write_crl(&self, file: &str, revoked: &[&Issued]) -> PathBuf {
+        let path = self.dir.path().join(file);
+        let tmp = transport::testing::write(
+            self.dir.path(),
+            &format!("{file}.tmp"),
+            &self.ca.crl_pem(revoked),
+        );
+        std::fs::rename(&tmp, &path).unwrap();
+        path
     }
 }
 
@@ -539,7 +560,8 @@ async fn the_client_certificate_cn_is_the_user_under_auth() {
     m.stop();
 }
 
-/// The flags of member `i` of a three-member cluster with peer mTLS; client URLs are plaintext.
+/// The flags of member `i` of a cluster (one member per entry of `ports`) with peer mTLS; client URLs
+/// are plaintext.
 fn peer_mtls_member(
     i: usize,
     ports: &[(Port, Port)],
@@ -549,7 +571,7 @@ fn peer_mtls_member(
     extra: &[String],
 ) -> Vec<String> {
     let peer = |j: usize| format!("https://127.0.0.1:{}", ports[j].1.number());
-    let initial = (0..3)
+    let initial = (0..ports.len())
         .map(|j| format!("m{j}={}", peer(j)))
         .collect::<Vec<_>>()
         .join(",");
@@ -690,4 +712,298 @@ async fn a_cluster_with_peer_mtls_elects_replicates_restarts_and_keeps_foreign_m
     for m in &mut members {
         m.stop();
     }
+}
+
+/// The logged reason of a refusal by a CRL.
+const REVOKED: &str = "invalid peer certificate: Revoked";
+/// The logged reason of a refusal by `--*-cert-allowed-cn` or `--*-cert-allowed-hostname` (etcd's words).
+const NOT_ALLOWED: &str = "invalid peer certificate: client certificate authentication failed";
+
+/// Whether `log` has a line refusing a connection on `endpoint` ("client" or "peer") from the certificate
+/// with serial `serial` for a reason containing `why`; if not, the refusals it has.
+fn refusal_logged(log: &str, endpoint: &str, serial: &[u8], why: &str) -> Result<(), String> {
+    let serial: String = serial.iter().map(|b| format!("{b:02x}")).collect();
+    let msg = format!("rejected connection on {endpoint} endpoint");
+    let refusals: Vec<&str> = log.lines().filter(|l| l.contains(&msg)).collect();
+    refusals
+        .iter()
+        .any(|l| l.contains(&serial) && l.contains(why))
+        .then_some(())
+        .ok_or_else(|| format!("no refusal of serial {serial} for {why:?} in {refusals:#?}"))
+}
+
+#[tokio::test]
+async fn a_client_crl_refuses_revoked_certificates_and_is_reread_when_it_changes() {
+    let pki = Pki::new("crl-ca");
+    let server = pki.issue("server", "server");
+    let (good, good_cert) = pki.issue_spec("good", &CertSpec::new("good"));
+    let (revoked, revoked_cert) = pki.issue_spec("revoked", &CertSpec::new("revoked"));
+    let crl = pki.write_crl("crl.pem", &[&revoked_cert]);
+    let p = reserve_n(2);
+    let https = format!("https://127.0.0.1:{}", p[0].number());
+    let mut extra = server_tls_flags(&pki, &server);
+    extra.push(format!("--client-crl-file={}", crl.display()));
+    let mut m = Member::spawn(single("crl", &https, &p[1], &extra));
+    let as_good = ctl_tls(&pki.ca_file(), Some(&good));
+    let as_revoked = ctl_tls(&pki.ca_file(), Some(&revoked));
+    wait_serving(&mut m, &https, &as_good).await;
+    assert!(ok(&etcdctl(&https, &as_good, &["put", "k", "v"])));
+
+    // The revoked certificate is refused, and the refusal is logged with its serial.
+    let o = etcdctl(&https, &as_revoked, &["get", "k"]);
+    assert!(!ok(&o), "{o:?}");
+    assert!(tls_get(&https, &pki.ca_file(), Some(&revoked), "k")
+        .await
+        .is_err());
+    poll::eventually(
+        "the revoked certificate's refusal logged",
+        DEADLINE,
+        async || refusal_logged(&m.log(), "client", &revoked_cert.serial, REVOKED),
+    )
+    .await;
+
+    // A new CRL on disk, revoking the good certificate too, applies to new connections without a restart.
+    pki.write_crl("crl.pem", &[&revoked_cert, &good_cert]);
+    poll::eventually("the rewritten CRL applied", DEADLINE, async || {
+        m.assert_running();
+        let o = etcdctl(&https, &as_good, &["get", "k"]);
+        (!ok(&o)).then_some(()).ok_or(stdout(&o))
+    })
+    .await;
+    assert!(!ok(&etcdctl(&https, &as_revoked, &["get", "k"])));
+    poll::eventually(
+        "the good certificate's refusal logged",
+        DEADLINE,
+        async || refusal_logged(&m.log(), "client", &good_cert.serial, REVOKED),
+    )
+    .await;
+    m.stop();
+}
+
+/// A member started with `--initial-cluster-state=existing` to join the cluster of `ports` (members
+/// `m0`..) as `name`, with `pair` as its peer certificate and the cluster's CA.
+fn joining_member(
+    name: &str,
+    ports: &[(Port, Port)],
+    own: &[Port],
+    pki: &Pki,
+    pair: &Pair,
+) -> Member {
+    let peer = format!("https://127.0.0.1:{}", own[1].number());
+    let initial = ports
+        .iter()
+        .enumerate()
+        .map(|(j, (_, p))| format!("m{j}=https://127.0.0.1:{}", p.number()))
+        .chain([format!("{name}={peer}")])
+        .collect::<Vec<_>>()
+        .join(",");
+    Member::spawn(vec![
+        format!("--name={name}"),
+        format!("--listen-client-urls={}", own[0].url()),
+        format!("--advertise-client-urls={}", own[0].url()),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster={initial}"),
+        "--initial-cluster-state=existing".into(),
+        format!("--peer-cert-file={}", pair.cert.display()),
+        format!("--peer-key-file={}", pair.key.display()),
+        "--peer-client-cert-auth".into(),
+        format!("--peer-trusted-ca-file={}", pki.ca_file().display()),
+    ])
+}
+
+#[tokio::test]
+async fn peers_refuse_a_member_with_a_disallowed_cn_or_a_revoked_certificate() {
+    let pki = Pki::new("peer-ca");
+    let (stranger, stranger_cert) = pki.issue_spec("stranger", &CertSpec::new("stranger"));
+    // The right CN, but revoked.
+    let (revoked, revoked_cert) = pki.issue_spec("revoked", &CertSpec::new("member"));
+    let crl = pki.write_crl("crl.pem", &[&revoked_cert]);
+    let ports: Vec<(Port, Port)> = (0..2).map(|_| (reserve(), reserve())).collect();
+    let token = format!("tls-policy-{}-{}", std::process::id(), ports[0].0);
+    let policy = vec![
+        "--peer-cert-allowed-cn=member".to_string(),
+        format!("--peer-crl-file={}", crl.display()),
+    ];
+    let mut members: Vec<Member> = (0..2)
+        .map(|i| {
+            let pair = pki.issue(&format!("m{i}"), "member");
+            Member::spawn(peer_mtls_member(i, &ports, &pki, &pair, &token, &policy))
+        })
+        .collect();
+    let endpoints: Vec<String> = ports.iter().map(|(c, _)| c.url()).collect();
+    let mut c0 = poll::eventually("a leader", DEADLINE, async || {
+        for m in members.iter_mut() {
+            m.assert_running();
+        }
+        let mut c = connect(&endpoints[0]).await.map_err(|e| e.to_string())?;
+        c.put("a", "0", None).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(c)
+    })
+    .await;
+
+    for (round, (name, pair, serial, why)) in [
+        ("m2", &stranger, &stranger_cert.serial, NOT_ALLOWED),
+        ("m3", &revoked, &revoked_cert.serial, REVOKED),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let own = reserve_n(2);
+        let peer = format!("https://127.0.0.1:{}", own[1].number());
+        // etcd refuses to add a member until the others have been connected for a while.
+        let id = poll::eventually(format!("{name} added as a learner"), DEADLINE, async || {
+            c0.member_add(
+                [peer.as_str()],
+                Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .member()
+            .map(|m| m.id())
+            .ok_or_else(|| "no member in the answer".to_string())
+        })
+        .await;
+        let joiner = joining_member(name, &ports, &own, &pki, pair);
+        poll::eventually(format!("{name}'s refusal logged"), DEADLINE, async || {
+            members
+                .iter()
+                .map(|m| refusal_logged(&m.log(), "peer", serial, why))
+                .reduce(|a, b| a.or(b))
+                .unwrap()
+        })
+        .await;
+        poll::eventually(format!("{name} refused"), DEADLINE, async || {
+            joiner.log().contains("could not get cluster information")
+        })
+        .await;
+        let list = c0.member_list().await.unwrap();
+        let learner = list
+            .members()
+            .iter()
+            .find(|m| m.id() == id)
+            .expect("the learner is listed");
+        assert_eq!(learner.name(), "", "{name} never started");
+        // The two allowed members keep serving writes, and both have them.
+        let value = round.to_string();
+        c0.put("a", value.as_str(), None).await.unwrap();
+        for e in &endpoints {
+            poll::eventually(format!("a={value} at {e}"), DEADLINE, async || {
+                serializable_get(e, "a").await == Ok(value.clone())
+            })
+            .await;
+        }
+        drop(joiner);
+        c0.member_remove(id).await.unwrap();
+    }
+    for m in &mut members {
+        m.stop();
+    }
+}
+
+/// curl fetching `/version` from `url` with `ca` trusted and `args` added.
+fn curl_version(url: &str, ca: &Path, args: &[&str]) -> Output {
+    let mut v = curl_tls(ca, None);
+    v.extend(args.iter().map(|a| a.to_string()));
+    v.push(format!("{url}/version"));
+    curl(&v)
+}
+
+fn served_version(o: &Output) -> bool {
+    ok(o) && stdout(o).contains("etcdserver")
+}
+
+#[tokio::test]
+async fn tls_versions_and_cipher_suites_limit_what_clients_can_negotiate() {
+    let pki = Pki::new("versions-ca");
+    let server = pki.issue("server", "server");
+    let ca = pki.ca_file();
+    let cert = vec![
+        format!("--cert-file={}", server.cert.display()),
+        format!("--key-file={}", server.key.display()),
+    ];
+    let no_cert = ctl_tls(&ca, None);
+
+    // --tls-min-version TLS1.3: a client limited to TLS 1.2 is refused.
+    let p = reserve_n(2);
+    let https = format!("https://127.0.0.1:{}", p[0].number());
+    let mut extra = cert.clone();
+    extra.push("--tls-min-version=TLS1.3".into());
+    let mut m = Member::spawn(single("tls13", &https, &p[1], &extra));
+    wait_serving(&mut m, &https, &no_cert).await;
+    let o = curl_version(&https, &ca, &["--tlsv1.3"]);
+    assert!(served_version(&o), "{o:?}");
+    let o = curl_version(&https, &ca, &["--tlsv1.2", "--tls-max", "1.2"]);
+    assert!(!served_version(&o), "{o:?}");
+    m.stop();
+
+    // --tls-max-version TLS1.2 with one cipher suite (the certificates carry ECDSA keys): TLS 1.3 and
+    // other suites are refused.
+    let p = reserve_n(2);
+    let https = format!("https://127.0.0.1:{}", p[0].number());
+    let mut extra = cert.clone();
+    extra.extend([
+        "--tls-max-version=TLS1.2".to_string(),
+        "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384".to_string(),
+    ]);
+    let mut m = Member::spawn(single("tls12", &https, &p[1], &extra));
+    wait_serving(&mut m, &https, &no_cert).await;
+    let tls12 = ["--tlsv1.2", "--tls-max", "1.2"];
+    let o = curl_version(
+        &https,
+        &ca,
+        &[&tls12[..], &["--ciphers", "ECDHE-ECDSA-AES256-GCM-SHA384"]].concat(),
+    );
+    assert!(served_version(&o), "{o:?}");
+    let o = curl_version(
+        &https,
+        &ca,
+        &[&tls12[..], &["--ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256"]].concat(),
+    );
+    assert!(!served_version(&o), "{o:?}");
+    let o = curl_version(&https, &ca, &["--tlsv1.3"]);
+    assert!(!served_version(&o), "{o:?}");
+    m.stop();
+
+    // An unknown suite is refused at start, in etcd's words.
+    let p = reserve_n(2);
+    let https = format!("https://127.0.0.1:{}", p[0].number());
+    let mut extra = cert.clone();
+    extra.push("--cipher-suites=TLS_NOPE".into());
+    let mut m = Member::spawn(single("nope", &https, &p[1], &extra));
+    assert!(!m.wait_exit().success());
+    assert!(
+        m.log()
+            .contains(r#"unexpected TLS cipher suite \"TLS_NOPE\""#),
+        "{}",
+        m.log()
+    );
+}
+
+#[tokio::test]
+async fn client_cert_allowed_hostname_refuses_certificates_for_other_names() {
+    let pki = Pki::new("hostname-ca");
+    let server = pki.issue("server", "server");
+    let (named, _) = pki.issue_spec("named", &CertSpec::new("named").sans(&["good.example"]));
+    let (other, other_cert) =
+        pki.issue_spec("other", &CertSpec::new("other").sans(&["bad.example"]));
+    let p = reserve_n(2);
+    let https = format!("https://127.0.0.1:{}", p[0].number());
+    let mut extra = server_tls_flags(&pki, &server);
+    extra.push("--client-cert-allowed-hostname=good.example".into());
+    let mut m = Member::spawn(single("hostname", &https, &p[1], &extra));
+    let as_named = ctl_tls(&pki.ca_file(), Some(&named));
+    wait_serving(&mut m, &https, &as_named).await;
+    assert!(ok(&etcdctl(&https, &as_named, &["put", "k", "v"])));
+    let o = etcdctl(
+        &https,
+        &ctl_tls(&pki.ca_file(), Some(&other)),
+        &["get", "k"],
+    );
+    assert!(!ok(&o), "{o:?}");
+    poll::eventually("the refusal logged", DEADLINE, async || {
+        refusal_logged(&m.log(), "client", &other_cert.serial, NOT_ALLOWED)
+    })
+    .await;
+    m.stop();
 }
