@@ -89,14 +89,14 @@ fn a_lone_voter_leads_at_once_and_held_proposals_go_in() {
     assert!(out.is_empty());
     assert_eq!(core.waiting.len(), 1);
     // The first turn campaigns (a lone voter needs no timeout) and proposes what was held.
-    let effects = core.turn(t0);
+    let effects = core.turn(t0).unwrap();
     assert_eq!(core.leader(), 1);
     assert!(core.waiting.is_empty());
     let mut effects = perform(&mut core, effects, false);
     let mut t = t0;
     for _ in 0..5 {
         t += Duration::from_millis(100);
-        let turn = core.turn(t);
+        let turn = core.turn(t).unwrap();
         effects.extend(perform(&mut core, turn, false));
     }
     assert!(effects.iter().any(|e| matches!(e, Effect::Persist { entries, .. } if entries.iter().any(|e| e.data.as_ref() == [1]))));
@@ -114,7 +114,7 @@ fn a_snapshot_marker_is_due_every_snapshot_count_durable_entries() {
         if core.leader() != 0 {
             core.propose(pending(i), &mut out);
         }
-        out.extend(core.turn(t));
+        out.extend(core.turn(t).unwrap());
         for e in perform(&mut core, out, true) {
             if let Effect::SnapshotMarker { index, .. } = e {
                 markers.push(index);
@@ -137,7 +137,7 @@ fn a_snapshot_marker_is_due_every_snapshot_count_durable_entries() {
 fn a_removed_member_stops_after_its_grace_period_by_the_given_clock() {
     let t0 = Instant::now();
     let mut core = lone(100);
-    let _ = core.turn(t0);
+    let _ = core.turn(t0).unwrap();
     let cc = ConfChange {
         change_type: raft::prelude::ConfChangeType::AddNode,
         node_id: 2,
@@ -153,10 +153,12 @@ fn a_removed_member_stops_after_its_grace_period_by_the_given_clock() {
     let just_before = t0 + REMOVED_STOP_DELAY - Duration::from_millis(1);
     assert!(!core
         .turn(just_before)
+        .unwrap()
         .iter()
         .any(|e| matches!(e, Effect::Stop)));
     assert!(core
         .turn(t0 + REMOVED_STOP_DELAY)
+        .unwrap()
         .iter()
         .any(|e| matches!(e, Effect::Stop)));
 }
