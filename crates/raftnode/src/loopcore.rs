@@ -1,7 +1,8 @@
 //! The Raft loop's decisions without its I/O: a [`Core`] owns raft-rs's `RawNode` (over its in-memory
 //! `MemStorage`) and what the loop decides around it — read-index batching and retries, proposals held
 //! while there is no leader, when a snapshot marker is due (`--snapshot-count`), a lone voter's campaign
-//! after a conf change, and when a removed member stops. It takes the time (`now`) and inputs (commands,
+//! after a conf change, when a removed member stops, whether a leader transfer may start, and which
+//! leader changes fail the reads waiting on the old one. It takes the time (`now`) and inputs (commands,
 //! peer messages, apply progress) and returns [`Effect`]s for a runtime to perform: persist entries and
 //! hard state, send messages, apply committed entries, apply a membership entry, write a snapshot
 //! marker, answer or fail reads and proposals, stop.
@@ -20,9 +21,29 @@
 //! before it is applied, and its outcome reported with [`Core::apply_conf_change`] (accepted) or simply
 //! [`Core::applied`] (refused by the membership).
 //!
-//! The production loop (`node`) uses the same read-index batching ([`Reads`]) and held proposals
-//! (`proposal::Waiting`); moving the rest of its decisions onto [`Core`] is the next step (see
-//! ARCHITECTURE.md).
+//! Failpoints of a `Ready` (`raftBeforeLeaderSend`, `raftBeforeApplySnap`, `raftAfterApplySnap`,
+//! `raftBeforeFollowerSend`, `raftBeforeAdvance`) are [`Effect::Failpoint`]s at their place in the
+//! order, hit by the runtime: what a crash there leaves on disk and on the wire is what it left when
+//! the loop hit them itself (raft-rs's in-memory state is lost in a crash either way).
+//!
+//! The production loop (`node`) is such a runtime: it feeds the core its commands, peer messages,
+//! ticks and the apply thread's progress with `Instant::now()`, and performs the effects — the WAL save
+//! and fsync, sends through the transport, the hand-off to the apply thread (bounded, with a backlog of
+//! indexes when the apply queue is full), membership entries applied against the membership and the
+//! backend, snapshot markers, answers. What stays in the runtime is I/O and the bookkeeping of that I/O:
+//! the apply queue's backlog, waiting for the apply thread before a membership entry or a snapshot
+//! install, the install itself (`node::snapshot`, which tells the core with
+//! [`Core::snapshot_installed`]), the admission of peer messages, heartbeat timing and metrics. The
+//! in-memory log is raft-rs's `MemStorage` in both (the runtime's is rebuilt from the WAL by `storage`),
+//! so the core is not generic over raft-rs's `Storage`.
+//!
+//! # Tradeoffs
+//! * The core appends a `Ready`'s entries to the in-memory log before the runtime saves them to the
+//!   WAL (the loop used to do it after): nothing reads the in-memory log between the two, and a failed
+//!   save stops the member.
+//! * When a snapshot marker is due is decided twice: the apply thread decides it (it must sync the
+//!   backend before asking), and the core checks it again against the last marker it knows of, which
+//!   also drops a request an installed snapshot has overtaken.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

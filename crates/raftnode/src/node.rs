@@ -1,9 +1,13 @@
-//! The Raft loop: one thread that owns the raft-rs `RawNode` and the WAL, and hands committed entries to
-//! the apply thread (`apply_thread`).
+//! The Raft loop: one thread that owns a [`Core`] (raft-rs's `RawNode` and the loop's decisions, see
+//! `loopcore`) and the WAL, performs what the core decides, and hands committed entries to the apply
+//! thread (`apply_thread`). This module is the core's runtime: it decides nothing about held proposals,
+//! read-index batching, snapshot-marker cadence, a lone voter's campaign, a removed member's stop or a
+//! `Ready`'s order; it feeds the core its inputs with `Instant::now()` and performs the returned
+//! effects in order.
 //!
 //! Each turn it takes the queued commands (proposals, read-index requests, messages from peers, the apply
-//! thread's progress), ticks the clock when due, and handles a `Ready`: entries and hard state are
-//! appended to the WAL with one fdatasync, and committed entries are handed to the apply thread through a
+//! thread's progress), lets the core tick the clock when due and handle a `Ready`: entries and hard
+//! state are appended to the WAL with one fdatasync, and committed entries are handed to the apply thread through a
 //! bounded queue. Because every proposal that arrived while the previous fsync was running lands in the
 //! same `Ready`, concurrent clients share fsyncs (group commit) without any timer. Applying never holds
 //! up a tick or a heartbeat: when the apply queue is full the loop remembers the range of committed

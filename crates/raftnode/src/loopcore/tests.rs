@@ -191,3 +191,42 @@ fn reads_past_the_bound_and_at_shutdown_are_failed() {
         }
     ));
 }
+
+#[test]
+fn a_joining_member_replaying_the_others_additions_does_not_stop() {
+    let t0 = Instant::now();
+    // Member 4 joins: its log starts with the changes that added 1, 2 and 3, which it applies before
+    // the one that adds it.
+    let storage = MemStorage::new();
+    let cfg = raft::Config {
+        id: 4,
+        election_tick: 10,
+        heartbeat_tick: 1,
+        ..Default::default()
+    };
+    let node = RawNode::new(&cfg, storage, &crate::log::logger()).unwrap();
+    let mut core: Core<u32> = Core::new(
+        node,
+        CoreConfig {
+            tick: Duration::from_millis(100),
+            snapshot_count: 100,
+            snapshot_catchup_entries: 2,
+            max_reads: 16,
+        },
+        0,
+    );
+    for id in [1, 2, 3] {
+        let cc = ConfChange {
+            change_type: raft::prelude::ConfChangeType::AddNode,
+            node_id: id,
+            ..Default::default()
+        };
+        core.apply_conf_change(t0, 0, &cc).unwrap();
+    }
+    let later = t0 + REMOVED_STOP_DELAY * 2;
+    assert!(!core
+        .turn(later)
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, Effect::Stop)));
+}
