@@ -230,3 +230,27 @@ fn a_joining_member_replaying_the_others_additions_does_not_stop() {
         .iter()
         .any(|e| matches!(e, Effect::Stop)));
 }
+
+#[test]
+fn a_ready_is_handed_out_in_the_loops_order_with_its_failpoints() {
+    let t0 = Instant::now();
+    let mut core = lone(100);
+    let _ = core.turn(t0).unwrap();
+    let mut out = Vec::new();
+    core.propose(pending(1), &mut out);
+    assert!(out.is_empty());
+    let effects = core.turn(t0).unwrap();
+    let at = |want: &dyn Fn(&Effect<u32>) -> bool| {
+        effects
+            .iter()
+            .position(want)
+            .expect("every step of the Ready is there")
+    };
+    let leader_send = at(&|e| matches!(e, Effect::Failpoint("raftBeforeLeaderSend")));
+    let persist = at(
+        &|e| matches!(e, Effect::Persist { entries, .. } if entries.iter().any(|e| e.data.as_ref() == [1])),
+    );
+    let follower_send = at(&|e| matches!(e, Effect::Failpoint("raftBeforeFollowerSend")));
+    let advance = at(&|e| matches!(e, Effect::Failpoint("raftBeforeAdvance")));
+    assert!(leader_send < persist && persist < follower_send && follower_send < advance);
+}
