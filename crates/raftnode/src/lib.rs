@@ -1,5 +1,7 @@
 //! The Raft node, as etcd's `etcdserver/raft.go` and `storage`: the loop that owns raft-rs's `RawNode`
-//! and the WAL and hands committed entries to an apply thread (`node`), its bounded command queue
+//! and the WAL and hands committed entries to an apply thread (`node`), performing what its I/O-free core
+//! decides (`loopcore`: held proposals, read-index batching, snapshot cadence, a `Ready`'s order, a
+//! lone voter's campaign, a removed member's stop), its bounded command queue
 //! (`queue`), the Raft log rebuilt from the WAL or bootstrapped for a new member (`storage`), proposals
 //! held back while there is no leader (`proposal`), Raft snapshots sent from and installed into the
 //! backend (`node::snapshot`), and the admission of peer messages against the log (`admit`).

@@ -1,7 +1,8 @@
 //! The Raft loop's decisions without its I/O: a [`Core`] owns raft-rs's `RawNode` (over its in-memory
 //! `MemStorage`) and what the loop decides around it — read-index batching and retries, proposals held
 //! while there is no leader, when a snapshot marker is due (`--snapshot-count`), a lone voter's campaign
-//! after a conf change, and when a removed member stops. It takes the time (`now`) and inputs (commands,
+//! after a conf change, when a removed member stops, whether a leader transfer may start, and which
+//! leader changes fail the reads waiting on the old one. It takes the time (`now`) and inputs (commands,
 //! peer messages, apply progress) and returns [`Effect`]s for a runtime to perform: persist entries and
 //! hard state, send messages, apply committed entries, apply a membership entry, write a snapshot
 //! marker, answer or fail reads and proposals, stop.
@@ -20,19 +21,42 @@
 //! before it is applied, and its outcome reported with [`Core::apply_conf_change`] (accepted) or simply
 //! [`Core::applied`] (refused by the membership).
 //!
-//! The production loop (`node`) uses the same read-index batching ([`Reads`]) and held proposals
-//! (`proposal::Waiting`); moving the rest of its decisions onto [`Core`] is the next step (see
-//! ARCHITECTURE.md).
+//! Failpoints of a `Ready` (`raftBeforeLeaderSend`, `raftBeforeApplySnap`, `raftAfterApplySnap`,
+//! `raftBeforeFollowerSend`, `raftBeforeAdvance`) are [`Effect::Failpoint`]s at their place in the
+//! order, hit by the runtime: what a crash there leaves on disk and on the wire is what it left when
+//! the loop hit them itself (raft-rs's in-memory state is lost in a crash either way).
+//!
+//! The production loop (`node`) is such a runtime: it feeds the core its commands, peer messages,
+//! ticks and the apply thread's progress with `Instant::now()`, and performs the effects — the WAL save
+//! and fsync, sends through the transport, the hand-off to the apply thread (bounded, with a backlog of
+//! indexes when the apply queue is full), membership entries applied against the membership and the
+//! backend, snapshot markers, answers. What stays in the runtime is I/O and the bookkeeping of that I/O:
+//! the apply queue's backlog, waiting for the apply thread before a membership entry or a snapshot
+//! install, the install itself (`node::snapshot`, which tells the core with
+//! [`Core::snapshot_installed`]), the admission of peer messages, heartbeat timing and metrics. The
+//! in-memory log is raft-rs's `MemStorage` in both (the runtime's is rebuilt from the WAL by `storage`),
+//! so the core is not generic over raft-rs's `Storage`.
+//!
+//! # Tradeoffs
+//! * The core appends a `Ready`'s entries to the in-memory log before the runtime saves them to the
+//!   WAL (the loop used to do it after): nothing reads the in-memory log between the two, and a failed
+//!   save stops the member.
+//! * When a snapshot marker is due is decided twice: the apply thread decides it (it must sync the
+//!   backend before asking), and the core checks it again against the last marker it knows of, which
+//!   also drops a request an installed snapshot has overtaken.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use raft::prelude::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message};
+use raft::prelude::{
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message,
+};
 use raft::storage::MemStorage;
-use raft::{RawNode, StateRole, Storage as _};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
 use rpctypes::ServerError;
 
 use crate::proposal::{Payload, Pending, Waiting};
+use crate::RaftError;
 use membership::MEMBER_UPDATE_CONTEXT;
 
 /// A read-index request unanswered for this long is sent again (raft-rs drops some silently, e.g. while a
@@ -158,12 +182,15 @@ impl<W> Reads<W> {
 
 /// What the runtime is asked to do.
 pub enum Effect<W> {
+    /// A failpoint's place in the handling of a `Ready` (`docs/failpoints.md`): the runtime hits it
+    /// there, between the effects before and after it.
+    Failpoint(&'static str),
     /// Messages that may leave now.
     Send(Vec<Message>),
-    /// Entries and hard state to make durable (WAL append and fsync) before any later effect.
+    /// Entries and the hard state to make durable (WAL append and fsync) before any later effect.
     Persist {
         entries: Vec<Entry>,
-        hard_state: Option<HardState>,
+        hard_state: HardState,
     },
     /// Committed normal entries to apply, in order.
     Apply(Vec<Entry>),
@@ -181,6 +208,11 @@ pub enum Effect<W> {
         pending: Pending,
         error: ServerError,
     },
+    /// This many read-index requests went unanswered too long and were asked again (etcd counts them
+    /// as slow read indexes).
+    ReadsRetried(usize),
+    /// The leader raft-rs knows is now this one (`raft::INVALID_ID`: none).
+    LeaderChanged(u64),
     /// This member was removed and its grace period is over.
     Stop,
 }
@@ -207,6 +239,7 @@ pub struct Core<W> {
 }
 
 impl<W> Core<W> {
+    /// `snapshot_index`: where the last snapshot marker is.
     pub fn new(node: RawNode<MemStorage>, cfg: CoreConfig, snapshot_index: u64) -> Core<W> {
         let reads = Reads::new(cfg.max_reads);
         Core {
@@ -226,6 +259,11 @@ impl<W> Core<W> {
         &self.node.raft
     }
 
+    /// raft-rs's log in memory (committed entries are read from it again when applying had to wait).
+    pub fn store(&self) -> &MemStorage {
+        self.node.store()
+    }
+
     pub fn leader(&self) -> u64 {
         self.node.raft.leader_id
     }
@@ -233,6 +271,12 @@ impl<W> Core<W> {
     /// When the runtime must call [`Core::turn`] next at the latest (the next tick).
     pub fn deadline(&self) -> Option<Instant> {
         self.next_tick
+    }
+
+    /// Nothing for a turn to do before the first tick: no `Ready`, no configuration change to react to
+    /// (the runtime's start-up turns until then, so a lone voter leads as soon as it has started).
+    pub fn settled(&self) -> bool {
+        !self.conf_changed && !self.node.has_ready()
     }
 
     /// A proposal: to raft-rs at once if there is a leader, else held until there is one (or refused
@@ -279,14 +323,53 @@ impl<W> Core<W> {
     }
 
     /// A message from a peer (already admitted, see `admit`).
-    pub fn step(&mut self, m: Message) {
-        if let Err(e) = self.node.step(m) {
-            tracing::debug!("raft message not stepped: {e}");
-        }
+    pub fn step(&mut self, m: Message) -> Result<(), raft::Error> {
+        self.node.step(m)
     }
 
     pub fn unreachable(&mut self, id: u64) {
         self.node.report_unreachable(id);
+    }
+
+    /// A snapshot sent to `to` arrived (`ok`) or did not.
+    pub fn snapshot_sent(&mut self, to: u64, ok: bool) {
+        let status = if ok {
+            SnapshotStatus::Finish
+        } else {
+            SnapshotStatus::Failure
+        };
+        self.node.report_snapshot(to, status);
+    }
+
+    /// Starts handing leadership to `target`: only a leader can, and only to a voter.
+    pub fn transfer_leader(&mut self, target: u64) -> Result<(), ServerError> {
+        let r = &self.node.raft;
+        if r.leader_id != r.id {
+            return Err(ServerError::NotLeader);
+        }
+        if !r.prs().conf().voters().contains(target) {
+            return Err(ServerError::BadLeaderTransferee);
+        }
+        self.node.transfer_leader(target);
+        Ok(())
+    }
+
+    /// How far member `id` has replicated the log and how far the leader has, on the leader only
+    /// (`(None, _)` if `id` is not replicating).
+    pub fn progress(&self, id: u64) -> Option<(Option<u64>, u64)> {
+        let r = &self.node.raft;
+        (r.state == StateRole::Leader).then(|| {
+            let prs = r.prs();
+            (
+                prs.get(id).map(|p| p.matched),
+                prs.get(r.id).map(|p| p.matched).unwrap_or(0),
+            )
+        })
+    }
+
+    /// A peer refused this member as removed from the cluster: it stops at the next turn.
+    pub fn removed(&mut self, now: Instant) {
+        self.stop_at = Some(now);
     }
 
     /// Everything up to `index` is applied (the backend's consistent index, made durable, is
@@ -297,8 +380,9 @@ impl<W> Core<W> {
         }
         if let Some(ci) = durable {
             if snapshot_due(ci, self.snapshot_index, self.cfg.snapshot_count) {
-                if let Ok(term) = self.node.store().term(ci) {
-                    out.push(Effect::SnapshotMarker { index: ci, term });
+                match self.node.store().term(ci) {
+                    Ok(term) => out.push(Effect::SnapshotMarker { index: ci, term }),
+                    Err(e) => tracing::warn!(index = ci, "no snapshot marker: {e}"),
                 }
             }
         }
@@ -315,8 +399,16 @@ impl<W> Core<W> {
         Ok(())
     }
 
-    /// A membership entry the membership accepted: raft-rs's configuration follows. Removing this
-    /// member starts its grace period.
+    /// The runtime installed a snapshot from the leader at `index` (backend, membership, WAL marker)
+    /// and is about to step its message: raft-rs hands it back in a `Ready`, and only that snapshot
+    /// goes into the in-memory log. The membership may have changed.
+    pub fn snapshot_installed(&mut self, index: u64) {
+        self.snapshot_index = index;
+        self.conf_changed = true;
+    }
+
+    /// A membership entry the membership accepted: raft-rs's configuration follows. The change that
+    /// removes this member starts its grace period.
     pub fn apply_conf_change(
         &mut self,
         now: Instant,
@@ -329,20 +421,35 @@ impl<W> Core<W> {
         if index > self.node.raft.raft_log.applied {
             self.node.advance_apply_to(index);
         }
-        let removed = !cs
-            .voters
-            .iter()
-            .chain(&cs.learners)
-            .any(|&id| id == self.node.raft.id);
+        // Only the change that removes this member: a joining member replays the changes that added
+        // the others before the one that adds it, and must not take those for its removal.
+        let removed =
+            cc.get_change_type() == ConfChangeType::RemoveNode && cc.node_id == self.node.raft.id;
         if removed && self.stop_at.is_none() {
             self.stop_at = Some(now + REMOVED_STOP_DELAY);
         }
         Ok(cs)
     }
 
+    /// raft-rs's own empty change to leave a joint configuration (Hearth proposes only simple changes
+    /// and never enters one): nothing for the membership.
+    pub fn apply_conf_change_v2(
+        &mut self,
+        index: u64,
+        cc: &ConfChangeV2,
+    ) -> Result<(), raft::Error> {
+        let cs = self.node.apply_conf_change(cc)?;
+        self.node.mut_store().wl().set_conf_state(cs);
+        if index > self.node.raft.raft_log.applied {
+            self.node.advance_apply_to(index);
+        }
+        Ok(())
+    }
+
     /// One turn at `now`: tick if due, release held proposals and reads, handle a `Ready`. Returns the
-    /// effects in the order the runtime must perform them.
-    pub fn turn(&mut self, now: Instant) -> Vec<Effect<W>> {
+    /// effects in the order the runtime must perform them; an error is fatal (the in-memory log cannot
+    /// take what raft-rs handed out).
+    pub fn turn(&mut self, now: Instant) -> Result<Vec<Effect<W>>, RaftError> {
         let mut out = Vec::new();
         match self.next_tick {
             Some(t) if now < t => {}
@@ -355,26 +462,29 @@ impl<W> Core<W> {
         }
         if self.stop_at.is_some_and(|t| now >= t) {
             out.push(Effect::Stop);
-            return out;
+            return Ok(out);
         }
         if std::mem::take(&mut self.conf_changed) {
-            self.campaign_if_alone();
+            self.campaign_if_alone()?;
         }
         self.flush_waiting(&mut out);
-        self.flush_reads(now);
+        self.flush_reads(now, &mut out);
         if self.node.has_ready() {
-            self.ready(now, &mut out);
+            self.ready(&mut out)?;
+            // A leader may have just appeared.
             self.flush_waiting(&mut out);
         }
-        out
+        Ok(out)
     }
 
-    fn campaign_if_alone(&mut self) {
+    /// A lone voter needs no election timeout to know it wins.
+    fn campaign_if_alone(&mut self) -> Result<(), raft::Error> {
         let r = &self.node.raft;
         let cs = r.prs().conf().to_conf_state();
         if cs.voters == [r.id] && cs.voters_outgoing.is_empty() && r.state != StateRole::Leader {
-            let _ = self.node.campaign();
+            self.node.campaign()?;
         }
+        Ok(())
     }
 
     fn flush_waiting(&mut self, out: &mut Vec<Effect<W>>) {
@@ -387,21 +497,49 @@ impl<W> Core<W> {
         }
     }
 
-    fn flush_reads(&mut self, now: Instant) {
+    /// One read-index request for every read that arrived since the last one, and again those left
+    /// unanswered too long; none while there is no leader, or while a new leader has not committed in
+    /// its term (raft-rs would drop them).
+    fn flush_reads(&mut self, now: Instant, out: &mut Vec<Effect<W>>) {
         let r = &self.node.raft;
         if r.leader_id == raft::INVALID_ID || (r.leader_id == r.id && !r.commit_to_current_term()) {
             return;
         }
-        for ctx in self.reads.flush(now).contexts {
+        let requests = self.reads.flush(now);
+        if requests.retried > 0 {
+            out.push(Effect::ReadsRetried(requests.retried));
+        }
+        for ctx in requests.contexts {
             self.node.read_index(ctx);
         }
     }
 
-    fn ready(&mut self, _now: Instant, out: &mut Vec<Effect<W>>) {
+    /// A `Ready`, in raft-rs's order: a leader's messages leave before the fsync, a snapshot goes into
+    /// the in-memory log, read states answer reads, committed entries go to be applied, entries and
+    /// hard state are persisted, then the messages that promise them leave and raft-rs advances.
+    fn ready(&mut self, out: &mut Vec<Effect<W>>) -> Result<(), RaftError> {
         let mut ready = self.node.ready();
+        out.push(Effect::Failpoint("raftBeforeLeaderSend"));
         let msgs = ready.take_messages();
         if !msgs.is_empty() {
             out.push(Effect::Send(msgs));
+        }
+        let snapshot =
+            (!ready.snapshot().is_empty()).then(|| ready.snapshot().get_metadata().index);
+        if let Some(index) = snapshot {
+            // raft-rs restores only the snapshot the runtime installed just before stepping it.
+            if index != self.snapshot_index {
+                return Err(RaftError::Corrupt(format!(
+                    "raft restored a snapshot at {index}, but the one installed is at {}",
+                    self.snapshot_index
+                )));
+            }
+            out.push(Effect::Failpoint("raftBeforeApplySnap"));
+            self.node
+                .mut_store()
+                .wl()
+                .apply_snapshot(ready.snapshot().clone())?;
+            out.push(Effect::Failpoint("raftAfterApplySnap"));
         }
         for rs in ready.take_read_states() {
             let waiters = self.reads.answered(&rs.request_ctx);
@@ -412,29 +550,35 @@ impl<W> Core<W> {
                 });
             }
         }
-        self.committed(ready.take_committed_entries(), out);
+        out.extend(Self::split_committed(ready.take_committed_entries()));
         let entries = ready.take_entries();
         let hs = ready.hs().cloned();
         if !entries.is_empty() || hs.is_some() {
-            {
-                let mut store = self.node.mut_store().wl();
-                if let Err(e) = store.append(&entries) {
-                    tracing::error!("cannot append to the in-memory log: {e}");
-                }
-                if let Some(hs) = &hs {
-                    store.set_hardstate(hs.clone());
-                }
+            let mut store = self.node.mut_store().wl();
+            let hard_state = hs.clone().unwrap_or_else(|| store.hard_state().clone());
+            store.append(&entries)?;
+            if let Some(hs) = hs {
+                store.set_hardstate(hs);
             }
             out.push(Effect::Persist {
                 entries,
-                hard_state: hs,
+                hard_state,
             });
         }
+        // Votes and append responses promise what the persist made durable: only after it.
+        out.push(Effect::Failpoint("raftBeforeFollowerSend"));
         let persisted = ready.take_persisted_messages();
         if !persisted.is_empty() {
             out.push(Effect::Send(persisted));
         }
+        out.push(Effect::Failpoint("raftBeforeAdvance"));
+        // Applying is the runtime's: raft-rs hears how far it got from `applied`.
         let mut light = self.node.advance_append(ready);
+        if let Some(index) = snapshot {
+            if index > self.node.raft.raft_log.applied {
+                self.node.advance_apply_to(index);
+            }
+        }
         if let Some(commit) = light.commit_index() {
             self.node.mut_store().wl().mut_hard_state().commit = commit;
         }
@@ -442,11 +586,15 @@ impl<W> Core<W> {
         if !msgs.is_empty() {
             out.push(Effect::Send(msgs));
         }
-        self.committed(light.take_committed_entries(), out);
+        out.extend(Self::split_committed(light.take_committed_entries()));
         self.leader_changes(out);
+        Ok(())
     }
 
-    fn committed(&mut self, entries: Vec<Entry>, out: &mut Vec<Effect<W>>) {
+    /// Committed entries as the effects that apply them, in log order: runs of normal entries, and
+    /// each membership entry on its own.
+    pub fn split_committed(entries: Vec<Entry>) -> Vec<Effect<W>> {
+        let mut out = Vec::new();
         let mut batch = Vec::new();
         for e in entries {
             let membership = match e.get_entry_type() {
@@ -460,22 +608,12 @@ impl<W> Core<W> {
             if !batch.is_empty() {
                 out.push(Effect::Apply(std::mem::take(&mut batch)));
             }
-            if e.get_entry_type() == EntryType::EntryConfChangeV2 {
-                // Only raft-rs's own empty change to leave a joint configuration, which Hearth never
-                // enters: nothing for the membership.
-                use protobuf::Message as _;
-                if let Ok(cc) = ConfChangeV2::parse_from_bytes(&e.data) {
-                    if let Ok(cs) = self.node.apply_conf_change(&cc) {
-                        self.node.mut_store().wl().set_conf_state(cs);
-                    }
-                }
-                continue;
-            }
             out.push(Effect::ApplyMembership(e));
         }
         if !batch.is_empty() {
             out.push(Effect::Apply(batch));
         }
+        out
     }
 
     fn leader_changes(&mut self, out: &mut Vec<Effect<W>>) {
@@ -484,6 +622,7 @@ impl<W> Core<W> {
             return;
         }
         self.last_leader = leader;
+        out.push(Effect::LeaderChanged(leader));
         if leader == raft::INVALID_ID {
             return;
         }

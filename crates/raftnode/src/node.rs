@@ -1,9 +1,13 @@
-//! The Raft loop: one thread that owns the raft-rs `RawNode` and the WAL, and hands committed entries to
-//! the apply thread (`apply_thread`).
+//! The Raft loop: one thread that owns a [`Core`] (raft-rs's `RawNode` and the loop's decisions, see
+//! `loopcore`) and the WAL, performs what the core decides, and hands committed entries to the apply
+//! thread (`apply_thread`). This module is the core's runtime: it decides nothing about held proposals,
+//! read-index batching, snapshot-marker cadence, a lone voter's campaign, a removed member's stop or a
+//! `Ready`'s order; it feeds the core its inputs with `Instant::now()` and performs the returned
+//! effects in order.
 //!
 //! Each turn it takes the queued commands (proposals, read-index requests, messages from peers, the apply
-//! thread's progress), ticks the clock when due, and handles a `Ready`: entries and hard state are
-//! appended to the WAL with one fdatasync, and committed entries are handed to the apply thread through a
+//! thread's progress), lets the core tick the clock when due and handle a `Ready`: entries and hard
+//! state are appended to the WAL with one fdatasync, and committed entries are handed to the apply thread through a
 //! bounded queue. Because every proposal that arrived while the previous fsync was running lands in the
 //! same `Ready`, concurrent clients share fsyncs (group commit) without any timer. Applying never holds
 //! up a tick or a heartbeat: when the apply queue is full the loop remembers the range of committed
@@ -45,21 +49,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message, ReadState};
-use raft::storage::MemStorage;
-use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
+use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, HardState, Message};
+use raft::{RawNode, Storage as _};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
 use apply::applier::Applier;
 use apply::wait::Wait;
 use apply_thread::SharedApplier;
-use membership::{Change, Member, RaftCluster, MEMBER_UPDATE_CONTEXT};
+use membership::{Change, Member, RaftCluster};
 use rafthttp::{RaftTransport, SendReport};
 use rpctypes::ServerError;
 
-use crate::loopcore::{Reads, REMOVED_STOP_DELAY};
+use crate::loopcore::{Core, CoreConfig, Effect};
 use crate::metrics;
-use crate::proposal::{Payload, Pending, ProposalState, Waiting};
+use crate::proposal::{Payload, Pending, ProposalState};
 use crate::queue::Commands;
 use crate::storage::RecoveredLog;
 use crate::RaftError;
@@ -180,7 +183,8 @@ pub struct ClusterParts {
 }
 
 pub struct RaftNode {
-    node: RawNode<MemStorage>,
+    /// raft-rs and the loop's decisions around it (`loopcore`); this type performs what it decides.
+    core: Core<ReadWaiter>,
     wal: wal::Wal,
     /// Shared with the apply thread, which holds it while it applies a batch.
     applier: SharedApplier,
@@ -192,10 +196,7 @@ pub struct RaftNode {
     status: Arc<RaftStatus>,
     applied_tx: Arc<watch::Sender<u64>>,
     cluster: ClusterParts,
-    tick_interval: Duration,
-    snapshot_catchup_entries: u64,
-    snapshot_index: u64,
-    /// The same, for the apply thread (which decides when a marker is due).
+    /// The index of the last snapshot marker, for the apply thread (which decides when one is due).
     shared_snapshot_index: Arc<AtomicU64>,
     /// The last index applied, as the apply thread last reported it (or the loop applied).
     applied: u64,
@@ -207,16 +208,13 @@ pub struct RaftNode {
     apply_tx: Option<SyncSender<Vec<Entry>>>,
     apply_thread: Option<std::thread::JoinHandle<()>>,
     progress: Arc<apply_thread::Progress>,
-    reads: Reads<oneshot::Sender<Result<u64, ServerError>>>,
-    last_leader: u64,
-    waiting: Waiting,
-    /// Set once this member is no longer in the cluster: when to stop.
-    stop_at: Option<Instant>,
-    conf_changed: bool,
     /// A command failed in a way that must stop the loop (a snapshot install that went wrong).
     fatal: Option<RaftError>,
     heartbeats: crate::heartbeat::Heartbeats,
 }
+
+/// A linearizable read waiting for its read index.
+type ReadWaiter = oneshot::Sender<Result<u64, ServerError>>;
 
 pub struct NodeConfig {
     pub heartbeat: Duration,
@@ -264,6 +262,16 @@ impl RaftNode {
         status.applied.store(applied, Ordering::Release);
         status.term.store(node.raft.term, Ordering::Release);
         status.leader.store(node.raft.leader_id, Ordering::Release);
+        let core = Core::new(
+            node,
+            CoreConfig {
+                tick: cfg.heartbeat,
+                snapshot_count: cfg.snapshot_count,
+                snapshot_catchup_entries: cfg.snapshot_catchup_entries,
+                max_reads: MAX_READS,
+            },
+            log.snapshot_index,
+        );
         applied_tx.send_replace(applied);
         let applied_tx = Arc::new(applied_tx);
         let kv = applier.kv().clone();
@@ -288,7 +296,7 @@ impl RaftNode {
             .spawn(move || worker.run())
             .map_err(|e| RaftError::Corrupt(format!("cannot start the apply thread: {e}")))?;
         let mut n = RaftNode {
-            node,
+            core,
             wal: log.wal,
             applier,
             kv,
@@ -298,9 +306,6 @@ impl RaftNode {
             status,
             applied_tx,
             cluster,
-            tick_interval: cfg.heartbeat,
-            snapshot_catchup_entries: cfg.snapshot_catchup_entries,
-            snapshot_index: log.snapshot_index,
             shared_snapshot_index,
             applied,
             handed: applied,
@@ -308,11 +313,6 @@ impl RaftNode {
             apply_tx: Some(apply_tx),
             apply_thread: Some(apply_thread),
             progress,
-            reads: Reads::new(MAX_READS),
-            last_leader: raft::INVALID_ID,
-            waiting: Waiting::default(),
-            stop_at: None,
-            conf_changed: false,
             fatal: None,
             heartbeats: crate::heartbeat::Heartbeats::new(cfg.heartbeat),
         };
@@ -320,30 +320,19 @@ impl RaftNode {
         Ok(n)
     }
 
-    /// Handles what is ready before the loop starts: applies what is committed (a new cluster's first
-    /// entries make its configuration), and lets a lone voter become leader, so that a single member serves
-    /// as soon as it has started.
+    /// Turns until the core has nothing more to do before the first tick: applies what is committed (a
+    /// new cluster's first entries make its configuration), and lets a lone voter become leader, so
+    /// that a single member serves as soon as it has started.
     fn settle(&mut self) -> Result<(), RaftError> {
-        self.campaign_if_alone()?;
+        let now = Instant::now();
         for _ in 0..16 {
-            if !self.node.has_ready() {
+            if self.core.settled() {
                 break;
             }
-            self.on_ready()?;
-            if std::mem::take(&mut self.conf_changed) {
-                self.campaign_if_alone()?;
+            let effects = self.core.turn(now)?;
+            if self.perform(effects)? {
+                return Err(RaftError::Removed);
             }
-        }
-        Ok(())
-    }
-
-    /// A lone voter needs no election timeout to know it wins.
-    fn campaign_if_alone(&mut self) -> Result<(), RaftError> {
-        let r = &self.node.raft;
-        let cs = r.prs().conf().to_conf_state();
-        let alone = cs.voters == [r.id] && cs.voters_outgoing.is_empty();
-        if alone && r.state != StateRole::Leader {
-            self.node.campaign()?;
         }
         Ok(())
     }
@@ -351,9 +340,12 @@ impl RaftNode {
     /// Runs until asked to stop or every [`crate::Handle`] is gone. An error is fatal: the log or the backend could not be
     /// written, and continuing could acknowledge a write that is not durable.
     pub fn run(mut self) -> Result<(), RaftError> {
-        let mut next_tick = Instant::now() + self.tick_interval;
         let result = loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let wait = self
+                .core
+                .deadline()
+                .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
             match self.commands.rx.recv_timeout(wait) {
                 Ok(cmd) => {
                     let mut stop = !self.handle(cmd);
@@ -374,15 +366,6 @@ impl RaftNode {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break Ok(()),
             }
-            let now = Instant::now();
-            if now >= next_tick {
-                self.node.tick();
-                next_tick = now + self.tick_interval;
-                self.waiting.purge();
-            }
-            if self.stop_at.is_some_and(|t| now >= t) {
-                break Err(RaftError::Removed);
-            }
             if let Err(e) = self.turn() {
                 break Err(e);
             }
@@ -391,30 +374,23 @@ impl RaftNode {
         // the WAL at the next start).
         self.stop_apply();
         let synced = self.sync_backend();
-        self.fail_reads(ServerError::Stopped);
-        for p in self.waiting.drain() {
-            if p.state.claim() {
-                fail_pending(&self.wait, &self.cluster.conf_wait, p, ServerError::Stopped);
-            }
+        let mut out = Vec::new();
+        self.core.shut_down(&mut out);
+        if out.iter().any(|e| matches!(e, Effect::FailReads { .. })) {
+            metrics::READ_INDEXES_FAILED.inc();
         }
-        result.and(synced)
+        let answered = self.perform(out);
+        result.and(synced).and(answered.map(|_| ()))
     }
 
-    /// What follows the commands of a turn: held proposals and reads go out, a `Ready` is handled, the
-    /// apply queue takes what waited for room.
+    /// The core's turn (tick, held proposals and reads, a `Ready`), performed; then the apply queue
+    /// takes what waited for room. A removed member's stop is an error.
     fn turn(&mut self) -> Result<(), RaftError> {
-        self.flush_waiting();
-        self.flush_reads();
-        if self.node.has_ready() {
-            self.on_ready()?;
-            // A leader may have just appeared.
-            self.flush_waiting();
+        let effects = self.core.turn(Instant::now())?;
+        if self.perform(effects)? {
+            return Err(RaftError::Removed);
         }
-        self.flush_backlog()?;
-        if std::mem::take(&mut self.conf_changed) {
-            self.campaign_if_alone()?;
-        }
-        Ok(())
+        self.flush_backlog()
     }
 
     fn stop_apply(&mut self) {
@@ -426,37 +402,104 @@ impl RaftNode {
         }
     }
 
+    /// Performs the core's effects in order (see `loopcore`'s contract). Returns true when the member
+    /// must stop; an error is fatal.
+    fn perform(&mut self, effects: Vec<Effect<ReadWaiter>>) -> Result<bool, RaftError> {
+        let mut report = SendReport::default();
+        for effect in effects {
+            match effect {
+                Effect::Failpoint(name) => failpoint::hit(name),
+                Effect::Send(msgs) => {
+                    self.heartbeats.sent(&msgs, Instant::now());
+                    self.cluster.transport.send(msgs, &mut report);
+                }
+                Effect::Persist {
+                    entries,
+                    hard_state,
+                } => self.persist(&entries, &hard_state)?,
+                Effect::Apply(entries) => self.hand_off(entries)?,
+                Effect::ApplyMembership(e) => self.hand_off(vec![e])?,
+                Effect::SnapshotMarker { index, term } => {
+                    self.write_snapshot_marker(index, term)?
+                }
+                Effect::ReadIndex { waiters, index } => {
+                    for tx in waiters {
+                        let _ = tx.send(Ok(index));
+                    }
+                }
+                Effect::FailReads { waiters, error } => {
+                    for tx in waiters {
+                        let _ = tx.send(Err(error.clone()));
+                    }
+                }
+                Effect::FailProposal { pending, error } => {
+                    if !matches!(error, ServerError::TooManyRequests | ServerError::Stopped) {
+                        tracing::debug!(id = pending.id, "proposal dropped: {error}");
+                        metrics::PROPOSALS_FAILED.inc();
+                    }
+                    fail_pending(&self.wait, &self.cluster.conf_wait, pending, error);
+                }
+                Effect::ReadsRetried(n) => metrics::SLOW_READ_INDEXES.inc_by(n as f64),
+                Effect::LeaderChanged(leader) => self.leader_changed(leader),
+                Effect::Stop => return Ok(true),
+            }
+        }
+        for id in report.unreachable {
+            self.core.unreachable(id);
+        }
+        for id in report.snapshot_failed {
+            self.core.snapshot_sent(id, false);
+        }
+        self.publish_status();
+        Ok(false)
+    }
+
+    /// Appends entries and the hard state to the WAL, with one fdatasync.
+    fn persist(&mut self, entries: &[Entry], hard: &HardState) -> Result<(), RaftError> {
+        let hard_bytes = hard
+            .write_to_bytes()
+            .map_err(|e| RaftError::Corrupt(e.to_string()))?;
+        let mut wal_entries = Vec::with_capacity(entries.len());
+        for e in entries {
+            let data = e
+                .write_to_bytes()
+                .map_err(|e| RaftError::Corrupt(e.to_string()))?;
+            wal_entries.push(wal::Entry {
+                index: e.index,
+                term: e.term,
+                data,
+            });
+        }
+        let started = Instant::now();
+        failpoint::hit("raftBeforeSave");
+        self.wal.save(Some(&hard_bytes), &wal_entries)?;
+        failpoint::hit("raftAfterSave");
+        metrics::WAL_FSYNC.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
     /// Returns false when asked to stop.
     fn handle(&mut self, cmd: Command) -> bool {
+        let mut out = Vec::new();
         match cmd {
-            Command::Propose { id, data, state } => self.propose(Pending {
-                id,
-                payload: Payload::Normal(data),
-                state,
-            }),
+            Command::Propose { id, data, state } => self.core.propose(
+                Pending {
+                    id,
+                    payload: Payload::Normal(data),
+                    state,
+                },
+                &mut out,
+            ),
             Command::ProposeMembership { id, payload, state } => {
-                self.propose(Pending { id, payload, state })
+                self.core.propose(Pending { id, payload, state }, &mut out)
             }
-            Command::ReadIndex(tx) => {
-                if let Err(tx) = self.reads.push(tx) {
-                    let _ = tx.send(Err(ServerError::TooManyRequests));
-                }
-            }
+            Command::ReadIndex(tx) => self.core.read_index(tx, &mut out),
             Command::TransferLeader { target, reply } => {
-                let r = &self.node.raft;
-                let result = if r.leader_id != r.id {
-                    Err(ServerError::NotLeader)
-                } else if !r.prs().conf().voters().contains(target) {
-                    Err(ServerError::BadLeaderTransferee)
-                } else {
-                    self.node.transfer_leader(target);
-                    Ok(())
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.core.transfer_leader(target));
             }
             Command::Step { msgs, permit } => {
                 for mut m in msgs {
-                    if let Err(e) = crate::admit::admit(&self.node.raft, &mut m) {
+                    if let Err(e) = crate::admit::admit(self.core.raft(), &mut m) {
                         let from = format!("{:x}", m.from);
                         tracing::warn!(remote_peer_id = %from, "dropped a raft message from a peer: {e}");
                         rafthttp::metrics::PEER_RECEIVED_FAILURES
@@ -465,7 +508,7 @@ impl RaftNode {
                         continue;
                     }
                     self.heartbeats.received(&m, Instant::now());
-                    if let Err(e) = self.node.step(m) {
+                    if let Err(e) = self.core.step(m) {
                         tracing::debug!("raft message not stepped: {e}");
                     }
                 }
@@ -476,29 +519,14 @@ impl RaftNode {
                     self.fatal = Some(e);
                 }
             }
-            Command::SnapshotStatus { to, ok } => {
-                let status = if ok {
-                    SnapshotStatus::Finish
-                } else {
-                    SnapshotStatus::Failure
-                };
-                self.node.report_snapshot(to, status);
-            }
-            Command::Unreachable(id) => self.node.report_unreachable(id),
+            Command::SnapshotStatus { to, ok } => self.core.snapshot_sent(to, ok),
+            Command::Unreachable(id) => self.core.unreachable(id),
             Command::Progress { id, reply } => {
-                let r = &self.node.raft;
-                let progress = (r.state == StateRole::Leader).then(|| {
-                    let prs = r.prs();
-                    (
-                        prs.get(id).map(|p| p.matched),
-                        prs.get(r.id).map(|p| p.matched).unwrap_or(0),
-                    )
-                });
-                let _ = reply.send(progress);
+                let _ = reply.send(self.core.progress(id));
             }
             Command::Removed => {
                 tracing::warn!("this member was removed from the cluster; stopping");
-                self.stop_at = Some(Instant::now());
+                self.core.removed(Instant::now());
             }
             Command::Stop => return false,
             Command::Admitted { cmd, permit } => {
@@ -507,172 +535,17 @@ impl RaftNode {
             }
             Command::Applied { index, snapshot } => {
                 self.applied = self.applied.max(index);
-                if index > self.node.raft.raft_log.applied {
-                    self.node.advance_apply_to(index);
-                }
-                if let Some(at) = snapshot {
-                    if let Err(e) = self.write_snapshot_marker(at) {
-                        self.fatal = Some(e);
-                    }
-                }
+                self.core.applied(index, snapshot, &mut out);
             }
             Command::ApplyFailed(e) => self.fatal = Some(RaftError::Apply(e)),
         }
+        if !out.is_empty() {
+            // A stop is only ever decided in a turn.
+            if let Err(e) = self.perform(out) {
+                self.fatal = Some(e);
+            }
+        }
         true
-    }
-
-    /// Proposes at once if there is a leader, else holds the proposal until there is one.
-    fn propose(&mut self, p: Pending) {
-        if self.node.raft.leader_id == raft::INVALID_ID {
-            if let Err(p) = self.waiting.push(p) {
-                if p.state.claim() {
-                    fail_pending(
-                        &self.wait,
-                        &self.cluster.conf_wait,
-                        p,
-                        ServerError::TooManyRequests,
-                    );
-                }
-            }
-            return;
-        }
-        if !p.state.claim() {
-            return;
-        }
-        let r = match &p.payload {
-            Payload::Normal(data) => self.node.propose(vec![], data.clone()),
-            Payload::Conf(cc) => self.node.propose_conf_change(vec![], cc.clone()),
-            Payload::MemberUpdate(data) => self
-                .node
-                .propose(MEMBER_UPDATE_CONTEXT.to_vec(), data.clone()),
-        };
-        if let Err(e) = r {
-            tracing::debug!(id = p.id, "proposal dropped: {e}");
-            metrics::PROPOSALS_FAILED.inc();
-            let err = match e {
-                raft::Error::ProposalDropped => ServerError::ProposalDropped,
-                other => ServerError::Internal(other.to_string()),
-            };
-            fail_pending(&self.wait, &self.cluster.conf_wait, p, err);
-        }
-    }
-
-    fn flush_waiting(&mut self) {
-        if self.waiting.is_empty() || self.node.raft.leader_id == raft::INVALID_ID {
-            return;
-        }
-        let waiting: Vec<Pending> = self.waiting.drain().collect();
-        for p in waiting {
-            self.propose(p);
-        }
-    }
-
-    /// Sends one read-index request for every read that arrived since the last one, and sends again those
-    /// left unanswered too long (`loopcore::Reads`).
-    fn flush_reads(&mut self) {
-        let r = &self.node.raft;
-        if r.leader_id == raft::INVALID_ID || (r.leader_id == r.id && !r.commit_to_current_term()) {
-            return;
-        }
-        let requests = self.reads.flush(Instant::now());
-        // etcd counts a read index that had to be asked again as slow.
-        metrics::SLOW_READ_INDEXES.inc_by(requests.retried as f64);
-        for ctx in requests.contexts {
-            self.node.read_index(ctx);
-        }
-    }
-
-    fn on_read_state(&mut self, rs: ReadState) {
-        for tx in self.reads.answered(&rs.request_ctx) {
-            let _ = tx.send(Ok(rs.index));
-        }
-    }
-
-    fn fail_reads(&mut self, e: ServerError) {
-        if !self.reads.is_empty() {
-            metrics::READ_INDEXES_FAILED.inc();
-        }
-        for tx in self.reads.take_all() {
-            let _ = tx.send(Err(e.clone()));
-        }
-    }
-
-    fn on_ready(&mut self) -> Result<(), RaftError> {
-        let mut ready = self.node.ready();
-        let mut report = SendReport::default();
-        // A leader's appends and heartbeats may leave before its own fsync (raft-rs's Ready contract).
-        failpoint::hit("raftBeforeLeaderSend");
-        let msgs = ready.take_messages();
-        self.heartbeats.sent(&msgs, Instant::now());
-        self.cluster.transport.send(msgs, &mut report);
-        let snapshot =
-            (!ready.snapshot().is_empty()).then(|| ready.snapshot().get_metadata().index);
-        if snapshot.is_some() {
-            self.store_snapshot(ready.snapshot().clone())?;
-        }
-        for rs in ready.take_read_states() {
-            self.on_read_state(rs);
-        }
-        self.hand_off(ready.take_committed_entries())?;
-        let entries = ready.take_entries();
-        let hs = ready.hs().cloned();
-        if !entries.is_empty() || hs.is_some() {
-            let hard = hs
-                .clone()
-                .unwrap_or_else(|| self.node.store().rl().hard_state().clone());
-            let hard_bytes = hard
-                .write_to_bytes()
-                .map_err(|e| RaftError::Corrupt(e.to_string()))?;
-            let mut wal_entries = Vec::with_capacity(entries.len());
-            for e in &entries {
-                let data = e
-                    .write_to_bytes()
-                    .map_err(|e| RaftError::Corrupt(e.to_string()))?;
-                wal_entries.push(wal::Entry {
-                    index: e.index,
-                    term: e.term,
-                    data,
-                });
-            }
-            let started = Instant::now();
-            failpoint::hit("raftBeforeSave");
-            self.wal.save(Some(&hard_bytes), &wal_entries)?;
-            failpoint::hit("raftAfterSave");
-            metrics::WAL_FSYNC.observe(started.elapsed().as_secs_f64());
-            let mut store = self.node.mut_store().wl();
-            store.append(&entries)?;
-            if let Some(hs) = hs {
-                store.set_hardstate(hs);
-            }
-        }
-        // Votes and append responses promise what is now on disk: only now may they leave.
-        failpoint::hit("raftBeforeFollowerSend");
-        self.cluster
-            .transport
-            .send(ready.take_persisted_messages(), &mut report);
-        failpoint::hit("raftBeforeAdvance");
-        // Applying is the apply thread's: raft-rs hears how far it got from its reports.
-        let mut light = self.node.advance_append(ready);
-        if let Some(index) = snapshot {
-            if index > self.node.raft.raft_log.applied {
-                self.node.advance_apply_to(index);
-            }
-        }
-        if let Some(commit) = light.commit_index() {
-            self.node.mut_store().wl().mut_hard_state().commit = commit;
-        }
-        let msgs = light.take_messages();
-        self.heartbeats.sent(&msgs, Instant::now());
-        self.cluster.transport.send(msgs, &mut report);
-        self.hand_off(light.take_committed_entries())?;
-        for id in report.unreachable {
-            self.node.report_unreachable(id);
-        }
-        for id in report.snapshot_failed {
-            self.node.report_snapshot(id, SnapshotStatus::Failure);
-        }
-        self.publish_status();
-        Ok(())
     }
 
     /// Hands newly committed entries (the next ones, in log order) to the applier without waiting for
@@ -694,7 +567,7 @@ impl RaftNode {
     /// Hands over as much of the backlog as the apply queue takes now (all of it with `block`).
     fn flush_backlog_with(&mut self, block: bool) -> Result<(), RaftError> {
         while let Some((lo, hi)) = self.backlog.take() {
-            let entries = self.node.store().entries(
+            let entries = self.core.store().entries(
                 lo,
                 hi + 1,
                 Some(MAX_COMMITTED_BYTES_PER_READY),
@@ -720,23 +593,25 @@ impl RaftNode {
         self.flush_backlog_with(false)
     }
 
-    /// Sends normal entries to the apply thread and applies membership entries here, once everything
-    /// before them is applied. Without `block`, stops at a full apply queue and returns the index of the
-    /// first entry not handed over.
+    /// Sends normal entries to the apply thread and applies membership entries here (as the core splits
+    /// them), once everything before them is applied. Without `block`, stops at a full apply queue and
+    /// returns the index of the first entry not handed over.
     fn dispatch(&mut self, entries: Vec<Entry>, block: bool) -> Result<Option<u64>, RaftError> {
-        let mut batch = Vec::new();
-        for e in entries {
-            if !applied_here(&e) {
-                batch.push(e);
-                continue;
+        for effect in Core::<ReadWaiter>::split_committed(entries) {
+            match effect {
+                Effect::Apply(batch) => {
+                    if let Some(first) = self.send_batch(batch, block)? {
+                        return Ok(Some(first));
+                    }
+                }
+                Effect::ApplyMembership(e) => {
+                    self.drain_apply()?;
+                    self.apply_here(e)?;
+                }
+                _ => {}
             }
-            if let Some(first) = self.send_batch(std::mem::take(&mut batch), block)? {
-                return Ok(Some(first));
-            }
-            self.drain_apply()?;
-            self.apply_here(e)?;
         }
-        self.send_batch(batch, block)
+        Ok(None)
     }
 
     fn send_batch(&mut self, batch: Vec<Entry>, block: bool) -> Result<Option<u64>, RaftError> {
@@ -787,15 +662,13 @@ impl RaftNode {
                 // to leave a joint configuration, which Hearth never enters.
                 let cc = ConfChangeV2::parse_from_bytes(&e.data)
                     .map_err(|err| RaftError::Corrupt(format!("conf change {}: {err}", e.index)))?;
-                let cs = self.node.apply_conf_change(&cc)?;
-                self.node.mut_store().wl().set_conf_state(cs);
+                self.core.apply_conf_change_v2(e.index, &cc)?;
             }
         }
         self.handed = e.index;
         self.set_applied(e.index);
-        if e.index > self.node.raft.raft_log.applied {
-            self.node.advance_apply_to(e.index);
-        }
+        // Raft-rs hears it; no marker is asked for here (the apply thread asks, after a backend sync).
+        self.core.applied(e.index, None, &mut Vec::new());
         Ok(())
     }
 
@@ -852,7 +725,9 @@ impl RaftNode {
                 return Ok(());
             }
         };
-        let cs = match cc.map(|cc| self.node.apply_conf_change(cc)) {
+        // raft-rs's configuration follows (and the core starts a removed member's grace period).
+        let now = Instant::now();
+        let cs = match cc.map(|cc| self.core.apply_conf_change(now, index, cc)) {
             None => None,
             Some(Ok(cs)) => Some(cs),
             Some(Err(e)) => {
@@ -880,12 +755,8 @@ impl RaftNode {
                 "cannot record membership change {index}: {e}"
             )));
         }
-        if let Some(cs) = cs {
-            self.node.mut_store().wl().set_conf_state(cs);
-            self.conf_changed = true;
-        }
         cluster.commit(saved, removed);
-        let local = self.node.raft.id;
+        let local = self.core.raft().id;
         match &change {
             Change::Add(m) => {
                 tracing::info!(member = format!("{:x}", m.id), peer_urls = ?m.peer_urls, learner = m.is_learner, "added member");
@@ -903,7 +774,6 @@ impl RaftNode {
                 self.cluster.transport.remove_peer(*id);
                 if *id == local {
                     tracing::warn!("this member was removed from the cluster; stopping");
-                    self.stop_at = Some(Instant::now() + REMOVED_STOP_DELAY);
                 }
             }
         }
@@ -920,31 +790,27 @@ impl RaftNode {
     }
 
     fn publish_status(&mut self) {
-        let r = &self.node.raft;
+        let r = self.core.raft();
         self.status.term.store(r.term, Ordering::Release);
         self.status.leader.store(r.leader_id, Ordering::Release);
         self.status
             .commit
             .store(r.raft_log.committed, Ordering::Release);
-        if r.leader_id == self.last_leader {
-            return;
-        }
+    }
+
+    /// The core saw another leader (or none): heartbeats are timed afresh, and a new leader is counted
+    /// (etcd counts a leader after none as new too).
+    fn leader_changed(&mut self, leader: u64) {
         self.heartbeats.reset();
-        self.last_leader = r.leader_id;
-        if r.leader_id == raft::INVALID_ID {
+        if leader == raft::INVALID_ID {
             return;
         }
-        // A new leader (etcd counts a leader after none as new too).
         metrics::LEADER_CHANGES.inc();
         *self
             .status
             .lead_elected
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-        // Reads that were waiting on the old leader's confirmation will never get it.
-        for tx in self.reads.take_inflight() {
-            let _ = tx.send(Err(ServerError::LeaderChanged));
-        }
     }
 
     fn sync_backend(&mut self) -> Result<(), RaftError> {
@@ -954,42 +820,19 @@ impl RaftNode {
         Ok(())
     }
 
-    /// Log compaction at `index`, a consistent index the apply thread made durable in the backend: a
-    /// snapshot marker there, older WAL segments released, and the in-memory log trimmed to
-    /// `snapshot_catchup_entries` before it.
-    fn write_snapshot_marker(&mut self, index: u64) -> Result<(), RaftError> {
-        if index <= self.snapshot_index {
-            // An installed snapshot went past it meanwhile.
-            return Ok(());
-        }
-        let term = self.node.store().term(index)?;
+    /// Log compaction at `index` (of `term`), a consistent index the apply thread made durable in the
+    /// backend: a snapshot marker there, older WAL segments released, and the in-memory log trimmed by
+    /// the core.
+    fn write_snapshot_marker(&mut self, index: u64, term: u64) -> Result<(), RaftError> {
         failpoint::hit("raftBeforeWALSaveSnaphot");
         self.wal
             .save_snapshot(wal::SnapshotMarker { index, term })?;
-        let keep_from = index.saturating_sub(self.snapshot_catchup_entries);
-        let first = self.node.store().first_index()?;
-        if keep_from > first {
-            self.node.mut_store().wl().compact(keep_from)?;
-        }
+        self.core.snapshot_written(index)?;
         self.wal.release_to(index)?;
         failpoint::hit("raftAfterWALRelease");
-        self.set_snapshot_index(index);
+        self.shared_snapshot_index.store(index, Ordering::Release);
         tracing::info!(index, term, "compacted the raft log at a snapshot marker");
         Ok(())
-    }
-
-    fn set_snapshot_index(&mut self, index: u64) {
-        self.snapshot_index = index;
-        self.shared_snapshot_index.store(index, Ordering::Release);
-    }
-}
-
-/// Whether the loop applies `e` itself (it changes the membership, which the loop's raft-rs and transport
-/// follow) rather than the apply thread.
-fn applied_here(e: &Entry) -> bool {
-    match e.get_entry_type() {
-        EntryType::EntryNormal => e.context.as_ref() == MEMBER_UPDATE_CONTEXT,
-        EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => true,
     }
 }
 

@@ -101,7 +101,7 @@ impl Sim {
             if tick.contains(&id) {
                 m.clock += TICK;
             }
-            let effects = m.core.turn(m.clock);
+            let effects = m.core.turn(m.clock).unwrap();
             self.perform(id, effects);
         }
         while let Some(msg) = self.net.pop_front() {
@@ -110,7 +110,7 @@ impl Sim {
             }
             if let Some(m) = self.members.get_mut(&msg.to) {
                 if !m.stopped {
-                    m.core.step(msg);
+                    let _ = m.core.step(msg);
                 }
             }
         }
@@ -138,6 +138,7 @@ impl Sim {
             let m = self.members.get_mut(&id).unwrap();
             let mut more = Vec::new();
             match e {
+                Effect::Failpoint(_) | Effect::ReadsRetried(_) | Effect::LeaderChanged(_) => {}
                 Effect::Send(msgs) => self.net.extend(msgs),
                 Effect::Persist { .. } => {}
                 Effect::Apply(entries) => {

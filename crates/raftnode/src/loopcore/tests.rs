@@ -89,14 +89,14 @@ fn a_lone_voter_leads_at_once_and_held_proposals_go_in() {
     assert!(out.is_empty());
     assert_eq!(core.waiting.len(), 1);
     // The first turn campaigns (a lone voter needs no timeout) and proposes what was held.
-    let effects = core.turn(t0);
+    let effects = core.turn(t0).unwrap();
     assert_eq!(core.leader(), 1);
     assert!(core.waiting.is_empty());
     let mut effects = perform(&mut core, effects, false);
     let mut t = t0;
     for _ in 0..5 {
         t += Duration::from_millis(100);
-        let turn = core.turn(t);
+        let turn = core.turn(t).unwrap();
         effects.extend(perform(&mut core, turn, false));
     }
     assert!(effects.iter().any(|e| matches!(e, Effect::Persist { entries, .. } if entries.iter().any(|e| e.data.as_ref() == [1]))));
@@ -114,7 +114,7 @@ fn a_snapshot_marker_is_due_every_snapshot_count_durable_entries() {
         if core.leader() != 0 {
             core.propose(pending(i), &mut out);
         }
-        out.extend(core.turn(t));
+        out.extend(core.turn(t).unwrap());
         for e in perform(&mut core, out, true) {
             if let Effect::SnapshotMarker { index, .. } = e {
                 markers.push(index);
@@ -137,7 +137,7 @@ fn a_snapshot_marker_is_due_every_snapshot_count_durable_entries() {
 fn a_removed_member_stops_after_its_grace_period_by_the_given_clock() {
     let t0 = Instant::now();
     let mut core = lone(100);
-    let _ = core.turn(t0);
+    let _ = core.turn(t0).unwrap();
     let cc = ConfChange {
         change_type: raft::prelude::ConfChangeType::AddNode,
         node_id: 2,
@@ -153,10 +153,12 @@ fn a_removed_member_stops_after_its_grace_period_by_the_given_clock() {
     let just_before = t0 + REMOVED_STOP_DELAY - Duration::from_millis(1);
     assert!(!core
         .turn(just_before)
+        .unwrap()
         .iter()
         .any(|e| matches!(e, Effect::Stop)));
     assert!(core
         .turn(t0 + REMOVED_STOP_DELAY)
+        .unwrap()
         .iter()
         .any(|e| matches!(e, Effect::Stop)));
 }
@@ -188,4 +190,67 @@ fn reads_past_the_bound_and_at_shutdown_are_failed() {
             ..
         }
     ));
+}
+
+#[test]
+fn a_joining_member_replaying_the_others_additions_does_not_stop() {
+    let t0 = Instant::now();
+    // Member 4 joins: its log starts with the changes that added 1, 2 and 3, which it applies before
+    // the one that adds it.
+    let storage = MemStorage::new();
+    let cfg = raft::Config {
+        id: 4,
+        election_tick: 10,
+        heartbeat_tick: 1,
+        ..Default::default()
+    };
+    let node = RawNode::new(&cfg, storage, &crate::log::logger()).unwrap();
+    let mut core: Core<u32> = Core::new(
+        node,
+        CoreConfig {
+            tick: Duration::from_millis(100),
+            snapshot_count: 100,
+            snapshot_catchup_entries: 2,
+            max_reads: 16,
+        },
+        0,
+    );
+    for id in [1, 2, 3] {
+        let cc = ConfChange {
+            change_type: raft::prelude::ConfChangeType::AddNode,
+            node_id: id,
+            ..Default::default()
+        };
+        core.apply_conf_change(t0, 0, &cc).unwrap();
+    }
+    let later = t0 + REMOVED_STOP_DELAY * 2;
+    assert!(!core
+        .turn(later)
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, Effect::Stop)));
+}
+
+#[test]
+fn a_ready_is_handed_out_in_the_loops_order_with_its_failpoints() {
+    let t0 = Instant::now();
+    let mut core = lone(100);
+    let _ = core.turn(t0).unwrap();
+    let mut out = Vec::new();
+    core.propose(pending(1), &mut out);
+    assert!(out.is_empty());
+    let effects = core.turn(t0).unwrap();
+    let at = |want: &dyn Fn(&Effect<u32>) -> bool| {
+        effects
+            .iter()
+            .position(want)
+            .expect("every step of the Ready is there")
+    };
+    let leader_send = at(&|e| matches!(e, Effect::Failpoint("raftBeforeLeaderSend")));
+    let persist = at(
+        &|e| matches!(e, Effect::Persist { entries, .. } if entries.iter().any(|e| e.data.as_ref() == [1])),
+    );
+    let follower_send = at(&|e| matches!(e, Effect::Failpoint("raftBeforeFollowerSend")));
+    let advance = at(&|e| matches!(e, Effect::Failpoint("raftBeforeAdvance")));
+    assert!(leader_send < persist && persist < follower_send && follower_send < advance);
 }

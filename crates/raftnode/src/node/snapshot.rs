@@ -16,9 +16,9 @@
 //!    peers the transport talks to.
 //! 2. The WAL gets a snapshot marker at the snapshot's index and term, and older segments are released.
 //! 3. Only then is the `MsgSnapshot` stepped. raft-rs restores its log and configuration from the
-//!    metadata and hands the snapshot back in the next `Ready`, where it goes into `MemStorage`
-//!    ([`RaftNode::store_snapshot`]) before that `Ready`'s hard state is saved and its answer to the
-//!    leader leaves, so the leader hears of the snapshot only once the member holds it durably.
+//!    metadata and hands the snapshot back in the next `Ready`, where the core (`loopcore::Core`)
+//!    puts it into `MemStorage` (after checking it is the one installed) before that `Ready`'s hard
+//!    state is saved and its answer to the leader leaves, so the leader hears of the snapshot only once the member holds it durably.
 //!
 //! A crash before the file's rename leaves the old backend (its staging file is removed at start) and
 //! the old WAL: the member restarts as it was and the leader sends a snapshot again. A crash after the
@@ -39,7 +39,8 @@
 
 use std::path::{Path, PathBuf};
 
-use raft::prelude::{ConfState, Message, Snapshot};
+use raft::prelude::{ConfState, Message};
+use raft::StateRole;
 use rafthttp::{Incoming, SnapshotCopy};
 
 use super::*;
@@ -152,7 +153,7 @@ impl RaftNode {
             tracing::info!(
                 remote_peer_id = %from,
                 snapshot_index = index,
-                commit = self.node.raft.raft_log.committed,
+                commit = self.core.raft().raft_log.committed,
                 "ignored a snapshot this member does not need"
             );
             self.step_snapshot(msg);
@@ -185,7 +186,8 @@ impl RaftNode {
         failpoint::hit("raftAfterSaveSnap");
         self.wal.release_to(index)?;
         failpoint::hit("raftAfterWALRelease");
-        self.set_snapshot_index(index);
+        self.core.snapshot_installed(index);
+        self.shared_snapshot_index.store(index, Ordering::Release);
         self.handed = index;
         self.set_applied(index);
         self.step_snapshot(msg);
@@ -203,7 +205,7 @@ impl RaftNode {
     /// Whether raft-rs will restore `m`'s snapshot when it is stepped: the checks of its `step` (term)
     /// and `restore` (commit, configuration, a log that already holds the index), in its order.
     fn snapshot_wanted(&self, m: &Message) -> bool {
-        let r = &self.node.raft;
+        let r = self.core.raft();
         if m.term < r.term || (m.term == r.term && r.state == StateRole::Leader) {
             return false;
         }
@@ -222,7 +224,7 @@ impl RaftNode {
     }
 
     fn step_snapshot(&mut self, msg: Message) {
-        if let Err(e) = self.node.step(msg) {
+        if let Err(e) = self.core.step(msg) {
             tracing::warn!("snapshot message not stepped: {e}");
         }
     }
@@ -238,27 +240,10 @@ impl RaftNode {
         for m in &stored.members {
             self.cluster.transport.add_peer(m.id, &m.peer_urls);
         }
-        self.conf_changed = true;
         Ok(())
     }
 
     fn backend_revision(&self) -> i64 {
         self.kv.rev()
-    }
-
-    /// The snapshot raft-rs hands back in a `Ready` after restoring it: the one just installed, which
-    /// raft-rs's storage now takes on (its log starts after it).
-    pub(super) fn store_snapshot(&mut self, snap: Snapshot) -> Result<(), RaftError> {
-        let index = snap.get_metadata().index;
-        if index != self.snapshot_index {
-            return Err(RaftError::Corrupt(format!(
-                "raft restored a snapshot at {index}, but the one installed is at {}",
-                self.snapshot_index
-            )));
-        }
-        failpoint::hit("raftBeforeApplySnap");
-        self.node.mut_store().wl().apply_snapshot(snap)?;
-        failpoint::hit("raftAfterApplySnap");
-        Ok(())
     }
 }
