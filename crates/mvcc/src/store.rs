@@ -38,6 +38,10 @@ pub struct RangeOptions {
     pub rev: i64,
     /// Return only the count, no key-values.
     pub count_only: bool,
+    /// Stop fetching key-values once those fetched hold this many key and value bytes (at least
+    /// one is always returned); `0` means no bound. `count` still counts the whole range. Lets a
+    /// caller read a large range in parts of bounded size.
+    pub max_bytes: usize,
 }
 
 /// The result of a range read.
@@ -379,14 +383,20 @@ fn range_keys(
         st.index.revisions(key, end, rev, limit)
     };
     let mut kvs = Vec::with_capacity(revs.len());
+    let mut fetched = 0usize;
     for r in revs {
+        if opts.max_bytes > 0 && fetched >= opts.max_bytes {
+            break;
+        }
         let Some(bytes) = reader.get(Bucket::Key, &r.to_bytes())? else {
             return Err(MvccError::Corrupt(format!(
                 "revision {}.{} is in the index but not in the backend",
                 r.main, r.sub
             )));
         };
-        kvs.push(decode_kv(&bytes)?);
+        let kv = decode_kv(&bytes)?;
+        fetched = fetched.saturating_add(kv.key.len() + kv.value.len());
+        kvs.push(kv);
     }
     Ok(RangeResult {
         kvs,

@@ -240,6 +240,22 @@ fn range_end_conventions_and_limits() {
         )
         .unwrap();
     assert_eq!(res.count, 0);
+    // Each key-value here holds two bytes: a budget of 3 stops after the second one, a budget of
+    // 1 still returns one, and the count is the whole range's either way.
+    for (max_bytes, want) in [(3, vec!["a", "b"]), (1, vec!["a"]), (4, vec!["a", "b"])] {
+        let res = r
+            .range(
+                b"a",
+                Some(b""),
+                RangeOptions {
+                    max_bytes,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(keys(&res), want, "max_bytes {max_bytes}");
+        assert_eq!(res.count, 4, "max_bytes {max_bytes}");
+    }
 }
 
 #[test]
