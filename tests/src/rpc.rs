@@ -105,7 +105,7 @@ impl StreamAnswer {
         for p in &self.parts {
             m.kvs.extend(p.kvs.iter().cloned());
             if p.header.is_some() {
-                m.header = p.header.clone();
+                m.header = p.header;
             }
             m.more |= p.more;
             if p.count != 0 {

@@ -22,7 +22,7 @@ fn store() -> Store {
         batch_limit: usize::MAX,
         ..BackendConfig::default()
     };
-    let backend = Arc::new(Backend::open(&dir.path().join("db"), cfg).unwrap());
+    let backend = Arc::new(Backend::open(dir.path().join("db"), cfg).unwrap());
     let kv = KvStore::open_with_config(
         backend.clone(),
         StoreConfig {
@@ -71,7 +71,7 @@ fn merged(parts: &[ReadPart]) -> RangeResponse {
     for p in parts {
         m.kvs.extend(p.resp.kvs.iter().cloned());
         if p.last {
-            m.header = p.resp.header.clone();
+            m.header = p.resp.header;
             m.more = p.resp.more;
             m.count = p.resp.count;
         }
