@@ -42,6 +42,10 @@ pub struct RangeOptions {
     /// one is always returned); `0` means no bound. `count` still counts the whole range. Lets a
     /// caller read a large range in parts of bounded size.
     pub max_bytes: usize,
+    /// Walk the index only as far as `limit` keys: `count` is then the number of keys found
+    /// (at most `limit`), not the whole range's, and a read near the start of a long range
+    /// costs no more than the keys it returns.
+    pub no_total: bool,
 }
 
 /// The result of a range read.
@@ -380,7 +384,13 @@ fn range_keys(
                 count: count as i64,
             });
         }
-        st.index.revisions(key, end, rev, limit)
+        if opts.no_total {
+            let revs = st.index.first_revisions(key, end, rev, limit);
+            let n = revs.len();
+            (revs, n)
+        } else {
+            st.index.revisions(key, end, rev, limit)
+        }
     };
     let mut kvs = Vec::with_capacity(revs.len());
     let mut fetched = 0usize;

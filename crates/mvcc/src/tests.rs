@@ -256,6 +256,41 @@ fn range_end_conventions_and_limits() {
         assert_eq!(keys(&res), want, "max_bytes {max_bytes}");
         assert_eq!(res.count, 4, "max_bytes {max_bytes}");
     }
+    // Without the total, the count is what the index found up to the limit.
+    for (key, end, limit, want) in [
+        ("a", Some(""), 2, vec!["a", "b"]),
+        ("b", Some(""), 0, vec!["b", "c", "d"]),
+        ("b", Some("d"), 5, vec!["b", "c"]),
+        ("c", None, 3, vec!["c"]),
+        ("d", Some("b"), 3, vec![]),
+    ] {
+        let res = r
+            .range(
+                key.as_bytes(),
+                end.map(str::as_bytes),
+                RangeOptions {
+                    limit,
+                    no_total: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(keys(&res), want, "{key} {end:?} {limit}");
+        assert_eq!(res.count, want.len() as i64, "{key} {end:?} {limit}");
+    }
+    let res = r
+        .range(
+            b"a",
+            Some(b""),
+            RangeOptions {
+                limit: 3,
+                max_bytes: 1,
+                no_total: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((keys(&res), res.count), (vec!["a".to_string()], 3));
 }
 
 #[test]

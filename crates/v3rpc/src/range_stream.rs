@@ -28,9 +28,9 @@
 //! of one slot, so a client that reads slowly holds at most the part in the channel, the part
 //! being encoded and the one being read (about three times `--max-request-bytes`, plus one value
 //! past the budget each). Smaller parts would cost more reads and messages for the same range;
-//! larger ones more memory per slow client. Each part is its own read of the store: the index is
-//! walked from the part's first key to the end of the range to count what is left, so a range of
-//! n keys in p parts walks about n·p/2 index entries (no backend reads beyond the parts' kvs).
+//! larger ones more memory per slow client. Each part is its own read of the store, which walks
+//! the index only over the part's keys (plus one); a stream cut short by its limit counts the rest
+//! of the range once, at the end, as etcd does.
 
 use std::sync::Arc;
 
@@ -236,14 +236,16 @@ impl Parts {
             });
         }
         let want = self.part_keys.min(self.total_limit - self.sent).max(1);
+        // One key past the part tells whether more follow (etcd's limit + 1).
         let rr = kv.read().range(
             &self.req.key,
             end,
             RangeOptions {
-                limit: want,
+                limit: want.saturating_add(1),
                 rev: self.req.revision,
                 count_only: false,
                 max_bytes: self.target,
+                no_total: true,
             },
         )?;
         if self.head_rev == 0 {
@@ -253,16 +255,35 @@ impl Parts {
             }
         }
         let mut kvs = rr.kvs;
+        kvs.truncate(usize::try_from(want).unwrap_or(usize::MAX));
         let n = kvs.len() as i64;
         self.sent += n;
-        // Keys of the range at the pinned revision after this part.
-        let left = (rr.count - n).max(0);
-        let last = left == 0 || self.sent >= self.total_limit || n == 0;
+        // The index found keys past this part (the extra one, or those the byte budget left).
+        let more = rr.count > n;
+        let last = !more || self.sent >= self.total_limit || n == 0;
         if let Some(kv) = kvs.last() {
             let mut next = kv.key.clone();
             next.push(0);
             self.req.key = next;
         }
+        // Cut short by the limit: the count is the whole range's (etcd's `txn.Count` from the
+        // next key, at the same revision).
+        let left = if last && more {
+            apply::metrics::range();
+            kv.read()
+                .range(
+                    &self.req.key,
+                    end,
+                    RangeOptions {
+                        rev: self.req.revision,
+                        count_only: true,
+                        ..Default::default()
+                    },
+                )?
+                .count
+        } else {
+            0
+        };
         if self.req.keys_only {
             for kv in &mut kvs {
                 kv.value = Vec::new();
@@ -275,7 +296,7 @@ impl Parts {
         };
         if last {
             resp.header = Some(header(self.head_rev));
-            resp.more = left > 0;
+            resp.more = more;
             resp.count = self.sent + left;
         } else {
             self.part_keys = next_part_keys(self.part_keys, resp.encoded_len(), self.target);
