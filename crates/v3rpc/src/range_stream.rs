@@ -20,14 +20,15 @@
 //! (halves above twice it). Unlike etcd, a part also stops once its keys and values reach
 //! `--max-request-bytes`, so a run of large values after many small ones cannot make a part of
 //! thousands of large values. A limit of 0 or below is no limit (etcd reads a negative limit as
-//! no limit in one part). With a sort target other than the key and no sort order, etcd sorts
+//! no limit in one part), and a revision below 0 is pinned as 0 is (etcd pins only 0). With a sort target other than the key and no sort order, etcd sorts
 //! each part by that target; Hearth does too, and continues after the part's greatest key (etcd
 //! continues after the key of the part's last kv, which repeats or skips keys).
 //!
 //! Memory: one part is read at a time, on a task that hands it to the response through a channel
 //! of one slot, so a client that reads slowly holds at most the part in the channel, the part
 //! being encoded and the one being read (about three times `--max-request-bytes`, plus one value
-//! past the budget each). Smaller parts would cost more reads and messages for the same range;
+//! past the budget each), and beyond that only what HTTP/2 flow control lets the connection
+//! buffer. Smaller parts would cost more reads and messages for the same range;
 //! larger ones more memory per slow client. Each part is its own read of the store, which walks
 //! the index only over the part's keys (plus one); a stream cut short by its limit counts the rest
 //! of the range once, at the end, as etcd does.
