@@ -16,7 +16,8 @@ use api::etcdserverpb::request_op::Request;
 use api::etcdserverpb::response_op::Response;
 use api::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
+    PutResponse, RangeRequest, RangeResponse, RangeStreamResponse, RequestOp, TxnRequest,
+    TxnResponse,
 };
 use prost::Message;
 use tonic::transport::Channel;
@@ -89,6 +90,32 @@ impl From<etcd_client::Error> for RpcError {
     }
 }
 
+/// What a RangeStream answered: its parts in order, and the error that ended it, if any.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamAnswer {
+    pub parts: Vec<RangeResponse>,
+    pub error: Option<RpcError>,
+}
+
+impl StreamAnswer {
+    /// The parts merged as etcd's `proto.Merge` would: kvs appended, and the header, `more` and
+    /// `count` of the parts that set them (the last one).
+    pub fn merged(&self) -> RangeResponse {
+        let mut m = RangeResponse::default();
+        for p in &self.parts {
+            m.kvs.extend(p.kvs.iter().cloned());
+            if p.header.is_some() {
+                m.header = p.header;
+            }
+            m.more |= p.more;
+            if p.count != 0 {
+                m.count = p.count;
+            }
+        }
+        m
+    }
+}
+
 /// `etcdserverpb.KV` through the generated client: requests go out exactly as built.
 #[derive(Clone)]
 pub struct RawKv {
@@ -130,6 +157,43 @@ impl RawKv {
             tonic::metadata::MetadataValue::from_static("true"),
         );
         answer(self.kv.range(req).await)
+    }
+
+    /// Opens a RangeStream (etcd 3.7), with the `token` metadata when given; the parts are read
+    /// as the caller pulls them.
+    pub async fn range_stream_open(
+        &mut self,
+        r: RangeRequest,
+        token: Option<&str>,
+    ) -> Result<tonic::Streaming<RangeStreamResponse>, RpcError> {
+        let mut req = tonic::Request::new(r);
+        if let Some(t) = token {
+            req.metadata_mut()
+                .insert("token", t.parse().expect("token is ASCII"));
+        }
+        answer(self.kv.range_stream(req).await)
+    }
+
+    /// A whole RangeStream: every part received, then the error that ended it, if any.
+    pub async fn range_stream(&mut self, r: RangeRequest, token: Option<&str>) -> StreamAnswer {
+        let mut answer = StreamAnswer::default();
+        let mut stream = match self.range_stream_open(r, token).await {
+            Ok(s) => s,
+            Err(e) => {
+                answer.error = Some(e);
+                return answer;
+            }
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(part)) => answer.parts.push(part.range_response.unwrap_or_default()),
+                Ok(None) => return answer,
+                Err(e) => {
+                    answer.error = Some(e.into());
+                    return answer;
+                }
+            }
+        }
     }
 
     pub async fn put(&mut self, r: PutRequest) -> Result<PutResponse, RpcError> {

@@ -118,7 +118,11 @@ mod tests {
     fn services_and_methods_match_etcd() {
         let fds = fds();
         let m = |s: &str| method_names(&service(&fds, s)).join(",");
-        assert_eq!(m("etcdserverpb.KV"), "Range,Put,DeleteRange,Txn,Compact");
+        // RangeStream is etcd 3.7's, in 3.7's place.
+        assert_eq!(
+            m("etcdserverpb.KV"),
+            "Range,RangeStream,Put,DeleteRange,Txn,Compact"
+        );
         assert_eq!(m("etcdserverpb.Watch"), "Watch");
         assert_eq!(
             m("etcdserverpb.Lease"),
@@ -148,8 +152,12 @@ mod tests {
         let snapshot = service(&fds, "etcdserverpb.Maintenance").method[5].clone();
         assert_eq!(snapshot.input_type(), ".etcdserverpb.SnapshotRequest");
         assert!(!snapshot.client_streaming() && snapshot.server_streaming());
-        let compact = service(&fds, "etcdserverpb.KV").method[4].clone();
+        let compact = service(&fds, "etcdserverpb.KV").method[5].clone();
         assert_eq!(compact.input_type(), ".etcdserverpb.CompactionRequest");
+        let stream = service(&fds, "etcdserverpb.KV").method[1].clone();
+        assert_eq!(stream.input_type(), ".etcdserverpb.RangeRequest");
+        assert_eq!(stream.output_type(), ".etcdserverpb.RangeStreamResponse");
+        assert!(!stream.client_streaming() && stream.server_streaming());
     }
 
     #[test]
@@ -218,6 +226,16 @@ mod tests {
     #[test]
     fn types_and_labels_match_etcd() {
         let fds = fds();
+        let part = field(&fds, "etcdserverpb.RangeStreamResponse", "range_response");
+        assert_eq!(part.number(), 1);
+        assert_eq!(part.type_name(), ".etcdserverpb.RangeResponse");
+        assert_eq!(part.label(), Label::Optional);
+        assert_eq!(
+            message(&fds, "etcdserverpb.RangeStreamResponse")
+                .field
+                .len(),
+            1
+        );
         let kvs = field(&fds, "etcdserverpb.RangeResponse", "kvs");
         assert_eq!(kvs.type_name(), ".mvccpb.KeyValue");
         assert_eq!(kvs.label(), Label::Repeated);

@@ -87,7 +87,8 @@ pub fn register() {
     );
 }
 
-pub(crate) fn range() {
+/// Counts one range read of the store (each part of a RangeStream is one, as in etcd).
+pub fn range() {
     RANGE.inc();
     RANGE_DEBUG.inc();
 }

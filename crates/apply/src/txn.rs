@@ -118,6 +118,8 @@ pub fn range(r: &impl KvRead, req: &RangeRequest) -> Result<RangeResponse, Serve
         limit,
         rev: req.revision,
         count_only: req.count_only,
+        max_bytes: 0,
+        no_total: false,
     };
     let rr = r.range(&req.key, range_end(&req.range_end), opts)?;
     let mut kvs = rr.kvs;

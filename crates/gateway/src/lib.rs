@@ -206,7 +206,7 @@ mod tests {
     use api::etcdserverpb::kv_server::{Kv, KvServer};
     use api::etcdserverpb::{
         CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-        PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+        PutResponse, RangeRequest, RangeResponse, RangeStreamResponse, TxnRequest, TxnResponse,
     };
     use api::mvccpb::KeyValue;
     use http_body_util::BodyExt;
@@ -218,6 +218,14 @@ mod tests {
 
     #[tonic::async_trait]
     impl Kv for EchoToken {
+        type RangeStreamStream = futures::stream::Empty<Result<RangeStreamResponse, Status>>;
+
+        async fn range_stream(
+            &self,
+            _: Request<RangeRequest>,
+        ) -> Result<Response<Self::RangeStreamStream>, Status> {
+            Err(Status::unimplemented("not served by the stand-in"))
+        }
         async fn range(
             &self,
             req: Request<RangeRequest>,

@@ -11,6 +11,8 @@
 //! proxy has not seen the cluster with auth enabled (`Upstream::auth_seen`: a token, an auth
 //! error, `AuthStatus`). Once it has, the cache is emptied and stays off; every read goes to the
 //! cluster with the client's token, as through etcd's proxy.
+//!
+//! RangeStream is refused with `Unimplemented`, as etcd 3.7's proxy refuses it.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,8 +20,8 @@ use api::etcdserverpb::kv_client::KvClient;
 use api::etcdserverpb::kv_server::Kv;
 use api::etcdserverpb::{
     request_op, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
-    WatchCreateRequest, WatchResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, RangeStreamResponse, RequestOp,
+    TxnRequest, TxnResponse, WatchCreateRequest, WatchResponse,
 };
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -30,6 +32,9 @@ use crate::namespace::Namespace;
 use crate::upstream::{client_status, forward, has_token, is_auth_error, Retry, Upstream};
 use crate::watch::broadcast::FeedId;
 use crate::watch::mux::{FeedSink, WatchMux};
+
+/// etcd 3.7's answer to a RangeStream through its proxy.
+const RANGE_STREAM_UNSUPPORTED: &str = "RangeStream is not supported by the gRPC proxy";
 
 /// etcd's `ordering.ErrNoGreaterRev`.
 pub const NO_GREATER_REV: &str =
@@ -165,6 +170,15 @@ impl KvProxy {
 
 #[tonic::async_trait]
 impl Kv for KvProxy {
+    type RangeStreamStream = futures::stream::Empty<Result<RangeStreamResponse, Status>>;
+
+    async fn range_stream(
+        &self,
+        _: Request<RangeRequest>,
+    ) -> Result<Response<Self::RangeStreamStream>, Status> {
+        Err(Status::unimplemented(RANGE_STREAM_UNSUPPORTED))
+    }
+
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let md = req.metadata().clone();
         let mut r = req.into_inner();

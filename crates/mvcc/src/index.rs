@@ -302,6 +302,45 @@ impl TreeIndex {
         (revs, total)
     }
 
+    /// The first `limit` (`0` = all) visible revisions in the range at `at`, walking no further
+    /// into the range than it takes to find them.
+    pub(crate) fn first_revisions(
+        &self,
+        key: &[u8],
+        end: Option<&[u8]>,
+        at: i64,
+        limit: usize,
+    ) -> Vec<Revision> {
+        let mut revs = Vec::new();
+        let mut push = |ki: &KeyIndex| {
+            if let Some(found) = ki.get(at) {
+                revs.push(found.modified);
+            }
+            limit != 0 && revs.len() >= limit
+        };
+        match end {
+            None => {
+                if let Some(ki) = self.tree.get(key) {
+                    push(ki);
+                }
+            }
+            Some(e) if !e.is_empty() && e <= key => {}
+            Some(e) => {
+                let upper = if e.is_empty() {
+                    Bound::Unbounded
+                } else {
+                    Bound::Excluded(e)
+                };
+                for (_, ki) in self.tree.range::<[u8], _>((Bound::Included(key), upper)) {
+                    if push(ki) {
+                        break;
+                    }
+                }
+            }
+        }
+        revs
+    }
+
     /// How many keys in the range exist at `at`.
     pub(crate) fn count_revisions(&self, key: &[u8], end: Option<&[u8]>, at: i64) -> usize {
         let mut total = 0;

@@ -38,6 +38,14 @@ pub struct RangeOptions {
     pub rev: i64,
     /// Return only the count, no key-values.
     pub count_only: bool,
+    /// Stop fetching key-values once those fetched hold this many key and value bytes (at least
+    /// one is always returned); `0` means no bound. `count` still counts the whole range. Lets a
+    /// caller read a large range in parts of bounded size.
+    pub max_bytes: usize,
+    /// Walk the index only as far as `limit` keys: `count` is then the number of keys found
+    /// (at most `limit`), not the whole range's, and a read near the start of a long range
+    /// costs no more than the keys it returns.
+    pub no_total: bool,
 }
 
 /// The result of a range read.
@@ -376,17 +384,29 @@ fn range_keys(
                 count: count as i64,
             });
         }
-        st.index.revisions(key, end, rev, limit)
+        if opts.no_total {
+            let revs = st.index.first_revisions(key, end, rev, limit);
+            let n = revs.len();
+            (revs, n)
+        } else {
+            st.index.revisions(key, end, rev, limit)
+        }
     };
     let mut kvs = Vec::with_capacity(revs.len());
+    let mut fetched = 0usize;
     for r in revs {
+        if opts.max_bytes > 0 && fetched >= opts.max_bytes {
+            break;
+        }
         let Some(bytes) = reader.get(Bucket::Key, &r.to_bytes())? else {
             return Err(MvccError::Corrupt(format!(
                 "revision {}.{} is in the index but not in the backend",
                 r.main, r.sub
             )));
         };
-        kvs.push(decode_kv(&bytes)?);
+        let kv = decode_kv(&bytes)?;
+        fetched = fetched.saturating_add(kv.key.len() + kv.value.len());
+        kvs.push(kv);
     }
     Ok(RangeResult {
         kvs,

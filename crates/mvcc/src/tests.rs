@@ -240,6 +240,57 @@ fn range_end_conventions_and_limits() {
         )
         .unwrap();
     assert_eq!(res.count, 0);
+    // Each key-value here holds two bytes: a budget of 3 stops after the second one, a budget of
+    // 1 still returns one, and the count is the whole range's either way.
+    for (max_bytes, want) in [(3, vec!["a", "b"]), (1, vec!["a"]), (4, vec!["a", "b"])] {
+        let res = r
+            .range(
+                b"a",
+                Some(b""),
+                RangeOptions {
+                    max_bytes,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(keys(&res), want, "max_bytes {max_bytes}");
+        assert_eq!(res.count, 4, "max_bytes {max_bytes}");
+    }
+    // Without the total, the count is what the index found up to the limit.
+    for (key, end, limit, want) in [
+        ("a", Some(""), 2, vec!["a", "b"]),
+        ("b", Some(""), 0, vec!["b", "c", "d"]),
+        ("b", Some("d"), 5, vec!["b", "c"]),
+        ("c", None, 3, vec!["c"]),
+        ("d", Some("b"), 3, vec![]),
+    ] {
+        let res = r
+            .range(
+                key.as_bytes(),
+                end.map(str::as_bytes),
+                RangeOptions {
+                    limit,
+                    no_total: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(keys(&res), want, "{key} {end:?} {limit}");
+        assert_eq!(res.count, want.len() as i64, "{key} {end:?} {limit}");
+    }
+    let res = r
+        .range(
+            b"a",
+            Some(b""),
+            RangeOptions {
+                limit: 3,
+                max_bytes: 1,
+                no_total: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((keys(&res), res.count), (vec!["a".to_string()], 3));
 }
 
 #[test]

@@ -118,6 +118,16 @@ struct Kv;
 
 #[tonic::async_trait]
 impl api::etcdserverpb::kv_server::Kv for Kv {
+    type RangeStreamStream =
+        futures::stream::Empty<Result<api::etcdserverpb::RangeStreamResponse, tonic::Status>>;
+
+    async fn range_stream(
+        &self,
+        _: tonic::Request<api::etcdserverpb::RangeRequest>,
+    ) -> Result<tonic::Response<Self::RangeStreamStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not served here"))
+    }
+
     async fn range(
         &self,
         req: tonic::Request<api::etcdserverpb::RangeRequest>,

@@ -2,6 +2,7 @@
 //! request to the member ([`RaftKv`]): writes go through Raft, reads are served from the local store
 //! (after a ReadIndex round unless the request is serializable). Read-only txns are reads, as in etcd.
 //! The caller's credentials ([`Ctx`]) go with every request; Compact needs the root role.
+//! RangeStream is served in parts by [`crate::range_stream`].
 
 use std::sync::Arc;
 
@@ -10,15 +11,23 @@ use api::etcdserverpb::{
     PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use rpctypes::ServerError;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{require_admin, Ctx};
 use crate::header::fill;
-use crate::{validate, AuthGetter, KvGetter, Quota, RaftKv, RaftStatusGetter};
+use crate::range_stream::{self, PartStream};
+use crate::{
+    validate, AuthGetter, ClientConfig, KvGetter, Quota, RaftKv, RaftStatusGetter, ReadIndexer,
+};
 
 pub struct KvService<S> {
     srv: Arc<S>,
     max_txn_ops: usize,
+    /// The size a RangeStream part aims at (`--max-request-bytes`, etcd's choice).
+    part_bytes: usize,
+    /// Ends RangeStreams when the member stops.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl<S> Clone for KvService<S> {
@@ -26,22 +35,47 @@ impl<S> Clone for KvService<S> {
         KvService {
             srv: self.srv.clone(),
             max_txn_ops: self.max_txn_ops,
+            part_bytes: self.part_bytes,
+            shutdown: self.shutdown.clone(),
         }
     }
 }
 
 impl<S> KvService<S> {
-    /// The service for `srv`, refusing txns of more than `max_txn_ops` operations.
-    pub fn new(srv: Arc<S>, max_txn_ops: usize) -> KvService<S> {
-        KvService { srv, max_txn_ops }
+    /// The service for `srv`, refusing txns of more than `cfg.max_txn_ops` operations.
+    pub fn new(srv: Arc<S>, cfg: &ClientConfig, shutdown: watch::Receiver<bool>) -> KvService<S> {
+        KvService {
+            srv,
+            max_txn_ops: cfg.max_txn_ops,
+            part_bytes: cfg.max_request_bytes,
+            shutdown,
+        }
     }
 }
 
 #[tonic::async_trait]
 impl<S> Kv for KvService<S>
 where
-    S: RaftKv + Quota + RaftStatusGetter + KvGetter + AuthGetter,
+    S: RaftKv + Quota + RaftStatusGetter + KvGetter + AuthGetter + ReadIndexer,
 {
+    type RangeStreamStream = PartStream;
+
+    async fn range_stream(
+        &self,
+        req: Request<RangeRequest>,
+    ) -> Result<Response<PartStream>, Status> {
+        let cx = Ctx::of(&req);
+        let parts = range_stream::start(
+            self.srv.clone(),
+            cx,
+            req.into_inner(),
+            self.part_bytes,
+            self.shutdown.clone(),
+        )
+        .await?;
+        Ok(Response::new(parts))
+    }
+
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let cx = Ctx::of(&req);
         let req = req.into_inner();

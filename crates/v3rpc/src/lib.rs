@@ -31,6 +31,7 @@ mod maintenance;
 mod member;
 pub mod metrics;
 pub mod no_leader;
+mod range_stream;
 mod shutdown;
 mod unimplemented;
 pub mod validate;
@@ -308,7 +309,7 @@ pub async fn routes<S: V3Server>(
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    let kv = KvService::new(srv.clone(), cfg.max_txn_ops);
+    let kv = KvService::new(srv.clone(), cfg, shutdown.clone());
     let recipes = concurrency::Client::new(srv.clone(), Arc::new(kv.clone()));
     tonic::service::Routes::from(axum::Router::new())
         .add_service(health)

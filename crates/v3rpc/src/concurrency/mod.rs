@@ -48,18 +48,21 @@ pub trait Member: Lessor + KvGetter + RaftStatusGetter {}
 
 impl<T: Lessor + KvGetter + RaftStatusGetter> Member for T {}
 
+/// The member's KV service as the recipes hold it (they never call RangeStream).
+pub type DynKv = dyn Kv<RangeStreamStream = crate::range_stream::PartStream>;
+
 /// The in-process client the recipes use. It acts with the credentials of the request it serves
 /// ([`Client::with_ctx`]), as etcd's in-process client passes its caller's context on.
 #[derive(Clone)]
 pub struct Client {
     srv: Arc<dyn Member>,
-    kv: Arc<dyn Kv>,
+    kv: Arc<DynKv>,
     cx: Ctx,
 }
 
 impl Client {
     /// A client of `kv` (the member's own KV service) and `srv`, without credentials.
-    pub fn new(srv: Arc<dyn Member>, kv: Arc<dyn Kv>) -> Client {
+    pub fn new(srv: Arc<dyn Member>, kv: Arc<DynKv>) -> Client {
         Client {
             srv,
             kv,
