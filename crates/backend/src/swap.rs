@@ -23,6 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, MutexGuard};
 
+use crate::nosync::SyncSwitch;
 use crate::{open_db, Backend, BackendError, Result};
 
 /// Named points of a defragmentation or a replacement, in the order they are reached.
@@ -32,6 +33,9 @@ pub enum Point {
     DefragCopy,
     /// A defragmentation copied its snapshot and is replaying the writes made meanwhile.
     DefragCatchUp,
+    /// A defragmentation caught up all but the last few writes and holds the write gate to
+    /// replay those; the staged file is durable up to its last catch-up round.
+    DefragFinal,
     /// The staged file is complete and durable; the live file is untouched.
     Staged,
     /// Just before the rename.
@@ -133,8 +137,8 @@ impl Backend {
             .and_then(|f| f.sync_all())
             .map_err(BackendError::from)
             .and_then(|()| open_db(&staged, &self.config));
-        let db = match opened {
-            Ok(db) => db,
+        let (db, sync) = match opened {
+            Ok(opened) => opened,
             Err(e) => {
                 // Leave the caller's file as it was given.
                 if copied || src == staged {
@@ -149,7 +153,7 @@ impl Backend {
         // Changes set aside for the old file are replaced with it; committing them first keeps
         // the old file consistent if the swap fails.
         self.commit_deferred_locked()?;
-        self.swap_in(db, &staged, gate, Some(&INSTALL_FAILPOINTS))?;
+        self.swap_in(db, sync, &staged, gate, Some(&INSTALL_FAILPOINTS))?;
         if src != staged {
             let _ = std::fs::remove_file(src);
         }
@@ -161,6 +165,7 @@ impl Backend {
     pub(crate) fn swap_in(
         &self,
         db: redb::Database,
+        sync: SyncSwitch,
         staged: &Path,
         gate: MutexGuard<'_, ()>,
         failpoints: Option<&[&'static str; 4]>,
@@ -189,6 +194,10 @@ impl Backend {
             &mut *self.db.write().unwrap_or_else(|p| p.into_inner()),
             Arc::new(db),
         );
+        let old_sync = std::mem::replace(
+            &mut *self.sync.lock().unwrap_or_else(|p| p.into_inner()),
+            sync,
+        );
         {
             let mut st = self.batch();
             st.last_durable = std::time::Instant::now();
@@ -196,7 +205,12 @@ impl Backend {
             st.pending_commits = 0;
         }
         drop(gate);
-        // Closing the old handle (if no reader holds it) may flush it; writers need not wait.
+        // Closing the old handle (if no reader holds it) commits and fsyncs it; writers need not
+        // wait. Once the rename is durable nothing will read the old file again: skip its fsyncs
+        // (see `crate::nosync`).
+        if synced.is_ok() {
+            old_sync.off();
+        }
         drop(old);
         self.at(Point::Swapped);
         failpoint(3);
