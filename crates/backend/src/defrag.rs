@@ -43,8 +43,9 @@
 //!
 //! **Tradeoffs.** Writers are held for a few milliseconds whatever the database size, against
 //! etcd's defragment holding them for the whole copy; in exchange the defragmentation takes
-//! longer than a plain copy (an fsync every few MiB and per catch-up round) and there is a
-//! window of more catch-up rounds under a steady write load. While the copy runs, the
+//! longer than a plain copy (an fsync every few MiB and one per catch-up round), and under a
+//! write load that the rounds cannot outrun the critical section replays up to a round's worth
+//! of operations (after `max_rounds`) instead of a handful. While the copy runs, the
 //! snapshot pins the pages it reads, so the live file may grow by what is overwritten
 //! meanwhile (reclaimed by the swap). Disk use peaks at the old file plus the compact copy.
 //! Every write pays a copy of its pairs into the journal while a defragmentation runs, and
