@@ -5,16 +5,17 @@
 //! redb cannot reuse the pages the snapshot pins until the copy ends, so the live file may grow
 //! by what is overwritten meanwhile.
 //!
-//! The destination is written in batches of [`COPY_BATCH`] pairs per transaction, non-durably,
-//! and made durable once at the end, so memory stays bounded whatever the database size.
+//! The destination is written in batches of at most [`COPY_BATCH`] pairs and about 1 MiB per
+//! transaction, non-durably, and made durable at the end, so memory stays bounded whatever the
+//! database size.
 //!
 //! A copy that becomes a served file (a defragmentation, [`Backend::copy_to_file`]) also makes
 //! its writes durable every [`SYNC_EVERY`] bytes. Left to the end, one fsync would flush the
 //! whole copy (hundreds of MiB) at once, and while the disk does that, every other fsync on it
 //! (the WAL's, the live file's commits) waits behind it: on ext4 a journal commit must first
 //! write the data blocks newly allocated to any file. Small regular fsyncs bound that wait to
-//! the time to write a few MiB, at the price of a few more fsyncs of the copy. The anonymous
-//! file of a snapshot stream is never fsynced (nothing needs it to be durable).
+//! the time to write about a MiB, at the price of one fsync of the copy per MiB. The anonymous
+//! file of a snapshot stream is not paced (nothing needs it durable before its last commit).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -24,11 +25,15 @@ use redb::{Durability, WriteTransaction};
 
 use crate::{create_buckets, Backend, BackendError, Bucket, ReadTxn, Reader, Result};
 
-/// Pairs inserted per destination transaction.
+/// Pairs inserted per destination transaction, at most.
 pub(crate) const COPY_BATCH: usize = 8192;
 
+/// Bytes of keys and values per destination transaction: a batch ends at the pair that
+/// reaches it (so a batch holds at most this plus one pair, whatever the value sizes).
+const COPY_BATCH_BYTES: usize = 1 << 20;
+
 /// Bytes of keys and values a copy writes between two durable commits, when it paces them.
-pub(crate) const SYNC_EVERY: usize = 4 << 20;
+pub(crate) const SYNC_EVERY: usize = 1 << 20;
 
 /// Copies every bucket of `src` into `dst` (whose buckets must be empty) and makes `dst`
 /// durable. Returns the number of pairs copied. With `sync_every`, a destination transaction
@@ -47,20 +52,22 @@ pub(crate) fn copy_into(
         let mut first = true;
         loop {
             // Resume after the last key copied: [start, ..) minus `start` itself once copied.
-            let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(COPY_BATCH);
+            let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            let mut bytes = 0usize;
             src.for_each(b, &start, None, &mut |k, v| {
                 if !first && k == start.as_slice() {
                     return true;
                 }
                 batch.push((k.to_vec(), v.to_vec()));
-                batch.len() < COPY_BATCH
+                bytes += k.len() + v.len();
+                batch.len() < COPY_BATCH && bytes < COPY_BATCH_BYTES
             })?;
             first = false;
             if batch.is_empty() {
                 break;
             }
-            let full = batch.len() == COPY_BATCH;
-            unsynced += batch.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            let full = batch.len() == COPY_BATCH || bytes >= COPY_BATCH_BYTES;
+            unsynced += bytes;
             let durable = sync_every.is_some_and(|limit| unsynced >= limit);
             if durable {
                 unsynced = 0;

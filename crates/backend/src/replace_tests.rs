@@ -497,3 +497,29 @@ fn defrag_after_a_compaction_reports_the_size_of_the_live_data() {
     let reopened = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
     assert_eq!(content(&reopened.read().unwrap()).len() as u64, keys);
 }
+
+/// A replaced file's blocks are given back in steps once redb closed it; while a reader still
+/// holds the old handle, its file is left whole (the reader reads it).
+#[test]
+fn a_replaced_file_is_emptied_only_once_its_last_reader_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(dir.path().join("old"), BackendConfig::default()).unwrap();
+    fill(&b, 0, 20_000, 2000);
+    let len = b.file_len().unwrap();
+    assert!(len > 2 * swap::RELEASE_STEP, "{len}");
+    let db = b.db();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(b.path())
+        .unwrap();
+    let probe = file.try_clone().unwrap();
+    std::fs::remove_file(b.path()).unwrap();
+
+    let reader = db.clone();
+    swap::release(db.clone(), Some(file.try_clone().unwrap()));
+    assert_eq!(probe.metadata().unwrap().len(), len, "a reader held it");
+    drop(reader);
+    drop(b);
+    swap::release(db, Some(file));
+    assert_eq!(probe.metadata().unwrap().len(), 0);
+}

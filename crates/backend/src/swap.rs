@@ -19,6 +19,11 @@
 //! Read snapshots opened before the switch keep reading the old database (its handle lives
 //! until the last of them ends, on the now unlinked inode); everything opened after sees the
 //! new one. The `Arc<Backend>` others hold stays valid throughout.
+//!
+//! The old handle is closed on a thread of its own, after the write gate is released, without
+//! fsyncs (nothing reads the unlinked file again), and its blocks are then freed a step at a
+//! time (see `release`): freeing a large file at once is one large filesystem journal
+//! transaction, and every fsync (the WAL's, the new file's commits) would wait behind it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, MutexGuard};
@@ -178,6 +183,12 @@ impl Backend {
         self.at(Point::Staged);
         self.at(Point::Synced);
         failpoint(0);
+        // A second descriptor on the file about to be replaced, to release its blocks in
+        // steps once redb has closed it (see `release`).
+        let old_file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .ok();
         if let Err(e) = std::fs::rename(staged, &self.path) {
             drop(db);
             let _ = std::fs::remove_file(staged);
@@ -207,14 +218,48 @@ impl Backend {
         drop(gate);
         // Closing the old handle (if no reader holds it) commits and fsyncs it; writers need not
         // wait. Once the rename is durable nothing will read the old file again: skip its fsyncs
-        // (see `crate::nosync`).
-        if synced.is_ok() {
+        // (see `crate::nosync`) and free its blocks in steps. If the directory fsync failed, power
+        // loss may still bring the old file back at the path: then it keeps both.
+        let durable = synced.is_ok();
+        if durable {
             old_sync.off();
         }
-        drop(old);
+        let closer = std::thread::Builder::new()
+            .name("backend-close".into())
+            .spawn(move || release(old, if durable { old_file } else { None }));
+        if let Err(e) = closer {
+            tracing::warn!("closing the replaced database file on this thread: {e}");
+        }
         self.at(Point::Swapped);
         failpoint(3);
         tracing::info!(path = %self.path.display(), "backend switched to a new database file");
         synced.map_err(BackendError::from)
+    }
+}
+
+/// Bytes of a replaced file freed at a time.
+pub(crate) const RELEASE_STEP: u64 = 16 << 20;
+
+/// Closes a replaced (unlinked) database and gives its blocks back to the filesystem in steps.
+/// Closing the last descriptor of a large unlinked file frees all its blocks in one journal
+/// transaction, and every fsync on the filesystem waits for that transaction meanwhile;
+/// truncating it a step at a time keeps each one small. Only once redb has closed the file: a
+/// reader may still hold the old handle, and then its file is left whole until the last reader
+/// ends.
+pub(crate) fn release(old: Arc<redb::Database>, file: Option<std::fs::File>) {
+    let Ok(db) = Arc::try_unwrap(old) else {
+        return;
+    };
+    drop(db);
+    let Some(file) = file else { return };
+    let Ok(mut len) = file.metadata().map(|m| m.len()) else {
+        return;
+    };
+    while len > 0 {
+        len = len.saturating_sub(RELEASE_STEP);
+        if file.set_len(len).is_err() {
+            return;
+        }
+        std::thread::yield_now();
     }
 }
