@@ -55,7 +55,8 @@
 //!   the backend is switched under the write gate, so every `Arc<Backend>` stays valid. Write a
 //!   received file to [`Backend::install_staging_path`] to avoid a copy. See [`swap`].
 //! * **Defragment** ([`Backend::defrag`]): copy in the background, catch up the writes made
-//!   meanwhile from a journal, and swap in a short critical section. See [`defrag`].
+//!   meanwhile from a journal, and swap in a critical section that replays only the last few
+//!   writes. See [`defrag`].
 //!
 //! [`Backend::set_hook`] runs a callback at each named [`Point`] of these operations, so this
 //! crate's tests can act there (run writers mid-copy, exit a child process). Everything else injects
