@@ -11,7 +11,7 @@
 //!    deletes to the journal (aborted ones append nothing) while it still holds the gate.
 //! 2. **Copy** ([`Point::DefragCopy`]). The snapshot is copied into a new file next to the
 //!    database (`<db>.defrag.tmp`) in bounded batches, with a durable commit every MiB (see
-//!    [`crate::copy`]: one fsync of the whole copy at the end would stall every other fsync on
+//!    `crate::copy`: one fsync of the whole copy at the end would stall every other fsync on
 //!    the disk, the WAL's included, for as long as it takes to write it). Readers and writers
 //!    run as usual.
 //! 3. **Catch up** ([`Point::DefragCatchUp`]). The journal is drained and replayed into the new
