@@ -2,7 +2,8 @@
 //! size plus an estimate of the write's cost stays under `--quota-backend-bytes` (2 GiB when 0).
 //! The KV service checks it before proposing (and the server raises the NOSPACE alarm through Raft
 //! when it fails); the applier checks it again, since the file may have grown in between. The size
-//! is the local file's: see the crate doc for what that means for determinism.
+//! is the local file's size on disk (`backend::Backend::size`): see the crate doc for what that means
+//! for determinism.
 
 use api::etcdserverpb::{request_op, InternalRaftRequest, PutRequest, TxnRequest};
 

@@ -5,8 +5,17 @@
 //! redb cannot reuse the pages the snapshot pins until the copy ends, so the live file may grow
 //! by what is overwritten meanwhile.
 //!
-//! The destination is written in batches of [`COPY_BATCH`] pairs per transaction, non-durably,
-//! and made durable once at the end, so memory stays bounded whatever the database size.
+//! The destination is written in batches of at most [`COPY_BATCH`] pairs and about 1 MiB per
+//! transaction, non-durably, and made durable at the end, so memory stays bounded whatever the
+//! database size.
+//!
+//! A copy that becomes a served file (a defragmentation, [`Backend::copy_to_file`]) also makes
+//! its writes durable every [`SYNC_EVERY`] bytes. Left to the end, one fsync would flush the
+//! whole copy (hundreds of MiB) at once, and while the disk does that, every other fsync on it
+//! (the WAL's, the live file's commits) waits behind it: on ext4 a journal commit must first
+//! write the data blocks newly allocated to any file. Small regular fsyncs bound that wait to
+//! the time to write about a MiB, at the price of one fsync of the copy per MiB. The anonymous
+//! file of a snapshot stream is not paced (nothing needs it durable before its last commit).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -16,33 +25,61 @@ use redb::{Durability, WriteTransaction};
 
 use crate::{create_buckets, Backend, BackendError, Bucket, ReadTxn, Reader, Result};
 
-/// Pairs inserted per destination transaction.
+/// Pairs inserted per destination transaction, at most.
 pub(crate) const COPY_BATCH: usize = 8192;
 
+/// Bytes of keys and values per destination transaction: a batch ends at the pair that
+/// reaches it (so a batch holds at most this plus one pair, whatever the value sizes).
+const COPY_BATCH_BYTES: usize = 1 << 20;
+
+/// Bytes of keys and values a copy writes between two durable commits, when it paces them.
+pub(crate) const SYNC_EVERY: usize = 1 << 20;
+
 /// Copies every bucket of `src` into `dst` (whose buckets must be empty) and makes `dst`
-/// durable. Returns the number of pairs copied.
-pub(crate) fn copy_into(src: &ReadTxn, dst: &redb::Database) -> Result<u64> {
+/// durable. Returns the number of pairs copied. With `sync_every`, a destination transaction
+/// commits durably once that many bytes were copied since the last durable one (see the
+/// module doc).
+pub(crate) fn copy_into(
+    src: &ReadTxn,
+    dst: &redb::Database,
+    sync_every: Option<usize>,
+) -> Result<u64> {
     create_buckets(dst)?;
     let mut total = 0u64;
+    let mut unsynced = 0usize;
     for b in Bucket::ALL {
         let mut start: Vec<u8> = Vec::new();
         let mut first = true;
         loop {
             // Resume after the last key copied: [start, ..) minus `start` itself once copied.
-            let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(COPY_BATCH);
+            let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            let mut bytes = 0usize;
             src.for_each(b, &start, None, &mut |k, v| {
                 if !first && k == start.as_slice() {
                     return true;
                 }
                 batch.push((k.to_vec(), v.to_vec()));
-                batch.len() < COPY_BATCH
+                bytes += k.len() + v.len();
+                batch.len() < COPY_BATCH && bytes < COPY_BATCH_BYTES
             })?;
             first = false;
             if batch.is_empty() {
                 break;
             }
-            let full = batch.len() == COPY_BATCH;
-            let txn = begin(dst, Durability::None)?;
+            let full = batch.len() == COPY_BATCH || bytes >= COPY_BATCH_BYTES;
+            unsynced += bytes;
+            let durable = sync_every.is_some_and(|limit| unsynced >= limit);
+            if durable {
+                unsynced = 0;
+            }
+            let txn = begin(
+                dst,
+                if durable {
+                    Durability::Immediate
+                } else {
+                    Durability::None
+                },
+            )?;
             {
                 let mut t = txn.open_table(b.def())?;
                 for (k, v) in &batch {
@@ -138,7 +175,7 @@ impl Backend {
         let db = redb::Database::builder()
             .set_cache_size(self.config.cache_bytes)
             .create_with_backend(backend)?;
-        let pairs = copy_into(&snap, &db)?;
+        let pairs = copy_into(&snap, &db, None)?;
         drop(snap);
         db.close()?;
         let size = reader.seek(SeekFrom::End(0))?;
@@ -166,7 +203,7 @@ pub(crate) fn copy_snapshot_to_file(snap: &ReadTxn, dst: &Path) -> Result<u64> {
         .set_cache_size(crate::DEFAULT_CACHE_BYTES)
         .create(dst)
         .map_err(BackendError::from)?;
-    let n = copy_into(snap, &db)?;
+    let n = copy_into(snap, &db, Some(SYNC_EVERY))?;
     db.close()?;
     Ok(n)
 }

@@ -10,32 +10,52 @@
 //!    journal's operations, in order. Every committed write transaction appends its puts and
 //!    deletes to the journal (aborted ones append nothing) while it still holds the gate.
 //! 2. **Copy** ([`Point::DefragCopy`]). The snapshot is copied into a new file next to the
-//!    database (`<db>.defrag.tmp`) in bounded batches. Readers and writers run as usual.
+//!    database (`<db>.defrag.tmp`) in bounded batches, with a durable commit every MiB (see
+//!    `crate::copy`: one fsync of the whole copy at the end would stall every other fsync on
+//!    the disk, the WAL's included, for as long as it takes to write it). Readers and writers
+//!    run as usual.
 //! 3. **Catch up** ([`Point::DefragCatchUp`]). The journal is drained and replayed into the new
 //!    file, repeatedly, while writers go on filling it. Each round replays what was written
 //!    during the previous one, which takes less time than it took to write (no consensus, no
 //!    per-request overhead), so the rounds shrink; they stop once a round had at most
-//!    [`DefragConfig::final_ops`] operations or after [`DefragConfig::max_rounds`] rounds.
-//! 4. **Switch** (short critical section). Under the write gate the last journal entries are
-//!    replayed, the new file is committed durably and renamed over the live one and the handle
-//!    switched (see [`crate::swap`]). Readers are never blocked; writers wait only for this step.
+//!    [`DefragConfig::final_ops`] operations or after [`DefragConfig::max_rounds`] rounds. Every
+//!    round ends with a durable commit, so the new file is on disk up to its last round.
+//! 4. **Switch** ([`Point::DefragFinal`], the only critical section). Under the write gate the
+//!    last journal entries are replayed and committed durably (if there are any), the new file
+//!    is renamed over the live one, the directory fsynced and the handle switched (see
+//!    [`crate::swap`]). Readers are never blocked; writers wait only for this step. The old
+//!    handle is closed after the gate is released, without fsyncs (its file is unlinked).
 //!
 //! **Bounds.** The critical section replays at most `max(final_ops, ops of the last round)`
-//! operations plus one fsync, a rename and a directory fsync. The journal holds copies of the
-//! keys and values written during the copy; if it grows past
-//! [`DefragConfig::max_journal_bytes`] (writers outpace the copy for long) the defragmentation
-//! is abandoned with an error and the live file is left as it was, so memory stays bounded.
+//! operations, then one fsync of just the pages they wrote, a rename and a directory fsync;
+//! nothing in it is proportional to the database size. The journal holds copies of the keys
+//! and values written during the copy; if it grows past [`DefragConfig::max_journal_bytes`]
+//! (writers outpace the copy for long) the defragmentation is abandoned with an error and the
+//! live file is left as it was, so memory stays bounded.
 //!
-//! **Tradeoffs.** While the copy runs, the snapshot pins the pages it reads, so the live file
-//! may grow by what is overwritten meanwhile (reclaimed by the swap). Disk use peaks at the old
-//! file plus the compact copy. Every write pays a copy of its pairs into the journal while a
-//! defragmentation runs, and nothing when none does.
+//! **Size.** The copy holds only live pairs, written in key order into nearly full pages. Its
+//! length still overshoots: redb grows a file below 4 GiB by doubling it, so the copy's length
+//! is the power-of-two step it reached, up to twice its data, the rest a hole that takes no
+//! disk space. [`Backend::size`] therefore reports the allocated size, which after a
+//! defragmentation is the live data. redb's `compact` would trim the length, but it walks and
+//! moves pages for seconds on a large file, and the next commit after it (the final replay,
+//! which must come after it) doubles the file again; it is not used.
+//!
+//! **Tradeoffs.** Writers are held for a few milliseconds whatever the database size, against
+//! etcd's defragment holding them for the whole copy; in exchange the defragmentation takes
+//! longer than a plain copy (an fsync every MiB and one per catch-up round), and under a
+//! write load that the rounds cannot outrun the critical section replays up to a round's worth
+//! of operations (after `max_rounds`) instead of a handful. While the copy runs, the
+//! snapshot pins the pages it reads, so the live file may grow by what is overwritten
+//! meanwhile (reclaimed by the swap). Disk use peaks at the old file plus the compact copy.
+//! Every write pays a copy of its pairs into the journal while a defragmentation runs, and
+//! nothing when none does.
 
 use std::sync::atomic::Ordering;
 
 use redb::Durability;
 
-use crate::copy::{copy_into, COPY_BATCH};
+use crate::copy::{copy_into, COPY_BATCH, SYNC_EVERY};
 use crate::swap::{staging_path, Point};
 use crate::{Backend, BackendError, Bucket, Result};
 
@@ -54,8 +74,8 @@ impl Default for DefragConfig {
     fn default() -> Self {
         DefragConfig {
             max_journal_bytes: 256 << 20,
-            final_ops: 1024,
-            max_rounds: 8,
+            final_ops: 256,
+            max_rounds: 16,
         }
     }
 }
@@ -178,8 +198,8 @@ impl Backend {
             let mut b = redb::Database::builder();
             b.set_cache_size(self.config.cache_bytes);
             // This file becomes the served one: it syncs as the served one does.
-            let db = crate::nosync::create(&b, &staged, self.config.unsafe_no_fsync)?;
-            let copied = copy_into(&snap, &db)?;
+            let (db, sync) = crate::nosync::create(&b, &staged, self.config.unsafe_no_fsync)?;
+            let copied = copy_into(&snap, &db, Some(SYNC_EVERY))?;
             drop(snap);
             self.at(Point::DefragCatchUp);
             let mut stats = DefragStats {
@@ -187,10 +207,12 @@ impl Backend {
                 copied,
                 ..Default::default()
             };
+            // Every round ends with a durable commit, so the fsync under the gate only covers
+            // what the last few operations wrote.
             loop {
                 let ops = self.journal_take()?;
                 let n = ops.len();
-                replay(&db, ops, Durability::None)?;
+                replay(&db, ops, Durability::Immediate)?;
                 stats.rounds += 1;
                 stats.caught_up += n;
                 if n <= cfg.final_ops || stats.rounds >= cfg.max_rounds {
@@ -198,13 +220,16 @@ impl Backend {
                 }
             }
             let gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
+            self.at(Point::DefragFinal);
             self.commit_deferred_locked()?;
             let ops = self.journal_take()?;
             self.journal_stop();
             stats.final_ops = ops.len();
-            replay(&db, ops, Durability::Immediate)?;
+            if !ops.is_empty() {
+                replay(&db, ops, Durability::Immediate)?;
+            }
             failpoint::hit("defragBeforeRename");
-            self.swap_in(db, &staged, gate, None)?;
+            self.swap_in(db, sync, &staged, gate, None)?;
             stats.size_after = self.size()?;
             Ok(stats)
         });

@@ -55,7 +55,8 @@
 //!   the backend is switched under the write gate, so every `Arc<Backend>` stays valid. Write a
 //!   received file to [`Backend::install_staging_path`] to avoid a copy. See [`swap`].
 //! * **Defragment** ([`Backend::defrag`]): copy in the background, catch up the writes made
-//!   meanwhile from a journal, and swap in a short critical section. See [`defrag`].
+//!   meanwhile from a journal, and swap in a critical section that replays only the last few
+//!   writes. See [`defrag`].
 //!
 //! [`Backend::set_hook`] runs a callback at each named [`Point`] of these operations, so this
 //! crate's tests can act there (run writers mid-copy, exit a child process). Everything else injects
@@ -265,6 +266,8 @@ struct BatchState {
 /// file into place and switches handles.
 pub struct Backend {
     db: RwLock<Arc<redb::Database>>,
+    /// The fsync switch of the file `db` serves; turned off once a replacement unlinked it.
+    sync: Mutex<nosync::SyncSwitch>,
     write_gate: Mutex<()>,
     path: PathBuf,
     config: BackendConfig,
@@ -318,15 +321,21 @@ impl Backend {
         let path = path.as_ref().to_path_buf();
         // A replacement that was interrupted before its rename leaves its staging file behind.
         swap::remove_stale_staging(&path)?;
-        let db = open_db(&path, &config)?;
+        let (db, sync) = open_db(&path, &config)?;
         tracing::debug!(path = %path.display(), "backend opened");
-        Ok(Backend::on(db, path, config))
+        Ok(Backend::on(db, sync, path, config))
     }
 
     /// A backend serving `db`, which is open on `path`.
-    fn on(db: redb::Database, path: PathBuf, config: BackendConfig) -> Backend {
+    fn on(
+        db: redb::Database,
+        sync: nosync::SyncSwitch,
+        path: PathBuf,
+        config: BackendConfig,
+    ) -> Backend {
         Backend {
             db: RwLock::new(Arc::new(db)),
+            sync: Mutex::new(sync),
             write_gate: Mutex::new(()),
             path,
             config,
@@ -515,8 +524,23 @@ impl Backend {
         self.batch().pending_commits
     }
 
-    /// Size of the database file in bytes.
+    /// Size of the database in bytes: what its file occupies on disk (Status `dbSize`, the
+    /// quota's measure).
+    ///
+    /// Not the file's length: redb extends a file (below 4 GiB) by doubling it and writes only
+    /// the pages it allocates, so the tail past its highest page is a hole that takes no disk
+    /// space, and the length overstates the data by up to 2x. A freshly defragmented file is
+    /// the typical case: its length is the power-of-two step its copy reached, its allocated
+    /// blocks are its live data. The allocated size is the counterpart of etcd's figure, bbolt's
+    /// high-water mark of pages (the file of a bbolt database is also longer than that). It is
+    /// capped at the length (a filesystem may count blocks preallocated past the end) and is the
+    /// length where the filesystem reports no blocks.
     pub fn size(&self) -> Result<u64> {
+        Ok(disk_size(&std::fs::metadata(&self.path)?))
+    }
+
+    /// Length of the database file in bytes, holes included (see [`size`](Self::size)).
+    pub fn file_len(&self) -> Result<u64> {
         Ok(std::fs::metadata(&self.path)?.len())
     }
 
@@ -524,7 +548,8 @@ impl Backend {
     /// latest snapshot (stored pairs, tree metadata and the unused parts of its pages, large
     /// values included). Unlike [`size`](Self::size) this shrinks when data is deleted (the file
     /// itself does not shrink; freed pages are reused). Walks the trees' pages (O(pages)),
-    /// without blocking writers.
+    /// without blocking writers. At most [`size`](Self::size), as etcd's `dbSizeInUse` (its size
+    /// minus its free pages) is at most its `dbSize`.
     pub fn size_in_use(&self) -> Result<u64> {
         let r = self.read()?;
         let mut bytes = 0u64;
@@ -534,7 +559,7 @@ impl Backend {
                 bytes += s.stored_bytes() + s.metadata_bytes() + s.fragmented_bytes();
             }
         }
-        Ok(bytes)
+        Ok(bytes.min(self.size()?))
     }
 
     /// Makes pending commits durable and closes the file.
@@ -549,16 +574,30 @@ impl Backend {
     }
 }
 
+/// The bytes a file occupies on disk, at most its length; its length where the filesystem does
+/// not say (see [`Backend::size`]).
+pub fn disk_size(m: &std::fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let allocated = m.blocks().saturating_mul(512);
+        if allocated > 0 {
+            return allocated.min(m.len());
+        }
+    }
+    m.len()
+}
+
 /// Opens (or creates) a redb file with the integrity check and makes sure every bucket exists.
-fn open_db(path: &Path, config: &BackendConfig) -> Result<redb::Database> {
+fn open_db(path: &Path, config: &BackendConfig) -> Result<(redb::Database, nosync::SyncSwitch)> {
     let opened = catch_unwind(AssertUnwindSafe(|| {
         let mut b = redb::Database::builder();
         b.set_check_integrity_on_open(true)
             .set_cache_size(config.cache_bytes);
         nosync::create(&b, path, config.unsafe_no_fsync)
     }));
-    let db = match opened {
-        Ok(Ok(db)) => db,
+    let (db, sync) = match opened {
+        Ok(Ok(opened)) => opened,
         Ok(Err(e)) => return Err(e.into()),
         Err(p) => {
             return Err(BackendError::Corrupt(format!(
@@ -569,7 +608,7 @@ fn open_db(path: &Path, config: &BackendConfig) -> Result<redb::Database> {
         }
     };
     create_buckets(&db)?;
-    Ok(db)
+    Ok((db, sync))
 }
 
 /// Creates every bucket, durably, so every read snapshot can open all of them.

@@ -1,12 +1,20 @@
-//! `--unsafe-no-fsync` for the backend, as bbolt's `NoSync` is for etcd's: redb's file backend with
-//! `sync_data` doing nothing, so commits are written but never fsynced. Everything else (reads,
-//! writes, length, the file locks) is redb's own `FileBackend`. A crash of the process loses nothing
-//! (the kernel has the pages); a power failure can lose recent commits or leave a file redb must
-//! repair or refuses.
+//! redb's file backend with a switch for its fsyncs. Everything else (reads, writes, length, the
+//! file locks) is redb's own `FileBackend`.
+//!
+//! * `--unsafe-no-fsync`, as bbolt's `NoSync` is for etcd's: the switch is off from the start, so
+//!   commits are written but never fsynced. A crash of the process loses nothing (the kernel has
+//!   the pages); a power failure can lose recent commits or leave a file redb must repair or
+//!   refuses.
+//! * A file replaced by a defragmentation or an install is unlinked before its handle closes;
+//!   closing commits redb's allocator state and fsyncs it, work nobody will ever read that would
+//!   compete with the served file's and the WAL's fsyncs. [`SyncSwitch::off`] skips those fsyncs
+//!   (the dirty pages of an unlinked file are dropped, never written back).
 
 use std::fs::OpenOptions;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use redb::backends::FileBackend;
 use redb::{BackendError, Builder, Database, DatabaseError, StorageBackend};
@@ -14,28 +22,46 @@ use redb::{BackendError, Builder, Database, DatabaseError, StorageBackend};
 /// The error of redb's I/O methods without its `experimental-api-5` feature.
 type BackendIoError = std::io::Error;
 
+/// Turns off the fsyncs of one database's file; clones share the switch.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SyncSwitch(Arc<AtomicBool>);
+
+impl SyncSwitch {
+    /// From now on the file's `sync_data` does nothing.
+    pub(crate) fn off(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn is_off(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// Opens (or creates) the database at `path` as `builder` would, without fsyncs if `no_sync`.
+/// The switch turns them off later.
 pub(crate) fn create(
     builder: &Builder,
     path: &Path,
     no_sync: bool,
-) -> Result<Database, DatabaseError> {
-    if !no_sync {
-        return builder.create(path);
-    }
+) -> Result<(Database, SyncSwitch), DatabaseError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)?;
-    builder.create_with_backend(NoSync(FileBackend::new(file)?))
+    let switch = SyncSwitch::default();
+    if no_sync {
+        switch.off();
+    }
+    let db = builder.create_with_backend(Switchable(FileBackend::new(file)?, switch.clone()))?;
+    Ok((db, switch))
 }
 
 #[derive(Debug)]
-struct NoSync(FileBackend);
+struct Switchable(FileBackend, SyncSwitch);
 
-impl StorageBackend for NoSync {
+impl StorageBackend for Switchable {
     fn len(&self) -> Result<u64, BackendIoError> {
         self.0.len()
     }
@@ -49,7 +75,10 @@ impl StorageBackend for NoSync {
     }
 
     fn sync_data(&self) -> Result<(), BackendIoError> {
-        Ok(())
+        if self.1.is_off() {
+            return Ok(());
+        }
+        self.0.sync_data()
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendIoError> {

@@ -19,10 +19,16 @@
 //! Read snapshots opened before the switch keep reading the old database (its handle lives
 //! until the last of them ends, on the now unlinked inode); everything opened after sees the
 //! new one. The `Arc<Backend>` others hold stays valid throughout.
+//!
+//! The old handle is closed on a thread of its own, after the write gate is released, without
+//! fsyncs (nothing reads the unlinked file again), and its blocks are then freed a step at a
+//! time (see `release`): freeing a large file at once is one large filesystem journal
+//! transaction, and every fsync (the WAL's, the new file's commits) would wait behind it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, MutexGuard};
 
+use crate::nosync::SyncSwitch;
 use crate::{open_db, Backend, BackendError, Result};
 
 /// Named points of a defragmentation or a replacement, in the order they are reached.
@@ -32,6 +38,9 @@ pub enum Point {
     DefragCopy,
     /// A defragmentation copied its snapshot and is replaying the writes made meanwhile.
     DefragCatchUp,
+    /// A defragmentation caught up all but the last few writes and holds the write gate to
+    /// replay those; the staged file is durable up to its last catch-up round.
+    DefragFinal,
     /// The staged file is complete and durable; the live file is untouched.
     Staged,
     /// Just before the rename.
@@ -133,8 +142,8 @@ impl Backend {
             .and_then(|f| f.sync_all())
             .map_err(BackendError::from)
             .and_then(|()| open_db(&staged, &self.config));
-        let db = match opened {
-            Ok(db) => db,
+        let (db, sync) = match opened {
+            Ok(opened) => opened,
             Err(e) => {
                 // Leave the caller's file as it was given.
                 if copied || src == staged {
@@ -149,7 +158,7 @@ impl Backend {
         // Changes set aside for the old file are replaced with it; committing them first keeps
         // the old file consistent if the swap fails.
         self.commit_deferred_locked()?;
-        self.swap_in(db, &staged, gate, Some(&INSTALL_FAILPOINTS))?;
+        self.swap_in(db, sync, &staged, gate, Some(&INSTALL_FAILPOINTS))?;
         if src != staged {
             let _ = std::fs::remove_file(src);
         }
@@ -161,6 +170,7 @@ impl Backend {
     pub(crate) fn swap_in(
         &self,
         db: redb::Database,
+        sync: SyncSwitch,
         staged: &Path,
         gate: MutexGuard<'_, ()>,
         failpoints: Option<&[&'static str; 4]>,
@@ -173,6 +183,12 @@ impl Backend {
         self.at(Point::Staged);
         self.at(Point::Synced);
         failpoint(0);
+        // A second descriptor on the file about to be replaced, to release its blocks in
+        // steps once redb has closed it (see `release`).
+        let old_file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .ok();
         if let Err(e) = std::fs::rename(staged, &self.path) {
             drop(db);
             let _ = std::fs::remove_file(staged);
@@ -189,6 +205,10 @@ impl Backend {
             &mut *self.db.write().unwrap_or_else(|p| p.into_inner()),
             Arc::new(db),
         );
+        let old_sync = std::mem::replace(
+            &mut *self.sync.lock().unwrap_or_else(|p| p.into_inner()),
+            sync,
+        );
         {
             let mut st = self.batch();
             st.last_durable = std::time::Instant::now();
@@ -196,11 +216,50 @@ impl Backend {
             st.pending_commits = 0;
         }
         drop(gate);
-        // Closing the old handle (if no reader holds it) may flush it; writers need not wait.
-        drop(old);
+        // Closing the old handle (if no reader holds it) commits and fsyncs it; writers need not
+        // wait. Once the rename is durable nothing will read the old file again: skip its fsyncs
+        // (see `crate::nosync`) and free its blocks in steps. If the directory fsync failed, power
+        // loss may still bring the old file back at the path: then it keeps both.
+        let durable = synced.is_ok();
+        if durable {
+            old_sync.off();
+        }
+        let closer = std::thread::Builder::new()
+            .name("backend-close".into())
+            .spawn(move || release(old, if durable { old_file } else { None }));
+        if let Err(e) = closer {
+            tracing::warn!("closing the replaced database file on this thread: {e}");
+        }
         self.at(Point::Swapped);
         failpoint(3);
         tracing::info!(path = %self.path.display(), "backend switched to a new database file");
         synced.map_err(BackendError::from)
+    }
+}
+
+/// Bytes of a replaced file freed at a time.
+pub(crate) const RELEASE_STEP: u64 = 16 << 20;
+
+/// Closes a replaced (unlinked) database and gives its blocks back to the filesystem in steps.
+/// Closing the last descriptor of a large unlinked file frees all its blocks in one journal
+/// transaction, and every fsync on the filesystem waits for that transaction meanwhile;
+/// truncating it a step at a time keeps each one small. Only once redb has closed the file: a
+/// reader may still hold the old handle, and then its file is left whole until the last reader
+/// ends.
+pub(crate) fn release(old: Arc<redb::Database>, file: Option<std::fs::File>) {
+    let Ok(db) = Arc::try_unwrap(old) else {
+        return;
+    };
+    drop(db);
+    let Some(file) = file else { return };
+    let Ok(mut len) = file.metadata().map(|m| m.len()) else {
+        return;
+    };
+    while len > 0 {
+        len = len.saturating_sub(RELEASE_STEP);
+        if file.set_len(len).is_err() {
+            return;
+        }
+        std::thread::yield_now();
     }
 }

@@ -363,7 +363,7 @@ fn a_full_disk_refuses_further_writes_and_keeps_what_was_durable() {
         };
         let db = redb::Database::builder().create_with_backend(disk).unwrap();
         create_buckets(&db).unwrap();
-        let b = Backend::on(db, path.clone(), lazy());
+        let b = Backend::on(db, Default::default(), path.clone(), lazy());
         for i in 0..100u32 {
             let mut w = b.write().unwrap();
             w.put(Bucket::Key, &i.to_be_bytes(), &[7; 512]).unwrap();
