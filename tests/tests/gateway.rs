@@ -54,15 +54,26 @@ mod http1 {
             Conn { port, tx: None }
         }
 
+        /// A sender ready for the next request. A keep-alive connection is ready only once
+        /// hyper has finished with the previous answer, so readiness is awaited here for every
+        /// caller; a connection the server closed meanwhile is replaced by a new one.
         async fn sender(&mut self) -> &mut SendRequest<Full<Bytes>> {
-            if self.tx.as_ref().is_none_or(|t| t.is_closed()) {
+            if let Some(tx) = self.tx.as_mut() {
+                if tx.ready().await.is_err() {
+                    self.tx = None;
+                }
+            }
+            if self.tx.is_none() {
                 let s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
                     .await
                     .unwrap_or_else(|e| panic!("connect to port {}: {e}", self.port));
-                let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+                let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
                     .await
                     .expect("HTTP/1.1 handshake");
                 tokio::spawn(conn);
+                tx.ready()
+                    .await
+                    .expect("a new HTTP/1.1 connection is ready");
                 self.tx = Some(tx);
             }
             self.tx.as_mut().expect("connected")
@@ -86,10 +97,6 @@ mod http1 {
             let req = b
                 .body(Full::new(Bytes::copy_from_slice(body)))
                 .expect("request");
-            let tx = self.sender().await;
-            if tx.ready().await.is_err() {
-                self.tx = None;
-            }
             let tx = self.sender().await;
             let resp = tx
                 .send_request(req)
