@@ -610,6 +610,20 @@ async fn serializable_get(endpoint: &str, key: &str) -> Result<String, String> {
         .unwrap_or_default())
 }
 
+/// Waits until the cluster has a leader, checking on the way that no member exited, and returns a
+/// client of the first endpoint once `a=value` has been written through it.
+async fn first_put(members: &mut [Member], endpoint: &str, value: &str) -> etcd_client::Client {
+    poll::eventually("a leader", DEADLINE, async || {
+        for m in members.iter_mut() {
+            m.assert_running();
+        }
+        let mut c = connect(endpoint).await.map_err(|e| e.to_string())?;
+        c.put("a", value, None).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(c)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_cluster_with_peer_mtls_elects_replicates_restarts_and_keeps_foreign_members_out() {
     let pki = Pki::new("peer-ca");
@@ -624,15 +638,7 @@ async fn a_cluster_with_peer_mtls_elects_replicates_restarts_and_keeps_foreign_m
     let endpoints: Vec<String> = ports.iter().map(|(c, _)| c.url()).collect();
 
     // Elected (a linearizable read needs a leader) and replicated.
-    let mut c0 = poll::eventually("a leader", DEADLINE, async || {
-        for m in members.iter_mut() {
-            m.assert_running();
-        }
-        let mut c = connect(&endpoints[0]).await.map_err(|e| e.to_string())?;
-        c.put("a", "1", None).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(c)
-    })
-    .await;
+    let mut c0 = first_put(&mut members, &endpoints[0], "1").await;
     for e in &endpoints {
         poll::eventually(format!("a replicated to {e}"), DEADLINE, async || {
             serializable_get(e, "a").await == Ok("1".into())
@@ -832,15 +838,7 @@ async fn peers_refuse_a_member_with_a_disallowed_cn_or_a_revoked_certificate() {
         })
         .collect();
     let endpoints: Vec<String> = ports.iter().map(|(c, _)| c.url()).collect();
-    let mut c0 = poll::eventually("a leader", DEADLINE, async || {
-        for m in members.iter_mut() {
-            m.assert_running();
-        }
-        let mut c = connect(&endpoints[0]).await.map_err(|e| e.to_string())?;
-        c.put("a", "0", None).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(c)
-    })
-    .await;
+    let mut c0 = first_put(&mut members, &endpoints[0], "0").await;
 
     for (round, (name, pair, serial, why)) in [
         ("m2", &stranger, &stranger_cert.serial, NOT_ALLOWED),
