@@ -16,7 +16,7 @@
 //! after it, and drops whole generations whose tombstone is older than `r`; a tombstone at exactly
 //! `r` is kept (as etcd >= 3.5.16 does). A key left with only an empty generation is removed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 
 use smallvec::{smallvec, SmallVec};
@@ -231,6 +231,62 @@ pub(crate) struct Undo {
 }
 
 /// All keys' indexes, ordered by key.
+/// Rebuilds a [`TreeIndex`] from the backend's `key` bucket on start-up.
+///
+/// The bucket is read in revision order, not key order. Inserting each record into the tree
+/// means one or two searches of it per record, and those comparisons were 40% of a restart with
+/// 1M keys. Keys written in order also leave the tree's nodes half full. The builder keeps one
+/// entry per key in a hash map while the records stream in, then builds the tree once from the
+/// keys sorted: one sort instead of a tree search per record, and full nodes.
+///
+/// Tradeoff: for the moment of the build the entries are in a sorted `Vec` and the tree takes
+/// them over node by node, so the peak is about one extra array of entries. That is less than
+/// the half-empty nodes it saves for good.
+#[derive(Debug, Default)]
+pub(crate) struct IndexBuilder {
+    keys: HashMap<Box<[u8]>, KeyIndex>,
+}
+
+impl IndexBuilder {
+    /// Adds one backend record. Each key's records must come in revision order. A record that
+    /// does not fit its key's history is refused and leaves the key as it was.
+    pub(crate) fn restore_record(
+        &mut self,
+        key: &[u8],
+        rev: Revision,
+        tombstone: bool,
+        create_revision: i64,
+        version: i64,
+    ) -> Result<(), IndexError> {
+        if let Some(ki) = self.keys.get_mut(key) {
+            return if tombstone {
+                ki.tombstone(rev)
+            } else {
+                ki.put(rev)
+            };
+        }
+        let mut ki = KeyIndex::default();
+        if tombstone {
+            ki.restore_tombstone(rev);
+        } else {
+            ki.restore(Revision::new(create_revision, 0), rev, version);
+        }
+        self.keys.insert(key.into(), ki);
+        Ok(())
+    }
+
+    /// The index, built from the keys in sorted order.
+    pub(crate) fn finish(self) -> TreeIndex {
+        let mut entries: Vec<(Box<[u8]>, KeyIndex)> = self.keys.into_iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // `from_iter` on sorted input builds the tree bottom-up with full nodes; its own stable
+        // sort of an already sorted array is one linear pass.
+        TreeIndex {
+            tree: entries.into_iter().collect(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct TreeIndex {
     /// Keys are boxed slices, not `Vec`s: there is one per key and a capacity field per key is
@@ -410,37 +466,6 @@ impl TreeIndex {
                 ki.undo_tombstone();
             } else {
                 ki.undo_put();
-            }
-        }
-    }
-
-    /// Restores one backend record while rebuilding the index (records must come in revision
-    /// order). Problems are reported, not fatal, as etcd does.
-    pub(crate) fn restore_record(
-        &mut self,
-        key: &[u8],
-        rev: Revision,
-        tombstone: bool,
-        create_revision: i64,
-        version: i64,
-    ) -> Result<(), IndexError> {
-        match self.tree.get_mut(key) {
-            Some(ki) => {
-                if tombstone {
-                    ki.tombstone(rev)
-                } else {
-                    ki.put(rev)
-                }
-            }
-            None => {
-                let mut ki = KeyIndex::default();
-                if tombstone {
-                    ki.restore_tombstone(rev);
-                } else {
-                    ki.restore(Revision::new(create_revision, 0), rev, version);
-                }
-                self.tree.insert(key.into(), ki);
-                Ok(())
             }
         }
     }
