@@ -230,7 +230,6 @@ pub(crate) struct Undo {
     tombstone: bool,
 }
 
-/// All keys' indexes, ordered by key.
 /// Rebuilds a [`TreeIndex`] from the backend's `key` bucket on start-up.
 ///
 /// The bucket is read in revision order, not key order. Inserting each record into the tree
@@ -244,7 +243,9 @@ pub(crate) struct Undo {
 /// the half-empty nodes it saves for good.
 #[derive(Debug, Default)]
 pub(crate) struct IndexBuilder {
-    keys: HashMap<Box<[u8]>, KeyIndex>,
+    /// Hashed with foldhash, not SipHash: the keys come from this member's own file, and the
+    /// hash of every record's key is on the start-up path.
+    keys: HashMap<Box<[u8]>, KeyIndex, foldhash::fast::RandomState>,
 }
 
 impl IndexBuilder {
@@ -287,6 +288,7 @@ impl IndexBuilder {
     }
 }
 
+/// All keys' indexes, ordered by key.
 #[derive(Debug, Default)]
 pub(crate) struct TreeIndex {
     /// Keys are boxed slices, not `Vec`s: there is one per key and a capacity field per key is
@@ -537,6 +539,13 @@ impl KeyIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_common_key_entry_stays_small() {
+        // One entry per key, millions of keys: a field or a tag word added here is tens of MiB.
+        assert_eq!(std::mem::size_of::<Generation>(), 48);
+        assert_eq!(std::mem::size_of::<KeyIndex>(), 56);
+    }
 
     fn r(main: i64) -> Revision {
         Revision::new(main, 0)
