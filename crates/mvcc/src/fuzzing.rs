@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use prost::Message as _;
 
-use crate::index::TreeIndex;
+use crate::index::IndexBuilder;
 use crate::revision::{BucketKey, Revision};
 use crate::store::restore_record;
 use crate::KeyValue;
@@ -61,7 +61,7 @@ pub fn fuzz_backend_key(data: &[u8]) {
         .into_iter()
         .filter(|(k, _)| *k >= &start[..])
         .collect();
-    let mut index = TreeIndex::default();
+    let mut index = IndexBuilder::default();
     let mut revs = vec![i64::MIN, -1, 0, 1, i64::MAX];
     let mut keys = Vec::new();
     for (k, v) in &bucket {
@@ -73,6 +73,7 @@ pub fn fuzz_backend_key(data: &[u8]) {
             keys.push(kv.key);
         }
     }
+    let mut index = index.finish();
     revs.sort_unstable();
     revs.dedup();
     for &at in &revs {
@@ -145,10 +146,11 @@ mod tests {
     #[test]
     fn valid_records_rebuild_the_index() {
         let (recs, last) = history();
-        let mut index = TreeIndex::default();
+        let mut index = IndexBuilder::default();
         for (k, v) in &recs {
             restore_record(&mut index, k, v).unwrap();
         }
+        let index = index.finish();
         for (key, want) in last {
             let got = index.get(&key, 40).map(|f| f.modified.main);
             assert_eq!(got, want, "{}", String::from_utf8_lossy(&key));

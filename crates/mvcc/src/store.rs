@@ -15,7 +15,7 @@ use backend::{Backend, Bucket, ReadTxn, Reader, WriteTxn};
 use prost::Message as _;
 
 use crate::hash::{HashStorage, KeyValueHash, KvHasher};
-use crate::index::{TreeIndex, Undo};
+use crate::index::{IndexBuilder, TreeIndex, Undo};
 use crate::revision::{BucketKey, Revision};
 use crate::watchable_store::Watchers;
 use crate::MvccError;
@@ -201,7 +201,7 @@ impl Loaded {
         let scheduled = read_compact_mark(&snap, META_SCHEDULED_COMPACT)?;
         let compact_main_rev = finished.unwrap_or(-1);
 
-        let mut index = TreeIndex::default();
+        let mut index = IndexBuilder::default();
         let mut current_rev = 1i64;
         let mut failure = None;
         let start = Revision::new(1, 0).to_bytes();
@@ -223,6 +223,7 @@ impl Loaded {
         if let Some(e) = failure {
             return Err(e);
         }
+        let index = index.finish();
         // Compaction may have removed the newest records; the revision never goes back.
         current_rev = current_rev.max(compact_main_rev);
         if let Some(s) = scheduled {
@@ -301,7 +302,11 @@ fn check_record(bk: &BucketKey, kv: &KeyValue) -> Result<(), MvccError> {
 
 /// Adds one record of the `key` bucket (scanned in key order) to the index being rebuilt, after
 /// checking it; returns its main revision.
-pub(crate) fn restore_record(index: &mut TreeIndex, k: &[u8], v: &[u8]) -> Result<i64, MvccError> {
+pub(crate) fn restore_record(
+    index: &mut IndexBuilder,
+    k: &[u8],
+    v: &[u8],
+) -> Result<i64, MvccError> {
     let bk = BucketKey::from_bytes(k)?;
     let kv = decode_kv(v)?;
     check_record(&bk, &kv)?;

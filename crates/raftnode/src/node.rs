@@ -293,7 +293,10 @@ impl RaftNode {
         };
         let apply_thread = std::thread::Builder::new()
             .name("raft-apply".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                crate::sched::batch_this_thread("raft-apply");
+                worker.run()
+            })
             .map_err(|e| RaftError::Corrupt(format!("cannot start the apply thread: {e}")))?;
         let mut n = RaftNode {
             core,

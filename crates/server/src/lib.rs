@@ -382,6 +382,7 @@ impl Hearth {
         let raft = std::thread::Builder::new()
             .name("raft".into())
             .spawn(move || {
+                raftnode::sched::batch_this_thread("raft");
                 let r = node.run();
                 match &r {
                     Err(raftnode::RaftError::Removed) => {}
