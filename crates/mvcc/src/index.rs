@@ -238,9 +238,10 @@ pub(crate) struct Undo {
 /// entry per key in a hash map while the records stream in, then builds the tree once from the
 /// keys sorted: one sort instead of a tree search per record, and full nodes.
 ///
-/// Tradeoff: for the moment of the build the entries are in a sorted `Vec` and the tree takes
-/// them over node by node, so the peak is about one extra array of entries. That is less than
-/// the half-empty nodes it saves for good.
+/// Tradeoff: during the build the entries sit first in the map, then in a sorted `Vec` (plus the
+/// scratch of `BTreeMap::from_iter`'s sort), so the peak is a few arrays of entries on top of the
+/// index. That memory is freed when the build ends but is not always given back to the system:
+/// the RSS after a restart comes out at one of two levels (`bench/RESULTS.md`).
 #[derive(Debug, Default)]
 pub(crate) struct IndexBuilder {
     /// Hashed with foldhash, not SipHash: the keys come from this member's own file, and the
@@ -281,7 +282,7 @@ impl IndexBuilder {
         let mut entries: Vec<(Box<[u8]>, KeyIndex)> = self.keys.into_iter().collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         // `from_iter` on sorted input builds the tree bottom-up with full nodes; its own stable
-        // sort of an already sorted array is one linear pass.
+        // sort finds the array already sorted.
         TreeIndex {
             tree: entries.into_iter().collect(),
         }
