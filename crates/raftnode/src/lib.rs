@@ -16,10 +16,12 @@
 //!   transaction; entries at or below the backend's consistent index are never applied twice.
 //! * Knows nothing of gRPC, the client services or the server that wires it.
 
-// One `unsafe` call, in `sched` (a thread's scheduling policy has no safe wrapper).
+// Two `unsafe` calls into the C library, which have no safe wrapper: a thread's scheduling policy
+// (`sched`) and returning the heap's free pages (`heap`).
 #![deny(unsafe_code)]
 
 mod admit;
+pub mod heap;
 mod heartbeat;
 mod log;
 pub mod loopcore;

@@ -232,6 +232,8 @@ impl Hearth {
                 force_new_cluster: cfg.force_new_cluster,
             },
         )?;
+        // The key index and the Raft log are rebuilt; what the rebuild freed goes back to the OS.
+        raftnode::heap::release_free_pages();
         let (member_id, cluster_id) = (log.meta.node_id, log.meta.cluster_id);
         tracing::info!(
             name = %cfg.name,

@@ -179,6 +179,8 @@ impl RaftNode {
                 "installing the snapshot at {index}: {e}"
             )));
         }
+        // The key index was rebuilt from the snapshot; what the rebuild freed goes back to the OS.
+        crate::heap::release_free_pages();
         self.reload_membership()?;
         failpoint::hit("raftBeforeSaveSnap");
         self.wal
