@@ -762,6 +762,17 @@ pub struct CommitInfo {
     pub durable: bool,
 }
 
+/// Which of the batch rules (see the crate docs) a commit follows.
+#[derive(Clone, Copy)]
+enum Rule {
+    /// Always fsynced.
+    Durable,
+    /// Fsynced once `batch_limit` operations or `batch_interval` have accumulated.
+    Batched,
+    /// Fsynced once `batch_limit` operations have accumulated; the time is the caller's timer's.
+    Volatile,
+}
+
 impl WriteTxn<'_> {
     /// Stores `value` under `key`.
     pub fn put(&mut self, bucket: Bucket, key: &[u8], value: &[u8]) -> Result<()> {
@@ -839,26 +850,40 @@ impl WriteTxn<'_> {
     /// Commits. Durable (fsync) only if the batch rules say so (see the crate docs); visible to
     /// new readers either way.
     pub fn commit(self) -> Result<CommitInfo> {
-        self.commit_with(false)
+        self.commit_with(Rule::Batched)
+    }
+
+    /// Commits without the time rule: durable only if `batch_limit` operations have accumulated
+    /// (or [`force_commit`](Backend::force_commit) was asked for meanwhile). For a caller that
+    /// answers requests right after the commit and makes the backend durable on its own timer
+    /// afterwards ([`Backend::commit_if_due`], `force_commit`), so the interval's fsync is not
+    /// on the path of those answers.
+    pub fn commit_volatile(self) -> Result<CommitInfo> {
+        self.commit_with(Rule::Volatile)
     }
 
     /// Commits durably: this commit and every earlier one are fsynced before it returns.
     pub fn commit_durable(self) -> Result<()> {
-        self.commit_with(true).map(|_| ())
+        self.commit_with(Rule::Durable).map(|_| ())
     }
 
-    fn commit_with(self, force: bool) -> Result<CommitInfo> {
+    fn commit_with(self, rule: Rule) -> Result<CommitInfo> {
         let backend = self.backend;
-        backend.poison(self.commit_inner(force))
+        backend.poison(self.commit_inner(rule))
     }
 
-    fn commit_inner(mut self, force: bool) -> Result<CommitInfo> {
+    fn commit_inner(mut self, rule: Rule) -> Result<CommitInfo> {
         let backend = self.backend;
         let mut st = backend.batch();
         let ops = st.pending_ops.saturating_add(self.ops);
-        let durable = force
-            || ops >= backend.config.batch_limit
-            || st.last_durable.elapsed() >= backend.config.batch_interval;
+        let durable = match rule {
+            Rule::Durable => true,
+            Rule::Batched => {
+                ops >= backend.config.batch_limit
+                    || st.last_durable.elapsed() >= backend.config.batch_interval
+            }
+            Rule::Volatile => ops >= backend.config.batch_limit,
+        };
         self.txn.set_durability(if durable {
             Durability::Immediate
         } else {

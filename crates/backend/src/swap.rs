@@ -238,14 +238,18 @@ impl Backend {
 }
 
 /// Bytes of a replaced file freed at a time.
-pub(crate) const RELEASE_STEP: u64 = 16 << 20;
+pub(crate) const RELEASE_STEP: u64 = 4 << 20;
+
+/// The pause between two steps of freeing a replaced file.
+const RELEASE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Closes a replaced (unlinked) database and gives its blocks back to the filesystem in steps.
 /// Closing the last descriptor of a large unlinked file frees all its blocks in one journal
 /// transaction, and every fsync on the filesystem waits for that transaction meanwhile;
-/// truncating it a step at a time keeps each one small. Only once redb has closed the file: a
-/// reader may still hold the old handle, and then its file is left whole until the last reader
-/// ends.
+/// truncating it a step at a time keeps each one small, and pausing between steps leaves the
+/// journal to the WAL's fsyncs in between (back to back, 16 MiB steps held a WAL fsync for
+/// 20 ms). A 2 GiB file is freed in about 10 s. Only once redb has closed the file: a reader may
+/// still hold the old handle, and then its file is left whole until the last reader ends.
 pub(crate) fn release(old: Arc<redb::Database>, file: Option<std::fs::File>) {
     let Ok(db) = Arc::try_unwrap(old) else {
         return;
@@ -260,6 +264,8 @@ pub(crate) fn release(old: Arc<redb::Database>, file: Option<std::fs::File>) {
         if file.set_len(len).is_err() {
             return;
         }
-        std::thread::yield_now();
+        if len > 0 {
+            std::thread::sleep(RELEASE_PAUSE);
+        }
     }
 }

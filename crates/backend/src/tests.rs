@@ -228,6 +228,44 @@ fn batch_limit_and_interval_trigger_durable_commits() {
 }
 
 #[test]
+fn a_volatile_commit_ignores_the_interval_but_not_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    // An interval of zero has always passed: every plain commit is durable.
+    let b = Backend::open(
+        dir.path().join("db"),
+        BackendConfig {
+            batch_interval: Duration::ZERO,
+            batch_limit: 3,
+            ..BackendConfig::default()
+        },
+    )
+    .unwrap();
+    let put = |k: &[u8], volatile: bool| {
+        let mut w = b.write().unwrap();
+        w.put(Bucket::Key, k, b"v").unwrap();
+        let info = if volatile {
+            w.commit_volatile()
+        } else {
+            w.commit()
+        };
+        info.unwrap().durable
+    };
+    assert!(put(b"1", false));
+    assert!(!put(b"2", true));
+    assert!(!put(b"3", true));
+    assert_eq!(b.pending_commits(), 2);
+    assert!(
+        put(b"4", true),
+        "third op since the last durable commit reaches batch_limit"
+    );
+    assert_eq!(b.pending_commits(), 0);
+    assert!(!put(b"5", true));
+    // The caller's timer makes it durable.
+    assert!(b.commit_if_due().unwrap());
+    assert_eq!(b.pending_commits(), 0);
+}
+
+#[test]
 fn close_and_reopen_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");

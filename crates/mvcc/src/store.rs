@@ -583,6 +583,10 @@ impl KvStore {
     /// readers and watchers) in order. Does nothing if there are none. If the commit fails,
     /// their index changes are taken back and the error returned: the caller must not
     /// acknowledge them.
+    ///
+    /// The commit is volatile (see `backend::WriteTxn::commit_volatile`): the caller answers the
+    /// revisions' requests right after it and makes the backend durable on its own timer, so
+    /// the batch interval's fsync is not on their path. Their durability is the WAL's.
     pub fn flush(&self) -> Result<(), MvccError> {
         let _guard = self.inner.writer();
         if !self.inner.unpublished().pending {
@@ -592,7 +596,7 @@ impl KvStore {
             .inner
             .backend
             .resume()
-            .and_then(|t| t.commit().map(|_| ()));
+            .and_then(|t| t.commit_volatile().map(|_| ()));
         match committed {
             Ok(()) => {
                 self.inner.publish_unpublished();
