@@ -854,7 +854,7 @@ impl WriteTxn<'_> {
     }
 
     /// Commits without the time rule: durable only if `batch_limit` operations have accumulated
-    /// (or [`force_commit`](Backend::force_commit) was asked for meanwhile). For a caller that
+    /// since the last durable commit. For a caller that
     /// answers requests right after the commit and makes the backend durable on its own timer
     /// afterwards ([`Backend::commit_if_due`], `force_commit`), so the interval's fsync is not
     /// on the path of those answers.

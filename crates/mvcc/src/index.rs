@@ -240,8 +240,8 @@ pub(crate) struct Undo {
 ///
 /// Tradeoff: during the build the entries sit first in the map, then in a sorted `Vec` (plus the
 /// scratch of `BTreeMap::from_iter`'s sort), so the peak is a few arrays of entries on top of the
-/// index. That memory is freed when the build ends but is not always given back to the system:
-/// the RSS after a restart comes out at one of two levels (`bench/RESULTS.md`).
+/// index. That memory is freed when the build ends; the server then hands the free pages back
+/// to the system (`raftnode::heap`), since `free` alone left them resident in some restarts.
 #[derive(Debug, Default)]
 pub(crate) struct IndexBuilder {
     /// Hashed with foldhash, not SipHash: the keys come from this member's own file, and the

@@ -8,8 +8,9 @@
 //! map: 105 or 252 MiB with 500k keys. `malloc_trim(0)` walks every arena and releases each free
 //! page with `madvise(MADV_DONTNEED)`; after it the same restart is 105 MiB every time.
 //!
-//! **Tradeoff.** The walk holds each arena's lock in turn and takes time proportional to the heap
-//! (milliseconds for a few hundred MiB). It runs only at these two points, where the member is not
+//! **Tradeoff.** The walk holds each arena's lock in turn and takes time that grows with the heap;
+//! it has not been timed on its own (a 1M-key restart took 5.07 s with it and 5.10 s without). It
+//! runs only at these two points, where the member is not
 //! yet serving or is already stalled on the snapshot, never on the request path. Pages it releases
 //! are faulted in again if the allocator reuses them.
 
