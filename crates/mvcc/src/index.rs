@@ -241,7 +241,8 @@ pub(crate) struct Undo {
 ///
 /// The sort used to be most of the rest: 22% of a 2M-key restart, nearly all of it `memcmp` on
 /// keys read through their pointers, which missed the cache on almost every comparison. Two
-/// changes took the start-up with 2M keys from 10-12 s to 6 s:
+/// changes took the start-up with 2M keys from 11-12 s to 5.8-6.1 s (hand runs in
+/// `bench/RESULTS.md`):
 /// * Each sorted element carries eight bytes of its key inline (those after the prefix all keys
 ///   share, [`sort_prefix`]); most comparisons end there without reading the key.
 /// * The map keeps its entries in insertion order (`IndexMap`). When it grows it moves only its
