@@ -16,12 +16,13 @@
 //! after it, and drops whole generations whose tombstone is older than `r`; a tombstone at exactly
 //! `r` is kept (as etcd >= 3.5.16 does). A key left with only an empty generation is removed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ops::Bound;
 
 use indexmap::IndexMap;
 use smallvec::{smallvec, SmallVec};
 
+use crate::packed::PackedMap;
 use crate::revision::Revision;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -290,10 +291,8 @@ impl IndexBuilder {
 
     /// The index, built from the keys in sorted order.
     pub(crate) fn finish(self) -> TreeIndex {
-        // `from_iter` on sorted input builds the tree bottom-up with full nodes; its own stable
-        // sort finds the array already sorted.
         TreeIndex {
-            tree: self.sorted().into_iter().collect(),
+            tree: PackedMap::from_sorted(self.sorted()),
         }
     }
 
@@ -344,8 +343,9 @@ fn sort_prefix(key: &[u8], skip: usize) -> u64 {
 #[derive(Debug, Default)]
 pub(crate) struct TreeIndex {
     /// Keys are boxed slices, not `Vec`s: there is one per key and a capacity field per key is
-    /// 8 bytes times the number of keys.
-    tree: BTreeMap<Box<[u8]>, KeyIndex>,
+    /// 8 bytes times the number of keys. A packed map, not a `BTreeMap`: keys written in order
+    /// left a B-tree's nodes half full (see [`PackedMap`]).
+    tree: PackedMap<KeyIndex>,
 }
 
 impl TreeIndex {
@@ -372,19 +372,13 @@ impl TreeIndex {
                 }
             }
             Some([]) => {
-                for (k, ki) in self
-                    .tree
-                    .range::<[u8], _>((Bound::Included(key), Bound::Unbounded))
-                {
+                for (k, ki) in self.tree.range(Bound::Included(key), Bound::Unbounded) {
                     f(k, ki);
                 }
             }
             Some(e) if e <= key => {}
             Some(e) => {
-                for (k, ki) in self
-                    .tree
-                    .range::<[u8], _>((Bound::Included(key), Bound::Excluded(e)))
-                {
+                for (k, ki) in self.tree.range(Bound::Included(key), Bound::Excluded(e)) {
                     f(k, ki);
                 }
             }
@@ -441,7 +435,7 @@ impl TreeIndex {
                 } else {
                     Bound::Excluded(e)
                 };
-                for (_, ki) in self.tree.range::<[u8], _>((Bound::Included(key), upper)) {
+                for (_, ki) in self.tree.range(Bound::Included(key), upper) {
                     if push(ki) {
                         break;
                     }
@@ -483,7 +477,7 @@ impl TreeIndex {
     pub(crate) fn put(&mut self, key: &[u8], rev: Revision) -> Result<Undo, IndexError> {
         let (ki, created_key) = match self.tree.get_mut(key) {
             Some(ki) => (ki, false),
-            None => (self.tree.entry(key.into()).or_default(), true),
+            None => self.tree.get_or_insert_default(key),
         };
         if let Err(e) = ki.put(rev) {
             if created_key {
@@ -541,7 +535,7 @@ impl TreeIndex {
         let mut empty = Vec::new();
         let mut last = None;
         let mut n = 0;
-        for (k, ki) in self.tree.range_mut::<[u8], _>((lower, Bound::Unbounded)) {
+        for (k, ki) in self.tree.range_mut(lower, Bound::Unbounded) {
             if n == max_keys {
                 break;
             }

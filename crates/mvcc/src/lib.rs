@@ -8,7 +8,7 @@
 //! plus a trailing `t` for a deletion) to the prost-encoded [`KeyValue`] — the same layout as
 //! etcd. A deletion (tombstone) stores a `KeyValue` with only `key` set.
 //!
-//! An in-memory index (a `BTreeMap` keyed by user key; per key, generations of revisions, as
+//! An in-memory index (an ordered map keyed by user key, `packed::PackedMap`; per key, generations of revisions, as
 //! etcd's `keyIndex`) maps `(key, revision)` to the backend record visible at that revision. It
 //! is rebuilt by scanning the `key` bucket when the store is opened.
 //!
@@ -75,6 +75,7 @@
 pub mod fuzzing;
 mod hash;
 mod index;
+mod packed;
 mod revision;
 mod store;
 mod watchable_store;
