@@ -237,8 +237,8 @@ pub(crate) struct Undo {
 /// The bucket is read in revision order, not key order. Inserting each record into the tree
 /// means one or two searches of it per record, and those comparisons were 40% of a restart with
 /// 1M keys. Keys written in order also leave the tree's nodes half full. The builder keeps one
-/// entry per key in a hash map while the records stream in, then builds the tree once from the
-/// keys sorted: one sort instead of a tree search per record, and full nodes.
+/// entry per key in a hash map while the records stream in, then builds the index once from the
+/// keys sorted: one sort instead of a tree search per record, and full leaves.
 ///
 /// The sort used to be most of the rest: 22% of a 2M-key restart, nearly all of it `memcmp` on
 /// keys read through their pointers, which missed the cache on almost every comparison. Two
@@ -250,9 +250,8 @@ pub(crate) struct Undo {
 ///   index table and the entries' stored hashes, where a `HashMap` rehashed every key through its
 ///   pointer (14% of that restart).
 ///
-/// Tradeoff: during the build the entries sit first in the map, then in a sorted `Vec` (plus the
-/// scratch of `BTreeMap::from_iter`'s sort), so the peak is a few arrays of entries on top of the
-/// index. That memory is freed when the build ends; the server then hands the free pages back
+/// Tradeoff: during the build the entries sit first in the map, then in sorted `Vec`s, so the
+/// peak is a few arrays of entries on top of the index. That memory is freed when the build ends; the server then hands the free pages back
 /// to the system (`raftnode::heap`), since `free` alone left them resident in some restarts.
 #[derive(Debug, Default)]
 pub(crate) struct IndexBuilder {
