@@ -251,8 +251,9 @@ pub(crate) struct Undo {
 ///   pointer (14% of that restart).
 ///
 /// Tradeoff: during the build the entries sit first in the map, then in sorted `Vec`s, so the
-/// peak is a few arrays of entries on top of the index. That memory is freed when the build ends; the server then hands the free pages back
-/// to the system (`raftnode::heap`), since `free` alone left them resident in some restarts.
+/// peak is a few arrays of entries on top of the index. That memory is freed when the build ends;
+/// the server then hands the free pages back to the system (`raftnode::heap`), since `free` alone
+/// left them resident in some restarts.
 #[derive(Debug, Default)]
 pub(crate) struct IndexBuilder {
     /// Hashed with foldhash, not SipHash: the keys come from this member's own file, and the
