@@ -63,6 +63,7 @@
 #![warn(missing_docs)]
 
 mod client_config;
+mod coalesce;
 mod dial;
 mod error;
 mod info;

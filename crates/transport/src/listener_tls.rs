@@ -31,6 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::coalesce::Coalesce;
 use crate::server_config::{Role, ServerTls};
 use crate::verify::{self, CertSummary, Slot};
 
@@ -206,7 +207,7 @@ impl Acceptor {
             server_name: session.server_name().map(str::to_string),
         }));
         Ok(Conn {
-            io: ConnIo::Tls(Box::new(stream)),
+            io: Coalesce::new(ConnIo::Tls(Box::new(stream))),
             info,
         })
     }
@@ -425,7 +426,8 @@ enum ConnIo {
 
 /// An accepted connection, plaintext or TLS, ready for a server.
 pub struct Conn {
-    io: ConnIo,
+    /// Writes are coalesced per flush: see [`crate::coalesce`].
+    io: Coalesce<ConnIo>,
     info: ConnInfo,
 }
 
@@ -438,7 +440,7 @@ impl std::fmt::Debug for Conn {
 impl Conn {
     fn plain(tcp: TcpStream, info: ConnInfo) -> Conn {
         Conn {
-            io: ConnIo::Plain(tcp),
+            io: Coalesce::new(ConnIo::Plain(tcp)),
             info,
         }
     }
@@ -457,40 +459,40 @@ impl tonic::transport::server::Connected for Conn {
     }
 }
 
-impl AsyncRead for Conn {
+impl AsyncRead for ConnIo {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        match self.get_mut() {
             ConnIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for Conn {
+impl AsyncWrite for ConnIo {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
+        match self.get_mut() {
             ConnIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        match self.get_mut() {
             ConnIo::Plain(s) => Pin::new(s).poll_flush(cx),
             ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        match self.get_mut() {
             ConnIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
@@ -501,16 +503,48 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
+        match self.get_mut() {
             ConnIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.io {
+        match self {
             ConnIo::Plain(s) => s.is_write_vectored(),
             ConnIo::Tls(s) => s.is_write_vectored(),
         }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
