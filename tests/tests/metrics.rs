@@ -231,6 +231,9 @@ async fn metrics_have_what_etcds_alerts_and_dashboard_read_and_requests_move_the
     assert!(!out.status.success(), "a future revision fails");
 
     let after = parse(&m.metrics());
+    // The default registry carries the process collector; registering a second one fails.
+    let log = m.log();
+    assert!(!log.contains("metrics not registered"), "{log}");
     let moved = |series: &str| after.value(series) - before.value(series);
     assert_eq!(moved(&handled("Put", "OK")), 1.0);
     assert_eq!(moved(&per_method("grpc_server_started_total", "Put")), 1.0);

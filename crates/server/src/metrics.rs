@@ -1,21 +1,10 @@
 //! Prometheus metrics under etcd's names, so existing dashboards and alerts keep working. Registered once per
-//! process in the default registry; the Raft loop and the services update them.
+//! process in the default registry; the Raft loop and the services update them. The `process_*` metrics come
+//! from the default registry itself, which registers the process collector on Linux.
 
 use std::sync::LazyLock;
 
 use prometheus::{register_gauge, register_gauge_vec, Gauge, GaugeVec};
-
-/// Registers the gauges of this module and the process collector (`process_*`), so every one is
-/// on `/metrics` from the first scrape.
-pub(crate) fn register() {
-    static PROCESS: std::sync::Once = std::sync::Once::new();
-    PROCESS.call_once(|| {
-        let c = prometheus::process_collector::ProcessCollector::for_self();
-        if let Err(e) = prometheus::register(Box::new(c)) {
-            tracing::warn!("process metrics not registered: {e}");
-        }
-    });
-}
 
 /// `os_fd_used` and `os_fd_limit`, as etcd's `monitorFileDescriptor` reads them (on Linux, the
 /// entries of `/proc/self/fd` and the soft `RLIMIT_NOFILE`).

@@ -325,7 +325,6 @@ impl EtcdServer {
         KEYS.set(self.kv.index_len() as f64);
         apply::metrics::register();
         raftnode::metrics::register();
-        register();
         refresh_fds();
     }
 }
