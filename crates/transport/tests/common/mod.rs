@@ -10,7 +10,7 @@ use std::sync::{Mutex, OnceLock};
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use transport::testing::{Ca, CertSpec, Issued};
 use transport::{Acceptor, ClientTls, TlsInfo, TlsOptions};
@@ -92,15 +92,13 @@ pub async fn echo_server(acceptor: Acceptor) -> SocketAddr {
                     .map(|a| String::from_utf8_lossy(&a).into_owned())
                     .unwrap_or_else(|| "-".into());
                 let (r, mut w) = tokio::io::split(conn);
-                if w.write_all(format!("hello {cn} {alpn}\n").as_bytes())
-                    .await
-                    .is_err()
-                {
+                // A `Conn` holds what is written until a flush.
+                if send(&mut w, format!("hello {cn} {alpn}\n")).await.is_err() {
                     return;
                 }
                 let mut lines = BufReader::new(r).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    if w.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                    if send(&mut w, format!("{line}\n")).await.is_err() {
                         return;
                     }
                 }
@@ -108,6 +106,11 @@ pub async fn echo_server(acceptor: Acceptor) -> SocketAddr {
         }
     });
     addr
+}
+
+async fn send(w: &mut (impl AsyncWrite + Unpin), line: String) -> std::io::Result<()> {
+    w.write_all(line.as_bytes()).await?;
+    w.flush().await
 }
 
 /// Connects with `tls`, reads the greeting, sends a line and reads its echo; returns the greeting.
