@@ -6,10 +6,10 @@
 //! hundred bytes (one key with a 256-byte value, a lease, a member list) is above 256 bytes, so with a
 //! vectored stream every answer costs its own `writev`, and the trailers go into the next one; with 1000
 //! clients on 100 connections the answers queued on one connection are not sent together. Measured by
-//! hand on one core, a 256-byte value ranged by 1000 clients: 24.5k requests/s at 39 µs of server CPU
-//! each with the vectored stream, 31.9k at 30 µs without; a 2,000-byte value went the other way
-//! (25.9k against 21.2k), because a non-vectored stream writes h2's buffer and the payload it kept
-//! aside in two calls.
+//! hand on one core, a 256-byte value ranged by 1000 clients ran at 22-25k requests/s with the vectored
+//! stream and 22-29k through this one (figures and method in `bench/RESULTS.md`, "Answers share a
+//! write"). Without the holding below, a non-vectored stream would write h2's buffer and a payload over
+//! 1 KiB it kept aside in two calls instead of one.
 //!
 //! [`Coalesce`] gets both: it tells h2 it cannot write vectored (so payloads up to 1 KiB are copied and
 //! many answers share one write), holds what h2 writes until h2 flushes, and sends held bytes together
