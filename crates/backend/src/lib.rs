@@ -76,6 +76,7 @@ use std::fmt;
 use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -281,6 +282,11 @@ pub struct Backend {
     hook: RwLock<Option<Hook>>,
     /// The first write that failed; from then on every write transaction is refused.
     failure: OnceLock<String>,
+    /// [`Backend::size`] as of the last commit or replacement of the file. The quota check
+    /// reads it before every write request; asking the filesystem each time cost one `statx` a
+    /// request, where the file changes only when a transaction commits (as etcd's figure is
+    /// bbolt's, kept at each commit).
+    size: AtomicU64,
     /// A write transaction set aside uncommitted by [`WriteTxn::defer`]; the next
     /// [`Backend::write`] continues it.
     deferred: Mutex<Option<Deferred>>,
@@ -333,7 +339,7 @@ impl Backend {
         path: PathBuf,
         config: BackendConfig,
     ) -> Backend {
-        Backend {
+        let b = Backend {
             db: RwLock::new(Arc::new(db)),
             sync: Mutex::new(sync),
             write_gate: Mutex::new(()),
@@ -350,6 +356,17 @@ impl Backend {
             hook: RwLock::new(None),
             deferred: Mutex::new(None),
             failure: OnceLock::new(),
+            size: AtomicU64::new(0),
+        };
+        b.note_size();
+        b
+    }
+
+    /// Reads the file's size from the filesystem into [`Backend::size`]'s copy; an error keeps
+    /// the previous figure (the next commit tries again).
+    fn note_size(&self) {
+        if let Ok(m) = std::fs::metadata(&self.path) {
+            self.size.store(disk_size(&m), Ordering::Relaxed);
         }
     }
 
@@ -535,8 +552,11 @@ impl Backend {
     /// high-water mark of pages (the file of a bbolt database is also longer than that). It is
     /// capped at the length (a filesystem may count blocks preallocated past the end) and is the
     /// length where the filesystem reports no blocks.
+    ///
+    /// The figure is taken after each commit and each replacement of the file, not read from the
+    /// filesystem on every call.
     pub fn size(&self) -> Result<u64> {
-        Ok(disk_size(&std::fs::metadata(&self.path)?))
+        Ok(self.size.load(Ordering::Relaxed))
     }
 
     /// Length of the database file in bytes, holes included (see [`size`](Self::size)).
@@ -891,6 +911,7 @@ impl WriteTxn<'_> {
         })?;
         failpoint::hit_io("beforeCommit")?;
         self.txn.commit()?;
+        backend.note_size();
         failpoint::hit("afterCommit");
         if let Some(ops) = self.record.take() {
             // Still under the write gate, so the journal gets commits in commit order.

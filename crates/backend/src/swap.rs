@@ -209,6 +209,7 @@ impl Backend {
             &mut *self.sync.lock().unwrap_or_else(|p| p.into_inner()),
             sync,
         );
+        self.note_size();
         {
             let mut st = self.batch();
             st.last_durable = std::time::Instant::now();

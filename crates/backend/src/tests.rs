@@ -303,6 +303,43 @@ fn size_and_size_in_use() {
 }
 
 #[test]
+fn size_follows_the_file_through_commits_and_a_defrag() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let b = Backend::open(&path, lazy()).unwrap();
+    let on_disk = || disk_size(&std::fs::metadata(&path).unwrap());
+    let empty = b.size().unwrap();
+    assert_eq!(empty, on_disk());
+    let value = vec![7u8; 1000];
+    for round in 0..2u32 {
+        let mut w = b.write().unwrap();
+        for i in 0..2000u32 {
+            w.put(Bucket::Key, &(round * 2000 + i).to_be_bytes(), &value)
+                .unwrap();
+        }
+        // The first round's commit is not durable (the `lazy` config), the second is.
+        if round == 0 {
+            w.commit().unwrap();
+        } else {
+            w.commit_durable().unwrap();
+        }
+        assert_eq!(b.size().unwrap(), on_disk(), "after round {round}");
+    }
+    let full = b.size().unwrap();
+    assert!(full > empty + 4000 * 1000, "{full} vs {empty}");
+    let mut w = b.write().unwrap();
+    w.delete_range(Bucket::Key, b"", None).unwrap();
+    w.commit_durable().unwrap();
+    b.defrag(&defrag::DefragConfig::default()).unwrap();
+    assert_eq!(b.size().unwrap(), on_disk(), "after the defragmentation");
+    assert!(
+        b.size().unwrap() < full / 4,
+        "{} vs {full}",
+        b.size().unwrap()
+    );
+}
+
+#[test]
 fn garbage_file_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("garbage");
