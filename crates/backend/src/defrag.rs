@@ -10,7 +10,7 @@
 //!    journal's operations, in order. Every committed write transaction appends its puts and
 //!    deletes to the journal (aborted ones append nothing) while it still holds the gate.
 //! 2. **Copy** ([`Point::DefragCopy`]). The snapshot is copied into a new file next to the
-//!    database (`<db>.defrag.tmp`) in bounded batches, with a durable commit every 256 KiB (see
+//!    database (`<db>.defrag.tmp`) in bounded batches, with a durable commit every 64 KiB (see
 //!    `crate::copy`: one fsync of the whole copy at the end would stall every other fsync on
 //!    the disk, the WAL's included, for as long as it takes to write it). Readers and writers
 //!    run as usual.
@@ -43,7 +43,7 @@
 //!
 //! **Tradeoffs.** Writers are held for a few milliseconds whatever the database size, against
 //! etcd's defragment holding them for the whole copy; in exchange the defragmentation takes
-//! longer than a plain copy (an fsync every 256 KiB and one per catch-up round), and under a
+//! longer than a plain copy (an fsync every 64 KiB and one per catch-up round), and under a
 //! write load that the rounds cannot outrun the critical section replays up to a round's worth
 //! of operations (after `max_rounds`) instead of a handful. While the copy runs, the
 //! snapshot pins the pages it reads, so the live file may grow by what is overwritten
