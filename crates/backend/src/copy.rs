@@ -22,8 +22,8 @@
 //! copy. 256 KiB steps rather than 1 MiB took the longest WAL fsync during a defragmentation of
 //! 300k keys under load from 11-12 ms to 8-9 ms (that defragmentation took 2.5-2.8 s instead of
 //! 2.1-2.2 s). 64 KiB rather than 256 KiB, defragmenting 1M keys (half overwritten, then
-//! compacted) under 500 puts/s from 10 clients, took the slowest put from 15.6-17.1 ms to
-//! 13.5-13.8 ms (three runs and two) and the defragmentation from 5.0-5.8 s to 7.5-8.0 s.
+//! compacted) under 500 puts/s from 10 clients, took the slowest put from 15.6-15.9 ms to
+//! 13.5-13.8 ms (two runs each) and the defragmentation from 5.0-5.8 s to 7.5-8.0 s.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
