@@ -231,15 +231,15 @@ pub struct BackendConfig {
 /// The default of [`BackendConfig::cache_bytes`]: 16 MiB.
 ///
 /// redb's own default (1 GiB) makes the process keep a second copy of up to a gigabyte of the file
-/// that the kernel already caches, so resident memory grows with the database. A cache of a few
-/// tens of MiB holds the branch pages of a database of millions of keys (the hot part of every
-/// lookup) and a whole write batch (10 000 puts, a few MiB of dirty pages); leaves come from the
-/// kernel's page cache at the price of a copy. Measured with 1M keys of 256 B: resident memory
-/// falls by several hundred MiB and put/range throughput does not change measurably. Going from
-/// 32 to 16 MiB took the RSS after filling 1M keys from 193 to 176-177 MiB, with the fill rate
-/// (1000 clients, keys in order) unchanged within run-to-run noise; the write buffer is then at
-/// most 8 MiB, so a batch that dirties more pages writes some of them to the file before its
-/// commit (not synced, so no extra fsync).
+/// that the kernel already caches, so resident memory grows with the database. A cache of some
+/// MiB holds the branch pages of a database of millions of keys (the hot part of every lookup);
+/// leaves come from the kernel's page cache at the price of a copy, and a batch that dirties more
+/// pages than the write buffer holds (half the cache) writes some of them to the file before its
+/// commit (not synced, so no extra fsync). Measured with 1M keys of 256 B: a 32 MiB cap instead
+/// of redb's default took resident memory down by several hundred MiB with no measurable change
+/// in put/range throughput; 16 MiB instead of 32 took the RSS after filling 1M keys from 193 to
+/// 176-177 MiB, with the fill rate (1000 clients, keys in order) unchanged within run-to-run
+/// noise.
 pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
 
 impl Default for BackendConfig {
