@@ -7,9 +7,9 @@
 //! server's RSS was 240 MiB after the writes and 156 MiB after a restart; with this map it is
 //! 193 MiB after the writes (hand runs in `bench/RESULTS.md`).
 //!
-//! Here the entries live in sorted leaves of at most `LEAF` entries, each a `Vec` allocated with
-//! exactly that capacity, and a `BTreeMap` from a separator key to each leaf finds the leaf. When
-//! a key goes into a full leaf:
+//! Here the entries live in sorted leaves of at most `LEAF` entries, allocated with exactly that
+//! capacity and with their keys back to back in one buffer per leaf ([`leaf`]), and a `BTreeMap`
+//! from a separator key to each leaf finds the leaf. When a key goes into a full leaf:
 //! * past the last entry of the last leaf, or before the first entry of the first leaf, it starts
 //!   a new leaf of its own and the full one stays full (strictly ordered inserts);
 //! * otherwise entries move into a neighbour with free slots, the ones before the key into the
@@ -21,10 +21,12 @@
 //! 83% for keys shuffled within windows of 1000 (85% seen; 68% with halving splits alone); at
 //! least 77% for random keys (87% seen; 72% with halving splits alone).
 //!
-//! Tradeoffs, with `LEAF = 64` and entries of 72 bytes:
-//! * An insert or removal inside a leaf moves up to 63 entries (4.5 KiB) with one `memmove`,
-//!   where a B-tree node moves at most 11. The move is one contiguous copy; a lookup costs one
-//!   search of the small separator tree and a binary search of one leaf.
+//! Tradeoffs, with `LEAF = 64` and values of 56 bytes:
+//! * An insert or removal inside a leaf moves up to 63 values (3.5 KiB), their key offsets and
+//!   key bytes, each with one `memmove`, where a B-tree node moves at most 11 entries. A lookup
+//!   costs one search of the small separator tree and a binary search of one leaf.
+//! * Moving entries between leaves allocates a leaf for the part that moves (`Leaf::split_off`)
+//!   where a `Vec` of entries could drain into its neighbour in place; once per overflow.
 //! * Moving entries into a neighbour changes a separator: one removal and one insertion in the
 //!   separator tree and one key copy, once per overflow, not per insert.
 //! * The separator tree holds a copy of one key per leaf, about half a byte per entry.
@@ -36,11 +38,12 @@
 //! separator can be smaller than its leaf's first key after that key was removed; that keeps it
 //! valid); `len` is the number of entries.
 
+mod leaf;
+
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-/// One leaf: sorted, unique keys, never more than its capacity.
-type Leaf<V> = Vec<(Box<[u8]>, V)>;
+use leaf::Leaf;
 
 #[derive(Debug)]
 pub(crate) struct PackedMap<V, const LEAF: usize = 64> {
@@ -58,12 +61,12 @@ impl<V, const LEAF: usize> Default for PackedMap<V, LEAF> {
 }
 
 fn new_leaf<V>(cap: usize) -> Leaf<V> {
-    Vec::with_capacity(cap)
+    Leaf::with_capacity(cap)
 }
 
 /// Where `key` is, or would be inserted, in a leaf.
 fn search<V>(leaf: &Leaf<V>, key: &[u8]) -> Result<usize, usize> {
-    leaf.binary_search_by(|(k, _)| (**k).cmp(key))
+    leaf.search(key)
 }
 
 impl<V, const LEAF: usize> PackedMap<V, LEAF> {
@@ -76,8 +79,8 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
             if leaf.len() == LEAF {
                 leaves.push(std::mem::replace(&mut leaf, new_leaf(LEAF)));
             }
-            debug_assert!(leaf.last().is_none_or(|(k, _): &(Box<[u8]>, V)| *k < e.0));
-            leaf.push(e);
+            debug_assert!(leaf.is_empty() || leaf.key(leaf.len() - 1) < &*e.0);
+            leaf.push(&e.0, e.1);
             len += 1;
         }
         if !leaf.is_empty() {
@@ -85,7 +88,7 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
         }
         Self {
             // Sorted input: `from_iter` builds the separator tree with full nodes.
-            leaves: leaves.into_iter().map(|l| (l[0].0.clone(), l)).collect(),
+            leaves: leaves.into_iter().map(|l| (l.key(0).into(), l)).collect(),
             len,
         }
     }
@@ -120,8 +123,7 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
     pub(crate) fn get_key_value(&self, key: &[u8]) -> Option<(&[u8], &V)> {
         let (_, leaf) = self.leaf_for(key)?;
         let i = search(leaf, key).ok()?;
-        let (k, v) = &leaf[i];
-        Some((k, v))
+        Some((leaf.key(i), leaf.value(i)))
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<&V> {
@@ -131,7 +133,7 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
     pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
         let (_, leaf) = self.leaf_for_mut(key)?;
         let i = search(leaf, key).ok()?;
-        Some(&mut leaf[i].1)
+        Some(leaf.value_mut(i))
     }
 
     /// The value of `key`, inserted as `V::default()` if it was missing; and whether it was.
@@ -146,10 +148,10 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
         let (found, before_all, full, in_last) = match self.leaf_for(key) {
             None => {
                 let mut leaf = new_leaf(LEAF);
-                leaf.push((key.into(), V::default()));
+                leaf.push(key, V::default());
                 self.len = 1;
                 let leaf = self.leaves.entry(key.into()).or_insert(leaf);
-                return (&mut leaf[0].1, true);
+                return (leaf.value_mut(0), true);
             }
             Some((sep, leaf)) => (
                 search(leaf, key),
@@ -163,12 +165,11 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
         let pos = match found {
             Ok(i) => {
                 let (_, leaf) = self.leaf_for_mut(key).expect("the leaf just found");
-                return (&mut leaf[i].1, false);
+                return (leaf.value_mut(i), false);
             }
             Err(pos) => pos,
         };
         self.len += 1;
-        let entry: (Box<[u8]>, V) = (key.into(), V::default());
         if before_all {
             // The key becomes the first leaf's separator, in a leaf of its own if that one is full.
             let (sep, mut leaf) = self.leaves.pop_first().expect("the leaf just found");
@@ -176,43 +177,42 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
                 self.leaves.insert(sep, leaf);
                 leaf = new_leaf(LEAF);
             }
-            leaf.insert(0, entry);
+            leaf.insert(0, key, V::default());
             let leaf = self.leaves.entry(key.into()).or_insert(leaf);
-            return (&mut leaf[0].1, true);
+            return (leaf.value_mut(0), true);
         }
         if !full {
             let (_, leaf) = self.leaf_for_mut(key).expect("the leaf just found");
-            leaf.insert(pos, entry);
-            return (&mut leaf[pos].1, true);
+            leaf.insert(pos, key, V::default());
+            return (leaf.value_mut(pos), true);
         }
         if in_last && pos == LEAF {
             // Past the end of the map: a new leaf, and the full one stays full.
             let mut leaf = new_leaf(LEAF);
-            leaf.push(entry);
+            leaf.push(key, V::default());
             let leaf = self.leaves.entry(key.into()).or_insert(leaf);
-            return (&mut leaf[0].1, true);
+            return (leaf.value_mut(0), true);
         }
         let (sep, _) = self.leaf_for(key).expect("the leaf just found");
         let sep = Box::<[u8]>::from(sep);
         if let Some((sep, at)) = self.make_room(&sep, key, pos) {
             let leaf = self.leaves.get_mut(&sep).expect("the leaf with room");
-            leaf.insert(at, entry);
-            return (&mut leaf[at].1, true);
+            leaf.insert(at, key, V::default());
+            return (leaf.value_mut(at), true);
         }
         let leaf = self.leaves.get_mut(&sep).expect("the leaf just found");
-        let mut right = new_leaf(LEAF);
-        right.extend(leaf.drain(LEAF / 2..));
+        let mut right = leaf.split_off(LEAF / 2);
         if pos <= LEAF / 2 {
-            leaf.insert(pos, entry);
-            self.leaves.insert(right[0].0.clone(), right);
+            leaf.insert(pos, key, V::default());
+            self.leaves.insert(right.key(0).into(), right);
             let leaf = self.leaves.get_mut(&sep).expect("the leaf just split");
-            return (&mut leaf[pos].1, true);
+            return (leaf.value_mut(pos), true);
         }
         // `pos > LEAF / 2`: the key is greater than the right half's first key.
         let at = pos - LEAF / 2;
-        right.insert(at, entry);
-        let leaf = self.leaves.entry(right[0].0.clone()).or_insert(right);
-        (&mut leaf[at].1, true)
+        right.insert(at, key, V::default());
+        let leaf = self.leaves.entry(right.key(0).into()).or_insert(right);
+        (leaf.value_mut(at), true)
     }
 
     /// Frees a slot in the full leaf at `sep`, where `key` goes at `pos`, by moving entries
@@ -232,16 +232,17 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
             .filter(|(_, l)| pos > 0 && free(l) > 0)
             .map(|(s, l)| (s.clone(), free(l).min(pos)));
         if let Some((previous, moved)) = previous {
-            let mut leaf = self.leaves.remove(sep).expect("the full leaf");
+            let mut full = self.leaves.remove(sep).expect("the full leaf");
+            let leaf = full.split_off(moved);
             self.leaves
                 .get_mut(&previous)
                 .expect("the previous leaf")
-                .extend(leaf.drain(..moved));
+                .append(full);
             // The separator must stay at or below the leaf's first key, `key` once inserted.
             let sep: Box<[u8]> = if pos == moved {
                 key.into()
             } else {
-                leaf[0].0.clone()
+                leaf.key(0).into()
             };
             self.leaves.insert(sep.clone(), leaf);
             return Some((sep, pos - moved));
@@ -253,10 +254,11 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
             .filter(|(_, l)| pos < LEAF && free(l) > 0)
             .map(|(s, l)| (s.clone(), free(l).min(LEAF - pos)));
         let (next, moved) = next?;
-        let mut right = self.leaves.remove(&next).expect("the next leaf");
+        let right = self.leaves.remove(&next).expect("the next leaf");
         let leaf = self.leaves.get_mut(sep).expect("the full leaf");
-        right.splice(0..0, leaf.drain(LEAF - moved..));
-        self.leaves.insert(right[0].0.clone(), right);
+        let mut moving = leaf.split_off(LEAF - moved);
+        moving.append(right);
+        self.leaves.insert(moving.key(0).into(), moving);
         Some((sep.into(), pos))
     }
 
@@ -266,7 +268,7 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
         let i = search(leaf, key).ok()?;
         let sep = Box::<[u8]>::from(sep);
         let leaf = self.leaves.get_mut(&sep).expect("the leaf just found");
-        let (_, v) = leaf.remove(i);
+        let v = leaf.remove(i);
         self.len -= 1;
         if leaf.is_empty() {
             self.leaves.remove(&sep);
@@ -287,7 +289,7 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
             .map(|(s, _)| s.clone());
         if let Some(next) = next {
             let moved = self.leaves.remove(&next).expect("the neighbour just found");
-            self.leaves.get_mut(sep).expect("the leaf").extend(moved);
+            self.leaves.get_mut(sep).expect("the leaf").append(moved);
             return;
         }
         let prev = self
@@ -301,7 +303,7 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
             self.leaves
                 .get_mut(&prev)
                 .expect("the neighbour just found")
-                .extend(moved);
+                .append(moved);
         }
     }
 
@@ -338,7 +340,6 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
         leaves
             .flat_map(|(_, l)| l.iter())
             .skip(skip)
-            .map(|(k, v)| (k.as_ref(), v))
             .take_while(move |(k, _)| below(k, upper))
     }
 
@@ -362,18 +363,12 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
         leaves
             .flat_map(|(_, l)| l.iter_mut())
             .skip(skip)
-            .map(|(k, v)| (key_of(k), v))
             .take_while(move |(k, _)| below(k, upper))
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
-        self.leaves.values().flat_map(|l| l.iter().map(|(_, v)| v))
+        self.leaves.values().flat_map(|l| l.values())
     }
-}
-
-/// A key borrowed for as long as its entry is.
-fn key_of(k: &mut Box<[u8]>) -> &[u8] {
-    k
 }
 
 fn below(key: &[u8], upper: Bound<&[u8]>) -> bool {
@@ -395,15 +390,16 @@ mod tests {
             let mut len = 0;
             for (sep, leaf) in &self.leaves {
                 assert!(!leaf.is_empty(), "an empty leaf");
-                assert!(leaf.len() <= LEAF && leaf.capacity() == LEAF, "a leaf grew");
-                assert!(**sep <= *leaf[0].0, "a separator above its leaf");
+                assert!(leaf.len() <= LEAF, "a leaf overfull");
+                leaf.check(LEAF);
+                assert!(**sep <= *leaf.key(0), "a separator above its leaf");
                 if let Some(p) = previous {
                     assert!(p < &**sep, "a separator not above the previous leaf");
                 }
-                for pair in leaf.windows(2) {
-                    assert!(pair[0].0 < pair[1].0, "a leaf out of order");
+                for i in 1..leaf.len() {
+                    assert!(leaf.key(i - 1) < leaf.key(i), "a leaf out of order");
                 }
-                previous = Some(&leaf[leaf.len() - 1].0);
+                previous = Some(leaf.key(leaf.len() - 1));
                 len += leaf.len();
             }
             assert_eq!(len, self.len);
