@@ -342,9 +342,9 @@ fn sort_prefix(key: &[u8], skip: usize) -> u64 {
 /// All keys' indexes, ordered by key.
 #[derive(Debug, Default)]
 pub(crate) struct TreeIndex {
-    /// Keys are boxed slices, not `Vec`s: there is one per key and a capacity field per key is
-    /// 8 bytes times the number of keys. A packed map, not a `BTreeMap`: keys written in order
-    /// left a B-tree's nodes half full (see [`PackedMap`]).
+    /// A packed map, not a `BTreeMap`: keys written in order left a B-tree's nodes half full, and
+    /// a key in an allocation of its own cost a pointer and a heap chunk on top of its bytes; the
+    /// packed map's leaves keep their keys back to back in one buffer (see [`PackedMap`]).
     tree: PackedMap<KeyIndex>,
 }
 
