@@ -15,6 +15,9 @@ use hearth_tests::rng::Seed;
 use hearth_tests::rpc::{request_op, RawKv, RpcError};
 use hearth_tests::{Kind, Server};
 
+const LOADED: &str = "key index loaded from its image";
+const NOT_USED: &str = "key index image not used";
+
 async fn snapshot(raw: &mut RawKv, revs: &[i64]) -> Vec<(i64, Outcome)> {
     let mut out = Vec::new();
     for &rev in revs {
@@ -151,6 +154,8 @@ async fn restart_keeps_everything() {
 
     drop(raw);
     server.restart().await;
+    // The clean stop left the key index for the start to load instead of a scan.
+    assert_eq!(server.log().matches(LOADED).count(), 1);
     let mut raw = server.raw().await;
     let after = snapshot(&mut raw, &revs).await;
     for ((rev, b), (_, a)) in before.iter().zip(&after) {
@@ -210,4 +215,96 @@ async fn restart_keeps_everything() {
             lease: 0
         }]
     );
+}
+
+async fn put(raw: &mut RawKv, key: &str, value: &str) -> i64 {
+    raw.put(PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        ..Default::default()
+    })
+    .await
+    .expect("put")
+    .header
+    .expect("header")
+    .revision
+}
+
+async fn whole_keyspace(raw: &mut RawKv) -> Vec<(String, i64, i64, i64)> {
+    let r = raw
+        .range(RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        })
+        .await
+        .expect("range");
+    r.kvs
+        .into_iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                kv.create_revision,
+                kv.mod_revision,
+                kv.version,
+            )
+        })
+        .collect()
+}
+
+/// The key index image a clean stop writes is used by the next start only; a member that
+/// crashes later starts from a scan even if an old image is put back in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_index_image_is_used_only_by_the_start_after_its_stop() {
+    let mut server = Server::start(Kind::Hearth).await;
+    let image = server.data_dir().join("member/snap/db.keyindex");
+    let mut raw = server.raw().await;
+    for i in 0..50 {
+        put(&mut raw, &format!("k/{}", i % 20), &i.to_string()).await;
+    }
+    drop(raw);
+    server.stop();
+    let saved = std::fs::read(&image).expect("a clean stop writes the key index image");
+
+    server.restart().await;
+    assert!(!image.exists(), "the start removes the image it read");
+    assert_eq!(server.log().matches(LOADED).count(), 1);
+    let mut raw = server.raw().await;
+    raw.delete_range(DeleteRangeRequest {
+        key: b"k/1".to_vec(),
+        ..Default::default()
+    })
+    .await
+    .expect("delete");
+    let rev = put(&mut raw, "k/new", "1").await;
+    let want = whole_keyspace(&mut raw).await;
+    assert!(want.iter().any(|k| k.0 == "k/new") && !want.iter().any(|k| k.0 == "k/1"));
+    drop(raw);
+
+    // A crash, and the old image back in place: the start must see it is outdated.
+    server.kill9();
+    std::fs::write(&image, &saved).unwrap();
+    server.restart().await;
+    assert_eq!(server.log().matches(NOT_USED).count(), 1);
+    assert_eq!(server.log().matches(LOADED).count(), 1);
+    let mut raw = server.raw().await;
+    assert_eq!(whole_keyspace(&mut raw).await, want);
+    assert_eq!(put(&mut raw, "k/after", "1").await, rev + 1);
+    drop(raw);
+
+    // A crash with no image scans without a word about images.
+    server.kill9();
+    server.restart().await;
+    assert_eq!(server.log().matches(NOT_USED).count(), 1);
+    assert_eq!(server.log().matches(LOADED).count(), 1);
+    let mut raw = server.raw().await;
+    let now = whole_keyspace(&mut raw).await;
+    assert_eq!(now.len(), want.len() + 1);
+    drop(raw);
+
+    // And a clean stop again is followed by a start from the image, with the same data.
+    server.restart().await;
+    assert_eq!(server.log().matches(LOADED).count(), 2);
+    let mut raw = server.raw().await;
+    assert_eq!(whole_keyspace(&mut raw).await, now);
 }

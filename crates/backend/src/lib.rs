@@ -730,6 +730,16 @@ impl ReadTxn {
         };
         Ok(cell.get_or_init(|| t).as_ref())
     }
+
+    /// How many pairs `bucket` holds and its greatest key: a fingerprint of the bucket that
+    /// costs no scan (redb keeps the count in the tree's root).
+    pub fn extent(&self, bucket: Bucket) -> Result<(u64, Option<Vec<u8>>)> {
+        let Some(t) = self.table(bucket)? else {
+            return Ok((0, None));
+        };
+        let last = t.last()?.map(|(k, _)| k.value().to_vec());
+        Ok((t.len()?, last))
+    }
 }
 
 impl fmt::Debug for ReadTxn {

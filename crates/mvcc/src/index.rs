@@ -25,6 +25,9 @@ use smallvec::{smallvec, SmallVec};
 use crate::packed::PackedMap;
 use crate::revision::Revision;
 
+pub(crate) mod image;
+pub(crate) use image::{Fingerprint, ImageError};
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Generation {
     /// Number of puts in this generation, including ones already compacted away.
@@ -353,8 +356,29 @@ impl TreeIndex {
         self.tree.len()
     }
 
+    /// The index's image (see [`image`]), made while the backend matches `fp`.
+    pub(crate) fn image(&self, fp: &Fingerprint, current_rev: i64) -> Vec<u8> {
+        image::encode(fp, current_rev, self)
+    }
+
+    /// The index and current revision of an image, if it is intact and made when the backend
+    /// matched `now`.
+    pub(crate) fn from_image(
+        bytes: &[u8],
+        now: &Fingerprint,
+    ) -> Result<(TreeIndex, i64), ImageError> {
+        image::decode(bytes, now)
+    }
+
     pub(crate) fn get(&self, key: &[u8], at: i64) -> Option<Found> {
         self.tree.get(key)?.get(at)
+    }
+
+    /// Every key and its history, in key order.
+    pub(crate) fn entries(&self) -> Vec<(Vec<u8>, KeyIndex)> {
+        let mut out = Vec::with_capacity(self.len());
+        self.visit(b"", Some(b""), |k, ki| out.push((k.to_vec(), ki.clone())));
+        out
     }
 
     /// Calls `f` on each key's index in the range, in key order.

@@ -10,7 +10,8 @@
 //!
 //! An in-memory index (an ordered map keyed by user key, `packed::PackedMap`; per key, generations of revisions, as
 //! etcd's `keyIndex`) maps `(key, revision)` to the backend record visible at that revision. It
-//! is rebuilt by scanning the `key` bucket when the store is opened.
+//! is rebuilt by scanning the `key` bucket when the store is opened, unless the store is given an
+//! image of it made at a clean stop that still matches the backend (`index::image`).
 //!
 //! # Invariants
 //!

@@ -60,27 +60,19 @@ impl<V, const LEAF: usize> Default for PackedMap<V, LEAF> {
     }
 }
 
-fn new_leaf<V>(cap: usize) -> Leaf<V> {
-    Leaf::with_capacity(cap)
-}
-
-/// Where `key` is, or would be inserted, in a leaf.
-fn search<V>(leaf: &Leaf<V>, key: &[u8]) -> Result<usize, usize> {
-    leaf.search(key)
-}
-
 impl<V, const LEAF: usize> PackedMap<V, LEAF> {
     /// Builds the map from entries already sorted by key, without duplicates, with full leaves.
-    pub(crate) fn from_sorted(entries: impl IntoIterator<Item = (Box<[u8]>, V)>) -> Self {
+    pub(crate) fn from_sorted<K: AsRef<[u8]>>(entries: impl IntoIterator<Item = (K, V)>) -> Self {
         let mut leaves = Vec::new();
-        let mut leaf = new_leaf(LEAF);
+        let mut leaf = Leaf::with_capacity(LEAF);
         let mut len = 0;
         for e in entries {
             if leaf.len() == LEAF {
-                leaves.push(std::mem::replace(&mut leaf, new_leaf(LEAF)));
+                leaves.push(std::mem::replace(&mut leaf, Leaf::with_capacity(LEAF)));
             }
-            debug_assert!(leaf.is_empty() || leaf.key(leaf.len() - 1) < &*e.0);
-            leaf.push(&e.0, e.1);
+            let key = e.0.as_ref();
+            debug_assert!(leaf.is_empty() || leaf.key(leaf.len() - 1) < key);
+            leaf.push(key, e.1);
             len += 1;
         }
         if !leaf.is_empty() {
@@ -122,7 +114,7 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
 
     pub(crate) fn get_key_value(&self, key: &[u8]) -> Option<(&[u8], &V)> {
         let (_, leaf) = self.leaf_for(key)?;
-        let i = search(leaf, key).ok()?;
+        let i = leaf.search(key).ok()?;
         Some((leaf.key(i), leaf.value(i)))
     }
 
@@ -132,7 +124,7 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
 
     pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
         let (_, leaf) = self.leaf_for_mut(key)?;
-        let i = search(leaf, key).ok()?;
+        let i = leaf.search(key).ok()?;
         Some(leaf.value_mut(i))
     }
 
@@ -147,14 +139,14 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
     {
         let (found, before_all, full, in_last) = match self.leaf_for(key) {
             None => {
-                let mut leaf = new_leaf(LEAF);
+                let mut leaf = Leaf::with_capacity(LEAF);
                 leaf.push(key, V::default());
                 self.len = 1;
                 let leaf = self.leaves.entry(key.into()).or_insert(leaf);
                 return (leaf.value_mut(0), true);
             }
             Some((sep, leaf)) => (
-                search(leaf, key),
+                leaf.search(key),
                 sep > key,
                 leaf.len() == LEAF,
                 self.leaves
@@ -175,7 +167,7 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
             let (sep, mut leaf) = self.leaves.pop_first().expect("the leaf just found");
             if full {
                 self.leaves.insert(sep, leaf);
-                leaf = new_leaf(LEAF);
+                leaf = Leaf::with_capacity(LEAF);
             }
             leaf.insert(0, key, V::default());
             let leaf = self.leaves.entry(key.into()).or_insert(leaf);
@@ -188,7 +180,7 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
         }
         if in_last && pos == LEAF {
             // Past the end of the map: a new leaf, and the full one stays full.
-            let mut leaf = new_leaf(LEAF);
+            let mut leaf = Leaf::with_capacity(LEAF);
             leaf.push(key, V::default());
             let leaf = self.leaves.entry(key.into()).or_insert(leaf);
             return (leaf.value_mut(0), true);
@@ -265,7 +257,7 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
     /// Removes `key`; returns its value if it was there.
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<V> {
         let (sep, leaf) = self.leaf_for(key)?;
-        let i = search(leaf, key).ok()?;
+        let i = leaf.search(key).ok()?;
         let sep = Box::<[u8]>::from(sep);
         let leaf = self.leaves.get_mut(&sep).expect("the leaf just found");
         let v = leaf.remove(i);
@@ -316,7 +308,7 @@ impl<V, const LEAF: usize> PackedMap<V, LEAF> {
             Bound::Excluded(k) => (k, true),
         };
         let (sep, leaf) = self.leaf_for(key)?;
-        let skip = match search(leaf, key) {
+        let skip = match leaf.search(key) {
             Ok(i) if excluded => i + 1,
             Ok(i) | Err(i) => i,
         };
@@ -573,19 +565,19 @@ mod tests {
 
     #[test]
     fn built_from_sorted_entries_it_is_full_and_complete() {
-        let m = PackedMap::<u64, 64>::from_sorted((0..1000).map(|n| (key(n).into(), n)));
+        let m = PackedMap::<u64, 64>::from_sorted((0..1000).map(|n| (key(n), n)));
         assert_eq!(m.check(), 16);
         assert_eq!(m.len(), 1000);
         assert_eq!(m.get(&key(999)), Some(&999));
         assert_eq!(m.get(b"k"), None);
-        let empty = PackedMap::<u64, 64>::from_sorted(std::iter::empty());
+        let empty = PackedMap::<u64, 64>::from_sorted(std::iter::empty::<(Vec<u8>, u64)>());
         assert_eq!(empty.check(), 0);
         assert_eq!(empty.range(Bound::Unbounded, Bound::Unbounded).count(), 0);
     }
 
     #[test]
     fn removing_most_keys_merges_leaves() {
-        let mut m = PackedMap::<u64, 64>::from_sorted((0..6400).map(|n| (key(n).into(), n)));
+        let mut m = PackedMap::<u64, 64>::from_sorted((0..6400).map(|n| (key(n), n)));
         for n in (0..6400).filter(|n| n % 10 != 0) {
             assert_eq!(m.remove(&key(n)), Some(n));
             m.check();

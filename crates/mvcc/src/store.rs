@@ -15,7 +15,7 @@ use backend::{Backend, Bucket, ReadTxn, Reader, WriteTxn};
 use prost::Message as _;
 
 use crate::hash::{HashStorage, KeyValueHash, KvHasher};
-use crate::index::{IndexBuilder, TreeIndex, Undo};
+use crate::index::{Fingerprint, IndexBuilder, TreeIndex, Undo};
 use crate::revision::{BucketKey, Revision};
 use crate::watchable_store::Watchers;
 use crate::MvccError;
@@ -94,6 +94,8 @@ struct Inner {
     writer: Mutex<()>,
     /// Set when the store is dropped: the compactor stops after its current batch.
     stopping: AtomicBool,
+    /// Wakes the compactor from its pause between batches when `stopping` is set.
+    pause: (Mutex<()>, Condvar),
     /// Bumped when the backend's file is replaced ([`KvStore::restore`]): a physical compaction
     /// scheduled before stops, its revisions to keep are those of the old file.
     generation: AtomicU64,
@@ -190,17 +192,40 @@ struct Loaded {
     state: State,
     /// `scheduledCompactRev`, if any.
     scheduled: Option<i64>,
+    /// The index came from an image, not from a scan of the `key` bucket.
+    from_image: bool,
 }
 
 impl Loaded {
-    /// Rebuilds the index by scanning the `key` bucket, and the revision and compaction revision
-    /// from it and the compaction marks.
-    fn read(backend: &Backend) -> Result<Loaded, MvccError> {
+    /// Takes the index from `image` if it matches the backend, else rebuilds it by scanning the
+    /// `key` bucket; the revision and compaction revision come from the records and the
+    /// compaction marks.
+    fn read(backend: &Backend, image: Option<&[u8]>) -> Result<Loaded, MvccError> {
         let snap = backend.read()?;
         let finished = read_compact_mark(&snap, META_FINISHED_COMPACT)?;
         let scheduled = read_compact_mark(&snap, META_SCHEDULED_COMPACT)?;
         let compact_main_rev = finished.unwrap_or(-1);
 
+        if let Some(bytes) = image {
+            let now = fingerprint(&snap)?;
+            match TreeIndex::from_image(bytes, &now) {
+                Ok((index, current_rev)) => {
+                    tracing::info!(keys = index.len(), "key index loaded from its image");
+                    // As after a scan: an unfinished compaction is taken up again (on an index
+                    // that already had it, that changes nothing but finds what to keep).
+                    return Ok(Loaded {
+                        state: State {
+                            index,
+                            current_rev,
+                            compact_main_rev,
+                        },
+                        scheduled,
+                        from_image: true,
+                    });
+                }
+                Err(e) => tracing::warn!("key index image not used, rebuilding the index: {e}"),
+            }
+        }
         let mut index = IndexBuilder::default();
         let mut current_rev = 1i64;
         let mut failure = None;
@@ -236,6 +261,7 @@ impl Loaded {
                 compact_main_rev,
             },
             scheduled,
+            from_image: false,
         })
     }
 
@@ -243,6 +269,12 @@ impl Loaded {
     fn unfinished_compaction(&self) -> Option<i64> {
         self.scheduled.filter(|&s| s > self.state.compact_main_rev)
     }
+}
+
+/// Whether opening `backend` with `image` would take the index from it.
+#[cfg(test)]
+pub(crate) fn image_is_used(backend: &Backend, image: &[u8]) -> Result<bool, MvccError> {
+    Ok(Loaded::read(backend, Some(image))?.from_image)
 }
 
 /// Takes up a compaction the backend says was scheduled at `rev` but not finished: reads below
@@ -342,6 +374,20 @@ fn read_u64(r: &dyn Reader, key: &[u8]) -> Result<Option<u64>, MvccError> {
     }
 }
 
+/// What the backend holds now, as far as an image of the index must match it.
+fn fingerprint(r: &backend::ReadTxn) -> Result<Fingerprint, MvccError> {
+    let (records, last_key) = r.extent(Bucket::Key)?;
+    let (consistent_index, term) = consistent_index_and_term(r)?;
+    Ok(Fingerprint {
+        records,
+        last_key: last_key.unwrap_or_default(),
+        finished: read_compact_mark(r, META_FINISHED_COMPACT)?.unwrap_or(-1),
+        scheduled: read_compact_mark(r, META_SCHEDULED_COMPACT)?.unwrap_or(-1),
+        consistent_index,
+        term,
+    })
+}
+
 /// The consistent index and term a backend snapshot records in `meta` (0 for either if never
 /// written): the Raft entry the data stands for.
 pub fn consistent_index_and_term(r: &dyn Reader) -> Result<(u64, u64), MvccError> {
@@ -432,7 +478,22 @@ impl KvStore {
         backend: Arc<Backend>,
         config: StoreConfig,
     ) -> Result<KvStore, MvccError> {
-        let loaded = Loaded::read(&backend)?;
+        KvStore::open_with_image(backend, config, None)
+    }
+
+    /// Opens the store as [`open_with_config`](Self::open_with_config) does, taking the index
+    /// from `image` (made by [`index_image`](Self::index_image)) if it matches what the backend
+    /// holds; a damaged or outdated image is logged and the index rebuilt from the backend.
+    ///
+    /// The caller must make sure nothing wrote to the backend between the image and this call
+    /// other than through a store that made a newer image: see the server's `index_image`.
+    pub fn open_with_image(
+        backend: Arc<Backend>,
+        config: StoreConfig,
+        image: Option<&[u8]>,
+    ) -> Result<KvStore, MvccError> {
+        let loaded = Loaded::read(&backend, image)?;
+        let from_image = loaded.from_image;
         let scheduled = loaded.unfinished_compaction();
         let inner = Arc::new(Inner {
             backend,
@@ -441,6 +502,7 @@ impl KvStore {
             writer: Mutex::new(()),
             unpublished: Mutex::default(),
             stopping: AtomicBool::new(false),
+            pause: Default::default(),
             generation: AtomicU64::new(0),
             watchers: OnceLock::new(),
             hashes: HashStorage::default(),
@@ -453,7 +515,12 @@ impl KvStore {
             let st = inner.state();
             (st.current_rev, st.compact_main_rev)
         };
-        tracing::info!(current_rev, compact_main_rev, "mvcc store opened");
+        tracing::info!(
+            current_rev,
+            compact_main_rev,
+            index_from_image = from_image,
+            "mvcc store opened"
+        );
 
         Ok(KvStore {
             inner,
@@ -487,7 +554,7 @@ impl KvStore {
         // the new generation (the backend's write gate orders the two).
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         install()?;
-        let loaded = Loaded::read(&self.inner.backend)?;
+        let loaded = Loaded::read(&self.inner.backend, None)?;
         let scheduled = loaded.unfinished_compaction();
         let (rev, compact) = (loaded.state.current_rev, loaded.state.compact_main_rev);
         watchers.restore(|| *self.inner.state_mut() = loaded.state);
@@ -702,6 +769,43 @@ impl KvStore {
         Ok((events, stopped_at.unwrap_or(to), compact))
     }
 
+    /// The key index as bytes, for [`open_with_image`](Self::open_with_image) to start from
+    /// instead of scanning the backend; for a member that stops.
+    ///
+    /// It stops the compactor thread first (a compaction it was running resumes at the next
+    /// open, as after a crash) and makes the backend durable, so the image and the file agree.
+    /// The store must not be written to afterwards; a write would make the image outdated
+    /// (which the next open detects, and then scans). Fails if deferred writes are not yet
+    /// committed ([`flush`](Self::flush)) or the backend cannot commit.
+    pub fn index_image(&self) -> Result<Vec<u8>, MvccError> {
+        self.stop_compactor();
+        let _w = self.inner.writer();
+        if self.inner.unpublished().pending {
+            return Err(MvccError::Corrupt(
+                "deferred writes are not committed; no index image".into(),
+            ));
+        }
+        self.inner.backend.force_commit()?;
+        let fp = fingerprint(&self.inner.backend.read()?)?;
+        let st = self.inner.state();
+        Ok(st.index.image(&fp, st.current_rev))
+    }
+
+    /// Stops the compactor thread after its current batch and waits for it.
+    fn stop_compactor(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        {
+            let (lock, cv) = &self.inner.pause;
+            let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            cv.notify_all();
+        }
+        let worker = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(Worker { tx, thread }) = worker {
+            drop(tx);
+            let _ = thread.join();
+        }
+    }
+
     /// Makes every backend commit so far durable.
     pub fn force_commit(&self) -> Result<(), MvccError> {
         Ok(self.inner.backend.force_commit()?)
@@ -875,16 +979,7 @@ impl KvStore {
 
 impl Drop for KvStore {
     fn drop(&mut self) {
-        self.inner.stopping.store(true, Ordering::SeqCst);
-        let worker = self
-            .worker
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(Worker { tx, thread }) = worker {
-            drop(tx);
-            let _ = thread.join();
-        }
+        self.stop_compactor();
     }
 }
 
@@ -974,7 +1069,9 @@ fn run_physical(
             return Err(MvccError::CompactionInterrupted);
         }
         if !pause.is_zero() {
-            std::thread::sleep(pause);
+            let (lock, cv) = &inner.pause;
+            let g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = cv.wait_timeout_while(g, pause, |_| !inner.stopping.load(Ordering::SeqCst));
         }
     }
 }

@@ -1161,3 +1161,128 @@ fn a_transaction_aborted_after_writing_takes_the_deferred_ones_with_it() {
     let kv = put(&s, "b", "again");
     assert_eq!((kv.mod_revision, kv.version), (3, 1));
 }
+
+/// Random puts, deletes and range deletes over a few keys, with compactions in between.
+fn random_history(s: &KvStore, rng: &mut fastrand::Rng, ops: usize) {
+    for i in 0..ops {
+        let k = format!("k{:02}", rng.u32(..30));
+        match rng.u32(..10) {
+            0 => {
+                del(s, &k, None);
+            }
+            1 => {
+                let end = format!("k{:02}", rng.u32(..30));
+                del(s, &k, Some(&end));
+            }
+            _ => {
+                put(s, &k, &i.to_string());
+            }
+        }
+        if i % 97 == 96 {
+            s.compact(s.rev() - 20).unwrap().wait().unwrap();
+        }
+    }
+}
+
+/// Everything a reader can see of a store: each revision's key-values from the compaction on.
+fn observable(s: &KvStore) -> Vec<(i64, Vec<KeyValue>)> {
+    (s.compact_rev().max(1)..=s.rev())
+        .map(|rev| (rev, all(s, rev).unwrap().kvs))
+        .collect()
+}
+
+#[test]
+fn an_index_image_opens_the_same_store_a_scan_does() {
+    for seed in 0..4 {
+        let f = Fixture::new();
+        let (b, s) = f.open();
+        random_history(&s, &mut fastrand::Rng::with_seed(seed), 400);
+        let image = s.index_image().unwrap();
+        let seen = (s.rev(), s.compact_rev(), observable(&s));
+        drop(s);
+        assert!(crate::store::image_is_used(&b, &image).unwrap());
+        let from_image = KvStore::open_with_image(b.clone(), cfg(), Some(&image)).unwrap();
+        assert_eq!(
+            (
+                from_image.rev(),
+                from_image.compact_rev(),
+                observable(&from_image)
+            ),
+            seen
+        );
+        drop(from_image);
+        let scanned = KvStore::open_with_config(b.clone(), cfg()).unwrap();
+        assert_eq!(
+            (scanned.rev(), scanned.compact_rev(), observable(&scanned)),
+            seen
+        );
+        // Both go on from the same revision with the same versions.
+        let kv = put(&scanned, "k00", "next");
+        drop(scanned);
+        drop(b);
+        let (_b, again) = f.open();
+        assert_eq!(get(&again, "k00"), Some(kv));
+    }
+}
+
+#[test]
+fn an_image_is_not_used_once_the_backend_moved_on() {
+    let f = Fixture::new();
+    let (b, s) = f.open();
+    random_history(&s, &mut fastrand::Rng::with_seed(11), 200);
+    let image = s.index_image().unwrap();
+    drop(s);
+    // A write after the image, as by a member that crashed later and left the old file.
+    let s = KvStore::open_with_config(b.clone(), cfg()).unwrap();
+    let mut w = s.write();
+    w.delete_range(b"k", Some(b"l"));
+    w.put(b"new", b"1", 0);
+    w.end(1, 1).unwrap();
+    let want = observable(&s);
+    drop(s);
+    b.force_commit().unwrap();
+    assert!(!crate::store::image_is_used(&b, &image).unwrap());
+    let s = KvStore::open_with_image(b.clone(), cfg(), Some(&image)).unwrap();
+    assert_eq!(observable(&s), want);
+    assert_eq!(keys(&all(&s, 0).unwrap()), vec!["new"]);
+    drop(s);
+    // A compaction alone (no new revision) makes it stale too.
+    let s = KvStore::open_with_config(b.clone(), cfg()).unwrap();
+    let image = s.index_image().unwrap();
+    drop(s);
+    let s = KvStore::open_with_config(b.clone(), cfg()).unwrap();
+    s.compact(s.rev()).unwrap().wait().unwrap();
+    drop(s);
+    assert!(!crate::store::image_is_used(&b, &image).unwrap());
+    // And damage is not used.
+    let mut bad = image.clone();
+    bad[20] ^= 1;
+    assert!(!crate::store::image_is_used(&b, &bad).unwrap());
+}
+
+#[test]
+fn an_image_taken_during_a_compaction_resumes_it_on_open() {
+    let f = Fixture::new();
+    let b = Arc::new(Backend::open(&f.path, lazy()).unwrap());
+    // One batch of 3 records, then a pause the image's stop cuts short.
+    let paused = StoreConfig {
+        compaction_sleep_interval: Duration::from_secs(3600),
+        ..cfg()
+    };
+    let s = KvStore::open_with_config(b.clone(), paused).unwrap();
+    for i in 0..300 {
+        put(&s, &format!("k{}", i % 7), &i.to_string());
+    }
+    let h = s.compact(290).unwrap();
+    let image = s.index_image().unwrap();
+    assert!(matches!(h.wait(), Err(MvccError::CompactionInterrupted)));
+    assert_eq!(meta_rev(&b, META_FINISHED_COMPACT), None);
+    let seen = (s.rev(), s.compact_rev(), observable(&s));
+    drop(s);
+    assert!(crate::store::image_is_used(&b, &image).unwrap());
+    let s = KvStore::open_with_image(b.clone(), cfg(), Some(&image)).unwrap();
+    assert_eq!((s.rev(), s.compact_rev(), observable(&s)), seen);
+    assert_eq!(meta_rev(&b, META_FINISHED_COMPACT), Some(290));
+    // Each key's newest record at or below 290, and everything after it.
+    assert_eq!(records(&b).len(), 7 + 11);
+}

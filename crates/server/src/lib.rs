@@ -17,6 +17,7 @@ mod compactor_driver;
 pub mod config;
 mod etcdserver;
 mod ids;
+mod index_image;
 mod lessor_driver;
 mod listener;
 mod metrics;
@@ -86,6 +87,9 @@ pub struct Hearth {
     client_addrs: Vec<SocketAddr>,
     peer_addrs: Vec<SocketAddr>,
     http_addrs: Vec<SocketAddr>,
+    /// For the key index image written at a clean stop.
+    kv: Arc<mvcc::KvStore>,
+    snap_dir: PathBuf,
 }
 
 /// The member's WAL directory (`--wal-dir`, or `<data-dir>/member/wal`) and snapshot (backend)
@@ -186,10 +190,13 @@ impl Hearth {
             snap_dir.join("db"),
             backend_config(&cfg),
         )?);
-        let kv = Arc::new(mvcc::KvStore::open_with_config(
+        let image = index_image::take(&snap_dir);
+        let kv = Arc::new(mvcc::KvStore::open_with_image(
             backend.clone(),
             store_config(&cfg),
+            image.as_deref(),
         )?);
+        drop(image);
         let stored = membership::store::load(&backend)?;
         let alarms = Arc::new(
             apply::alarm::AlarmStore::load(&backend.read()?)
@@ -400,6 +407,7 @@ impl Hearth {
                 .map_err(|e| StartError::Thread("watch", e))?,
         );
 
+        let kv_for_stop = kv.clone();
         let server = Arc::new(etcdserver::EtcdServer::new(etcdserver::Parts {
             cfg: cfg.clone(),
             member_id,
@@ -479,6 +487,8 @@ impl Hearth {
             client_addrs,
             peer_addrs,
             http_addrs,
+            kv: kv_for_stop,
+            snap_dir,
         })
     }
 
@@ -519,10 +529,19 @@ impl Hearth {
         let _ = self.server.send(Command::Stop);
         self.server.transport().stop();
         let raft = self.raft;
-        tokio::task::spawn_blocking(move || raft.join())
-            .await
-            .map_err(|e| raftnode::RaftError::Corrupt(e.to_string()))?
-            .unwrap_or_else(|_| Err(raftnode::RaftError::Corrupt("raft thread panicked".into())))
+        let (kv, snap_dir) = (self.kv, self.snap_dir);
+        tokio::task::spawn_blocking(move || {
+            let r = raft.join().unwrap_or_else(|_| {
+                Err(raftnode::RaftError::Corrupt("raft thread panicked".into()))
+            });
+            // Only after a clean end: nothing applies entries any more.
+            if r.is_ok() {
+                index_image::save(&kv, &snap_dir);
+            }
+            r
+        })
+        .await
+        .map_err(|e| raftnode::RaftError::Corrupt(e.to_string()))?
     }
 }
 

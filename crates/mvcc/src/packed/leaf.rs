@@ -29,8 +29,16 @@ impl<V: std::fmt::Debug> std::fmt::Debug for Leaf<V> {
 
 /// Key `i` of a leaf's buffer and offsets.
 fn key_at<'a>(bytes: &'a [u8], ends: &[usize], i: usize) -> &'a [u8] {
-    let start = if i == 0 { 0 } else { ends[i - 1] };
-    &bytes[start..ends[i]]
+    &bytes[start_at(ends, i)..ends[i]]
+}
+
+/// Where key `i` starts in a leaf's buffer.
+fn start_at(ends: &[usize], i: usize) -> usize {
+    if i == 0 {
+        0
+    } else {
+        ends[i - 1]
+    }
 }
 
 impl<V> Leaf<V> {
@@ -57,11 +65,7 @@ impl<V> Leaf<V> {
     }
 
     fn start(&self, i: usize) -> usize {
-        if i == 0 {
-            0
-        } else {
-            self.ends[i - 1]
-        }
+        start_at(&self.ends, i)
     }
 
     pub(super) fn key(&self, i: usize) -> &[u8] {
