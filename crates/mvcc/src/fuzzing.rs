@@ -171,14 +171,19 @@ mod tests {
         (records, last)
     }
 
+    /// The index a start rebuilds from `recs`.
+    fn rebuilt(recs: &Records) -> TreeIndex {
+        let mut index = IndexBuilder::default();
+        for (k, v) in recs {
+            restore_record(&mut index, k, v).unwrap();
+        }
+        index.finish()
+    }
+
     #[test]
     fn valid_records_rebuild_the_index() {
         let (recs, last) = history();
-        let mut index = IndexBuilder::default();
-        for (k, v) in &recs {
-            restore_record(&mut index, k, v).unwrap();
-        }
-        let index = index.finish();
+        let index = rebuilt(&recs);
         for (key, want) in last {
             let got = index.get(&key, 40).map(|f| f.modified.main);
             assert_eq!(got, want, "{}", String::from_utf8_lossy(&key));
@@ -199,12 +204,7 @@ mod tests {
 
     #[test]
     fn bounded_fuzz_of_index_images() {
-        let (recs, _) = history();
-        let mut index = IndexBuilder::default();
-        for (k, v) in &recs {
-            restore_record(&mut index, k, v).unwrap();
-        }
-        let index = index.finish();
+        let index = rebuilt(&history().0);
         let fp = crate::index::Fingerprint::default();
         let mut seeds = Vec::new();
         for rev in [40, 1, 0] {
