@@ -485,8 +485,9 @@ impl KvStore {
     /// from `image` (made by [`index_image`](Self::index_image)) if it matches what the backend
     /// holds; a damaged or outdated image is logged and the index rebuilt from the backend.
     ///
-    /// The caller must make sure nothing wrote to the backend between the image and this call
-    /// other than through a store that made a newer image: see the server's `index_image`.
+    /// An entry applied after the image moves the consistent index and a compaction moves its
+    /// marks, so either makes the image unused; the server also deletes the image's file before
+    /// the store opens (see its `index_image`), so an old file is never offered again.
     pub fn open_with_image(
         backend: Arc<Backend>,
         config: StoreConfig,
