@@ -11,8 +11,8 @@
 //!
 //! Tradeoff: a clean stop takes longer by writing the file (about 28 bytes a key: 56 MB and
 //! 0.1-0.25 s for 2M keys, plus one fsync), and a restart reads it instead of the whole `key`
-//! bucket (612 MB for the same keys) and skips the grouping and the sort. A crash restart is as
-//! slow as before; nothing is written while the member runs.
+//! bucket (in a 612 MB file for the same keys) and skips the grouping and the sort. A crash
+//! restart is as slow as before; nothing is written while the member runs.
 
 use std::io::Write;
 use std::path::Path;

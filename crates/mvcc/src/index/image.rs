@@ -4,11 +4,11 @@
 //! An image is only as good as its match with the backend. It carries a [`Fingerprint`] of the
 //! backend taken when it was made (the `key` bucket's record count and greatest key, the
 //! compaction marks, the consistent index and term); [`decode`] refuses an image whose
-//! fingerprint differs from the backend's now. Every change to the index changes the bucket's
-//! greatest key or its count (a write adds a record at a new, greater revision; a compaction
-//! moves a mark and deletes records), so an image that matches describes the same records a
-//! scan would read. The caller also deletes the image before anything writes (see the server's
-//! `index_image`), so a match cannot come from a later state that happens to look the same.
+//! fingerprint differs from the backend's now. Every applied Raft entry moves the consistent
+//! index, a write also adds a record at a new, greater revision, and a compaction moves its marks
+//! and deletes records, so an image that matches describes the same records a scan would read.
+//! The caller also deletes the image before anything writes (see the server's `index_image`), so
+//! an old image is never offered again.
 //!
 //! Format, integers little-endian or LEB128 varints: `MAGIC`, the format version, the
 //! fingerprint and the current revision, the number of keys, then each key in ascending byte
