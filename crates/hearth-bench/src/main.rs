@@ -259,10 +259,17 @@ async fn run(cli: Cli) -> Result<()> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(run(cli))
+    // Pinned to one core (as `bench/compare` runs it), one thread does the work of all: a
+    // multi-threaded runtime there is a worker plus the thread blocked on `run`, taking turns on
+    // the core and waking each other across threads. That cost more of the load generator's CPU
+    // a request and let some clients wait many times the median.
+    let one_core = std::thread::available_parallelism().map_or(true, |n| n.get() == 1);
+    let mut rt = if one_core {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    rt.enable_all().build()?.block_on(run(cli))
 }
 
 #[cfg(test)]

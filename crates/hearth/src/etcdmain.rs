@@ -15,7 +15,7 @@ use server::{Config, Hearth};
 use crate::flags::{self, Command, UsageError, Values};
 use crate::member::{self, ConfigError, Source};
 use crate::notice::Notices;
-use crate::{config_file, env, logging};
+use crate::{config_file, env, logging, runtime};
 
 /// Runs `hearth` with `args` (the program name first).
 pub(crate) fn main(args: Vec<OsString>) -> ExitCode {
@@ -126,10 +126,8 @@ fn refuse(notices: &Notices, args: &[String], error: &str) -> ExitCode {
 }
 
 fn serve(cfg: Config) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(run(cfg))
+    runtime::note_build();
+    runtime::build()?.block_on(run(cfg))
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {

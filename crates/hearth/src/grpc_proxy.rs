@@ -325,10 +325,8 @@ pub fn main(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cfg = flags.into_config()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
+    crate::runtime::note_build();
+    crate::runtime::build()?.block_on(async move {
         let proxy = grpcproxy::GrpcProxy::start_with(cfg.clone(), v3rpc::FixAuthority::new)
             .await
             .context("grpc-proxy failed to start")?;

@@ -14,6 +14,7 @@ mod grpc_proxy;
 mod logging;
 mod member;
 mod notice;
+mod runtime;
 mod unsupported;
 
 fn main() -> std::process::ExitCode {

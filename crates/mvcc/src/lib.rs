@@ -118,6 +118,10 @@ pub enum MvccError {
     /// when the store is opened again.
     #[error("mvcc: compaction interrupted")]
     CompactionInterrupted,
+    /// Writes applied with their commit deferred are not yet in the backend, so the key index
+    /// is ahead of it and an image of the index would not match the file.
+    #[error("mvcc: deferred writes are not committed")]
+    Uncommitted,
 }
 
 /// Whether a backend pair is Raft bookkeeping (the consistent index and term in `meta`): it may

@@ -202,12 +202,12 @@ impl Loaded {
     /// compaction marks.
     fn read(backend: &Backend, image: Option<&[u8]>) -> Result<Loaded, MvccError> {
         let snap = backend.read()?;
-        let finished = read_compact_mark(&snap, META_FINISHED_COMPACT)?;
-        let scheduled = read_compact_mark(&snap, META_SCHEDULED_COMPACT)?;
-        let compact_main_rev = finished.unwrap_or(-1);
+        let marks = CompactMarks::read(&snap)?;
+        let scheduled = marks.scheduled;
+        let compact_main_rev = marks.finished.unwrap_or(-1);
 
         if let Some(bytes) = image {
-            let now = fingerprint(&snap)?;
+            let now = fingerprint(&snap, &marks)?;
             match TreeIndex::from_image(bytes, &now) {
                 Ok((index, current_rev)) => {
                     tracing::info!(keys = index.len(), "key index loaded from its image");
@@ -374,15 +374,31 @@ fn read_u64(r: &dyn Reader, key: &[u8]) -> Result<Option<u64>, MvccError> {
     }
 }
 
-/// What the backend holds now, as far as an image of the index must match it.
-fn fingerprint(r: &backend::ReadTxn) -> Result<Fingerprint, MvccError> {
+/// The finished and the scheduled compaction revisions recorded in `meta`, if any.
+struct CompactMarks {
+    finished: Option<i64>,
+    scheduled: Option<i64>,
+}
+
+impl CompactMarks {
+    fn read(r: &dyn Reader) -> Result<CompactMarks, MvccError> {
+        Ok(CompactMarks {
+            finished: read_compact_mark(r, META_FINISHED_COMPACT)?,
+            scheduled: read_compact_mark(r, META_SCHEDULED_COMPACT)?,
+        })
+    }
+}
+
+/// What the backend holds now, as far as an image of the index must match it; `marks` are the
+/// backend's own, read from the same snapshot.
+fn fingerprint(r: &backend::ReadTxn, marks: &CompactMarks) -> Result<Fingerprint, MvccError> {
     let (records, last_key) = r.extent(Bucket::Key)?;
     let (consistent_index, term) = consistent_index_and_term(r)?;
     Ok(Fingerprint {
         records,
         last_key: last_key.unwrap_or_default(),
-        finished: read_compact_mark(r, META_FINISHED_COMPACT)?.unwrap_or(-1),
-        scheduled: read_compact_mark(r, META_SCHEDULED_COMPACT)?.unwrap_or(-1),
+        finished: marks.finished.unwrap_or(-1),
+        scheduled: marks.scheduled.unwrap_or(-1),
         consistent_index,
         term,
     })
@@ -782,12 +798,11 @@ impl KvStore {
         self.stop_compactor();
         let _w = self.inner.writer();
         if self.inner.unpublished().pending {
-            return Err(MvccError::Corrupt(
-                "deferred writes are not committed; no index image".into(),
-            ));
+            return Err(MvccError::Uncommitted);
         }
         self.inner.backend.force_commit()?;
-        let fp = fingerprint(&self.inner.backend.read()?)?;
+        let snap = self.inner.backend.read()?;
+        let fp = fingerprint(&snap, &CompactMarks::read(&snap)?)?;
         let st = self.inner.state();
         Ok(st.index.image(&fp, st.current_rev))
     }
