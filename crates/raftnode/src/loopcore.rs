@@ -74,9 +74,15 @@ pub fn snapshot_due(index: u64, last: u64, count: u64) -> bool {
 
 /// Linearizable reads waiting for a read index: those not asked for yet share the next request (one per
 /// turn, however many reads arrived), and a request unanswered for [`READ_INDEX_RETRY`] is sent again.
+///
+/// A request's context is the member's id and a sequence number. The leader keeps one table of pending
+/// requests by context for the whole cluster and silently drops a request whose context is already in
+/// it (raft-rs's `ReadOnly::add_request`), so contexts must differ between members: with the sequence
+/// alone, members counting in step dropped each other's requests, which then waited for the retry.
 pub struct Reads<W> {
     pending: Vec<W>,
     inflight: HashMap<u64, Inflight<W>>,
+    member: u64,
     seq: u64,
     max: usize,
 }
@@ -96,14 +102,22 @@ pub struct ReadRequests {
 }
 
 impl<W> Reads<W> {
-    /// At most `max` reads waiting at once.
-    pub fn new(max: usize) -> Reads<W> {
+    /// At most `max` reads waiting at once, on member `member`.
+    pub fn new(member: u64, max: usize) -> Reads<W> {
         Reads {
             pending: Vec::new(),
             inflight: HashMap::new(),
+            member,
             seq: 0,
             max,
         }
+    }
+
+    fn context(&self, seq: u64) -> Vec<u8> {
+        let mut ctx = Vec::with_capacity(16);
+        ctx.extend_from_slice(&self.member.to_be_bytes());
+        ctx.extend_from_slice(&seq.to_be_bytes());
+        ctx
     }
 
     /// Queues a read, or gives it back if `max` reads are already waiting.
@@ -143,7 +157,7 @@ impl<W> Reads<W> {
             if let Some(f) = self.inflight.get_mut(&seq) {
                 f.sent = now;
             }
-            out.contexts.push(seq.to_be_bytes().to_vec());
+            out.contexts.push(self.context(seq));
             out.retried += 1;
         }
         if !self.pending.is_empty() {
@@ -151,16 +165,20 @@ impl<W> Reads<W> {
             let waiters = std::mem::take(&mut self.pending);
             self.inflight
                 .insert(self.seq, Inflight { sent: now, waiters });
-            out.contexts.push(self.seq.to_be_bytes().to_vec());
+            out.contexts.push(self.context(self.seq));
         }
         out
     }
 
-    /// The reads a read state with `ctx` answers.
+    /// The reads a read state with `ctx` answers (none if `ctx` is not one of this member's).
     pub fn answered(&mut self, ctx: &[u8]) -> Vec<W> {
-        let Ok(seq) = <[u8; 8]>::try_from(ctx).map(u64::from_be_bytes) else {
+        let Ok(ctx) = <[u8; 16]>::try_from(ctx).map(u128::from_be_bytes) else {
             return Vec::new();
         };
+        let (member, seq) = ((ctx >> 64) as u64, ctx as u64);
+        if member != self.member {
+            return Vec::new();
+        }
         self.inflight
             .remove(&seq)
             .map(|f| f.waiters)
@@ -241,7 +259,7 @@ pub struct Core<W> {
 impl<W> Core<W> {
     /// `snapshot_index`: where the last snapshot marker is.
     pub fn new(node: RawNode<MemStorage>, cfg: CoreConfig, snapshot_index: u64) -> Core<W> {
-        let reads = Reads::new(cfg.max_reads);
+        let reads = Reads::new(node.raft.id, cfg.max_reads);
         Core {
             node,
             cfg,

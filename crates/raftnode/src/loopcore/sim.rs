@@ -283,6 +283,27 @@ fn read_index_batches_reads_and_answers_after_the_write() {
 }
 
 #[test]
+fn reads_on_every_member_at_once_are_all_answered_without_a_retry() {
+    let mut sim = elected();
+    sim.put(1, 1, "a");
+    sim.until("applied", 20, |s| {
+        s.members.values().all(|m| m.applied.len() == 1)
+    });
+    // Each member's first read-index request; no clock moves, so none can be sent again.
+    for id in sim.all() {
+        let mut out = Vec::new();
+        sim.m(id).core.read_index(100 + id, &mut out);
+        assert!(out.is_empty());
+    }
+    for _ in 0..10 {
+        sim.round(&[]);
+    }
+    for (id, m) in &sim.members {
+        assert_eq!(m.reads.len(), 1, "member {id}'s read is answered");
+    }
+}
+
+#[test]
 fn conf_change_removes_a_member_which_stops_after_its_grace() {
     let mut sim = elected();
     let cc = ConfChange {

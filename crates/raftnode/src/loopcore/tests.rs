@@ -14,7 +14,7 @@ use crate::proposal::ProposalState;
 #[test]
 fn reads_share_a_request_and_are_asked_again_when_unanswered() {
     let t0 = Instant::now();
-    let mut r: Reads<u32> = Reads::new(3);
+    let mut r: Reads<u32> = Reads::new(7, 3);
     r.push(1).unwrap();
     r.push(2).unwrap();
     let first = r.flush(t0);
@@ -31,6 +31,12 @@ fn reads_share_a_request_and_are_asked_again_when_unanswered() {
     assert_eq!(r.answered(&first.contexts[0]), [1, 2]);
     assert!(r.answered(&first.contexts[0]).is_empty(), "answered once");
     assert!(r.answered(b"garbage").is_empty());
+    // Another member's request with the same sequence number is not this one's.
+    let mut other: Reads<u32> = Reads::new(8, 3);
+    other.push(9).unwrap();
+    let theirs = other.flush(t0);
+    assert_ne!(theirs.contexts[0], second.contexts[1]);
+    assert!(r.answered(&theirs.contexts[0]).is_empty());
     assert_eq!(r.take_inflight(), [3]);
     assert!(r.is_empty());
 }
