@@ -259,13 +259,19 @@ fn replication_and_held_proposals() {
     });
 }
 
-#[test]
-fn read_index_batches_reads_and_answers_after_the_write() {
+/// [`elected`], with one write applied on every member.
+fn elected_with_a_write() -> Sim {
     let mut sim = elected();
     sim.put(1, 1, "a");
     sim.until("applied", 20, |s| {
         s.members.values().all(|m| m.applied.len() == 1)
     });
+    sim
+}
+
+#[test]
+fn read_index_batches_reads_and_answers_after_the_write() {
+    let mut sim = elected_with_a_write();
     let commit = sim.members[&1].core.raft().raft_log.committed;
     // Two reads on a follower in one turn share one read-index request.
     let mut out = Vec::new();
@@ -284,11 +290,7 @@ fn read_index_batches_reads_and_answers_after_the_write() {
 
 #[test]
 fn reads_on_every_member_at_once_are_all_answered_without_a_retry() {
-    let mut sim = elected();
-    sim.put(1, 1, "a");
-    sim.until("applied", 20, |s| {
-        s.members.values().all(|m| m.applied.len() == 1)
-    });
+    let mut sim = elected_with_a_write();
     // Each member's first read-index request; no clock moves, so none can be sent again.
     for id in sim.all() {
         let mut out = Vec::new();
