@@ -262,7 +262,7 @@ fn main() -> Result<()> {
     // Pinned to one core (as `bench/compare` runs it), one thread does the work of all: a
     // multi-threaded runtime there is a worker plus the thread blocked on `run`, taking turns on
     // the core and waking each other across threads. With 1000 clients reading from Hearth, one
-    // thread gave 12-15% more reads a second and a p99 of 98-114 ms, not 193-198 (RESULTS.md).
+    // thread gave 11-15% more reads a second and a p99 of 98-114 ms, not 193-198 (RESULTS.md).
     let one_core = std::thread::available_parallelism().map_or(true, |n| n.get() == 1);
     let mut rt = if one_core {
         tokio::runtime::Builder::new_current_thread()

@@ -15,11 +15,13 @@
 //!   `global_queue_interval`), not every few dozen polls. The Raft loop, the apply thread and the
 //!   watch thread wake the tasks waiting on them from outside the runtime; by default those tasks
 //!   wait behind every local task until the worker's next look at that queue. A linearizable
-//!   read is answered that way (after the Raft loop's read index): 41-44k reads/s with a p99 of
-//!   68-82 ms by default, 62k with a p99 of 24-27 ms with this. Puts and watches were unchanged
-//!   within noise. It favours finishing requests the server has already worked on over reading
-//!   new ones, which is the order that keeps latency down; it cannot starve the connections,
-//!   since those remote wakes come from requests the connections delivered.
+//!   read is answered that way (after the Raft loop's read index): 40.8-53.5k reads/s with a p99
+//!   of 62-82 ms by default, 58.2-62.5k with a p99 of 24-28 ms with this. Puts and watches were
+//!   unchanged within noise; serializable reads, which no other thread wakes, ran somewhat slower
+//!   (53.1-61.7k reads/s against 62.6-69.7k). It favours finishing requests the server has
+//!   already worked on over reading new ones, which is the order that keeps latency down; it
+//!   cannot starve the connections, since those remote wakes come from requests the connections
+//!   delivered.
 //!
 //! Disabling the slot is one of tokio's unstable options, so it needs `--cfg tokio_unstable`,
 //! which the workspace's `.cargo/config.toml` passes. A build that overrides those flags
@@ -60,6 +62,14 @@ mod tests {
         F: FnOnce(Log) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<tokio::task::JoinHandle<()>>> + Send + 'static,
     {
+        // Without the cfg the runtime keeps the LIFO slot, which runs a woken task ahead of both
+        // orders checked here: fail on the cause, not on the order.
+        if !cfg!(tokio_unstable) {
+            panic!(
+                "built without --cfg tokio_unstable (RUSTFLAGS in the environment replaces the \
+                 workspace's .cargo/config.toml), so the runtime keeps tokio's LIFO slot"
+            );
+        }
         let rt = super::builder().worker_threads(1).build().unwrap();
         let log = Log::default();
         let l = log.clone();

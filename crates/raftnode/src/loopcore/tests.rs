@@ -31,10 +31,14 @@ fn reads_share_a_request_and_are_asked_again_when_unanswered() {
     assert_eq!(r.answered(&first.contexts[0]), [1, 2]);
     assert!(r.answered(&first.contexts[0]).is_empty(), "answered once");
     assert!(r.answered(b"garbage").is_empty());
-    // Another member's request with the same sequence number is not this one's.
+    // Another member's request with the sequence number of this one's unanswered request (2) is
+    // not this one's: it answers none of this member's reads.
     let mut other: Reads<u32> = Reads::new(8, 3);
     other.push(9).unwrap();
+    other.flush(t0);
+    other.push(10).unwrap();
     let theirs = other.flush(t0);
+    assert_eq!(theirs.contexts.len(), 1);
     assert_ne!(theirs.contexts[0], second.contexts[1]);
     assert!(r.answered(&theirs.contexts[0]).is_empty());
     assert_eq!(r.take_inflight(), [3]);
