@@ -79,6 +79,10 @@ pub fn snapshot_due(index: u64, last: u64, count: u64) -> bool {
 /// requests by context for the whole cluster and silently drops a request whose context is already in
 /// it (raft-rs's `ReadOnly::add_request`), so contexts must differ between members: with the sequence
 /// alone, members counting in step dropped each other's requests, which then waited for the retry.
+/// A member also must not reuse its own contexts across a restart: the leader may still hold a request
+/// from before it, and its answer (a read index from then) would serve a read made after. The runtime
+/// starts the sequence from the wall clock in nanoseconds ([`CoreConfig::first_read_seq`]), which has
+/// moved on further than the old process could count.
 pub struct Reads<W> {
     pending: Vec<W>,
     inflight: HashMap<u64, Inflight<W>>,
@@ -103,12 +107,13 @@ pub struct ReadRequests {
 
 impl<W> Reads<W> {
     /// At most `max` reads waiting at once, on member `member`.
-    pub fn new(member: u64, max: usize) -> Reads<W> {
+    /// `first_seq`: the sequence number after which this member's requests count.
+    pub fn new(member: u64, first_seq: u64, max: usize) -> Reads<W> {
         Reads {
             pending: Vec::new(),
             inflight: HashMap::new(),
             member,
-            seq: 0,
+            seq: first_seq,
             max,
         }
     }
@@ -161,7 +166,7 @@ impl<W> Reads<W> {
             out.retried += 1;
         }
         if !self.pending.is_empty() {
-            self.seq += 1;
+            self.seq = self.seq.wrapping_add(1);
             let waiters = std::mem::take(&mut self.pending);
             self.inflight
                 .insert(self.seq, Inflight { sent: now, waiters });
@@ -241,6 +246,8 @@ pub struct CoreConfig {
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
     pub max_reads: usize,
+    /// Where read-index sequence numbers start: unique to this run of the member (see [`Reads`]).
+    pub first_read_seq: u64,
 }
 
 /// The Raft loop's decisions around raft-rs, without I/O (see the module doc).
@@ -259,7 +266,7 @@ pub struct Core<W> {
 impl<W> Core<W> {
     /// `snapshot_index`: where the last snapshot marker is.
     pub fn new(node: RawNode<MemStorage>, cfg: CoreConfig, snapshot_index: u64) -> Core<W> {
-        let reads = Reads::new(node.raft.id, cfg.max_reads);
+        let reads = Reads::new(node.raft.id, cfg.first_read_seq, cfg.max_reads);
         Core {
             node,
             cfg,

@@ -85,6 +85,15 @@ const MAX_COMMITTED_BYTES_PER_READY: u64 = 4 * 1024 * 1024;
 const MAX_READS: usize = 64 * 1024;
 /// The most commands taken in one turn, so ticks and readies are never starved.
 const MAX_COMMANDS_PER_TURN: usize = 8192;
+/// Where this run's read-index sequence numbers start: the wall clock in nanoseconds. The previous run
+/// of this member started from an earlier reading and counted one a request, each of which took longer
+/// than a nanosecond, so none of its contexts comes again (unless the clock is set back past them).
+fn first_read_seq() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// The result of a membership change, for the member that proposed it.
 pub type ConfResult = Result<Vec<Member>, ServerError>;
 
@@ -269,6 +278,7 @@ impl RaftNode {
                 snapshot_count: cfg.snapshot_count,
                 snapshot_catchup_entries: cfg.snapshot_catchup_entries,
                 max_reads: MAX_READS,
+                first_read_seq: first_read_seq(),
             },
             log.snapshot_index,
         );

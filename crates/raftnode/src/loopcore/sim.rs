@@ -54,6 +54,7 @@ fn core(id: u64, voters: &[u64]) -> Core<u64> {
             snapshot_count: 10_000,
             snapshot_catchup_entries: 5_000,
             max_reads: 1024,
+            first_read_seq: 0,
         },
         0,
     )

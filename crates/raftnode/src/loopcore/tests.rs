@@ -14,7 +14,7 @@ use crate::proposal::ProposalState;
 #[test]
 fn reads_share_a_request_and_are_asked_again_when_unanswered() {
     let t0 = Instant::now();
-    let mut r: Reads<u32> = Reads::new(7, 3);
+    let mut r: Reads<u32> = Reads::new(7, 0, 3);
     r.push(1).unwrap();
     r.push(2).unwrap();
     let first = r.flush(t0);
@@ -33,7 +33,7 @@ fn reads_share_a_request_and_are_asked_again_when_unanswered() {
     assert!(r.answered(b"garbage").is_empty());
     // Another member's request with the sequence number of this one's unanswered request (2) is
     // not this one's: it answers none of this member's reads.
-    let mut other: Reads<u32> = Reads::new(8, 3);
+    let mut other: Reads<u32> = Reads::new(8, 0, 3);
     other.push(9).unwrap();
     other.flush(t0);
     other.push(10).unwrap();
@@ -43,6 +43,22 @@ fn reads_share_a_request_and_are_asked_again_when_unanswered() {
     assert!(r.answered(&theirs.contexts[0]).is_empty());
     assert_eq!(r.take_inflight(), [3]);
     assert!(r.is_empty());
+}
+
+#[test]
+fn a_restarted_member_does_not_take_its_earlier_contexts_for_its_own() {
+    let t0 = Instant::now();
+    let mut before: Reads<u32> = Reads::new(7, 1_000, 3);
+    before.push(1).unwrap();
+    let old = before.flush(t0);
+    // The member restarts; its new run counts from further on and its read is still unanswered
+    // when the leader answers the old run's request.
+    let mut after: Reads<u32> = Reads::new(7, 2_000, 3);
+    after.push(2).unwrap();
+    let new = after.flush(t0);
+    assert_ne!(old.contexts, new.contexts);
+    assert!(after.answered(&old.contexts[0]).is_empty());
+    assert_eq!(after.answered(&new.contexts[0]), [2]);
 }
 
 fn lone(snapshot_count: u64) -> Core<u32> {
@@ -61,6 +77,7 @@ fn lone(snapshot_count: u64) -> Core<u32> {
             snapshot_count,
             snapshot_catchup_entries: 2,
             max_reads: 16,
+            first_read_seq: 0,
         },
         0,
     )
@@ -222,6 +239,7 @@ fn a_joining_member_replaying_the_others_additions_does_not_stop() {
             snapshot_count: 100,
             snapshot_catchup_entries: 2,
             max_reads: 16,
+            first_read_seq: 0,
         },
         0,
     );

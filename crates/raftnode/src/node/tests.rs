@@ -759,3 +759,12 @@ fn proposals_are_refused_past_etcds_gap_between_commit_and_apply() {
     assert_eq!(e.code(), tonic::Code::ResourceExhausted);
     assert_eq!(MAX_APPLY_GAP, 5000);
 }
+
+#[test]
+fn read_contexts_start_from_the_wall_clock_in_nanoseconds() {
+    // 2020-09-13 in nanoseconds since the epoch: a constant start (0 in every run) would let a
+    // restarted member take a request of its earlier run for its own.
+    let start = first_read_seq();
+    assert!(start > 1_600_000_000_000_000_000, "{start}");
+    assert!(first_read_seq() >= start);
+}
