@@ -523,3 +523,6 @@ impl Applier {
         self.wait.trigger(id, Err(e));
     }
 }
+
+#[cfg(test)]
+mod tests;

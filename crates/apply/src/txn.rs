@@ -5,8 +5,10 @@
 //!
 //! Txn follows etcd's order of work: the branch taken at every nesting level is decided up front against one
 //! read view of the state before the txn, the puts and ranges of that path are checked (lease exists, key
-//! exists for ignore_*, revisions in range), and only then is a write transaction opened, so a txn that fails a
-//! check changes nothing.
+//! exists for ignore_* when the put runs, revisions in range), and only then is a write transaction opened, so
+//! a txn that fails a check changes nothing. A write txn that passes them cannot fail part way except on a
+//! backend error (which stops the member): the applier defers the commit of a batch of requests, and a txn
+//! dropped after writing would abort the writes of the requests before it in the batch.
 
 use api::etcdserverpb::{
     compare, range_request, request_op, response_op, Compare, DeleteRangeRequest,
@@ -389,14 +391,28 @@ fn prepare(
 ) -> Result<TxnPath, ServerError> {
     let path = TxnPath::decide(r, req);
     if is_write {
+        // The ranges deleted by the ops before each put. A put that reuses the key's value or
+        // lease needs the key to exist when it runs, and once a txn has written, a failure would
+        // take the writes of the whole apply batch with it: so whether the key still exists is
+        // decided here. Only a delete can remove it (two puts of one key are refused), and a
+        // `"\0"` range end escapes the duplicate-key check, as in etcd, whose applier panics
+        // on such a txn instead.
+        let mut deleted: Vec<(&[u8], Option<&[u8]>)> = Vec::new();
         path.visit(req, &mut |op| match op {
             request_op::Request::RequestPut(p) => {
                 if p.ignore_value || p.ignore_lease {
                     get_one(r, &p.key)?.ok_or(ServerError::KeyNotFound)?;
+                    if deleted.iter().any(|&(k, end)| covers(k, end, &p.key)) {
+                        return Err(ServerError::KeyNotFound);
+                    }
                 }
                 if p.lease != 0 && !leases.exists(p.lease) {
                     return Err(ServerError::LeaseNotFound);
                 }
+                Ok(())
+            }
+            request_op::Request::RequestDeleteRange(d) => {
+                deleted.push((&d.key, range_end(&d.range_end)));
                 Ok(())
             }
             _ => Ok(()),
@@ -416,6 +432,15 @@ fn prepare(
         _ => Ok(()),
     })?;
     Ok(path)
+}
+
+/// Whether a range in the store's convention (see [`range_end`]) holds `k`.
+fn covers(key: &[u8], end: Option<&[u8]>, k: &[u8]) -> bool {
+    match end {
+        None => k == key,
+        Some([]) => k >= key,
+        Some(end) => key <= k && k < end,
+    }
 }
 
 /// Where a txn runs.
@@ -472,3 +497,4 @@ fn exec(
         responses,
     })
 }
+

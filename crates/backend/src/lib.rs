@@ -382,6 +382,14 @@ impl Backend {
         self.failure.get().map(String::as_str)
     }
 
+    /// Refuses further writes, as after a failed commit, for a caller that lost changes it had
+    /// already accepted (see [`failure`](Self::failure)).
+    pub fn fail(&self, reason: &str) {
+        if self.failure.set(reason.to_string()).is_ok() {
+            tracing::error!("refusing further writes: {reason}");
+        }
+    }
+
     fn poison<T>(&self, r: Result<T>) -> Result<T> {
         if let Err(e) = &r {
             if self.failure.set(e.to_string()).is_ok() {

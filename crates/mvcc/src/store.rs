@@ -673,6 +673,10 @@ impl KvStore {
     /// the batch interval's fsync is not on their path. Their durability is the WAL's.
     pub fn flush(&self) -> Result<(), MvccError> {
         let _guard = self.inner.writer();
+        if let Some(f) = self.inner.backend.failure() {
+            // Deferred revisions may have been lost with the failure; none may be acknowledged.
+            return Err(backend::BackendError::Poisoned(f.to_string()).into());
+        }
         if !self.inner.unpublished().pending {
             return Ok(());
         }
@@ -1498,10 +1502,19 @@ impl Drop for TxnWrite<'_> {
             if txn.ops() == self.resumed_ops {
                 // Nothing of ours in it: keep the deferred revisions' changes for the flush.
                 txn.defer();
+            } else if self.resumed_ops == 0 {
+                // No deferred changes in it: another writer (a forced commit, the compactor, a
+                // defragmentation) committed them since, and the flush still publishes them.
+                drop(txn);
             } else {
-                // Aborting ours aborts the deferred ones too.
+                // Aborting ours aborts the deferred ones too, and their requests may already
+                // count as applied: a later revision must not take their place. The member stops
+                // and applies them again from its log.
                 drop(txn);
                 self.inner.discard_unpublished();
+                self.inner
+                    .backend
+                    .fail("a write transaction was dropped with deferred revisions in it");
             }
         }
     }

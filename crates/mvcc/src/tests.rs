@@ -1143,23 +1143,51 @@ fn deferred_revisions_are_invisible_until_flushed_and_survive_an_empty_abort() {
 }
 
 #[test]
-fn a_transaction_aborted_after_writing_takes_the_deferred_ones_with_it() {
+fn a_transaction_aborted_after_writing_stops_the_store_rather_than_lose_deferred_ones() {
     let f = Fixture::new();
-    let (_b, s) = f.open();
+    let (b, s) = f.open();
     put(&s, "a", "1");
-    put_deferred(&s, "b", "2", 0);
+    put_deferred(&s, "b", "2", 5);
     {
         let mut w = s.write();
         w.put(b"c", b"3", 0);
-        // Dropped after a write: the backend transaction is aborted as a whole.
+        // Dropped after a write: the backend transaction, b's changes in it, is aborted.
     }
-    s.flush().unwrap();
+    // b's request may count as applied already: no later revision may take its place.
+    assert!(b.failure().is_some());
+    assert!(s.flush().is_err());
     assert_eq!(s.rev(), 2);
     assert!(get_at(&s, "b", 0).is_none());
+    drop(s);
+    drop(b);
+    // Neither reached the file, nor did b's consistent index: its entry is applied again.
+    let (_b, s) = f.open();
+    assert_eq!(s.rev(), 2);
+    assert_eq!(s.consistent_index(), 0);
+    assert!(get_at(&s, "b", 0).is_none());
+}
+
+#[test]
+fn a_transaction_aborted_after_a_forced_commit_keeps_the_deferred_ones() {
+    let f = Fixture::new();
+    let (b, s) = f.open();
+    put(&s, "a", "1");
+    put_deferred(&s, "b", "2", 5);
+    // Another writer commits the deferred transaction before the next request runs.
+    s.force_commit().unwrap();
+    {
+        let mut w = s.write();
+        w.put(b"c", b"3", 0);
+    }
+    // Only c's change was lost; b is committed and the flush publishes it.
+    assert_eq!(b.failure(), None);
+    s.flush().unwrap();
+    assert_eq!(s.rev(), 3);
+    assert_eq!(get_at(&s, "b", 0).unwrap().mod_revision, 3);
     assert!(get_at(&s, "c", 0).is_none());
-    // The index forgot them too: the next put is revision 3 again and b is new.
-    let kv = put(&s, "b", "again");
-    assert_eq!((kv.mod_revision, kv.version), (3, 1));
+    let kv = put(&s, "d", "4");
+    assert_eq!(kv.mod_revision, 4);
+    assert_eq!(get_at(&s, "b", 3).unwrap().value, b"2");
 }
 
 /// Random puts, deletes and range deletes over a few keys, with compactions in between.
