@@ -343,15 +343,15 @@ pub fn txn_is_read_only(req: &TxnRequest) -> bool {
         })
 }
 
-/// True when every range in the txn, at any depth, asks for a serializable read.
+/// True when every op in either branch is a range that asks for a serializable read. As in
+/// etcd, a nested txn (or an empty op) makes the whole txn linearizable, whatever it holds.
 pub fn txn_is_serializable(req: &TxnRequest) -> bool {
     req.success
         .iter()
         .chain(&req.failure)
         .all(|op| match &op.request {
             Some(request_op::Request::RequestRange(r)) => r.serializable,
-            Some(request_op::Request::RequestTxn(t)) => txn_is_serializable(t),
-            _ => true,
+            _ => false,
         })
 }
 
@@ -498,3 +498,42 @@ fn exec(
     })
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(serializable: bool) -> RequestOp {
+        RequestOp {
+            request: Some(request_op::Request::RequestRange(RangeRequest {
+                key: b"k".to_vec(),
+                serializable,
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn only_serializable_ranges_at_the_top_level_make_a_serializable_txn() {
+        let txn = |success: Vec<RequestOp>| TxnRequest {
+            success,
+            ..Default::default()
+        };
+        assert!(txn_is_serializable(&txn(vec![])));
+        assert!(txn_is_serializable(&txn(vec![range(true), range(true)])));
+        assert!(!txn_is_serializable(&txn(vec![range(true), range(false)])));
+        // etcd looks at the top level only: a nested txn is linearizable even if it holds only
+        // serializable ranges, and so is an empty op.
+        let nested = RequestOp {
+            request: Some(request_op::Request::RequestTxn(txn(vec![range(true)]))),
+        };
+        assert!(!txn_is_serializable(&txn(vec![range(true), nested])));
+        assert!(!txn_is_serializable(&txn(vec![RequestOp {
+            request: None
+        }])));
+        let failure = TxnRequest {
+            failure: vec![range(false)],
+            ..txn(vec![range(true)])
+        };
+        assert!(!txn_is_serializable(&failure));
+    }
+}
