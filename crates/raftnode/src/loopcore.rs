@@ -542,12 +542,23 @@ impl<W> Core<W> {
     /// A `Ready`, in raft-rs's order: a leader's messages leave before the fsync, a snapshot goes into
     /// the in-memory log, read states answer reads, committed entries go to be applied, entries and
     /// hard state are persisted, then the messages that promise them leave and raft-rs advances.
+    ///
+    /// Except when the `Ready` changes the term or the vote: raft-rs lets a leader send before the
+    /// fsync because a leader's term was made durable with its campaign, but a lone voter wins
+    /// in the same step it campaigns. Its appends to learners would then carry a term it may forget
+    /// in a power loss, after which it could lead that term again with other entries at the same
+    /// indexes, and a learner holding the first ones would never learn they were replaced.
     fn ready(&mut self, out: &mut Vec<Effect<W>>) -> Result<(), RaftError> {
         let mut ready = self.node.ready();
         out.push(Effect::Failpoint("raftBeforeLeaderSend"));
-        let msgs = ready.take_messages();
-        if !msgs.is_empty() {
-            out.push(Effect::Send(msgs));
+        let new_term_or_vote = ready.hs().is_some_and(|hs| {
+            let store = self.node.store().rl();
+            let old = store.hard_state();
+            hs.term != old.term || hs.vote != old.vote
+        });
+        let mut msgs = ready.take_messages();
+        if !msgs.is_empty() && !new_term_or_vote {
+            out.push(Effect::Send(std::mem::take(&mut msgs)));
         }
         let snapshot =
             (!ready.snapshot().is_empty()).then(|| ready.snapshot().get_metadata().index);
@@ -592,9 +603,9 @@ impl<W> Core<W> {
         }
         // Votes and append responses promise what the persist made durable: only after it.
         out.push(Effect::Failpoint("raftBeforeFollowerSend"));
-        let persisted = ready.take_persisted_messages();
-        if !persisted.is_empty() {
-            out.push(Effect::Send(persisted));
+        msgs.extend(ready.take_persisted_messages());
+        if !msgs.is_empty() {
+            out.push(Effect::Send(msgs));
         }
         out.push(Effect::Failpoint("raftBeforeAdvance"));
         // Applying is the runtime's: raft-rs hears how far it got from `applied`.

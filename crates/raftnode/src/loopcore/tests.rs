@@ -282,3 +282,43 @@ fn a_ready_is_handed_out_in_the_loops_order_with_its_failpoints() {
     let advance = at(&|e| matches!(e, Effect::Failpoint("raftBeforeAdvance")));
     assert!(leader_send < persist && persist < follower_send && follower_send < advance);
 }
+
+#[test]
+fn a_lone_voter_sends_nothing_of_its_new_term_before_the_term_is_persisted() {
+    let storage = MemStorage::new_with_conf_state(ConfState::from((vec![1], vec![2])));
+    let cfg = raft::Config {
+        id: 1,
+        election_tick: 10,
+        heartbeat_tick: 1,
+        ..Default::default()
+    };
+    let node = RawNode::new(&cfg, storage, &crate::log::logger()).unwrap();
+    let mut core = Core::<u32>::new(
+        node,
+        CoreConfig {
+            tick: Duration::from_millis(100),
+            snapshot_count: 100,
+            snapshot_catchup_entries: 2,
+            max_reads: 16,
+            first_read_seq: 0,
+        },
+        0,
+    );
+    let mut out = Vec::new();
+    core.propose(pending(7), &mut out);
+    // One turn: the campaign, the win and the appends to the learner all come out of one Ready.
+    let effects = core.turn(Instant::now()).unwrap();
+    assert_eq!(core.leader(), 1);
+    let term = core.raft().term;
+    let persisted = effects
+        .iter()
+        .position(|e| matches!(e, Effect::Persist { hard_state, .. } if hard_state.term == term))
+        .expect("the new term is persisted");
+    let first_send = effects
+        .iter()
+        .position(
+            |e| matches!(e, Effect::Send(msgs) if msgs.iter().any(|m| m.to == 2 && m.term == term)),
+        )
+        .expect("the learner is sent the new term's entries");
+    assert!(persisted < first_send);
+}
