@@ -331,7 +331,13 @@ impl Backend {
         let path = path.as_ref().to_path_buf();
         // A replacement that was interrupted before its rename leaves its staging file behind.
         swap::remove_stale_staging(&path)?;
+        let created = !path.exists();
         let (db, sync) = open_db(&path, &config)?;
+        if created && !config.unsafe_no_fsync {
+            // The buckets are durable in the file; the file must be in its directory too, or a
+            // power loss could leave a log whose entries were applied to a database that is gone.
+            swap::sync_dir(swap::parent_dir(&path))?;
+        }
         tracing::debug!(path = %path.display(), "backend opened");
         Ok(Backend::on(db, sync, path, config))
     }

@@ -90,7 +90,7 @@ pub(crate) fn remove_stale_staging(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn parent_dir(path: &Path) -> &Path {
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -100,6 +100,55 @@ fn parent_dir(path: &Path) -> &Path {
 /// fsyncs a directory, so a rename inside it is durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and its missing ancestors, and makes each new entry durable in its parent with
+/// `sync` (given [`sync_dir`], or nothing under `--unsafe-no-fsync`): a data directory whose
+/// entry a power loss takes back would start the member afresh, without what it acknowledged.
+pub fn create_dir_all_durably(
+    dir: &Path,
+    mut sync: impl FnMut(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .collect();
+    std::fs::create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        sync(parent_dir(d))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_directory_created_is_synced_in_its_parent_outermost_first() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("data")).unwrap();
+        let dir = root.path().join("data/member/snap");
+        let mut synced = Vec::new();
+        create_dir_all_durably(&dir, |p| {
+            synced.push(p.to_path_buf());
+            sync_dir(p)
+        })
+        .unwrap();
+        assert!(dir.is_dir());
+        assert_eq!(
+            synced,
+            [root.path().join("data"), root.path().join("data/member")]
+        );
+        // Nothing new, nothing to sync.
+        synced.clear();
+        create_dir_all_durably(&dir, |p| {
+            synced.push(p.to_path_buf());
+            Ok(())
+        })
+        .unwrap();
+        assert!(synced.is_empty());
+    }
 }
 
 impl Backend {

@@ -175,7 +175,7 @@ pub fn restore(file: &Path, cfg: &server::Config, skip_hash_check: bool) -> anyh
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent)
+    backend::swap::create_dir_all_durably(&parent, backend::swap::sync_dir)
         .with_context(|| format!("cannot create {}", parent.display()))?;
     let base = cfg
         .data_dir
@@ -234,7 +234,7 @@ fn move_wal(from: &Path, to: &Path) -> anyhow::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent)
+    backend::swap::create_dir_all_durably(&parent, backend::swap::sync_dir)
         .with_context(|| format!("cannot create {}", parent.display()))?;
     if std::fs::rename(from, to).is_err() {
         std::fs::create_dir(to).with_context(|| format!("cannot create wal-dir {to:?}"))?;

@@ -96,7 +96,12 @@ pub struct Hearth {
 /// directory, the latter created if missing.
 pub fn member_dirs(cfg: &Config) -> Result<(PathBuf, PathBuf), StartError> {
     let snap = cfg.snap_dir();
-    std::fs::create_dir_all(&snap).map_err(|e| StartError::DataDir(snap.clone(), e))?;
+    let sync = |d: &std::path::Path| match cfg.unsafe_no_fsync {
+        true => Ok(()),
+        false => backend::swap::sync_dir(d),
+    };
+    backend::swap::create_dir_all_durably(&snap, sync)
+        .map_err(|e| StartError::DataDir(snap.clone(), e))?;
     Ok((cfg.wal_dir(), snap))
 }
 
