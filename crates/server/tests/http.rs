@@ -4,8 +4,14 @@ use server::{Config, Hearth};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    send(addr, "GET", path).await
+}
+
+async fn send(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).await.unwrap();
@@ -51,6 +57,10 @@ async fn health_version_and_metrics() {
     ] {
         assert!(body.contains(name), "missing {name}");
     }
+    // etcd's Prometheus handler answers any method.
+    let (code, posted) = send(addr, "POST", "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(posted.contains("etcd_server_has_leader 1"), "{posted}");
     assert_eq!(get(addr, "/nope").await.0, 404);
     h.stop().await.unwrap();
 }

@@ -165,12 +165,10 @@ pub(crate) fn metrics_router<S: HealthServer>(srv: Arc<S>, request_timeout: Dura
             r = r.route(&format!("/{kind}/{}", c.name()), one);
         }
     }
-    let metrics = any(move |m: Method| {
+    // Any method, as etcd's Prometheus handler answers.
+    let metrics = any(move || {
         let srv = srv.clone();
         async move {
-            if m != Method::GET && m != Method::HEAD {
-                return method_not_allowed();
-            }
             srv.refresh_metrics();
             (
                 StatusCode::OK,
