@@ -106,6 +106,10 @@ async fn learner_joins_under_load_is_promoted_and_a_member_is_removed() {
         )
         .await
         .expect("serializable read on a learner");
+        // etcd 3.5 on: a learner serves a snapshot too.
+        let mut snap = cl.snapshot().await.expect("a snapshot from a learner");
+        let chunk = snap.message().await.expect("a snapshot chunk");
+        assert!(chunk.is_some_and(|c| !c.blob().is_empty()));
         // etcd 3.5.19 on: a learner is live but not ready.
         let m = c.member(learner);
         assert_eq!(m.http_get("/livez").await, (200, "ok\n".into()));

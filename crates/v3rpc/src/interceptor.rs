@@ -1,6 +1,7 @@
 //! What etcd's gRPC interceptors check before any service runs, as one tower layer over every client
-//! service: a learner serves only `Maintenance/Status` and serializable `KV/Range` (the Range service
-//! checks the serializable part), everything else gets `etcdserver: rpc not supported for learner`; and a
+//! service: a learner serves only `Maintenance/Status`, serializable `KV/Range` (the Range service
+//! checks the serializable part) and `Maintenance/Snapshot` (etcd 3.5's stream interceptor lets it
+//! through), everything else gets `etcdserver: rpc not supported for learner`; and a
 //! request carrying the `hasleader` metadata (clients set it with `WithRequireLeader`) gets
 //! `etcdserver: no leader` while the member knows no leader. Plain HTTP (`/health`, `/metrics`) passes.
 
@@ -14,8 +15,12 @@ use rpctypes::ServerError;
 
 use crate::RaftStatusGetter;
 
-/// RPCs a learner serves (etcd's `isRPCSupportedForLearner`).
-const LEARNER_RPCS: &[&str] = &["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];
+/// RPCs a learner serves (etcd's `isRPCSupportedForLearner`, and the one stream it allows).
+const LEARNER_RPCS: &[&str] = &[
+    "/etcdserverpb.Maintenance/Status",
+    "/etcdserverpb.KV/Range",
+    "/etcdserverpb.Maintenance/Snapshot",
+];
 /// etcd's `rpctypes.MetadataRequireLeaderKey` and `MetadataHasLeader`.
 const REQUIRE_LEADER_KEY: &str = "hasleader";
 const HAS_LEADER: &str = "true";
