@@ -5,7 +5,8 @@
 //! namespace; the proxy in front of etcd 3.4; errors while no member is reachable; refused flags;
 //! TLS on the client side (etcdctl and curl with `--cacert`, client certificates, a CRL) and to
 //! the cluster (etcd 3.4 serving TLS); auth through the proxy (users with different permissions
-//! watching one key); the JSON gateway on the proxy's port.
+//! watching one key, new watchers checked after auth is enabled or a permission revoked); the
+//! JSON gateway on the proxy's port.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -957,6 +958,67 @@ async fn auth_through_the_proxy_keeps_users_apart() {
         "{refused}"
     );
     let (_keeper, _answers) = root.lease_keep_alive(lease).await.unwrap();
+}
+
+/// Every new watcher through the proxy is checked by the cluster with its client's own
+/// credentials, even on a range the proxy already watches for the same credentials (etcd's
+/// `checkPermissionForWatch`): a tokenless watcher opened before auth was enabled does not let a
+/// tokenless watcher in after it (and the refused one is sent no event), and a user whose read
+/// permission was revoked cannot start a watch beside the one opened while it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_watchers_are_checked_on_ranges_already_watched() {
+    let member = Server::start(Kind::Hearth).await;
+    let proxy = Proxy::start(&[member.endpoint()], &[]).await;
+    add_user(&proxy, "root", "rootpw");
+    out(&proxy.etcdctl(&["user", "grant-role", "root", "root"]));
+    add_user(&proxy, "alice", "alicepw");
+    out(&proxy.etcdctl(&["role", "add", "reads-secret"]));
+    out(&proxy.etcdctl(&["role", "grant-permission", "reads-secret", "read", "secret"]));
+    out(&proxy.etcdctl(&["user", "grant-role", "alice", "reads-secret"]));
+
+    // Before auth: a tokenless watcher on `secret`, kept open (the proxy keeps its upstream one).
+    let mut early = proxy.client().await;
+    let (mut early_watch, r) = watch_created(&mut early, "secret", None).await;
+    assert!(!r.canceled(), "{r:?}");
+    out(&proxy.etcdctl(&["auth", "enable"]));
+
+    // After: a new tokenless watcher on the same key is refused as etcd's proxy refuses it.
+    let mut late = proxy.client().await;
+    let mut late_watch = late.watch("secret", None).await.unwrap();
+    let r = next_message(&mut late_watch).await;
+    assert!(
+        r.created() && r.canceled(),
+        "a tokenless watch after auth was enabled: {r:?}"
+    );
+    assert_eq!(r.cancel_reason(), "etcdserver: user name is empty");
+    let mut root = client_as(&proxy, "root", "rootpw").await;
+    let rev = put_revision(&mut root, "secret", "s1").await;
+    // The early watcher (checked when auth was off) is sent the put; the refused stream is not:
+    // its answer to a progress request comes next.
+    let r = next_message(&mut early_watch).await;
+    assert_eq!(r.events()[0].kv().unwrap().mod_revision(), rev);
+    late_watch.request_progress().await.unwrap();
+    let r = next_message(&mut late_watch).await;
+    assert!(
+        r.events().is_empty() && !r.created() && !r.canceled(),
+        "the refused stream after the put: {r:?}"
+    );
+
+    // Alice watches `secret` while she may read it; once that is revoked, a new watch of hers
+    // on it (same token, so the same group of upstream watchers) is refused.
+    let mut alice = client_as(&proxy, "alice", "alicepw").await;
+    let (_alice_first, r) = watch_created(&mut alice, "secret", None).await;
+    assert!(!r.canceled(), "{r:?}");
+    root.role_revoke_permission("reads-secret", "secret", None)
+        .await
+        .unwrap();
+    let mut s = alice.watch("secret", None).await.unwrap();
+    let r = next_message(&mut s).await;
+    assert!(
+        r.created() && r.canceled(),
+        "alice's watch after her permission was revoked: {r:?}"
+    );
+    assert_eq!(r.cancel_reason(), "etcdserver: permission denied");
 }
 
 /// etcd's JSON gateway on the proxy's port: put, range and a watch stream with curl, through the

@@ -19,9 +19,10 @@
 //!   `--metrics-addr`) over TLS when a certificate is configured, with client certificates
 //!   verified against `--trusted-ca-file` and `--client-crl-file`; the cluster is dialed over TLS
 //!   as `upstream` describes.
-//! * **Auth**: each client's token travels with its calls; watchers are coalesced only among
-//!   clients with the same credentials (`watch::groups`); the cache is off once the cluster is
-//!   seen with auth enabled (`kv`).
+//! * **Auth**: each client's token travels with its calls; every new watcher is first checked
+//!   by the cluster with its client's credentials (`watch`), and watchers are coalesced only
+//!   among clients with the same credentials (`watch::groups`); the cache is off once the
+//!   cluster is seen with auth enabled (`kv`).
 //!
 //! Unlike etcd 3.5's proxy, whose listen address serves only gRPC and the health and metrics
 //! pages, this one also serves the JSON gateway there, as a member's client URL does.

@@ -2,21 +2,24 @@
 //! group share upstream watchers, so coalescing never hands one user's events to another.
 //!
 //! The cluster checks permissions when an upstream watcher is created, with the credentials of the
-//! stream it is created on (etcd's `isWatchPermitted`). If a watcher could join an upstream
-//! watcher opened for someone else, a user without read permission on a key would receive its
-//! events. So each group (the clients without credentials, and each distinct `token` /
-//! `authorization` value) has its own upstream Watch stream carrying those credentials, its own
-//! ranges and its own upstream watchers; the cluster refuses a watcher its user may not read
-//! exactly as it would refuse it directly, and that answer reaches the client.
+//! stream it is created on (etcd's `isWatchPermitted`). So each group (the clients without
+//! credentials, and each distinct `token` / `authorization` value) has its own upstream Watch
+//! stream carrying those credentials, its own ranges and its own upstream watchers: the events
+//! an upstream watcher carries were checked against the credentials of every client it feeds.
+//!
+//! Grouping alone does not check a client watcher that joins an upstream watcher already open:
+//! the check was made for the group when that upstream watcher was created, and what the
+//! credentials may read can change since (auth enabled while the tokenless group watches, a
+//! permission revoked). That is why the stream also asks the cluster about every new watcher
+//! first (see `watch`); grouping keeps a watcher from ever being fed from an upstream watcher
+//! checked for someone else.
 //!
 //! # Tradeoffs
 //!
-//! * etcd's proxy instead checks each new watcher with a count-only Range under the client's
-//!   token, then lets it join any upstream watcher of the range. Grouping costs coalescing under
-//!   auth: tokens are per session (a simple token per `Authenticate`, a JWT per login), so two
-//!   etcdctl processes of one user do not share upstream watchers. It needs no extra request per
-//!   watcher, and it stays right when a token is refused or a permission is revoked (the group's
-//!   upstream watchers were checked with that very token).
+//! * etcd's proxy checks each new watcher the same way, then lets it join any upstream watcher
+//!   of the range, whoever opened it. Grouping costs coalescing under auth: tokens are per
+//!   session (a simple token per `Authenticate`, a JWT per login), so two etcdctl processes of
+//!   one user do not share upstream watchers.
 //! * Without auth (no credentials), every client is in one group and coalescing is complete.
 //! * A group with credentials lives while a client stream of it is open; its upstream stream is
 //!   closed with the last one.

@@ -7,6 +7,14 @@
 //!   after the last one it received.
 //! * `groups`: client streams are grouped by the credentials they carry; each group has its own
 //!   mux and ranges, so upstream watchers are shared within a group only (no events cross users).
+//! * Permission: a client watcher that joins an existing upstream watcher is never seen by the
+//!   cluster, and a group outlives changes to what its credentials may read (auth enabled, a
+//!   permission revoked; the group without credentials lives as long as the proxy). So, as
+//!   etcd's proxy does (`checkPermissionForWatch`), every new client watcher is first checked
+//!   by the cluster: a count-only serializable Range of its range under the client's own
+//!   credentials. A refusal is answered as etcd's proxy answers it (created and canceled, the
+//!   error's text as `cancel_reason`) and the watcher touches no range; only a watcher the
+//!   cluster let read its range now joins or opens an upstream watcher.
 //! * `ranges`: one state machine per distinct `(key, range_end)` (`broadcast::RangeState`), found
 //!   by the exact range (as etcd's proxy does; overlapping but different ranges are not merged).
 //! * `broadcast`: within a range, a **shared feed** (one upstream watcher) serves every client
@@ -53,6 +61,10 @@
 //! * A watcher with history costs an extra upstream watcher until it has caught up, and the
 //!   shared feed's responses meanwhile are held once per such watcher (bounded).
 //! * Exact-range grouping only: `a..c` and `a..d` are two upstream watchers.
+//! * The permission check costs the cluster one small serializable Range per new client
+//!   watcher (not per event), and the client stream reads its next request only once the
+//!   cluster has answered, so a stream's requests keep their order. Coalescing is unaffected:
+//!   the checked watchers still share upstream watchers.
 //! * One upstream stream for the whole proxy: simple routing and one resume point; the cluster
 //!   serves it like one client with many watchers.
 //!
@@ -74,16 +86,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use api::etcdserverpb::kv_client::KvClient;
 use api::etcdserverpb::watch_request::RequestUnion;
 use api::etcdserverpb::watch_server::Watch;
-use api::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
+use api::etcdserverpb::{
+    RangeRequest, ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse,
+};
 use futures::Stream;
 use prost::Message as _;
 use tokio::sync::{mpsc, Notify};
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::namespace::Namespace;
-use crate::upstream::Upstream;
+use crate::upstream::{auth_metadata, client_status, forward, is_auth_error, Retry, Upstream};
 use broadcast::{ClientSink, SubId, SubSpec};
 use groups::WatchGroups;
 use ranges::{RangeEntry, WatchRanges};
@@ -198,6 +214,7 @@ impl Watch for WatchProxy {
         });
         let stream = ClientStream {
             ranges: self.groups.group(req.metadata()),
+            credentials: auth_metadata(req.metadata()),
             up: self.up.clone(),
             ns: self.ns.clone(),
             fragment_bytes: self.fragment_bytes,
@@ -213,6 +230,8 @@ impl Watch for WatchProxy {
 /// One client stream: its watchers and its receive loop.
 struct ClientStream {
     ranges: Arc<WatchRanges>,
+    /// The client's own credentials, for the permission check of each new watcher.
+    credentials: MetadataMap,
     up: Arc<Upstream>,
     ns: Namespace,
     fragment_bytes: usize,
@@ -245,7 +264,7 @@ impl ClientStream {
                 _ = self.q.tx.closed() => break,
                 _ = self.q.drained.notified() => self.resync(),
                 msg = inbound.message(), if input => match msg {
-                    Ok(Some(req)) => self.handle(req),
+                    Ok(Some(req)) => self.handle(req).await,
                     // A client that half-closes keeps its watchers, as etcd does.
                     Ok(None) => input = false,
                     Err(_) => break,
@@ -263,9 +282,9 @@ impl ClientStream {
         }
     }
 
-    fn handle(&mut self, req: WatchRequest) {
+    async fn handle(&mut self, req: WatchRequest) {
         match req.request_union {
-            Some(RequestUnion::CreateRequest(c)) => self.create(c),
+            Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
             Some(RequestUnion::CancelRequest(c)) => {
                 if let Some((entry, sub)) = self.watchers.remove(&c.watch_id) {
                     if let Some(h) = self.ranges.remove(&entry, sub) {
@@ -295,7 +314,7 @@ impl ClientStream {
         });
     }
 
-    fn create(&mut self, c: WatchCreateRequest) {
+    async fn create(&mut self, c: WatchCreateRequest) {
         // etcd's range conventions, checked on the client's keys: an empty key is "\0", an end
         // at or before the key (other than "\0") is an empty range.
         let key = if c.key.is_empty() && self.ns.is_empty() {
@@ -303,6 +322,18 @@ impl ClientStream {
         } else {
             c.key.clone()
         };
+        // Cluster key space; the namespace's "whole range" for an empty key with an open end.
+        let (k, e) = self.ns.interval(&key, &c.range_end);
+        // Asked of the cluster before anything else, as a member checks a watcher's permission
+        // before its other checks. The stream reads no further request meanwhile, so the
+        // client's requests keep their order.
+        let checked = tokio::select! {
+            r = self.permitted(&k, &e) => r,
+            _ = self.q.tx.closed() => return,
+        };
+        if let Err(s) = checked {
+            return self.refuse(&go_error_text(&s));
+        }
         if !c.range_end.is_empty() && c.range_end != [0] && key >= c.range_end {
             return self.refuse("mvcc: watcher range is empty");
         }
@@ -318,8 +349,6 @@ impl ClientStream {
             self.next_id += 1;
             self.next_id - 1
         };
-        // Cluster key space; the namespace's "whole range" for an empty key with an open end.
-        let (k, e) = self.ns.interval(&key, &c.range_end);
         let spec = SubSpec::from_request(
             &c,
             id,
@@ -329,6 +358,32 @@ impl ClientStream {
         );
         let (entry, sub) = self.ranges.add(k, e, spec);
         self.watchers.insert(id, (entry, sub));
+    }
+
+    /// Whether the cluster lets this client read `[key, end)` now: a count-only serializable
+    /// Range under the client's own credentials (etcd's `checkPermissionForWatch`).
+    async fn permitted(&self, key: &[u8], end: &[u8]) -> Result<(), Status> {
+        let up = &self.up;
+        let r = RangeRequest {
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+            limit: 1,
+            serializable: true,
+            count_only: true,
+            ..Default::default()
+        };
+        let res = up
+            .call(Retry::Safe, |ch| {
+                let req = forward(&self.credentials, r.clone());
+                async move { KvClient::new(ch).range(req).await.map(|_| ()) }
+            })
+            .await;
+        res.map_err(|s| {
+            if is_auth_error(&s) && up.note_auth() {
+                tracing::info!("the cluster has auth enabled: cached answers are no longer served");
+            }
+            client_status(up, s)
+        })
     }
 
     fn progress(&self) {
@@ -354,5 +409,38 @@ impl ClientStream {
                 ..Default::default()
             });
         });
+    }
+}
+
+/// The text clientv3 gives for an error, which etcd's proxy puts in `cancel_reason`: etcd's own
+/// errors by their message alone, any other as grpc-go prints a status.
+fn go_error_text(s: &Status) -> String {
+    if s.message().starts_with("etcdserver: ") {
+        return s.message().to_string();
+    }
+    let code = match s.code() {
+        tonic::Code::Cancelled => "Canceled".to_string(),
+        c => format!("{c:?}"),
+    };
+    format!("rpc error: code = {code} desc = {}", s.message())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_read_as_etcds_proxy_writes_them() {
+        let s = Status::invalid_argument("etcdserver: user name is empty");
+        assert_eq!(go_error_text(&s), "etcdserver: user name is empty");
+        let s = Status::permission_denied("etcdserver: permission denied");
+        assert_eq!(go_error_text(&s), "etcdserver: permission denied");
+        let s = Status::unavailable("connection refused");
+        assert_eq!(
+            go_error_text(&s),
+            "rpc error: code = Unavailable desc = connection refused"
+        );
+        let s = Status::cancelled("gone");
+        assert_eq!(go_error_text(&s), "rpc error: code = Canceled desc = gone");
     }
 }
