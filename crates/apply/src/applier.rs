@@ -72,6 +72,9 @@ pub struct Applier {
     db_size: Option<u64>,
     /// etcd's `--warning-apply-duration`, with the clock that measures it (none: not measured).
     slow: Option<(std::time::Duration, crate::lessor::Clock)>,
+    /// The last index the log held when the member started: entries up to it were applied
+    /// before, and are applied again only because the consistent index did not record them.
+    replayed_until: u64,
 }
 
 /// What the applier needs for alarms and the space quota (see `alarm` and `quota`).
@@ -102,7 +105,16 @@ impl Applier {
             unflushed: Vec::new(),
             db_size: None,
             slow: None,
+            replayed_until: 0,
         }
+    }
+
+    /// Entries up to `index` (the log's last at start) were applied before the restart: an
+    /// Authenticate among them mints no simple token again. etcd keeps simple tokens in memory
+    /// only; minting one again would give it a new lifetime, and an expired one back its use.
+    pub fn with_replayed_until(mut self, index: u64) -> Applier {
+        self.replayed_until = index;
+        self
     }
 
     /// Logs an entry whose apply took longer than `threshold` by `clock` and counts it in
@@ -276,6 +288,10 @@ impl Applier {
             return Err(ServerError::Internal("auth is not wired".into()));
         };
         if !apply_auth::auth_entry_writes(req) {
+            if req.authenticate.is_some() && index <= self.replayed_until {
+                // Nobody waits for it: its request was made before the restart.
+                return Err(ServerError::InvalidAuthToken);
+            }
             return apply_auth::apply_auth_read(&a, req, index)
                 .map(Applied::Auth)
                 .map_err(ServerError::from);

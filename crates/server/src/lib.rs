@@ -354,7 +354,9 @@ impl Hearth {
         let wait = Arc::new(apply::wait::Wait::default());
         let conf_wait = Arc::new(apply::wait::Wait::default());
         let (applied_tx, applied_rx) = watch::channel(0);
+        let last_at_start = raft::Storage::last_index(&log.storage).unwrap_or(0);
         let applier = apply::Applier::new(kv.clone(), leases.clone(), wait.clone())
+            .with_replayed_until(last_at_start)
             .with_cluster(cluster.clone())
             .with_auth(apply::auth::ApplyAuth {
                 store: auth.clone(),
