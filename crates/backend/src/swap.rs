@@ -120,37 +120,6 @@ pub fn create_dir_all_durably(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_directory_created_is_synced_in_its_parent_outermost_first() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join("data")).unwrap();
-        let dir = root.path().join("data/member/snap");
-        let mut synced = Vec::new();
-        create_dir_all_durably(&dir, |p| {
-            synced.push(p.to_path_buf());
-            sync_dir(p)
-        })
-        .unwrap();
-        assert!(dir.is_dir());
-        assert_eq!(
-            synced,
-            [root.path().join("data"), root.path().join("data/member")]
-        );
-        // Nothing new, nothing to sync.
-        synced.clear();
-        create_dir_all_durably(&dir, |p| {
-            synced.push(p.to_path_buf());
-            Ok(())
-        })
-        .unwrap();
-        assert!(synced.is_empty());
-    }
-}
-
 impl Backend {
     /// Where a caller should write a file it will pass to [`install`](Self::install): in the
     /// database's directory (so the final rename is atomic) and removed at the next
@@ -317,5 +286,36 @@ pub(crate) fn release(old: Arc<redb::Database>, file: Option<std::fs::File>) {
         if len > 0 {
             std::thread::sleep(RELEASE_PAUSE);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_directory_created_is_synced_in_its_parent_outermost_first() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("data")).unwrap();
+        let dir = root.path().join("data/member/snap");
+        let mut synced = Vec::new();
+        create_dir_all_durably(&dir, |p| {
+            synced.push(p.to_path_buf());
+            sync_dir(p)
+        })
+        .unwrap();
+        assert!(dir.is_dir());
+        assert_eq!(
+            synced,
+            [root.path().join("data"), root.path().join("data/member")]
+        );
+        // Nothing new, nothing to sync.
+        synced.clear();
+        create_dir_all_durably(&dir, |p| {
+            synced.push(p.to_path_buf());
+            Ok(())
+        })
+        .unwrap();
+        assert!(synced.is_empty());
     }
 }

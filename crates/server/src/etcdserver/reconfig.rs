@@ -54,7 +54,8 @@ pub fn parse_peer_urls(urls: &[String]) -> Result<Vec<String>, ServerError> {
 /// `isConnectedToQuorumAfterAddingNewMemberSince`; earlier releases wanted every voter connected,
 /// so a cluster with one member down could not grow). A lone voter may always add one.
 fn quorum_after_adding(voters: usize, connected: usize) -> bool {
-    voters == 1 || connected > (voters + 1) / 2
+    let quorum = |n: usize| n / 2 + 1;
+    voters == 1 || connected >= quorum(voters + 1)
 }
 
 impl EtcdServer {
