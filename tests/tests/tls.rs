@@ -7,7 +7,8 @@
 //! peers use mTLS (a member with a certificate of another CA cannot join). The certificate policy flags:
 //! `--client-crl-file` (a revoked certificate refused, the CRL re-read from disk when it changes),
 //! `--peer-cert-allowed-cn` and `--peer-crl-file` (a joining member with another CN, or with a revoked
-//! certificate, is refused while the others keep serving), `--client-cert-allowed-hostname`,
+//! certificate, is refused while the others keep serving; a member whose peer server certificate has
+//! another CN is not dialed, as etcd checks the CN on both ends), `--client-cert-allowed-hostname`,
 //! `--tls-min-version`, `--tls-max-version` and `--cipher-suites` (what curl can negotiate, and etcd's
 //! refusal of an unknown suite at start). Every refusal is also looked for in the accepting member's log,
 //! by the presented certificate's serial and the reason.
@@ -897,6 +898,55 @@ async fn peers_refuse_a_member_with_a_disallowed_cn_or_a_revoked_certificate() {
     for m in &mut members {
         m.stop();
     }
+}
+
+/// etcd checks `--peer-cert-allowed-cn` on the dialing end too. `m1` serves its peer URL with a
+/// certificate of another CN but dials with an allowed one (`--peer-client-cert-file`): its stream to
+/// `m0` is accepted, while `m0` refuses to dial it.
+#[tokio::test]
+async fn members_do_not_dial_a_peer_whose_server_certificate_has_a_disallowed_cn() {
+    let pki = Pki::new("dial-ca");
+    let ports: Vec<(Port, Port)> = (0..2).map(|_| (reserve(), reserve())).collect();
+    let token = format!("tls-dial-{}-{}", std::process::id(), ports[0].0);
+    let allowed = "--peer-cert-allowed-cn=member".to_string();
+    let good = pki.issue("m0", "member");
+    let mut m0 = Member::spawn(peer_mtls_member(
+        0,
+        &ports,
+        &pki,
+        &good,
+        &token,
+        std::slice::from_ref(&allowed),
+    ));
+    let server = pki.issue("m1-server", "stranger");
+    let client = pki.issue("m1-client", "member");
+    let mut m1 = Member::spawn(peer_mtls_member(
+        1,
+        &ports,
+        &pki,
+        &server,
+        &token,
+        &[
+            allowed,
+            format!("--peer-client-cert-file={}", client.cert.display()),
+            format!("--peer-client-key-file={}", client.key.display()),
+        ],
+    ));
+    poll::eventually("m1's stream to m0 accepted", DEADLINE, async || {
+        m1.assert_running();
+        m1.log().contains("peer became active")
+    })
+    .await;
+    poll::eventually("m0 refusing to dial m1", DEADLINE, async || {
+        m0.assert_running();
+        m0.log().lines().any(|l| {
+            l.contains("cannot stream to peer")
+                && l.contains("client certificate authentication failed")
+        })
+    })
+    .await;
+    // Without a leader neither member finishes starting, and a TERM before then is not a clean stop
+    // (the handler is installed once started): dropping the members kills them.
 }
 
 /// curl fetching `/version` from `url` with `ca` trusted and `args` added.

@@ -12,8 +12,10 @@
 //!   both `http://` and `https://` serves both on one port.
 //! - Peers are dialed with one `ClientTls` made of the peer flags (the peer certificate, or
 //!   `--peer-client-cert-file`, is presented; servers are verified against `--peer-trusted-ca-file`,
-//!   or not at all with auto TLS). Without peer certificates the system's CAs verify `https` peers,
-//!   as Go's default TLS configuration would; a machine without a CA bundle cannot dial them.
+//!   or not at all with auto TLS) and `--peer-cert-allowed-cn`/`--peer-cert-allowed-hostname` apply to
+//!   the peer's server certificate as they do to client certificates on the peer listener, as in etcd.
+//!   Without peer certificates the system's CAs verify `https` peers, as Go's default TLS configuration
+//!   would; a machine without a CA bundle cannot dial them.
 //!
 //! Certificates, keys, CAs and CRLs are re-read by `transport` when the files change, so rotating
 //! them on disk needs no restart.

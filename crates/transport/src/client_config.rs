@@ -2,12 +2,20 @@
 //!
 //! The server certificate is verified against the trusted CA file (the system's CAs without one) for the
 //! URL's host, a DNS name or an IP address, unless the info says to skip verification (auto TLS, as etcd
-//! does for self-signed certificates). The certificate presented is `client_cert_file` or else
-//! `cert_file`, re-read when the files change, as etcd re-reads it on every handshake. The trusted CA is
-//! read once, as in etcd (a dialer that must trust a new CA is rebuilt). ALPN offers `h2`.
+//! does for self-signed certificates). The allowed CNs or hostnames then apply to it as they apply to
+//! client certificates on the server side: etcd's `baseConfig` puts the one `VerifyPeerCertificate` in
+//! both configurations, so a member with `--peer-cert-allowed-cn` does not dial a peer whose server
+//! certificate has another CN, though the trusted CA issued it. As in etcd (whose `ClientConfig` skips
+//! `baseConfig` then) an info without a certificate of its own checks no rule, and with verification
+//! skipped a rule refuses every server (see `verify`).
+//!
+//! The certificate presented is `client_cert_file` or else `cert_file`, re-read when the files change, as
+//! etcd re-reads it on every handshake. The trusted CA is read once, as in etcd (a dialer that must trust
+//! a new CA is rebuilt). ALPN offers `h2`.
 
 use std::sync::Arc;
 
+use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -16,7 +24,7 @@ use crate::error::TlsError;
 use crate::info::TlsInfo;
 use crate::reload::KeyPairSource;
 use crate::tlsutil;
-use crate::verify::SkipServerVerification;
+use crate::verify::{Policy, PolicyServerVerifier, SkipServerVerification};
 
 /// A client-side TLS configuration, ready for [`crate::Connector`].
 #[derive(Clone, Debug)]
@@ -35,12 +43,8 @@ impl ClientTls {
         let provider = info.options.provider();
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&info.options.versions())?;
-        let builder = if info.insecure_skip_verify {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(SkipServerVerification(
-                    provider.clone(),
-                )))
+        let verifier: Arc<dyn ServerCertVerifier> = if info.insecure_skip_verify {
+            Arc::new(SkipServerVerification(provider.clone()))
         } else {
             let roots = match &info.trusted_ca_file {
                 Some(p) => tlsutil::load_roots(p)?,
@@ -51,12 +55,33 @@ impl ClientTls {
                     "no trusted CA certificate to verify servers against (no trusted CA file and no system CA bundle)".into(),
                 ));
             }
-            let verifier =
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| TlsError::Config(format!("cannot verify servers: {e}")))?;
-            builder.with_webpki_verifier(verifier)
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| TlsError::Config(format!("cannot verify servers: {e}")))?
         };
+        let policy = if info.is_empty() {
+            Policy::default()
+        } else {
+            Policy::of(info)
+        };
+        let verifier = if policy.is_open() {
+            verifier
+        } else {
+            if info.insecure_skip_verify {
+                tracing::warn!(
+                    "allowed CNs/hostnames are set but server certificates are not verified; as in \
+                     etcd, every server is refused"
+                );
+            }
+            Arc::new(PolicyServerVerifier {
+                inner: verifier,
+                chains_verified: !info.insecure_skip_verify,
+                policy,
+            })
+        };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
         let mut config = match info.dial_identity() {
             Some((cert, key)) => {
                 let source = KeyPairSource::load(&cert, &key, provider)?;

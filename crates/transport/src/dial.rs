@@ -66,7 +66,8 @@ impl Connector {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let stream = tokio_rustls::TlsConnector::from(tls.config())
             .connect(name, tcp)
-            .await?;
+            .await
+            .map_err(own_refusal)?;
         match stream.get_ref().1.alpn_protocol() {
             None | Some(b"h2") => Ok(ClientConn::Tls(Box::new(stream))),
             Some(other) => Err(io::Error::new(
@@ -77,6 +78,20 @@ impl Connector {
                 ),
             )),
         }
+    }
+}
+
+/// A server certificate refused by one of our checks fails the dial with that check's own words (etcd's
+/// "client certificate authentication failed"), not rustls' debug form of a foreign error.
+fn own_refusal(e: io::Error) -> io::Error {
+    let reason = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<rustls::Error>())
+        .and_then(crate::verify::refusal)
+        .map(str::to_string);
+    match reason {
+        Some(r) => io::Error::new(e.kind(), r),
+        None => e,
     }
 }
 

@@ -37,10 +37,11 @@ pub struct TlsInfo {
     pub client_cert_auth: bool,
     /// A certificate revocation list (PEM or DER) checked against client certificates.
     pub crl_file: Option<PathBuf>,
-    /// A client certificate is accepted only if its CN is one of these (when non-empty).
+    /// The other end's certificate (a client's when serving, the server's when dialing with a
+    /// certificate of our own) is accepted only if its CN is one of these (when non-empty).
     pub allowed_cns: Vec<String>,
-    /// A client certificate is accepted only if it is valid for one of these hostnames or IP
-    /// addresses (when non-empty; matched against its subject alternative names).
+    /// The other end's certificate, as for `allowed_cns`, is accepted only if it is valid for one of
+    /// these hostnames or IP addresses (when non-empty; matched against its subject alternative names).
     pub allowed_hostnames: Vec<String>,
     /// Peer side only: skip etcd's check that a client certificate's IP/DNS SANs match the address the
     /// connection comes from.

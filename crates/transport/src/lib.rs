@@ -26,6 +26,10 @@
 //!   client-cert-auth is on (etcd's rule), checks the CRL, then the allowed CNs or hostnames, all during
 //!   the handshake; the peer role also checks that a client certificate's SANs match the remote address
 //!   (etcd's `checkSAN`, off with `skip_client_san_verify`).
+//! - A dialer applies the same allowed CNs or hostnames to the server's certificate (etcd puts one
+//!   `VerifyPeerCertificate` in both its server and client configurations), so `--peer-cert-allowed-cn`
+//!   also keeps a member from dialing a peer outside the rule; the dial fails with etcd's "client
+//!   certificate authentication failed".
 //! - Handshakes run concurrently with a timeout; a failed one drops its connection and is logged with
 //!   etcd's "rejected connection on client endpoint" / "... peer endpoint" and the CN of the certificate
 //!   presented. Nothing here panics on network or file input.

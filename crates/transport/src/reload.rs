@@ -328,9 +328,7 @@ impl ClientCertVerifier for ClientVerifier {
         verify::record_presented(summary.clone());
         let inner = self.current().map_err(rustls::Error::General)?;
         let ok = inner.verify_client_cert(end_entity, intermediates, now)?;
-        if !self.policy.is_open() && !self.policy.allows(end_entity, summary.as_ref()) {
-            return Err(verify::refused(verify::AUTH_FAILED));
-        }
+        self.policy.check(end_entity, summary.as_ref())?;
         Ok(ok)
     }
 

@@ -63,15 +63,11 @@ impl ServerTls {
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&info.options.versions())?;
         let builder = if info.verifies_clients() {
-            let policy = Policy {
-                allowed_cns: info.allowed_cns.clone(),
-                allowed_hostnames: info.allowed_hostnames.clone(),
-            };
             let verifier = ClientVerifier::load(
                 info.trusted_ca_file.as_deref(),
                 info.crl_file.as_deref(),
                 provider,
-                policy,
+                Policy::of(info),
             )?;
             builder.with_client_cert_verifier(Arc::new(verifier))
         } else {

@@ -4,6 +4,10 @@
 //!   not expose subjects). The CN is what `--client-cert-auth` makes the user name.
 //! - [`Policy`]: `--peer-cert-allowed-cn` / `--*-cert-allowed-hostname`, checked during the handshake as
 //!   etcd's `VerifyPeerCertificate` does, with its message "client certificate authentication failed".
+//!   etcd sets that callback in `baseConfig`, shared by its server and its client configurations, so the
+//!   rule applies to both ends: a server checks the client's certificate ([`crate::reload`]'s verifier) and
+//!   a dialer the server's ([`PolicyServerVerifier`]), both through [`Policy::check`]. A member therefore
+//!   neither accepts nor dials a peer outside the rule, even one whose certificate the trusted CA issued.
 //! - [`check_cert_san`]: etcd's peer-listener check that a client certificate's IP or DNS SANs match the
 //!   address the connection comes from (after the handshake, since it may need DNS).
 //! - The rejection slot: rustls does not say which certificate a failed handshake presented, so the
@@ -22,6 +26,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::DigitallySignedStruct;
 
 use crate::error::go_quote_list;
+use crate::info::TlsInfo;
 
 /// What the logs and the auth layer need to know about a certificate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -89,19 +94,43 @@ impl CertSummary {
     }
 }
 
-/// The allowed-CN / allowed-hostname rule for client certificates.
+/// The allowed-CN / allowed-hostname rule for the other end's certificate: a client's when serving, the
+/// server's when dialing.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Policy {
     pub(crate) allowed_cns: Vec<String>,
     pub(crate) allowed_hostnames: Vec<String>,
 }
 
-/// etcd's text for a certificate refused by the allowed-CN / allowed-hostname rule.
+/// etcd's text for a certificate refused by the allowed-CN / allowed-hostname rule (on either end: etcd
+/// says "client" even when a dialer refuses a server).
 pub(crate) const AUTH_FAILED: &str = "client certificate authentication failed";
 
 impl Policy {
+    /// The rule `info` configures.
+    pub(crate) fn of(info: &TlsInfo) -> Policy {
+        Policy {
+            allowed_cns: info.allowed_cns.clone(),
+            allowed_hostnames: info.allowed_hostnames.clone(),
+        }
+    }
+
     pub(crate) fn is_open(&self) -> bool {
         self.allowed_cns.is_empty() && self.allowed_hostnames.is_empty()
+    }
+
+    /// The rule as a handshake applies it, once the chain is verified: the end-entity certificate passes
+    /// or is refused with etcd's message.
+    pub(crate) fn check(
+        &self,
+        der: &CertificateDer<'_>,
+        summary: Option<&CertSummary>,
+    ) -> Result<(), rustls::Error> {
+        if self.is_open() || self.allows(der, summary) {
+            Ok(())
+        } else {
+            Err(refused(AUTH_FAILED))
+        }
     }
 
     /// Whether the end-entity certificate passes the rule.
@@ -201,6 +230,85 @@ pub(crate) async fn check_cert_san(cert: &CertSummary, remote: IpAddr) -> Result
         "tls: \"{remote}\" does not match any of DNSNames {}{suffix}",
         go_quote_list(&cert.dns_names)
     ))
+}
+
+/// What one of our checks said, when it is what failed a handshake (rather than rustls' own verification).
+pub(crate) fn refusal(e: &rustls::Error) -> Option<&str> {
+    match e {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) => {
+            o.0.downcast_ref::<Refused>().map(|r| r.0.as_str())
+        }
+        _ => None,
+    }
+}
+
+/// A dialer's verification of server certificates: `inner`'s, then the [`Policy`].
+///
+/// Go hands `VerifyPeerCertificate` the verified chains, none when verification is skipped, and etcd's
+/// callback refuses when no chain's leaf passes; so with `InsecureSkipVerify` and a rule, etcd refuses
+/// every server. `chains_verified: false` keeps that: an unverified certificate never passes. (etcd's
+/// flags never combine the two: auto TLS replaces the whole `TLSInfo`, rule included, as `self_cert`
+/// does here.)
+#[derive(Debug)]
+pub(crate) struct PolicyServerVerifier {
+    pub(crate) inner: Arc<dyn ServerCertVerifier>,
+    pub(crate) chains_verified: bool,
+    pub(crate) policy: Policy,
+}
+
+impl ServerCertVerifier for PolicyServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        if !self.chains_verified && !self.policy.is_open() {
+            return Err(refused(AUTH_FAILED));
+        }
+        let summary = CertSummary::parse(end_entity);
+        self.policy.check(end_entity, summary.as_ref())?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.inner.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.inner.root_hint_subjects()
+    }
 }
 
 /// Accepts any server certificate (etcd's `InsecureSkipVerify`, set for auto-TLS peers), still

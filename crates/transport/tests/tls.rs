@@ -153,6 +153,57 @@ async fn allowed_hostnames_match_the_client_certificate_sans() {
     assert!(exchange(addr, &m2).await.is_err());
 }
 
+/// etcd's `baseConfig` sets the allowed-CN / allowed-hostname check on its client configuration too: a
+/// member dialing a peer whose server certificate the trusted CA issued, but with another CN (or for
+/// other hostnames), fails with etcd's message.
+#[tokio::test]
+async fn a_dialer_refuses_servers_outside_its_allowed_cns_and_hostnames() {
+    let pki = Pki::new();
+    // Servers that ask for no client certificate, so only the dialer's own checks decide.
+    let serve = |name: &str, sans: &[&str]| {
+        let (_, c, k) = pki.issue(&CertSpec::new(name).sans(sans), &format!("srv-{name}"));
+        let info = TlsInfo {
+            cert_file: Some(c),
+            key_file: Some(k),
+            ..Default::default()
+        };
+        echo_server(Acceptor::tls(ServerTls::new(&info, Role::Peer).unwrap()))
+    };
+    let m1 = serve("member-1", &["127.0.0.1", "m1.cluster.test"]).await;
+    let m2 = serve("member-2", &["127.0.0.1", "m2.cluster.test"]).await;
+    let dial = |tls: ClientTls, addr: std::net::SocketAddr| async move {
+        let uri: http::Uri = format!("http://{addr}").parse().unwrap();
+        transport::Connector::tls(tls).connect(&uri).await
+    };
+
+    let mut by_cn = pki.client_info(Some("member-0"));
+    by_cn.allowed_cns = vec!["member-1".into(), "member-9".into()];
+    let by_cn = client(&by_cn);
+    assert_eq!(exchange(m1, &by_cn).await.unwrap(), "hello - h2");
+    let err = dial(by_cn.clone(), m2).await.unwrap_err();
+    assert_eq!(err.to_string(), "client certificate authentication failed");
+    assert!(exchange(m2, &by_cn).await.is_err());
+
+    let mut by_host = pki.client_info(Some("member-0"));
+    by_host.allowed_hostnames = vec!["m1.cluster.test".into()];
+    let by_host = client(&by_host);
+    assert_eq!(exchange(m1, &by_host).await.unwrap(), "hello - h2");
+    let err = dial(by_host, m2).await.unwrap_err();
+    assert_eq!(err.to_string(), "client certificate authentication failed");
+
+    // etcd's `ClientConfig` applies the rule only with a certificate of its own (`baseConfig`)...
+    let mut no_identity = pki.client_info(None);
+    no_identity.allowed_cns = vec!["member-1".into()];
+    exchange(m2, &client(&no_identity)).await.unwrap();
+    // ...and with verification skipped Go hands it no verified chain, so every server is refused.
+    let mut unverified = pki.client_info(Some("member-0"));
+    unverified.insecure_skip_verify = true;
+    exchange(m1, &client(&unverified)).await.unwrap();
+    unverified.allowed_cns = vec!["member-1".into()];
+    let err = dial(client(&unverified), m1).await.unwrap_err();
+    assert_eq!(err.to_string(), "client certificate authentication failed");
+}
+
 #[tokio::test]
 async fn peer_certificates_must_match_the_remote_address_unless_told_otherwise() {
     capture_logs();
