@@ -3,7 +3,9 @@
 //! certificates (`transport::testing`). What is checked: TLS and mTLS clients, refusals (no client
 //! certificate, a certificate of another CA), plaintext and TLS on one port, certificates rotated on disk
 //! while the member runs, etcd's refusal of an https URL without certificates, `--auto-tls`, the client
-//! certificate's CN as the user under auth, the JSON gateway over https, and a three-member cluster whose
+//! certificate's CN as the user under auth, the JSON gateway over https (and, side by side with Debian's
+//! etcd 3.4, `--host-whitelist` applying to plain text only and the gateway's refusal of a client
+//! certificate with a CN under `--client-cert-auth` and auth), and a three-member cluster whose
 //! peers use mTLS (a member with a certificate of another CA cannot join). The certificate policy flags:
 //! `--client-crl-file` (a revoked certificate refused, the CRL re-read from disk when it changes),
 //! `--peer-cert-allowed-cn` and `--peer-crl-file` (a joining member with another CN, or with a revoked
@@ -21,7 +23,7 @@ use api::etcdserverpb::kv_client::KvClient;
 use api::etcdserverpb::{PutRequest, RangeRequest};
 use hearth_tests::poll;
 use hearth_tests::ports::{reserve, reserve_n, Port};
-use hearth_tests::server::{connect, etcdctl_command, hearth_bin, signal};
+use hearth_tests::server::{connect, etcdctl_command, hearth_bin, signal, ETCD_BIN};
 use transport::testing::{Ca, CertSpec, Issued};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -125,6 +127,14 @@ fn curl(args: &[String]) -> Output {
         .expect("run curl")
 }
 
+/// curl's answer: the HTTP status (0 when there was none) and the body.
+fn curl_reply(args: &[String]) -> (u16, String) {
+    let o = curl(&[args, &["-w".to_string(), "\n%{http_code}".to_string()]].concat());
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
 /// A gRPC KV client over TLS with `ca` trusted and `pair` presented.
 async fn tls_kv(
     url: &str,
@@ -164,21 +174,29 @@ async fn tls_get(url: &str, ca: &Path, pair: Option<&Pair>, key: &str) -> Result
         .unwrap_or_default())
 }
 
-/// A `hearth` process with its data dir and its log (stdout and stderr, appended across starts).
+/// A `hearth` (or, for a side-by-side comparison, etcd) process with its data dir and its log
+/// (stdout and stderr, appended across starts).
 struct Member {
     dir: tempfile::TempDir,
+    bin: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Member {
     fn spawn(args: Vec<String>) -> Member {
+        Member::spawn_bin(hearth_bin(), args)
+    }
+
+    /// `bin` (`hearth_bin()` or `ETCD_BIN`) started with `args`.
+    fn spawn_bin(bin: PathBuf, args: Vec<String>) -> Member {
         let dir = tempfile::Builder::new()
             .prefix("hearth-tls-")
             .tempdir()
             .unwrap();
         let mut m = Member {
             dir,
+            bin,
             args,
             child: None,
         };
@@ -197,7 +215,7 @@ impl Member {
             .append(true)
             .open(self.dir.path().join("log"))
             .unwrap();
-        let mut cmd = Command::new(hearth_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.arg(format!("--data-dir={}", self.data_dir().display()))
             .args(&self.args)
             .stdin(Stdio::null())
@@ -220,7 +238,7 @@ impl Member {
     fn assert_running(&mut self) {
         if let Some(c) = &mut self.child {
             if let Ok(Some(s)) = c.try_wait() {
-                panic!("hearth exited with {s}:\n{}", self.log());
+                panic!("{} exited with {s}:\n{}", self.bin.display(), self.log());
             }
         }
     }
@@ -543,22 +561,202 @@ async fn the_client_certificate_cn_is_the_user_under_auth() {
         &as_alice,
         &["--user=root:rootpw", "put", "bar", "2"]
     )));
-    // The JSON gateway ignores the certificate (etcd's rule): without a token there is no user.
-    let body = curl(
-        &[
-            curl_tls(&pki.ca_file(), Some(&alice)),
-            vec![
-                "-X".into(),
-                "POST".into(),
-                format!("{https}/v3/kv/put"),
-                "-d".into(),
-                r#"{"key":"Zm9v","value":"Mg=="}"#.into(),
-            ],
-        ]
-        .concat(),
-    );
-    assert!(stdout(&body).contains("user name is empty"), "{body:?}");
+    // The JSON gateway refuses such a certificate: see
+    // `the_gateway_refuses_a_client_certificate_cn_under_auth_as_etcd`.
     m.stop();
+}
+
+/// What `--host-whitelist=localhost` lets through on `bin`: a member with an `https://` and an
+/// `http://` client URL; each answer as (what was asked, status, body). Bodies of successes are
+/// left out (they carry member ids). (Two ports, not one serving both: etcd 3.4 may serve plain-text
+/// gRPC, which its gateway dials, with its TLS server on such a port, a race in its `serve.go`.)
+async fn whitelist_transcript(
+    bin: PathBuf,
+    pki: &Pki,
+    server: &Pair,
+) -> Vec<(String, u16, String)> {
+    let p = reserve_n(3);
+    let https = format!("https://127.0.0.1:{}", p[0].number());
+    let http = format!("http://127.0.0.1:{}", p[1].number());
+    let extra = vec![
+        format!("--cert-file={}", server.cert.display()),
+        format!("--key-file={}", server.key.display()),
+        "--host-whitelist=localhost".to_string(),
+    ];
+    let mut m = Member::spawn_bin(bin, single("wl", &format!("{https},{http}"), &p[2], &extra));
+    wait_serving(&mut m, &https, &ctl_tls(&pki.ca_file(), None)).await;
+    let mut out = Vec::new();
+    for (url, host) in [(&https, "other"), (&http, "other"), (&http, "localhost")] {
+        let tls = if url == &https {
+            curl_tls(&pki.ca_file(), None)
+        } else {
+            Vec::new()
+        };
+        for (path, post) in [("/health", false), ("/v3/kv/range", true)] {
+            let mut args = tls.clone();
+            args.extend(["-H".to_string(), format!("Host: {host}")]);
+            if post {
+                args.extend(["-X", "POST", "-d", r#"{"key":"Zm9v"}"#].map(String::from));
+            }
+            args.push(format!("{url}{path}"));
+            let (status, body) = curl_reply(&args);
+            let scheme = url.split(':').next().unwrap_or_default();
+            let body = if status == 200 { String::new() } else { body };
+            out.push((format!("{scheme} Host: {host} {path}"), status, body));
+        }
+    }
+    // Killed on drop: etcd answers SIGTERM by re-raising it, which `stop` takes for a failure.
+    drop(m);
+    out
+}
+
+#[tokio::test]
+async fn host_whitelist_applies_to_plain_text_only_as_in_etcd() {
+    let pki = Pki::new("whitelist-ca");
+    let server = pki.issue("server", "server");
+    let hearth = whitelist_transcript(hearth_bin(), &pki, &server).await;
+    let etcd = whitelist_transcript(PathBuf::from(ETCD_BIN), &pki, &server).await;
+    assert_eq!(hearth, etcd);
+    let statuses: Vec<u16> = hearth.iter().map(|(_, s, _)| *s).collect();
+    // Over TLS a foreign Host is served; over plain text it is refused, localhost served.
+    assert_eq!(statuses, [200, 200, 421, 421, 200, 200], "{hearth:#?}");
+    assert!(
+        hearth[2].2.contains("etcd --host-whitelist \"other\""),
+        "{hearth:#?}"
+    );
+}
+
+/// The gateway under `--client-cert-auth` on `bin`, before, while and after auth is enabled, with
+/// a client certificate that has a CN (`alice`) and one that has none; each answer as (what was
+/// asked, status, body or, for a success, whether the value of `foo` is in it). An `https://` and
+/// an `http://` client URL on two ports, as in `whitelist_transcript`.
+async fn gateway_cn_transcript(
+    bin: PathBuf,
+    pki: &Pki,
+    server: &Pair,
+) -> Vec<(String, u16, String)> {
+    let root = pki.issue("root", "root");
+    let alice = pki.issue("alice", "alice");
+    let nameless = pki
+        .issue_spec(
+            "nameless",
+            &CertSpec {
+                cn: None,
+                ..CertSpec::new("")
+            },
+        )
+        .0;
+    let p = reserve_n(3);
+    let https = format!("https://127.0.0.1:{}", p[0].number());
+    let http = format!("http://127.0.0.1:{}", p[1].number());
+    let mut m = Member::spawn_bin(
+        bin,
+        single(
+            "gwcn",
+            &format!("{https},{http}"),
+            &p[2],
+            &server_tls_flags(pki, server),
+        ),
+    );
+    let as_root = ctl_tls(&pki.ca_file(), Some(&root));
+    wait_serving(&mut m, &https, &as_root).await;
+    assert!(ok(&etcdctl(&https, &as_root, &["put", "foo", "bar"])));
+
+    let mut out = Vec::new();
+    // A POST of a Range of `foo` (or, to `/v3/auth/authenticate`, root's login) with the client
+    // certificate `pair` and the token `token`; its body is returned and its summary recorded.
+    let mut ask = |what: &str, url: &str, pair: Option<&Pair>, path: &str, token: Option<&str>| {
+        let mut args = if url.starts_with("https") {
+            curl_tls(&pki.ca_file(), pair)
+        } else {
+            Vec::new()
+        };
+        if let Some(t) = token {
+            args.extend(["-H".to_string(), format!("Authorization: {t}")]);
+        }
+        let body = if path.ends_with("/authenticate") {
+            r#"{"name":"root","password":"rootpw"}"#
+        } else {
+            r#"{"key":"Zm9v"}"#
+        };
+        args.extend(["-X", "POST", "-d", body].map(String::from));
+        args.push(format!("{url}{path}"));
+        let (status, body) = curl_reply(&args);
+        let summary = if status == 200 {
+            format!("foo=bar: {}", body.contains(r#""value":"YmFy""#))
+        } else {
+            body.clone()
+        };
+        out.push((what.to_string(), status, summary));
+        body
+    };
+    let (range, beta, login) = ("/v3/kv/range", "/v3beta/kv/range", "/v3/auth/authenticate");
+    let (cn, no_cn) = (Some(&alice), Some(&nameless));
+    ask("auth off, CN", &https, cn, range, None);
+
+    for args in [
+        vec!["user", "add", "root:rootpw"],
+        vec!["user", "grant-role", "root", "root"],
+        vec!["auth", "enable"],
+    ] {
+        let o = etcdctl(&https, &as_root, &args);
+        assert!(ok(&o), "{args:?}: {o:?}");
+    }
+    ask("auth on, CN", &https, cn, range, None);
+    ask("auth on, CN, /v3beta", &https, cn, beta, None);
+    // A certificate with a CN cannot even log in; one without a CN can, and uses the token.
+    ask("auth on, CN, authenticate", &https, cn, login, None);
+    let answer = ask("auth on, no CN, authenticate", &https, no_cn, login, None);
+    let token = serde_json::from_str::<serde_json::Value>(&answer)
+        .ok()
+        .and_then(|v| v["token"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no token in {answer:?}"));
+    let token = Some(token.as_str());
+    ask("auth on, no CN, no token", &https, no_cn, range, None);
+    ask("auth on, no CN, token", &https, no_cn, range, token);
+    // The token does not help a certificate with a CN.
+    ask("auth on, CN, token", &https, cn, range, token);
+    // Plain text has no certificate to look at.
+    ask("auth on, plain text, token", &http, None, range, token);
+
+    let o = etcdctl(&https, &as_root, &["auth", "disable"]);
+    assert!(ok(&o), "{o:?}");
+    ask("auth off again, CN", &https, cn, range, None);
+    // Killed on drop: etcd answers SIGTERM by re-raising it, which `stop` takes for a failure.
+    drop(m);
+    out
+}
+
+#[tokio::test]
+async fn the_gateway_refuses_a_client_certificate_cn_under_auth_as_etcd() {
+    let pki = Pki::new("gateway-cn-ca");
+    let server = pki.issue("server", "server");
+    let hearth = gateway_cn_transcript(hearth_bin(), &pki, &server).await;
+    let etcd = gateway_cn_transcript(PathBuf::from(ETCD_BIN), &pki, &server).await;
+    assert_eq!(hearth, etcd);
+    let refused = (
+        400,
+        "CommonName of client sending a request against gateway will be ignored and not used as expected\n"
+            .to_string(),
+    );
+    let answer = |what: &str| {
+        hearth
+            .iter()
+            .find(|(w, _, _)| w == what)
+            .map(|(_, s, b)| (*s, b.clone()))
+            .unwrap_or_else(|| panic!("{what} not asked"))
+    };
+    let served = (200, "foo=bar: true".to_string());
+    assert_eq!(answer("auth off, CN"), served);
+    assert_eq!(answer("auth on, CN"), refused);
+    assert_eq!(answer("auth on, CN, /v3beta"), refused);
+    assert_eq!(answer("auth on, CN, authenticate"), refused);
+    assert_eq!(answer("auth on, CN, token"), refused);
+    assert_eq!(answer("auth on, no CN, token"), served);
+    assert_eq!(answer("auth on, plain text, token"), served);
+    assert_eq!(answer("auth off again, CN"), served);
+    let (_, no_token) = answer("auth on, no CN, no token");
+    assert!(no_token.contains("user name is empty"), "{hearth:#?}");
 }
 
 /// The flags of member `i` of a cluster (one member per entry of `ports`) with peer mTLS; client URLs

@@ -12,8 +12,8 @@
 //! streamed responses are pulled from the gRPC stream only as fast as the HTTP client reads them.
 //!
 //! ```text
-//! HTTP/1.1 ──► mux (CORS, /v3beta, 301, 404/405) ──► handler ──► jsonpb::decode ──► gRPC call
-//!                                                        ◄── jsonpb::encode ◄── response(s)
+//! HTTP/1.1 ──► mux (access, CORS, /v3beta, 301, 404/405) ──► handler ──► jsonpb::decode ──► gRPC call
+//!                                                                ◄── jsonpb::encode ◄── response(s)
 //! ```
 //!
 //! # Where the answers differ from etcd 3.4's gateway
@@ -74,8 +74,38 @@ pub struct Config {
     pub max_grpc_message_bytes: usize,
     /// etcd's `--cors`: origins the answers allow (`*` or empty: any).
     pub cors: Vec<String>,
-    /// etcd's `--host-whitelist`: `Host` names a plain-HTTP request may carry (`*` or empty: any).
+    /// etcd's `--host-whitelist`: `Host` names a request over a plain-text connection may carry
+    /// (`*` or empty: any). A TLS connection is never checked: the whitelist defends against DNS
+    /// rebinding, which a verified server certificate already defeats.
     pub host_whitelist: Vec<String>,
+    /// `Some` when the server requires client certificates (etcd's `--client-cert-auth`): then,
+    /// while auth is enabled, a `/v3/...` request over TLS whose client certificate has a CN is
+    /// refused, as etcd refuses it. Under `--client-cert-auth` a gRPC client's CN is its user, but a
+    /// gateway call reaches the services without the client's certificate (etcd's dials its own
+    /// port; Hearth's is in process), so the CN could never count; etcd says so rather than run the
+    /// request as someone else than the client meant.
+    pub client_cert_auth: Option<AuthEnabled>,
+}
+
+/// Whether the server's auth is enabled, asked at each request (it changes at run time).
+#[derive(Clone)]
+pub struct AuthEnabled(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl AuthEnabled {
+    /// `f` answers whether auth is enabled now; it is called once per request over TLS.
+    pub fn new(f: impl Fn() -> bool + Send + Sync + 'static) -> AuthEnabled {
+        AuthEnabled(Arc::new(f))
+    }
+
+    fn get(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for AuthEnabled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthEnabled").finish_non_exhaustive()
+    }
 }
 
 impl Config {
@@ -150,9 +180,12 @@ fn methods(pool: &DescriptorPool) -> Result<Vec<Arc<Method>>, Error> {
 }
 
 /// The client port's plain-HTTP side: `base` (the server's own pages, e.g. `/health`) and the
-/// gateway's `/v3/...` routes, behind etcd's access control (CORS headers, `OPTIONS`), with Go's
-/// `404 page not found` for other paths (gRPC requests for unknown services get `Unimplemented`).
-/// Gateway calls go to `grpc`.
+/// gateway's `/v3/...` routes, behind etcd's access control (`--host-whitelist`, the client
+/// certificate check, CORS headers, `OPTIONS`), with Go's `404 page not found` for other paths (gRPC
+/// requests for unknown services get `Unimplemented`). Gateway calls go to `grpc`. Whether a
+/// request came over TLS, and with which client certificate, is read from the
+/// `transport::ConnInfo` in its extensions (the one `transport::Conn` gives tonic); a request
+/// without one is taken as plain text, so the whitelist applies.
 pub fn router(base: Router, grpc: GrpcService, config: Config) -> Result<Router, Error> {
     let pool = DescriptorPool::decode(api::FILE_DESCRIPTOR_SET)?;
     let inner = Arc::new(Inner {
@@ -176,7 +209,11 @@ pub fn router(base: Router, grpc: GrpcService, config: Config) -> Result<Router,
         .route("/v3beta/{*rest}", any(serve))
         .fallback(mux::fallback)
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(mux::Access::new(&config.cors, &config.host_whitelist)),
+            Arc::new(mux::Access::new(
+                &config.cors,
+                &config.host_whitelist,
+                config.client_cert_auth.clone(),
+            )),
             mux::access_control,
         )))
 }
@@ -276,6 +313,7 @@ mod tests {
                 max_grpc_message_bytes: 1 << 20,
                 cors: vec!["*".into()],
                 host_whitelist: vec!["*".into()],
+                client_cert_auth: None,
             },
         )
         .expect("every route names a method of the protos")
@@ -325,6 +363,93 @@ mod tests {
         // A service the stack does not have answers gRPC's Unimplemented.
         let (status, _) = post("/v3/lease/grant", &[], "{}").await;
         assert_eq!(status, 501);
+    }
+
+    /// A connection's facts as `transport::Conn` hands them to tonic: plain text, or TLS with a
+    /// client certificate named `cn` (`Some("")`: a certificate without a CN).
+    fn conn(tls: bool, cn: Option<&str>) -> transport::ConnInfo {
+        let tls = tls.then(|| transport::TlsConnInfo {
+            peer_certificates: Vec::new(),
+            peer: cn.map(|cn| transport::CertSummary {
+                common_name: (!cn.is_empty()).then(|| cn.to_string()),
+                ..Default::default()
+            }),
+            alpn: None,
+            version: None,
+            cipher_suite: None,
+            server_name: None,
+        });
+        transport::ConnInfo::new(None, None, tls)
+    }
+
+    #[tokio::test]
+    async fn access_control_looks_at_the_host_on_plain_text_and_at_the_certificate_on_tls() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let auth = Arc::new(AtomicBool::new(false));
+        let flag = auth.clone();
+        let app = router(
+            Router::new(),
+            GrpcService::new(tonic::service::Routes::new(KvServer::new(EchoToken))),
+            Config {
+                max_grpc_message_bytes: 1 << 20,
+                cors: vec!["*".into()],
+                host_whitelist: vec!["localhost".into()],
+                client_cert_auth: Some(AuthEnabled::new(move || flag.load(Ordering::SeqCst))),
+            },
+        )
+        .unwrap();
+        let send = |path: &str, host: &str, conn: Option<transport::ConnInfo>| {
+            let mut req = http::Request::post(path)
+                .header("host", host)
+                .body(Body::from(r#"{"key":"Zm9v"}"#))
+                .unwrap();
+            if let Some(c) = conn {
+                req.extensions_mut().insert(c);
+            }
+            let app = app.clone();
+            async move {
+                let resp = app.oneshot(req).await.unwrap();
+                let status = resp.status().as_u16();
+                let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+                (status, String::from_utf8_lossy(&bytes).into_owned())
+            }
+        };
+        let plain = || Some(conn(false, None));
+        let alice = || Some(conn(true, Some("alice")));
+        let nameless = || Some(conn(true, Some("")));
+        // The whitelist: plain text (or no connection facts at all) only.
+        for (host, c, want) in [
+            ("other", None, 421),
+            ("other", plain(), 421),
+            ("localhost:2379", plain(), 200),
+            ("other", alice(), 200),
+        ] {
+            assert_eq!(
+                send("/v3/kv/range", host, c.clone()).await.0,
+                want,
+                "{host} {c:?}"
+            );
+        }
+        // The CN check: only with auth enabled, only on /v3/ (or /v3beta/) paths, only for a
+        // certificate with a CN, only over TLS.
+        auth.store(true, Ordering::SeqCst);
+        let refused = (
+            400,
+            "CommonName of client sending a request against gateway will be ignored and not used as expected\n"
+                .to_string(),
+        );
+        for path in ["/v3/kv/range", "/v3beta/kv/range", "/v3/no/such/route"] {
+            assert_eq!(send(path, "other", alice()).await, refused, "{path}");
+        }
+        for (path, host, c, want) in [
+            ("/elsewhere", "other", alice(), 404),
+            ("/v3/kv/range", "other", nameless(), 200),
+            ("/v3/kv/range", "localhost", plain(), 200),
+        ] {
+            assert_eq!(send(path, host, c.clone()).await.0, want, "{path} {c:?}");
+        }
+        auth.store(false, Ordering::SeqCst);
+        assert_eq!(send("/v3/kv/range", "other", alice()).await.0, 200);
     }
 
     #[test]

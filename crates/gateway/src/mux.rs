@@ -1,5 +1,6 @@
 //! How a request finds its route, following the three Go layers it crosses in etcd: the access
-//! controller (CORS headers, `OPTIONS`, `/v3beta/` rewritten to `/v3/`), Go's `http.ServeMux` (a
+//! controller (`--host-whitelist` on plain text, the client certificate check on TLS, CORS headers,
+//! `OPTIONS`, `/v3beta/` rewritten to `/v3/`), Go's `http.ServeMux` (a
 //! path that is not clean is redirected with 301), and grpc-gateway's `ServeMux` (exact path
 //! components, an optional `:verb` suffix, 405 for a known path asked with another method than
 //! POST, 404 otherwise).
@@ -154,20 +155,34 @@ pub(crate) fn redirect(method: &Method, location: &str) -> http::Response<Body> 
     b.body(Body::from(body)).unwrap_or_default()
 }
 
-/// etcd's `--cors` and `--host-whitelist` (its `AccessController`): an empty set or `*` allows
-/// any.
+/// etcd's `--cors` and `--host-whitelist` (its `AccessController`; an empty set or `*` allows
+/// any), and `--client-cert-auth` with the auth state (`Config::client_cert_auth`).
 #[derive(Debug)]
 pub(crate) struct Access {
     cors: Vec<String>,
     hosts: Vec<String>,
+    client_cert_auth: Option<crate::AuthEnabled>,
 }
 
 impl Access {
-    pub(crate) fn new(cors: &[String], hosts: &[String]) -> Access {
+    pub(crate) fn new(
+        cors: &[String],
+        hosts: &[String],
+        client_cert_auth: Option<crate::AuthEnabled>,
+    ) -> Access {
         Access {
             cors: cors.to_vec(),
             hosts: hosts.to_vec(),
+            client_cert_auth,
         }
+    }
+
+    /// etcd's check of a gateway request over TLS, in its order: `--client-cert-auth`, auth
+    /// enabled, a `/v3/` path (after the `/v3beta/` rewrite), a client certificate with a CN.
+    fn refuses_common_name(&self, conn: &transport::ConnInfo, path: &str) -> bool {
+        self.client_cert_auth.as_ref().is_some_and(|a| a.get())
+            && effective_path(path).starts_with("/v3/")
+            && conn.common_name().is_some()
     }
 
     fn origin_allowed(&self, origin: &str) -> bool {
@@ -207,20 +222,42 @@ fn misdirected(host: &str) -> http::Response<Body> {
     errors::text(StatusCode::MISDIRECTED_REQUEST, &msg)
 }
 
-/// etcd's access controller, around every plain-HTTP answer of the client port: a plain-text
-/// request whose `Host` is not in `--host-whitelist` is refused (421, DNS rebinding), the CORS
-/// headers are added for an origin `--cors` allows (`*` by default), `OPTIONS` is answered at once.
-/// (The whitelist applies to plain-text connections only in etcd; Hearth's client URLs are plain
-/// text until TLS is served on them.)
+/// etcd's refusal of a gateway request carrying a client certificate with a CN while auth is on.
+fn common_name_refused() -> http::Response<Body> {
+    errors::text(
+        StatusCode::BAD_REQUEST,
+        "CommonName of client sending a request against gateway will be ignored and not used as expected",
+    )
+}
+
+/// etcd's access controller, around every plain-HTTP answer of the client port. On a plain-text
+/// connection a request whose `Host` is not in `--host-whitelist` is refused (421): the whitelist
+/// defends against DNS rebinding, which TLS already defeats, so etcd looks at `Host` only there.
+/// On a TLS connection the client certificate check applies instead (`Access::refuses_common_name`,
+/// 400). Then the CORS headers are added for an origin `--cors` allows (`*` by default), and
+/// `OPTIONS` is answered at once. Both refusals come first, without CORS headers, as in etcd.
 pub(crate) async fn access_control(
     axum::extract::State(access): axum::extract::State<std::sync::Arc<Access>>,
     req: http::Request<Body>,
     next: axum::middleware::Next,
 ) -> http::Response<Body> {
-    let host = hostname(&req);
-    if !access.host_allowed(&host) {
-        tracing::warn!(host = %host, "rejecting HTTP request to prevent DNS rebinding attacks");
-        return misdirected(&host);
+    match req
+        .extensions()
+        .get::<transport::ConnInfo>()
+        .filter(|c| c.is_tls())
+    {
+        None => {
+            let host = hostname(&req);
+            if !access.host_allowed(&host) {
+                tracing::warn!(host = %host, "rejecting HTTP request to prevent DNS rebinding attacks");
+                return misdirected(&host);
+            }
+        }
+        Some(conn) => {
+            if access.refuses_common_name(conn, req.uri().path()) {
+                return common_name_refused();
+            }
+        }
     }
     let origin = if access.origin_allowed("*") {
         Some(HeaderValue::from_static("*"))

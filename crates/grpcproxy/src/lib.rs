@@ -248,6 +248,8 @@ impl Services {
                 max_grpc_message_bytes: max_recv,
                 cors: Vec::new(),
                 host_whitelist: Vec::new(),
+                // etcd's proxy serves its gateway without etcd's access controller.
+                client_cert_auth: None,
             },
         )
         .unwrap_or_else(|e| {

@@ -88,6 +88,10 @@ impl ClientPort {
                 max_grpc_message_bytes: cfg.max_request_bytes + v3rpc::GRPC_OVERHEAD_BYTES,
                 cors: c.cors.clone(),
                 host_whitelist: c.host_whitelist.clone(),
+                client_cert_auth: c.client_tls.client_cert_auth.then(|| {
+                    let srv = srv.clone();
+                    gateway::AuthEnabled::new(move || srv.auth_store().is_enabled())
+                }),
             },
         )
         .unwrap_or_else(|e| {

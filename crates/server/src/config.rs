@@ -42,7 +42,8 @@ pub struct Config {
     pub warning_apply_duration: Duration,
     /// `--cors`: origins the client URLs' HTTP answers allow (`*`: any).
     pub cors: Vec<String>,
-    /// `--host-whitelist`: `Host` names a plain-HTTP client request may carry (`*`: any).
+    /// `--host-whitelist`: `Host` names a client HTTP request over a plain-text connection may carry
+    /// (`*`: any); requests over TLS are not checked.
     pub host_whitelist: Vec<String>,
     /// `--socket-reuse-port`: SO_REUSEPORT on every listener.
     pub socket_reuse_port: bool,
