@@ -574,3 +574,55 @@ async fn a_leader_applying_far_behind_refuses_writes_and_keeps_its_followers() {
     .await;
     c.assert_hashkv_equal().await;
 }
+
+/// A leader whose Raft loop is stuck (on its disk; here held at `raftBeforeSave`) still believes
+/// it leads, while the others elect a leader that expires its leases. Before it renews a lease it
+/// confirms its leadership with a read-index round, as etcd 3.5 does (`ensureLeadership`), so the
+/// holder of a lock learns that the stuck member no longer keeps its lease alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_leader_keeps_no_lease_alive() {
+    let c = Cluster::start_with(Kind::Hearth, 3, &[]).await;
+    let l = c.wait_leader(&[]).await;
+    let leader = c.member(l);
+    let mut cl = leader.client().await;
+    let id = cl.lease_grant(60, None).await.unwrap().id();
+    let (mut keeper, mut answers) = cl.lease_keep_alive(id).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    let first = answers.message().await.unwrap().expect("an answer");
+    assert_eq!(first.ttl(), 60);
+
+    std::fs::write(leader.failpoint_file(), "raftBeforeSave=pause").unwrap();
+    poll::eventually(
+        "the leader's failpoint file armed",
+        CRASH_DEADLINE,
+        async || {
+            leader
+                .log()
+                .contains(r#""failpoints":"[\"raftBeforeSave\"]""#)
+        },
+    )
+    .await;
+    // A write brings its Raft loop to the point, where it stays.
+    let mut w = cl.clone();
+    let held = tokio::spawn(async move { w.put("stuck", "v", None).await });
+    poll::eventually("the leader's Raft loop held", CRASH_DEADLINE, async || {
+        leader.log().contains("raftBeforeSave pauses")
+    })
+    .await;
+    keeper.keep_alive().await.unwrap();
+    let answer = tokio::time::timeout(CRASH_DEADLINE, answers.message())
+        .await
+        .expect("the keep-alive is answered");
+    let err = answer.expect_err("a stuck leader renews no lease");
+    let etcd_client::Error::GRpcStatus(status) = err else {
+        panic!("not a gRPC status: {err:?}");
+    };
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::Unknown, "not a primary lessor")
+    );
+
+    std::fs::write(leader.failpoint_file(), "raftBeforeSave=off").unwrap();
+    let _ = held.await;
+    c.wait_leader(&[]).await;
+}

@@ -377,7 +377,7 @@ async fn lock_is_released_by_lease_expiry_and_cancelled_waiters_leave() {
 
 /// Jepsen's etcd lock bug (etcd #11456): a waiter whose lease expires while it waits must not be
 /// granted the lock. etcd 3.4's lock service still grants it; Hearth answers etcd's
-/// `concurrency: session expired` (as etcd's fixed mutex does).
+/// `mutex: session is expired` (as etcd's fixed mutex does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_is_never_granted_on_an_expired_lease() {
     let s = Server::start(Kind::Hearth).await;
@@ -407,7 +407,7 @@ async fn lock_is_never_granted_on_an_expired_lease() {
     c.unlock(held.key()).await.unwrap();
     let r = waiter.await.unwrap();
     match s.kind() {
-        Kind::Hearth => assert_err(r, Code::Unknown, "concurrency: session expired"),
+        Kind::Hearth => assert_err(r, Code::Unknown, "mutex: session is expired"),
         // etcd 3.4 grants it: the bug.
         Kind::Etcd => assert_eq!(r.unwrap().key(), format!("j/{doomed:x}").as_bytes()),
     }

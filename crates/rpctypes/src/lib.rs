@@ -95,9 +95,13 @@ pub enum ServerError {
     BadLeaderTransferee,
     #[error("etcdserver: request timed out, leader transfer took too long")]
     LeaderTransferTimeout,
+    /// A leader that could not confirm it still leads before answering for a lease (etcd's
+    /// `lease.ErrNotPrimary`, which its gRPC layer passes on unmapped).
+    #[error("not a primary lessor")]
+    LeaseNotPrimary,
     /// The v3lock service: the caller's lease expired while it waited (etcd's
     /// `concurrency.ErrSessionExpired`).
-    #[error("concurrency: session expired")]
+    #[error("mutex: session is expired")]
     SessionExpired,
     #[error("election: not leader")]
     ElectionNotLeader,
@@ -149,9 +153,8 @@ impl ServerError {
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
             // Plain Go errors in etcd: gRPC sends them as Unknown.
-            SessionExpired | ElectionNotLeader | ElectionNoLeader | MissingLeaderKey => {
-                Code::Unknown
-            }
+            LeaseNotPrimary | SessionExpired | ElectionNotLeader | ElectionNoLeader
+            | MissingLeaderKey => Code::Unknown,
             Internal(_) => Code::Unknown,
             Auth { code, .. } => *code,
         }

@@ -68,6 +68,15 @@ fn leadership(srv: &EtcdServer) -> Leadership {
 }
 
 async fn revoke_all(srv: Arc<EtcdServer>, pending: Arc<Semaphore>, ids: Vec<i64>) {
+    // A leader stuck on its disk or cut off believes it leads after another member took over;
+    // its revokes would reach the new leader later, against leases that one keeps alive.
+    if !srv.confirm_leadership().await {
+        tracing::warn!(
+            leases = ids.len(),
+            "not revoking expired leases: this member could not confirm that it leads"
+        );
+        return;
+    }
     for id in ids {
         let Ok(permit) = pending.clone().acquire_owned().await else {
             return;

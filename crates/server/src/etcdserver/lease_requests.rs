@@ -15,6 +15,15 @@
 //!   `waitLeader`).
 //! * Leases (the listing) is answered from the local lessor, as etcd does.
 //!
+//! Before the leader renews a lease or answers its time to live, it confirms that it still leads
+//! and has applied what it committed (etcd 3.5's `ensureLeadership` and `waitAppliedIndex`): a
+//! read-index round, then the apply of that index. A leader cut off from the others, or stuck on
+//! its disk, still believes it leads while another member has been elected and expires the lease;
+//! answering the keep-alive would let the holder of a lock go on while a second client takes it.
+//! The round also lets the leader see a lease granted or revoked through another member just
+//! before. It costs a keep-alive one heartbeat round, as in etcd. The expiry driver confirms the
+//! same way before it proposes revokes.
+//!
 //! A leader whose lessor is not yet promoted (it has not applied an entry of its term) makes a
 //! keep-alive or time-to-live wait for the promotion (etcd's keep-alive retries against itself
 //! until then; its time-to-live first waits for the leader to apply what it committed), and
@@ -134,6 +143,13 @@ impl EtcdServer {
         }
     }
 
+    /// Whether this member still leads, confirmed by a quorum, with everything it committed
+    /// applied (see the module doc). etcd answers a keep-alive that fails it with its lessor's
+    /// `not a primary lessor`.
+    pub(crate) async fn confirm_leadership(&self) -> bool {
+        self.linearizable_read().await.is_ok() && self.leader() == self.member_id
+    }
+
     /// Keep-alive: the lease's TTL after renewing it at the leader. `LeaseNotFound` if it does
     /// not exist or is already past its deadline (its revoke is on the way).
     pub async fn lease_renew(&self, id: i64) -> Result<i64, ServerError> {
@@ -148,11 +164,16 @@ impl EtcdServer {
                         r => return r,
                     }
                 }
-                Answerer::Me => match self.leases.renew(id) {
-                    // Demoted in between: ask again.
-                    Err(LeaseError::NotPrimary) => {}
-                    r => return r.map_err(ServerError::from),
-                },
+                Answerer::Me => {
+                    if !self.confirm_leadership().await {
+                        return Err(ServerError::LeaseNotPrimary);
+                    }
+                    match self.leases.renew(id) {
+                        // Demoted in between: ask again.
+                        Err(LeaseError::NotPrimary) => {}
+                        r => return r.map_err(ServerError::from),
+                    }
+                }
             }
         }
     }
@@ -164,10 +185,16 @@ impl EtcdServer {
         loop {
             match self.lease_primary(deadline).await? {
                 Answerer::Other(_) => return Err(ServerError::NotLeader),
-                Answerer::Me => match self.leases.renew(id) {
-                    Err(LeaseError::NotPrimary) => {}
-                    r => return r.map_err(ServerError::from),
-                },
+                Answerer::Me => {
+                    // The follower asks the leader of the moment again.
+                    if !self.confirm_leadership().await {
+                        return Err(ServerError::NotLeader);
+                    }
+                    match self.leases.renew(id) {
+                        Err(LeaseError::NotPrimary) => {}
+                        r => return r.map_err(ServerError::from),
+                    }
+                }
             }
         }
     }
@@ -190,7 +217,12 @@ impl EtcdServer {
                         r => return r,
                     }
                 }
-                Answerer::Me => return self.local_time_to_live(&req),
+                Answerer::Me => {
+                    if !self.confirm_leadership().await {
+                        return Err(ServerError::LeaseNotPrimary);
+                    }
+                    return self.local_time_to_live(&req);
+                }
             }
         }
     }
@@ -204,6 +236,7 @@ impl EtcdServer {
         let deadline = Instant::now() + self.lease_request_timeout();
         match self.lease_primary(deadline).await? {
             Answerer::Other(_) => Err(ServerError::NotLeader),
+            Answerer::Me if !self.confirm_leadership().await => Err(ServerError::NotLeader),
             Answerer::Me => self.local_time_to_live(&req),
         }
     }

@@ -9,7 +9,7 @@
 //! After the wait, our own key is checked in a txn (`create_revision == ours`, then read it): a
 //! lease that expired while we waited took our key with it, and the lock must not be granted on
 //! it (etcd #11456, found by Jepsen; etcd 3.4's mutex still grants it). That fails with etcd's
-//! `concurrency: session expired`. The txn's header is the response's.
+//! `mutex: session is expired`. The txn's header is the response's.
 //!
 //! If the wait or the check fails, or the caller goes away meanwhile, our key is deleted (etcd
 //! unlocks in those cases), so a cancelled waiter does not stay in the queue until its lease
