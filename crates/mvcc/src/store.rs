@@ -315,13 +315,15 @@ fn decode_kv(bytes: &[u8]) -> Result<KeyValue, MvccError> {
 }
 
 /// What every record this store writes satisfies; anything else in the `key` bucket is damage (or
-/// another program's file) and must not reach the index, whose arithmetic relies on it.
+/// another program's file) and must not reach the index, whose arithmetic relies on it. A
+/// revision must leave room for the next one.
 fn check_record(bk: &BucketKey, kv: &KeyValue) -> Result<(), MvccError> {
     let main = bk.rev.main;
-    let sane = bk.tombstone
-        || (kv.mod_revision == main
-            && (1..=main).contains(&kv.create_revision)
-            && (1..=main).contains(&kv.version));
+    let sane = main < i64::MAX
+        && (bk.tombstone
+            || (kv.mod_revision == main
+                && (1..=main).contains(&kv.create_revision)
+                && (1..=main).contains(&kv.version)));
     if sane {
         Ok(())
     } else {
@@ -340,6 +342,12 @@ pub(crate) fn restore_record(
     v: &[u8],
 ) -> Result<i64, MvccError> {
     let bk = BucketKey::from_bytes(k)?;
+    if v.is_empty() && !bk.tombstone && bk.rev.main < i64::MAX {
+        // etcdutl's `snapshot restore --bump-revision` writes a record with no key-value at the
+        // bumped revision, so that the store opens there; etcd's later snapshots keep it. It
+        // holds no key: it counts as a revision and stays out of the index.
+        return Ok(bk.rev.main);
+    }
     let kv = decode_kv(v)?;
     check_record(&bk, &kv)?;
     if let Err(e) = index.restore_record(
@@ -416,7 +424,14 @@ pub fn consistent_index_and_term(r: &dyn Reader) -> Result<(u64, u64), MvccError
 fn read_compact_mark(r: &dyn Reader, key: &[u8]) -> Result<Option<i64>, MvccError> {
     match r.get(Bucket::Meta, key)? {
         None => Ok(None),
-        Some(v) => Ok(Some(BucketKey::from_bytes(&v)?.rev.main)),
+        Some(v) => match BucketKey::from_bytes(&v)?.rev.main {
+            // The store's revision is at least the mark, and must leave room for the next one.
+            i64::MAX => Err(MvccError::Corrupt(format!(
+                "meta {} leaves no room for another revision",
+                String::from_utf8_lossy(key)
+            ))),
+            main => Ok(Some(main)),
+        },
     }
 }
 

@@ -1314,3 +1314,65 @@ fn an_image_taken_during_a_compaction_resumes_it_on_open() {
     // Each key's newest record at or below 290, and everything after it.
     assert_eq!(records(&b).len(), 7 + 11);
 }
+
+/// etcdutl's `snapshot restore --bump-revision` leaves a record with no key-value at the bumped
+/// revision, and etcd's later snapshots keep it: the store opens at that revision, with no key
+/// for it, and writes go on after it.
+#[test]
+fn a_bumped_revision_record_without_a_key_value_counts_as_a_revision_only() {
+    let f = Fixture::new();
+    {
+        let (b, s) = f.open();
+        put(&s, "a", "1");
+        drop(s);
+        let mut w = b.write().unwrap();
+        let bumped = Revision::new(1_000_000_003, 0);
+        w.put(Bucket::Key, &BucketKey::new(bumped, false).to_bytes(), b"")
+            .unwrap();
+        w.put(Bucket::Meta, META_SCHEDULED_COMPACT, &bumped.to_bytes())
+            .unwrap();
+        w.commit_durable().unwrap();
+    }
+    let (_b, s) = f.open();
+    assert_eq!(s.rev(), 1_000_000_003);
+    assert_eq!(keys(&all(&s, 0).unwrap()), vec!["a"]);
+    assert_eq!(put(&s, "b", "2").mod_revision, 1_000_000_004);
+}
+
+/// A record or a compaction mark at the last revision there is leaves no room for a write: the
+/// store refuses to open rather than overflow later.
+#[test]
+fn a_revision_at_the_end_of_the_range_is_refused_at_open() {
+    for mark in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Arc::new(Backend::open(dir.path().join("db"), lazy()).unwrap());
+        {
+            let mut w = b.write().unwrap();
+            let last = Revision::new(i64::MAX, 0);
+            if mark {
+                w.put(Bucket::Meta, META_SCHEDULED_COMPACT, &last.to_bytes())
+                    .unwrap();
+            } else {
+                let kv = KeyValue {
+                    key: b"a".to_vec(),
+                    create_revision: i64::MAX,
+                    mod_revision: i64::MAX,
+                    version: 1,
+                    value: b"v".to_vec(),
+                    lease: 0,
+                };
+                w.put(
+                    Bucket::Key,
+                    &BucketKey::new(last, false).to_bytes(),
+                    &prost::Message::encode_to_vec(&kv),
+                )
+                .unwrap();
+            }
+            w.commit_durable().unwrap();
+        }
+        match KvStore::open_with_config(b, cfg()) {
+            Err(MvccError::Corrupt(_)) => {}
+            other => panic!("mark {mark}: {other:?}"),
+        }
+    }
+}
