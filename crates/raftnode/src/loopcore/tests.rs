@@ -62,7 +62,12 @@ fn a_restarted_member_does_not_take_its_earlier_contexts_for_its_own() {
 }
 
 fn lone(snapshot_count: u64) -> Core<u32> {
-    let storage = MemStorage::new_with_conf_state(ConfState::from((vec![1], vec![])));
+    lone_with_learners(snapshot_count, vec![])
+}
+
+/// Member 1 as the only voter, beside `learners`.
+fn lone_with_learners(snapshot_count: u64, learners: Vec<u64>) -> Core<u32> {
+    let storage = MemStorage::new_with_conf_state(ConfState::from((vec![1], learners)));
     let cfg = raft::Config {
         id: 1,
         election_tick: 10,
@@ -285,25 +290,7 @@ fn a_ready_is_handed_out_in_the_loops_order_with_its_failpoints() {
 
 #[test]
 fn a_lone_voter_sends_nothing_of_its_new_term_before_the_term_is_persisted() {
-    let storage = MemStorage::new_with_conf_state(ConfState::from((vec![1], vec![2])));
-    let cfg = raft::Config {
-        id: 1,
-        election_tick: 10,
-        heartbeat_tick: 1,
-        ..Default::default()
-    };
-    let node = RawNode::new(&cfg, storage, &crate::log::logger()).unwrap();
-    let mut core = Core::<u32>::new(
-        node,
-        CoreConfig {
-            tick: Duration::from_millis(100),
-            snapshot_count: 100,
-            snapshot_catchup_entries: 2,
-            max_reads: 16,
-            first_read_seq: 0,
-        },
-        0,
-    );
+    let mut core = lone_with_learners(100, vec![2]);
     let mut out = Vec::new();
     core.propose(pending(7), &mut out);
     // One turn: the campaign, the win and the appends to the learner all come out of one Ready.
