@@ -429,6 +429,38 @@ async fn hearth_history_moves_to_etcd() {
     assert_next_write_at(&mut ec, h.head + 1).await;
 }
 
+/// `snapshot status` of a stopped etcd member's `member/snap/db` (a bare database, no checksum
+/// trailer) and of a copy with a wrong trailer: etcdctl reads both (it never looks at the
+/// trailer), and hearthutl prints what it prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_an_etcd_members_db_agrees_with_etcdctl() {
+    let mut etcd = Server::start(Kind::Etcd).await;
+    let mut c = etcd.client().await;
+    let h = write_history(&mut c, false).await;
+    drop(c);
+    // etcd holds the file locked while it runs.
+    etcd.stop();
+    let db = etcd.data_dir().join("member").join("snap").join("db");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad_trailer = snapshot_path(&dir, "bad-trailer.db");
+    let mut bytes = std::fs::read(&db).expect("read the member's db");
+    bytes.extend_from_slice(&[0; 32]);
+    std::fs::write(&bad_trailer, &bytes).expect("write");
+    for file in [&db, &bad_trailer] {
+        let f = file.to_str().expect("utf-8 path");
+        let want = status_json(
+            etcdctl_offline(&["snapshot", "status", f, "-w", "json"]),
+            "etcdctl snapshot status",
+        );
+        let got = status_json(
+            hearthutl(&["snapshot", "status", f, "-w", "json"]),
+            "hearthutl snapshot status",
+        );
+        assert_eq!(got, want, "{f}");
+        assert_eq!(want["revision"], h.head, "{f}");
+    }
+}
+
 /// `(type, key, value, mod revision, create revision, version, lease)` of a watch event.
 type Ev = (i32, Vec<u8>, Vec<u8>, i64, i64, i64, i64);
 

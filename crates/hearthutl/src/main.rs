@@ -50,7 +50,8 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum SnapshotCmd {
-    /// Prints the snapshot's hash, revision, total keys and size, after checking its checksum.
+    /// Prints the snapshot's hash, revision, total keys and size (the checksum trailer, if any, is
+    /// not checked, as etcdutl does not: a member's `member/snap/db` has none).
     Status {
         /// The snapshot file.
         file: PathBuf,
