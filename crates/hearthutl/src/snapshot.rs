@@ -7,9 +7,9 @@
 //! (which has no trailer) and for any file etcd's tools answer for (bbolt's integrity check
 //! still guards what it reports). `defrag` rewrites a stopped member's backend.
 //!
-//! A restore builds the whole data directory in a staging directory next to the target and
-//! renames it into place only when it is complete (and fsyncs the parent), so an interrupted or
-//! failed restore never leaves a half-written data directory at the target path.
+//! A restore builds everything in staging directories and renames it into place only when it is
+//! complete, so that an interrupted restore never leaves a half-written data directory at the
+//! target path, and a failed one leaves nothing at `--data-dir` or `--wal-dir`.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -181,45 +181,51 @@ pub fn restore(file: &Path, cfg: &server::Config, skip_hash_check: bool) -> anyh
     if let Some(w) = cfg.wal_dir.as_ref().filter(|w| w.exists()) {
         bail!("wal-dir {w:?} exists");
     }
+    let wal = wal_place(cfg)?;
     // Check the flags before writing anything.
     server::new_member_meta(cfg)?;
-    let parent = match cfg.data_dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    // Removed on any error. If the process dies, a hidden `.*.restore-*` directory is left
+    // beside the target, never a half-written data directory.
+    let parent = parent_of(&cfg.data_dir);
     backend::swap::create_dir_all_durably(&parent, backend::swap::sync_dir)
         .with_context(|| format!("cannot create {}", parent.display()))?;
-    let base = cfg
-        .data_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "data".into());
-    // Removed on any error. If the process dies, a hidden `.<name>.restore-*` directory is left
-    // beside the target, never a half-written data directory at the target itself.
     let staging = tempfile::Builder::new()
-        .prefix(&format!(".{base}.restore-"))
+        .prefix(&format!(".{}.restore-", file_name(&cfg.data_dir)))
         .tempdir_in(&parent)
         .with_context(|| format!("cannot create a staging directory in {}", parent.display()))?;
-    // The WAL is staged in the data directory too, and moved to `--wal-dir` last.
+    // A WAL outside the data dir is staged beside `--wal-dir`, so it too is put in place by a
+    // rename.
+    let wal_staging = match &wal {
+        WalPlace::Apart(w) => {
+            let parent = parent_of(w);
+            backend::swap::create_dir_all_durably(&parent, backend::swap::sync_dir)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+            Some(
+                tempfile::Builder::new()
+                    .prefix(&format!(".{}.restore-", file_name(w)))
+                    .tempdir_in(&parent)
+                    .with_context(|| {
+                        format!("cannot create a staging directory in {}", parent.display())
+                    })?,
+            )
+        }
+        WalPlace::Inside(_) => None,
+    };
     let staged_cfg = server::Config {
         data_dir: staging.path().to_path_buf(),
-        wal_dir: None,
+        wal_dir: match (&wal, &wal_staging) {
+            (WalPlace::Inside(rel), _) => Some(staging.path().join(rel)),
+            (WalPlace::Apart(_), Some(s)) => Some(s.path().join("wal")),
+            (WalPlace::Apart(_), None) => unreachable!("a WAL apart is staged apart"),
+        },
         ..cfg.clone()
     };
     let r = restore_into(file, &staged_cfg, skip_hash_check)?;
-    if cfg.data_dir.exists() {
-        bail!("data-dir {:?} exists", cfg.data_dir);
-    }
-    let staged = staging.keep();
-    if let Err(e) = std::fs::rename(&staged, &cfg.data_dir) {
-        let _ = std::fs::remove_dir_all(&staged);
-        return Err(e)
-            .with_context(|| format!("cannot move the restored data into {:?}", cfg.data_dir));
-    }
-    backend::swap::sync_dir(&parent)?;
-    if let Some(w) = &cfg.wal_dir {
-        move_wal(&cfg.data_dir.join("member").join("wal"), w)?;
-    }
+    let wal = wal_staging
+        .as_ref()
+        .zip(cfg.wal_dir.as_deref())
+        .map(|(s, w)| (s.path().join("wal"), w));
+    publish(staging, &cfg.data_dir, wal)?;
     for s in &r.skipped {
         eprintln!("warning: left out of the restore: {s}");
     }
@@ -239,32 +245,106 @@ pub fn restore(file: &Path, cfg: &server::Config, skip_hash_check: bool) -> anyh
     Ok(())
 }
 
-/// Moves the restored WAL directory `from` to `--wal-dir` `to` (copying when they are on different
-/// file systems), and makes the move durable.
-fn move_wal(from: &Path, to: &Path) -> anyhow::Result<()> {
-    let parent = match to.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+/// Where the restored WAL goes.
+enum WalPlace {
+    /// At this path inside the data dir (`member/wal` without `--wal-dir`): it moves with the
+    /// data.
+    Inside(PathBuf),
+    /// At `--wal-dir`, elsewhere.
+    Apart(PathBuf),
+}
+
+fn wal_place(cfg: &server::Config) -> anyhow::Result<WalPlace> {
+    let Some(w) = &cfg.wal_dir else {
+        return Ok(WalPlace::Inside(Path::new("member").join("wal")));
     };
-    backend::swap::create_dir_all_durably(&parent, backend::swap::sync_dir)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    if std::fs::rename(from, to).is_err() {
-        std::fs::create_dir(to).with_context(|| format!("cannot create wal-dir {to:?}"))?;
-        for e in std::fs::read_dir(from)? {
-            let e = e?;
-            let dst = to.join(e.file_name());
-            std::fs::copy(e.path(), &dst)
-                .with_context(|| format!("cannot copy the WAL into {to:?}"))?;
-            File::open(&dst)?.sync_all()?;
+    let (data, wal) = (std::path::absolute(&cfg.data_dir)?, std::path::absolute(w)?);
+    if let Ok(rel) = wal.strip_prefix(&data) {
+        return Ok(WalPlace::Inside(rel.to_path_buf()));
+    }
+    if data.starts_with(&wal) {
+        bail!("data-dir {:?} is inside wal-dir {w:?}", cfg.data_dir);
+    }
+    Ok(WalPlace::Apart(w.clone()))
+}
+
+/// Puts a complete restore in place: the WAL staged at `wal.0` (when apart) at `--wal-dir`
+/// `wal.1` first, then the data staged in `staging` at `data_dir`. A failure takes back what was
+/// already put in place, so nothing is left at either target. Killed between the two steps, a
+/// restore leaves a WAL at `--wal-dir` and no data dir: a WAL alone is no member, unlike a data
+/// dir without its WAL, which would start as a new one.
+fn publish(
+    staging: tempfile::TempDir,
+    data_dir: &Path,
+    wal: Option<(PathBuf, &Path)>,
+) -> anyhow::Result<()> {
+    let mut placed = Placed::default();
+    if let Some((from, to)) = wal {
+        if to.exists() {
+            bail!("wal-dir {to:?} exists");
         }
-        backend::swap::sync_dir(to)?;
-        std::fs::remove_dir_all(from)?;
+        placed.rename(&from, to)?;
+        backend::swap::sync_dir(&parent_of(to))?;
     }
-    backend::swap::sync_dir(&parent)?;
-    if let Some(p) = from.parent() {
-        backend::swap::sync_dir(p)?;
+    if data_dir.symlink_metadata().is_ok() {
+        bail!("data-dir {data_dir:?} exists");
     }
+    placed.rename(&staging.keep(), data_dir)?;
+    backend::swap::sync_dir(&parent_of(data_dir))?;
+    placed.0.clear();
     Ok(())
+}
+
+/// What [`publish`] has renamed into place, removed again (and the removal made durable) when
+/// dropped before it is done.
+#[derive(Default)]
+struct Placed(Vec<PathBuf>);
+
+impl Placed {
+    /// Renames `from` to `to`; whatever happens, `from` will not outlive the restore.
+    fn rename(&mut self, from: &Path, to: &Path) -> anyhow::Result<()> {
+        match std::fs::rename(from, to) {
+            Ok(()) => {
+                self.0.push(to.to_path_buf());
+                Ok(())
+            }
+            Err(e) => {
+                remove(from);
+                Err(e).with_context(|| format!("cannot move the restored data into {to:?}"))
+            }
+        }
+    }
+}
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        for p in self.0.drain(..).rev() {
+            remove(&p);
+            let _ = backend::swap::sync_dir(&parent_of(&p));
+        }
+    }
+}
+
+/// Best effort: the restore is failing already.
+fn remove(p: &Path) {
+    let _ = match p.symlink_metadata() {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        _ => std::fs::remove_file(p),
+    };
+}
+
+/// The directory `p` is in.
+fn parent_of(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into())
 }
 
 fn restore_into(
@@ -494,6 +574,90 @@ mod tests {
         let e = restore(&p, &again, false).unwrap_err().to_string();
         assert!(e.contains("wal-dir"), "{e}");
         assert!(!again.data_dir.exists());
+    }
+
+    #[test]
+    fn a_failed_wal_dir_leaves_nothing_at_either_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = snapshot_file(dir.path());
+        // `--wal-dir` under a regular file cannot be created.
+        std::fs::write(dir.path().join("afile"), b"").unwrap();
+        let cfg = server::Config {
+            data_dir: dir.path().join("x2"),
+            wal_dir: Some(dir.path().join("afile").join("wal")),
+            ..Default::default()
+        };
+        let e = format!("{:#}", restore(&p, &cfg, false).unwrap_err());
+        assert!(e.contains("afile"), "{e}");
+        assert!(!cfg.data_dir.exists(), "{e}");
+        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    }
+
+    /// The last step fails after the WAL was put at `--wal-dir` (something took the data dir's
+    /// path meanwhile): the WAL is taken back, and what took the path is left alone.
+    #[test]
+    fn a_failed_last_step_takes_the_wal_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let wal_dir = dir.path().join("wal");
+        std::fs::create_dir_all(data_dir.join("member")).unwrap();
+        let staging = tempfile::Builder::new()
+            .prefix(".data.restore-")
+            .tempdir_in(dir.path())
+            .unwrap();
+        std::fs::create_dir_all(staging.path().join("member/snap")).unwrap();
+        let wal_staging = tempfile::Builder::new()
+            .prefix(".wal.restore-")
+            .tempdir_in(dir.path())
+            .unwrap();
+        let staged_wal = wal_staging.path().join("wal");
+        std::fs::create_dir(&staged_wal).unwrap();
+        std::fs::write(staged_wal.join("0.wal"), b"log").unwrap();
+        let e = publish(staging, &data_dir, Some((staged_wal, &wal_dir))).unwrap_err();
+        assert!(e.to_string().contains("exists"), "{e}");
+        assert!(!wal_dir.exists());
+        drop(wal_staging);
+        let names = |d: &Path| {
+            std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&data_dir), ["member"]);
+        assert!(names(&data_dir.join("member")).is_empty());
+        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    }
+
+    /// A `--wal-dir` inside the data dir is put in place with it, in the same rename; one that
+    /// would hold the data dir is refused before anything is written.
+    #[test]
+    fn a_wal_dir_inside_the_data_dir_moves_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = snapshot_file(dir.path());
+        let cfg = server::Config {
+            data_dir: dir.path().join("x4"),
+            wal_dir: Some(dir.path().join("x4").join("wal")),
+            ..Default::default()
+        };
+        restore(&p, &cfg, false).unwrap();
+        assert!(cfg.data_dir.join("member/snap/db").exists());
+        assert!(!cfg.data_dir.join("member/wal").exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("x4/wal"))
+                .unwrap()
+                .count(),
+            1
+        );
+
+        let cfg = server::Config {
+            data_dir: dir.path().join("x5").join("data"),
+            wal_dir: Some(dir.path().join("x5")),
+            ..Default::default()
+        };
+        let e = restore(&p, &cfg, false).unwrap_err().to_string();
+        assert!(e.contains("inside wal-dir"), "{e}");
+        assert!(!dir.path().join("x5").exists());
+        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
     }
 
     /// Staging directories left in `dir`.
