@@ -61,7 +61,8 @@ enum SnapshotCmd {
     Restore {
         /// The snapshot file.
         file: PathBuf,
-        /// Path to the data directory to create (default: <name>.hearth).
+        /// Path to the data directory to create, or an existing empty one to fill (default:
+        /// <name>.hearth).
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Path to the WAL directory to create (default: <data-dir>/member/wal).

@@ -9,7 +9,12 @@
 //!
 //! A restore builds everything in staging directories and renames it into place only when it is
 //! complete, so that an interrupted restore never leaves a half-written data directory at the
-//! target path, and a failed one leaves nothing at `--data-dir` or `--wal-dir`.
+//! target path, and a failed one leaves nothing at `--data-dir` or `--wal-dir`. An existing
+//! empty data directory is accepted, as etcdutl accepts it (a mount point is the usual case),
+//! and filled rather than replaced: a mount point cannot be renamed over, and its owner and mode
+//! are the administrator's. Its staging directory is then inside it, so that the final renames
+//! stay on its file system; if the process dies, that hidden `.restore-*` directory is what is
+//! left, and the directory is no longer empty for a retry.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -175,9 +180,13 @@ struct Restored {
 }
 
 pub fn restore(file: &Path, cfg: &server::Config, skip_hash_check: bool) -> anyhow::Result<()> {
-    if cfg.data_dir.exists() {
-        bail!("data-dir {:?} exists", cfg.data_dir);
-    }
+    // etcdutl fills an existing empty data dir (a mount point, as Kubernetes hands a pod one)
+    // and refuses any other; an existing wal-dir it refuses even empty.
+    let fill = match std::fs::read_dir(&cfg.data_dir).map(|mut d| d.next().is_none()) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Ok(true) => true,
+        _ => bail!("data-dir {:?} not empty or could not be read", cfg.data_dir),
+    };
     if let Some(w) = cfg.wal_dir.as_ref().filter(|w| w.exists()) {
         bail!("wal-dir {w:?} exists");
     }
@@ -185,14 +194,22 @@ pub fn restore(file: &Path, cfg: &server::Config, skip_hash_check: bool) -> anyh
     // Check the flags before writing anything.
     server::new_member_meta(cfg)?;
     // Removed on any error. If the process dies, a hidden `.*.restore-*` directory is left
-    // beside the target, never a half-written data directory.
-    let parent = parent_of(&cfg.data_dir);
-    backend::swap::create_dir_all_durably(&parent, backend::swap::sync_dir)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(&format!(".{}.restore-", file_name(&cfg.data_dir)))
-        .tempdir_in(&parent)
-        .with_context(|| format!("cannot create a staging directory in {}", parent.display()))?;
+    // beside the target (or, when filling an existing directory, inside it), never a
+    // half-written data directory.
+    let staging = if fill {
+        // Inside the target, so that moving the result into it is a rename on its file system.
+        tempfile::Builder::new()
+            .prefix(".restore-")
+            .tempdir_in(&cfg.data_dir)
+    } else {
+        let parent = parent_of(&cfg.data_dir);
+        backend::swap::create_dir_all_durably(&parent, backend::swap::sync_dir)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+        tempfile::Builder::new()
+            .prefix(&format!(".{}.restore-", file_name(&cfg.data_dir)))
+            .tempdir_in(&parent)
+    }
+    .with_context(|| format!("cannot create a staging directory for {:?}", cfg.data_dir))?;
     // A WAL outside the data dir is staged beside `--wal-dir`, so it too is put in place by a
     // rename.
     let wal_staging = match &wal {
@@ -225,7 +242,7 @@ pub fn restore(file: &Path, cfg: &server::Config, skip_hash_check: bool) -> anyh
         .as_ref()
         .zip(cfg.wal_dir.as_deref())
         .map(|(s, w)| (s.path().join("wal"), w));
-    publish(staging, &cfg.data_dir, wal)?;
+    publish(staging, fill, &cfg.data_dir, wal)?;
     for s in &r.skipped {
         eprintln!("warning: left out of the restore: {s}");
     }
@@ -269,12 +286,14 @@ fn wal_place(cfg: &server::Config) -> anyhow::Result<WalPlace> {
 }
 
 /// Puts a complete restore in place: the WAL staged at `wal.0` (when apart) at `--wal-dir`
-/// `wal.1` first, then the data staged in `staging` at `data_dir`. A failure takes back what was
+/// `wal.1` first, then the data staged in `staging` at `data_dir` (renamed there, or, to `fill`
+/// an existing empty directory, its entries moved into it). A failure takes back what was
 /// already put in place, so nothing is left at either target. Killed between the two steps, a
 /// restore leaves a WAL at `--wal-dir` and no data dir: a WAL alone is no member, unlike a data
 /// dir without its WAL, which would start as a new one.
 fn publish(
     staging: tempfile::TempDir,
+    fill: bool,
     data_dir: &Path,
     wal: Option<(PathBuf, &Path)>,
 ) -> anyhow::Result<()> {
@@ -286,11 +305,29 @@ fn publish(
         placed.rename(&from, to)?;
         backend::swap::sync_dir(&parent_of(to))?;
     }
-    if data_dir.symlink_metadata().is_ok() {
-        bail!("data-dir {data_dir:?} exists");
+    if fill {
+        let mut names = std::fs::read_dir(staging.path())?
+            .map(|e| Ok(e?.file_name()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        // `member` last: until it is there, the directory is no member's.
+        names.sort_by_key(|n| n == "member");
+        for n in names {
+            let to = data_dir.join(&n);
+            // A rename would replace an empty directory that appeared since the check.
+            if to.symlink_metadata().is_ok() {
+                bail!("data-dir {data_dir:?} not empty or could not be read");
+            }
+            placed.rename(&staging.path().join(&n), &to)?;
+        }
+        staging.close()?;
+        backend::swap::sync_dir(data_dir)?;
+    } else {
+        if data_dir.symlink_metadata().is_ok() {
+            bail!("data-dir {data_dir:?} not empty or could not be read");
+        }
+        placed.rename(&staging.keep(), data_dir)?;
+        backend::swap::sync_dir(&parent_of(data_dir))?;
     }
-    placed.rename(&staging.keep(), data_dir)?;
-    backend::swap::sync_dir(&parent_of(data_dir))?;
     placed.0.clear();
     Ok(())
 }
@@ -537,7 +574,7 @@ mod tests {
         );
         assert!(cfg.data_dir.join("member/wal").exists());
         let e = restore(&p, &cfg, false).unwrap_err().to_string();
-        assert!(e.contains("exists"), "{e}");
+        assert!(e.contains("not empty or could not be read"), "{e}");
         assert_eq!(leftovers(dir.path()), Vec::<String>::new());
     }
 
@@ -598,34 +635,36 @@ mod tests {
     #[test]
     fn a_failed_last_step_takes_the_wal_back() {
         let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
-        let wal_dir = dir.path().join("wal");
-        std::fs::create_dir_all(data_dir.join("member")).unwrap();
-        let staging = tempfile::Builder::new()
-            .prefix(".data.restore-")
-            .tempdir_in(dir.path())
-            .unwrap();
-        std::fs::create_dir_all(staging.path().join("member/snap")).unwrap();
-        let wal_staging = tempfile::Builder::new()
-            .prefix(".wal.restore-")
-            .tempdir_in(dir.path())
-            .unwrap();
-        let staged_wal = wal_staging.path().join("wal");
-        std::fs::create_dir(&staged_wal).unwrap();
-        std::fs::write(staged_wal.join("0.wal"), b"log").unwrap();
-        let e = publish(staging, &data_dir, Some((staged_wal, &wal_dir))).unwrap_err();
-        assert!(e.to_string().contains("exists"), "{e}");
-        assert!(!wal_dir.exists());
-        drop(wal_staging);
-        let names = |d: &Path| {
-            std::fs::read_dir(d)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(names(&data_dir), ["member"]);
-        assert!(names(&data_dir.join("member")).is_empty());
-        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+        for fill in [false, true] {
+            let data_dir = dir.path().join(format!("data-{fill}"));
+            let wal_dir = dir.path().join(format!("wal-{fill}"));
+            std::fs::create_dir_all(data_dir.join("member")).unwrap();
+            let staging = tempfile::Builder::new()
+                .prefix(".restore-")
+                .tempdir_in(if fill { &data_dir } else { dir.path() })
+                .unwrap();
+            std::fs::create_dir_all(staging.path().join("member/snap")).unwrap();
+            let wal_staging = tempfile::Builder::new()
+                .prefix(".wal.restore-")
+                .tempdir_in(dir.path())
+                .unwrap();
+            let staged_wal = wal_staging.path().join("wal");
+            std::fs::create_dir(&staged_wal).unwrap();
+            std::fs::write(staged_wal.join("0.wal"), b"log").unwrap();
+            let e = publish(staging, fill, &data_dir, Some((staged_wal, &wal_dir))).unwrap_err();
+            assert!(e.to_string().contains("not empty"), "{e}");
+            assert!(!wal_dir.exists(), "fill {fill}");
+            drop(wal_staging);
+            let names = |d: &Path| {
+                std::fs::read_dir(d)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(names(&data_dir), ["member"], "fill {fill}");
+            assert!(names(&data_dir.join("member")).is_empty(), "fill {fill}");
+            assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+        }
     }
 
     /// A `--wal-dir` inside the data dir is put in place with it, in the same rename; one that
@@ -657,6 +696,62 @@ mod tests {
         let e = restore(&p, &cfg, false).unwrap_err().to_string();
         assert!(e.contains("inside wal-dir"), "{e}");
         assert!(!dir.path().join("x5").exists());
+        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    }
+
+    /// As etcdutl does, an existing empty data dir (a mount point) is filled, not replaced: it
+    /// keeps its inode, hence its owner, mode and mount.
+    #[test]
+    fn restore_fills_an_existing_empty_data_dir() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let p = snapshot_file(dir.path());
+        for wal_dir in [None, Some(dir.path().join("logs").join("wal"))] {
+            let data_dir = dir.path().join("mnt");
+            std::fs::create_dir(&data_dir).unwrap();
+            let ino = std::fs::metadata(&data_dir).unwrap().ino();
+            let cfg = server::Config {
+                data_dir: data_dir.clone(),
+                wal_dir: wal_dir.clone(),
+                ..Default::default()
+            };
+            restore(&p, &cfg, false).unwrap();
+            assert_eq!(std::fs::metadata(&data_dir).unwrap().ino(), ino);
+            let names: Vec<_> = std::fs::read_dir(&data_dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["member"], "nothing else in {data_dir:?}");
+            assert!(data_dir.join("member/snap/db").exists());
+            let wal = wal_dir.unwrap_or_else(|| data_dir.join("member/wal"));
+            assert_eq!(std::fs::read_dir(&wal).unwrap().count(), 1, "{wal:?}");
+            // Not empty any more: refused, in etcdutl's words.
+            let e = restore(&p, &cfg, false).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("data-dir {data_dir:?} not empty or could not be read")
+            );
+            std::fs::remove_dir_all(&data_dir).unwrap();
+            let _ = std::fs::remove_dir_all(dir.path().join("logs"));
+        }
+        // A file is no directory to fill.
+        let cfg = server::Config {
+            data_dir: p.clone(),
+            ..Default::default()
+        };
+        let e = restore(&p, &cfg, false).unwrap_err().to_string();
+        assert!(e.contains("not empty or could not be read"), "{e}");
+        // etcdutl refuses an existing wal-dir even when it is empty.
+        let wal_dir = dir.path().join("empty-wal");
+        std::fs::create_dir(&wal_dir).unwrap();
+        let cfg = server::Config {
+            data_dir: dir.path().join("other"),
+            wal_dir: Some(wal_dir.clone()),
+            ..Default::default()
+        };
+        let e = restore(&p, &cfg, false).unwrap_err().to_string();
+        assert_eq!(e, format!("wal-dir {wal_dir:?} exists"));
+        assert!(!cfg.data_dir.exists());
         assert_eq!(leftovers(dir.path()), Vec::<String>::new());
     }
 
