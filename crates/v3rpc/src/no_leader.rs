@@ -135,16 +135,23 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let resp = std::task::ready!(this.inner.poll(cx))?;
-        let changed = this.watch.take().map(|mut rx| {
-            Box::pin(async move {
-                let _ = rx.changed().await;
-            }) as Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-        });
+        let changed = this.watch.take().map(fired);
         Poll::Ready(Ok(resp.map(|inner| NoLeaderBody {
             inner: Some(inner),
             changed,
         })))
     }
+}
+
+/// Resolves when the monitor fires, and never once the monitor has stopped: a member that
+/// stops ends its streams as a closed connection (as etcd's does, whose monitor returns without
+/// cancelling anything), which a client resumes elsewhere, not with `no leader`, which ends it.
+fn fired(mut rx: watch::Receiver<u64>) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    })
 }
 
 /// A response body that ends with etcd's no-leader status when the monitor fires.
@@ -203,5 +210,25 @@ impl<B: Body<Data = Bytes> + Unpin> Body for NoLeaderBody<B> {
             .as_ref()
             .map(|b| b.size_hint())
             .unwrap_or_else(|| SizeHint::with_exact(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt as _;
+
+    #[test]
+    fn a_stopped_monitor_ends_no_stream_and_a_firing_one_does() {
+        let (tx, rx) = watch::channel(0u64);
+        let mut firing = fired(rx);
+        assert!((&mut firing).now_or_never().is_none());
+        tx.send_modify(|g| *g += 1);
+        assert!(firing.now_or_never().is_some());
+        // The monitor returns when the member stops, dropping its sender.
+        let (tx, rx) = watch::channel(0u64);
+        let mut stopped = fired(rx);
+        drop(tx);
+        assert!((&mut stopped).now_or_never().is_none());
     }
 }
