@@ -419,6 +419,12 @@ fn compaction_cancels_watchers_behind_it() {
     let got: Vec<WatchResponse> = rx.try_iter().collect();
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].watch_id, got[0].revision), (-1, fx.kv.rev()));
+    // Its own progress notifications (it asked for them) stop too.
+    s.request_progress(behind);
+    assert!(
+        rx.try_iter().next().is_none(),
+        "progress for a compacted watcher"
+    );
     s.cancel(behind).unwrap();
     assert!(s.request_progress_all());
 }

@@ -446,7 +446,13 @@ impl Watchers {
                 _ => return false,
             }
         }
-        let Some(w) = wks.first().and_then(|wk| g.all.get(wk)) else {
+        // Through a watcher still watching: a compacted one asked alone gets nothing (etcd removed
+        // it from its groups), and the stream-wide answer goes through the stream's one sink.
+        let Some(w) = wks
+            .iter()
+            .filter_map(|wk| g.all.get(wk))
+            .find(|w| w.place != Place::Compacted)
+        else {
             return true;
         };
         w.sink
