@@ -56,7 +56,7 @@ impl ClientPort {
         let cfg = v3rpc::ClientConfig {
             max_request_bytes: c.max_request_bytes,
             max_txn_ops: c.max_txn_ops,
-            watch_progress_notify_interval: c.watch_progress_notify_interval,
+            watch_progress_notify_interval: c.progress_notify_interval(),
         };
         let serve = v3rpc::ServeConfig {
             max_concurrent_streams: c.max_concurrent_streams,

@@ -244,6 +244,15 @@ pub struct InitialMember {
 }
 
 impl Config {
+    /// The progress notification interval watchers get: 0 keeps the default, as etcd adjusts
+    /// the interval only when it is given one above 0.
+    pub fn progress_notify_interval(&self) -> Duration {
+        match self.watch_progress_notify_interval {
+            Duration::ZERO => DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
+            d => d,
+        }
+    }
+
     /// Where the WAL is: `--wal-dir`, or `<data-dir>/member/wal` (etcd's `WALDir`).
     pub fn wal_dir(&self) -> PathBuf {
         match &self.wal_dir {
@@ -448,6 +457,20 @@ pub fn listen_addr(url: &str) -> Result<SocketAddr, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_progress_notify_interval_of_zero_keeps_the_default() {
+        let c = |d| Config {
+            watch_progress_notify_interval: d,
+            ..Config::default()
+        };
+        assert_eq!(
+            c(Duration::ZERO).progress_notify_interval(),
+            DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL
+        );
+        let second = Duration::from_secs(1);
+        assert_eq!(c(second).progress_notify_interval(), second);
+    }
 
     #[test]
     fn default_config_is_valid_and_single_member() {
