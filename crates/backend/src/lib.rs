@@ -80,6 +80,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+use staged::Staged;
+
 use redb::{
     Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
     ReadableTableMetadata, TableDefinition, WriteTransaction,
@@ -301,6 +303,7 @@ struct Deferred {
     txn: WriteTransaction,
     ops: usize,
     record: Option<Vec<defrag::JournalOp>>,
+    staged: Staged,
 }
 
 impl fmt::Debug for Backend {
@@ -474,6 +477,7 @@ impl Backend {
                 backend: self,
                 ops: d.ops,
                 record: d.record,
+                staged: d.staged,
                 _gate: gate,
             }),
             None => self.begin(gate),
@@ -492,6 +496,7 @@ impl Backend {
             backend: self,
             ops: 0,
             record,
+            staged: Staged::default(),
             _gate: gate,
         })
     }
@@ -536,13 +541,15 @@ impl Backend {
     /// defragmentation or an install must not begin or end with changes pending in a transaction
     /// on the old file (its journal would miss them, or they would land in the replaced file).
     pub(crate) fn commit_deferred_locked(&self) -> Result<()> {
-        let Some(d) = self.take_deferred() else {
+        let Some(mut d) = self.take_deferred() else {
             return Ok(());
         };
         let mut txn = d.txn;
-        let committed = txn
-            .set_durability(Durability::None)
-            .map_err(BackendError::from)
+        let committed = write_staged(&txn, &mut d.staged, &mut d.ops, &mut d.record)
+            .and_then(|()| {
+                txn.set_durability(Durability::None)
+                    .map_err(BackendError::from)
+            })
             .and_then(|()| txn.commit().map_err(BackendError::from));
         self.poison(committed)?;
         if let Some(ops) = d.record {
@@ -792,6 +799,8 @@ pub struct WriteTxn<'a> {
     ops: usize,
     /// This transaction's changes, kept while a defragmentation journals writes.
     record: Option<Vec<defrag::JournalOp>>,
+    /// Written when the transaction commits (see [`stage`](Self::stage)).
+    staged: Staged,
     _gate: MutexGuard<'a, ()>,
 }
 
@@ -824,6 +833,9 @@ enum Rule {
 impl WriteTxn<'_> {
     /// Stores `value` under `key`.
     pub fn put(&mut self, bucket: Bucket, key: &[u8], value: &[u8]) -> Result<()> {
+        if !self.staged.is_empty() {
+            self.staged.forget(bucket, key);
+        }
         let r = self
             .txn
             .open_table(bucket.def())
@@ -839,6 +851,7 @@ impl WriteTxn<'_> {
 
     /// Removes `key`; returns whether it was present.
     pub fn delete(&mut self, bucket: Bucket, key: &[u8]) -> Result<bool> {
+        self.staged.forget(bucket, key);
         let r = self
             .txn
             .open_table(bucket.def())
@@ -866,6 +879,7 @@ impl WriteTxn<'_> {
         let Some(range) = bounds(start, end) else {
             return Ok(0);
         };
+        self.staged.forget_range(bucket, start, end);
         let mut n = 0u64;
         let r = self
             .txn
@@ -890,7 +904,15 @@ impl WriteTxn<'_> {
         Ok(n)
     }
 
-    /// Puts and deletes made in this transaction so far.
+    /// Stores `value` under `key` when this transaction commits, whoever commits it (see
+    /// `staged`): for a record every request overwrites, written once a batch instead of once
+    /// a request. A later `stage` of the same key replaces the value; a later [`put`](Self::put)
+    /// or delete of it wins over it. Reads through this transaction see it.
+    pub fn stage(&mut self, bucket: Bucket, key: &[u8], value: &[u8]) {
+        self.staged.set(bucket, key, value);
+    }
+
+    /// Puts and deletes made in this transaction so far (staged writes count once written).
     pub fn ops(&self) -> usize {
         self.ops
     }
@@ -922,6 +944,7 @@ impl WriteTxn<'_> {
 
     fn commit_inner(mut self, rule: Rule) -> Result<CommitInfo> {
         let backend = self.backend;
+        write_staged(&self.txn, &mut self.staged, &mut self.ops, &mut self.record)?;
         let mut st = backend.batch();
         let ops = st.pending_ops.saturating_add(self.ops);
         let durable = match rule {
@@ -968,10 +991,15 @@ impl WriteTxn<'_> {
             backend,
             ops,
             record,
+            staged,
             _gate,
         } = self;
-        *backend.deferred.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Deferred { txn, ops, record });
+        *backend.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(Deferred {
+            txn,
+            ops,
+            record,
+            staged,
+        });
     }
 
     /// Discards every change of this transaction (same as dropping it).
@@ -983,6 +1011,9 @@ impl WriteTxn<'_> {
 
 impl Reader for WriteTxn<'_> {
     fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.staged.get(bucket, key) {
+            return Ok(Some(v.to_vec()));
+        }
         let t = self.txn.open_table(bucket.def())?;
         let v = t.get(key)?.map(|v| v.value().to_vec());
         Ok(v)
@@ -996,14 +1027,60 @@ impl Reader for WriteTxn<'_> {
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
         let t = self.txn.open_table(bucket.def())?;
-        scan(&t, start, end, f)
+        if self.staged.in_range(bucket, start, end).next().is_none() {
+            return scan(&t, start, end, f);
+        }
+        // Rare (a scan of `meta` within a batch): merge the staged values into the stored ones.
+        let mut pairs = std::collections::BTreeMap::new();
+        scan(&t, start, end, |k, v| {
+            pairs.insert(k.to_vec(), v.to_vec());
+            true
+        })?;
+        for (k, v) in self.staged.in_range(bucket, start, end) {
+            pairs.insert(k.to_vec(), v.to_vec());
+        }
+        for (k, v) in &pairs {
+            if !f(k, v) {
+                break;
+            }
+        }
+        Ok(())
     }
+}
+
+/// Writes the staged values into `txn` before its commit (one table open per bucket), counted
+/// and journaled as puts.
+fn write_staged(
+    txn: &WriteTransaction,
+    staged: &mut Staged,
+    ops: &mut usize,
+    record: &mut Option<Vec<defrag::JournalOp>>,
+) -> Result<()> {
+    if staged.is_empty() {
+        return Ok(());
+    }
+    let all = staged.take();
+    for group in all.chunk_by(|a, b| a.0 == b.0) {
+        let mut t = txn.open_table(group[0].0.def())?;
+        for (_, k, v) in group {
+            t.insert(k.as_slice(), v.as_slice())?;
+        }
+    }
+    *ops += all.len();
+    if let Some(r) = record {
+        r.extend(
+            all.into_iter()
+                .map(|(b, k, v)| defrag::JournalOp::Put(b, k, v)),
+        );
+    }
+    Ok(())
 }
 
 mod copy;
 pub mod defrag;
 mod hash;
 mod nosync;
+mod staged;
 pub mod swap;
 
 pub use copy::SnapshotFile;

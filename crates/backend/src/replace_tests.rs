@@ -196,6 +196,11 @@ fn defrag_catches_up_writes_made_during_the_copy_and_shrinks_the_file() {
             w.put(Bucket::Lease, format!("l{round}").as_bytes(), b"lease")
                 .unwrap();
             w.commit().unwrap();
+            // A staged value in a deferred transaction, committed by the next writer: it is
+            // journaled like a put.
+            let mut w = w2.write().unwrap();
+            w.stage(Bucket::Meta, b"staged", &[round as u8]);
+            w.defer();
             let mut w = w2.write().unwrap();
             w.put(Bucket::Key, b"aborted", b"x").unwrap();
             w.abort().unwrap();
@@ -233,6 +238,7 @@ fn defrag_catches_up_writes_made_during_the_copy_and_shrinks_the_file() {
     }
     want.insert((Bucket::Lease, b"l0".to_vec()), b"lease".to_vec());
     want.insert((Bucket::Lease, b"l1".to_vec()), b"lease".to_vec());
+    want.insert((Bucket::Meta, b"staged".to_vec()), vec![1]);
     assert_eq!(got, want);
     assert!(
         stats.size_after < before,

@@ -509,3 +509,68 @@ fn unsafe_no_fsync_still_writes_the_file_and_defragments() {
         Some(&b"v"[..])
     );
 }
+
+#[test]
+fn staged_values_are_committed_with_the_data_by_whoever_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(dir.path().join("db"), lazy()).unwrap();
+    let ci = |r: &dyn Reader| r.get(Bucket::Meta, b"ci").unwrap();
+    for i in 1..=3u8 {
+        let mut w = b.resume().unwrap();
+        w.put(Bucket::Key, &[i], b"v").unwrap();
+        w.stage(Bucket::Meta, b"ci", &[i]);
+        assert_eq!(
+            ci(&w),
+            Some(vec![i]),
+            "reads in the transaction see the staged value"
+        );
+        w.defer();
+    }
+    // Neither the data nor the staged value is visible before the commit.
+    assert_eq!(ci(&b.read().unwrap()), None);
+    assert_eq!(b.read().unwrap().get(Bucket::Key, &[3]).unwrap(), None);
+    // Another writer's transaction commits the deferred one first, staged value included.
+    let w = b.write().unwrap();
+    assert_eq!(ci(&b.read().unwrap()), Some(vec![3]));
+    assert!(b.read().unwrap().get(Bucket::Key, &[3]).unwrap().is_some());
+    w.abort().unwrap();
+    // And force_commit of a deferred transaction makes its staged value durable with its data.
+    let mut w = b.resume().unwrap();
+    w.put(Bucket::Key, &[4], b"v").unwrap();
+    w.stage(Bucket::Meta, b"ci", &[4]);
+    w.defer();
+    b.force_commit().unwrap();
+    let img = crash_image(&b, dir.path(), "crash");
+    let c = Backend::open(&img, lazy()).unwrap();
+    let r = c.read().unwrap();
+    assert_eq!(ci(&r), Some(vec![4]));
+    assert!(r.get(Bucket::Key, &[4]).unwrap().is_some());
+}
+
+#[test]
+fn the_last_write_of_a_staged_key_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(dir.path().join("db"), lazy()).unwrap();
+    let mut w = b.write().unwrap();
+    w.stage(Bucket::Meta, b"a", b"staged");
+    w.put(Bucket::Meta, b"a", b"put").unwrap();
+    w.put(Bucket::Meta, b"b", b"put").unwrap();
+    w.stage(Bucket::Meta, b"b", b"staged");
+    w.stage(Bucket::Meta, b"c", b"staged");
+    w.delete(Bucket::Meta, b"c").unwrap();
+    w.stage(Bucket::Meta, b"d", b"staged");
+    w.stage(Bucket::Meta, b"e", b"staged");
+    w.delete_range(Bucket::Meta, b"e", None).unwrap();
+    let seen = w.range(Bucket::Meta, b"", None, 0).unwrap();
+    w.commit().unwrap();
+    let want = vec![
+        (b"a".to_vec(), b"put".to_vec()),
+        (b"b".to_vec(), b"staged".to_vec()),
+        (b"d".to_vec(), b"staged".to_vec()),
+    ];
+    assert_eq!(seen, want, "a scan in the transaction");
+    assert_eq!(
+        b.read().unwrap().range(Bucket::Meta, b"", None, 0).unwrap(),
+        want
+    );
+}

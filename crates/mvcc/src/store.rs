@@ -1444,14 +1444,16 @@ impl<'a> TxnWrite<'a> {
                 "no write transaction".into(),
             )));
         };
+        // Staged, not put: in a batch only the last entry's values reach the file, and the
+        // commit that ends the batch, whoever makes it, writes them with the batch's data.
         if consistent_index != 0 {
-            txn.put(
+            txn.stage(
                 Bucket::Meta,
                 META_CONSISTENT_INDEX,
                 &consistent_index.to_be_bytes(),
-            )?;
+            );
             if term != 0 {
-                txn.put(Bucket::Meta, META_TERM, &term.to_be_bytes())?;
+                txn.stage(Bucket::Meta, META_TERM, &term.to_be_bytes());
             }
         }
         let rev = self.begin_rev + 1;

@@ -735,6 +735,24 @@ fn crash_loses_non_durable_commits_back_to_a_consistent_index() {
     assert_eq!(keys(&all(&c2, 0).unwrap()), vec!["b"]);
 }
 
+#[test]
+fn deferred_revisions_reach_the_file_with_their_consistent_index_whoever_commits_them() {
+    let f = Fixture::new();
+    let (_b, s) = f.open();
+    put_deferred(&s, "a", "1", 10);
+    put_deferred(&s, "b", "2", 11);
+    // Not flushed: the commit that makes them durable is the backend's own (a timer's).
+    s.force_commit().unwrap();
+    let image = f.path.with_file_name("crash");
+    std::fs::copy(&f.path, &image).unwrap();
+    let (_cb, c) = open_at(&image);
+    assert_eq!(keys(&all(&c, 0).unwrap()), vec!["a", "b"]);
+    assert_eq!(c.consistent_index_and_term().unwrap(), (11, 1));
+    // The flush that follows publishes them as usual.
+    s.flush().unwrap();
+    assert_eq!(s.rev(), 3);
+}
+
 /// The same ops on a fresh store; `twist` changes one value.
 fn feed(s: &KvStore, twist: bool) {
     put(s, "a", "1");
