@@ -91,7 +91,7 @@ where
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let cx = Ctx::of(&req);
         let req = req.into_inner();
-        self.srv.check_quota(apply::quota::cost_put(&req)).await?;
+        crate::check_quota(&*self.srv, apply::quota::cost_put(&req)).await?;
         validate::check_put(&req)?;
         let mut resp = self.srv.put(&cx, req).await?;
         fill(&*self.srv, &mut resp.header);
@@ -113,7 +113,7 @@ where
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let cx = Ctx::of(&req);
         let req = req.into_inner();
-        self.srv.check_quota(apply::quota::cost_txn(&req)).await?;
+        crate::check_quota(&*self.srv, apply::quota::cost_txn(&req)).await?;
         validate::check_txn(&req, self.max_txn_ops)?;
         let mut resp = self.srv.txn(&cx, req).await?;
         fill(&*self.srv, &mut resp.header);

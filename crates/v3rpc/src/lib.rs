@@ -129,11 +129,26 @@ pub trait RaftKv: Send + Sync + 'static {
     ) -> Result<CompactionResponse, ServerError>;
 }
 
-/// etcd's quota check before a write is proposed (its `quotaAlarmer`): refuses with NOSPACE (and
-/// raises the alarm) when the backend has no room for `cost` bytes.
+/// etcd's quota check before a write is proposed (its `quotaAlarmer`), in two steps (see
+/// [`check_quota`]): the check, synchronous, and the refusal, which goes through Raft.
 #[tonic::async_trait]
 pub trait Quota: Send + Sync + 'static {
-    async fn check_quota(&self, cost: u64) -> Result<(), ServerError>;
+    /// Whether the backend has room for a write of `cost` bytes.
+    fn quota_has_room(&self, cost: u64) -> Result<bool, ServerError>;
+    /// A write did not fit: raises the NOSPACE alarm and gives the error to answer with.
+    async fn refuse_over_quota(&self) -> ServerError;
+}
+
+/// Refuses with NOSPACE (and raises the alarm) when the backend has no room for `cost` bytes.
+///
+/// The check is a synchronous trait method and only the refusal an async one: every put and txn
+/// passes here, and an async trait method boxes its future, which for the refusal's (it holds a
+/// whole Raft proposal) cost a put more than the check itself, about 2% of its CPU time.
+pub async fn check_quota<Q: Quota + ?Sized>(q: &Q, cost: u64) -> Result<(), ServerError> {
+    if q.quota_has_room(cost)? {
+        return Ok(());
+    }
+    Err(q.refuse_over_quota().await)
 }
 
 /// The cluster's alarms (etcd's `Alarmer`).

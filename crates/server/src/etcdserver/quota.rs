@@ -14,21 +14,23 @@ use tokio::sync::{watch, Notify};
 use super::EtcdServer;
 
 impl EtcdServer {
-    /// etcd's quota check before proposing a put, txn or lease grant: if the backend is too
-    /// full for a write of `cost`, raise the NOSPACE alarm (through Raft, waiting for it) and
-    /// refuse the request.
-    pub async fn check_quota(&self, cost: u64) -> Result<(), ServerError> {
+    /// etcd's quota check before proposing a put or txn: whether the backend has room for a
+    /// write of `cost` bytes.
+    pub fn quota_has_room(&self, cost: u64) -> Result<bool, ServerError> {
         let size = self
             .backend
             .size()
             .map_err(|e| ServerError::Internal(e.to_string()))?;
-        if self.quota.available(size, cost) {
-            return Ok(());
-        }
+        Ok(self.quota.available(size, cost))
+    }
+
+    /// Refuses a write that did not fit: raises the NOSPACE alarm (through Raft, waiting for it)
+    /// and gives the error to answer with.
+    pub async fn refuse_over_quota(&self) -> ServerError {
         if let Err(e) = self.raise_alarm(AlarmType::Nospace).await {
             tracing::warn!("failed to raise the NOSPACE alarm: {e}");
         }
-        Err(ServerError::NoSpace)
+        ServerError::NoSpace
     }
 
     /// Raises `alarm` for this member through Raft.

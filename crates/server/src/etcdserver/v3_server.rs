@@ -211,8 +211,12 @@ impl EtcdServer {
 
 #[tonic::async_trait]
 impl v3rpc::Quota for EtcdServer {
-    async fn check_quota(&self, cost: u64) -> Result<(), ServerError> {
-        EtcdServer::check_quota(self, cost).await
+    fn quota_has_room(&self, cost: u64) -> Result<bool, ServerError> {
+        EtcdServer::quota_has_room(self, cost)
+    }
+
+    async fn refuse_over_quota(&self) -> ServerError {
+        EtcdServer::refuse_over_quota(self).await
     }
 }
 
