@@ -907,7 +907,9 @@ impl WriteTxn<'_> {
     /// Stores `value` under `key` when this transaction commits, whoever commits it (see
     /// `staged`): for a record every request overwrites, written once a batch instead of once
     /// a request. A later `stage` of the same key replaces the value; a later [`put`](Self::put)
-    /// or delete of it wins over it. Reads through this transaction see it.
+    /// or delete of it wins over it. Reads through this transaction see it (a scan of a bucket
+    /// with staged values reads its range into memory first: stage only into small buckets such as
+    /// `meta`); a delete reports and counts only the keys already stored.
     pub fn stage(&mut self, bucket: Bucket, key: &[u8], value: &[u8]) {
         self.staged.set(bucket, key, value);
     }

@@ -515,6 +515,9 @@ fn staged_values_are_committed_with_the_data_by_whoever_commits() {
     let dir = tempfile::tempdir().unwrap();
     let b = Backend::open(dir.path().join("db"), lazy()).unwrap();
     let ci = |r: &dyn Reader| r.get(Bucket::Meta, b"ci").unwrap();
+    let mut w = b.write().unwrap();
+    w.put(Bucket::Meta, b"ci", &[0]).unwrap();
+    w.commit().unwrap();
     for i in 1..=3u8 {
         let mut w = b.resume().unwrap();
         w.put(Bucket::Key, &[i], b"v").unwrap();
@@ -526,8 +529,10 @@ fn staged_values_are_committed_with_the_data_by_whoever_commits() {
         );
         w.defer();
     }
+    // A transaction resumed without staging anything keeps what was staged.
+    b.resume().unwrap().defer();
     // Neither the data nor the staged value is visible before the commit.
-    assert_eq!(ci(&b.read().unwrap()), None);
+    assert_eq!(ci(&b.read().unwrap()), Some(vec![0]));
     assert_eq!(b.read().unwrap().get(Bucket::Key, &[3]).unwrap(), None);
     // Another writer's transaction commits the deferred one first, staged value included.
     let w = b.write().unwrap();
@@ -562,6 +567,16 @@ fn the_last_write_of_a_staged_key_wins() {
     w.stage(Bucket::Meta, b"e", b"staged");
     w.delete_range(Bucket::Meta, b"e", None).unwrap();
     let seen = w.range(Bucket::Meta, b"", None, 0).unwrap();
+    assert_eq!(
+        w.range(Bucket::Meta, b"b", Some(b"d"), 0).unwrap(),
+        vec![(b"b".to_vec(), b"staged".to_vec())],
+        "a bounded scan"
+    );
+    assert_eq!(
+        w.range(Bucket::Meta, b"", None, 1).unwrap(),
+        vec![(b"a".to_vec(), b"put".to_vec())],
+        "a scan stopped early"
+    );
     w.commit().unwrap();
     let want = vec![
         (b"a".to_vec(), b"put".to_vec()),

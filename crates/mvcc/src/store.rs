@@ -1257,7 +1257,8 @@ impl<'a> TxnWrite<'a> {
     }
 
     /// The backend write transaction, to write other buckets (leases, auth, ...) atomically
-    /// with this revision. Do not touch the `key` bucket through it. `None` if the backend
+    /// with this revision. Do not touch the `key` bucket through it, nor stage values (a dropped
+    /// revision that staged nothing else would keep them). `None` if the backend
     /// could not start the transaction (then [`end`](Self::end) fails).
     pub fn backend_txn(&mut self) -> Option<&mut WriteTxn<'a>> {
         self.txn.as_mut()
