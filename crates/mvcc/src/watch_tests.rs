@@ -425,6 +425,15 @@ fn compaction_cancels_watchers_behind_it() {
         rx.try_iter().next().is_none(),
         "progress for a compacted watcher"
     );
+    // Alone in its stream, it still carries the stream's answer: the client asked the stream.
+    s.cancel(at_compaction).unwrap();
+    assert!(s.request_progress_all());
+    let ids: Vec<WatchId> = rx.try_iter().map(|r| r.watch_id).collect();
+    assert_eq!(
+        ids,
+        vec![-1],
+        "a stream of compacted watchers answers a progress request"
+    );
     s.cancel(behind).unwrap();
     assert!(s.request_progress_all());
 }

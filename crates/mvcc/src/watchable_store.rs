@@ -446,12 +446,13 @@ impl Watchers {
                 _ => return false,
             }
         }
-        // Through a watcher still watching: a compacted one asked alone gets nothing (etcd removed
-        // it from its groups), and the stream-wide answer goes through the stream's one sink.
+        // A compacted watcher asked alone gets nothing (etcd removed it from its groups); the
+        // stream-wide answer is the stream's, and goes through its one sink whichever watcher
+        // holds it, even when every watcher left was compacted.
         let Some(w) = wks
             .iter()
             .filter_map(|wk| g.all.get(wk))
-            .find(|w| w.place != Place::Compacted)
+            .find(|w| resp_id == INVALID_WATCH_ID || w.place != Place::Compacted)
         else {
             return true;
         };
