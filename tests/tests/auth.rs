@@ -1436,10 +1436,14 @@ async fn auth_survives_restarts_and_leader_changes_in_a_cluster() {
         ))
         .await
         .expect("move leader");
-    eventually("the new leader", Duration::from_secs(30), async || {
-        (leader_of(cluster.member(from), &root).await == Some(target)).then_some(())
-    })
-    .await;
+    // Every member must know the new leader first: a read in flight on a member while it learns of
+    // the change fails with `leader changed`, as in etcd.
+    for i in 0..3 {
+        eventually("the new leader", Duration::from_secs(30), async || {
+            (leader_of(cluster.member(i), &root).await == Some(target)).then_some(())
+        })
+        .await;
+    }
     assert_every_member(&cluster, &reader, (&root, "OK"), " after the move").await;
 
     disable_auth_and_compare(&cluster, &root).await;
