@@ -403,6 +403,7 @@ cases! {
     MoveLeader,
     MemberList,
     MemberAdd,
+    MemberAddBadUrls,
     MemberRemove,
     MemberUpdate,
     MemberPromote,
@@ -613,6 +614,11 @@ async fn run_cell(t: &Target, case: Case, id: Ident, n: i64) -> String {
             })
             .await
         }
+        // etcd checks the URLs before the permission.
+        MemberAddBadUrls => call!(cluster.member_add(MemberAddRequest {
+            peer_ur_ls: vec!["not a url".into()],
+            is_learner: true,
+        })),
         MemberRemove => call!(cluster.member_remove(MemberRemoveRequest { id: 12345 })),
         MemberUpdate => call!(cluster.member_update(MemberUpdateRequest {
             id: 12345,

@@ -224,7 +224,9 @@ pub trait Authenticator: Send + Sync + 'static {
 #[tonic::async_trait]
 pub trait Cluster: Send + Sync + 'static {
     fn members(&self) -> Vec<Member>;
-    /// The added member and the membership after it.
+    /// `urls` checked as peer URLs (etcd's `types.NewURLs`) and sorted, or `MemberBadUrls`.
+    fn parse_peer_urls(&self, urls: &[String]) -> Result<Vec<String>, ServerError>;
+    /// The added member and the membership after it; `peer_urls` come from `parse_peer_urls`.
     async fn add_member(
         &self,
         peer_urls: Vec<String>,

@@ -52,11 +52,15 @@ where
         &self,
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        // Bad URLs are refused before the permission check, as etcd's gRPC layer does.
+        let peer_urls = self.srv.parse_peer_urls(&req.get_ref().peer_ur_ls)?;
         require_admin(&*self.srv, &Ctx::of(&req))
             .await
             .map_err(ServerError::from)?;
-        let req = req.into_inner();
-        let (m, members) = self.srv.add_member(req.peer_ur_ls, req.is_learner).await?;
+        let (m, members) = self
+            .srv
+            .add_member(peer_urls, req.get_ref().is_learner)
+            .await?;
         Ok(Response::new(MemberAddResponse {
             header: self.header(),
             member: Some(PbMember {

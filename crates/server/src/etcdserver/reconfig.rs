@@ -51,12 +51,12 @@ pub fn parse_peer_urls(urls: &[String]) -> Result<Vec<String>, ServerError> {
 
 impl EtcdServer {
     /// Adds a member (a learner if asked), as etcd's `AddMember`; returns it and the new membership.
+    /// `peer_urls` come from [`parse_peer_urls`].
     pub async fn add_member(
         &self,
-        peer_urls: &[String],
+        peer_urls: Vec<String>,
         is_learner: bool,
     ) -> Result<(Member, Vec<Member>), ServerError> {
-        let peer_urls = parse_peer_urls(peer_urls)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -349,12 +349,16 @@ impl v3rpc::Cluster for EtcdServer {
         self.cluster.members()
     }
 
+    fn parse_peer_urls(&self, urls: &[String]) -> Result<Vec<String>, ServerError> {
+        super::reconfig::parse_peer_urls(urls)
+    }
+
     async fn add_member(
         &self,
         peer_urls: Vec<String>,
         is_learner: bool,
     ) -> Result<(Member, Vec<Member>), ServerError> {
-        EtcdServer::add_member(self, &peer_urls, is_learner).await
+        EtcdServer::add_member(self, peer_urls, is_learner).await
     }
 
     async fn remove_member(&self, id: u64) -> Result<Vec<Member>, ServerError> {
