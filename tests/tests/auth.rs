@@ -1466,6 +1466,9 @@ async fn a_simple_token_from_one_member_works_on_the_others() {
     enable_auth_with_root(&mut auth).await;
     let root = login(cluster.member(1), "root", "rootpw").await;
     for i in 0..3 {
+        // A linearizable read first: a member that has not applied the auth enable yet would take
+        // the write as one without auth, which is then refused when applied.
+        assert_eq!(read_as(cluster.member(i), &root).await, "OK", "member {i}");
         assert_eq!(write_as(cluster.member(i), &root).await, "OK", "member {i}");
     }
     // A restart forgets simple tokens (they live in memory, as in etcd): the client logs in again.

@@ -275,6 +275,8 @@ async fn saved_snapshot_restores_into_a_new_three_member_cluster() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("saved.db");
     let leader = c.wait_leader(&[]).await;
+    // The snapshot is of what the follower applied: every acknowledged write, once it caught up.
+    c.assert_hashkv_equal().await;
     let follower = (leader + 1) % 3;
     let o = c
         .member(follower)
