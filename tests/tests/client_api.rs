@@ -1271,6 +1271,30 @@ async fn request_size_limits() {
         Code::ResourceExhausted,
         &format!("grpc: received message larger than max ({size} vs. 2097152)"),
     );
+    // The same limit on a stream: a watch created with a key over it ends the stream with the
+    // same status. etcd sends a stream's response headers with its first response, so its client
+    // sees the status when the stream opens; Hearth sends them at once, so its client sees the
+    // status at the first message.
+    let key = vec![b'k'; 2 * MIB + 1024];
+    let size = prost::Message::encoded_len(&api::etcdserverpb::WatchRequest {
+        request_union: Some(
+            api::etcdserverpb::watch_request::RequestUnion::CreateRequest(
+                api::etcdserverpb::WatchCreateRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                },
+            ),
+        ),
+    });
+    let received = match c.watch(key, None).await {
+        Ok(mut w) => w.message().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert_err(
+        received,
+        Code::ResourceExhausted,
+        &format!("grpc: received message larger than max ({size} vs. 2097152)"),
+    );
     // Nothing of it was written, and the server still serves.
     let r = get(
         &mut c,

@@ -92,8 +92,14 @@ where
                 };
                 let req = match next {
                     Ok(Some(r)) => r,
-                    // The client closed its side, or the connection broke: nothing to answer.
-                    Ok(None) | Err(_) => return,
+                    // The client closed its side: nothing to answer.
+                    Ok(None) => return,
+                    // A message that does not decode (or the connection broke): the stream ends
+                    // with the receive error, as etcd's does.
+                    Err(status) => {
+                        let _ = tx.try_send(Err(crate::grpc_go_receive_status(status)));
+                        return;
+                    }
                 };
                 let header = header(&*srv, 0);
                 let ttl = match srv.lease_renew(&cx, req.id).await {

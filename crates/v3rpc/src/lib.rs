@@ -424,22 +424,38 @@ pub fn fix_oversize_status<B>(mut resp: http::Response<B>) -> http::Response<B> 
     let Some(msg) = h.get("grpc-message").and_then(|v| v.to_str().ok()) else {
         return resp;
     };
-    let msg = percent_decode(msg);
-    let Some(rest) = msg.strip_prefix("Error, decoded message length too large: found ") else {
+    let Some(text) = oversize_text(&percent_decode(msg)) else {
         return resp;
     };
-    let mut nums = rest
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty());
-    let (Some(found), Some(limit)) = (nums.next(), nums.next()) else {
-        return resp;
-    };
-    let text = format!("grpc: received message larger than max ({found} vs. {limit})");
     if let Ok(v) = http::HeaderValue::from_str(&text) {
         h.insert("grpc-status", http::HeaderValue::from_static("8"));
         h.insert("grpc-message", v);
     }
     resp
+}
+
+/// The same rewrite for a message received on a client stream (Watch, LeaseKeepAlive), where tonic
+/// hands the status to the service instead of answering it.
+pub(crate) fn grpc_go_receive_status(status: tonic::Status) -> tonic::Status {
+    if status.code() != tonic::Code::OutOfRange {
+        return status;
+    }
+    match oversize_text(status.message()) {
+        Some(text) => tonic::Status::resource_exhausted(text),
+        None => status,
+    }
+}
+
+/// grpc-go's message for tonic's "decoded message length too large: found N bytes, the limit is: M bytes".
+fn oversize_text(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("Error, decoded message length too large: found ")?;
+    let mut nums = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
+    let (found, limit) = (nums.next()?, nums.next()?);
+    Some(format!(
+        "grpc: received message larger than max ({found} vs. {limit})"
+    ))
 }
 
 pub(crate) fn percent_decode(s: &str) -> String {
@@ -463,6 +479,28 @@ pub(crate) fn percent_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn oversize_receive_status_is_grpc_gos_and_others_kept() {
+        let s = super::grpc_go_receive_status(tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 2098190 bytes, the limit is: 2097152 bytes",
+        ));
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "grpc: received message larger than max (2098190 vs. 2097152)"
+        );
+        for other in [
+            tonic::Status::out_of_range("etcdserver: mvcc: required revision has been compacted"),
+            tonic::Status::internal("Error, decoded message length too large: found 1 bytes"),
+        ] {
+            let kept = super::grpc_go_receive_status(other.clone());
+            assert_eq!(
+                (kept.code(), kept.message()),
+                (other.code(), other.message())
+            );
+        }
+    }
+
     #[test]
     fn oversize_status_is_rewritten_and_others_kept() {
         let mk = |code: &'static str, msg: &'static str| {

@@ -21,7 +21,11 @@
 //!   fast as the client reads. It also sends periodic progress notifications and retries a deferred progress
 //!   request. When it ends (client gone, receive error, member stopping: then the client gets
 //!   etcd's `Unavailable` "etcdserver: server stopped") it closes the store stream (every
-//!   watcher of the stream is removed at once) and stops the receive loop.
+//!   watcher of the stream is removed at once) and stops the receive loop. A request that does
+//!   not decode (larger than the receive limit, say) ends the stream with grpc-go's status for it.
+//!   The response headers go out when the stream opens; etcd (grpc-go) sends them with the first
+//!   response, so an error before any response reaches an etcd client when it opens the stream and a
+//!   Hearth client at its first message, with the same status.
 //!
 //! # Guarantees
 //!
@@ -494,7 +498,7 @@ async fn recv_loop(
             Ok(None) => return,
             Err(status) => {
                 tracing::debug!("watch stream receive failed: {status}");
-                let _ = err_tx.send(status);
+                let _ = err_tx.send(crate::grpc_go_receive_status(status));
                 return;
             }
         };
