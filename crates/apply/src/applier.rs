@@ -6,9 +6,10 @@
 //!
 //! Puts, deletes and write txns end their store transaction with a deferred commit
 //! ([`mvcc::TxnWrite::end_deferred`]), and their responses wait in the applier until [`Applier::flush`],
-//! which the Raft loop calls after each batch of committed entries: one backend commit per batch instead of
-//! one per request (a commit costs far more than a small put). Any other request first flushes what is
-//! pending, so it sees, and its response follows, everything applied before it.
+//! which the Raft loop calls after each batch of committed entries: one publication per batch instead of
+//! one commit per request (a commit costs far more than a small put), and the commit itself only when a
+//! reader needs it or the deferred transaction has grown large (`mvcc::KvStore::flush`). Any other request
+//! first flushes what is pending, so it sees, and its response follows, everything applied before it.
 
 use std::sync::Arc;
 

@@ -190,7 +190,8 @@ impl Backend {
                 overflowed: false,
             });
             self.journaling.store(true, Ordering::Release);
-            self.read()
+            // Everything is committed (the gate is held), and `read` would wait for the gate.
+            self.read_raw()
         };
         let result = snap.and_then(|snap| {
             self.at(Point::DefragCopy);

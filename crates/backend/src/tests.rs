@@ -589,3 +589,44 @@ fn the_last_write_of_a_staged_key_wins() {
         want
     );
 }
+
+#[test]
+fn published_deferred_changes_are_committed_for_readers_and_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(dir.path().join("db"), lazy()).unwrap();
+    let mut w = b.resume().unwrap();
+    w.put(Bucket::Key, b"a", b"1").unwrap();
+    w.defer();
+    // Deferred, not published: no reader needs it, so no reader commits it.
+    assert!(b.is_visible());
+    assert_eq!(b.read().unwrap().get(Bucket::Key, b"a").unwrap(), None);
+    assert_eq!(b.deferred_ops(), 1);
+    b.publish_deferred();
+    assert!(!b.is_visible());
+    // A raw snapshot does not wait for it; a reader commits it first.
+    assert_eq!(b.read_raw().unwrap().get(Bucket::Key, b"a").unwrap(), None);
+    assert!(b.read().unwrap().get(Bucket::Key, b"a").unwrap().is_some());
+    assert!(b.is_visible());
+    assert_eq!(b.deferred_ops(), 0);
+    // Published, then continued and committed by the writer: visible with no reader's commit.
+    let mut w = b.resume().unwrap();
+    w.put(Bucket::Key, b"b", b"2").unwrap();
+    w.defer();
+    b.publish_deferred();
+    let mut w = b.resume().unwrap();
+    w.put(Bucket::Key, b"c", b"3").unwrap();
+    w.commit().unwrap();
+    assert!(b.is_visible());
+    let commits = b.pending_commits();
+    let r = b.read().unwrap();
+    assert_eq!(b.pending_commits(), commits, "the reader commits nothing");
+    assert!(r.get(Bucket::Key, b"b").unwrap().is_some());
+    // Published and committed by another writer's `write` (which commits the deferred one).
+    let mut w = b.resume().unwrap();
+    w.put(Bucket::Key, b"d", b"4").unwrap();
+    w.defer();
+    b.publish_deferred();
+    b.write().unwrap().abort().unwrap();
+    assert!(b.is_visible());
+    assert!(b.read().unwrap().get(Bucket::Key, b"d").unwrap().is_some());
+}

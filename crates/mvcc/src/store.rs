@@ -78,6 +78,10 @@ impl Default for StoreConfig {
     }
 }
 
+/// Past this many operations in the deferred backend transaction, [`KvStore::flush`] commits it
+/// instead of publishing it uncommitted, which bounds the transaction's dirty pages.
+const LAZY_COMMIT_OPS: usize = 4096;
+
 #[derive(Debug)]
 struct State {
     index: TreeIndex,
@@ -129,6 +133,25 @@ impl Inner {
 
     fn unpublished(&self) -> MutexGuard<'_, Unpublished> {
         self.unpublished.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `pick` of the state and a backend snapshot holding every revision the state has
+    /// published. The backend commits published changes on demand under its write gate, which
+    /// a writer holds while it waits for the state lock, so the commit is made before the state
+    /// lock is taken and checked under it (a revision is published in the backend before in the
+    /// state), and made again if a publication came in between.
+    fn visible_snapshot<T>(
+        &self,
+        mut pick: impl FnMut(&State) -> T,
+    ) -> Result<(T, backend::ReadTxn), backend::BackendError> {
+        loop {
+            self.backend.make_visible()?;
+            let st = self.state();
+            if self.backend.is_visible() {
+                let picked = pick(&st);
+                return Ok((picked, self.backend.read_raw()?));
+            }
+        }
     }
 
     /// Publishes the deferred revisions, whose changes the backend has just committed, in order.
@@ -638,12 +661,9 @@ impl KvStore {
 
     /// A consistent read-only snapshot at the current revision.
     pub fn read(&self) -> ReadView<'_> {
-        let (rev, snap) = {
-            let st = self.inner.state();
-            (
-                st.current_rev,
-                self.inner.backend.read().map_err(|e| e.to_string()),
-            )
+        let (rev, snap) = match self.inner.visible_snapshot(|st| st.current_rev) {
+            Ok((rev, snap)) => (rev, Ok(snap)),
+            Err(e) => (self.inner.state().current_rev, Err(e.to_string())),
         };
         ReadView {
             inner: &self.inner,
@@ -678,10 +698,15 @@ impl KvStore {
         }
     }
 
-    /// Commits the revisions written with [`TxnWrite::end_deferred`] and publishes them (to
-    /// readers and watchers) in order. Does nothing if there are none. If the commit fails,
-    /// their index changes are taken back and the error returned: the caller must not
-    /// acknowledge them.
+    /// Publishes the revisions written with [`TxnWrite::end_deferred`] (to readers and watchers)
+    /// in order. Does nothing if there are none.
+    ///
+    /// While the backend's deferred transaction holds fewer than [`LAZY_COMMIT_OPS`] operations
+    /// they are published uncommitted (`backend::Backend::publish_deferred`): a reader commits them
+    /// when it opens its snapshot, the caller's timer when it makes the backend durable. Past that
+    /// they are committed first; if that commit fails, their index changes are taken back and the
+    /// error returned: the caller must not acknowledge them. A later commit that fails stops the
+    /// backend (`failure`), and the member applies them again from its log.
     ///
     /// The commit is volatile (see `backend::WriteTxn::commit_volatile`): the caller answers the
     /// revisions' requests right after it and makes the backend durable on its own timer, so
@@ -693,6 +718,13 @@ impl KvStore {
             return Err(backend::BackendError::Poisoned(f.to_string()).into());
         }
         if !self.inner.unpublished().pending {
+            return Ok(());
+        }
+        if self.inner.backend.deferred_ops() < LAZY_COMMIT_OPS {
+            // Readers commit the published changes when they need them (`Backend::read`), the
+            // apply thread's timer when it syncs: no commit on the path of the answers.
+            self.inner.backend.publish_deferred();
+            self.inner.publish_unpublished();
             return Ok(());
         }
         let committed = self
@@ -970,8 +1002,7 @@ impl KvStore {
     }
 
     fn compute_hash(&self, rev: i64) -> Result<(KeyValueHash, i64), MvccError> {
-        let (compact, cur, at, keep, snap) = {
-            let st = self.inner.state();
+        let (picked, snap) = self.inner.visible_snapshot(|st| {
             let (compact, cur) = (st.compact_main_rev, st.current_rev);
             if rev > 0 && rev < compact {
                 return Err(MvccError::Compacted);
@@ -980,14 +1011,9 @@ impl KvStore {
                 return Err(MvccError::FutureRev);
             }
             let at = if rev == 0 { cur } else { rev };
-            (
-                compact,
-                cur,
-                at,
-                st.index.keep(at),
-                self.inner.backend.read()?,
-            )
-        };
+            Ok((compact, cur, at, st.index.keep(at)))
+        })?;
+        let (compact, cur, at, keep) = picked?;
         let mut h = KvHasher::new(compact, at, &keep);
         let mut failure = None;
         snap.for_each(Bucket::Key, &[], None, &mut |k, v| {

@@ -1161,6 +1161,46 @@ fn deferred_revisions_are_invisible_until_flushed_and_survive_an_empty_abort() {
 }
 
 #[test]
+fn a_flush_publishes_without_a_commit_and_a_reader_commits_what_it_reads() {
+    let f = Fixture::new();
+    let (b, s) = f.open();
+    put(&s, "a", "1");
+    put_deferred(&s, "b", "2", 7);
+    let commits = b.pending_commits();
+    s.flush().unwrap();
+    // Published: the store is at the revision, the backend has not committed it yet.
+    assert_eq!(s.rev(), 3);
+    assert!(b.deferred_ops() > 0);
+    assert!(!b.is_visible());
+    assert_eq!(b.pending_commits(), commits);
+    // A reader commits it before it takes its snapshot.
+    assert_eq!(get_at(&s, "b", 0).unwrap().mod_revision, 3);
+    assert_eq!(b.deferred_ops(), 0);
+    assert_eq!(b.pending_commits(), commits + 1);
+    // So does a hash: the same as a store that committed each revision.
+    put_deferred(&s, "c", "3", 8);
+    s.flush().unwrap();
+    let lazy = s.hash_kv(0).unwrap();
+    assert!(b.is_visible());
+    let g = Fixture::new();
+    let (_b2, t) = g.open();
+    for (k, v) in [("a", "1"), ("b", "2"), ("c", "3")] {
+        put(&t, k, v);
+    }
+    assert_eq!(t.hash_kv(0).unwrap(), lazy);
+    // And a restart replays nothing it lost: the published revisions are in the file once
+    // forced, as the apply thread's timer does.
+    put_deferred(&s, "d", "4", 9);
+    s.flush().unwrap();
+    s.force_commit().unwrap();
+    drop(s);
+    drop(b);
+    let (_b, s) = f.open();
+    assert_eq!(s.rev(), 5);
+    assert_eq!(s.consistent_index(), 9);
+}
+
+#[test]
 fn a_transaction_aborted_after_writing_stops_the_store_rather_than_lose_deferred_ones() {
     let f = Fixture::new();
     let (b, s) = f.open();

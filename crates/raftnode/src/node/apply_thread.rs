@@ -145,7 +145,7 @@ impl Worker {
                         applier.apply(e.index, e.term, &e.data)?;
                     }
                     // The batch's writes become visible, and their proposers are answered, with one
-                    // commit.
+                    // publication (committed when read, or by the sync below).
                     applier.flush()?;
                     dirty = true;
                     let ci = applier.consistent_index();
