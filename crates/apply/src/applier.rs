@@ -68,7 +68,7 @@ pub struct Applier {
     /// Responses of requests applied since the last flush, in apply order.
     unflushed: Vec<(u64, ApplyResult)>,
     /// The backend file's size, read once per flush: the file only grows when a commit writes
-    /// it (etcd's quota also reads the size as of the last commit), and a `stat` per request
+    /// it (now often a reader's or the 100 ms sync's, so the figure may lag by that much) (etcd's quota also reads the size as of the last commit), and a `stat` per request
     /// was a visible share of the apply loop.
     db_size: Option<u64>,
     /// etcd's `--warning-apply-duration`, with the clock that measures it (none: not measured).
@@ -226,8 +226,8 @@ impl Applier {
         Ok(())
     }
 
-    /// Commits what the requests applied since the last flush changed, publishes it, and sends
-    /// their responses. If the commit fails, they are answered with [`ServerError::Stopped`] and the
+    /// Publishes what the requests applied since the last flush changed (committing it when
+    /// `mvcc::KvStore::flush` does), and sends their responses. If that fails, they are answered with [`ServerError::Stopped`] and the
     /// member must stop (see [`ApplyFailed`]): those entries are applied in memory but not on disk, and
     /// are applied again from the WAL after a restart.
     pub fn flush(&mut self) -> Result<(), ApplyFailed> {

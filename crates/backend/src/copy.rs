@@ -1,7 +1,7 @@
 //! Consistent copies of the whole backend: into a new redb file, or as a byte stream.
 //!
-//! A copy reads one read snapshot (a redb read transaction), so it sees exactly one commit and
-//! never blocks writers; they go on committing to the live file while it runs. The cost is that
+//! A copy reads one read snapshot (a redb read transaction, after committing published changes:
+//! `Backend::read`), so it sees exactly one commit and never blocks writers; they go on committing to the live file while it runs. The cost is that
 //! redb cannot reuse the pages the snapshot pins until the copy ends, so the live file may grow
 //! by what is overwritten meanwhile.
 //!

@@ -23,7 +23,8 @@
 //! 4. **Switch** ([`Point::DefragFinal`], the only critical section). Under the write gate the
 //!    last journal entries are replayed and committed durably (if there are any), the new file
 //!    is renamed over the live one, the directory fsynced and the handle switched (see
-//!    [`crate::swap`]). Readers are never blocked; writers wait only for this step. The old
+//!    [`crate::swap`]). Readers are not blocked (a reader that must commit
+//!    published changes waits for the gate like a writer); writers wait only for this step. The old
 //!    handle is closed after the gate is released, without fsyncs (its file is unlinked).
 //!
 //! **Bounds.** The critical section replays at most `max(final_ops, ops of the last round)`

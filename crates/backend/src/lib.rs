@@ -51,7 +51,8 @@
 //! # Snapshots
 //!
 //! [`Backend::read`] opens a redb read transaction: a consistent, immutable snapshot of the last
-//! commit (durable or not) that never blocks writers and is never blocked by them.
+//! commit (durable or not) that never blocks writers; it waits for the write gate only to commit
+//! published changes first (see above).
 //! [`Backend::write`] opens the single redb write transaction; a second writer waits until the
 //! first one commits or is dropped (aborted).
 //!
@@ -573,10 +574,7 @@ impl Backend {
             return Ok(());
         }
         let _gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
-        let published = self.published.load(Ordering::SeqCst);
-        self.commit_deferred_locked()?;
-        self.visible.fetch_max(published, Ordering::SeqCst);
-        Ok(())
+        self.commit_deferred_locked()
     }
 
     /// Operations in the deferred transaction (0 if there is none).
@@ -605,27 +603,52 @@ impl Backend {
     /// Commits a deferred transaction, if there is one. The caller holds the write gate: a
     /// defragmentation or an install must not begin or end with changes pending in a transaction
     /// on the old file (its journal would miss them, or they would land in the replaced file).
+    ///
+    /// Published changes become visible only through a commit that succeeded: after a failure
+    /// (which may have taken published changes with it) this refuses, so no reader gets a snapshot
+    /// without revisions the store already published; the member stops and applies them again
+    /// from its log.
     pub(crate) fn commit_deferred_locked(&self) -> Result<()> {
+        if let Some(f) = self.failure() {
+            return Err(BackendError::Poisoned(f.to_string()));
+        }
         let published = self.published.load(Ordering::SeqCst);
         let Some(mut d) = self.take_deferred() else {
+            // Under the gate with nothing deferred, every change is in a commit.
             self.visible.fetch_max(published, Ordering::SeqCst);
             return Ok(());
         };
         let mut txn = d.txn;
+        let mut st = self.batch();
+        // The ops rule of `WriteTxn::commit_volatile`, so commits made here (for readers, mostly)
+        // count towards a durable one too.
+        let ops = st.pending_ops.saturating_add(d.ops);
+        let durable = ops >= self.config.batch_limit;
         let committed = write_staged(&txn, &mut d.staged, &mut d.ops, &mut d.record)
             .and_then(|()| {
-                txn.set_durability(Durability::None)
-                    .map_err(BackendError::from)
+                txn.set_durability(if durable {
+                    Durability::Immediate
+                } else {
+                    Durability::None
+                })
+                .map_err(BackendError::from)
             })
+            .and_then(|()| failpoint::hit_io("beforeCommit").map_err(BackendError::from))
             .and_then(|()| txn.commit().map_err(BackendError::from));
         self.poison(committed)?;
         self.visible.fetch_max(published, Ordering::SeqCst);
+        self.note_size();
         if let Some(ops) = d.record {
             self.journal_append(ops);
         }
-        let mut st = self.batch();
-        st.pending_ops = st.pending_ops.saturating_add(d.ops);
-        st.pending_commits += 1;
+        if durable {
+            st.last_durable = Instant::now();
+            st.pending_ops = 0;
+            st.pending_commits = 0;
+        } else {
+            st.pending_ops = ops;
+            st.pending_commits += 1;
+        }
         Ok(())
     }
 
@@ -664,7 +687,8 @@ impl Backend {
     /// without blocking writers. At most [`size`](Self::size), as etcd's `dbSizeInUse` (its size
     /// minus its free pages) is at most its `dbSize`.
     pub fn size_in_use(&self) -> Result<u64> {
-        let r = self.read()?;
+        // An estimate: published changes not yet committed need not be in it.
+        let r = self.read_raw()?;
         let mut bytes = 0u64;
         for b in Bucket::ALL {
             if let Some(t) = r.table(b)? {

@@ -630,3 +630,23 @@ fn published_deferred_changes_are_committed_for_readers_and_only_then() {
     assert!(b.is_visible());
     assert!(b.read().unwrap().get(Bucket::Key, b"d").unwrap().is_some());
 }
+
+#[test]
+fn published_changes_lost_with_a_failure_make_reads_fail_not_miss_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(dir.path().join("db"), lazy()).unwrap();
+    let mut w = b.resume().unwrap();
+    w.put(Bucket::Key, b"a", b"1").unwrap();
+    w.defer();
+    b.publish_deferred();
+    // The next writer continues the transaction, then loses it (aborted, as a failed request's
+    // transaction is), and stops the backend as its owner does.
+    let mut w = b.resume().unwrap();
+    w.put(Bucket::Key, b"b", b"2").unwrap();
+    drop(w);
+    b.fail("lost published changes");
+    assert!(matches!(b.read(), Err(BackendError::Poisoned(_))));
+    assert!(!b.is_visible());
+    // A raw snapshot (an estimate's) still opens.
+    assert!(b.read_raw().is_ok());
+}

@@ -42,11 +42,15 @@
 //! * A write transaction updates the index as it goes, with revision `current + 1`, so it sees
 //!   its own writes; readers query the index at revisions `<= current` and so never see them. At
 //!   [`TxnWrite::end`] the backend transaction is committed first (without any store lock), and
-//!   then `current` is bumped under the write lock. A [`ReadView`] reads `current` under the read
-//!   lock and then opens its backend snapshot: if it saw the new revision, the commit had
-//!   finished, so its snapshot contains it; if it saw the old one, its snapshot may also contain
-//!   the new records, which the index never points it to. A view is therefore always consistent,
-//!   and readers wait for writers only for the few microseconds of an index update.
+//!   then `current` is bumped under the write lock; [`KvStore::flush`] instead publishes deferred
+//!   revisions in the backend (`Backend::publish_deferred`) before it bumps `current`, without a
+//!   commit. A [`ReadView`] has the backend commit what was published (under the backend's write
+//!   gate, holding no store lock), then reads `current` under the read lock and, if the backend
+//!   still says everything published is committed, opens its snapshot there (else it starts over):
+//!   if it saw the new revision, its records were committed, so its snapshot contains them; if it
+//!   saw the old one, its snapshot may also contain the new records, which the index never points
+//!   it to. A view is therefore always consistent; a reader waits for a writer for an index update
+//!   and, after a publication, for one commit.
 //! * If a `TxnWrite` is dropped without `end`, or its commit fails, its index changes are undone
 //!   (newest first) and nothing reaches the backend.
 //! * Physical compaction deletes old records in batches of `compaction_batch_limit` records, each

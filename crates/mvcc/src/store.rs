@@ -106,7 +106,7 @@ struct Inner {
     /// The watchers, once a [`crate::WatchableStore`] is attached: [`TxnWrite::end`] publishes
     /// each new revision and notifies them under the watchers' lock (see `watchable_store`).
     watchers: OnceLock<Arc<Watchers>>,
-    /// Revisions written with [`TxnWrite::end_deferred`] but not yet committed and published
+    /// Revisions written with [`TxnWrite::end_deferred`] but not yet published
     /// (see [`KvStore::flush`]). Changed only under `writer`.
     unpublished: Mutex<Unpublished>,
     /// The hashes of the last compactions (see `hash`).
@@ -154,7 +154,8 @@ impl Inner {
         }
     }
 
-    /// Publishes the deferred revisions, whose changes the backend has just committed, in order.
+    /// Publishes the deferred revisions, whose changes the backend has just committed or published,
+    /// in order.
     fn publish_unpublished(&self) {
         let done = std::mem::take(&mut *self.unpublished());
         for (rev, events) in done.revs {
@@ -1444,7 +1445,8 @@ impl<'a> TxnWrite<'a> {
     ///
     /// **Tradeoff.** A backend commit costs far more than the changes of a small request
     /// (it checksums and writes back every dirty page), so a caller applying many requests in a
-    /// row ends each with this and flushes once: one commit per batch instead of per request.
+    /// row ends each with this and flushes once: one publication per batch instead of a commit per
+    /// request.
     /// The price is that nothing in the batch may be acknowledged before the flush.
     pub fn end_deferred(
         self,
@@ -1552,8 +1554,12 @@ impl Drop for TxnWrite<'_> {
                 drop(txn);
             } else {
                 // Aborting ours aborts the deferred ones too, and their requests may already
-                // count as applied: a later revision must not take their place. The member stops
-                // and applies them again from its log.
+                // count as applied (or, published by a flush, have been answered): a later
+                // revision must not take their place. The member stops and applies them again
+                // from its log. Since flushes publish without committing, the deferred ones are
+                // usually there, so a request that fails after it wrote stops the member; the
+                // requests' pre-checks make that a backend failure only (a savepoint per request
+                // would keep the member up at the cost of one per request).
                 drop(txn);
                 self.inner.discard_unpublished();
                 self.inner
