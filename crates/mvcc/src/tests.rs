@@ -1201,6 +1201,43 @@ fn a_flush_publishes_without_a_commit_and_a_reader_commits_what_it_reads() {
 }
 
 #[test]
+fn readers_racing_lazy_publications_always_find_the_revision_they_read_at() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let f = Fixture::new();
+    let (_b, s) = f.open();
+    put(&s, "k", "0");
+    let done = AtomicBool::new(false);
+    std::thread::scope(|t| {
+        t.spawn(|| {
+            // Every revision writes `k`, published in batches of three without a commit.
+            for i in 1..=1500u64 {
+                put_deferred(&s, "k", &i.to_string(), i);
+                if i % 3 == 0 {
+                    s.flush().unwrap();
+                }
+            }
+            s.flush().unwrap();
+            done.store(true, Ordering::SeqCst);
+        });
+        for _ in 0..2 {
+            t.spawn(|| {
+                let mut reads = 0u64;
+                while reads < 100 || !done.load(Ordering::SeqCst) {
+                    let view = s.read();
+                    let rev = view.rev();
+                    let r = view
+                        .range(b"k", None, RangeOptions::default())
+                        .unwrap_or_else(|e| panic!("a view at {rev}: {e}"));
+                    assert_eq!(r.kvs[0].mod_revision, rev, "a view at {rev} misses it");
+                    reads += 1;
+                }
+            });
+        }
+    });
+    assert_eq!(s.rev(), 1502);
+}
+
+#[test]
 fn a_transaction_aborted_after_writing_stops_the_store_rather_than_lose_deferred_ones() {
     let f = Fixture::new();
     let (b, s) = f.open();
