@@ -1,8 +1,9 @@
 //! Deterministic apply, as etcd's applier (`server/etcdserver/apply`, `txn`): a committed Raft entry
 //! becomes store changes and a response, the same on every member that applies the same entries.
 //!
-//! * [`applier`]: the [`Applier`] the Raft loop drives entry by entry, with one backend commit per batch
-//!   of committed entries; responses reach their proposers through [`wait`].
+//! * [`applier`]: the [`Applier`] the Raft loop drives entry by entry, with one publication of the
+//!   backend transaction per batch of committed entries (committed when read, see
+//!   `mvcc::KvStore::flush`); responses reach their proposers through [`wait`].
 //! * [`txn`]: etcd's Range/Put/DeleteRange/Txn semantics over `mvcc`, also used for reads.
 //! * [`alarm`]: replicated alarms and etcd's capped/corrupt apply rules; [`quota`]: the backend quota
 //!   and etcd's cost estimates.
