@@ -612,33 +612,49 @@ impl Backend {
         if let Some(f) = self.failure() {
             return Err(BackendError::Poisoned(f.to_string()));
         }
+        match self.take_deferred() {
+            // The ops rule of `WriteTxn::commit_volatile`, so commits made here (for readers,
+            // mostly) count towards a durable one too.
+            Some(d) => self
+                .poison(self.commit_locked(d, Rule::Volatile))
+                .map(|_| ()),
+            None => {
+                // Under the gate with nothing deferred, every change is in a commit.
+                let published = self.published.load(Ordering::SeqCst);
+                self.visible.fetch_max(published, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    }
+
+    /// Commits a transaction's changes; the caller holds the write gate, so `d` holds every
+    /// change not yet committed and a success makes everything published visible. Durable as
+    /// `rule` says; the batch counters, the size and the defragmentation journal follow the
+    /// commit. Returns whether it was durable.
+    fn commit_locked(&self, mut d: Deferred, rule: Rule) -> Result<bool> {
         let published = self.published.load(Ordering::SeqCst);
-        let Some(mut d) = self.take_deferred() else {
-            // Under the gate with nothing deferred, every change is in a commit.
-            self.visible.fetch_max(published, Ordering::SeqCst);
-            return Ok(());
-        };
-        let mut txn = d.txn;
+        write_staged(&d.txn, &mut d.staged, &mut d.ops, &mut d.record)?;
         let mut st = self.batch();
-        // The ops rule of `WriteTxn::commit_volatile`, so commits made here (for readers, mostly)
-        // count towards a durable one too.
         let ops = st.pending_ops.saturating_add(d.ops);
-        let durable = ops >= self.config.batch_limit;
-        let committed = write_staged(&txn, &mut d.staged, &mut d.ops, &mut d.record)
-            .and_then(|()| {
-                txn.set_durability(if durable {
-                    Durability::Immediate
-                } else {
-                    Durability::None
-                })
-                .map_err(BackendError::from)
-            })
-            .and_then(|()| failpoint::hit_io("beforeCommit").map_err(BackendError::from))
-            .and_then(|()| txn.commit().map_err(BackendError::from));
-        self.poison(committed)?;
+        let durable = match rule {
+            Rule::Durable => true,
+            Rule::Batched => {
+                ops >= self.config.batch_limit
+                    || st.last_durable.elapsed() >= self.config.batch_interval
+            }
+            Rule::Volatile => ops >= self.config.batch_limit,
+        };
+        d.txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        failpoint::hit_io("beforeCommit")?;
+        d.txn.commit()?;
         self.visible.fetch_max(published, Ordering::SeqCst);
         self.note_size();
         if let Some(ops) = d.record {
+            // Still under the write gate, so the journal gets commits in commit order.
             self.journal_append(ops);
         }
         if durable {
@@ -649,7 +665,7 @@ impl Backend {
             st.pending_ops = ops;
             st.pending_commits += 1;
         }
-        Ok(())
+        Ok(durable)
     }
 
     /// Number of non-durable commits since the last durable one (0 = everything is on disk).
@@ -1036,43 +1052,23 @@ impl WriteTxn<'_> {
         backend.poison(self.commit_inner(rule))
     }
 
-    fn commit_inner(mut self, rule: Rule) -> Result<CommitInfo> {
-        let backend = self.backend;
-        // Under the gate: this transaction holds every change not yet committed.
-        let published = backend.published.load(Ordering::SeqCst);
-        write_staged(&self.txn, &mut self.staged, &mut self.ops, &mut self.record)?;
-        let mut st = backend.batch();
-        let ops = st.pending_ops.saturating_add(self.ops);
-        let durable = match rule {
-            Rule::Durable => true,
-            Rule::Batched => {
-                ops >= backend.config.batch_limit
-                    || st.last_durable.elapsed() >= backend.config.batch_interval
-            }
-            Rule::Volatile => ops >= backend.config.batch_limit,
+    fn commit_inner(self, rule: Rule) -> Result<CommitInfo> {
+        let WriteTxn {
+            txn,
+            backend,
+            ops,
+            record,
+            staged,
+            _gate,
+        } = self;
+        let d = Deferred {
+            txn,
+            ops,
+            record,
+            staged,
         };
-        self.txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
-        failpoint::hit_io("beforeCommit")?;
-        self.txn.commit()?;
-        backend.visible.fetch_max(published, Ordering::SeqCst);
-        backend.note_size();
+        let durable = backend.commit_locked(d, rule)?;
         failpoint::hit("afterCommit");
-        if let Some(ops) = self.record.take() {
-            // Still under the write gate, so the journal gets commits in commit order.
-            backend.journal_append(ops);
-        }
-        if durable {
-            st.last_durable = Instant::now();
-            st.pending_ops = 0;
-            st.pending_commits = 0;
-        } else {
-            st.pending_ops = ops;
-            st.pending_commits += 1;
-        }
         Ok(CommitInfo { durable })
     }
 
