@@ -529,3 +529,168 @@ fn a_replaced_file_is_emptied_only_once_its_last_reader_is_gone() {
     swap::release(db, Some(file));
     assert_eq!(probe.metadata().unwrap().len(), 0);
 }
+
+/// Writes `key` (and the staged `ci` record, as the applier stages its consistent index) in the
+/// deferred transaction, continuing it if there is one, sets it aside again and, if asked,
+/// publishes it: the applier's batch that no commit holds yet.
+fn defer_put(b: &Backend, key: &[u8], publish: bool) {
+    let mut w = b.resume().unwrap();
+    w.put(Bucket::Key, key, b"deferred").unwrap();
+    w.stage(Bucket::Meta, b"ci", key);
+    w.defer();
+    if publish {
+        b.publish_deferred();
+    }
+}
+
+/// `want` plus what [`defer_put`] wrote for `keys`, in that order.
+fn with_deferred(want: &Content, keys: &[&[u8]]) -> Content {
+    let mut want = want.clone();
+    for k in keys {
+        want.insert((Bucket::Key, k.to_vec()), b"deferred".to_vec());
+        want.insert((Bucket::Meta, b"ci".to_vec()), k.to_vec());
+    }
+    want
+}
+
+/// Published changes pending when a defragmentation starts, or published while it copies and
+/// catches up, are in the defragmented file: those pending at the start were written before the
+/// journal was on (only a commit before the snapshot brings them into the copy), those left
+/// pending at the end are in a transaction on the old file (only a commit in the critical
+/// section brings them into the journal).
+#[test]
+fn defrag_keeps_published_deferred_changes_made_before_and_during_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Arc::new(Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap());
+    fill(&b, 0, 200, 100);
+    let filled = content(&b.read().unwrap());
+    defer_put(&b, b"before", true);
+    assert!(!b.is_visible());
+
+    let writer = b.clone();
+    b.set_hook(Some(Arc::new(move |p| match p {
+        Point::DefragCopy => {
+            // Committed by a reader while the copy runs: it reaches the copy through the journal.
+            defer_put(&writer, b"copy-read", true);
+            let r = writer.read().unwrap();
+            assert!(r.get(Bucket::Key, b"copy-read").unwrap().is_some());
+            defer_put(&writer, b"copy-pending", true);
+        }
+        // Continues the transaction left pending during the copy; nobody reads it before the
+        // critical section.
+        Point::DefragCatchUp => defer_put(&writer, b"catch-up-pending", true),
+        _ => {}
+    })));
+    b.defrag(&DefragConfig::default()).unwrap();
+    b.set_hook(None);
+
+    let want = with_deferred(
+        &filled,
+        &[
+            b"before",
+            b"copy-read",
+            b"copy-pending",
+            b"catch-up-pending",
+        ],
+    );
+    // A raw snapshot commits nothing: what it sees, the defragmentation committed.
+    assert_eq!(content(&b.read_raw().unwrap()), want);
+    assert!(b.is_visible());
+    assert_eq!(b.deferred_ops(), 0);
+    assert_eq!(content(&b.read().unwrap()), want);
+
+    b.force_commit().unwrap();
+    drop(Arc::try_unwrap(b).unwrap());
+    let reopened = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
+    assert_eq!(content(&reopened.read().unwrap()), want);
+}
+
+/// A deferred transaction nobody published is committed by a defragmentation all the same (it
+/// may not begin or end with a transaction open on the old file), so its changes are in the
+/// defragmented file instead of being lost with the old one.
+#[test]
+fn defrag_commits_unpublished_deferred_changes_into_the_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Arc::new(Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap());
+    fill(&b, 0, 200, 100);
+    let filled = content(&b.read().unwrap());
+    defer_put(&b, b"before", false);
+    // Unpublished: no reader needs it, so no reader commits it.
+    assert!(b.is_visible());
+    assert_eq!(content(&b.read().unwrap()), filled);
+
+    let writer = b.clone();
+    b.set_hook(Some(Arc::new(move |p| {
+        if p == Point::DefragCatchUp {
+            defer_put(&writer, b"during", false);
+        }
+    })));
+    b.defrag(&DefragConfig::default()).unwrap();
+    b.set_hook(None);
+
+    let want = with_deferred(&filled, &[b"before", b"during"]);
+    assert_eq!(b.deferred_ops(), 0);
+    assert_eq!(content(&b.read_raw().unwrap()), want);
+
+    b.force_commit().unwrap();
+    drop(Arc::try_unwrap(b).unwrap());
+    let reopened = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
+    assert_eq!(content(&reopened.read().unwrap()), want);
+}
+
+/// An install commits a pending deferred transaction into the file it replaces (so the old file
+/// stays consistent should the swap fail) and the installed file replaces those changes with the
+/// rest: afterwards readers see exactly the installed content, nothing published is left
+/// uncommitted, and the next transaction, deferred or not, writes into the new file.
+#[test]
+fn install_commits_a_pending_deferred_transaction_into_the_replaced_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Arc::new(Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap());
+    fill(&b, 0, 100, 10);
+
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Backend::open(other_dir.path().join("db"), BackendConfig::default()).unwrap();
+    fill(&other, 1000, 1010, 3);
+    let installed = content(&other.read().unwrap());
+
+    // What the old file holds once the install has the write gate, just before the rename.
+    type Seen = (Option<Vec<u8>>, usize, bool);
+    let seen: Arc<Mutex<Option<Seen>>> = Arc::default();
+    let (observer, at_swap) = (b.clone(), seen.clone());
+    b.set_hook(Some(Arc::new(move |p| {
+        if p == Point::Staged {
+            let old = observer.read_raw().unwrap().get(Bucket::Key, b"x").unwrap();
+            let deferred = observer.deferred_ops();
+            *at_swap.lock().unwrap() = Some((old, deferred, observer.is_visible()));
+        }
+    })));
+
+    for (round, publish) in [true, false].into_iter().enumerate() {
+        let src = other_dir.path().join(format!("copy{round}"));
+        other.copy_to_file(&src).unwrap();
+        defer_put(&b, b"x", publish);
+        b.install(&src).unwrap();
+        assert_eq!(
+            seen.lock().unwrap().take(),
+            Some((Some(b"deferred".to_vec()), 0, true)),
+            "published: {publish}"
+        );
+        assert!(b.is_visible(), "published: {publish}");
+        assert_eq!(b.deferred_ops(), 0, "published: {publish}");
+        assert_eq!(
+            content(&b.read().unwrap()),
+            installed,
+            "published: {publish}"
+        );
+    }
+    b.set_hook(None);
+
+    defer_put(&b, b"after", true);
+    let want = with_deferred(&installed, &[b"after"]);
+    assert_eq!(content(&b.read().unwrap()), want);
+
+    b.force_commit().unwrap();
+    drop(Arc::try_unwrap(b).unwrap());
+    let reopened = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
+    assert_eq!(content(&reopened.read().unwrap()), want);
+}
