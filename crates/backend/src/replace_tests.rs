@@ -694,3 +694,34 @@ fn install_commits_a_pending_deferred_transaction_into_the_replaced_file() {
     let reopened = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
     assert_eq!(content(&reopened.read().unwrap()), want);
 }
+
+/// An install whose commit of the pending deferred transaction fails (the backend refuses
+/// writes) changes nothing: the caller's file is where it was, or removed if it was given at the
+/// staging path, and nothing is left at the staging path.
+#[test]
+fn an_install_whose_deferred_commit_fails_gives_the_file_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
+    fill(&b, 0, 10, 1);
+    let before = content(&b.read().unwrap());
+    defer_put(&b, b"x", true);
+    b.fail("a write failed");
+
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Backend::open(other_dir.path().join("db"), BackendConfig::default()).unwrap();
+    fill(&other, 1000, 1010, 3);
+    let beside = dir.path().join("incoming");
+    let elsewhere = other_dir.path().join("incoming");
+    for src in [&beside, &elsewhere] {
+        other.copy_to_file(src).unwrap();
+        let err = b.install(src).unwrap_err();
+        assert!(matches!(err, BackendError::Poisoned(_)), "{err}");
+        assert!(src.exists(), "{}", src.display());
+        assert!(!b.install_staging_path().exists(), "{}", src.display());
+    }
+    other.copy_to_file(&b.install_staging_path()).unwrap();
+    assert!(b.install(&b.install_staging_path()).is_err());
+    assert!(!b.install_staging_path().exists());
+    // The served file is the old one, without the changes the failure took.
+    assert_eq!(content(&b.read_raw().unwrap()), before);
+}

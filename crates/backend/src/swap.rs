@@ -160,22 +160,31 @@ impl Backend {
             .and_then(|f| f.sync_all())
             .map_err(BackendError::from)
             .and_then(|()| open_db(&staged, &self.config));
+        // Leave the caller's file as it was given.
+        let give_back = || {
+            if copied || src == staged {
+                let _ = std::fs::remove_file(&staged);
+            } else {
+                let _ = std::fs::rename(&staged, src);
+            }
+        };
         let (db, sync) = match opened {
             Ok(opened) => opened,
             Err(e) => {
-                // Leave the caller's file as it was given.
-                if copied || src == staged {
-                    let _ = std::fs::remove_file(&staged);
-                } else {
-                    let _ = std::fs::rename(&staged, src);
-                }
+                give_back();
                 return Err(e);
             }
         };
         let gate = self.write_gate.lock().unwrap_or_else(|p| p.into_inner());
         // Changes set aside for the old file are replaced with it; committing them first keeps
         // the old file consistent if the swap fails.
-        self.commit_deferred_locked()?;
+        if let Err(e) = self.commit_deferred_locked() {
+            drop(gate);
+            // redb lets go of the file before it moves back.
+            drop((db, sync));
+            give_back();
+            return Err(e);
+        }
         self.swap_in(db, sync, &staged, gate, Some(&INSTALL_FAILPOINTS))?;
         if src != staged {
             let _ = std::fs::remove_file(src);
