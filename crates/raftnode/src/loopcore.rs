@@ -44,6 +44,9 @@
 //! * When a snapshot marker is due is decided twice: the apply thread decides it (it must sync the
 //!   backend before asking), and the core checks it again against the last marker it knows of, which
 //!   also drops a request an installed snapshot has overtaken.
+//! * A leader does not trim the in-memory log at a marker while a snapshot is being sent, so that the
+//!   peer installing it finds the entries after it; the log grows meanwhile, until the next marker
+//!   after the transfer ([`Core::snapshot_written`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -52,7 +55,7 @@ use raft::prelude::{
     ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message,
 };
 use raft::storage::MemStorage;
-use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole, Storage as _};
 use rpctypes::ServerError;
 
 use crate::proposal::{Payload, Pending, Waiting};
@@ -414,14 +417,49 @@ impl<W> Core<W> {
     }
 
     /// The runtime wrote the marker at `index`: the in-memory log keeps `snapshot_catchup_entries`
-    /// before it.
+    /// before it — unless a snapshot is on its way to a peer, as in etcd. That peer resumes from the
+    /// log right after the snapshot's index; trimmed meanwhile, the log could no longer give it those
+    /// entries and it would need another snapshot, and under steady writes might never catch up.
+    ///
+    /// The skipped compaction is not remembered: like etcd, the next marker after the transfer
+    /// compacts (the sooner the better for memory, but compacting the moment the transfer ends
+    /// would trim the entries the peer is about to ask for whenever more than
+    /// `snapshot_catchup_entries` were written during the transfer). The cost is memory: the
+    /// in-memory log grows for the whole transfer and up to `--snapshot-count` entries after it, and
+    /// keeps growing for as long as every marker finds a transfer running (a peer that fails each
+    /// install and is sent another at once).
     pub fn snapshot_written(&mut self, index: u64) -> Result<(), raft::Error> {
         self.snapshot_index = self.snapshot_index.max(index);
         let keep_from = index.saturating_sub(self.cfg.snapshot_catchup_entries);
-        if keep_from > self.node.store().first_index()? {
-            self.node.mut_store().wl().compact(keep_from)?;
+        if keep_from <= self.node.store().first_index()? {
+            return Ok(());
         }
+        if let Some(to) = self.snapshot_in_flight() {
+            tracing::info!(
+                index,
+                remote_peer_id = format!("{to:x}"),
+                "raft log not compacted at the snapshot marker: a snapshot is being sent to a peer"
+            );
+            return Ok(());
+        }
+        self.node.mut_store().wl().compact(keep_from)?;
         Ok(())
+    }
+
+    /// A peer a snapshot is being sent to, if any. raft-rs's progress of a peer is in
+    /// `ProgressState::Snapshot` from the `MsgSnapshot` until the transfer is reported
+    /// ([`Core::snapshot_sent`], which the runtime does for every transfer it starts or refuses) or
+    /// the peer acknowledges the snapshot's index; losing leadership resets every progress, so only a
+    /// leader can hold the log back.
+    fn snapshot_in_flight(&self) -> Option<u64> {
+        let r = &self.node.raft;
+        if r.state != StateRole::Leader {
+            return None;
+        }
+        r.prs()
+            .iter()
+            .find(|(_, pr)| pr.state == ProgressState::Snapshot)
+            .map(|(id, _)| *id)
     }
 
     /// The runtime installed a snapshot from the leader at `index` (backend, membership, WAL marker)

@@ -309,3 +309,87 @@ fn a_lone_voter_sends_nothing_of_its_new_term_before_the_term_is_persisted() {
         .expect("the learner is sent the new term's entries");
     assert!(persisted < first_send);
 }
+
+/// Proposes `n` writes on a lone leader and applies them; returns the last index applied and the
+/// messages sent.
+fn write(core: &mut Core<u32>, t: Instant, n: u64) -> (u64, Vec<Message>) {
+    let mut out = Vec::new();
+    for i in 0..n {
+        core.propose(pending(i), &mut out);
+    }
+    out.extend(core.turn(t).unwrap());
+    let mut sent = Vec::new();
+    for e in perform(core, out, false) {
+        if let Effect::Send(msgs) = e {
+            sent.extend(msgs);
+        }
+    }
+    (core.raft().raft_log.applied, sent)
+}
+
+/// Member 1 leading alone, with learner 2 so far behind that the compacted log cannot catch it up:
+/// raft-rs has sent it a snapshot, which the runtime has not reported yet.
+fn leading_a_snapshot_transfer(t: Instant) -> Core<u32> {
+    let mut core = lone_with_learners(100, vec![2]);
+    let (last, _) = write(&mut core, t, 5);
+    assert_eq!(core.leader(), 1);
+    core.snapshot_written(last).unwrap();
+    assert_eq!(core.store().first_index().unwrap(), last - 2);
+    // The learner answers the leader's probe: it holds none of the log.
+    let mut m = Message::default();
+    m.set_msg_type(raft::prelude::MessageType::MsgAppendResponse);
+    m.from = 2;
+    m.to = 1;
+    m.term = core.raft().term;
+    m.index = core.raft().prs().get(2).unwrap().next_idx - 1;
+    m.reject = true;
+    core.step(m).unwrap();
+    let (_, sent) = write(&mut core, t, 0);
+    assert!(sent
+        .iter()
+        .any(|m| m.to == 2 && m.get_msg_type() == raft::prelude::MessageType::MsgSnapshot));
+    assert_eq!(
+        core.raft().prs().get(2).unwrap().state,
+        raft::ProgressState::Snapshot
+    );
+    core
+}
+
+#[test]
+fn a_leader_keeps_its_log_while_a_snapshot_is_sent_and_compacts_at_the_next_marker_after() {
+    for ok in [true, false] {
+        let t = Instant::now();
+        let mut core = leading_a_snapshot_transfer(t);
+        let first = core.store().first_index().unwrap();
+        // Markers while the transfer runs trim nothing: the learner will resume after the
+        // snapshot's index, which is older than them.
+        for _ in 0..2 {
+            let (last, _) = write(&mut core, t, 5);
+            core.snapshot_written(last).unwrap();
+            assert_eq!(core.store().first_index().unwrap(), first, "ok: {ok}");
+            assert_eq!(core.snapshot_index, last, "the marker itself counts");
+        }
+        // Delivered or failed, the transfer is over: the next marker compacts.
+        core.snapshot_sent(2, ok);
+        let (last, _) = write(&mut core, t, 5);
+        core.snapshot_written(last).unwrap();
+        assert_eq!(core.store().first_index().unwrap(), last - 2, "ok: {ok}");
+    }
+}
+
+#[test]
+fn a_leader_that_steps_down_during_a_snapshot_transfer_compacts_at_its_next_marker() {
+    let t = Instant::now();
+    let mut core = leading_a_snapshot_transfer(t);
+    let (last, _) = write(&mut core, t, 5);
+    // A higher term: this member follows, and the transfer it started is no longer its concern.
+    let mut m = Message::default();
+    m.set_msg_type(raft::prelude::MessageType::MsgHeartbeat);
+    m.from = 2;
+    m.to = 1;
+    m.term = core.raft().term + 1;
+    core.step(m).unwrap();
+    assert_ne!(core.leader(), 1);
+    core.snapshot_written(last).unwrap();
+    assert_eq!(core.store().first_index().unwrap(), last - 2);
+}
