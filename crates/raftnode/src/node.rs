@@ -844,7 +844,11 @@ impl RaftNode {
         self.wal.release_to(index)?;
         failpoint::hit("raftAfterWALRelease");
         self.shared_snapshot_index.store(index, Ordering::Release);
-        tracing::info!(index, term, "compacted the raft log at a snapshot marker");
+        tracing::info!(
+            index,
+            term,
+            "wrote a snapshot marker and released the WAL segments before it"
+        );
         Ok(())
     }
 }
