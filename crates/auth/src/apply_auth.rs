@@ -154,24 +154,66 @@ impl AuthStore {
         Ok(())
     }
 
-    /// LeaseKeepAlive (etcd 3.5's `checkLeaseRenew`): with auth enabled, a user is required
-    /// (`UserEmpty`), then as [`check_lease_keys_writable`](Self::check_lease_keys_writable).
+    /// LeaseKeepAlive (etcd's `checkLeaseRenew`, 3.4.42+ and 3.5): with auth enabled, a user is
+    /// required (`UserEmpty`); the root role passes; anyone else needs write access to every key
+    /// of the lease, and `seen_revision` (the store's revision before the credentials were read)
+    /// must still be the store's, else `AuthOldRevision`.
     pub fn check_lease_renew(
         &self,
         ai: Option<&AuthInfo>,
         keys: &[Vec<u8>],
+        seen_revision: u64,
     ) -> Result<(), AuthError> {
         if !self.is_enabled() {
             return Ok(());
         }
         let ai = ai.ok_or(AuthError::UserEmpty)?;
-        self.check_lease_keys_writable(ai, keys)
+        if self.is_admin_permitted(ai).is_ok() {
+            return Ok(());
+        }
+        for key in keys {
+            self.is_put_permitted(ai, key)?;
+        }
+        self.check_revision_unchanged(seen_revision)
     }
 
-    /// LeaseTimeToLive with `keys` (etcd's `checkLeaseTimeToLive`, with the lease's keys) and
-    /// LeaseLeases (etcd 3.5's `checkLeaseLeases`, with the keys of every lease): with auth
-    /// enabled, a user is required (`UserEmpty`), and unless it has the root role, read access to
-    /// every key.
+    /// LeaseLeases (etcd's `checkLeaseLeases`, 3.4.42+ and 3.5), with the keys of every lease:
+    /// as [`check_lease_keys_readable`](Self::check_lease_keys_readable), then, unless the root
+    /// role let the caller through, `seen_revision` must still be the store's.
+    pub fn check_lease_leases(
+        &self,
+        ai: Option<&AuthInfo>,
+        keys: &[Vec<u8>],
+        seen_revision: u64,
+    ) -> Result<(), AuthError> {
+        if !self.is_enabled() {
+            return Ok(());
+        }
+        let ai = ai.ok_or(AuthError::UserEmpty)?;
+        if self.is_admin_permitted(ai).is_ok() {
+            return Ok(());
+        }
+        for key in keys {
+            self.is_range_permitted(ai, key, &[])?;
+        }
+        self.check_revision_unchanged(seen_revision)
+    }
+
+    /// The last step of etcd's lease checks: a simple token's lookup answers with the revision
+    /// of the lookup, so passing the permission checks does not show that nothing changed since
+    /// the call began at `seen_revision`; with auth enabled, any change since is
+    /// `AuthOldRevision` (clients log in again and retry).
+    pub fn check_revision_unchanged(&self, seen_revision: u64) -> Result<(), AuthError> {
+        if self.is_enabled() && seen_revision != self.revision() {
+            return Err(AuthError::AuthOldRevision);
+        }
+        Ok(())
+    }
+
+    /// LeaseTimeToLive with `keys` (etcd's `checkLeaseTimeToLive`, with the lease's keys): with
+    /// auth enabled, a user is required (`UserEmpty`), and unless it has the root role, read
+    /// access to every key. The server then answers `AuthOldRevision` if the store's revision
+    /// moved while it read the lease ([`check_revision_unchanged`](Self::check_revision_unchanged)).
     pub fn check_lease_keys_readable(
         &self,
         ai: Option<&AuthInfo>,

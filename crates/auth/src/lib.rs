@@ -71,9 +71,9 @@
 //! | Range, read-only Txn (served locally) | `check_range` / `check_txn` before reading; afterwards, if the credentials' revision is not 0 and differs from `revision()`, answer `AuthOldRevision` (etcd's `doSerialize`) |
 //! | Watch create | `is_range_permitted(ai or default, key, range_end)` on the request's raw `key`/`range_end` (an empty key is `"\0"`), before `range_end` is normalized; refusal cancels the watch with [`AuthError::watch_cancel_reason`] |
 //! | LeaseGrant, LeaseRevoke (before proposing) | `require_auth_info` |
-//! | LeaseKeepAlive | `check_lease_renew` with the lease's keys |
-//! | LeaseTimeToLive | `require_auth_info`; with `keys`, also `check_lease_keys_readable` with the lease's keys |
-//! | LeaseLeases | `check_lease_keys_readable` with the keys of every lease |
+//! | LeaseKeepAlive | `check_lease_renew` with the lease's keys and the `revision()` read before the credentials |
+//! | LeaseTimeToLive | `require_auth_info`; with `keys`, also `check_lease_keys_readable` with the lease's keys, and after the answer `check_revision_unchanged` with the `revision()` read before the credentials |
+//! | LeaseLeases | `check_lease_leases` with the keys of every lease and the `revision()` read before the credentials |
 //! | Compact, Defragment, Snapshot, Hash, HashKV, MoveLeader, Alarm activate/deactivate, MemberAdd/Remove/Update/Promote, Downgrade | `require_admin` (Defragment, Snapshot, Hash and HashKV answer the store's own text as `Unknown`: [`AuthError::store_text`]) |
 //! | Status, MemberList, Alarm GET | `require_auth_info` |
 //! | Lock, Election | run with the caller's credentials through the KV checks |

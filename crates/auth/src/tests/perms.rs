@@ -251,6 +251,59 @@ fn a_request_authorized_before_a_revoke_is_refused_at_apply_with_old_revision() 
 }
 
 #[test]
+fn lease_checks_refuse_with_old_revision_when_the_store_moved_since_the_call_began() {
+    let mut fx = kv_fixture();
+    let keys = vec![b"rw/a".to_vec()];
+    let seen = fx.store.revision();
+    // An unrelated change lands while the caller's token is being looked up; a simple token then
+    // carries the revision after it, so the permission checks themselves pass.
+    fx.role_add("unrelated");
+    let u = fx.ai("u");
+    fx.store.is_put_permitted(&u, b"rw/a").unwrap();
+    fx.store.is_range_permitted(&u, b"rw/a", b"").unwrap();
+    assert!(matches!(
+        fx.store.check_lease_renew(Some(&u), &keys, seen),
+        Err(AuthError::AuthOldRevision)
+    ));
+    assert!(matches!(
+        fx.store.check_lease_leases(Some(&u), &keys, seen),
+        Err(AuthError::AuthOldRevision)
+    ));
+    assert!(matches!(
+        fx.store.check_revision_unchanged(seen),
+        Err(AuthError::AuthOldRevision)
+    ));
+    // Even a lease with no keys (no permission check at all) is refused.
+    assert!(matches!(
+        fx.store.check_lease_renew(Some(&u), &[], seen),
+        Err(AuthError::AuthOldRevision)
+    ));
+    let now = fx.store.revision();
+    fx.store.check_lease_renew(Some(&u), &keys, now).unwrap();
+    fx.store.check_lease_leases(Some(&u), &keys, now).unwrap();
+    fx.store.check_revision_unchanged(now).unwrap();
+    // The root role is let through before the revision is compared (etcd returns early for
+    // it in keep-alive and lease listing; time-to-live compares for everyone).
+    let root = fx.ai("root");
+    fx.store
+        .check_lease_renew(Some(&root), &keys, seen)
+        .unwrap();
+    fx.store
+        .check_lease_leases(Some(&root), &keys, seen)
+        .unwrap();
+    // Checks that are refused anyway keep their own error.
+    assert!(matches!(
+        fx.store
+            .check_lease_renew(Some(&u), &[b"r/c".to_vec()], seen),
+        Err(AuthError::PermissionDenied)
+    ));
+    assert!(matches!(
+        fx.store.check_lease_leases(None, &keys, seen),
+        Err(AuthError::UserEmpty)
+    ));
+}
+
+#[test]
 fn revoking_a_role_removes_its_permissions_from_the_cache() {
     let mut fx = Fx::new();
     fx.user_add("u", "pw");
@@ -458,9 +511,10 @@ fn lease_checks_need_a_user_and_access_to_every_attached_key() {
     let u = fx.ai("u");
     let keys = vec![b"rw/a".to_vec(), b"w/b".to_vec()];
     fx.store.check_lease_keys_writable(&u, &keys).unwrap();
-    fx.store.check_lease_renew(Some(&u), &keys).unwrap();
+    let rev = fx.store.revision();
+    fx.store.check_lease_renew(Some(&u), &keys, rev).unwrap();
     assert!(matches!(
-        fx.store.check_lease_renew(None, &keys),
+        fx.store.check_lease_renew(None, &keys, rev),
         Err(AuthError::UserEmpty)
     ));
     assert!(matches!(
@@ -508,8 +562,10 @@ fn lease_checks_need_a_user_and_access_to_every_attached_key() {
 
     // With auth disabled nothing is required.
     let plain = Fx::new();
-    plain.store.check_lease_renew(None, &keys).unwrap();
+    plain.store.check_lease_renew(None, &keys, 0).unwrap();
+    plain.store.check_lease_leases(None, &keys, 0).unwrap();
     plain.store.check_lease_keys_readable(None, &keys).unwrap();
+    plain.store.check_revision_unchanged(0).unwrap();
     plain.store.require_auth_info(None).unwrap();
     plain.store.require_admin(None).unwrap();
 }

@@ -278,11 +278,14 @@ impl v3rpc::Lessor for EtcdServer {
     }
 
     async fn lease_renew(&self, cx: &Ctx, id: i64) -> Result<i64, ServerError> {
-        // etcd 3.5's `checkLeaseRenew`: write access to the lease's keys.
+        // etcd's `checkLeaseRenew`: write access to the lease's keys. The revision is read before
+        // the credentials because a simple token's lookup answers with the revision of the
+        // lookup, which may be newer than the one the permissions were checked against.
+        let seen = self.auth_store().revision();
         if self.auth_store().is_enabled() {
             let ai = self.auth_info(cx).await?;
             self.auth_store()
-                .check_lease_renew(ai.as_ref(), &self.leases.keys(id))?;
+                .check_lease_renew(ai.as_ref(), &self.leases.keys(id), seen)?;
         }
         EtcdServer::lease_renew(self, id).await
     }
@@ -292,23 +295,29 @@ impl v3rpc::Lessor for EtcdServer {
         cx: &Ctx,
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, ServerError> {
+        let seen = self.auth_store().revision();
         let ai = self.require_auth_info(cx).await?;
-        if req.keys {
-            // etcd's `checkLeaseTimeToLive`: read access to the lease's keys.
-            self.auth_store()
-                .check_lease_keys_readable(ai.as_ref(), &self.leases.keys(req.id))?;
+        if !req.keys {
+            return EtcdServer::lease_time_to_live(self, req).await;
         }
-        EtcdServer::lease_time_to_live(self, req).await
+        // etcd's `checkLeaseTimeToLive`: read access to the lease's keys, and the keys are
+        // withheld if the auth store moved while they were read (the caller's access may be gone).
+        self.auth_store()
+            .check_lease_keys_readable(ai.as_ref(), &self.leases.keys(req.id))?;
+        let resp = EtcdServer::lease_time_to_live(self, req).await?;
+        self.auth_store().check_revision_unchanged(seen)?;
+        Ok(resp)
     }
 
     async fn lease_leases(&self, cx: &Ctx) -> Result<Vec<i64>, ServerError> {
+        let seen = self.auth_store().revision();
         let ids = self.leases.leases();
-        // etcd 3.5's `checkLeaseLeases`: read access to the keys of every lease.
+        // etcd's `checkLeaseLeases`: read access to the keys of every lease.
         if self.auth_store().is_enabled() {
             let ai = self.auth_info(cx).await?;
             let keys: Vec<Vec<u8>> = ids.iter().flat_map(|id| self.leases.keys(*id)).collect();
             self.auth_store()
-                .check_lease_keys_readable(ai.as_ref(), &keys)?;
+                .check_lease_leases(ai.as_ref(), &keys, seen)?;
         }
         Ok(ids)
     }
