@@ -164,17 +164,9 @@ impl AuthStore {
         keys: &[Vec<u8>],
         seen_revision: u64,
     ) -> Result<(), AuthError> {
-        if !self.is_enabled() {
-            return Ok(());
-        }
-        let ai = ai.ok_or(AuthError::UserEmpty)?;
-        if self.is_admin_permitted(ai).is_ok() {
-            return Ok(());
-        }
-        for key in keys {
-            self.is_put_permitted(ai, key)?;
-        }
-        self.check_revision_unchanged(seen_revision)
+        self.check_lease_call(ai, keys, seen_revision, |ai, key| {
+            self.is_put_permitted(ai, key)
+        })
     }
 
     /// LeaseLeases (etcd's `checkLeaseLeases`, 3.4.42+ and 3.5), with the keys of every lease:
@@ -186,6 +178,20 @@ impl AuthStore {
         keys: &[Vec<u8>],
         seen_revision: u64,
     ) -> Result<(), AuthError> {
+        self.check_lease_call(ai, keys, seen_revision, |ai, key| {
+            self.is_range_permitted(ai, key, &[])
+        })
+    }
+
+    /// The shape etcd's server-side lease checks share: a user is required, the root role passes,
+    /// anyone else passes `per_key` for every key and then the revision comparison.
+    fn check_lease_call(
+        &self,
+        ai: Option<&AuthInfo>,
+        keys: &[Vec<u8>],
+        seen_revision: u64,
+        per_key: impl Fn(&AuthInfo, &[u8]) -> Result<(), AuthError>,
+    ) -> Result<(), AuthError> {
         if !self.is_enabled() {
             return Ok(());
         }
@@ -194,7 +200,7 @@ impl AuthStore {
             return Ok(());
         }
         for key in keys {
-            self.is_range_permitted(ai, key, &[])?;
+            per_key(ai, key)?;
         }
         self.check_revision_unchanged(seen_revision)
     }

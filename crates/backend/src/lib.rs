@@ -1053,6 +1053,35 @@ impl WriteTxn<'_> {
     }
 
     fn commit_inner(self, rule: Rule) -> Result<CommitInfo> {
+        let (backend, d, _gate) = self.into_parts();
+        let durable = backend.commit_locked(d, rule)?;
+        failpoint::hit("afterCommit");
+        Ok(CommitInfo { durable })
+    }
+
+    /// Sets the transaction aside without committing: the next [`Backend::write`] continues it,
+    /// and its changes become visible (and durable) with that transaction's commit.
+    ///
+    /// This lets a caller apply many small changes with one commit (a redb commit costs far
+    /// more than an insert: it checksums and flushes every dirty page) while releasing the
+    /// write gate in between. Readers do not see deferred changes until they are published
+    /// ([`Backend::publish_deferred`]); any writer may commit them.
+    pub fn defer(self) {
+        let (backend, d, _gate) = self.into_parts();
+        *backend.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+    }
+
+    /// Discards every change of this transaction (same as dropping it).
+    pub fn abort(self) -> Result<()> {
+        self.txn.abort()?;
+        Ok(())
+    }
+}
+
+impl<'a> WriteTxn<'a> {
+    /// The backend, the changes, and the write gate, which the caller keeps until it has put the
+    /// changes where they go (committed or set aside).
+    fn into_parts(self) -> (&'a Backend, Deferred, MutexGuard<'a, ()>) {
         let WriteTxn {
             txn,
             backend,
@@ -1067,39 +1096,7 @@ impl WriteTxn<'_> {
             record,
             staged,
         };
-        let durable = backend.commit_locked(d, rule)?;
-        failpoint::hit("afterCommit");
-        Ok(CommitInfo { durable })
-    }
-
-    /// Sets the transaction aside without committing: the next [`Backend::write`] continues it,
-    /// and its changes become visible (and durable) with that transaction's commit.
-    ///
-    /// This lets a caller apply many small changes with one commit (a redb commit costs far
-    /// more than an insert: it checksums and flushes every dirty page) while releasing the
-    /// write gate in between. Readers do not see deferred changes until they are published
-    /// ([`Backend::publish_deferred`]); any writer may commit them.
-    pub fn defer(self) {
-        let WriteTxn {
-            txn,
-            backend,
-            ops,
-            record,
-            staged,
-            _gate,
-        } = self;
-        *backend.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(Deferred {
-            txn,
-            ops,
-            record,
-            staged,
-        });
-    }
-
-    /// Discards every change of this transaction (same as dropping it).
-    pub fn abort(self) -> Result<()> {
-        self.txn.abort()?;
-        Ok(())
+        (backend, d, _gate)
     }
 }
 
