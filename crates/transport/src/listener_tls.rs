@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::coalesce::Coalesce;
+use crate::maybe_tls::MaybeTls;
 use crate::server_config::{Role, ServerTls};
 use crate::verify::{self, CertSummary, Slot};
 
@@ -419,10 +420,7 @@ impl ConnInfo {
     }
 }
 
-enum ConnIo {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
+type ConnIo = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 
 /// An accepted connection, plaintext or TLS, ready for a server.
 pub struct Conn {
@@ -456,64 +454,6 @@ impl tonic::transport::server::Connected for Conn {
 
     fn connect_info(&self) -> ConnInfo {
         self.info.clone()
-    }
-}
-
-impl AsyncRead for ConnIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ConnIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ConnIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ConnIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ConnIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ConnIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ConnIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ConnIo::Plain(s) => s.is_write_vectored(),
-            ConnIo::Tls(s) => s.is_write_vectored(),
-        }
     }
 }
 
