@@ -35,6 +35,26 @@ pub enum KvConn {
     Json(crate::gateway::JsonConn),
 }
 
+impl KvConn {
+    /// A gRPC connection over `client`, or with `gateway` endpoints a JSON one, the `opened`-th
+    /// spread over them in turn.
+    fn open(
+        client: etcd_client::Client,
+        gateway: Option<&[String]>,
+        opened: &std::sync::atomic::AtomicUsize,
+    ) -> KvConn {
+        match gateway {
+            None => KvConn::Grpc(Box::new(client.kv_client())),
+            Some(endpoints) => {
+                let n = opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                KvConn::Json(crate::gateway::JsonConn::new(
+                    &endpoints[n % endpoints.len()],
+                ))
+            }
+        }
+    }
+}
+
 /// Result of one request as the runner counts it.
 fn outcome<T>(r: Result<T, etcd_client::Error>) -> Result<(), String> {
     r.map(|_| ()).map_err(|e| crate::client::error_text(&e))

@@ -4,7 +4,7 @@
 //! `--compact-interval` compacts the store every so often, `--compact-index-delta` revisions
 //! behind the head, as etcd's tool does.
 
-use crate::gateway::{b64, JsonConn};
+use crate::gateway::b64;
 use crate::keys::{random_bytes, seed, KeySpace};
 use crate::runner::{self, Workload};
 use crate::{Global, GoDuration, Outcome};
@@ -12,7 +12,7 @@ use anyhow::Result;
 use clap::Args;
 use etcd_client::{Client, KvClient};
 use serde::Serialize;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 #[derive(Args, Debug, Clone, Serialize)]
@@ -56,13 +56,11 @@ impl Workload for Put {
     }
 
     async fn open(&self, client: Client) -> Result<super::KvConn> {
-        Ok(match &self.gateway {
-            None => super::KvConn::Grpc(Box::new(client.kv_client())),
-            Some((endpoints, _)) => {
-                let n = self.opened.fetch_add(1, Ordering::Relaxed);
-                super::KvConn::Json(JsonConn::new(&endpoints[n % endpoints.len()]))
-            }
-        })
+        let gateway = self
+            .gateway
+            .as_ref()
+            .map(|(endpoints, _)| endpoints.as_slice());
+        Ok(super::KvConn::open(client, gateway, &self.opened))
     }
 
     async fn call(&self, conn: &mut super::KvConn, i: u64) -> (usize, Result<(), String>) {

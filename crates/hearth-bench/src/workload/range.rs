@@ -3,14 +3,14 @@
 //! local store), optionally with `--limit` and `--count-only`. Measures read latency and
 //! throughput.
 
-use crate::gateway::{b64, JsonConn};
+use crate::gateway::b64;
 use crate::runner::{self, Workload};
 use crate::{Consistency, Global, Outcome};
 use anyhow::Result;
 use clap::Args;
 use etcd_client::{Client, GetOptions};
 use serde::Serialize;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 #[derive(Args, Debug, Clone, Serialize)]
@@ -49,13 +49,11 @@ impl Workload for Range {
     }
 
     async fn open(&self, client: Client) -> Result<super::KvConn> {
-        Ok(match &self.gateway {
-            None => super::KvConn::Grpc(Box::new(client.kv_client())),
-            Some((endpoints, _)) => {
-                let n = self.opened.fetch_add(1, Ordering::Relaxed);
-                super::KvConn::Json(JsonConn::new(&endpoints[n % endpoints.len()]))
-            }
-        })
+        let gateway = self
+            .gateway
+            .as_ref()
+            .map(|(endpoints, _)| endpoints.as_slice());
+        Ok(super::KvConn::open(client, gateway, &self.opened))
     }
 
     async fn call(&self, conn: &mut super::KvConn, _i: u64) -> (usize, Result<(), String>) {
