@@ -286,6 +286,18 @@ impl Target {
         }
     }
 
+    /// Moves the auth revision on (as root) with a change that grants nobody anything, so that
+    /// every token from before it is stale.
+    async fn change_auth(&self) {
+        let add = AuthRoleAddRequest {
+            name: "unrelated".into(),
+        };
+        self.auth()
+            .role_add(with_token(add, self.root()))
+            .await
+            .unwrap();
+    }
+
     /// The users, roles and keys every run starts from, made as root before auth is enabled.
     async fn setup(&mut self, tokens: &Tokens) {
         let mut auth = self.auth();
@@ -1247,15 +1259,7 @@ async fn a_jwt_from_before_a_change_is_refused_as_old_then_works_after_log_in() 
             async move { write_a_k(channel, tok.as_deref(), b"w").await }
         };
         let mut steps = vec![put(t).await];
-        t.auth()
-            .role_add(with_token(
-                AuthRoleAddRequest {
-                    name: "unrelated".into(),
-                },
-                t.root(),
-            ))
-            .await
-            .unwrap();
+        t.change_auth().await;
         steps.push(put(t).await);
         t.login(&tokens).await;
         steps.push(put(t).await);
@@ -1304,15 +1308,7 @@ async fn a_lease_revoke_with_a_jwt_from_before_a_change_is_refused_as_old_if_the
             ))
             .await
             .expect("put with lease");
-        t.auth()
-            .role_add(with_token(
-                AuthRoleAddRequest {
-                    name: "unrelated".into(),
-                },
-                t.root(),
-            ))
-            .await
-            .unwrap();
+        t.change_auth().await;
         let revoke = |t: &Target, id: Ident, lease: i64| {
             let mut client = t.lease();
             let tok = t.token(id).map(str::to_string);

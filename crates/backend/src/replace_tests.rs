@@ -553,6 +553,15 @@ fn with_deferred(want: &Content, keys: &[&[u8]]) -> Content {
     want
 }
 
+/// Commits what is pending, closes `b` (its last handle) and checks that the file at `path`
+/// opens to `want`.
+fn reopens_with(b: Arc<Backend>, path: &Path, want: &Content) {
+    b.force_commit().unwrap();
+    drop(Arc::try_unwrap(b).unwrap());
+    let reopened = Backend::open(path, BackendConfig::default()).unwrap();
+    assert_eq!(&content(&reopened.read().unwrap()), want);
+}
+
 /// Published changes pending when a defragmentation starts, or published while it copies and
 /// catches up, are in the defragmented file: those pending at the start were written before the
 /// journal was on (only a commit before the snapshot brings them into the copy), those left
@@ -599,10 +608,7 @@ fn defrag_keeps_published_deferred_changes_made_before_and_during_it() {
     assert_eq!(b.deferred_ops(), 0);
     assert_eq!(content(&b.read().unwrap()), want);
 
-    b.force_commit().unwrap();
-    drop(Arc::try_unwrap(b).unwrap());
-    let reopened = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
-    assert_eq!(content(&reopened.read().unwrap()), want);
+    reopens_with(b, &dir.path().join("db"), &want);
 }
 
 /// A deferred transaction nobody published is committed by a defragmentation all the same (it
@@ -632,10 +638,7 @@ fn defrag_commits_unpublished_deferred_changes_into_the_new_file() {
     assert_eq!(b.deferred_ops(), 0);
     assert_eq!(content(&b.read_raw().unwrap()), want);
 
-    b.force_commit().unwrap();
-    drop(Arc::try_unwrap(b).unwrap());
-    let reopened = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
-    assert_eq!(content(&reopened.read().unwrap()), want);
+    reopens_with(b, &dir.path().join("db"), &want);
 }
 
 /// An install commits a pending deferred transaction into the file it replaces (so the old file
@@ -689,10 +692,7 @@ fn install_commits_a_pending_deferred_transaction_into_the_replaced_file() {
     let want = with_deferred(&installed, &[b"after"]);
     assert_eq!(content(&b.read().unwrap()), want);
 
-    b.force_commit().unwrap();
-    drop(Arc::try_unwrap(b).unwrap());
-    let reopened = Backend::open(dir.path().join("db"), BackendConfig::default()).unwrap();
-    assert_eq!(content(&reopened.read().unwrap()), want);
+    reopens_with(b, &dir.path().join("db"), &want);
 }
 
 /// An install whose commit of the pending deferred transaction fails (the backend refuses
