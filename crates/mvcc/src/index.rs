@@ -689,8 +689,8 @@ mod tests {
         assert_eq!(shape(6), (vec![vec![]], vec![], true));
     }
 
-    /// One transaction at revision 3 deletes the key (3.1) and puts it again (3.2); more
-    /// sub-revisions after `then` (a tombstone, if `true`).
+    /// One transaction at revision 3 deletes the key (3.1) and puts it again (3.2); it is then
+    /// deleted once more, in that transaction (3.3) if `then_deleted`, else at revision 4.
     fn deleted_and_put_in_one_transaction(then_deleted: bool) -> KeyIndex {
         let mut ki = KeyIndex::default();
         ki.put(r(2)).unwrap();

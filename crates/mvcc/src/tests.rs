@@ -555,29 +555,27 @@ fn compaction_at_a_tombstone_keeps_it() {
 #[test]
 fn compaction_at_a_transaction_that_deleted_and_put_a_key_keeps_the_put() {
     let f = Fixture::new();
-    {
-        let (b, s) = f.open();
-        put(&s, "a", "v1"); // 2
-        let mut w = s.write(); // 3: deletes a (3.0), puts it again (3.1)
-        w.delete_range(b"a", None);
-        w.put(b"a", b"v2", 0);
-        w.end(0, 0).unwrap();
-        del(&s, "a", None); // 4
-        let seen = get_at(&s, "a", 3).unwrap();
-        assert_eq!((seen.create_revision, seen.mod_revision), (3, 3));
-        s.compact(3).unwrap().wait().unwrap();
-        assert_eq!(records(&b), vec![(3, 1, false), (4, 0, true)]);
-        assert_eq!(get_at(&s, "a", 3), Some(seen.clone()));
-        assert_eq!(all(&s, 3).unwrap().count, 1);
-        drop(s);
-        drop(b);
-        // The index rebuilt from the file agrees with the one compacted in memory.
-        let (b, s) = f.open();
-        assert_eq!(get_at(&s, "a", 3), Some(seen));
-        assert_eq!(get(&s, "a"), None);
-        s.compact(4).unwrap().wait().unwrap();
-        assert_eq!(records(&b), vec![(4, 0, true)]);
-    }
+    let (b, s) = f.open();
+    put(&s, "a", "v1"); // 2
+    let mut w = s.write(); // 3: deletes a (3.0), puts it again (3.1)
+    w.delete_range(b"a", None);
+    w.put(b"a", b"v2", 0);
+    w.end(0, 0).unwrap();
+    del(&s, "a", None); // 4
+    let seen = get_at(&s, "a", 3).unwrap();
+    assert_eq!((seen.create_revision, seen.mod_revision), (3, 3));
+    s.compact(3).unwrap().wait().unwrap();
+    assert_eq!(records(&b), vec![(3, 1, false), (4, 0, true)]);
+    assert_eq!(get_at(&s, "a", 3), Some(seen.clone()));
+    assert_eq!(all(&s, 3).unwrap().count, 1);
+    drop(s);
+    drop(b);
+    // The index rebuilt from the file agrees with the one compacted in memory.
+    let (b, s) = f.open();
+    assert_eq!(get_at(&s, "a", 3), Some(seen));
+    assert_eq!(get(&s, "a"), None);
+    s.compact(4).unwrap().wait().unwrap();
+    assert_eq!(records(&b), vec![(4, 0, true)]);
 }
 
 #[test]
